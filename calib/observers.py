@@ -1,0 +1,40 @@
+"""Calibration observers: run the float model on the calibration images and keep every quantization point's tensor.
+
+The scale searches need the tensors themselves (percentiles, output-error searches), not just running min/max,
+so the recorder keeps them all; 32 images of a 224x224 ViT-S take about 4 GB.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from tsptq.calib.datasets import ImageSet, iterate_batches
+from tsptq.errors import QuantizationError
+from tsptq.qvit import Graph, run
+
+
+class Recorder:
+    def __init__(self):
+        self.tensors: dict[str, list[torch.Tensor]] = {}
+        self.kinds: dict[str, str] = {}
+
+    def act(self, name: str, kind: str, x: torch.Tensor) -> torch.Tensor:
+        self.tensors.setdefault(name, []).append(x.detach().clone())
+        self.kinds[name] = kind
+        return x
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        return {name: torch.cat(parts, 0) for name, parts in self.tensors.items()}
+
+
+@torch.no_grad()
+def record(graph: Graph, calib: ImageSet, batch_size: int = 16, progress: bool = True) -> tuple[dict, dict]:
+    """Float tensors at every quantization point over the calibration set: ({name: tensor}, {name: kind})."""
+    if len(calib) == 0:
+        raise QuantizationError("the calibration set is empty: give at least one image")
+    rec = Recorder()
+    batches = iterate_batches(calib.images, graph.cfg, batch_size)
+    total = -(-len(calib) // batch_size)
+    for x in tqdm(batches, total=total, desc="calibrate", unit="batch", disable=not progress, leave=False):
+        run(graph, x, rec)
+    return rec.finish(), rec.kinds

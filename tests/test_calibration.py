@@ -1,0 +1,143 @@
+"""Calibration and scale search: determinism, bad input, and that each two-scale search finds what it should."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tsptq.calib import search
+from tsptq.calib.datasets import ImageSet, to_model_input
+from tsptq.errors import DataError, QuantizationError
+from tsptq.methods import METHODS, parse_bits, parse_methods
+from tsptq.quantize import quantize
+from tsptq.qvit import FloatHook, Graph, point_names, run
+from tsptq.vit import ViTConfig, VisionTransformer
+
+CFG = ViTConfig(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_hidden=96, num_classes=10,
+                layer_scale=True, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return VisionTransformer(CFG).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return ImageSet(rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 24), "random")
+
+
+def _dicts(qm):
+    return {k: v.to_dict() for k, v in qm.acts.items()}, {k: v.to_dict() for k, v in qm.weights.items()}
+
+
+def test_functional_forward_equals_the_module(tiny, images):
+    x = to_model_input(images.images[:4], CFG)
+    assert torch.allclose(run(Graph.from_model(tiny), x, FloatHook()), tiny(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "fp32"])
+def test_every_method_quantizes_every_point_deterministically(tiny, images, method):
+    a = quantize(tiny, images, method, progress=False)
+    b = quantize(tiny, images, method, progress=False)
+    assert set(a.acts) == {name for name, _ in point_names(CFG)}
+    assert _dicts(a) == _dicts(b)
+    x = to_model_input(images.images[:4], CFG)
+    assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("bits", ["W8A8", "W6A6", "W4A8"])
+def test_bit_widths_run_and_codes_respect_them(tiny, images, bits):
+    w_bits, a_bits = parse_bits(bits)
+    qm = quantize(tiny, images, "tsptq", bits, progress=False)
+    assert all(q.bits == a_bits for q in qm.acts.values())
+    for layer, (w, _) in qm.graph.linears.items():
+        codes = qm.weights[layer].encode(w)
+        assert int(codes.abs().max()) <= (1 << (w_bits - 1))
+    assert torch.isfinite(qm(to_model_input(images.images[:2], CFG))).all()
+
+
+def test_bad_input_gives_specific_errors(tiny, images):
+    with pytest.raises(QuantizationError, match="empty"):
+        quantize(tiny, images.take(0), "minmax", progress=False)
+    with pytest.raises(QuantizationError, match="unknown method"):
+        quantize(tiny, images, "nope", progress=False)
+    with pytest.raises(QuantizationError, match="W8A8"):
+        parse_bits("8bit")
+    with pytest.raises(QuantizationError):
+        parse_methods(" , ")
+    with pytest.raises(DataError, match="channel"):
+        quantize(tiny, ImageSet(np.zeros((4, 32, 32, 1), np.uint8), np.zeros(4, np.int64), "gray"), "minmax",
+                 progress=False)
+    for shape in ((4, 32, 16, 3), (4, 64, 64, 3)):
+        with pytest.raises(DataError, match="model expects 32x32"):
+            quantize(tiny, ImageSet(np.zeros(shape, np.uint8), np.zeros(4, np.int64), "odd"), "minmax", progress=False)
+
+
+def _residual_with_outliers(seed=0, outliers=(5, 17), factor=30.0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2048, 48, generator=gen)
+    x[:, list(outliers)] *= factor
+    return x
+
+
+def test_o2sf_finds_the_outlier_channels_and_beats_uniform():
+    x = _residual_with_outliers()
+    gamma, beta = torch.ones(48), torch.zeros(48)
+    err = search.layernorm_output_error(x, gamma, beta, 1e-6)
+    q = search.o2sf(x, 8, err, x)
+    assert q.outlier_mask.nonzero().flatten().tolist() == [5, 17]
+    assert int(q.shifts.max()) >= 3  # 30x range needs at least 2^3 to 2^5
+    uniform = search.mse_uniform(x, 8, err, x)
+    assert err(q.fake(x)) < 0.5 * err(uniform.fake(x))
+
+
+def test_o2sf_without_outliers_is_a_plain_uniform_code():
+    x = torch.randn(2048, 48, generator=torch.Generator().manual_seed(1))
+    q = search.o2sf(x, 8, search.layernorm_output_error(x, torch.ones(48), torch.zeros(48), 1e-6), x)
+    assert not q.outlier_mask.any()
+
+
+def _attention(seed=0, tokens=197, heads=3):
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(2, heads, tokens, tokens, generator=gen) * 2.5
+    v = torch.randn(2, heads, tokens, 16, generator=gen)
+    return scores.softmax(-1), v
+
+
+def test_v2sf_softmax_beats_uniform_on_attention_output():
+    probs, v = _attention()
+    err = search.attention_output_error(probs, v)
+    q = search.v2sf(probs, 8, False, err, probs, m_max=8)
+    uniform = search.minmax(probs, 8)
+    assert q.m >= 2  # long sequences: most probabilities are tiny, the fine region must be much finer
+    assert err(q.fake(probs)) < 0.5 * err(uniform.fake(probs))
+
+
+def _gelu_case(heavy: bool, seed=2):
+    gen = torch.Generator().manual_seed(seed)
+    pre = torch.randn(4096, 96, generator=gen) - (1.5 if heavy else 0.0)
+    if heavy:  # a few large activations, as in pretrained ViTs (post-GELU up to ~14 while most are near 0)
+        pre += (torch.rand(4096, 96, generator=gen) < 0.002) * 12.0
+    return F.gelu(pre), torch.randn(48, 96, generator=gen) * 0.1
+
+
+def test_v2sf_gelu_keeps_sign_and_beats_uniform_on_heavy_tails():
+    h, w = _gelu_case(heavy=True)
+    err = search.linear_output_error(h, w)
+    q = search.v2sf(h, 8, True, err, h, m_max=8)
+    assert q.signed_fine and q.fake(torch.tensor([-0.1])).item() < 0
+    assert err(q.fake(h)) < 0.7 * err(search.mse_uniform(h, 8, err, h).fake(h))
+
+
+def test_tsptq_keeps_a_uniform_code_where_two_scales_do_not_pay(tiny, images):
+    """On a mild post-GELU distribution a flag bit costs more than it gives: the fit must not be worse than uniform."""
+    from tsptq.quantize import fit_point
+
+    h, w = _gelu_case(heavy=False)
+    graph = Graph.from_model(tiny)
+    graph.linears["blocks.0.fc2"] = (w, torch.zeros(48))
+    q = fit_point(METHODS["tsptq"], "blocks.0.gelu", "gelu", {"blocks.0.gelu": h}, graph, 8)
+    err = search.linear_output_error(h, w)
+    assert err(q.fake(h)) <= err(search.minmax(h, 8).fake(h))

@@ -1,0 +1,61 @@
+"""The command line: the table, the JSON file, the plot, and clear errors for bad arguments."""
+import json
+
+import pytest
+
+from tsptq.calib import datasets
+from tsptq.cli import main, resolve_data
+from tsptq.vit import NAMED_CONFIGS
+
+needs_fashion = pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
+
+
+def test_models_lists_everything(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cifar10-vit", "fashion-vit", "dinov2-s14", "deit_small_patch16_224", "tsptq", "ptf-log2", "twin"):
+        assert name in out
+
+
+@needs_fashion
+def test_eval_writes_table_json_and_plot(tmp_path, capsys):
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    rc = main(["eval", "--model", "fashion-vit", "--methods", "fp32,minmax,tsptq", "--calib-images", "16",
+               "--eval-images", "300", "--json", str(out_json), "--plot", str(out_png), "--quiet"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "tsptq" in table and "agree" in table
+    report = json.loads(out_json.read_text())
+    assert report["model"] == "fashion-vit" and report["eval_images"] == 300 and report["calib_images"] == 16
+    assert [r["method"] for r in report["results"]] == ["fp32", "minmax", "tsptq"]
+    for row in report["results"]:
+        assert set(row) >= {"method", "top1", "drop", "agreement"}
+        assert 0 <= row["top1"] <= 100 and 0 <= row["agreement"] <= 100
+    assert report["results"][0]["drop"] == 0.0 and report["results"][0]["agreement"] == 100.0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "fp32,bogus"], "unknown method 'bogus'"),
+    (["--bits", "W9"], "W8A8"),
+    (["--calib-images", "0"], "at least 1"),
+    (["--model", "no-such-model"], "unknown model"),
+])
+def test_eval_bad_arguments_exit_2_with_a_specific_message(args, message, capsys):
+    assert main(["eval", "--quiet", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(datasets, "CIFAR10_TARBALL", tmp_path / "nothing.tar.gz")
+    monkeypatch.setenv("TSPTQ_CACHE", str(tmp_path / "cache"))
+    assert main(["eval", "--model", "deit_tiny_patch16_224", "--data", "cifar10", "--quiet"]) == 2
+    assert "CIFAR-10 not found" in capsys.readouterr().err
+
+
+def test_bundled_data_needs_nothing_outside_the_package():
+    calib, test, labelled = resolve_data("cifar10-vit", NAMED_CONFIGS["deit_tiny_patch16_224"], "bundled", 32, None, None)
+    assert len(calib) == 32 and len(test) == 500 and labelled
+    assert sorted(set(test.labels.tolist())) == list(range(10))
+    assert len(set(map(bytes, calib.images)) & set(map(bytes, test.images))) == 0  # calibration kept out of the eval

@@ -1,0 +1,83 @@
+"""The quantization methods: which code and which search each one uses for each kind of tensor.
+
+Every method except ``fp32`` is fully quantized: every quantization point of ``qvit.run`` gets a code.
+TSPTQ's ablation variants are methods too (``tsptq-no-o2sf``, ``tsptq-no-v2sf``, ...), so the harness,
+the benchmarks and the CLI treat them alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tsptq.errors import QuantizationError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    generic: str  # every 'act' point and the non-special kinds: minmax | percentile | mse
+    residual: str  # residual stream / LayerNorm inputs: uniform | ptf | o2sf
+    softmax: str  # post-Softmax: uniform | log2 | twin | v2sf
+    gelu: str  # post-GELU: uniform | twin | v2sf
+    weight_search: bool = False  # per-channel clip search for weights (else plain max)
+    output_search: bool = True  # score 2SF candidates by the consumer's output error (else by the tensor's own)
+    description: str = ""
+
+
+_TSPTQ = Method("tsptq", "mse", "o2sf", "v2sf", "v2sf", weight_search=True,
+                description="TSPTQ-ViT: V-2SF on post-Softmax/post-GELU, O-2SF on LayerNorm inputs, output-error search")
+
+METHODS: dict[str, Method | None] = {
+    "fp32": None,
+    "minmax": Method("minmax", "minmax", "uniform", "uniform", "uniform",
+                     description="per-tensor uniform from min/max everywhere, per-channel weights"),
+    "percentile": Method("percentile", "percentile", "uniform", "uniform", "uniform",
+                         description="per-tensor uniform clipped at the 0.01/99.99 percentiles"),
+    "ptf-log2": Method("ptf-log2", "minmax", "ptf", "log2", "uniform",
+                       description="FQ-ViT: power-of-two factor LayerNorm inputs, log2 softmax"),
+    "twin": Method("twin", "minmax", "uniform", "twin", "twin",
+                   description="PTQ4ViT twin uniform on post-Softmax and post-GELU"),
+    "tsptq": _TSPTQ,
+    # Ablations: each switches one part of TSPTQ off.
+    "tsptq-no-o2sf": replace(_TSPTQ, name="tsptq-no-o2sf", residual="uniform", description="TSPTQ without O-2SF"),
+    "tsptq-no-v2sf-softmax": replace(_TSPTQ, name="tsptq-no-v2sf-softmax", softmax="uniform",
+                                     description="TSPTQ without V-2SF on post-Softmax"),
+    "tsptq-no-v2sf-gelu": replace(_TSPTQ, name="tsptq-no-v2sf-gelu", gelu="uniform",
+                                  description="TSPTQ without V-2SF on post-GELU"),
+    "tsptq-tensor-search": replace(_TSPTQ, name="tsptq-tensor-search", output_search=False,
+                                   description="TSPTQ with 2SF scales scored on the tensor, not the consumer output"),
+    "tsptq-base": replace(_TSPTQ, name="tsptq-base", residual="uniform", softmax="uniform", gelu="uniform",
+                          description="TSPTQ's searches with no two-scale code at all"),
+}
+
+MAIN_METHODS = ("fp32", "minmax", "percentile", "ptf-log2", "twin", "tsptq")
+ABLATIONS = ("tsptq", "tsptq-no-o2sf", "tsptq-no-v2sf-softmax", "tsptq-no-v2sf-gelu", "tsptq-tensor-search", "tsptq-base")
+
+
+def get_method(name: str) -> Method | None:
+    if name not in METHODS:
+        raise QuantizationError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def parse_methods(spec: str) -> list[str]:
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise QuantizationError("no method given")
+    for n in names:
+        get_method(n)
+    return names
+
+
+def parse_bits(spec: str) -> tuple[int, int]:
+    """'W8A8' -> (8, 8)."""
+    s = spec.upper().strip()
+    try:
+        w, a = s[1:].split("A")
+        if s[0] != "W":
+            raise ValueError
+        w_bits, a_bits = int(w), int(a)
+    except ValueError:
+        raise QuantizationError(f"bit widths look like W8A8 or W4A8, got {spec!r}") from None
+    if not (2 <= w_bits <= 8 and 3 <= a_bits <= 8):
+        raise QuantizationError(f"supported: weights 2-8 bits, activations 3-8 bits; got {spec!r}")
+    return w_bits, a_bits

@@ -1,0 +1,106 @@
+"""Calibrate and quantize: float ViT + calibration images + method -> QuantizedViT.
+
+1. record every quantization point's float tensor on the calibration images (``calib.observers``);
+2. fit each point's code with the method's search for its kind (``calib.search``);
+3. fit the weight codes (symmetric per output channel) and the constants.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm import tqdm
+
+from tsptq.calib import search
+from tsptq.calib.datasets import ImageSet
+from tsptq.calib.observers import record
+from tsptq.methods import Method, get_method, parse_bits
+from tsptq.quantizers import Quantizer, Uniform, max_two_scale_ratio
+from tsptq.qvit import Graph, QuantizedViT, point_names
+from tsptq.vit import VisionTransformer
+
+# Output-error searches look at a subsample (enough to rank candidates, bounded cost on large models).
+SEARCH_IMAGES = 8
+SEARCH_ROWS = 4096
+
+
+def quantize(model: VisionTransformer | Graph, calib: ImageSet, method: str, bits: str = "W8A8",
+             batch_size: int = 16, progress: bool = True) -> QuantizedViT:
+    graph = model if isinstance(model, Graph) else Graph.from_model(model)
+    spec = get_method(method)
+    w_bits, a_bits = parse_bits(bits)
+    if spec is None:  # fp32: the same graph, no codes
+        return QuantizedViT(graph, "fp32", 32, 32, {}, {}, {})
+    t0 = time.perf_counter()
+    tensors, _ = record(graph, calib, batch_size, progress)
+    acts: dict[str, Quantizer] = {}
+    points = point_names(graph.cfg)
+    for name, kind in tqdm(points, desc=f"search {method}", unit="tensor", disable=not progress, leave=False):
+        acts[name] = fit_point(spec, name, kind, tensors, graph, a_bits)
+    weights = {layer: search.weight_code(w, w_bits, spec.weight_search) for layer, (w, _) in graph.linears.items()}
+    pos = graph.consts["pos_embed"]
+    consts = {"pos_embed": Uniform(pos.abs().max().clamp_min(1e-8) / 127, torch.tensor(0.0), 8)}
+    info = {"calib_images": len(calib), "calib_seconds": round(time.perf_counter() - t0, 2),
+            "two_scale": _two_scale_summary(acts)}
+    return QuantizedViT(graph, method, w_bits, a_bits, acts, weights, consts, info)
+
+
+def fit_point(spec: Method, name: str, kind: str, tensors: dict, graph: Graph, bits: int) -> Quantizer:
+    """Fit one quantization point's code with the method's choice for its kind."""
+    x = tensors[name]
+    code = {"residual": spec.residual, "softmax": spec.softmax, "gelu": spec.gelu}.get(kind, "uniform")
+    if code == "uniform":
+        if spec.generic == "mse" and kind != "act":  # TSPTQ's ablations: uniform, scored like the 2SF codes
+            return search.mse_uniform(x, bits, *_consumer_error(spec, name, kind, x, tensors, graph))
+        return _fit_uniform(spec.generic, x, bits)
+    if code == "ptf":
+        return search.ptf(x, bits)
+    if code == "log2":
+        return search.log2_code(bits)
+    err, data = _consumer_error(spec, name, kind, x, tensors, graph)
+    if code == "o2sf":
+        return search.o2sf(x, bits, err, data)
+    m_max = max_two_scale_ratio(x.shape[-1])  # fan-in of the consumer: tokens for attn x V, hidden width for fc2
+    if code == "twin":
+        return search.twin_softmax(bits, err, data, m_max) if kind == "softmax" else search.twin_gelu(x, bits, err, data)
+    # V-2SF spends a flag bit; on a tensor without a heavy tail a uniform code of the same width is better, so the
+    # consumer decides (O-2SF does the same through its tau = inf candidate).
+    two_scale = search.v2sf(x, bits, kind == "gelu", err, data, m_max)
+    return search.best_of([two_scale, search.mse_uniform(x, bits, err, data)], err, data)
+
+
+def _fit_uniform(generic: str, x: torch.Tensor, bits: int) -> Uniform:
+    if generic == "minmax":
+        return search.minmax(x, bits)
+    if generic == "percentile":
+        return search.percentile(x, bits)
+    return search.mse_uniform(x, bits)
+
+
+def _consumer_error(spec: Method, name: str, kind: str, x: torch.Tensor, tensors: dict, graph: Graph):
+    """(error function, the data it scores) for a softmax, gelu or residual point: the consuming layer's output
+    error, or the tensor's own error when the method says so."""
+    if kind == "softmax":
+        data = x[:SEARCH_IMAGES]
+        v = tensors[name.replace(".softmax", ".v")][:SEARCH_IMAGES]
+        return (search.attention_output_error(data, v) if spec.output_search else search.tensor_error(data)), data
+    data = search.subsample_rows(x, SEARCH_ROWS)
+    if not spec.output_search:
+        return search.tensor_error(data), data
+    if kind == "gelu":
+        return search.linear_output_error(data, graph.linears[name.replace(".gelu", ".fc2")][0]), data
+    gamma, beta = graph.norms[graph.consumer_norm(name)]
+    return search.layernorm_output_error(data, gamma, beta, graph.cfg.ln_eps), data
+
+
+def _two_scale_summary(acts: dict[str, Quantizer]) -> dict:
+    """What the searches chose for the two-scale tensors (for reports and metadata)."""
+    out = {}
+    for name, q in acts.items():
+        d = q.to_dict()
+        if d["kind"] == "two_scale":
+            out[name] = {"fine_scale": d["fine_scale"], "ratio_log2": d["ratio_log2"]}
+        elif d["kind"] == "channel_pow2":
+            out[name] = {"outliers": int((q.shifts > 0).sum()), "max_shift": int(q.shifts.max())}
+    return out
+
