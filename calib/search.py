@@ -17,7 +17,8 @@ from tsptq.quantizers import (ChannelPow2, Log2, SignSplit, TwoScale, Uniform, s
 
 ErrorFn = Callable[[torch.Tensor], float]
 CLIP_GRID = torch.linspace(1.0, 0.3, 15).tolist()
-MAX_ELEMENTS = 1 << 20
+MAX_ELEMENTS = 1 << 18
+REFINE_GRID = CLIP_GRID[:10:2]  # 1.0, 0.9, ..., 0.6: the second, finer pass of the two-scale searches
 
 
 def subsample(x: torch.Tensor, n: int = MAX_ELEMENTS, seed: int = 0) -> torch.Tensor:
@@ -88,14 +89,14 @@ def v2sf(x: torch.Tensor, bits: int, signed_fine: bool, err: ErrorFn, data: torc
     """V-2SF: search the ratio exponent m and the fine scale s.
 
     For each m the coarse region first covers the observed maximum (s = max / (F * 2^m)); the two best m are
-    then refined with clipped maxima. Candidates are scored by ``err`` (the consumer's output error).
+    then refined with the maximum clipped by 1.0 ... 0.6. Candidates are scored by ``err`` (the consumer's output error).
     """
     hi = max(float(x.max()), 1e-8)
     fmax = (1 << (bits - 1)) - 1
     ms = list(range(1, m_max + 1)) or [0]
     first = {m: TwoScale(hi / (fmax << m), m, bits, signed_fine) for m in ms}
     scores = sorted((err(q.fake(data)), m) for m, q in first.items())
-    cands = [TwoScale(hi * a / (fmax << m), m, bits, signed_fine) for _, m in scores[:2] for a in CLIP_GRID[:10]]
+    cands = [TwoScale(hi * a / (fmax << m), m, bits, signed_fine) for _, m in scores[:2] for a in REFINE_GRID]
     return best_of(cands, err, data)
 
 
@@ -120,8 +121,9 @@ def _channel_ranges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows.amin(0), rows.amax(0)
 
 
-def _fit_shift(lo_c, hi_c, scale, zp, bits, n_max=8) -> int:
-    """Smallest n with every given channel's range inside the code range at scale * 2^n."""
+def _fit_shift(lo_c, hi_c, scale, zp, bits, n_max=7) -> int:
+    """Smallest n with every given channel's range inside the code range at scale * 2^n (n <= 7: (q - zp) << n
+    stays an int16 for the consumer)."""
     qmin, qmax = signed_range(bits)
     for n in range(1, n_max + 1):
         s = scale * (1 << n)
@@ -147,7 +149,7 @@ def o2sf(x: torch.Tensor, bits: int, err: ErrorFn, data: torch.Tensor) -> Channe
             continue
         seen.add(key)
         lo, hi = float(lo_c[~outlier].min()), float(hi_c[~outlier].max())
-        for a in CLIP_GRID[:10]:
+        for a in REFINE_GRID:
             base = uniform_from_range(lo * a, hi * a, bits)
             s, zp = float(base.scale), int(base.zero_point)
             if not outlier.any():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from tsptq.calib import datasets
+from tsptq.calib.observers import record
 from tsptq.errors import DataError
 from tsptq.quantize import quantize
 from tsptq.qvit import Graph, QuantizedViT, SimHook, run
@@ -74,17 +76,17 @@ def evaluate(model: VisionTransformer, calib: datasets.ImageSet, eval_set: datas
     ref = predict(quantize(graph, calib, "fp32"), eval_set.images, bs, "fp32", progress)
     ref_top1 = 100.0 * float((ref.logits.argmax(-1).numpy() == labels).mean()) if labels is not None else None
     rows = []
+    recorded = record(graph, calib, progress=progress) if any(m != "fp32" for m in methods) else None
     for method in ["fp32"] + [m for m in methods if m != "fp32"]:
         t0 = time.perf_counter()
-        qm = quantize(graph, calib, method, bits, progress=progress)
+        qm = quantize(graph, recorded if method != "fp32" else calib, method, bits, progress=progress)
         out = ref if method == "fp32" else predict(qm, eval_set.images, bs, method, progress)
         row = {"method": method, "bits": "FP32" if method == "fp32" else bits.upper(),
                **compare(out, ref, labels, ref_top1),
                "calib_seconds": qm.info.get("calib_seconds", 0.0), "seconds": round(time.perf_counter() - t0, 1)}
         if method in methods:
             rows.append(row)
-        if progress:
-            tqdm.write(format_row(row))
+        tqdm.write(format_row(row), file=sys.stderr)
     return rows
 
 

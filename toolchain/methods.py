@@ -18,13 +18,16 @@ class Method:
     residual: str  # residual stream / LayerNorm inputs: uniform | ptf | o2sf
     softmax: str  # post-Softmax: uniform | log2 | twin | v2sf
     gelu: str  # post-GELU: uniform | twin | v2sf
+    branch: str = "uniform"  # attention/MLP outputs added into the residual stream: uniform | o2sf
+    norm_out: str = "uniform"  # LayerNorm outputs: uniform | o2sf
     weight_search: bool = False  # per-channel clip search for weights (else plain max)
     output_search: bool = True  # score 2SF candidates by the consumer's output error (else by the tensor's own)
     description: str = ""
 
 
-_TSPTQ = Method("tsptq", "mse", "o2sf", "v2sf", "v2sf", weight_search=True,
-                description="TSPTQ-ViT: V-2SF on post-Softmax/post-GELU, O-2SF on LayerNorm inputs, output-error search")
+_TSPTQ = Method("tsptq", "mse", "o2sf", "v2sf", "v2sf", branch="o2sf", norm_out="o2sf", weight_search=True,
+                description="TSPTQ-ViT: V-2SF on post-Softmax/post-GELU, O-2SF on LayerNorm inputs and outputs and "
+                            "on the branches that feed them, output-error search")
 
 METHODS: dict[str, Method | None] = {
     "fp32": None,
@@ -38,7 +41,8 @@ METHODS: dict[str, Method | None] = {
                    description="PTQ4ViT twin uniform on post-Softmax and post-GELU"),
     "tsptq": _TSPTQ,
     # Ablations: each switches one part of TSPTQ off.
-    "tsptq-no-o2sf": replace(_TSPTQ, name="tsptq-no-o2sf", residual="uniform", description="TSPTQ without O-2SF"),
+    "tsptq-no-o2sf": replace(_TSPTQ, name="tsptq-no-o2sf", residual="uniform", branch="uniform",
+                             norm_out="uniform", description="TSPTQ without O-2SF"),
     "tsptq-no-v2sf-softmax": replace(_TSPTQ, name="tsptq-no-v2sf-softmax", softmax="uniform",
                                      description="TSPTQ without V-2SF on post-Softmax"),
     "tsptq-no-v2sf-gelu": replace(_TSPTQ, name="tsptq-no-v2sf-gelu", gelu="uniform",
@@ -46,6 +50,7 @@ METHODS: dict[str, Method | None] = {
     "tsptq-tensor-search": replace(_TSPTQ, name="tsptq-tensor-search", output_search=False,
                                    description="TSPTQ with 2SF scales scored on the tensor, not the consumer output"),
     "tsptq-base": replace(_TSPTQ, name="tsptq-base", residual="uniform", softmax="uniform", gelu="uniform",
+                          branch="uniform", norm_out="uniform",
                           description="TSPTQ's searches with no two-scale code at all"),
 }
 

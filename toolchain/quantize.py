@@ -13,34 +13,36 @@ from tqdm import tqdm
 
 from tsptq.calib import search
 from tsptq.calib.datasets import ImageSet
-from tsptq.calib.observers import record
+from tsptq.calib.observers import Calibration, record
 from tsptq.methods import Method, get_method, parse_bits
 from tsptq.quantizers import Quantizer, Uniform, max_two_scale_ratio
 from tsptq.qvit import Graph, QuantizedViT, point_names
 from tsptq.vit import VisionTransformer
 
 # Output-error searches look at a subsample (enough to rank candidates, bounded cost on large models).
-SEARCH_IMAGES = 8
-SEARCH_ROWS = 4096
+SEARCH_IMAGES = 8  # post-Softmax: attn x V error over this many images
+SEARCH_ROWS = 2048  # residual stream: LayerNorm output error over this many tokens
+SEARCH_ROWS_GELU = 1024  # post-GELU: fc2 output error over this many tokens (the costliest score)
 
 
-def quantize(model: VisionTransformer | Graph, calib: ImageSet, method: str, bits: str = "W8A8",
+def quantize(model: VisionTransformer | Graph, calib: ImageSet | Calibration, method: str, bits: str = "W8A8",
              batch_size: int = 16, progress: bool = True) -> QuantizedViT:
+    """Fit ``method``'s codes on the calibration images (or on tensors already recorded from them)."""
     graph = model if isinstance(model, Graph) else Graph.from_model(model)
     spec = get_method(method)
     w_bits, a_bits = parse_bits(bits)
     if spec is None:  # fp32: the same graph, no codes
         return QuantizedViT(graph, "fp32", 32, 32, {}, {}, {})
+    cal = calib if isinstance(calib, Calibration) else record(graph, calib, batch_size, progress)
     t0 = time.perf_counter()
-    tensors, _ = record(graph, calib, batch_size, progress)
     acts: dict[str, Quantizer] = {}
     points = point_names(graph.cfg)
     for name, kind in tqdm(points, desc=f"search {method}", unit="tensor", disable=not progress, leave=False):
-        acts[name] = fit_point(spec, name, kind, tensors, graph, a_bits)
+        acts[name] = fit_point(spec, name, kind, cal.tensors, graph, a_bits)
     weights = {layer: search.weight_code(w, w_bits, spec.weight_search) for layer, (w, _) in graph.linears.items()}
     pos = graph.consts["pos_embed"]
     consts = {"pos_embed": Uniform(pos.abs().max().clamp_min(1e-8) / 127, torch.tensor(0.0), 8)}
-    info = {"calib_images": len(calib), "calib_seconds": round(time.perf_counter() - t0, 2),
+    info = {"calib_images": cal.images, "calib_seconds": round(cal.seconds + time.perf_counter() - t0, 2),
             "two_scale": _two_scale_summary(acts)}
     return QuantizedViT(graph, method, w_bits, a_bits, acts, weights, consts, info)
 
@@ -48,9 +50,10 @@ def quantize(model: VisionTransformer | Graph, calib: ImageSet, method: str, bit
 def fit_point(spec: Method, name: str, kind: str, tensors: dict, graph: Graph, bits: int) -> Quantizer:
     """Fit one quantization point's code with the method's choice for its kind."""
     x = tensors[name]
-    code = {"residual": spec.residual, "softmax": spec.softmax, "gelu": spec.gelu}.get(kind, "uniform")
+    code = {"residual": spec.residual, "softmax": spec.softmax, "gelu": spec.gelu, "branch": spec.branch,
+            "norm_out": spec.norm_out}.get(kind, "uniform")
     if code == "uniform":
-        if spec.generic == "mse" and kind != "act":  # TSPTQ's ablations: uniform, scored like the 2SF codes
+        if spec.generic == "mse" and kind in ("residual", "softmax", "gelu"):  # ablations: scored like 2SF codes
             return search.mse_uniform(x, bits, *_consumer_error(spec, name, kind, x, tensors, graph))
         return _fit_uniform(spec.generic, x, bits)
     if code == "ptf":
@@ -78,17 +81,21 @@ def _fit_uniform(generic: str, x: torch.Tensor, bits: int) -> Uniform:
 
 
 def _consumer_error(spec: Method, name: str, kind: str, x: torch.Tensor, tensors: dict, graph: Graph):
-    """(error function, the data it scores) for a softmax, gelu or residual point: the consuming layer's output
-    error, or the tensor's own error when the method says so."""
+    """(error function, the data it scores) for a two-scale point: the consuming layer's output error (attn x V,
+    the next linear layer, the LayerNorm), or the tensor's own error when the method says so. Branch outputs are
+    scored on themselves: their consumer, the residual add, passes the error on unchanged."""
     if kind == "softmax":
         data = x[:SEARCH_IMAGES]
         v = tensors[name.replace(".softmax", ".v")][:SEARCH_IMAGES]
         return (search.attention_output_error(data, v) if spec.output_search else search.tensor_error(data)), data
-    data = search.subsample_rows(x, SEARCH_ROWS)
+    data = search.subsample_rows(x, SEARCH_ROWS_GELU if kind == "gelu" else SEARCH_ROWS)
     if not spec.output_search:
         return search.tensor_error(data), data
-    if kind == "gelu":
-        return search.linear_output_error(data, graph.linears[name.replace(".gelu", ".fc2")][0]), data
+    if kind in ("gelu", "norm_out"):
+        consumer = graph.consumer_linear(name)
+        return (search.linear_output_error(data, graph.linears[consumer][0]) if consumer else search.tensor_error(data)), data
+    if kind == "branch":
+        return search.tensor_error(data), data
     gamma, beta = graph.norms[graph.consumer_norm(name)]
     return search.layernorm_output_error(data, gamma, beta, graph.cfg.ln_eps), data
 

@@ -5,8 +5,9 @@ integer model stores.
 into the preceding linear layer, the class token concatenated with the patch embedding under the patch
 embedding's code, every op's output passed through ``hook.act(name, kind, x)``. Three hooks share it:
 the float pass (identity), the calibration recorder (keeps the tensors) and the simulator (fake-quantizes
-them with the fitted quantizers). Kinds: ``act`` (uniform int8 in every method), ``residual`` (the residual
-stream = LayerNorm inputs), ``softmax`` and ``gelu`` (post-Softmax / post-GELU values).
+them with the fitted quantizers). Kinds: ``residual`` (the residual stream = LayerNorm inputs), ``branch``
+(attention and MLP outputs, added into the residual stream), ``norm_out`` (LayerNorm outputs), ``softmax`` and
+``gelu`` (post-Softmax / post-GELU values), ``act`` (everything else: uniform in every method).
 """
 from __future__ import annotations
 
@@ -62,6 +63,14 @@ class Graph:
         return f"{blk}.norm1" if which == "in" else f"{blk}.norm2"
 
 
+    def consumer_linear(self, point: str) -> str | None:
+        """The linear layer that reads a post-GELU or LayerNorm-output point (None: only the class token is read)."""
+        if point == "norm":
+            return "head" if "head" in self.linears and "head_dist" not in self.linears else None
+        blk, which = point.rsplit(".", 1)
+        return {"gelu": f"{blk}.fc2", "norm1": f"{blk}.qkv", "norm2": f"{blk}.fc1"}[which]
+
+
 class FloatHook:
     def act(self, name: str, kind: str, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -84,7 +93,7 @@ def run(g: Graph, x: torch.Tensor, hook, linears=None, consts=None) -> torch.Ten
     for i in range(cfg.depth):
         p = f"blocks.{i}"
         r = act(f"{p}.in", "residual", t)
-        a = act(f"{p}.norm1", "act", F.layer_norm(r, (D,), *g.norms[f"{p}.norm1"], eps=cfg.ln_eps))
+        a = act(f"{p}.norm1", "norm_out", F.layer_norm(r, (D,), *g.norms[f"{p}.norm1"], eps=cfg.ln_eps))
         qkv = F.linear(a, *L[f"{p}.qkv"]).reshape(B, -1, 3, H, hd).permute(2, 0, 3, 1, 4)
         q = act(f"{p}.q", "act", qkv[0])
         k = act(f"{p}.k", "act", qkv[1])
@@ -92,15 +101,15 @@ def run(g: Graph, x: torch.Tensor, hook, linears=None, consts=None) -> torch.Ten
         s = act(f"{p}.scores", "act", (q @ k.transpose(-2, -1)) * (hd ** -0.5))
         pr = act(f"{p}.softmax", "softmax", s.softmax(-1))
         c = act(f"{p}.ctx", "act", pr @ v).transpose(1, 2).reshape(B, -1, D)
-        o = act(f"{p}.proj", "act", F.linear(c, *L[f"{p}.proj"]))
+        o = act(f"{p}.proj", "branch", F.linear(c, *L[f"{p}.proj"]))
         m = act(f"{p}.mid", "residual", r + o)
-        a = act(f"{p}.norm2", "act", F.layer_norm(m, (D,), *g.norms[f"{p}.norm2"], eps=cfg.ln_eps))
+        a = act(f"{p}.norm2", "norm_out", F.layer_norm(m, (D,), *g.norms[f"{p}.norm2"], eps=cfg.ln_eps))
         h = act(f"{p}.fc1", "act", F.linear(a, *L[f"{p}.fc1"]))
         h = act(f"{p}.gelu", "gelu", F.gelu(h))
-        f = act(f"{p}.fc2", "act", F.linear(h, *L[f"{p}.fc2"]))
+        f = act(f"{p}.fc2", "branch", F.linear(h, *L[f"{p}.fc2"]))
         t = m + f
     r = act("norm.in", "residual", t)
-    n = act("norm", "act", F.layer_norm(r, (D,), *g.norms["norm"], eps=cfg.ln_eps))
+    n = act("norm", "norm_out", F.layer_norm(r, (D,), *g.norms["norm"], eps=cfg.ln_eps))
     if "head" not in L:
         return n[:, 0]
     if "head_dist" in L:  # DeiT distilled: mean of the two heads
@@ -113,11 +122,11 @@ def point_names(cfg) -> list[tuple[str, str]]:
     names = [("input", "act"), ("patch_embed", "act")]
     for i in range(cfg.depth):
         p = f"blocks.{i}"
-        names += [(f"{p}.in", "residual"), (f"{p}.norm1", "act"), (f"{p}.q", "act"), (f"{p}.k", "act"),
+        names += [(f"{p}.in", "residual"), (f"{p}.norm1", "norm_out"), (f"{p}.q", "act"), (f"{p}.k", "act"),
                   (f"{p}.v", "act"), (f"{p}.scores", "act"), (f"{p}.softmax", "softmax"), (f"{p}.ctx", "act"),
-                  (f"{p}.proj", "act"), (f"{p}.mid", "residual"), (f"{p}.norm2", "act"), (f"{p}.fc1", "act"),
-                  (f"{p}.gelu", "gelu"), (f"{p}.fc2", "act")]
-    names += [("norm.in", "residual"), ("norm", "act")]
+                  (f"{p}.proj", "branch"), (f"{p}.mid", "residual"), (f"{p}.norm2", "norm_out"), (f"{p}.fc1", "act"),
+                  (f"{p}.gelu", "gelu"), (f"{p}.fc2", "branch")]
+    names += [("norm.in", "residual"), ("norm", "norm_out")]
     if cfg.num_classes:
         names.append(("head", "act"))
     return names
