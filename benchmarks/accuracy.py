@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from tsptq.atomic import atomic_write
 from tsptq.calib import datasets
 from tsptq.checkpoint import resolve_model
 from tsptq.cli import resolve_data
@@ -137,9 +138,7 @@ def main(argv=None) -> int:
                 res = run_accuracy(*spec, calib_n=args.calib_images)
             write_json_atomic(RESULTS / f"{section}.json", {**res, **stamp})
     results = {p.stem: json.loads(p.read_text()) for p in RESULTS.glob("*.json")}
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(render(results))
-    os.replace(tmp, DOC)
+    atomic_write(DOC, lambda tmp: tmp.write_text(render(results)))
     print(f"wrote {DOC}")
     return 0
 

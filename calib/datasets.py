@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tsptq.atomic import atomic_write
 from tsptq.errors import DataError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -226,9 +227,7 @@ def load_image_folder(root: Path, cfg, limit: int | None = None) -> ImageSet:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 if __name__ == "__main__":  # python -m tsptq.calib.datasets: re-cut the bundled sample

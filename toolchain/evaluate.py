@@ -6,7 +6,6 @@ FP32 (mean and min, after the final LayerNorm) and calibration time.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tsptq.atomic import atomic_write
 from tsptq.calib import datasets
 from tsptq.calib.observers import record
 from tsptq.errors import DataError
@@ -104,10 +104,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 def plot_drops(rows: list[dict], title: str, path: str | Path) -> None:
@@ -128,8 +125,5 @@ def plot_drops(rows: list[dict], title: str, path: str | Path) -> None:
     ax.axhline(0, color="black", linewidth=0.6)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
