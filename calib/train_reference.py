@@ -1,6 +1,6 @@
 """Train the project's small reference ViTs from scratch, seeded (the committed checkpoints came from this script).
 
-    python -m tsptq.calib.train_reference cifar10-vit     # ~90 min on one core
+    python -m tsptq.calib.train_reference cifar10-vit     # ~100 min on one core (22 epochs + a 3-epoch cooldown)
     python -m tsptq.calib.train_reference fashion-vit     # ~4 min
 
 Writes ``calib/models/<name>.safetensors`` + ``<name>.json`` (config and training record) atomically.
@@ -21,7 +21,8 @@ from tsptq.calib import datasets, zoo
 from tsptq.vit import VisionTransformer
 
 RECIPES = {
-    "cifar10-vit": dict(epochs=22, batch=128, lr=1e-3, wd=0.05, warmup=2, pad=4, flip=True, smoothing=0.1),
+    "cifar10-vit": dict(epochs=22, batch=128, lr=1e-3, wd=0.05, warmup=2, pad=4, flip=True, smoothing=0.1,
+                        cooldown=3, cooldown_lr=5e-5),
     "fashion-vit": dict(epochs=12, batch=128, lr=2e-3, wd=0.05, warmup=1, pad=2, flip=True, smoothing=0.0),
 }
 
@@ -51,32 +52,23 @@ def evaluate(model: VisionTransformer, data: datasets.ImageSet, batch: int = 500
     return 100.0 * correct / len(data)
 
 
-def train(name: str, seed: int = 0, epochs: int | None = None) -> dict:
-    spec = zoo.REFERENCE_MODELS[name]
-    recipe = dict(RECIPES[name])
-    if epochs is not None:
-        recipe["epochs"] = epochs
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    train_set, test_set = spec.load_data("train"), spec.load_data("test")
-    model = VisionTransformer(spec.config)
-    cfg = model.cfg
-    x_all = datasets.to_model_input(train_set.images, cfg)  # normalized once; augmentation works on tensors
-    y_all = torch.as_tensor(train_set.labels)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "token" not in n and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token" not in n and "pos_embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe["wd"]}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=recipe["lr"])
-    steps_per_epoch = len(x_all) // recipe["batch"]
-    total, warm = recipe["epochs"] * steps_per_epoch, recipe["warmup"] * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
-    t0, history = time.time(), []
-    for epoch in range(recipe["epochs"]):
+def _optimizer(model: VisionTransformer, lr: float, wd: float) -> torch.optim.AdamW:
+    """AdamW, no weight decay on tokens, position embeddings, norms and biases."""
+    decay = lambda n, p: p.ndim >= 2 and "token" not in n and "pos_embed" not in n  # noqa: E731
+    params = list(model.named_parameters())
+    return torch.optim.AdamW([{"params": [p for n, p in params if decay(n, p)], "weight_decay": wd},
+                              {"params": [p for n, p in params if not decay(n, p)], "weight_decay": 0.0}], lr=lr)
+
+
+def _run_epochs(model, data, recipe, opt, lr_factor, epochs, gen, label, first_epoch, history, t0):
+    """``epochs`` epochs of augmented mini-batch training; test top-1 every 5 epochs and at the end."""
+    x_all, y_all, test_set = data
+    steps = len(x_all) // recipe["batch"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, epochs * steps))
+    for epoch in range(first_epoch, first_epoch + epochs):
         model.train()
         perm = torch.randperm(len(x_all), generator=gen)
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{recipe['epochs']}", leave=False)
+        bar = tqdm(range(steps), desc=f"{label} epoch {epoch + 1}", leave=False)
         for step in bar:
             idx = perm[step * recipe["batch"] : (step + 1) * recipe["batch"]]
             x = augment(x_all[idx], recipe["pad"], recipe["flip"], gen)
@@ -87,12 +79,48 @@ def train(name: str, seed: int = 0, epochs: int | None = None) -> dict:
             opt.step()
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (epoch + 1) % 5 == 0 or epoch + 1 == recipe["epochs"]:
+        if (epoch + 1) % 5 == 0 or epoch + 1 == first_epoch + epochs:
             acc = evaluate(model, test_set)
-            history.append({"epoch": epoch + 1, "test_top1": round(float(acc), 2), "minutes": round((time.time() - t0) / 60, 1)})
-            print(f"{name}: epoch {epoch + 1} test top-1 {acc:.2f}% ({(time.time() - t0) / 60:.1f} min)", flush=True)
+            minutes = (time.time() - t0) / 60
+            history.append({"epoch": epoch + 1, "test_top1": round(float(acc), 2), "minutes": round(minutes, 1)})
+            print(f"{label}: epoch {epoch + 1} test top-1 {acc:.2f}% ({minutes:.1f} min)", flush=True)
+
+
+def train(name: str, seed: int = 0, epochs: int | None = None, resume: bool = False) -> dict:
+    """Stage 1: cosine schedule with warmup. Stage 2 (where the recipe has one): a short cooldown at a small
+    constant learning rate with a fresh optimizer and its own seed, so it can also resume from a stage-1 checkpoint
+    (``resume``) and give the same result as one uninterrupted run."""
+    spec = zoo.REFERENCE_MODELS[name]
+    recipe = dict(RECIPES[name])
+    if epochs is not None:
+        recipe["epochs"] = epochs
+    train_set, test_set = spec.load_data("train"), spec.load_data("test")
+    # Normalized once; augmentation works on tensors.
+    data = (datasets.to_model_input(train_set.images, spec.config), torch.as_tensor(train_set.labels), test_set)
+    t0 = time.time()
+    if resume:
+        model = zoo.load_reference(name)
+        previous = json.loads(spec.record_path.read_text())
+        if previous["recipe"]["epochs"] != recipe["epochs"] or previous["seed"] != seed:
+            raise SystemExit(f"{name}: the stored checkpoint was not made by stage 1 of this recipe and seed")
+        history = [h for h in previous["history"] if h["epoch"] <= recipe["epochs"]]
+    else:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        model = VisionTransformer(spec.config)
+        warm = recipe["warmup"] * (len(data[0]) // recipe["batch"])
+        cosine = lambda s, total: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))  # noqa: E731
+        history = []
+        _run_epochs(model, data, recipe, _optimizer(model, recipe["lr"], recipe["wd"]), cosine, recipe["epochs"],
+                    torch.Generator().manual_seed(seed), name, 0, history, t0)
+    if recipe.get("cooldown"):
+        torch.manual_seed(seed + 1)
+        _run_epochs(model, data, recipe, _optimizer(model, recipe["cooldown_lr"], recipe["wd"]), lambda s, total: 1.0,
+                    recipe["cooldown"], torch.Generator().manual_seed(seed + 1), f"{name} cooldown", recipe["epochs"],
+                    history, t0)
     record = {"seed": seed, "recipe": recipe, "history": history, "test_top1": history[-1]["test_top1"],
-              "params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
+              "params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
     zoo.save_reference(name, model, record)
     return record
 
@@ -103,10 +131,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--resume", action="store_true", help="skip stage 1: continue from the stored stage-1 checkpoint")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(json.dumps(train(args.model, args.seed, args.epochs), indent=1))
+    print(json.dumps(train(args.model, args.seed, args.epochs, args.resume), indent=1))
 
 
 if __name__ == "__main__":

@@ -59,3 +59,10 @@ def test_bundled_data_needs_nothing_outside_the_package():
     assert len(calib) == 32 and len(test) == 500 and labelled
     assert sorted(set(test.labels.tolist())) == list(range(10))
     assert len(set(map(bytes, calib.images)) & set(map(bytes, test.images))) == 0  # calibration kept out of the eval
+
+
+def test_deploy_says_boards_are_not_available_yet(capsys):
+    from tsptq.deploy import main as deploy
+
+    assert deploy(["--target", "rpi"]) == 2
+    assert "not available" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from tsptq.calib import datasets
 from tsptq.calib.observers import record
 from tsptq.errors import DataError
 from tsptq.quantize import quantize
-from tsptq.qvit import Graph, QuantizedViT, SimHook, run
+from tsptq.qvit import Graph, QuantizedViT, SimHook
 from tsptq.vit import VisionTransformer
 
 
@@ -48,7 +48,7 @@ def predict(qm: QuantizedViT, images: np.ndarray, batch_size: int, desc: str = "
     batches = datasets.iterate_batches(images, qm.graph.cfg, batch_size)
     total = -(-len(images) // batch_size)
     for x in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False):
-        logits.append(run(qm.graph, x, hook, qm._linears, qm._consts))
+        logits.append(qm(x, hook))
     return Outputs(torch.cat(logits), torch.cat(hook.cls))
 
 

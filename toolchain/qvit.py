@@ -177,5 +177,6 @@ class QuantizedViT:
         self._hook = SimHook(self.acts)
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return run(self.graph, x, self._hook, self._linears, self._consts)
+    def __call__(self, x: torch.Tensor, hook: SimHook | None = None) -> torch.Tensor:
+        """Logits of the quantized model; ``hook`` (a SimHook over ``self.acts``) can also observe the points."""
+        return run(self.graph, x, hook or self._hook, self._linears, self._consts)
