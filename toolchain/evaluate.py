@@ -94,7 +94,7 @@ HEADER = f"{'method':<24}{'bits':<6}{'top-1 %':>9}{'drop pt':>9}{'agree %':>9}{'
 
 
 def format_row(r: dict) -> str:
-    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    fmt = lambda v, spec: "-".rjust(int(spec.split(".")[0])) if v is None else format(v, spec)  # noqa: E731
     return (f"{r['method']:<24}{r['bits']:<6}{fmt(r['top1'], '9.2f')}{fmt(r['drop'], '9.2f')}"
             f"{r['agreement']:9.2f}{r['cosine_mean']:10.4f}{r['cosine_min']:9.4f}{r['calib_seconds']:9.2f}")
 
