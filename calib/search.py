@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from tsptq.quantizers import (ChannelPow2, Log2, SignSplit, TwoScale, Uniform, signed_range,
+from tsptq.quantizers import (ChannelPow2, Log2, SignSplit, TwoScale, Uniform, round_half_away, signed_range,
                               symmetric_per_channel, uniform_from_range)
 
 ErrorFn = Callable[[torch.Tensor], float]
@@ -78,7 +78,7 @@ def weight_code(w: torch.Tensor, bits: int, search: bool) -> Uniform:
     errs = []
     for a in grid:
         s = (absmax * a / qmax)[:, None]
-        errs.append(((rows / s).round().clamp(-qmax - 1, qmax) * s - rows).square().sum(1))
+        errs.append((round_half_away(rows / s).clamp_(-qmax - 1, qmax) * s - rows).square().sum(1))
     best = torch.stack(errs).argmin(0)  # first (least clipping) wins ties
     return symmetric_per_channel(w, bits, clip=grid[best])
 

@@ -21,7 +21,7 @@ from tsptq.vit import VisionTransformer
 
 # Output-error searches look at a subsample (enough to rank candidates, bounded cost on large models).
 SEARCH_IMAGES = 8  # post-Softmax: attn x V error over this many images
-SEARCH_ROWS = 2048  # residual stream: LayerNorm output error over this many tokens
+SEARCH_ROWS = 2048  # residual, LayerNorm-output and branch codes: scored over this many tokens
 SEARCH_ROWS_GELU = 1024  # post-GELU: fc2 output error over this many tokens (the costliest score)
 
 
