@@ -63,7 +63,9 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
 def save_reference(name: str, model: VisionTransformer, record: dict) -> None:
     """Write weights and record atomically (a crash leaves the previous files intact)."""
     spec = REFERENCE_MODELS[name]
-    for path, write in ((spec.weights_path, lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, p)),
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"tsptq_config": json.dumps(model.cfg.to_dict())}  # heads and preprocessing, which shapes cannot tell
+    for path, write in ((spec.weights_path, lambda p: save_file(weights, p, metadata=meta)),
                         (spec.record_path, lambda p: p.write_text(json.dumps({"config": model.cfg.to_dict(), **record}, indent=1)))):
         atomic_write(path, write)
 

@@ -197,3 +197,14 @@ def test_img_size():
         infer_config(sd, heads=3)
     with pytest.raises(ModelError, match="not a timm-layout ViT"):
         infer_config({"vit.embeddings.cls_token": torch.zeros(1, 1, 48)})
+
+
+def test_own_reference_checkpoint_loads_with_its_heads_and_preprocessing():
+    """dim 128 / 64 would guess 2 heads; the config tsptq stores in the safetensors metadata says 4."""
+    from tsptq.calib import zoo
+
+    spec = zoo.REFERENCE_MODELS["cifar10-vit"]
+    model = load_checkpoint(spec.weights_path)
+    assert model.cfg == spec.config
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), zoo.load_reference("cifar10-vit")(x))

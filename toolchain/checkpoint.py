@@ -11,6 +11,7 @@ LayerNorm eps is timm's 1e-6. Position embeddings are never interpolated: the im
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -150,9 +151,24 @@ def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | 
                     preprocess: dict | None = None) -> VisionTransformer:
     """Build the model a checkpoint describes and load its weights exactly (no key may be missing or left over)."""
     sd = load_state_dict(path)
+    stored = _stored_config(Path(path))
+    if stored:  # our own checkpoints say what shapes cannot: heads and preprocessing
+        heads = heads or stored["num_heads"]
+        preprocess = preprocess or {k: stored[k] for k in ("mean", "std", "crop_pct")}
     model = VisionTransformer(infer_config(sd, heads=heads, img_size=img_size, preprocess=preprocess))
     _load_strict(model, sd, path)
     return model.eval()
+
+
+def _stored_config(path: Path) -> dict | None:
+    """The ViTConfig tsptq writes into a safetensors file's metadata (``tsptq_config``), if any."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta["tsptq_config"]) if "tsptq_config" in meta else None
 
 
 def _load_strict(model: VisionTransformer, sd: dict[str, torch.Tensor], source: object) -> None:
