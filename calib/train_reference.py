@@ -101,10 +101,10 @@ def train(name: str, seed: int = 0, epochs: int | None = None, resume: bool = Fa
     if resume:
         model = zoo.load_reference(name)
         previous = json.loads(spec.record_path.read_text())
-        stage1_only = previous["history"][-1]["epoch"] == recipe["epochs"]
-        if previous["recipe"]["epochs"] != recipe["epochs"] or previous["seed"] != seed or not stage1_only:
+        history = previous["history"]
+        stage1_end = history[-1]["epoch"] == recipe["epochs"]  # not already cooled down
+        if previous["recipe"]["epochs"] != recipe["epochs"] or previous["seed"] != seed or not stage1_end:
             raise SystemExit(f"{name}: the stored checkpoint is not the end of stage 1 of this recipe and seed")
-        history = [h for h in previous["history"] if h["epoch"] <= recipe["epochs"]]
     else:
         torch.manual_seed(seed)
         np.random.seed(seed)

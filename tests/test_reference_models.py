@@ -5,15 +5,8 @@ import pytest
 import torch
 
 from tsptq.calib import datasets, zoo
+from tsptq.calib.train_reference import evaluate as _top1  # the same measurement the training run recorded
 from tsptq.errors import ModelError
-from tsptq.evaluate import predict
-from tsptq.quantize import quantize
-from tsptq.qvit import Graph
-
-
-def _top1(model, data, batch=500):
-    out = predict(quantize(Graph.from_model(model), data, "fp32"), data.images, batch, progress=False)
-    return 100.0 * float((out.logits.argmax(-1).numpy() == data.labels).mean())
 
 
 def test_cifar10_vit_is_microcontroller_sized_and_recorded():

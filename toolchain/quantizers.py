@@ -108,9 +108,7 @@ class ChannelPow2:
         return (q.float() - self.zero_point) * self.channel_scales()
 
     def fake(self, x: torch.Tensor) -> torch.Tensor:
-        qmin, qmax = signed_range(self.bits)
-        cs = self.channel_scales()
-        return round_half_away(x / cs).add_(self.zero_point).clamp_(qmin, qmax).sub_(self.zero_point).mul_(cs)
+        return Uniform(self.channel_scales(), torch.tensor(float(self.zero_point)), self.bits, axis=-1).fake(x)
 
     @property
     def base_scale(self) -> torch.Tensor:
