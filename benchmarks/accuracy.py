@@ -60,6 +60,67 @@ def run_accuracy(section, model_name, data, eval_n, bit_widths, methods, calib_n
             "calib_images": len(calib), "labelled": labelled, "tables": tables}
 
 
+# (section, model, data, eval images, methods): the integer model (what the .tflite file computes) against the
+# simulator, on the same images and calibration as the accuracy tables.
+INTEGER_SECTIONS = [
+    ("integer-cifar10-vit", "cifar10-vit", "cifar10", None, ["tsptq"]),
+    ("integer-cifar10-vit-methods", "cifar10-vit", "cifar10", 2000, ["minmax", "percentile", "ptf-log2", "twin"]),
+]
+
+
+def run_integer(section, model_name, data, eval_n, methods, calib_n):
+    import numpy as np
+
+    from tsptq.faithful import faithful_logits
+    from tsptq.integer import compare, run_batches, run_simulator
+    from tsptq.lower import lower
+
+    model = resolve_model(model_name)
+    calib, test, labelled = resolve_data(model_name, model.cfg, data, calib_n, eval_n, None)
+    rows = []
+    for method in methods:
+        print(f"[{section}] {method}: {len(calib)} calibration / {len(test)} evaluation images", file=sys.stderr)
+        qm = quantize(model, calib, method)
+        im = lower(qm)
+        t0 = time.perf_counter()
+        logits = im.dequantize_output(run_batches(im, test, model.cfg, desc=f"integer {method}"))
+        int_seconds = time.perf_counter() - t0
+        sim = run_simulator(qm, test)
+        faithful = np.concatenate([faithful_logits(qm, x).numpy()
+                                   for x in datasets.iterate_batches(test.images, model.cfg, 100)])
+        labels = test.labels if labelled else None
+        rows.append({"method": method, "vs_simulator": compare(logits, sim, labels),
+                     "vs_faithful": compare(logits, faithful, labels), "integer_seconds": round(int_seconds, 1),
+                     "logit_step": float(im.output.quant.scale[0])})
+    stock = None
+    if section == "integer-cifar10-vit":
+        stock = run_stock(model, calib, test, labelled)
+    return {"section": section, "model": model_name, "data": test.name, "eval_images": len(test),
+            "calib_images": len(calib), "rows": rows, "stock": stock}
+
+
+def run_stock(model, calib, test, labelled):
+    """The stock path (PyTorch -> ONNX -> onnx2tf full-int8 -> LiteRT) on the same images, when installed."""
+    import tempfile
+
+    import numpy as np
+
+    from tsptq.errors import TsptqError
+
+    try:
+        from tsptq.stock_converter import convert, run_tflite
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            info = convert(model, calib, Path(tmp) / "stock.tflite")
+        except TsptqError as e:
+            return {"error": str(e)[:300]}
+        logits = run_tflite(Path(tmp) / "stock.tflite", test.images, model.cfg)
+    top1 = float(np.mean(logits.argmax(-1) == test.labels)) * 100 if labelled else None
+    return {"top1": None if top1 is None else round(top1, 3), "info": info}
+
+
 def run_calibration_time(calib_n: int = 32, repeats: int = 2):
     """Calibration wall time (record + search) of deit_small_patch16_224, random weights, 32 images at 224."""
     model = resolve_model("deit_small_patch16_224")
@@ -113,6 +174,7 @@ def render(results: dict) -> str:
                 out.append(f"| {row['method']} | {_fmt(row['top1'])} | {_fmt(row['drop'])} | {row['agreement']:.2f} | "
                            f"{row['cosine_mean']:.4f} | {row['cosine_min']:.4f} | {row['calib_seconds']:.1f} |")
             out += ["", f"![{section} {bits}](accuracy-{section}-{bits}.png)", ""]
+    out += render_integer(results)
     r = results.get("calibration-time")
     if r:
         out += ["## Calibration time", "",
@@ -124,8 +186,44 @@ def render(results: dict) -> str:
     return "\n".join(out)
 
 
+def render_integer(results: dict) -> list[str]:
+    out = []
+    for section, *_ in INTEGER_SECTIONS:
+        r = results.get(section)
+        if not r:
+            continue
+        out += [f"## {section}: the integer model against the simulator", "",
+                f"{r['model']} on {r['eval_images']} images of `{r['data']}`, calibrated on {r['calib_images']} images; "
+                f"measured {r['date']} ({r['machine']}). *integer* = the `.tflite` file's integer model (tsptq's Python "
+                "reference, bit-exact with the file); *simulator* = the float32 fake-quantized model of the accuracy "
+                "tables; *faithful* = the simulator in float64 with TFLite's two-rounding requantization at the builtin "
+                "CONV_2D/BATCH_MATMUL outputs. Logit error is in logit units against the faithful simulator "
+                "(one output code = the logit step).", "",
+                "| method | top-1 integer | top-1 simulator | top-1 faithful | agreement int/sim | agreement int/faithful "
+                "| logit err mean | logit err max | logit step | integer s |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in r["rows"]:
+            a, b = row["vs_simulator"], row["vs_faithful"]
+            out.append(f"| {row['method']} | {_fmt(a.get('top1_integer'))} | {_fmt(a.get('top1_simulator'))} | "
+                       f"{_fmt(b.get('top1_simulator'))} | {a['agreement']:.2f} | {b['agreement']:.2f} | "
+                       f"{b['logit_abs_err_mean']:.4f} | {b['logit_abs_err_max']:.4f} | {row['logit_step']:.4f} | "
+                       f"{row['integer_seconds']:.0f} |")
+        stock = r.get("stock")
+        if stock and "top1" in stock:
+            ops = stock["info"].get("op_histogram", {})
+            out += ["", f"Stock path on the same images (PyTorch -> ONNX -> onnx2tf full-integer int8, run in LiteRT): "
+                        f"top-1 **{_fmt(stock['top1'])}**. Ops: " + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
+                    + ". Left in float: " + (", ".join(o["op"] for o in stock["info"]["float_ops"]) or "none") + ". "
+                    "LayerNorm is split into MEAN / SQUARED_DIFFERENCE / MEAN / ADD / RSQRT / MUL / MUL / MUL / SUB / ADD "
+                    "and tanh-GELU into 8 ops (exact-erf GELU has no int8 TFLite kernel), softmax output fixed at 1/256."]
+        elif stock:
+            out += ["", f"Stock path failed: {stock.get('error')}"]
+        out.append("")
+    return out
+
+
 def main(argv=None) -> int:
-    names = [s[0] for s in ACCURACY_SECTIONS] + ["calibration-time"]
+    names = [s[0] for s in ACCURACY_SECTIONS] + [s[0] for s in INTEGER_SECTIONS] + ["calibration-time"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=names, help="run only these sections (repeatable)")
     ap.add_argument("--calib-images", type=int, default=32)
@@ -138,6 +236,9 @@ def main(argv=None) -> int:
         for section in args.only or names:
             if section == "calibration-time":
                 res = run_calibration_time(args.calib_images)
+            elif section.startswith("integer-"):
+                spec = next(s for s in INTEGER_SECTIONS if s[0] == section)
+                res = run_integer(*spec, calib_n=args.calib_images)
             else:
                 spec = next(s for s in ACCURACY_SECTIONS if s[0] == section)
                 res = run_accuracy(*spec, calib_n=args.calib_images)

@@ -2,6 +2,9 @@
 
     tsptq models
     tsptq eval --model cifar10-vit --methods fp32,minmax,percentile,ptf-log2,twin,tsptq --eval-images 10000 --json out.json
+    tsptq export --model cifar10-vit --method tsptq --out model.tflite
+    tsptq inspect model.tflite
+    tsptq verify model.tflite --eval-images 1000 --json verify.json
 """
 from __future__ import annotations
 
@@ -87,6 +90,66 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _source(args):
+    from tsptq.integer import Source
+    from tsptq.methods import parse_bits
+
+    parse_bits(args.bits)
+    if args.calib_images < 1:
+        raise TsptqError("--calib-images must be at least 1")
+    return Source(args.model if not args.checkpoint else None, args.checkpoint, args.heads, args.img_size,
+                  args.method, args.bits.upper(), args.data, args.calib_images, args.folder)
+
+
+def cmd_export(args) -> int:
+    from tsptq.inspect_tflite import summary
+
+    if args.method == "tflite-converter":
+        from tsptq.stock_converter import export_stock
+
+        return export_stock(args)
+    from tsptq.integer import build
+    from tsptq.tflite_export import export
+
+    src = _source(args)
+    im, _ = build(src, progress=not args.quiet)
+    size = export(im, args.out)
+    s = summary(im)
+    print(f"{args.out}: {size:,} bytes, {s['ops']} ops ({s['custom_ops']} TSPTQ custom), "
+          f"{s['two_scale_tensors']} two-scale tensors, weights {s['weight_bytes']:,} B "
+          f"({src.method} {src.bits}, calibrated on {src.calib_images} images)")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from tsptq.evaluate import write_json_atomic
+    from tsptq.inspect_tflite import report, to_json
+    from tsptq.tflite_import import read_tflite
+
+    model = read_tflite(args.file)
+    print(report(model, ops=not args.brief, tensors=args.tensors))
+    if args.json:
+        write_json_atomic(args.json, to_json(model))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from tsptq.verify import verify
+
+    return verify(args)
+
+
+def _add_model_args(p, method_default: str | None = "tsptq") -> None:
+    p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
+    p.add_argument("--checkpoint", help="a timm-layout .pth/.safetensors checkpoint (overrides --model)")
+    p.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
+    p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell")
+    p.add_argument("--bits", default="W8A8", help="weight and activation bits (the file holds 8-bit activations)")
+    p.add_argument("--calib-images", type=int, default=32, help="calibration images (from the training split)")
+    p.add_argument("--data", choices=DATA_CHOICES, default="auto", help="data set (auto: the model's own)")
+    p.add_argument("--folder", help="image folder for --data imagenet (default: ../shared/data/imagenet-sample)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tsptq", description="Fully integer-quantized ViTs for the edge (TSPTQ-ViT).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -111,6 +174,42 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", help="write a PNG bar chart of the drops here")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(fn=cmd_eval)
+
+    ex = sub.add_parser("export", help="calibrate, quantize and write an int8 .tflite file",
+                        description="Writes a TFLite-schema int8 flatbuffer: builtin ops where TFLite can express "
+                                    "the codes, TSPTQ_* custom ops (flexbuffer options) for LayerNorm, Softmax, "
+                                    "GELU and the consumers of two-scale codes, and a versioned 'tsptq' metadata "
+                                    "entry. --method tflite-converter instead runs the stock PyTorch -> ONNX -> "
+                                    "onnx2tf full-integer path (needs the 'converter' extra).")
+    _add_model_args(ex)
+    ex.add_argument("--method", default="tsptq", help="quantization method (see `tsptq models`) or tflite-converter")
+    ex.add_argument("--out", required=True, help="the .tflite file to write (atomically)")
+    ex.add_argument("--eval-images", type=int, default=None,
+                    help="tflite-converter only: also measure top-1 of the converted file on this many test images")
+    ex.add_argument("--quiet", action="store_true", help="no progress bars")
+    ex.set_defaults(fn=cmd_export)
+
+    ins = sub.add_parser("inspect", help="ops, tensors, quantization and two-scale entries of a tsptq .tflite file")
+    ins.add_argument("file")
+    ins.add_argument("--brief", action="store_true", help="the summary only (no op table)")
+    ins.add_argument("--tensors", action="store_true", help="also the table of every tensor")
+    ins.add_argument("--json", help="write the same as JSON here")
+    ins.set_defaults(fn=cmd_inspect)
+
+    ve = sub.add_parser("verify", help="run a .tflite file's integer model and compare it with the in-memory one",
+                        description="Rebuilds the integer model from the file alone and runs it on the evaluation "
+                                    "images; rebuilds the in-memory integer model from the file's recorded source "
+                                    "(model, method, calibration) and checks that both give the same output bytes; "
+                                    "reports top-1 of the file, of the simulator, and their agreement.")
+    ve.add_argument("file")
+    ve.add_argument("--eval-images", type=int, default=500, help="evaluation images (default 500)")
+    ve.add_argument("--data", choices=DATA_CHOICES, default=None, help="data set (default: the one recorded in the file)")
+    ve.add_argument("--folder", help="image folder for --data imagenet")
+    ve.add_argument("--no-rebuild", action="store_true", help="run the file only: skip the in-memory rebuild and simulator")
+    ve.add_argument("--batch-size", type=int, default=50)
+    ve.add_argument("--json", help="write the results here")
+    ve.add_argument("--quiet", action="store_true", help="no progress bars")
+    ve.set_defaults(fn=cmd_verify)
     return ap
 
 

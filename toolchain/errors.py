@@ -15,3 +15,22 @@ class DataError(TsptqError):
 
 class QuantizationError(TsptqError):
     """Unknown method or bit width, empty calibration set, impossible quantization parameters."""
+
+
+class ModelFileError(TsptqError):
+    """A .tflite file that cannot be read: truncated, corrupted, wrong identifier, unknown metadata version,
+    metadata that disagrees with the graph."""
+
+
+class UnsupportedOpError(ModelFileError):
+    """A .tflite op (or op version, dtype, option) that the tsptq integer model does not implement."""
+
+
+class RuntimeCError(TsptqError):
+    """An error reported by the C runtime (runtime_c/): its message, and its code (``code``, ``name``: the
+    ``TSPTQ_ERR_*`` constant of runtime_c/include/tsptq.h)."""
+
+    def __init__(self, message: str, code: int = -1, name: str = ""):
+        super().__init__(message)
+        self.code = code
+        self.name = name

@@ -1,0 +1,65 @@
+/* TSPTQ_BMM_2S (docs/integer-semantics.md; intkernels.bmm_2s): attention x V with a two-scale or log2 probability
+ * code. Each row of a is decoded once into scratch (N int32); the output row accumulates d_ij * (v_j - b_zp) in
+ * chunks of TQ_BMM2S_CHUNK int32 accumulators on the stack. The SIMD paths skip zero weights (most of a log2 row)
+ * and pair the rest for vpmaddwd when they fit an int16. */
+#include "../fixedpoint.h"
+#include "../kernels.h"
+#include "dot.h"
+
+#define TQ_BMM2S_CHUNK 256
+
+static inline int32_t decode_prob(uint8_t q, int32_t kind, int32_t bits, int32_t m, int32_t signed_fine,
+                                  int32_t log2_frac) {
+    const int32_t code = q & ((1 << bits) - 1);
+    if (kind == TQ_LOG2) return code <= log2_frac ? (int32_t)1 << (log2_frac - code) : 0;
+    {
+        const int32_t flag = code >> (bits - 1), field = code & ((1 << (bits - 1)) - 1);
+        if (flag) return tq_shl32(field, m);
+        if (signed_fine && field >= (1 << (bits - 2))) return field - (1 << (bits - 1));
+        return field;
+    }
+}
+
+void tq_bmm_2s(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
+               int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
+               int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
+    int32_t t, i, j, c, m0, mc;
+    int32_t acc[TQ_BMM2S_CHUNK];
+    for (t = 0; t < batch; t++) {
+        const uint8_t *at = a + (ptrdiff_t)t * N * N;
+        const int8_t *bt = b + (ptrdiff_t)t * N * M;
+        int8_t *yt = y + (ptrdiff_t)t * N * M;
+        for (i = 0; i < N; i++) {
+            const uint8_t *ai = at + (ptrdiff_t)i * N;
+            for (j = 0; j < N; j++) scratch[j] = decode_prob(ai[j], a_kind, bits, m, signed_fine, log2_frac);
+            for (m0 = 0; m0 < M; m0 += TQ_BMM2S_CHUNK) {
+                mc = M - m0 < TQ_BMM2S_CHUNK ? M - m0 : TQ_BMM2S_CHUNK;
+                for (c = 0; c < mc; c++) acc[c] = 0;
+#if TQ_SIMD
+                if (tq_zp_ok(b_zp)) {
+                    int32_t pend = -1;
+                    for (j = 0; j < N; j++) {
+                        const int32_t dj = scratch[j];
+                        const int8_t *bj = bt + (ptrdiff_t)j * M + m0;
+                        if (dj == 0) continue;
+                        if (dj < -32768 || dj > 32767) {
+                            tq_axpy_s8(acc, dj, bj, b_zp, mc);
+                        } else if (pend < 0) {
+                            pend = j;
+                        } else {
+                            tq_axpy2_s8(acc, scratch[pend], dj, bt + (ptrdiff_t)pend * M + m0, bj, b_zp, mc);
+                            pend = -1;
+                        }
+                    }
+                    if (pend >= 0) tq_axpy_s8(acc, scratch[pend], bt + (ptrdiff_t)pend * M + m0, b_zp, mc);
+                } else
+#endif
+                {
+                    for (j = 0; j < N; j++) tq_axpy_s8_ref(acc, scratch[j], bt + (ptrdiff_t)j * M + m0, b_zp, mc);
+                }
+                for (c = 0; c < mc; c++)
+                    yt[(ptrdiff_t)i * M + m0 + c] = tq_sat8(tq_requant1(acc[c], mult, shift) + out_zp);
+            }
+        }
+    }
+}

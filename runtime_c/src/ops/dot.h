@@ -1,0 +1,308 @@
+/* tsptq runtime: the integer dot products shared by the matmul-like kernels (internal to src/ops).
+ *
+ * Every function has a portable reference body; the SIMD bodies are compiled only when asked for and give the same
+ * int32 sums (integer addition is exact: every partial sum is bounded by the sum of absolute products, which the
+ * exporter keeps below 2^31, see docs/integer-semantics.md "Bounds at a glance").
+ *
+ *   -DTSPTQ_REFERENCE_ONLY   portable C only (wins over everything else)
+ *   -DTSPTQ_USE_AVX2 -mavx2  x86 AVX2 (vpmaddwd on sign-extended int16 operands)
+ *   __ARM_NEON               AArch64/ARMv7 NEON (vmlal_s16), automatic when the compiler targets NEON
+ *
+ * The SIMD paths need zero points in [-128, 127] (so that code - zp fits an int16); the kernels check
+ * tq_zp_ok() and use the reference path otherwise.
+ */
+#ifndef TSPTQ_DOT_H
+#define TSPTQ_DOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if !defined(TSPTQ_REFERENCE_ONLY) && defined(TSPTQ_USE_AVX2)
+#if !defined(__AVX2__)
+#error "TSPTQ_USE_AVX2 needs -mavx2 (or a -march with AVX2)"
+#endif
+#include <immintrin.h>
+#define TQ_SIMD_AVX2 1
+#define TQ_SIMD 1
+#elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#define TQ_SIMD_NEON 1
+#define TQ_SIMD 1
+#else
+#define TQ_SIMD 0
+#endif
+
+static inline int tq_zp_ok(int32_t zp) { return zp >= -128 && zp <= 127; }
+
+/* --- reference bodies ------------------------------------------------------------------------------------------ */
+
+/* sum_i (x_i - xz) * (w_i - wz) */
+static inline int32_t tq_dot_s8_ref(const int8_t *x, int32_t xz, const int8_t *w, int32_t wz, int32_t n) {
+    int32_t acc = 0, i;
+    for (i = 0; i < n; i++) acc += ((int32_t)x[i] - xz) * ((int32_t)w[i] - wz);
+    return acc;
+}
+
+/* sum_i d_i * w_i, d int32 */
+static inline int32_t tq_dot_s32s8_ref(const int32_t *d, const int8_t *w, int32_t n) {
+    int32_t acc = 0, i;
+    for (i = 0; i < n; i++) acc += d[i] * (int32_t)w[i];
+    return acc;
+}
+
+/* acc[j] += a * (b[j] - bz) */
+static inline void tq_axpy_s8_ref(int32_t *acc, int32_t a, const int8_t *b, int32_t bz, int32_t n) {
+    int32_t j;
+    for (j = 0; j < n; j++) acc[j] += a * ((int32_t)b[j] - bz);
+}
+
+/* --- SIMD bodies ----------------------------------------------------------------------------------------------- */
+#if defined(TQ_SIMD_AVX2)
+
+static inline int32_t tq_hsum256(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline __m256i tq_ld16(const int8_t *p, __m256i z) {
+    return _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)p)), z);
+}
+
+/* out[r][k] = sum_i (x_r[i] - xz) * (w_k[i] - wz), two x rows against four w rows (x1 may equal x0). */
+static inline void tq_dot_2x4(const int8_t *x0, const int8_t *x1, int32_t xz, const int8_t *w, int32_t ldw,
+                              int32_t wz, int32_t n, int32_t out[2][4]) {
+    const __m256i vxz = _mm256_set1_epi16((int16_t)xz), vwz = _mm256_set1_epi16((int16_t)wz);
+    const int8_t *w0 = w, *w1 = w + ldw, *w2 = w + 2 * (ptrdiff_t)ldw, *w3 = w + 3 * (ptrdiff_t)ldw;
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00,
+            a13 = a00;
+    int32_t i = 0, k;
+    for (; i + 16 <= n; i += 16) {
+        __m256i xa = tq_ld16(x0 + i, vxz), xb = tq_ld16(x1 + i, vxz), wv;
+        wv = tq_ld16(w0 + i, vwz);
+        a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(xa, wv));
+        a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(xb, wv));
+        wv = tq_ld16(w1 + i, vwz);
+        a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(xa, wv));
+        a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(xb, wv));
+        wv = tq_ld16(w2 + i, vwz);
+        a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(xa, wv));
+        a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(xb, wv));
+        wv = tq_ld16(w3 + i, vwz);
+        a03 = _mm256_add_epi32(a03, _mm256_madd_epi16(xa, wv));
+        a13 = _mm256_add_epi32(a13, _mm256_madd_epi16(xb, wv));
+    }
+    out[0][0] = tq_hsum256(a00); out[0][1] = tq_hsum256(a01); out[0][2] = tq_hsum256(a02); out[0][3] = tq_hsum256(a03);
+    out[1][0] = tq_hsum256(a10); out[1][1] = tq_hsum256(a11); out[1][2] = tq_hsum256(a12); out[1][3] = tq_hsum256(a13);
+    for (k = 0; k < 4; k++) {
+        const int8_t *wk = w + k * (ptrdiff_t)ldw;
+        out[0][k] += tq_dot_s8_ref(x0 + i, xz, wk + i, wz, n - i);
+        out[1][k] += tq_dot_s8_ref(x1 + i, xz, wk + i, wz, n - i);
+    }
+}
+
+static inline int32_t tq_dot_s8(const int8_t *x, int32_t xz, const int8_t *w, int32_t wz, int32_t n) {
+    const __m256i vxz = _mm256_set1_epi16((int16_t)xz), vwz = _mm256_set1_epi16((int16_t)wz);
+    __m256i a = _mm256_setzero_si256();
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16) a = _mm256_add_epi32(a, _mm256_madd_epi16(tq_ld16(x + i, vxz), tq_ld16(w + i, vwz)));
+    return tq_hsum256(a) + tq_dot_s8_ref(x + i, xz, w + i, wz, n - i);
+}
+
+/* out[k] = sum_i d[i] * w_k[i], d int16 (decoded two-scale / per-channel operands, |d| <= 2^15 - 1). */
+static inline void tq_dot_s16s8_x4(const int16_t *d, const int8_t *w, int32_t ldw, int32_t n, int32_t out[4]) {
+    const __m256i z = _mm256_setzero_si256();
+    __m256i a0 = z, a1 = z, a2 = z, a3 = z;
+    int32_t i = 0, k;
+    for (; i + 16 <= n; i += 16) {
+        __m256i dv = _mm256_loadu_si256((const __m256i *)(const void *)(d + i));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(dv, tq_ld16(w + i, z)));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(dv, tq_ld16(w + ldw + i, z)));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(dv, tq_ld16(w + 2 * (ptrdiff_t)ldw + i, z)));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(dv, tq_ld16(w + 3 * (ptrdiff_t)ldw + i, z)));
+    }
+    out[0] = tq_hsum256(a0); out[1] = tq_hsum256(a1); out[2] = tq_hsum256(a2); out[3] = tq_hsum256(a3);
+    for (k = 0; k < 4; k++) {
+        const int8_t *wk = w + k * (ptrdiff_t)ldw;
+        int32_t j;
+        for (j = i; j < n; j++) out[k] += (int32_t)d[j] * wk[j];
+    }
+}
+
+static inline int32_t tq_dot_s16s8(const int16_t *d, const int8_t *w, int32_t n) {
+    const __m256i z = _mm256_setzero_si256();
+    __m256i a = z;
+    int32_t i = 0, acc;
+    for (; i + 16 <= n; i += 16)
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(d + i)),
+                                                  tq_ld16(w + i, z)));
+    acc = tq_hsum256(a);
+    for (; i < n; i++) acc += (int32_t)d[i] * w[i];
+    return acc;
+}
+
+/* acc[j] += a0 * (b0[j] - bz) + a1 * (b1[j] - bz), |a0|, |a1| <= 2^15 - 1. */
+static inline void tq_axpy2_s8(int32_t *acc, int32_t a0, int32_t a1, const int8_t *b0, const int8_t *b1, int32_t bz,
+                               int32_t n) {
+    const __m128i vbz = _mm_set1_epi16((int16_t)bz);
+    const __m256i pair = _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)(int16_t)a1 << 16) | (uint16_t)(int16_t)a0));
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m128i u = _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(b0 + j))), vbz);
+        __m128i v = _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(b1 + j))), vbz);
+        __m256i uv = _mm256_set_m128i(_mm_unpackhi_epi16(u, v), _mm_unpacklo_epi16(u, v));
+        __m256i *pa = (__m256i *)(void *)(acc + j);
+        _mm256_storeu_si256(pa, _mm256_add_epi32(_mm256_loadu_si256(pa), _mm256_madd_epi16(uv, pair)));
+    }
+    for (; j < n; j++) acc[j] += a0 * ((int32_t)b0[j] - bz) + a1 * ((int32_t)b1[j] - bz);
+}
+
+/* acc[j] += a * (b[j] - bz), any int32 a. */
+static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t bz, int32_t n) {
+    const __m256i va = _mm256_set1_epi32(a), vbz = _mm256_set1_epi32(bz);
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256i bv = _mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + j))), vbz);
+        __m256i *pa = (__m256i *)(void *)(acc + j);
+        _mm256_storeu_si256(pa, _mm256_add_epi32(_mm256_loadu_si256(pa), _mm256_mullo_epi32(bv, va)));
+    }
+    for (; j < n; j++) acc[j] += a * ((int32_t)b[j] - bz);
+}
+
+#elif defined(TQ_SIMD_NEON)
+
+static inline int32_t tq_hsum_s32x4(int32x4_t v) {
+#if defined(__aarch64__)
+    return vaddvq_s32(v);
+#else
+    int32x2_t s = vadd_s32(vget_low_s32(v), vget_high_s32(v));
+    return vget_lane_s32(vpadd_s32(s, s), 0);
+#endif
+}
+
+/* 8 codes minus zero point, as int16 */
+static inline int16x8_t tq_ld8(const int8_t *p, int16x8_t z) { return vsubq_s16(vmovl_s8(vld1_s8(p)), z); }
+
+static inline void tq_dot_2x4(const int8_t *x0, const int8_t *x1, int32_t xz, const int8_t *w, int32_t ldw,
+                              int32_t wz, int32_t n, int32_t out[2][4]) {
+    const int16x8_t vxz = vdupq_n_s16((int16_t)xz), vwz = vdupq_n_s16((int16_t)wz);
+    int32x4_t acc[2][4];
+    int32_t i = 0, r, k;
+    for (r = 0; r < 2; r++)
+        for (k = 0; k < 4; k++) acc[r][k] = vdupq_n_s32(0);
+    for (; i + 8 <= n; i += 8) {
+        int16x8_t xa = tq_ld8(x0 + i, vxz), xb = tq_ld8(x1 + i, vxz);
+        for (k = 0; k < 4; k++) {
+            int16x8_t wv = tq_ld8(w + k * (ptrdiff_t)ldw + i, vwz);
+            acc[0][k] = vmlal_s16(vmlal_s16(acc[0][k], vget_low_s16(xa), vget_low_s16(wv)), vget_high_s16(xa),
+                                  vget_high_s16(wv));
+            acc[1][k] = vmlal_s16(vmlal_s16(acc[1][k], vget_low_s16(xb), vget_low_s16(wv)), vget_high_s16(xb),
+                                  vget_high_s16(wv));
+        }
+    }
+    for (k = 0; k < 4; k++) {
+        const int8_t *wk = w + k * (ptrdiff_t)ldw;
+        out[0][k] = tq_hsum_s32x4(acc[0][k]) + tq_dot_s8_ref(x0 + i, xz, wk + i, wz, n - i);
+        out[1][k] = tq_hsum_s32x4(acc[1][k]) + tq_dot_s8_ref(x1 + i, xz, wk + i, wz, n - i);
+    }
+}
+
+static inline int32_t tq_dot_s8(const int8_t *x, int32_t xz, const int8_t *w, int32_t wz, int32_t n) {
+    const int16x8_t vxz = vdupq_n_s16((int16_t)xz), vwz = vdupq_n_s16((int16_t)wz);
+    int32x4_t a = vdupq_n_s32(0);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        int16x8_t xv = tq_ld8(x + i, vxz), wv = tq_ld8(w + i, vwz);
+        a = vmlal_s16(vmlal_s16(a, vget_low_s16(xv), vget_low_s16(wv)), vget_high_s16(xv), vget_high_s16(wv));
+    }
+    return tq_hsum_s32x4(a) + tq_dot_s8_ref(x + i, xz, w + i, wz, n - i);
+}
+
+static inline void tq_dot_s16s8_x4(const int16_t *d, const int8_t *w, int32_t ldw, int32_t n, int32_t out[4]) {
+    int32x4_t acc[4];
+    int32_t i = 0, k, j;
+    for (k = 0; k < 4; k++) acc[k] = vdupq_n_s32(0);
+    for (; i + 8 <= n; i += 8) {
+        int16x8_t dv = vld1q_s16(d + i);
+        for (k = 0; k < 4; k++) {
+            int16x8_t wv = vmovl_s8(vld1_s8(w + k * (ptrdiff_t)ldw + i));
+            acc[k] = vmlal_s16(vmlal_s16(acc[k], vget_low_s16(dv), vget_low_s16(wv)), vget_high_s16(dv),
+                               vget_high_s16(wv));
+        }
+    }
+    for (k = 0; k < 4; k++) {
+        const int8_t *wk = w + k * (ptrdiff_t)ldw;
+        out[k] = tq_hsum_s32x4(acc[k]);
+        for (j = i; j < n; j++) out[k] += (int32_t)d[j] * wk[j];
+    }
+}
+
+static inline int32_t tq_dot_s16s8(const int16_t *d, const int8_t *w, int32_t n) {
+    int32x4_t a = vdupq_n_s32(0);
+    int32_t i = 0, acc;
+    for (; i + 8 <= n; i += 8) {
+        int16x8_t dv = vld1q_s16(d + i), wv = vmovl_s8(vld1_s8(w + i));
+        a = vmlal_s16(vmlal_s16(a, vget_low_s16(dv), vget_low_s16(wv)), vget_high_s16(dv), vget_high_s16(wv));
+    }
+    acc = tq_hsum_s32x4(a);
+    for (; i < n; i++) acc += (int32_t)d[i] * w[i];
+    return acc;
+}
+
+static inline void tq_axpy2_s8(int32_t *acc, int32_t a0, int32_t a1, const int8_t *b0, const int8_t *b1, int32_t bz,
+                               int32_t n) {
+    const int16x8_t vbz = vdupq_n_s16((int16_t)bz);
+    const int16x4_t va0 = vdup_n_s16((int16_t)a0), va1 = vdup_n_s16((int16_t)a1);
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        int16x8_t u = tq_ld8(b0 + j, vbz), v = tq_ld8(b1 + j, vbz);
+        int32x4_t lo = vld1q_s32(acc + j), hi = vld1q_s32(acc + j + 4);
+        lo = vmlal_s16(vmlal_s16(lo, vget_low_s16(u), va0), vget_low_s16(v), va1);
+        hi = vmlal_s16(vmlal_s16(hi, vget_high_s16(u), va0), vget_high_s16(v), va1);
+        vst1q_s32(acc + j, lo);
+        vst1q_s32(acc + j + 4, hi);
+    }
+    for (; j < n; j++) acc[j] += a0 * ((int32_t)b0[j] - bz) + a1 * ((int32_t)b1[j] - bz);
+}
+
+static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t bz, int32_t n) {
+    const int16x8_t vbz = vdupq_n_s16((int16_t)bz);
+    const int32x4_t va = vdupq_n_s32(a);
+    int32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        int16x8_t u = tq_ld8(b + j, vbz);
+        vst1q_s32(acc + j, vmlaq_s32(vld1q_s32(acc + j), vmovl_s16(vget_low_s16(u)), va));
+        vst1q_s32(acc + j + 4, vmlaq_s32(vld1q_s32(acc + j + 4), vmovl_s16(vget_high_s16(u)), va));
+    }
+    for (; j < n; j++) acc[j] += a * ((int32_t)b[j] - bz);
+}
+
+#else /* reference only: the same entry points, portable */
+
+static inline void tq_dot_2x4(const int8_t *x0, const int8_t *x1, int32_t xz, const int8_t *w, int32_t ldw,
+                              int32_t wz, int32_t n, int32_t out[2][4]) {
+    int32_t k;
+    for (k = 0; k < 4; k++) {
+        out[0][k] = tq_dot_s8_ref(x0, xz, w + k * (ptrdiff_t)ldw, wz, n);
+        out[1][k] = tq_dot_s8_ref(x1, xz, w + k * (ptrdiff_t)ldw, wz, n);
+    }
+}
+
+static inline int32_t tq_dot_s8(const int8_t *x, int32_t xz, const int8_t *w, int32_t wz, int32_t n) {
+    return tq_dot_s8_ref(x, xz, w, wz, n);
+}
+
+static inline void tq_axpy2_s8(int32_t *acc, int32_t a0, int32_t a1, const int8_t *b0, const int8_t *b1, int32_t bz,
+                               int32_t n) {
+    tq_axpy_s8_ref(acc, a0, b0, bz, n);
+    tq_axpy_s8_ref(acc, a1, b1, bz, n);
+}
+
+static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t bz, int32_t n) {
+    tq_axpy_s8_ref(acc, a, b, bz, n);
+}
+
+#endif
+
+#endif

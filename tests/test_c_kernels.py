@@ -1,0 +1,610 @@
+"""The C kernels (runtime_c/) against the Python integer reference (tsptq.intkernels), byte for byte.
+
+A test-backend-ops style matrix: every kernel, random shapes and random quantization parameters made the way
+tsptq.lower makes them, edge cases (extreme zero points, multipliers > 1, saturation, D = 1, one row, sizes that
+leave SIMD tails), for every build variant: ``reference`` (portable C), ``avx2`` (when the CPU has it) in this
+process, and ``sanitize`` / ``sanitize-avx2`` (ASan + UBSan, aborting on any report) in a child Python that
+LD_PRELOADs the ASan runtime (this file run as a script). Every output must be 100% equal.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsptq import c_build
+from tsptq import intkernels as K
+from tsptq.intmath import fixed_multiplier, quantize_multiplier
+
+ACC_LIMIT = 2**31 - 1
+P = ctypes.c_void_p
+I32, I64, SZ, INT = ctypes.c_int32, ctypes.c_int64, ctypes.c_size_t, ctypes.c_int
+SIGNATURES = {
+    "tq_conv2d_patches": [P, I32, I32, I32, I32, I32, P, I32, I32, P, P, P, I32, P],
+    "tq_fully_connected": [P, I32, I32, I32, P, I32, P, P, P, I32, INT, I32, P],
+    "tq_batch_matmul": [P, P, I32, I32, I32, I32, INT, I32, I32, I32, I32, I32, P],
+    "tq_add": [P, P, I32, I32, I32, I32, P, I32, I32, P],
+    "tq_transpose": [P, P, I32, P, P],
+    "tq_concatenation": [P, P, I32, I32, I32, P],
+    "tq_strided_slice": [P, P, I32, P, P, P, P],
+    "tq_layernorm_2s": [P, I32, I32, I32, P, P, P, I64, I32, I32, P],
+    "tq_softmax_2s": [P, I32, I32, P, I32, I32, I32, I32, I32, I32, I32, P, P],
+    "tq_lookup": [P, SZ, INT, P, P],
+    "tq_fc_2s": [P, I32, I32, I32, I32, P, I32, I32, I32, I32, I32, P, I32, P, P, P, I32, P, P],
+    "tq_bmm_2s": [P, P, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, P, P],
+    "tq_quantize_multiplier": [ctypes.c_double, P, P],
+}
+
+
+def load(path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    for name, args in SIGNATURES.items():
+        f = getattr(lib, name)
+        f.argtypes, f.restype = args, None
+    return lib
+
+
+def ptr(a):
+    return None if a is None else a.ctypes.data
+
+
+def arr(a, dtype):
+    """A fresh, exactly sized C-contiguous buffer (so ASan's redzones sit right after the data)."""
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+# --- parameters the way tsptq.lower makes them ----------------------------------------------------------------------
+
+def f32(x):
+    return np.asarray(x, np.float32)
+
+
+def log_uniform(rng, lo, hi, n=None):
+    return f32(10.0 ** rng.uniform(lo, hi, n))
+
+
+def zero_point(rng, edge):
+    return int(rng.choice([-128, 127, -127, 126])) if edge else int(rng.integers(-128, 128))
+
+
+def out_scale(rng, unit, acc, edge):
+    """An output scale for an accumulator `acc` (integers) of real unit `unit`: usually about 8 to 50 codes per
+    standard deviation; on edge cases a multiplier > 1 (shift > 0, saturation) or a scale so coarse that everything
+    rounds to the zero point."""
+    std = max(float(np.std(np.asarray(acc, np.float64))), 1.0)
+    r = rng.random()
+    if edge and r < 0.25:
+        return f32(unit * 10.0 ** rng.uniform(-1.3, -0.05))
+    if edge and r < 0.45:
+        return f32(unit * std * 10.0 ** rng.uniform(2, 4))
+    return f32(unit * std / rng.uniform(8, 50))
+
+
+def rand_bias(rng, O, fan_in):
+    """A bias about as large as the accumulator's spread (x - zp ~ 150, w ~ 74 rms)."""
+    return arr(rng.normal(0, 150 * 74 * math.sqrt(fan_in), O).clip(-(2**30), 2**30), np.int32)
+
+
+def acc_of(a, b):
+    return a.astype(np.float64) @ b.astype(np.float64)
+
+
+def sizes(rng, edge, lo, hi):
+    if edge == "big":  # the last case of each kernel: large enough for the SIMD main loops and blocking
+        return 3 * hi + int(rng.integers(0, 3))
+    if edge:
+        return int(rng.choice([lo, lo + 1, 15, 16, 17, 31, 33, hi]))
+    return int(rng.integers(lo, hi + 1))
+
+
+# --- the cases: each returns (name, C output bytes, Python output bytes) --------------------------------------------
+
+def case_fully_connected(lib, rng, edge):
+    rows, I, O = sizes(rng, edge, 1, 70), sizes(rng, edge, 1, 200), sizes(rng, edge, 1, 40)
+    x = arr(rng.integers(-128, 128, (rows, I)), np.int8)
+    w = arr(rng.integers(-128, 128, (O, I)), np.int8)
+    if edge and rng.random() < 0.3:
+        x[:] = rng.choice([-128, 127])
+        w[:] = rng.choice([-128, 127])
+    in_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
+    s_in = log_uniform(rng, -3, -1)
+    mode = rng.integers(3)  # 0: per-channel, 1: per-tensor (MBQM), 2: per-channel rounding with one multiplier
+    per_channel = mode != 1
+    w_scale = log_uniform(rng, -2.2, -1.8, O if mode == 0 else 1)
+    s_out = out_scale(rng, float(s_in) * float(np.median(w_scale)), acc_of(x.astype(np.int64) - in_zp, w.T), edge)
+    mult, shift = K.builtin_multipliers(s_in, w_scale, s_out)
+    mult, shift = arr(mult, np.int32), arr(shift, np.int32)
+    bias = None if rng.random() < 0.2 else rand_bias(rng, O, I)
+    y = np.empty((rows, O), np.int8)
+    lib.tq_fully_connected(ptr(x), rows, I, in_zp, ptr(w), O, ptr(bias), ptr(mult), ptr(shift), len(mult),
+                           int(per_channel), out_zp, ptr(y))
+    want = K.fully_connected(x, in_zp, w, bias, mult.astype(np.int64), shift.astype(np.int64), out_zp, per_channel)
+    return f"fc rows={rows} I={I} O={O} mode={mode}", y, want
+
+
+def case_conv2d_patches(lib, rng, edge):
+    p = int(rng.choice([1, 2, 3, 4, 7] if edge else [2, 4, 5, 8]))
+    B = int(rng.integers(1, 3))
+    H, W = p * int(rng.integers(1, 5)) + int(rng.integers(0, p)), p * int(rng.integers(1, 5)) + int(rng.integers(0, p))
+    C, O = sizes(rng, edge, 1, 6), sizes(rng, edge, 1, 24)
+    x = arr(rng.integers(-128, 128, (B, H, W, C)), np.int8)
+    w = arr(rng.integers(-128, 128, (O, p, p, C)), np.int8)
+    in_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
+    s_in, w_scale = log_uniform(rng, -3, -1), log_uniform(rng, -2.2, -1.8, O)
+    s_out = out_scale(rng, float(s_in) * float(np.median(w_scale)),
+                      acc_of(x[0, :p, :p].reshape(1, -1).astype(np.int64) - in_zp, w.reshape(O, -1).T), edge)
+    mult, shift = (arr(v, np.int32) for v in K.builtin_multipliers(s_in, w_scale, s_out))
+    bias = None if rng.random() < 0.2 else rand_bias(rng, O, p * p * C)
+    y = np.empty((B, H // p, W // p, O), np.int8)
+    lib.tq_conv2d_patches(ptr(x), B, H, W, C, in_zp, ptr(w), O, p, ptr(bias), ptr(mult), ptr(shift), out_zp, ptr(y))
+    want = K.conv2d_patches(x, in_zp, w, bias, mult.astype(np.int64), shift.astype(np.int64), out_zp, p)
+    return f"conv B={B} H={H} W={W} C={C} O={O} p={p}", y, want
+
+
+def case_batch_matmul(lib, rng, edge):
+    batch, N, Kd, M = int(rng.integers(1, 4)), sizes(rng, edge, 1, 40), sizes(rng, edge, 1, 70), sizes(rng, edge, 1, 40)
+    adj_y = bool(rng.integers(2))
+    a = arr(rng.integers(-128, 128, (batch, N, Kd)), np.int8)
+    b = arr(rng.integers(-128, 128, (batch, M, Kd) if adj_y else (batch, Kd, M)), np.int8)
+    a_zp, b_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge), zero_point(rng, edge)
+    s_a, s_b = log_uniform(rng, -2, 0), log_uniform(rng, -2, 0)
+    bb = b[0].astype(np.int64) - b_zp
+    s_out = out_scale(rng, float(s_a) * float(s_b), acc_of(a[0].astype(np.int64) - a_zp, bb.T if adj_y else bb), edge)
+    mult, shift = (int(v[0]) for v in K.builtin_multipliers(s_a, s_b, s_out))
+    y = np.empty((batch, N, M), np.int8)
+    lib.tq_batch_matmul(ptr(a), ptr(b), batch, N, Kd, M, int(adj_y), a_zp, b_zp, mult, shift, out_zp, ptr(y))
+    want = K.batch_matmul(a, a_zp, b, b_zp, mult, shift, out_zp, adj_y)
+    return f"bmm batch={batch} N={N} K={Kd} M={M} adj_y={adj_y}", y, want
+
+
+def case_add(lib, rng, edge):
+    rows, C = sizes(rng, edge, 1, 30), sizes(rng, edge, 1, 100)
+    per_channel = bool(rng.integers(2))
+    a = arr(rng.integers(-128, 128, (rows, C)), np.int8)
+    b = arr(rng.integers(-128, 128, (rows, C)), np.int8)
+    a_zp, b_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge), zero_point(rng, edge)
+    n = C if per_channel else 1
+    sa, sb = log_uniform(rng, -3, 0, n), log_uniform(rng, -3, 0, n)
+    if per_channel:  # O-2SF: a base step times powers of two per channel
+        sa = f32(sa[0] * 2.0 ** rng.integers(0, 4, n))
+    so = f32(np.maximum(sa, sb) * 10.0 ** rng.uniform(-1.5 if edge else -0.3, 0.7, n))
+    params = arr(K.add_params(sa, sb, so), np.int32)
+    y = np.empty((rows, C), np.int8)
+    lib.tq_add(ptr(a), ptr(b), rows, C, a_zp, b_zp, ptr(params), n, out_zp, ptr(y))
+    want = K.add(a, a_zp, b, b_zp, params.astype(np.int64), out_zp)
+    return f"add rows={rows} C={C} per_channel={per_channel}", y, want
+
+
+def case_transpose(lib, rng, edge):
+    rank = int(rng.integers(1, 7))
+    shape = [int(v) for v in rng.integers(1, 5 if rank > 3 else 9, rank)]
+    perm = [int(v) for v in rng.permutation(rank)]
+    x = arr(rng.integers(0, 256, shape), np.uint8)
+    y = np.empty([shape[p] for p in perm], np.uint8)
+    shape_a, perm_a = arr(shape, np.int32), arr(perm, np.int32)  # kept alive across the call
+    lib.tq_transpose(ptr(x), ptr(shape_a), rank, ptr(perm_a), ptr(y))
+    return f"transpose {shape} {perm}", y, np.transpose(x, perm)
+
+
+def case_concatenation(lib, rng, edge):
+    rank = int(rng.integers(1, 5))
+    axis = int(rng.integers(0, rank))
+    base = [int(v) for v in rng.integers(1, 6, rank)]
+    n = int(rng.integers(1, 4))
+    xs, shapes = [], []
+    for _ in range(n):
+        s = list(base)
+        s[axis] = int(rng.integers(1, 6))
+        if axis != 0 and rank > 1 and base[0] > 1 and rng.random() < 0.3:
+            s[0] = 1  # broadcast along the leading dim (the class token)
+        shapes.append(arr(s, np.int32))
+        xs.append(arr(rng.integers(0, 256, s), np.uint8))
+    lead = max(x.shape[0] for x in xs)  # the output's leading dim (inputs with 1 there are broadcast)
+    want = np.concatenate([np.broadcast_to(x, [lead] + list(x.shape[1:])) if axis != 0 else x for x in xs], axis)
+    y = np.empty(want.shape, np.uint8)
+    xp = (P * n)(*[ptr(x) for x in xs])
+    sp = (P * n)(*[ptr(s) for s in shapes])
+    lib.tq_concatenation(ctypes.cast(xp, P), ctypes.cast(sp, P), n, rank, axis, ptr(y))
+    return f"concat {[s.tolist() for s in shapes]} axis={axis}", y, want
+
+
+def case_strided_slice(lib, rng, edge):
+    rank = int(rng.integers(1, 6))
+    shape = [int(v) for v in rng.integers(1, 8, rank)]
+    begin = [int(rng.integers(-d, d + 1)) for d in shape]
+    end = [int(rng.integers(-d, d + 2)) for d in shape]
+    strides = [int(rng.integers(1, 4)) for _ in shape]
+    x = arr(rng.integers(0, 256, shape), np.uint8)
+    want = x[tuple(slice(b, e, s) for b, e, s in zip(begin, end, strides))]
+    y = np.empty(max(want.size, 1), np.uint8)
+    keep = [arr(v, np.int32) for v in (shape, begin, end, strides)]  # kept alive across the call
+    lib.tq_strided_slice(ptr(x), ptr(keep[0]), rank, ptr(keep[1]), ptr(keep[2]), ptr(keep[3]), ptr(y))
+    return f"slice {shape} {begin}:{end}:{strides}", y[:want.size], want
+
+
+def case_layernorm_2s(lib, rng, edge):
+    rows, D = sizes(rng, edge, 1, 20), int(rng.choice([1, 2, 3, 64, 384, 1024])) if edge else int(rng.integers(1, 400))
+    in_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
+    pow2 = bool(rng.integers(2))
+    shifts = arr(rng.integers(0, 8, D) * (rng.random(D) < 0.1) if pow2 else np.zeros(D), np.int8)
+    x = arr(rng.integers(-128, 128, (rows, D)), np.int8)
+    if edge and rng.random() < 0.4:
+        x[rng.integers(rows)] = rng.integers(-128, 128)  # a constant row: zero variance
+    s = float(log_uniform(rng, -2, 0))
+    gamma = rng.normal(1.0, 0.5, D)
+    beta = rng.normal(0.0, 0.5, D)
+    s_out = np.broadcast_to(f32(log_uniform(rng, -2.5, -1) * (2.0 ** rng.integers(0, 3, D) if pow2 else 1.0)),
+                            (D,)).astype(np.float64)
+    ratio = np.abs(gamma / s_out).max()
+    g_bits = 30 - max(0, math.ceil(math.log2(max(ratio, 1e-30))))
+    out_shift = K.NORM_FRAC_BITS + g_bits
+    if out_shift > 62:
+        g_bits, out_shift = 62 - K.NORM_FRAC_BITS, 62
+    g = arr(np.round(gamma / s_out * 2.0**g_bits), np.int32)
+    bb = arr(np.round(beta / s_out * 2.0**out_shift), np.int64)
+    eps = 0 if edge and rng.random() < 0.3 else min(round(D * D * 1e-6 / s**2), 2**62)
+    y = np.empty((rows, D), np.int8)
+    lib.tq_layernorm_2s(ptr(x), rows, D, in_zp, ptr(shifts), ptr(g), ptr(bb), eps, out_zp, out_shift, ptr(y))
+    want = K.layernorm_2s(x, in_zp, shifts, g, bb, eps, out_zp, out_shift)
+    return f"layernorm rows={rows} D={D} pow2={pow2} eps={eps}", y, want
+
+
+def case_softmax_2s(lib, rng, edge, out_kind=None):
+    rows, N = sizes(rng, edge, 1, 12), (int(rng.choice([1, 2, 197, 2047])) if edge else int(rng.integers(1, 260)))
+    if out_kind is None:
+        out_kind = int(rng.choice([K.UNIFORM, K.TWO_SCALE, K.LOG2]))
+    x = arr(rng.integers(-128, 128, (rows, N)), np.int8)
+    if edge and rng.random() < 0.3:
+        x[0] = 127  # a uniform row
+    step = float(log_uniform(rng, -2.5, 0))
+    lut = arr(np.round(np.exp(-step * np.arange(256, dtype=np.float64)) * 2.0**K.EXP_FRAC_BITS), np.int32)
+    mult = shift = out_zp = m = signed = 0
+    bits = 8
+    if out_kind == K.UNIFORM:
+        out_zp = -128 if rng.random() < 0.7 else zero_point(rng, edge)
+        s_out = float(f32(10.0 ** rng.uniform(-4, -1.5)))
+        mult, shift = fixed_multiplier(1.0 / (2.0**K.PROB_FRAC_BITS * s_out))
+    elif out_kind == K.TWO_SCALE:
+        m, signed = int(rng.integers(0, 9)), int(rng.integers(2))
+        fine = float(f32(10.0 ** rng.uniform(-4.5, -2)))
+        mult, shift = fixed_multiplier(1.0 / (2.0**K.PROB_FRAC_BITS * fine), K.TWO_SCALE_FRAC_BITS)
+    else:
+        bits = int(rng.choice([8, 8, 4]))
+    y = np.empty((rows, N), np.uint8)
+    scratch = np.empty(N, np.int32)
+    lib.tq_softmax_2s(ptr(x), rows, N, ptr(lut), out_kind, mult, shift, out_zp, bits, m, signed, ptr(y), ptr(scratch))
+    want = K.softmax_2s(x, lut, out_kind, mult, shift, out_zp, bits, m, bool(signed))
+    return f"softmax rows={rows} N={N} kind={out_kind} m={m} signed={signed} bits={bits}", y, want
+
+
+def case_lookup(lib, rng, edge):
+    n = sizes(rng, edge, 1, 5000)
+    signed = bool(rng.integers(2))
+    x = arr(rng.integers(-128, 128, n) if signed else rng.integers(0, 256, n), np.int8 if signed else np.uint8)
+    lut = arr(rng.integers(0, 256, 256), np.uint8)
+    y = np.empty(n, np.uint8)
+    lib.tq_lookup(ptr(x), n, int(signed), ptr(lut), ptr(y))
+    return f"lookup n={n} signed={signed}", y, K.lookup(x, lut)
+
+
+def case_fc_2s(lib, rng, edge, kind=None):
+    if kind is None:
+        kind = int(rng.choice([K.UNIFORM, K.CHANNEL_POW2, K.TWO_SCALE, K.SIGN_SPLIT]))
+    rows, I, O = sizes(rng, edge, 1, 30), sizes(rng, edge, 1, 300), sizes(rng, edge, 1, 40)
+    in_zp, out_zp, bits, m, signed = 0, zero_point(rng, edge), 8, 0, 0
+    in_shift = arr(np.zeros(I), np.int8)
+    neg_mult = neg_shift = 0
+    if kind in (K.UNIFORM, K.CHANNEL_POW2):
+        x = arr(rng.integers(-128, 128, (rows, I)), np.int8).view(np.uint8)
+        in_zp = zero_point(rng, edge)
+        if kind == K.CHANNEL_POW2:
+            kmax = min(7, int(math.floor(math.log2(ACC_LIMIT / (I * 255 * 128)))))
+            in_shift = arr(rng.integers(0, kmax + 1, I) * (rng.random(I) < 0.3), np.int8)
+        max_d = 255 << int(in_shift.max())
+    else:
+        x = arr(rng.integers(0, 256, (rows, I)), np.uint8)
+        if kind == K.TWO_SCALE:
+            signed = int(rng.integers(2))
+            m = min(8, int(rng.integers(0, 9)), int(math.floor(math.log2(ACC_LIMIT / (I * 127 * 128)))))
+            max_d = 127 << m
+        else:
+            ratio = float(f32(10.0 ** rng.uniform(-2, 0.5)))  # step_neg / step_pos (> 1: shift > 0)
+            neg_mult, neg_shift = quantize_multiplier(ratio)
+            max_d = 127
+    assert I * max_d * 128 <= ACC_LIMIT
+    x_c = x.view(np.int8) if kind in (K.UNIFORM, K.CHANNEL_POW2) else x
+    w = arr(rng.integers(-128, 128, (O, I)), np.int8)
+    unit = float(log_uniform(rng, -3, -1))
+    w_scale = log_uniform(rng, -2.2, -1.8, O)
+    d = K.decode_operand(x_c, kind if kind != K.SIGN_SPLIT else K.TWO_SCALE, in_zp, in_shift, bits, m, signed, 0)
+    s_out = f32(out_scale(rng, unit * float(np.median(w_scale)), acc_of(d, w.T), edge) * 2.0 ** rng.integers(0, 3, O))
+    mult, shift = (arr(v, np.int32) for v in K.builtin_multipliers(unit, w_scale, s_out))
+    bias = rand_bias(rng, O, I * max_d // 128)
+    y = np.empty((rows, O), np.int8)
+    scratch = np.empty(I, np.int32)
+    lib.tq_fc_2s(ptr(x), rows, I, kind, in_zp, ptr(in_shift), bits, m, signed, neg_mult, neg_shift, ptr(w), O,
+                 ptr(bias), ptr(mult), ptr(shift), out_zp, ptr(y), ptr(scratch))
+    want = K.fc_2s(x_c, kind, in_zp, in_shift, bits, m, bool(signed), neg_mult, neg_shift, w, bias,
+                   mult.astype(np.int64), shift.astype(np.int64), out_zp)
+    return f"fc_2s kind={kind} rows={rows} I={I} O={O} m={m} signed={signed}", y, want
+
+
+def case_bmm_2s(lib, rng, edge, kind=None):
+    if kind is None:
+        kind = int(rng.choice([K.TWO_SCALE, K.LOG2]))
+    batch, N, M = int(rng.integers(1, 4)), sizes(rng, edge, 1, 80), sizes(rng, edge, 1, 70)
+    b = arr(rng.integers(-128, 128, (batch, N, M)), np.int8)
+    b_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
+    m = signed = frac = 0
+    if kind == K.LOG2:
+        frac = min(15, int(math.floor(math.log2(ACC_LIMIT / (N * 255)))))
+        a = arr(np.where(rng.random((batch, N, N)) < 0.4, 255, rng.integers(0, 24, (batch, N, N))), np.uint8)
+        unit = 2.0**-frac
+    else:
+        signed = int(rng.integers(2))
+        m = min(8, int(rng.integers(0, 9)), int(math.floor(math.log2(ACC_LIMIT / (N * 127 * 255)))))
+        a = arr(rng.integers(0, 256, (batch, N, N)), np.uint8)
+        unit = float(log_uniform(rng, -4, -2))
+    s_v = log_uniform(rng, -2, 0)
+    d = K.decode_operand(a[0], kind, 0, None, 8, m, bool(signed), frac)
+    s_out = out_scale(rng, unit * float(s_v), acc_of(d, b[0].astype(np.int64) - b_zp), edge)
+    mult, shift = (int(v[0]) for v in K.builtin_multipliers(unit, s_v, s_out))
+    y = np.empty((batch, N, M), np.int8)
+    scratch = np.empty(N, np.int32)
+    lib.tq_bmm_2s(ptr(a), ptr(b), batch, N, M, kind, 8, m, signed, frac, b_zp, mult, shift, out_zp, ptr(y),
+                  ptr(scratch))
+    want = K.bmm_2s(a, kind, 8, m, bool(signed), frac, b, b_zp, mult, shift, out_zp)
+    return f"bmm_2s kind={kind} batch={batch} N={N} M={M} m={m} frac={frac}", y, want
+
+
+def case_quantize_multiplier(lib, rng, edge):
+    reals = np.concatenate([10.0 ** rng.uniform(-12, 4, 200), [0.0, 1.0, 0.5, 2.0**-31, 2.0**-32, 1 - 2.0**-40,
+                                                                 -0.3, 3.0 * 2**20]])
+    m, s = np.zeros(1, np.int32), np.zeros(1, np.int32)
+    got, want = [], []
+    for r in reals.tolist():
+        lib.tq_quantize_multiplier(r, ptr(m), ptr(s))
+        got.append((int(m[0]), int(s[0])))
+        want.append(quantize_multiplier(r))
+    return "quantize_multiplier", np.array(got, np.int64), np.array(want, np.int64)
+
+
+CASES = {
+    "fully_connected": (case_fully_connected, 160),
+    "conv2d_patches": (case_conv2d_patches, 100),
+    "batch_matmul": (case_batch_matmul, 160),
+    "add": (case_add, 160),
+    "transpose": (case_transpose, 120),
+    "concatenation": (case_concatenation, 120),
+    "strided_slice": (case_strided_slice, 160),
+    "layernorm_2s": (case_layernorm_2s, 160),
+    "softmax_2s_uniform": (lambda l, r, e: case_softmax_2s(l, r, e, K.UNIFORM), 100),
+    "softmax_2s_two_scale": (lambda l, r, e: case_softmax_2s(l, r, e, K.TWO_SCALE), 120),
+    "softmax_2s_log2": (lambda l, r, e: case_softmax_2s(l, r, e, K.LOG2), 100),
+    "lookup": (case_lookup, 80),
+    "fc_2s_uniform": (lambda l, r, e: case_fc_2s(l, r, e, K.UNIFORM), 100),
+    "fc_2s_channel_pow2": (lambda l, r, e: case_fc_2s(l, r, e, K.CHANNEL_POW2), 100),
+    "fc_2s_two_scale": (lambda l, r, e: case_fc_2s(l, r, e, K.TWO_SCALE), 120),
+    "fc_2s_sign_split": (lambda l, r, e: case_fc_2s(l, r, e, K.SIGN_SPLIT), 120),
+    "bmm_2s_two_scale": (lambda l, r, e: case_bmm_2s(l, r, e, K.TWO_SCALE), 120),
+    "bmm_2s_log2": (lambda l, r, e: case_bmm_2s(l, r, e, K.LOG2), 120),
+    "quantize_multiplier": (case_quantize_multiplier, 8),
+}
+
+
+def run_kernel(lib, kernel: str, seed: int = 0, scale: float = 1.0) -> tuple[int, list[str]]:
+    """Run one kernel's random cases (every third one an edge case); returns (cases, failure descriptions)."""
+    fn, n = CASES[kernel]
+    n = max(2, int(n * scale))
+    rng = np.random.default_rng([seed, sum(map(ord, kernel))])
+    failures = []
+    for i in range(n):
+        name, got, want = fn(lib, rng, "big" if i == n - 1 else i % 3 == 2)
+        got_b = np.ascontiguousarray(got).view(np.uint8).ravel()
+        want_b = np.ascontiguousarray(np.asarray(want).astype(np.asarray(got).dtype)).view(np.uint8).ravel()
+        if got_b.shape != want_b.shape or not np.array_equal(got_b, want_b):
+            bad = int(np.sum(got_b != want_b)) if got_b.shape == want_b.shape else -1
+            failures.append(f"{kernel} case {i} ({name}): {bad} of {want_b.size} bytes differ")
+    return n, failures
+
+
+# --- pytest ----------------------------------------------------------------------------------------------------------
+
+def kernel_sources() -> list[str]:
+    """The kernel library's sources (relative to runtime_c/): the ops and the multiplier helper, not the loader."""
+    ops = sorted(str(p.relative_to(c_build.RUNTIME_DIR)) for p in (c_build.RUNTIME_DIR / "src" / "ops").glob("*.c"))
+    return ["src/quantize_multiplier.c", *ops]
+
+
+def build(variant: str) -> Path:
+    return c_build.build_library(variant, sources=kernel_sources())
+
+
+def _variants():
+    out = ["reference"]
+    if c_build.cpu_has("avx2"):
+        out.append("avx2")
+    return out
+
+
+@pytest.fixture(scope="module", params=_variants())
+def lib(request):
+    return load(build(request.param))
+
+
+@pytest.mark.parametrize("kernel", list(CASES))
+def test_kernel_matches_python_reference(lib, kernel):
+    n, failures = run_kernel(lib, kernel)
+    assert not failures, "\n".join(failures[:10])
+
+
+def test_avx2_vs_reference_on_large_fc():
+    """A ViT-S sized FULLY_CONNECTED and FC_2S (197 x 384 by 384 x 1152): the SIMD blocks, not only tails."""
+    if not c_build.cpu_has("avx2"):
+        pytest.skip("no AVX2")
+    rng = np.random.default_rng(7)
+    x = arr(rng.integers(-128, 128, (197, 384)), np.int8)
+    w = arr(rng.integers(-128, 128, (1152, 384)), np.int8)
+    bias = arr(rng.integers(-(2**16), 2**16, 1152), np.int32)
+    mult, shift = (arr(v, np.int32) for v in K.builtin_multipliers(0.02, log_uniform(rng, -3, -2, 1152), 0.5))
+    want = K.fully_connected(x, 3, w, bias, mult.astype(np.int64), shift.astype(np.int64), -5, True)
+    for variant in ("reference", "avx2"):
+        y = np.empty((197, 1152), np.int8)
+        load(build(variant)).tq_fully_connected(ptr(x), 197, 384, 3, ptr(w), 1152, ptr(bias),
+                                                                ptr(mult), ptr(shift), 1152, 1, -5, ptr(y))
+        assert np.array_equal(y, want), variant
+
+
+def _sanitized_variants():
+    out = ["sanitize"]
+    if c_build.cpu_has("avx2"):
+        out.append("sanitize-avx2")
+    return out
+
+
+@pytest.mark.parametrize("variant", _sanitized_variants())
+def test_sanitized_build_is_clean(variant):
+    """The whole matrix (fewer cases) under ASan + UBSan in a child Python that preloads the ASan runtime: any
+    sanitizer report aborts the child, any mismatch fails it."""
+    try:
+        path = build(variant)
+        preload = c_build.sanitizer_preload()
+    except c_build.BuildError as e:
+        pytest.skip(f"no sanitizer toolchain: {e}")
+    env = dict(os.environ, LD_PRELOAD=preload, ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, __file__, str(path), "1.0"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    report = proc.stdout[-4000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, report
+    for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+        assert marker not in proc.stderr, report
+    assert "ALL OK" in proc.stdout, report
+
+
+# --- NEON: the SIMD build against the reference build of the same sources, on an emulated AArch64 ----------------------
+
+NEON_DRIVER = r"""
+/* NEON (or any SIMD build) against the reference build of the same kernels, on the target: random cases. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include "kernels.h"
+
+#define DECL(prefix) \
+void prefix##conv2d_patches(const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *); \
+void prefix##fully_connected(const int8_t *, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int, int32_t, int8_t *); \
+void prefix##batch_matmul(const int8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *); \
+void prefix##fc_2s(const uint8_t *, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *, int32_t *); \
+void prefix##bmm_2s(const uint8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *, int32_t *);
+DECL(ref_)
+
+static uint64_t s = 88172645463325252ull;
+static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)(s >> 11); }
+static int32_t ri(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+
+static int8_t X[70 * 300], W[70 * 300], Y1[80 * 80 * 3], Y2[80 * 80 * 3];
+static uint8_t XU[3 * 80 * 80];
+static int32_t BIAS[70], MUL[70], SH[70], SC[600];
+static int8_t INS[300];
+
+static int cmp(const char *what, int n, int t) {
+    if (memcmp(Y1, Y2, (size_t)n)) { printf("MISMATCH %s case %d\n", what, t); return 1; }
+    return 0;
+}
+
+int main(void) {
+    int t, i, bad = 0, cases = 0;
+    for (t = 0; t < 3000; t++) {
+        int32_t rows = ri(1, 9), I = ri(1, 300), O = ri(1, 70), zp = ri(-128, 127), oz = ri(-128, 127);
+        int per = ri(0, 1), kind = ri(0, 3), m = ri(0, 3), sf = ri(0, 1), neg_shift = ri(-3, 1);
+        for (i = 0; i < rows * I; i++) { X[i] = (int8_t)ri(-128, 127); XU[i] = (uint8_t)ri(0, 255); }
+        for (i = 0; i < O * I; i++) W[i] = (int8_t)ri(-128, 127);
+        for (i = 0; i < O; i++) { BIAS[i] = ri(-100000, 100000); MUL[i] = ri(1 << 30, 2147483647); SH[i] = ri(-14, 1); }
+        for (i = 0; i < I; i++) INS[i] = (int8_t)(ri(0, 9) ? 0 : ri(0, 2));
+        tq_fully_connected(X, rows, I, zp, W, O, BIAS, MUL, SH, per ? O : 1, per, oz, (int8_t *)Y1);
+        ref_fully_connected(X, rows, I, zp, W, O, BIAS, MUL, SH, per ? O : 1, per, oz, (int8_t *)Y2);
+        bad += cmp("fc", rows * O, t);
+        ref_fc_2s(kind < 2 ? (const uint8_t *)X : XU, rows, I, kind, zp, INS, 8, m, sf, MUL[0], neg_shift, W, O, BIAS, MUL, SH, oz, Y2, SC);
+        tq_fc_2s(kind < 2 ? (const uint8_t *)X : XU, rows, I, kind, zp, INS, 8, m, sf, MUL[0], neg_shift, W, O, BIAS, MUL, SH, oz, Y1, SC);
+        bad += cmp("fc_2s", rows * O, t);
+        {   /* batch matmul: a (b, N, K), b (b, K, M) or (b, M, K) */
+            int32_t B = ri(1, 2), N = ri(1, 20), Kd = ri(1, 40), M = ri(1, 30), adj = ri(0, 1);
+            tq_batch_matmul(X, W, B, N, Kd, M, adj, zp, oz, MUL[0], SH[0], oz, Y1);
+            ref_batch_matmul(X, W, B, N, Kd, M, adj, zp, oz, MUL[0], SH[0], oz, Y2);
+            bad += cmp("bmm", B * N * M, t);
+        }
+        {   /* attention x V with decoded probabilities */
+            int32_t B = ri(1, 3), N = ri(1, 80), M = ri(1, 70), k2 = ri(0, 1) ? TQ_LOG2 : TQ_TWO_SCALE;
+            for (i = 0; i < B * N * N; i++) XU[i] = (uint8_t)(k2 == TQ_LOG2 ? (ri(0, 2) ? ri(0, 20) : 255) : ri(0, 255));
+            for (i = 0; i < B * N * M && i < (int)sizeof(W); i++) W[i] = (int8_t)ri(-128, 127);
+            if (B * N * M <= (int)sizeof(W)) {
+                tq_bmm_2s(XU, W, B, N, M, k2, 8, m, sf, 10, zp, MUL[0], SH[0], oz, Y1, SC);
+                ref_bmm_2s(XU, W, B, N, M, k2, 8, m, sf, 10, zp, MUL[0], SH[0], oz, Y2, SC);
+                bad += cmp("bmm_2s", B * N * M, t);
+            }
+        }
+        {   /* conv patches */
+            int32_t p = ri(1, 5), H = p * ri(1, 4) + ri(0, p - 1), Wd = p * ri(1, 4) + ri(0, p - 1), C = ri(1, 3), Oc = ri(1, 20);
+            if (H * Wd * C <= (int)sizeof(X) && Oc * p * p * C <= (int)sizeof(W)) {
+                tq_conv2d_patches(X, 1, H, Wd, C, zp, W, Oc, p, BIAS, MUL, SH, oz, Y1);
+                ref_conv2d_patches(X, 1, H, Wd, C, zp, W, Oc, p, BIAS, MUL, SH, oz, Y2);
+                bad += cmp("conv", (H / p) * (Wd / p) * Oc, t);
+            }
+        }
+        cases++;
+    }
+    printf("%d rounds, %d mismatches\n", cases, bad);
+    return bad != 0;
+}
+"""
+KERNEL_NAMES = ["conv2d_patches", "fully_connected", "batch_matmul", "add", "transpose", "concatenation",
+                "strided_slice", "layernorm_2s", "softmax_2s", "lookup", "fc_2s", "bmm_2s", "quantize_multiplier"]
+
+
+def test_neon_matches_reference_on_aarch64(tmp_path):
+    """The NEON paths (automatic under __ARM_NEON) give the reference path's bytes: both builds of the matmul-like
+    kernels linked into one static AArch64 program (the reference one with renamed symbols), random cases, run
+    under qemu-aarch64-static. The reference path itself is the portable C checked against Python above."""
+    import shutil
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64-static")
+    if not cc or not qemu:
+        pytest.skip("needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user-static")
+    src = c_build.RUNTIME_DIR / "src"
+    sources = [str(c_build.RUNTIME_DIR / s) for s in kernel_sources()]
+    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(src)]
+    rename = [f"-Dtq_{k}=ref_{k}" for k in KERNEL_NAMES]
+    objs = []
+    for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), ("neon", [])):
+        d = tmp_path / sub
+        d.mkdir()
+        subprocess.run([cc, *flags, *extra, "-c", *sources], cwd=d, check=True, capture_output=True)
+        objs += sorted(str(p) for p in d.glob("*.o"))
+    (tmp_path / "driver.c").write_text(NEON_DRIVER)
+    exe = tmp_path / "drv"
+    subprocess.run([cc, *flags, "-static", str(tmp_path / "driver.c"), *objs, "-o", str(exe), "-lm"], check=True,
+                   capture_output=True)
+    proc = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "0 mismatches" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+if __name__ == "__main__":  # the sanitized child: python test_c_kernels.py LIB [SCALE]
+    library = load(Path(sys.argv[1]))
+    frac = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+    all_failures, total = [], 0
+    for k in CASES:
+        count, fails = run_kernel(library, k, seed=1, scale=frac)
+        total += count
+        all_failures += fails
+    print("\n".join(all_failures[:20]))
+    print(f"{total} cases, {len(all_failures)} failures")
+    if all_failures:
+        sys.exit(1)
+    print("ALL OK")
