@@ -24,7 +24,7 @@ def const(name, data, quant=None):
     return Tensor(name, data.shape, str(data.dtype), quant, data)
 
 
-def run_both(tensors, op, inputs, rng, n_inputs=1):
+def run_both(tensors, op, rng, n_inputs=1):
     model = IntModel(tensors, [op], list(range(n_inputs)), [op.outputs[0]])
     feeds = [rng.integers(-128, 128, size=tensors[i].shape).astype(np.int8) for i in range(n_inputs)]
     ours = model.run(feeds[0]) if n_inputs == 1 else _run_multi(model, feeds)
@@ -54,7 +54,7 @@ def test_fully_connected(seed):
     b = const("b", rng.integers(-5000, 5000, size=o).astype(np.int32),
               qp(x.quant.scale[0] * w.quant.scale, np.zeros(o)))
     y = act("y", (1, n, o), rng)
-    ours, theirs = run_both([x, w, b, y], Op("FULLY_CONNECTED", [0, 1, 2], [3], {"keep_num_dims": True}), None, rng)
+    ours, theirs = run_both([x, w, b, y], Op("FULLY_CONNECTED", [0, 1, 2], [3], {"keep_num_dims": True}), rng)
     np.testing.assert_array_equal(ours, theirs)
 
 
@@ -67,7 +67,7 @@ def test_conv2d_patch_embedding(seed):
     b = const("b", rng.integers(-5000, 5000, size=d).astype(np.int32), qp(x.quant.scale[0] * w.quant.scale, np.zeros(d)))
     y = act("y", (1, g, g, d), rng)
     op = Op("CONV_2D", [0, 1, 2], [3], {"stride_h": p, "stride_w": p, "padding": "VALID"})
-    ours, theirs = run_both([x, w, b, y], op, None, rng)
+    ours, theirs = run_both([x, w, b, y], op, rng)
     np.testing.assert_array_equal(ours, theirs)
 
 
@@ -76,7 +76,7 @@ def test_add(seed):
     rng = np.random.default_rng(seed)
     shape = (1, int(rng.integers(1, 30)), int(rng.integers(1, 30)))
     a, b, y = act("a", shape, rng), act("b", shape, rng), act("y", shape, rng)
-    ours, theirs = run_both([a, b, y], Op("ADD", [0, 1], [2]), None, rng, n_inputs=2)
+    ours, theirs = run_both([a, b, y], Op("ADD", [0, 1], [2]), rng, n_inputs=2)
     np.testing.assert_array_equal(ours, theirs)
 
 
@@ -88,7 +88,7 @@ def test_batch_matmul(seed, adj_y):
     a = act("a", (1, h, n, k), rng)
     b = act("b", (1, h, m, k) if adj_y else (1, h, k, m), rng)
     y = act("y", (1, h, n, m), rng)
-    ours, theirs = run_both([a, b, y], Op("BATCH_MATMUL", [0, 1], [2], {"adj_x": False, "adj_y": adj_y}), None, rng,
+    ours, theirs = run_both([a, b, y], Op("BATCH_MATMUL", [0, 1], [2], {"adj_x": False, "adj_y": adj_y}), rng,
                             n_inputs=2)
     np.testing.assert_array_equal(ours, theirs)
 
@@ -98,19 +98,19 @@ def test_data_movement_ops():
     x = act("x", (1, 5, 2, 3), rng)
     perm = const("perm", np.array([0, 2, 1, 3], np.int32))
     y = Tensor("y", (1, 2, 5, 3), "int8", x.quant)
-    ours, theirs = run_both([x, perm, y], Op("TRANSPOSE", [0, 1], [2]), None, rng)
+    ours, theirs = run_both([x, perm, y], Op("TRANSPOSE", [0, 1], [2]), rng)
     np.testing.assert_array_equal(ours, theirs)
     shape = const("shape", np.array([1, 10, 3], np.int32))
     y = Tensor("y", (1, 10, 3), "int8", x.quant)
-    ours, theirs = run_both([x, shape, y], Op("RESHAPE", [0, 1], [2], {"new_shape": [1, 10, 3]}), None, rng)
+    ours, theirs = run_both([x, shape, y], Op("RESHAPE", [0, 1], [2], {"new_shape": [1, 10, 3]}), rng)
     np.testing.assert_array_equal(ours, theirs)
     x3 = act("x", (1, 6, 4), rng)
     ends = [const("b", np.array([0, 0, 0], np.int32)), const("e", np.array([1, 2, 4], np.int32)),
             const("s", np.array([1, 1, 1], np.int32))]
     y = Tensor("y", (1, 2, 4), "int8", x3.quant)
-    ours, theirs = run_both([x3, *ends, y], Op("STRIDED_SLICE", [0, 1, 2, 3], [4]), None, rng)
+    ours, theirs = run_both([x3, *ends, y], Op("STRIDED_SLICE", [0, 1, 2, 3], [4]), rng)
     np.testing.assert_array_equal(ours, theirs)
     prefix = Tensor("cls", (1, 1, 4), "int8", x3.quant, rng.integers(-128, 128, (1, 1, 4)).astype(np.int8))
     y = Tensor("y", (1, 7, 4), "int8", x3.quant)
-    ours, theirs = run_both([x3, prefix, y], Op("CONCATENATION", [1, 0], [2], {"axis": 1}), None, rng)
+    ours, theirs = run_both([x3, prefix, y], Op("CONCATENATION", [1, 0], [2], {"axis": 1}), rng)
     np.testing.assert_array_equal(ours, theirs)

@@ -81,20 +81,19 @@ def tflite_single_rounding(acc: np.ndarray, mult, shift) -> np.ndarray:
     return (np.asarray(acc, np.int64) * np.asarray(mult, np.int64) + (np.int64(1) << (total - 1))) >> total
 
 
+def _accumulate(x, in_zp, w, bias):
+    """bias + sum_i (x_i - in_zp) * w[o, i] for x (..., I), w (O, I)."""
+    acc = exact_matmul(x.astype(np.int64) - in_zp, w.T)
+    return acc if bias is None else acc + bias.astype(np.int64)
+
+
 def fully_connected(x, in_zp, w, bias, mult, shift, out_zp, per_channel: bool = True):
     """x (..., I) int8, w (O, I) int8, bias (O,) int32 -> (..., O) int8. Per-channel weights requantize with one
     rounding, per-tensor weights with TFLite's two (as LiteRT does)."""
-    acc = exact_matmul(x.astype(np.int64) - in_zp, w.T)
-    if bias is not None:
-        acc = acc + bias.astype(np.int64)
+    acc = _accumulate(x, in_zp, w, bias)
     if per_channel:
         return saturate(tflite_single_rounding(acc, mult, shift) + out_zp, np.int8)
     return requantize(acc, mult, shift, out_zp)
-
-
-def _conv_accumulate(x, in_zp, w, bias):
-    acc = exact_matmul(x.astype(np.int64) - in_zp, w.T)
-    return acc if bias is None else acc + bias.astype(np.int64)
 
 
 def conv2d_patches(x, in_zp, w, bias, mult, shift, out_zp, stride):
@@ -103,7 +102,7 @@ def conv2d_patches(x, in_zp, w, bias, mult, shift, out_zp, stride):
     O, kh, kw, _ = w.shape
     h, wd = (H - kh) // stride + 1, (W - kw) // stride + 1
     patches = x[:, : h * kh, : wd * kw].reshape(B, h, kh, wd, kw, C).transpose(0, 1, 3, 2, 4, 5)
-    acc = _conv_accumulate(patches.reshape(B, h, wd, kh * kw * C), in_zp, w.reshape(O, -1), bias)
+    acc = _accumulate(patches.reshape(B, h, wd, kh * kw * C), in_zp, w.reshape(O, -1), bias)
     return requantize(acc, mult, shift, out_zp)  # CONV_2D keeps TFLite's two roundings
 
 
