@@ -190,6 +190,9 @@ def render(results: dict) -> str:
                            f"{row['cosine_mean']:.4f} | {row['cosine_min']:.4f} | {row['calib_seconds']:.1f} |")
             out += ["", f"![{section} {bits}](accuracy-{section}-{bits}.png)", ""]
     out += render_integer(results)
+    import latency  # benchmarks/latency.py (this folder is on sys.path when a benchmark script runs)
+
+    out += latency.render(results)
     r = results.get("calibration-time")
     if r:
         out += ["## Calibration time", "",

@@ -5,6 +5,8 @@
     tsptq export --model cifar10-vit --method tsptq --out model.tflite
     tsptq inspect model.tflite
     tsptq verify model.tflite --eval-images 1000 --json verify.json
+    tsptq verify --runtime c model.tflite --eval-images 10000
+    tsptq emit-c model.tflite --out firmware/
 """
 from __future__ import annotations
 
@@ -126,17 +128,34 @@ def cmd_inspect(args) -> int:
     from tsptq.inspect_tflite import report, to_json
     from tsptq.tflite_import import read_tflite
 
+    from tsptq.planner import describe, plan
+
     model = read_tflite(args.file)
     print(report(model, ops=not args.brief, tensors=args.tensors))
+    arena = plan(model)
+    print(describe(arena))
     if args.json:
-        write_json_atomic(args.json, to_json(model))
+        write_json_atomic(args.json, dict(to_json(model), c_runtime=arena.to_dict()))
     return 0
 
 
 def cmd_verify(args) -> int:
+    if args.runtime == "c":
+        from tsptq.runtime_c import verify_cli
+
+        return verify_cli(args)
     from tsptq.verify import verify
 
     return verify(args)
+
+
+def cmd_emit_c(args) -> int:
+    from tsptq.emit_c import emit_c
+
+    r = emit_c(args.file, args.out, copy_runtime=not args.no_runtime)
+    print(f"{r['model_c']}, {r['model_h']}: {r['file_bytes']:,} B model (const), {r['params_bytes']:,} B multipliers "
+          f"(const), static arena {r['arena_bytes']:,} B (lower bound {r['activation_lower_bound']:,} B)")
+    return 0
 
 
 def _add_model_args(p, method_default: str | None = "tsptq") -> None:
@@ -207,9 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--folder", help="image folder for --data imagenet")
     ve.add_argument("--no-rebuild", action="store_true", help="run the file only: skip the in-memory rebuild and simulator")
     ve.add_argument("--batch-size", type=int, default=50)
+    ve.add_argument("--runtime", choices=("python", "c"), default="python",
+                    help="c: run the C runtime (built for this host) and compare it byte for byte with the Python "
+                         "integer reference (bit-exact fraction, top-1)")
     ve.add_argument("--json", help="write the results here")
     ve.add_argument("--quiet", action="store_true", help="no progress bars")
     ve.set_defaults(fn=cmd_verify)
+
+    ec = sub.add_parser("emit-c", help="write model.c/model.h for firmware (model const, static arena)",
+                        description="Generates model.c/model.h: the .tflite bytes as a const array, the builtin "
+                                    "multipliers precomputed as const data, a static arena of exactly the planned "
+                                    "size and tsptq_model_invoke(); copies the runtime sources beside them.")
+    ec.add_argument("file")
+    ec.add_argument("--out", required=True, help="directory for model.c, model.h and tsptq_runtime/")
+    ec.add_argument("--no-runtime", action="store_true", help="do not copy the C runtime sources into --out")
+    ec.set_defaults(fn=cmd_emit_c)
     return ap
 
 

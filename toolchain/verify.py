@@ -8,14 +8,13 @@ import numpy as np
 from tsptq.errors import TsptqError
 
 
-def verify(args) -> int:
+def file_eval_set(fm, args):
+    """(recorded source or None, model config, evaluation set, whether labels are valid) of a file's model: the data
+    recorded in the file's metadata unless --data/--folder say otherwise."""
     from tsptq.cli import resolve_data
-    from tsptq.evaluate import write_json_atomic
-    from tsptq.integer import Source, build, compare, run_batches, run_simulator
-    from tsptq.tflite_import import read_tflite
+    from tsptq.integer import Source
     from tsptq.vit import ViTConfig
 
-    fm = read_tflite(args.file)
     if args.eval_images is not None and args.eval_images < 1:
         raise TsptqError("--eval-images must be at least 1")
     try:
@@ -26,9 +25,18 @@ def verify(args) -> int:
     if cfg is None:
         raise TsptqError(f"{args.file}: the metadata has no model config (preprocessing unknown)")
     data = args.data or (src.data if src else "auto")
-    model_name = src.model if src else None
-    _, test, labelled = resolve_data(model_name, cfg, data, src.calib_images if src else 1, args.eval_images,
-                                     args.folder or (src.folder if src else None))
+    _, test, labelled = resolve_data(src.model if src else None, cfg, data, src.calib_images if src else 1,
+                                     args.eval_images, args.folder or (src.folder if src else None))
+    return src, cfg, test, labelled
+
+
+def verify(args) -> int:
+    from tsptq.evaluate import write_json_atomic
+    from tsptq.integer import build, compare, run_batches, run_simulator
+    from tsptq.tflite_import import read_tflite
+
+    fm = read_tflite(args.file)
+    src, cfg, test, labelled = file_eval_set(fm, args)
     progress = not args.quiet
     print(f"{args.file}: {fm.metadata.get('method')} {fm.metadata.get('bits')}, {len(fm.ops)} ops; "
           f"running on {len(test)} images ({test.name})", file=sys.stderr)

@@ -1,0 +1,176 @@
+"""Latency benchmark: batch-1, single-thread median latency of the same network in four runtimes, in one run.
+
+    python benchmarks/latency.py                          # cifar10-vit, deit_tiny_patch16_224, dinov2-s14
+    python benchmarks/latency.py --only cifar10-vit --repeats 50
+
+For each model: the tsptq C runtime on the tsptq W8A8 file (the runtime is built for the host, -O2, its SIMD path
+on), LiteRT 2.3.0 with XNNPACK on the stock full-integer int8 conversion (PyTorch -> ONNX -> onnx2tf), ONNX Runtime
+on a static int8 quantization (QDQ, per-channel weights) of the same ONNX export, and torch FP32. Every runtime gets
+one thread and the same image; the first runs are warm-up. Ratios are to LiteRT int8, measured in the same run.
+Results go to benchmarks/results/latency-<model>.json and into docs/benchmarks.md (via accuracy.py's renderer).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tsptq.calib import datasets
+from tsptq.checkpoint import resolve_model
+from tsptq.cli import resolve_data
+from tsptq.evaluate import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = {"cifar10-vit": "cifar10", "deit_tiny_patch16_224": "imagenet", "dinov2-s14": "cifar10"}
+
+
+def median_ms(fn, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), float(np.percentile(times, 90))
+
+
+def calibration(name: str, model, n: int = 32):
+    data = MODELS[name]
+    if data == "imagenet" and not datasets.IMAGENET_SAMPLE.exists():
+        rng = np.random.default_rng(0)
+        imgs = rng.integers(0, 256, (n + 1, model.cfg.img_size, model.cfg.img_size, 3), dtype=np.uint8)
+        return datasets.ImageSet(imgs[:n], np.zeros(n, np.int64), "random"), imgs[n:]
+    calib, test, _ = resolve_data(name if name in ("cifar10-vit", "dinov2-s14") else None, model.cfg, data, n, 1, None)
+    return calib, test.images[:1]
+
+
+def bench_model(name: str, repeats: int) -> dict:
+    from tsptq.lower import lower
+    from tsptq.quantize import quantize
+    from tsptq.runtime_c import CModel
+    from tsptq.tflite_export import to_tflite
+
+    torch.set_num_threads(1)
+    model = resolve_model(name)
+    calib, image = calibration(name, model)
+    x_float = datasets.to_model_input(image, model.cfg)
+    rows, info = [], {}
+
+    im = lower(quantize(model, calib, "tsptq", progress=False))
+    cm = CModel(to_tflite(im), name=f"{name} tsptq")
+    xq = im.quantize_input(x_float.numpy())
+    med, p90 = median_ms(lambda: cm.run(xq), repeats)
+    rows.append({"runtime": "tsptq C runtime (tsptq W8A8)", "median_ms": med, "p90_ms": p90})
+    info["c_arena_bytes"] = cm.arena_size
+    info["c_weight_bytes"] = int(sum(t.nbytes for t in im.tensors if t.data is not None))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+
+            from tsptq.stock_converter import convert, export_onnx
+
+            stock = Path(tmp) / "stock.tflite"
+            conv = convert(model, calib, stock)
+            it = Interpreter(model_path=str(stock), num_threads=1)
+            it.allocate_tensors()
+            inp, out = it.get_input_details()[0], it.get_output_details()[0]
+            s, z = inp["quantization"]
+            xs = np.clip(np.round(x_float.numpy().transpose(0, 2, 3, 1) / s) + z, -128, 127).astype(inp["dtype"])
+
+            def litert():
+                it.set_tensor(inp["index"], xs)
+                it.invoke()
+                return it.get_tensor(out["index"])
+            med, p90 = median_ms(litert, repeats)
+            rows.append({"runtime": "LiteRT + XNNPACK (stock int8)", "median_ms": med, "p90_ms": p90})
+            info["stock_weight_bytes"] = conv["bytes"]
+            rows.append(_ort_int8(model, calib, x_float, Path(tmp), export_onnx, repeats))
+        except Exception as e:  # the converter extra is optional: report what failed instead of a number
+            info["stock_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+
+    with torch.no_grad():
+        med, p90 = median_ms(lambda: model(x_float), repeats)
+    rows.append({"runtime": "torch FP32", "median_ms": med, "p90_ms": p90})
+    base = next((r["median_ms"] for r in rows if r["runtime"].startswith("LiteRT")), None)
+    for r in rows:
+        r["ratio_to_litert_int8"] = None if base is None else r["median_ms"] / base
+    return {"model": name, "rows": rows, **info, "repeats": repeats}
+
+
+def _ort_int8(model, calib, x_float, tmp: Path, export_onnx, repeats: int) -> dict:
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    fp = tmp / "model.onnx"
+    export_onnx(model, fp)
+    xs = datasets.to_model_input(calib.images, model.cfg).numpy()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": xs[i: i + 1]} for i in range(len(xs))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    q = tmp / "model.int8.onnx"
+    quantize_static(str(fp), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x_float.numpy()}
+    med, p90 = median_ms(lambda: sess.run(None, feed), repeats)
+    return {"runtime": "ONNX Runtime (static int8 QDQ)", "median_ms": med, "p90_ms": p90}
+
+
+def render(results: dict) -> list[str]:
+    out = []
+    for name in MODELS:
+        r = results.get(f"latency-{name}")
+        if not r:
+            continue
+        out += [f"## Latency: {name}", "",
+                f"Batch 1, one thread, median (and p90) of {r['repeats']} runs on one image after warm-up; measured "
+                f"{r['date']} ({r['machine']}). Ratio = median / LiteRT int8 median in the same run. C runtime arena "
+                f"{r.get('c_arena_bytes', 0):,} bytes, weights {r.get('c_weight_bytes', 0):,} bytes"
+                + (f"; stock int8 file {r['stock_weight_bytes']:,} bytes." if r.get("stock_weight_bytes") else ".")
+                + (f" Stock path failed: {r['stock_error']}" if r.get("stock_error") else ""), "",
+                "| runtime | median ms | p90 ms | ratio to LiteRT int8 |", "|---|---:|---:|---:|"]
+        for row in r["rows"]:
+            ratio = "-" if row["ratio_to_litert_int8"] is None else f"{row['ratio_to_litert_int8']:.2f}x"
+            out.append(f"| {row['runtime']} | {row['median_ms']:.2f} | {row['p90_ms']:.2f} | {ratio} |")
+        out.append("")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", choices=list(MODELS))
+    ap.add_argument("--repeats", type=int, default=30)
+    args = ap.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = {"date": datetime.date.today().isoformat(),
+             "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or 'cpu'}"}
+    for name in args.only or MODELS:
+        print(f"[latency] {name}", file=sys.stderr)
+        write_json_atomic(RESULTS / f"latency-{name}.json", {**bench_model(name, args.repeats), **stamp})
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import accuracy
+
+    return accuracy.main(["--render-only"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+/* tsptq: a portable C99 runtime for fully integer-quantized ViTs exported by `tsptq export` (TFLite-schema .tflite).
+ *
+ * The one public header. No dynamic allocation: the caller owns every byte the runtime touches.
+ *
+ *   static tsptq_model model;              // fixed-size: TSPTQ_MAX_TENSORS / TSPTQ_MAX_OPS below
+ *   tsptq_status st;
+ *   if (tsptq_load(&model, bytes, len, &st) != TSPTQ_OK) { puts(st.message); ... }
+ *   size_t need = tsptq_arena_size(&model);  // known right after loading, before anything runs
+ *   ... static uint8_t arena[...] (8-byte aligned) of at least `need` bytes ...
+ *   tsptq_prepare(&model, arena, sizeof arena, &st);
+ *   tsptq_invoke(&model, input, tsptq_input_bytes(&model), output, tsptq_output_bytes(&model), &st);
+ *
+ * Zero copy: constant tensors (weights, tables) are read in place from `bytes`, which must stay valid and unchanged
+ * for the model's whole life. Tensors wider than one byte are read through typed pointers, so `bytes` must be
+ * aligned (the exporter aligns every buffer to 16 bytes inside the file: an 8-byte aligned `bytes` is enough);
+ * a misaligned buffer is rejected with TSPTQ_ERR_ALIGNMENT, never read unaligned.
+ *
+ * Every function returns a tsptq_error code and, when `status` is not NULL, fills it with the code and a readable
+ * message. Nothing is read outside `bytes[0..len)`, whatever they hold.
+ */
+#ifndef TSPTQ_H
+#define TSPTQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TSPTQ_VERSION_MAJOR 0
+#define TSPTQ_VERSION_MINOR 1
+#define TSPTQ_VERSION_PATCH 0
+#define TSPTQ_VERSION_STRING "0.1.0"
+/* Newest version of the file's 'tsptq' metadata entry this runtime reads, and the TFLite schema version. */
+#define TSPTQ_METADATA_VERSION 1
+#define TSPTQ_SCHEMA_VERSION 3
+
+/* Capacity of a tsptq_model (raise them before including this header, for every file that includes it). */
+#ifndef TSPTQ_MAX_TENSORS
+#define TSPTQ_MAX_TENSORS 1024
+#endif
+#ifndef TSPTQ_MAX_OPS
+#define TSPTQ_MAX_OPS 512
+#endif
+#define TSPTQ_MAX_RANK 6
+#define TSPTQ_MAX_OP_INPUTS 6
+#define TSPTQ_MAX_OPTIONS 10
+#define TSPTQ_MESSAGE_SIZE 192
+/* Alignment the arena must have (bytes), and of every tensor inside it. */
+#define TSPTQ_ARENA_ALIGNMENT 8
+#define TSPTQ_TENSOR_ALIGNMENT 16
+
+typedef enum {
+    TSPTQ_OK = 0,
+    TSPTQ_ERR_ARGUMENT = 1,           /* a NULL pointer, or a call out of order (invoke before prepare) */
+    TSPTQ_ERR_BAD_IDENTIFIER = 2,     /* not a .tflite flatbuffer (identifier is not "TFL3") */
+    TSPTQ_ERR_CORRUPTED = 3,          /* truncated or corrupted: an offset, length or index points outside the file */
+    TSPTQ_ERR_INVALID_MODEL = 4,      /* well-formed but inconsistent: shapes, dtypes, options, schedule, metadata */
+    TSPTQ_ERR_UNSUPPORTED_OP = 5,     /* an op, dtype or option the runtime does not implement (the message names it) */
+    TSPTQ_ERR_BAD_QUANTIZATION = 6,   /* scales not finite/positive, zero points or multipliers out of range */
+    TSPTQ_ERR_VERSION = 7,            /* metadata (or schema) version newer than this runtime reads */
+    TSPTQ_ERR_TOO_MANY = 8,           /* more tensors/ops than TSPTQ_MAX_TENSORS/TSPTQ_MAX_OPS */
+    TSPTQ_ERR_ALIGNMENT = 9,          /* model bytes or arena not aligned enough */
+    TSPTQ_ERR_ARENA_TOO_SMALL = 10,   /* the message names the size needed */
+    TSPTQ_ERR_INPUT_SIZE = 11,        /* wrong input length (the message names the expected one) */
+    TSPTQ_ERR_OUTPUT_SIZE = 12        /* wrong output buffer length */
+} tsptq_error;
+
+typedef struct {
+    int code; /* a tsptq_error */
+    char message[TSPTQ_MESSAGE_SIZE];
+} tsptq_status;
+
+/* Element types (TFLite TensorType values). */
+enum { TSPTQ_INT32 = 2, TSPTQ_UINT8 = 3, TSPTQ_INT64 = 4, TSPTQ_INT8 = 9 };
+
+/* ---- internals: the caller allocates these; read them only through the functions below ---------------------- */
+typedef struct {
+    const uint8_t *data;      /* constant tensors: the bytes inside the model buffer; NULL for activations */
+    const uint8_t *scales;    /* float32 scale vector inside the model buffer (little endian), NULL if unquantized */
+    const uint8_t *name;      /* inside the model buffer (not NUL-terminated) */
+    uint32_t nbytes;
+    uint32_t n_scales;
+    uint32_t arena_offset;    /* activations: offset of the tensor's bytes in the activation region */
+    int32_t shape[TSPTQ_MAX_RANK];
+    int32_t zero_point;       /* first zero point */
+    int32_t root;             /* the tensor whose arena bytes this one shares (a RESHAPE aliases its input) */
+    int32_t first, last;      /* lifetime over the schedule (activations) */
+    uint16_t name_len;
+    uint8_t rank, type, has_quant, is_const, written, has_details;
+} tsptq_tensor;
+
+typedef struct {
+    int64_t opt[TSPTQ_MAX_OPTIONS];      /* integer options (custom options, builtin parameters) */
+    int32_t vec[3][TSPTQ_MAX_RANK];      /* TRANSPOSE perm; STRIDED_SLICE begin/end/strides */
+    int32_t inputs[TSPTQ_MAX_OP_INPUTS];
+    int32_t output;
+    uint32_t params_offset, params_len; /* persistent per-channel multipliers (bytes in the persistent region) */
+    uint32_t scratch_offset, scratch_len; /* short-lived scratch (bytes in the activation region) */
+    uint8_t kind, n_inputs;
+} tsptq_op;
+
+typedef struct {
+    const uint8_t *bytes;
+    size_t len;
+    uint32_t n_tensors, n_ops;
+    int32_t input, output;
+    uint32_t persistent_size;   /* precomputed multipliers, at the arena's start */
+    uint32_t activation_size;   /* the planned activation region (tensors + scratch), after it */
+    uint32_t lower_bound;       /* max over the schedule of the live tensors' + scratch bytes (unaligned) */
+    uint8_t *arena;
+    size_t arena_len;
+    const uint8_t *params;      /* the persistent multipliers: in the arena, or the caller's constant copy */
+    uint8_t *activations;       /* the activation region */
+    int loaded, prepared;
+    tsptq_tensor tensors[TSPTQ_MAX_TENSORS];
+    tsptq_op ops[TSPTQ_MAX_OPS];
+    /* planner workspace */
+    int32_t plan_order[TSPTQ_MAX_TENSORS + TSPTQ_MAX_OPS];
+    int32_t plan_live[TSPTQ_MAX_TENSORS + TSPTQ_MAX_OPS];
+} tsptq_model;
+
+/* ---- API ----------------------------------------------------------------------------------------------------- */
+
+/* Parse and validate `bytes` (a tsptq .tflite file), plan the arena. Zero copy: `bytes` must outlive `model`. */
+int tsptq_load(tsptq_model *model, const void *bytes, size_t len, tsptq_status *status);
+
+/* Arena bytes tsptq_prepare needs (persistent multipliers + activation plan); 0 if the model is not loaded. */
+size_t tsptq_arena_size(const tsptq_model *model);
+/* The two parts, and the lower bound of the activation part (the largest total of simultaneously live tensors). */
+size_t tsptq_persistent_size(const tsptq_model *model);
+size_t tsptq_activation_size(const tsptq_model *model);
+size_t tsptq_activation_lower_bound(const tsptq_model *model);
+
+/* Bind the arena (TSPTQ_ARENA_ALIGNMENT-aligned, at least tsptq_arena_size bytes) and precompute multipliers. */
+int tsptq_prepare(tsptq_model *model, void *arena, size_t arena_len, tsptq_status *status);
+
+/* The same with the multipliers supplied precomputed (`params`, exactly tsptq_persistent_size bytes, e.g. a const
+ * array in flash written by `tsptq emit-c`): the arena then needs only tsptq_activation_size bytes. The params are
+ * checked against the model once (TSPTQ_ERR_BAD_QUANTIZATION if they do not match). */
+int tsptq_prepare_with_params(tsptq_model *model, const void *params, size_t params_len, void *arena,
+                              size_t arena_len, tsptq_status *status);
+
+/* Run one image: `input` holds the int8 NHWC input codes (tsptq_input_bytes bytes), `output` receives the output
+ * codes (tsptq_output_bytes bytes). */
+int tsptq_invoke(tsptq_model *model, const void *input, size_t input_len, void *output, size_t output_len,
+                 tsptq_status *status);
+
+/* Input/output description. `shape` receives up to TSPTQ_MAX_RANK dims; the return value is the rank (0 if not
+ * loaded). */
+int tsptq_input_shape(const tsptq_model *model, int32_t *shape);
+int tsptq_output_shape(const tsptq_model *model, int32_t *shape);
+size_t tsptq_input_bytes(const tsptq_model *model);
+size_t tsptq_output_bytes(const tsptq_model *model);
+int tsptq_input_type(const tsptq_model *model);   /* TSPTQ_INT8 ... */
+int tsptq_output_type(const tsptq_model *model);
+/* First scale and zero point (real = scale * (q - zero_point)); returns 0 when the tensor is not quantized. */
+int tsptq_input_quantization(const tsptq_model *model, float *scale, int32_t *zero_point);
+int tsptq_output_quantization(const tsptq_model *model, float *scale, int32_t *zero_point);
+
+size_t tsptq_num_tensors(const tsptq_model *model);
+size_t tsptq_num_ops(const tsptq_model *model);
+/* Short name of a tsptq_error code ("TSPTQ_ERR_CORRUPTED"). */
+const char *tsptq_error_name(int code);
+const char *tsptq_version(void);
+/* sizeof(tsptq_model) of this build (for bindings that allocate it, e.g. Python's ctypes). */
+size_t tsptq_model_size(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,463 @@
+"""The C runtime (runtime_c/): loader, planner, interpreter and the ctypes binding against the Python integer model.
+
+(a) byte-identical outputs to the Python integer model on 100 bundled CIFAR-10 test images, for every method's file;
+(b) the arena equals the Python planner's and the activation plan is within 10% of the lower bound;
+(c) bad files and bad calls give the specific error code and a readable message, never a crash;
+(d) `emit-c` output compiles with -std=c99 -Wall -Wextra -Werror into a program whose outputs equal Python's;
+(e) the core under AddressSanitizer + UBSan, as a standalone program, on valid and bad files;
+(f) a short libFuzzer run of the loader (clang), seeded with valid exported models.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+import pytest
+import torch
+from ai_edge_litert import schema_py_generated as S
+
+from tsptq.c_build import BuildError, build_library, compiler, cpu_has
+from tsptq.calib import datasets, zoo
+from tsptq.calib.observers import record
+from tsptq.errors import RuntimeCError, TsptqError
+from tsptq.lower import lower
+from tsptq.planner import persistent_params, plan
+from tsptq.quantize import quantize
+from tsptq.qvit import Graph
+from tsptq.tflite_export import _AlignedBuffer, to_tflite
+from tsptq.tflite_import import parse_tflite
+from tsptq.vit import ViTConfig, VisionTransformer
+
+RUNTIME = Path(__file__).resolve().parent.parent / "runtime_c"
+METHODS = ("tsptq", "minmax", "ptf-log2", "twin")
+CORE_SOURCES = sorted(str(p) for p in (RUNTIME / "src").rglob("*.c"))
+
+
+def _have_cc() -> bool:
+    try:
+        compiler()
+        return True
+    except BuildError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _have_cc(), reason="no C compiler (set CC or install gcc)")
+
+from tsptq.runtime_c import CModel, verify_c  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    """cifar10-vit exported with each method (one calibration), and 100 test images quantized with each file's input
+    code."""
+    model = zoo.load_reference("cifar10-vit")
+    graph = Graph.from_model(model)
+    cal = record(graph, datasets.load_bundled_sample("train").balanced(32), 16, False)
+    files = {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
+    test = datasets.load_bundled_sample("test").take(100)
+    x = datasets.to_model_input(test.images, model.cfg).numpy()
+    return files, {m: parse_tflite(files[m]).quantize_input(x) for m in METHODS}, test, model.cfg
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 1-block random ViT (8x8 input) exported with each method: small files for many-mutation tests and fuzzing."""
+    torch.manual_seed(0)
+    cfg = ViTConfig(img_size=8, patch_size=4, in_chans=3, num_classes=3, embed_dim=16, depth=1, num_heads=2,
+                    mlp_hidden=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+    graph = Graph.from_model(VisionTransformer(cfg).eval())
+    rng = np.random.default_rng(0)
+    imgs = datasets.ImageSet(rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), np.zeros(16, np.int64), "random")
+    cal = record(graph, imgs, 8, False)
+    files = {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
+    x = parse_tflite(files["tsptq"]).quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    return files, x
+
+
+def repack(data: bytes, edit) -> bytes:
+    """Unpack, let `edit` change the model, pack again with 16-byte aligned buffers (as the exporter writes them)."""
+    m = S.ModelT.InitFromPackedBuf(data, 0)
+    edit(m)
+    for i, buf in enumerate(m.buffers):
+        aligned = _AlignedBuffer()
+        aligned.data = buf.data
+        m.buffers[i] = aligned
+    b = flatbuffers.Builder(1 << 20)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def c_error(data: bytes, **kw) -> RuntimeCError:
+    with pytest.raises(RuntimeCError) as e:
+        CModel(data, **kw)
+    return e.value
+
+
+# --- (a) outputs ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_c_outputs_equal_python_integer_model(cifar, method):
+    files, xs, _, _ = cifar
+    x = xs[method]
+    out_c = CModel(files[method]).run(x)
+    out_py = parse_tflite(files[method]).run(x)
+    assert out_c.dtype == out_py.dtype and out_c.shape == out_py.shape == (100, 10)
+    assert np.array_equal(out_c, out_py), f"{method}: {np.mean(out_c != out_py):.4%} of output bytes differ"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tiny_models_equal_python(tiny, method):
+    files, x = tiny
+    assert np.array_equal(CModel(files[method]).run(x), parse_tflite(files[method]).run(x))
+
+
+def test_verify_c_reports_bit_exact_and_top1(cifar, tmp_path):
+    files, _, test, cfg = cifar
+    path = tmp_path / "m.tflite"
+    path.write_bytes(files["twin"])
+    r = verify_c(path, test.take(20), cfg)
+    assert r["images"] == 20 and r["bit_exact_fraction"] == 1.0 and r["top1_c"] == r["top1_reference"]
+    assert r["c_ms_per_image"] > 0
+
+
+def test_accessors(cifar):
+    files, _, _, _ = cifar
+    cm = CModel(files["tsptq"])
+    fm = parse_tflite(files["tsptq"])
+    assert cm.input_shape == fm.input.shape and cm.output_shape == fm.output.shape
+    assert cm.input_dtype == np.int8 and cm.input_bytes == 32 * 32 * 3 and cm.num_ops == len(fm.ops)
+    scale, zp = cm.quantization("input")
+    assert np.float32(scale) == fm.input.quant.scale[0] and zp == fm.input.zp
+
+
+# --- (b) the plan ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_arena_equals_python_planner_and_is_near_the_bound(cifar, tiny, method):
+    for data in (cifar[0][method], tiny[0][method]):
+        cm, p = CModel(data), plan(parse_tflite(data))
+        assert (cm.arena_size, cm.persistent_size, cm.activation_size, cm.activation_lower_bound) == \
+               (p.arena_size, p.persistent_size, p.activation_size, p.lower_bound)
+        assert p.lower_bound <= p.activation_size <= 1.10 * p.lower_bound, p.to_dict()
+    # measured on cifar10-vit: 50,736 B planned for a 50,700 B bound (+0.07%)
+    assert CModel(cifar[0][method]).activation_size <= 1.001 * CModel(cifar[0][method]).activation_lower_bound
+
+
+def test_plan_never_overlaps_live_buffers(cifar):
+    """Two buffers alive during the same op never share bytes (checked on the Python mirror of the C plan)."""
+    for data in cifar[0].values():
+        m = parse_tflite(data)
+        p = plan(m)
+        spans = [(o, o + m.tensors[i].nbytes, *p.lifetimes[i]) for i, o in p.tensor_offsets.items() if i in p.lifetimes]
+        spans += [(o, o + 4 * m.tensors[m.ops[k].inputs[0]].shape[-1], k, k) for k, o in p.scratch_offsets.items()]
+        for a in range(len(spans)):
+            for b in range(a + 1, len(spans)):
+                (s0, e0, f0, l0), (s1, e1, f1, l1) = spans[a], spans[b]
+                if f0 <= l1 and f1 <= l0:
+                    assert e0 <= s1 or e1 <= s0
+                assert e0 <= p.activation_size
+
+
+# --- (c) bad input ---------------------------------------------------------------------------------------------------
+
+def test_truncated_files_are_corrupted_errors(cifar, tiny):
+    for data in (tiny[0]["tsptq"], cifar[0]["twin"]):
+        cuts = sorted(set(range(0, 40)) | set(np.linspace(40, len(data) - 1, 120).astype(int).tolist()))
+        for cut in cuts:
+            e = c_error(data[:cut])
+            assert e.name == "TSPTQ_ERR_CORRUPTED", (cut, str(e))
+            assert "truncated" in str(e)
+
+
+def test_misaligned_model_buffer(tiny):
+    """Constant buffers that are not aligned in the file are refused (the runtime reads weights in place)."""
+    m = S.ModelT.InitFromPackedBuf(tiny[0]["tsptq"], 0)
+    b = flatbuffers.Builder(1 << 20)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")  # the object API packs buffers 1-byte aligned
+    e = c_error(bytes(b.Output()))
+    assert e.name == "TSPTQ_ERR_ALIGNMENT" and "aligned" in str(e)
+
+
+def test_wrong_identifier(tiny):
+    data = bytearray(tiny[0]["tsptq"])
+    data[4:8] = b"XXXX"
+    e = c_error(bytes(data))
+    assert e.name == "TSPTQ_ERR_BAD_IDENTIFIER" and "TFL3" in str(e)
+
+
+def test_flipped_bytes_never_crash(tiny):
+    """Each single-byte corruption is rejected with an error or still loads and runs (weights may change)."""
+    data = tiny[0]["tsptq"]
+    x = tiny[1][:1]
+    rng = np.random.default_rng(1)
+    seen = set()
+    for pos in rng.integers(0, len(data), 600):
+        bad = bytearray(data)
+        bad[pos] ^= 1 << int(rng.integers(0, 8))
+        try:
+            CModel(bytes(bad)).run(x)
+            seen.add("ok")
+        except RuntimeCError as e:
+            assert e.code > 0 and str(e)
+            seen.add(e.name)
+    assert len(seen) >= 3  # the corruptions hit more than one kind of check
+
+
+def test_newer_metadata_version(tiny):
+    def edit(m):
+        buf = m.buffers[m.metadata[0].buffer]
+        meta = json.loads(bytes(buf.data))
+        meta["version"] = 2
+        buf.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    e = c_error(repack(tiny[0]["tsptq"], edit))
+    assert e.name == "TSPTQ_ERR_VERSION" and "version 2" in str(e)
+
+
+def _edit_meta(change):
+    def edit(m):
+        buf = m.buffers[m.metadata[0].buffer]
+        meta = json.loads(bytes(buf.data))
+        change(meta)
+        buf.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    return edit
+
+
+def test_metadata_must_describe_the_two_scale_tensors(tiny):
+    data = tiny[0]["tsptq"]
+    e = c_error(repack(data, _edit_meta(lambda meta: meta["two_scale"].update(ghost={"kind": "log2"}))))
+    assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "ghost" in str(e)
+    e = c_error(repack(data, _edit_meta(lambda meta: meta["two_scale"].popitem())))
+    assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "metadata describes" in str(e)
+    e = c_error(repack(data, _edit_meta(lambda meta: meta.update(format="other"))))
+    assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "format/version" in str(e)
+
+
+def test_newer_schema_version(tiny):
+    def edit(m):
+        m.version = 4
+    assert c_error(repack(tiny[0]["tsptq"], edit)).name == "TSPTQ_ERR_VERSION"
+
+
+def test_unknown_custom_op_is_named(tiny):
+    def edit(m):
+        for c in m.operatorCodes:
+            if c.customCode == b"TSPTQ_GELU_2S":
+                c.customCode = b"TSPTQ_MYSTERY"
+    e = c_error(repack(tiny[0]["tsptq"], edit))
+    assert e.name == "TSPTQ_ERR_UNSUPPORTED_OP" and "TSPTQ_MYSTERY" in str(e)
+
+
+def test_unknown_builtin_op_is_named(tiny):
+    def edit(m):
+        for c in m.operatorCodes:
+            if c.builtinCode == S.BuiltinOperator.TRANSPOSE:
+                c.builtinCode = c.deprecatedBuiltinCode = S.BuiltinOperator.SOFTMAX
+    e = c_error(repack(tiny[0]["minmax"], edit))
+    assert e.name == "TSPTQ_ERR_UNSUPPORTED_OP" and "SOFTMAX" in str(e)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), float("inf")])
+def test_bad_scales(tiny, bad):
+    def edit(m):
+        t = next(t for t in m.subgraphs[0].tensors if t.name == b"blocks.0.norm1")
+        t.quantization.scale = np.array([bad], np.float32)
+    e = c_error(repack(tiny[0]["minmax"], edit))
+    assert e.name == "TSPTQ_ERR_BAD_QUANTIZATION" and "blocks.0.norm1" in str(e)
+
+
+def test_bad_zero_point_and_custom_option_range(tiny):
+    def zp(m):
+        next(t for t in m.subgraphs[0].tensors if t.name == b"blocks.0.q").quantization.zeroPoint = np.array([300])
+    assert c_error(repack(tiny[0]["minmax"], zp)).name == "TSPTQ_ERR_BAD_QUANTIZATION"
+
+
+def test_arena_too_small_names_the_size(tiny):
+    need = CModel(tiny[0]["tsptq"]).arena_size
+    e = c_error(tiny[0]["tsptq"], arena_size=need - 16)
+    assert e.name == "TSPTQ_ERR_ARENA_TOO_SMALL" and f"{need} bytes needed" in str(e)
+
+
+def test_wrong_input_and_output_size(tiny):
+    cm = CModel(tiny[0]["tsptq"])
+    for n in (0, cm.input_bytes - 1, cm.input_bytes + 1):
+        with pytest.raises(RuntimeCError) as e:
+            cm.invoke_raw(np.zeros(n, np.int8))
+        assert e.value.name == "TSPTQ_ERR_INPUT_SIZE" and str(cm.input_bytes) in str(e.value)
+    with pytest.raises(RuntimeCError) as e:
+        cm.invoke_raw(np.zeros(cm.input_bytes, np.int8), out_len=cm.output_bytes + 1)
+    assert e.value.name == "TSPTQ_ERR_OUTPUT_SIZE"
+    with pytest.raises(RuntimeCError):
+        cm.run(np.zeros((2, 8, 8, 4), np.int8))
+    assert isinstance(e.value, TsptqError)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_precomputed_params_match_and_shrink_the_arena(cifar, method):
+    """tsptq_prepare_with_params (emit-c's path): Python's multipliers are the C runtime's, byte for byte, and the
+    arena then holds the activations only; wrong params are refused."""
+    files, xs, _, _ = cifar
+    x = xs[method]
+    m = parse_tflite(files[method])
+    params = persistent_params(m)
+    cm = CModel(files[method])
+    cm.use_params(params, arena_size=cm.activation_size)
+    assert np.array_equal(cm.run(x[:5]), m.run(x[:5]))
+    if params:
+        bad = bytearray(params)
+        bad[0] ^= 1
+        with pytest.raises(RuntimeCError) as e:
+            cm.use_params(bytes(bad))
+        assert e.value.name == "TSPTQ_ERR_BAD_QUANTIZATION"
+    with pytest.raises(RuntimeCError) as e:
+        cm.use_params(params, arena_size=cm.activation_size - 16)
+    assert e.value.name == "TSPTQ_ERR_ARENA_TOO_SMALL" and f"{cm.activation_size} bytes needed" in str(e.value)
+
+
+def test_too_many_tensors(tiny):
+    lib = build_library("reference", extra_flags=["-DTSPTQ_MAX_TENSORS=40"], name="libtsptq.so")
+    e = c_error(tiny[0]["tsptq"], library=lib)
+    assert e.name == "TSPTQ_ERR_TOO_MANY" and "TSPTQ_MAX_TENSORS" in str(e)
+
+
+# --- (d) emit-c ------------------------------------------------------------------------------------------------------
+
+APP = r"""
+#include <stdio.h>
+#include "model.h"
+int main(void) {
+    static int8_t in[TSPTQ_MODEL_INPUT_BYTES], out[TSPTQ_MODEL_OUTPUT_BYTES];
+    while (fread(in, 1, sizeof in, stdin) == sizeof in) {
+        int rc = tsptq_model_invoke(in, out);
+        if (rc) { fprintf(stderr, "error %d: %s\n", rc, tsptq_model_message()); return 2; }
+        fwrite(out, 1, sizeof out, stdout);
+    }
+    return 0;
+}
+"""
+
+
+def test_emit_c_compiles_and_matches_python(cifar, tmp_path):
+    from tsptq.emit_c import emit_c
+
+    files, xs, _, _ = cifar
+    x = xs["tsptq"]
+    src = tmp_path / "m.tflite"
+    src.write_bytes(files["tsptq"])
+    out = tmp_path / "emitted"
+    info = emit_c(src, out)
+    header = (out / "model.h").read_text()
+    p = plan(parse_tflite(files["tsptq"]))
+    assert f"#define TSPTQ_MODEL_ARENA_BYTES {p.activation_size}\n" in header
+    assert f"#define TSPTQ_MODEL_PARAMS_BYTES {p.persistent_size}\n" in header
+    (out / "app.c").write_text(APP)
+    rt = out / "tsptq_runtime"
+    exe = tmp_path / "app"
+    cmd = [compiler(), "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-I", str(out), "-I", str(rt / "include"),
+           "-I", str(rt / "src"), f"-DTSPTQ_MAX_TENSORS={info['tensors']}", f"-DTSPTQ_MAX_OPS={info['ops']}",
+           str(out / "app.c"), str(out / "model.c"), *map(str, sorted((rt / "src").rglob("*.c"))), "-lm", "-o",
+           str(exe)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    run = subprocess.run([str(exe)], input=x[:8].tobytes(), capture_output=True, check=True)
+    got = np.frombuffer(run.stdout, np.int8).reshape(8, 10)
+    assert np.array_equal(got, parse_tflite(files["tsptq"]).run(x[:8]))
+
+
+# --- (e) sanitizers --------------------------------------------------------------------------------------------------
+
+def _sanitized_driver(tmp_path, simd: bool) -> Path:
+    exe = tmp_path / f"run_model_asan{'_avx2' if simd else ''}"
+    cmd = [compiler(), "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+           "-fno-omit-frame-pointer", *(["-mavx2", "-DTSPTQ_USE_AVX2"] if simd else ["-DTSPTQ_REFERENCE_ONLY"]),
+           "-I", str(RUNTIME / "include"), "-I", str(RUNTIME / "src"),
+           str(RUNTIME / "tools" / "run_model.c"), *CORE_SOURCES, "-lm", "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"the compiler cannot build with -fsanitize=address,undefined: {proc.stderr[-300:]}")
+    return exe
+
+
+@pytest.mark.parametrize("simd", [False, True], ids=["reference", "avx2"])
+def test_core_under_asan_ubsan(cifar, tiny, tmp_path, simd):
+    if simd and not cpu_has("avx2"):
+        pytest.skip("the host has no AVX2")
+    exe = _sanitized_driver(tmp_path, simd)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1")
+    files, xs, _, _ = cifar
+    for method in ("tsptq", "twin", "minmax", "ptf-log2"):
+        x = xs[method]
+        model, inp, outp = tmp_path / f"{method}.tflite", tmp_path / "in.bin", tmp_path / "out.bin"
+        model.write_bytes(files[method])
+        inp.write_bytes(x[:3].tobytes())
+        proc = subprocess.run([str(exe), str(model), str(inp), str(outp)], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert np.array_equal(np.frombuffer(outp.read_bytes(), np.int8).reshape(3, 10),
+                              parse_tflite(files[method]).run(x[:3]))
+    data = tiny[0]["tsptq"]
+    for cut in (9, 100, len(data) // 2, len(data) - 1):
+        bad = tmp_path / "bad.tflite"
+        bad.write_bytes(data[:cut])
+        proc = subprocess.run([str(exe), str(bad)], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2 + 3 and "TSPTQ_ERR_CORRUPTED" in proc.stderr, proc.stderr[-2000:]
+
+
+# --- (f) libFuzzer ---------------------------------------------------------------------------------------------------
+
+FUZZ_SECONDS = int(os.environ.get("TSPTQ_FUZZ_SECONDS", "20"))
+
+
+def test_fuzz_loader_smoke(tiny, tmp_path):
+    clang = shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang is not installed (apt-get install clang): no libFuzzer smoke run")
+    exe = tmp_path / "fuzz_loader"
+    cmd = [clang, "-std=c99", "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
+           "-I", str(RUNTIME / "include"), "-I", str(RUNTIME / "src"), str(RUNTIME / "fuzz" / "fuzz_loader.c"),
+           *CORE_SOURCES, "-lm", "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"clang cannot build a libFuzzer target here: {proc.stderr[-300:]}")
+    seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
+    seeds.mkdir()
+    corpus.mkdir()
+    for method, data in tiny[0].items():
+        (seeds / f"{method}.tflite").write_bytes(data)
+    run = subprocess.run([str(exe), f"-max_total_time={FUZZ_SECONDS}", "-max_len=40000", "-seed=1",
+                          "-print_final_stats=1", str(corpus), str(seeds)],
+                         capture_output=True, text=True, timeout=FUZZ_SECONDS + 120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ERROR: AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
+    assert "Done" in run.stderr
+
+
+# --- the CLI (skipped until `tsptq emit-c` / `verify --runtime c` are wired into tsptq.cli) -----------------------
+
+def _cli_has(*argv) -> bool:
+    from tsptq.cli import build_parser
+
+    try:
+        build_parser().parse_args(list(argv))
+        return True
+    except SystemExit:
+        return False
+
+
+def test_cli_emit_c_and_verify_runtime_c(cifar, tmp_path, capsys):
+    from tsptq.cli import main
+
+    if not _cli_has("emit-c", "x.tflite", "--out", "d") or not _cli_has("verify", "x.tflite", "--runtime", "c"):
+        pytest.skip("tsptq emit-c / verify --runtime c are not wired into the CLI yet")
+    files, _, _, _ = cifar
+    path = tmp_path / "m.tflite"
+    path.write_bytes(files["tsptq"])
+    assert main(["emit-c", str(path), "--out", str(tmp_path / "fw")]) == 0
+    assert (tmp_path / "fw" / "model.c").is_file() and (tmp_path / "fw" / "model.h").is_file()
+    # the file records --data bundled via tsptq.integer.build only for CLI exports; pass the data explicitly
+    assert main(["verify", str(path), "--runtime", "c", "--eval-images", "20", "--data", "bundled",
+                 "--json", str(tmp_path / "v.json"), "--quiet"]) == 0
+    r = json.loads((tmp_path / "v.json").read_text())
+    assert r["bit_exact_fraction"] == 1.0 and r["images"] == 20

@@ -1,0 +1,288 @@
+"""Python binding (ctypes) of the C runtime (``runtime_c/``): build it for the host, load a ``.tflite`` file into it and
+run batches in-process, image by image, exactly as firmware would.
+
+    from tsptq.runtime_c import CModel
+    m = CModel.from_file("model.tflite")      # parse + validate + plan (C), arena allocated here
+    out = m.run(x_int8_nhwc)                   # (B, ...) int8 output codes
+    m.arena_size, m.activation_lower_bound     # the static plan
+
+Every C error (corrupted file, unsupported op, bad quantization, newer metadata version, arena too small, wrong
+input size) is raised as ``RuntimeCError`` with the C runtime's own message and error code.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tsptq.errors import RuntimeCError, TsptqError
+
+MESSAGE_SIZE = 192  # TSPTQ_MESSAGE_SIZE
+ERROR_NAMES = ("TSPTQ_OK", "TSPTQ_ERR_ARGUMENT", "TSPTQ_ERR_BAD_IDENTIFIER", "TSPTQ_ERR_CORRUPTED",
+               "TSPTQ_ERR_INVALID_MODEL", "TSPTQ_ERR_UNSUPPORTED_OP", "TSPTQ_ERR_BAD_QUANTIZATION", "TSPTQ_ERR_VERSION",
+               "TSPTQ_ERR_TOO_MANY", "TSPTQ_ERR_ALIGNMENT", "TSPTQ_ERR_ARENA_TOO_SMALL", "TSPTQ_ERR_INPUT_SIZE",
+               "TSPTQ_ERR_OUTPUT_SIZE")
+ERRORS = {name: code for code, name in enumerate(ERROR_NAMES)}
+DTYPES = {2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8}
+LIB_NAME = "libtsptq.so"
+
+
+class Status(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * MESSAGE_SIZE)]
+
+
+_lock = threading.Lock()
+_libs: dict[str, ctypes.CDLL] = {}
+
+
+def default_variant() -> str:
+    from tsptq.c_build import cpu_has
+
+    return "avx2" if cpu_has("avx2") else "native" if cpu_has("asimd") else "reference"
+
+
+def build(variant: str | None = None) -> Path:
+    """Compile the whole runtime (loader, planner, interpreter, kernels) into a cached shared library."""
+    from tsptq.c_build import build_library
+
+    return build_library(variant or os.environ.get("TSPTQ_C_VARIANT") or default_variant(), name=LIB_NAME)
+
+
+def load_library(variant: str | None = None, path: str | Path | None = None) -> ctypes.CDLL:
+    """The runtime as a ctypes library: built for `variant` (cached), or the already built library at `path`."""
+    path = str(path) if path is not None else str(build(variant))
+    with _lock:
+        if path not in _libs:
+            lib = ctypes.CDLL(path)
+            _declare(lib)
+            _libs[path] = lib
+        return _libs[path]
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    vp, sz, st = ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(Status)
+    sigs = {
+        "tsptq_load": (ctypes.c_int, [vp, vp, sz, st]),
+        "tsptq_prepare": (ctypes.c_int, [vp, vp, sz, st]),
+        "tsptq_prepare_with_params": (ctypes.c_int, [vp, vp, sz, vp, sz, st]),
+        "tsptq_invoke": (ctypes.c_int, [vp, vp, sz, vp, sz, st]),
+        "tsptq_arena_size": (sz, [vp]), "tsptq_persistent_size": (sz, [vp]), "tsptq_activation_size": (sz, [vp]),
+        "tsptq_activation_lower_bound": (sz, [vp]), "tsptq_input_bytes": (sz, [vp]), "tsptq_output_bytes": (sz, [vp]),
+        "tsptq_input_shape": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_int32)]),
+        "tsptq_output_shape": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_int32)]),
+        "tsptq_input_type": (ctypes.c_int, [vp]), "tsptq_output_type": (ctypes.c_int, [vp]),
+        "tsptq_input_quantization": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32)]),
+        "tsptq_output_quantization": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32)]),
+        "tsptq_num_tensors": (sz, [vp]), "tsptq_num_ops": (sz, [vp]), "tsptq_model_size": (sz, []),
+        "tsptq_error_name": (ctypes.c_char_p, [ctypes.c_int]), "tsptq_version": (ctypes.c_char_p, []),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+
+
+def _aligned(nbytes: int, align: int = 64) -> np.ndarray:
+    """A zeroed uint8 array of nbytes whose data starts on an `align`-byte boundary."""
+    raw = np.zeros(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes]
+
+
+def _raise(status: Status, what: str) -> None:
+    name = ERROR_NAMES[status.code] if 0 <= status.code < len(ERROR_NAMES) else f"code {status.code}"
+    raise RuntimeCError(f"{what}: {status.message.decode(errors='replace')} [{name}]", code=status.code, name=name)
+
+
+class CModel:
+    """One model loaded into the C runtime. The file's bytes (kept here, 64-byte aligned), the model struct and the
+    arena are numpy buffers owned by this object."""
+
+    def __init__(self, data: bytes, name: str = "model", variant: str | None = None, arena_size: int | None = None,
+                 library: str | Path | None = None):
+        self.lib = load_library(variant, library)
+        self.name = name
+        self._bytes = _aligned(len(data))
+        self._bytes[:] = np.frombuffer(data, np.uint8)
+        self._model = _aligned(self.lib.tsptq_model_size())
+        self._status = Status()
+        rc = self.lib.tsptq_load(self._m, self._bytes.ctypes.data, len(data), ctypes.byref(self._status))
+        if rc != 0:
+            _raise(self._status, name)
+        need = self.arena_size
+        self._arena = _aligned(need if arena_size is None else arena_size)
+        rc = self.lib.tsptq_prepare(self._m, self._arena.ctypes.data, len(self._arena), ctypes.byref(self._status))
+        if rc != 0:
+            _raise(self._status, name)
+        self.input_shape = self._shape(self.lib.tsptq_input_shape)
+        self.output_shape = self._shape(self.lib.tsptq_output_shape)
+        self.input_dtype = DTYPES[self.lib.tsptq_input_type(self._m)]
+        self.output_dtype = DTYPES[self.lib.tsptq_output_type(self._m)]
+        self.input_bytes = self.lib.tsptq_input_bytes(self._m)
+        self.output_bytes = self.lib.tsptq_output_bytes(self._m)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kw) -> "CModel":
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise TsptqError(f"{path}: cannot read ({e.strerror})") from None
+        return cls(data, name=str(path), **kw)
+
+    @property
+    def _m(self) -> int:
+        return self._model.ctypes.data
+
+    def _shape(self, fn) -> tuple[int, ...]:
+        buf = (ctypes.c_int32 * 6)()
+        rank = fn(self._m, buf)
+        return tuple(int(buf[i]) for i in range(rank))
+
+    @property
+    def arena_size(self) -> int:
+        return int(self.lib.tsptq_arena_size(self._m))
+
+    @property
+    def persistent_size(self) -> int:
+        return int(self.lib.tsptq_persistent_size(self._m))
+
+    @property
+    def activation_size(self) -> int:
+        return int(self.lib.tsptq_activation_size(self._m))
+
+    @property
+    def activation_lower_bound(self) -> int:
+        return int(self.lib.tsptq_activation_lower_bound(self._m))
+
+    @property
+    def num_ops(self) -> int:
+        return int(self.lib.tsptq_num_ops(self._m))
+
+    def quantization(self, which: str = "input") -> tuple[float, int] | None:
+        scale, zp = ctypes.c_float(), ctypes.c_int32()
+        fn = self.lib.tsptq_input_quantization if which == "input" else self.lib.tsptq_output_quantization
+        return (float(scale.value), int(zp.value)) if fn(self._m, ctypes.byref(scale), ctypes.byref(zp)) else None
+
+    def use_params(self, params: bytes, arena_size: int | None = None) -> None:
+        """Re-prepare with precomputed multipliers (tsptq_prepare_with_params, as emitted C code does): the arena
+        then holds the activations only."""
+        self._params = _aligned(max(len(params), 1))[:len(params)]
+        self._params[:] = np.frombuffer(params, np.uint8)
+        self._arena = _aligned(self.activation_size if arena_size is None else arena_size)
+        rc = self.lib.tsptq_prepare_with_params(self._m, self._params.ctypes.data, len(params), self._arena.ctypes.data,
+                                                len(self._arena), ctypes.byref(self._status))
+        if rc != 0:
+            _raise(self._status, self.name)
+
+    def invoke_raw(self, data: bytes | np.ndarray, out_len: int | None = None) -> np.ndarray:
+        """One call of tsptq_invoke on raw input bytes (any length: the C runtime checks it)."""
+        x = np.ascontiguousarray(np.frombuffer(bytes(data), np.uint8) if isinstance(data, (bytes, bytearray))
+                                 else data)
+        out = np.empty(self.output_bytes if out_len is None else out_len, np.uint8)
+        rc = self.lib.tsptq_invoke(self._m, x.ctypes.data, x.nbytes, out.ctypes.data, out.nbytes,
+                                   ctypes.byref(self._status))
+        if rc != 0:
+            _raise(self._status, self.name)
+        return out
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """int8 NHWC input codes (B, H, W, C) -> output codes (B, ...), one tsptq_invoke per image."""
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) or x.shape[1:] != self.input_shape[1:] or x.dtype != self.input_dtype:
+            raise RuntimeCError(f"{self.name}: input must be {np.dtype(self.input_dtype).name} of shape (batch, "
+                                f"{', '.join(map(str, self.input_shape[1:]))}), got {x.dtype} {tuple(x.shape)}",
+                                code=ERRORS["TSPTQ_ERR_INPUT_SIZE"], name="TSPTQ_ERR_INPUT_SIZE")
+        x = np.ascontiguousarray(x)
+        per = self.input_shape[0]  # the file's batch (1)
+        n = x.shape[0] // per
+        out = np.empty((n * per,) + self.output_shape[1:], self.output_dtype)
+        xp, op = x.ctypes.data, out.ctypes.data
+        ib, ob = self.input_bytes, self.output_bytes
+        st = ctypes.byref(self._status)
+        invoke = self.lib.tsptq_invoke
+        for i in range(n):
+            if invoke(self._m, xp + i * ib, ib, op + i * ob, ob, st) != 0:
+                _raise(self._status, self.name)
+        return out
+
+
+def verify_c(path: str | Path, images, cfg, batch_size: int = 50, progress: bool = False,
+             variant: str | None = None) -> dict:
+    """The C runtime against the Python integer reference (``read_tflite(path).run``) on a whole image set.
+
+    Returns {images, bit_exact_fraction (images whose output bytes are all equal), equal_byte_fraction, top1_c,
+    top1_reference (percent, when the set is labelled), c_ms_per_image, reference_ms_per_image}.
+    """
+    from tsptq.calib import datasets
+    from tsptq.tflite_import import read_tflite
+
+    fm = read_tflite(path)
+    cm = CModel.from_file(path, variant=variant)
+    outs_c, outs_ref = [], []
+    t_c = t_ref = 0.0
+    done = 0
+    for x in datasets.iterate_batches(images.images, cfg, batch_size):
+        q = fm.quantize_input(x.numpy())
+        t0 = time.perf_counter()
+        outs_c.append(cm.run(q))
+        t1 = time.perf_counter()
+        outs_ref.append(fm.run(q))
+        t_ref += time.perf_counter() - t1
+        t_c += t1 - t0
+        done += len(q)
+        if progress:
+            print(f"\r{path}: {done}/{len(images)} images", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    c, ref = np.concatenate(outs_c), np.concatenate(outs_ref)
+    same = (c.reshape(len(c), -1) == ref.reshape(len(ref), -1))
+    n = len(c)
+    result = {"file": str(path), "images": n, "bit_exact_fraction": float(same.all(-1).mean()),
+              "equal_byte_fraction": float(same.mean()),
+              "c_ms_per_image": round(t_c / max(n, 1) * 1e3, 4), "reference_ms_per_image": round(t_ref / max(n, 1) * 1e3, 4),
+              "arena_bytes": cm.arena_size, "activation_bytes": cm.activation_size,
+              "activation_lower_bound": cm.activation_lower_bound}
+    labels = getattr(images, "labels", None)
+    if labels is not None and len(labels) == n and c.ndim == 2:
+        result["top1_c"] = round(float(np.mean(c.argmax(-1) == labels)) * 100, 3)
+        result["top1_reference"] = round(float(np.mean(ref.argmax(-1) == labels)) * 100, 3)
+    return result
+
+
+def format_verify_c(r: dict) -> str:
+    lines = [f"C runtime vs the Python integer reference on {r['images']} images: "
+             f"bit-exact {r['bit_exact_fraction'] * 100:.3f}% of images ({r['equal_byte_fraction'] * 100:.4f}% of bytes)"]
+    if "top1_c" in r:
+        lines.append(f"top-1 C {r['top1_c']:.2f}%   reference {r['top1_reference']:.2f}%")
+    lines.append(f"latency per image: C {r['c_ms_per_image']:.3f} ms, Python reference {r['reference_ms_per_image']:.3f} ms "
+                 f"(batched)")
+    lines.append(f"arena {r['arena_bytes']:,} B (activations {r['activation_bytes']:,} B, lower bound "
+                 f"{r['activation_lower_bound']:,} B)")
+    return "\n".join(lines)
+
+
+def verify_cli(args) -> int:
+    """``tsptq verify --runtime c FILE``: the C runtime against the Python integer reference on the eval set
+    (resolved like ``tsptq verify``: the data recorded in the file unless --data/--folder say otherwise). Exit status
+    0 when every image's output bytes are equal."""
+    from tsptq.evaluate import write_json_atomic
+    from tsptq.tflite_import import read_tflite
+    from tsptq.verify import file_eval_set
+
+    fm = read_tflite(args.file)
+    _, cfg, test, labelled = file_eval_set(fm, args)
+    print(f"{args.file}: C runtime vs the integer reference on {len(test)} images ({test.name})", file=sys.stderr)
+    result = verify_c(args.file, test, cfg, batch_size=args.batch_size or 50, progress=not args.quiet)
+    if not labelled:
+        result.pop("top1_c", None)
+        result.pop("top1_reference", None)
+    result["data"] = test.name
+    print(format_verify_c(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0 if result["bit_exact_fraction"] == 1.0 else 1
