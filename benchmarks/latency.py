@@ -58,7 +58,7 @@ def calibration(name: str, model, n: int = 32):
 def bench_model(name: str, repeats: int) -> dict:
     from tsptq.lower import lower
     from tsptq.quantize import quantize
-    from tsptq.runtime_c import CModel
+    from tsptq.runtime_c import CModel, profile
     from tsptq.tflite_export import to_tflite
 
     torch.set_num_threads(1)
@@ -72,6 +72,7 @@ def bench_model(name: str, repeats: int) -> dict:
     xq = im.quantize_input(x_float.numpy())
     med, p90 = median_ms(lambda: cm.run(xq), repeats)
     rows.append({"runtime": "tsptq C runtime (tsptq W8A8)", "median_ms": med, "p90_ms": p90})
+    info["c_profile"] = profile(cm, xq, repeats)
     info["c_arena_bytes"] = cm.arena_size
     info["c_weight_bytes"] = int(sum(t.nbytes for t in im.tensors if t.data is not None))
 
@@ -151,6 +152,9 @@ def render(results: dict) -> list[str]:
         for row in r["rows"]:
             ratio = "-" if row["ratio_to_litert_int8"] is None else f"{row['ratio_to_litert_int8']:.2f}x"
             out.append(f"| {row['runtime']} | {row['median_ms']:.2f} | {row['p90_ms']:.2f} | {ratio} |")
+        if r.get("c_profile"):
+            out += ["", "Where the C runtime's time goes (per-op host clock, summed by op kind): " + ", ".join(
+                f"{p['op']} {p['share'] * 100:.0f}%" for p in r["c_profile"] if p["share"] >= 0.005) + "."]
         out.append("")
     return out
 

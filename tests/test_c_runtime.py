@@ -135,6 +135,20 @@ def test_accessors(cifar):
     assert np.float32(scale) == fm.input.quant.scale[0] and zp == fm.input.zp
 
 
+def test_per_op_profile_covers_every_op_and_leaves_outputs_unchanged(cifar):
+    from tsptq.runtime_c import profile
+
+    files, xs, _, _ = cifar
+    cm = CModel(files["tsptq"])
+    before = cm.run(xs["tsptq"][:2])
+    rows = profile(cm, xs["tsptq"], repeats=3)
+    kinds = {op.kind for op in parse_tflite(files["tsptq"]).ops}
+    assert {r["op"] for r in rows} == kinds
+    assert abs(sum(r["share"] for r in rows) - 1) < 1e-6 and rows[0]["ms"] > 0
+    assert rows[0]["op"] in ("TSPTQ_FC_2S", "BATCH_MATMUL", "TSPTQ_BMM_2S")  # the matmuls dominate
+    np.testing.assert_array_equal(cm.run(xs["tsptq"][:2]), before)
+
+
 # --- (b) the plan ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", METHODS)

@@ -48,9 +48,11 @@ def default_variant() -> str:
 
 def build(variant: str | None = None) -> Path:
     """Compile the whole runtime (loader, planner, interpreter, kernels) into a cached shared library."""
-    from tsptq.c_build import build_library
+    from tsptq.c_build import RUNTIME_DIR, build_library, runtime_sources
 
-    return build_library(variant or os.environ.get("TSPTQ_C_VARIANT") or default_variant(), name=LIB_NAME)
+    core = [str(p.relative_to(RUNTIME_DIR)) for p in runtime_sources()]
+    return build_library(variant or os.environ.get("TSPTQ_C_VARIANT") or default_variant(), name=LIB_NAME,
+                         sources=core + ["host/host_clock.c"])
 
 
 def load_library(variant: str | None = None, path: str | Path | None = None) -> ctypes.CDLL:
@@ -80,6 +82,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "tsptq_output_quantization": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32)]),
         "tsptq_num_tensors": (sz, [vp]), "tsptq_num_ops": (sz, [vp]), "tsptq_model_size": (sz, []),
         "tsptq_error_name": (ctypes.c_char_p, [ctypes.c_int]), "tsptq_version": (ctypes.c_char_p, []),
+        "tsptq_set_profiler": (None, [vp, vp, vp]), "tsptq_op_name": (ctypes.c_char_p, [vp, sz]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -209,6 +212,25 @@ class CModel:
             if invoke(self._m, xp + i * ib, ib, op + i * ob, ob, st) != 0:
                 _raise(self._status, self.name)
         return out
+
+
+def profile(cm: "CModel", x: np.ndarray, repeats: int = 20) -> list[dict]:
+    """Per-op wall time of the C runtime on one int8 NHWC image (host clock, ns), summed by op kind, largest first."""
+    ticks = np.zeros(cm.lib.tsptq_num_ops(cm._m), np.uint32)
+    clock = ctypes.cast(cm.lib.tsptq_host_clock_ns, ctypes.c_void_p)
+    cm.run(x[:1])  # warm-up
+    cm.lib.tsptq_set_profiler(cm._m, clock, ticks.ctypes.data)
+    try:
+        for _ in range(repeats):
+            cm.run(x[:1])
+    finally:
+        cm.lib.tsptq_set_profiler(cm._m, None, None)
+    by_kind: dict[str, float] = {}
+    for k, t in enumerate(ticks):
+        name = cm.lib.tsptq_op_name(cm._m, k).decode()
+        by_kind[name] = by_kind.get(name, 0.0) + float(t) / repeats / 1e6
+    total = sum(by_kind.values())
+    return [{"op": k, "ms": v, "share": v / total} for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])]
 
 
 def verify_c(path: str | Path, images, cfg, batch_size: int = 50, progress: bool = False,

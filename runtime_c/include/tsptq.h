@@ -101,6 +101,9 @@ typedef struct {
     uint8_t kind, n_inputs;
 } tsptq_op;
 
+/* A monotonic counter for per-op profiling: DWT->CYCCNT or SysTick on a board, a clock on a host. */
+typedef uint32_t (*tsptq_clock_fn)(void);
+
 typedef struct {
     const uint8_t *bytes;
     size_t len;
@@ -114,6 +117,8 @@ typedef struct {
     const uint8_t *params;      /* the persistent multipliers: in the arena, or the caller's constant copy */
     uint8_t *activations;       /* the activation region */
     int loaded, prepared;
+    tsptq_clock_fn clock;       /* per-op profiling (tsptq_set_profiler); NULL: off */
+    uint32_t *op_ticks;
     tsptq_tensor tensors[TSPTQ_MAX_TENSORS];
     tsptq_op ops[TSPTQ_MAX_OPS];
     /* planner workspace */
@@ -146,6 +151,12 @@ int tsptq_prepare_with_params(tsptq_model *model, const void *params, size_t par
  * codes (tsptq_output_bytes bytes). */
 int tsptq_invoke(tsptq_model *model, const void *input, size_t input_len, void *output, size_t output_len,
                  tsptq_status *status);
+
+/* Per-op profiling: while set, every tsptq_invoke adds each op's clock() difference to ticks[k] (the caller
+ * zeroes the array; it has tsptq_num_ops entries). clock = NULL turns it off. The ticks are in the clock's unit. */
+void tsptq_set_profiler(tsptq_model *model, tsptq_clock_fn clock, uint32_t *ticks);
+/* The op's name ("FULLY_CONNECTED", "TSPTQ_SOFTMAX_2S", ...) for reports; NULL for k out of range. */
+const char *tsptq_op_name(const tsptq_model *model, size_t k);
 
 /* Input/output description. `shape` receives up to TSPTQ_MAX_RANK dims; the return value is the rank (0 if not
  * loaded). */

@@ -239,7 +239,25 @@ int tsptq_invoke(tsptq_model *m, const void *input, size_t input_len, void *outp
         return tq_fail(st, TSPTQ_ERR_OUTPUT_SIZE, "output buffer is %Z bytes; the model writes %u", output_len,
                        m->tensors[m->output].nbytes);
     memcpy(act(m, m->input), input, input_len);
-    for (k = 0; k < m->n_ops; k++) run_op(m, &m->ops[k]);
+    if (m->clock && m->op_ticks) {
+        for (k = 0; k < m->n_ops; k++) {
+            uint32_t t0 = m->clock();
+            run_op(m, &m->ops[k]);
+            m->op_ticks[k] += m->clock() - t0; /* unsigned: a counter wrap is still the right difference */
+        }
+    } else {
+        for (k = 0; k < m->n_ops; k++) run_op(m, &m->ops[k]);
+    }
     memcpy(output, act(m, m->output), output_len);
     return TSPTQ_OK;
+}
+
+void tsptq_set_profiler(tsptq_model *m, tsptq_clock_fn clock, uint32_t *ticks) {
+    if (!m) return;
+    m->clock = ticks ? clock : NULL;
+    m->op_ticks = ticks;
+}
+
+const char *tsptq_op_name(const tsptq_model *m, size_t k) {
+    return m && m->loaded && k < m->n_ops ? tq_op_names[m->ops[k].kind] : NULL;
 }
