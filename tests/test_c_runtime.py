@@ -448,23 +448,11 @@ def test_fuzz_loader_smoke(tiny, tmp_path):
     assert "Done" in run.stderr
 
 
-# --- the CLI (skipped until `tsptq emit-c` / `verify --runtime c` are wired into tsptq.cli) -----------------------
-
-def _cli_has(*argv) -> bool:
-    from tsptq.cli import build_parser
-
-    try:
-        build_parser().parse_args(list(argv))
-        return True
-    except SystemExit:
-        return False
-
+# --- the CLI ----------------------------------------------------------------------------------------------------------
 
 def test_cli_emit_c_and_verify_runtime_c(cifar, tmp_path, capsys):
     from tsptq.cli import main
 
-    if not _cli_has("emit-c", "x.tflite", "--out", "d") or not _cli_has("verify", "x.tflite", "--runtime", "c"):
-        pytest.skip("tsptq emit-c / verify --runtime c are not wired into the CLI yet")
     files, _, _, _ = cifar
     path = tmp_path / "m.tflite"
     path.write_bytes(files["tsptq"])
