@@ -29,8 +29,9 @@ from tsptq.lower import lower
 from tsptq.planner import persistent_params, plan
 from tsptq.quantize import quantize
 from tsptq.qvit import Graph
-from tsptq.tflite_export import _AlignedBuffer, to_tflite
+from tsptq.tflite_export import to_tflite
 from tsptq.tflite_import import parse_tflite
+from tflite_edit import edit_metadata, repack
 from tsptq.vit import ViTConfig, VisionTransformer
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_c"
@@ -77,19 +78,6 @@ def tiny():
     files = {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
     x = parse_tflite(files["tsptq"]).quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
     return files, x
-
-
-def repack(data: bytes, edit) -> bytes:
-    """Unpack, let `edit` change the model, pack again with 16-byte aligned buffers (as the exporter writes them)."""
-    m = S.ModelT.InitFromPackedBuf(data, 0)
-    edit(m)
-    for i, buf in enumerate(m.buffers):
-        aligned = _AlignedBuffer()
-        aligned.data = buf.data
-        m.buffers[i] = aligned
-    b = flatbuffers.Builder(1 << 20)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
 
 
 def c_error(data: bytes, **kw) -> RuntimeCError:
@@ -223,31 +211,17 @@ def test_flipped_bytes_never_crash(tiny):
 
 
 def test_newer_metadata_version(tiny):
-    def edit(m):
-        buf = m.buffers[m.metadata[0].buffer]
-        meta = json.loads(bytes(buf.data))
-        meta["version"] = 2
-        buf.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    e = c_error(repack(tiny[0]["tsptq"], edit))
+    e = c_error(repack(tiny[0]["tsptq"], edit_metadata(lambda meta: meta.update(version=2))))
     assert e.name == "TSPTQ_ERR_VERSION" and "version 2" in str(e)
-
-
-def _edit_meta(change):
-    def edit(m):
-        buf = m.buffers[m.metadata[0].buffer]
-        meta = json.loads(bytes(buf.data))
-        change(meta)
-        buf.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    return edit
 
 
 def test_metadata_must_describe_the_two_scale_tensors(tiny):
     data = tiny[0]["tsptq"]
-    e = c_error(repack(data, _edit_meta(lambda meta: meta["two_scale"].update(ghost={"kind": "log2"}))))
+    e = c_error(repack(data, edit_metadata(lambda meta: meta["two_scale"].update(ghost={"kind": "log2"}))))
     assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "ghost" in str(e)
-    e = c_error(repack(data, _edit_meta(lambda meta: meta["two_scale"].popitem())))
+    e = c_error(repack(data, edit_metadata(lambda meta: meta["two_scale"].popitem())))
     assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "metadata describes" in str(e)
-    e = c_error(repack(data, _edit_meta(lambda meta: meta.update(format="other"))))
+    e = c_error(repack(data, edit_metadata(lambda meta: meta.update(format="other"))))
     assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "format/version" in str(e)
 
 

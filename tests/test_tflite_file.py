@@ -20,6 +20,7 @@ from tsptq.quantize import quantize
 from tsptq.qvit import Graph
 from tsptq.tflite_export import export, to_tflite
 from tsptq.tflite_import import parse_tflite, read_tflite
+from tflite_edit import edit_metadata, repack
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +31,6 @@ def tsptq_model():
     im = lower(quantize(graph, cal, "tsptq", progress=False))
     x = datasets.to_model_input(datasets.load_bundled_sample("test").take(64).images, model.cfg).numpy()
     return im, to_tflite(im), im.quantize_input(x)
-
-
-def repack(data: bytes, edit) -> bytes:
-    """Unpack with the object API, let ``edit`` change the model, pack again (a valid flatbuffer, bad contents)."""
-    m = S.ModelT.InitFromPackedBuf(data, 0)
-    edit(m)
-    b = flatbuffers.Builder(1 << 20)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
-
-
-def edit_metadata(change):
-    def edit(m):
-        buf = m.buffers[m.metadata[0].buffer]
-        meta = json.loads(bytes(buf.data))
-        change(meta)
-        buf.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    return edit
 
 
 def test_file_is_schema_valid_for_standard_tooling(tsptq_model):
