@@ -71,8 +71,7 @@ INTEGER_SECTIONS = [
 def run_integer(section, model_name, data, eval_n, methods, calib_n):
     import numpy as np
 
-    from tsptq.faithful import faithful_logits
-    from tsptq.integer import compare, run_batches, run_simulator
+    from tsptq.integer import compare, run_batches, run_faithful, run_simulator
     from tsptq.lower import lower
 
     model = resolve_model(model_name)
@@ -86,8 +85,7 @@ def run_integer(section, model_name, data, eval_n, methods, calib_n):
         logits = im.dequantize_output(run_batches(im, test, model.cfg, desc=f"integer {method}"))
         int_seconds = time.perf_counter() - t0
         sim = run_simulator(qm, test)
-        faithful = np.concatenate([faithful_logits(qm, x).numpy()
-                                   for x in datasets.iterate_batches(test.images, model.cfg, 100)])
+        faithful = run_faithful(qm, test)
         labels = test.labels if labelled else None
         rows.append({"method": method, "vs_simulator": compare(logits, sim, labels),
                      "vs_faithful": compare(logits, faithful, labels), "integer_seconds": round(int_seconds, 1),

@@ -72,6 +72,19 @@ def run_simulator(qm: QuantizedViT, images: datasets.ImageSet, batch: int = 50, 
     return np.concatenate(outs)
 
 
+def run_faithful(qm: QuantizedViT, images: datasets.ImageSet, batch: int = 50, progress: bool = True) -> np.ndarray:
+    """Logits of the faithful simulator (``tsptq.faithful``: float64, TFLite's rounding at the builtin ops)."""
+    from tsptq.faithful import faithful_logits
+
+    outs = []
+    bar = tqdm(total=len(images), desc="faithful simulator", unit="img", disable=not progress, leave=False)
+    for x in datasets.iterate_batches(images.images, qm.graph.cfg, batch):
+        outs.append(faithful_logits(qm, x).numpy())
+        bar.update(len(x))
+    bar.close()
+    return np.concatenate(outs)
+
+
 def compare(int_logits: np.ndarray, sim_logits: np.ndarray, labels: np.ndarray | None) -> dict:
     """Integer model against the simulator: top-1 of each, prediction agreement, logit error."""
     a, b = int_logits.argmax(-1), sim_logits.argmax(-1)

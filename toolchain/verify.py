@@ -32,7 +32,7 @@ def file_eval_set(fm, args):
 
 def verify(args) -> int:
     from tsptq.evaluate import write_json_atomic
-    from tsptq.integer import build, compare, run_batches, run_simulator
+    from tsptq.integer import build, compare, run_batches, run_faithful, run_simulator
     from tsptq.tflite_import import read_tflite
 
     fm = read_tflite(args.file)
@@ -55,6 +55,7 @@ def verify(args) -> int:
         result["bytes_equal_to_in_memory"] = bool(np.array_equal(out_mem, out_file))
         result["equal_output_fraction"] = float(np.mean(out_mem == out_file))
         result["simulator"] = compare(logits_file, run_simulator(qm, test, args.batch_size, progress), labels)
+        result["faithful_simulator"] = compare(logits_file, run_faithful(qm, test, args.batch_size, progress), labels)
     print(format_result(result))
     if args.json:
         write_json_atomic(args.json, result)
@@ -73,4 +74,7 @@ def format_result(r: dict) -> str:
             lines.append(f"top-1 of the simulator              {s['top1_simulator']:.2f}%")
         lines.append(f"prediction agreement with the simulator {s['agreement']:.2f}%, "
                      f"logit |error| mean {s['logit_abs_err_mean']:.4f} max {s['logit_abs_err_max']:.4f}")
+        f = r["faithful_simulator"]
+        lines.append(f"  with the faithful simulator (float64, TFLite rounding at builtins) {f['agreement']:.2f}%, "
+                     f"logit |error| mean {f['logit_abs_err_mean']:.4f} max {f['logit_abs_err_max']:.4f}")
     return "\n".join(lines)
