@@ -69,7 +69,6 @@ INTEGER_SECTIONS = [
 
 
 def run_integer(section, model_name, data, eval_n, methods, calib_n):
-
     from tsptq.integer import compare, run_batches, run_faithful, run_simulator
     from tsptq.lower import lower
 
