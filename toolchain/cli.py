@@ -126,9 +126,8 @@ def cmd_export(args) -> int:
 def cmd_inspect(args) -> int:
     from tsptq.evaluate import write_json_atomic
     from tsptq.inspect_tflite import report, to_json
-    from tsptq.tflite_import import read_tflite
-
     from tsptq.planner import describe, plan
+    from tsptq.tflite_import import read_tflite
 
     model = read_tflite(args.file)
     print(report(model, ops=not args.brief, tensors=args.tensors))
@@ -251,6 +250,9 @@ def main(argv=None) -> int:
     except TsptqError as e:
         print(f"tsptq: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tsptq inspect ... | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
