@@ -157,12 +157,13 @@ def cmd_emit_c(args) -> int:
     return 0
 
 
-def _add_model_args(p, method_default: str | None = "tsptq") -> None:
+def _add_model_args(p, bits_help: str = "weight and activation bits (the file holds 8-bit activations)") -> None:
+    """The model, calibration and data options that eval and export share."""
     p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
     p.add_argument("--checkpoint", help="a timm-layout .pth/.safetensors checkpoint (overrides --model)")
     p.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
     p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell")
-    p.add_argument("--bits", default="W8A8", help="weight and activation bits (the file holds 8-bit activations)")
+    p.add_argument("--bits", default="W8A8", help=bits_help)
     p.add_argument("--calib-images", type=int, default=32, help="calibration images (from the training split)")
     p.add_argument("--data", choices=DATA_CHOICES, default="auto", help="data set (auto: the model's own)")
     p.add_argument("--folder", help="image folder for --data imagenet (default: ../shared/data/imagenet-sample)")
@@ -176,17 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="quantize with each method and compare top-1 on the same images",
                         description="Calibrate, quantize (fake-quantized simulator of the integer model) and "
                                     "evaluate each method; prints a table and optionally writes JSON and a plot.")
-    ev.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
-    ev.add_argument("--checkpoint", help="a timm-layout .pth/.safetensors checkpoint (overrides --model)")
-    ev.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
-    ev.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell")
+    _add_model_args(ev, bits_help="weight and activation bits, e.g. W8A8, W6A6, W4A8")
     ev.add_argument("--methods", default="fp32,minmax,percentile,ptf-log2,twin,tsptq",
                     help="comma-separated methods (see `tsptq models`)")
-    ev.add_argument("--bits", default="W8A8", help="weight and activation bits, e.g. W8A8, W6A6, W4A8")
-    ev.add_argument("--calib-images", type=int, default=32, help="calibration images (from the training split)")
     ev.add_argument("--eval-images", type=int, default=None, help="evaluation images (default: the whole test set)")
-    ev.add_argument("--data", choices=DATA_CHOICES, default="auto", help="data set (auto: the model's own)")
-    ev.add_argument("--folder", help="image folder for --data imagenet (default: ../shared/data/imagenet-sample)")
     ev.add_argument("--batch-size", type=int, default=None)
     ev.add_argument("--json", help="write the results here")
     ev.add_argument("--plot", help="write a PNG bar chart of the drops here")
