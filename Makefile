@@ -32,7 +32,15 @@ demo: $(STAMP)
 		--out $(OUT)/cifar10-vit-tsptq.tflite
 	$(VENV)/bin/tsptq inspect $(OUT)/cifar10-vit-tsptq.tflite --brief --json $(OUT)/inspect.json
 	$(VENV)/bin/tsptq verify $(OUT)/cifar10-vit-tsptq.tflite --eval-images 500 --json $(OUT)/verify.json
-	@echo "wrote $(OUT)/demo.json, $(OUT)/demo.png, $(OUT)/cifar10-vit-tsptq.tflite, $(OUT)/inspect.json, $(OUT)/verify.json"
+	@# Boards: this machine as the board (needs a C compiler and socat), then the Cortex-M4F under QEMU when the
+	@# Arm toolchain and qemu-system-arm are installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm).
+	@if command -v cc >/dev/null && command -v socat >/dev/null; then \
+		$(VENV)/bin/tsptq-deploy --target host --json $(OUT)/deploy-host.json --report $(OUT)/deploy-host; \
+	else echo "skipping tsptq-deploy --target host: needs cc and socat (apt-get install gcc socat)"; fi
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
+		$(VENV)/bin/tsptq-deploy --target mps2-an386 --eval-images 20 --json $(OUT)/deploy-mps2.json --report $(OUT)/deploy-mps2; \
+	else echo "skipping tsptq-deploy --target mps2-an386: needs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"; fi
+	@echo "wrote $(OUT)/demo.json, $(OUT)/demo.png, $(OUT)/cifar10-vit-tsptq.tflite, $(OUT)/inspect.json, $(OUT)/verify.json, $(OUT)/deploy-*"
 
 test: $(STAMP) $(CONVERTER)
 	$(PY) -m pytest -q

@@ -165,7 +165,10 @@ def render(results: dict) -> str:
            "that script; each section says when and on what. Top-1 and drop are in percent / points (drop = FP32 "
            "top-1 minus the method's, positive = worse); agreement = share of images whose top-1 class equals "
            "FP32's; cosine = class-token cosine to FP32 after the final LayerNorm. All methods are fully quantized "
-           "(every op's input and output, LayerNorm/Softmax/GELU included), fake-quantized by the simulator.", "",
+           "(every op's input and output, LayerNorm/Softmax/GELU included). The *simulator* column says what measured "
+           "each row: *faithful* = the integer model's own arithmetic (float64, TFLite's rounding at the builtin ops; "
+           "what the .tflite file and the C runtime compute, up to the float64 rounding), *float32* = the fast "
+           "fake-quantized simulator (A<8 has no integer model; older sections were measured with it).", "",
            "Reading them: the small ViTs trained from scratch (cifar10-vit, fashion-vit) have no outlier channels and "
            "short sequences, so at W8A8 every method is within noise of FP32 and of each other; they separate at "
            "W6A6. The real pretrained DINOv2-S/14 is where the problem exists and where the methods part ways. Its "
@@ -179,16 +182,20 @@ def render(results: dict) -> str:
                 f"{r['model']} on {r['eval_images']} images of `{r['data']}`, calibrated on {r['calib_images']} "
                 f"images; measured {r['date']} ({r['machine']}).", ""]
         for bits, rows in r["tables"].items():
-            out += [f"**{bits}**", "", "| method | top-1 | drop | agreement | cosine mean | cosine min | calib s |",
-                    "|---|---:|---:|---:|---:|---:|---:|"]
+            out += [f"**{bits}**", "", "| method | top-1 | drop | agreement | cosine mean | cosine min | calib s | simulator |",
+                    "|---|---:|---:|---:|---:|---:|---:|---|"]
             for row in rows:
                 out.append(f"| {row['method']} | {_fmt(row['top1'])} | {_fmt(row['drop'])} | {row['agreement']:.2f} | "
-                           f"{row['cosine_mean']:.4f} | {row['cosine_min']:.4f} | {row['calib_seconds']:.1f} |")
+                           f"{row['cosine_mean']:.4f} | {row['cosine_min']:.4f} | {row['calib_seconds']:.1f} | "
+                           f"{row.get('simulator', 'float32' if row['method'] != 'fp32' else '-')} |")
             out += ["", f"![{section} {bits}](accuracy-{section}-{bits}.png)", ""]
     out += render_integer(results)
     import latency  # benchmarks/latency.py (this folder is on sys.path when a benchmark script runs)
 
     out += latency.render(results)
+    import boards  # benchmarks/boards.py
+
+    out += boards.render(results)
     r = results.get("calibration-time")
     if r:
         out += ["## Calibration time", "",
@@ -209,9 +216,10 @@ def render_integer(results: dict) -> list[str]:
         out += [f"## {section}: the integer model against the simulator", "",
                 f"{r['model']} on {r['eval_images']} images of `{r['data']}`, calibrated on {r['calib_images']} images; "
                 f"measured {r['date']} ({r['machine']}). *integer* = the `.tflite` file's integer model (tsptq's Python "
-                "reference, bit-exact with the file); *simulator* = the float32 fake-quantized model of the accuracy "
-                "tables; *faithful* = the simulator in float64 with TFLite's two-rounding requantization at the builtin "
-                "CONV_2D/BATCH_MATMUL outputs. Logit error is in logit units against the faithful simulator "
+                "reference, bit-exact with the file); *simulator* = the float32 fake-quantized simulator "
+                "(`--simulator float32`); *faithful* = the simulator in float64 with TFLite's two-rounding "
+                "requantization at the builtin CONV_2D/BATCH_MATMUL outputs (`--simulator faithful`, the default of "
+                "`tsptq eval` and of the W8A8 accuracy tables above). Logit error is in logit units against the faithful simulator "
                 "(one output code = the logit step).", "",
                 "| method | top-1 integer | top-1 simulator | top-1 faithful | agreement int/sim | agreement int/faithful "
                 "| logit err mean | logit err max | logit step | integer s |",

@@ -2,9 +2,10 @@
 
 A test-backend-ops style matrix: every kernel, random shapes and random quantization parameters made the way
 tsptq.lower makes them, edge cases (extreme zero points, multipliers > 1, saturation, D = 1, one row, sizes that
-leave SIMD tails), for every build variant: ``reference`` (portable C), ``avx2`` (when the CPU has it) in this
-process, and ``sanitize`` / ``sanitize-avx2`` (ASan + UBSan, aborting on any report) in a child Python that
-LD_PRELOADs the ASan runtime (this file run as a script). Every output must be 100% equal.
+leave SIMD tails), for every build variant: ``reference`` (portable C), ``avx2`` (when the CPU has it) and
+``avx512vnni`` (skipped when the CPU lacks AVX-512 VNNI) in this process, and ``sanitize`` / ``sanitize-avx2`` /
+``sanitize-avx512vnni`` (ASan + UBSan, aborting on any report) in a child Python that LD_PRELOADs the ASan runtime
+(this file run as a script). Every output must be 100% equal.
 """
 from __future__ import annotations
 
@@ -426,15 +427,28 @@ def build(variant: str) -> Path:
     return c_build.build_library(variant, sources=kernel_sources())
 
 
+VNNI_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+
+
+def has_vnni() -> bool:
+    return all(c_build.cpu_has(f) for f in VNNI_CPU_FLAGS)
+
+
 def _variants():
     out = ["reference"]
     if c_build.cpu_has("avx2"):
         out.append("avx2")
-    return out
+    return out + ["avx512vnni"]  # skipped below when the CPU lacks it
+
+
+def skip_unless_runnable(variant: str) -> None:
+    if variant.endswith("avx512vnni") and not has_vnni():
+        pytest.skip(f"the CPU lacks AVX-512 VNNI ({', '.join(VNNI_CPU_FLAGS)})")
 
 
 @pytest.fixture(scope="module", params=_variants())
 def lib(request):
+    skip_unless_runnable(request.param)
     return load(build(request.param))
 
 
@@ -454,7 +468,7 @@ def test_avx2_vs_reference_on_large_fc():
     bias = arr(rng.integers(-(2**16), 2**16, 1152), np.int32)
     mult, shift = (arr(v, np.int32) for v in K.builtin_multipliers(0.02, log_uniform(rng, -3, -2, 1152), 0.5))
     want = K.fully_connected(x, 3, w, bias, mult.astype(np.int64), shift.astype(np.int64), -5, True)
-    for variant in ("reference", "avx2"):
+    for variant in ("reference", "avx2") + (("avx512vnni",) if has_vnni() else ()):
         y = np.empty((197, 1152), np.int8)
         load(build(variant)).tq_fully_connected(ptr(x), 197, 384, 3, ptr(w), 1152, ptr(bias),
                                                                 ptr(mult), ptr(shift), 1152, 1, -5, ptr(y))
@@ -465,13 +479,14 @@ def _sanitized_variants():
     out = ["sanitize"]
     if c_build.cpu_has("avx2"):
         out.append("sanitize-avx2")
-    return out
+    return out + ["sanitize-avx512vnni"]
 
 
 @pytest.mark.parametrize("variant", _sanitized_variants())
 def test_sanitized_build_is_clean(variant):
     """The whole matrix (fewer cases) under ASan + UBSan in a child Python that preloads the ASan runtime: any
     sanitizer report aborts the child, any mismatch fails it."""
+    skip_unless_runnable(variant)
     try:
         path = build(variant)
         preload = c_build.sanitizer_preload()

@@ -133,7 +133,6 @@ def test_per_op_profile_covers_every_op_and_leaves_outputs_unchanged(cifar):
     kinds = {op.kind for op in parse_tflite(files["tsptq"]).ops}
     assert {r["op"] for r in rows} == kinds
     assert abs(sum(r["share"] for r in rows) - 1) < 1e-6 and rows[0]["ms"] > 0
-    assert rows[0]["op"] in ("TSPTQ_FC_2S", "BATCH_MATMUL", "TSPTQ_BMM_2S")  # the matmuls dominate
     np.testing.assert_array_equal(cm.run(xs["tsptq"][:2]), before)
 
 

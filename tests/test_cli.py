@@ -61,8 +61,20 @@ def test_bundled_data_needs_nothing_outside_the_package():
     assert len(set(map(bytes, calib.images)) & set(map(bytes, test.images))) == 0  # calibration kept out of the eval
 
 
-def test_deploy_says_boards_are_not_available_yet(capsys):
+def test_deploy_help_names_every_target(capsys):
     from tsptq.deploy import main as deploy
 
-    assert deploy(["--target", "rpi"]) == 2
-    assert "not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        deploy(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for target in ("host", "rpi", "mps2-an386", "stm32f746g-disco", "nucleo-h743zi"):
+        assert target in out
+
+
+def test_deploy_unknown_target_is_refused(capsys):
+    from tsptq.deploy import main as deploy
+
+    with pytest.raises(SystemExit):
+        deploy(["--target", "esp32"])
+    assert "invalid choice: 'esp32'" in capsys.readouterr().err

@@ -6,9 +6,10 @@ same sources and flags returns the cached file without running the compiler. The
 ``$TSPTQ_CACHE/build`` (default ``~/.cache/tsptq/build``); each library is written under a temporary name and renamed
 into place, so concurrent builds and interrupted ones never leave a half-written file behind.
 
-Variants (``VARIANTS``): ``reference`` (portable C only), ``avx2`` (x86 AVX2), ``native`` (whatever the host CPU
-offers, NEON included on ARM), ``sanitize`` / ``sanitize-avx2`` (ASan + UBSan, aborting on the first report; a
-process that loads them needs ``sanitizer_preload()`` in ``LD_PRELOAD``).
+Variants (``VARIANTS``): ``reference`` (portable C only), ``avx2`` (x86 AVX2), ``avx512vnni`` (x86 AVX-512 VNNI
+matrix products, AVX2 elsewhere), ``native`` (whatever the host CPU offers, NEON included on ARM), ``sanitize`` /
+``sanitize-avx2`` / ``sanitize-avx512vnni`` (ASan + UBSan, aborting on the first report; a process that loads them
+needs ``sanitizer_preload()`` in ``LD_PRELOAD``).
 """
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ from tsptq.errors import TsptqError
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
 BASE_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+AVX512VNNI_FLAGS = ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
+                    "-DTSPTQ_USE_AVX512VNNI"]
 VARIANTS: dict[str, list[str]] = {
     "reference": ["-DTSPTQ_REFERENCE_ONLY"],
     "avx2": ["-mavx2", "-DTSPTQ_USE_AVX2"],
+    "avx512vnni": AVX512VNNI_FLAGS,
     "native": ["-march=native"],
     "sanitize": SANITIZE_FLAGS + ["-DTSPTQ_REFERENCE_ONLY"],
     "sanitize-avx2": SANITIZE_FLAGS + ["-mavx2", "-DTSPTQ_USE_AVX2"],
+    "sanitize-avx512vnni": SANITIZE_FLAGS + AVX512VNNI_FLAGS,
 }
 
 

@@ -7,6 +7,7 @@
     tsptq verify model.tflite --eval-images 1000 --json verify.json
     tsptq verify --runtime c model.tflite --eval-images 10000
     tsptq emit-c model.tflite --out firmware/
+    tsptq profile --target mps2-an386 --port socket://127.0.0.1:4444 model.tflite
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def cmd_eval(args) -> int:
     print(f"{args.model or args.checkpoint}: calibrating on {len(calib)} images ({calib.name}), "
           f"evaluating on {len(test)} ({test.name}), {args.bits.upper()}", file=sys.stderr)
     rows = evaluate(model, calib, test, methods, args.bits, args.batch_size, progress=not args.quiet,
-                    labels_valid=labelled)
+                    labels_valid=labelled, simulator=args.simulator)
     print(format_table(rows))
     if args.json:
         write_json_atomic(args.json, {"model": args.model or args.checkpoint, "bits": args.bits.upper(),
@@ -157,6 +158,17 @@ def cmd_emit_c(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from tsptq.deploy import profile
+    from tsptq.deploy_report import format_table, write_reports
+
+    report = profile(args)
+    print(format_table(report))
+    for path in write_reports(report, args.json, args.report):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if report["result"]["bit_exact_fraction"] == 1.0 else 1
+
+
 def _add_model_args(p, bits_help: str = "weight and activation bits (the file holds 8-bit activations)") -> None:
     """The model, calibration and data options that eval and export share."""
     p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
@@ -182,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated methods (see `tsptq models`)")
     ev.add_argument("--eval-images", type=int, default=None, help="evaluation images (default: the whole test set)")
     ev.add_argument("--batch-size", type=int, default=None)
+    ev.add_argument("--simulator", choices=("faithful", "float32"), default="faithful",
+                    help="faithful (default): float64 with TFLite's rounding at the builtin ops, the integer model's "
+                         "own arithmetic, for every method that has an integer model (A8); float32: the faster "
+                         "fake-quantized simulator. A<8 and FP32 always use float32")
     ev.add_argument("--json", help="write the results here")
     ev.add_argument("--plot", help="write a PNG bar chart of the drops here")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -234,6 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--out", required=True, help="directory for model.c, model.h and tsptq_runtime/")
     ec.add_argument("--no-runtime", action="store_true", help="do not copy the C runtime sources into --out")
     ec.set_defaults(fn=cmd_emit_c)
+
+    from tsptq.deploy import add_board_args
+    from tsptq.targets import list_targets
+
+    pr = sub.add_parser("profile", help="run a .tflite file on a board: on-device top-1, bit-exactness, latency, per-op time",
+                        description="The board part of tsptq-deploy for an existing file: connects to the board "
+                                    "(--port) or starts it here, uploads the model unless the board already holds "
+                                    "it, runs the evaluation images recorded in the file's metadata and compares "
+                                    "every output with the host integer reference.")
+    pr.add_argument("file")
+    pr.add_argument("--target", required=True, choices=list_targets(), help="the board's target (targets/<name>/)")
+    pr.add_argument("--data", choices=DATA_CHOICES, default=None, help="data set (default: the one recorded in the file)")
+    pr.add_argument("--folder", help="image folder for --data imagenet")
+    add_board_args(pr)
+    pr.set_defaults(fn=cmd_profile)
     return ap
 
 

@@ -1,26 +1,247 @@
-"""``tsptq-deploy``: take a ViT to a board (export, C runtime, flashing and serial profiling).
+"""``tsptq-deploy``: a PyTorch ViT all the way to a board, measured there.
 
-The board path (targets, serial protocol, C runtime) is not built yet: this entry point exists so the
-command name is stable, and it says so instead of pretending.
+    tsptq-deploy --target host                       # the bundled cifar10-vit on the bundled images, this machine
+    tsptq-deploy --target rpi                        # the same on an emulated Raspberry Pi (qemu-aarch64-static)
+    tsptq-deploy --target rpi --port /dev/ttyUSB0    # a real Pi running the agent on its serial port
+    tsptq-deploy --target rpi --ssh pi@raspberrypi   # copy the agent over SSH, talk to it over its stdio
+    tsptq-deploy --target mps2-an386                 # Cortex-M4F firmware under qemu-system-arm
+    tsptq-deploy --target nucleo-h743zi --port /dev/ttyACM0 --flash-tool   # a real board: build, flash, measure
+
+Steps: calibrate and quantize (the method of --method), lower to the integer model and export the .tflite bytes,
+check that model and arena fit the board (before anything is flashed), build the device program for the target,
+flash it (model baked in) or upload the model over the serial link, stream the evaluation images to the board and
+compare every output with the host integer reference byte for byte. Reports on-device top-1, the bit-exact fraction
+(it must be 1.0), latency median and p90 in the board's unit, per-op time, arena and flash bytes: a table, and with
+--json / --report a JSON file, report.md and ops.png.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
+import subprocess
 import sys
+import time
 
-TARGETS = ("host", "rpi", "mps2-an386")
+from tsptq.errors import TsptqError
+
+
+class DoesNotFitError(TsptqError):
+    """The model or its arena is larger than the board's memory (found before flashing)."""
+
+
+def _align16(n: int) -> int:
+    return (n + 15) // 16 * 16
+
+
+def memory_needs(im, model_bytes: bytes) -> dict:
+    """What the board must hold: the model, and the arena (runtime plan + input/output/per-op tick buffers)."""
+    from tsptq.planner import plan
+
+    p = plan(im)
+    io = _align16(im.input.nbytes) + _align16(im.output.nbytes) + _align16(4 * len(im.ops))
+    return {"model_bytes": len(model_bytes), "arena_bytes": p.arena_size, "io_bytes": io,
+            "activation_lower_bound": p.lower_bound}
+
+
+def check_fits(target, needs: dict, delivery: str) -> None:
+    problems = []
+    room = target.model_capacity if delivery == "upload" else (target.flash_capacity or target.model_capacity)
+    where = "model upload buffer" if delivery == "upload" else "flash"
+    if needs["model_bytes"] > room:
+        problems.append(f"the model is {needs['model_bytes']:,} B but the {where} holds {room:,} B")
+    arena = needs["arena_bytes"] + needs["io_bytes"]
+    if arena > target.arena_capacity:
+        problems.append(f"the arena needs {arena:,} B ({needs['arena_bytes']:,} B planned + {needs['io_bytes']:,} B "
+                        f"input/output/profile) but the board has {target.arena_capacity:,} B")
+    if problems:
+        raise DoesNotFitError(f"{target.name}: does not fit: " + "; ".join(problems))
+
+
+def _step(msg: str, quiet: bool) -> float:
+    if not quiet:
+        print(f"[tsptq-deploy] {msg}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def _flash(target, program, quiet: bool) -> None:
+    if not target.flash:
+        raise TsptqError(f"target {target.name} has no flash command in its target.toml")
+    cmd = [a.format(elf=program) for a in target.flash]
+    _step(f"flashing: {shlex.join(cmd)}", quiet)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise TsptqError(f"flashing {target.name} failed ({shlex.join(cmd)}):\n{proc.stdout}{proc.stderr}")
+
+
+def connect(target, program, args):
+    """(an open serial-like port, its name, what to close afterwards) for the board: a board started here (QEMU or
+    the agent behind a pty), the agent over SSH, or a port given by the user."""
+    import serial
+
+    from tsptq.targets import ssh_agent, start_board
+
+    if args.port:
+        try:
+            port = serial.serial_for_url(args.port, baudrate=args.baudrate, timeout=0.05)
+        except (serial.SerialException, ValueError) as e:
+            raise TsptqError(f"cannot open the serial port {args.port}: {e}") from None
+        return port, args.port, port
+    if getattr(args, "ssh", None):
+        running = ssh_agent(target, program, args.ssh)
+        return running.serial, running.url, running
+    running = start_board(target, program)
+    return running.serial, running.url, running
+
+
+def deploy(args) -> dict:
+    from tsptq.board import Board
+    from tsptq.board_run import TickUnit, evaluate_on_board
+    from tsptq.cli import _source, resolve_data
+    from tsptq.integer import build
+    from tsptq.serial_link import Link
+    from tsptq.targets import build as build_program, load_target, program_sizes
+    from tsptq.tflite_export import to_tflite
+
+    quiet = args.quiet
+    target = load_target(args.target)
+    delivery = args.load or ("upload" if target.kind == "posix" else "flash")
+    if target.kind == "board" and not args.port:
+        raise TsptqError(f"{target.name} is a real board: give its serial port with --port (and --flash-tool to "
+                         f"flash it with `{' '.join(target.flash)}`)")
+    if not args.port and not args.ssh:
+        target.check_tools()  # before the slow part
+    if args.eval_images is not None and args.eval_images < 1:
+        raise TsptqError("--eval-images must be at least 1")
+
+    src = _source(args)
+    t = _step(f"quantizing {src.model or src.checkpoint} with {src.method} {src.bits} "
+              f"({src.calib_images} calibration images)", quiet)
+    im, qm = build(src, progress=not quiet)
+    model_bytes = to_tflite(im)
+    needs = memory_needs(im, model_bytes)
+    check_fits(target, needs, delivery)
+    _step(f"exported {len(model_bytes):,} B, {len(im.ops)} ops, arena {needs['arena_bytes']:,} B "
+          f"({time.perf_counter() - t:.1f} s); building for {target.name}", quiet)
+    program = build_program(target, embed_model=model_bytes if delivery == "flash" else None)
+    sizes = program_sizes(target, program) if target.kind != "posix" else {}
+    if target.kind == "board" and args.flash_tool:
+        _flash(target, program, quiet)
+
+    cfg = qm.graph.cfg
+    _, images, labelled = resolve_data(src.model, cfg, args.data, src.calib_images, args.eval_images, args.folder)
+    port, port_name, closer = connect(target, program, args)
+    try:
+        link = Link(port, port_name, timeout=args.timeout, retries=args.retries)
+        board = Board(link)
+        info = board.hello()
+        if delivery == "upload":
+            t = _step(f"uploading {len(model_bytes):,} B to {info.board} over {port_name}", quiet)
+            board.upload(model_bytes, progress=not quiet)
+        elif info.model_size != len(model_bytes):
+            raise TsptqError(f"{port_name}: the board holds a {info.model_size:,} B model, not the {len(model_bytes):,} B "
+                             "one just built: flash it first (--flash-tool) or use --load upload")
+        _step(f"running {len(images)} images ({images.name}) on {info.board}", quiet)
+        unit = TickUnit.of(info.tick_unit, info.tick_hz, target.instructions_per_tick)
+        result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not quiet)
+        counters = dict(link.counters)
+    finally:
+        closer.close()
+    return {
+        "target": target.name, "model": src.model or src.checkpoint, "method": src.method, "bits": src.bits,
+        "calib_images": src.calib_images, "port": port_name, "delivery": delivery,
+        "board": {k: v for k, v in vars(info).items()},
+        "memory": {**needs, "model_capacity": target.model_capacity if delivery == "upload" else
+                   (target.flash_capacity or target.model_capacity),
+                   "arena_capacity": target.arena_capacity, "firmware": sizes},
+        "result": result, "link": counters,
+    }
+
+
+def profile(args) -> dict:
+    """``tsptq profile``: the board part of a deployment, for a .tflite file and a board (already flashed, or
+    started here when no --port is given; the model is uploaded unless the board already holds it)."""
+    from tsptq.board import Board
+    from tsptq.board_run import TickUnit, evaluate_on_board
+    from tsptq.serial_link import Link
+    from tsptq.targets import build as build_program, load_target
+    from tsptq.tflite_import import read_tflite
+    from tsptq.verify import file_eval_set
+
+    target = load_target(args.target)
+    model_bytes = open(args.file, "rb").read()
+    im = read_tflite(args.file)
+    _, cfg, images, labelled = file_eval_set(im, args)
+    needs = memory_needs(im, model_bytes)
+    program = None
+    if not args.port:
+        if target.kind == "board":
+            raise TsptqError(f"{target.name} is a real board: give its serial port with --port")
+        check_fits(target, needs, "upload")
+        program = build_program(target)
+    port, port_name, closer = connect(target, program, args)
+    try:
+        link = Link(port, port_name, timeout=args.timeout, retries=args.retries)
+        board = Board(link)
+        info = board.hello()
+        board.upload(model_bytes, progress=not args.quiet)  # skipped when the board already holds this model
+        unit = TickUnit.of(info.tick_unit, info.tick_hz, target.instructions_per_tick)
+        result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not args.quiet)
+        counters = dict(link.counters)
+    finally:
+        closer.close()
+    meta = im.metadata
+    return {"target": target.name, "model": str(args.file), "method": meta.get("method"), "bits": meta.get("bits"),
+            "port": port_name, "delivery": "already on the board or uploaded", "board": dict(vars(info)),
+            "memory": {**needs, "model_capacity": info.model_capacity, "arena_capacity": info.arena_capacity,
+                       "firmware": {}},
+            "result": result, "link": counters}
+
+
+def add_board_args(ap) -> None:
+    ap.add_argument("--port", help="pyserial URL of a board already running the tsptq device program "
+                                   "(/dev/ttyUSB0, socket://host:port, rfc2217://...); default: start the board here")
+    ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--eval-images", type=int, default=100, help="images to run on the board (default 100)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds to wait for each reply before resending (default: the link's per-command timeouts)")
+    ap.add_argument("--retries", type=int, default=5, help="resends per request before giving up (default 5)")
+    ap.add_argument("--json", help="write the whole report as JSON here")
+    ap.add_argument("--report", help="directory for report.md and ops.png (per-op time plot)")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tsptq.cli import _add_model_args
+    from tsptq.targets import list_targets
+
+    ap = argparse.ArgumentParser(prog="tsptq-deploy", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", required=True, choices=list_targets(), help="board to deploy to (targets/<name>/)")
+    _add_model_args(ap)
+    ap.set_defaults(data="bundled")
+    ap.add_argument("--method", default="tsptq", help="quantization method (see `tsptq models`)")
+    ap.add_argument("--load", choices=("flash", "upload"), default=None,
+                    help="flash: bake the model into the device program; upload: send it over the serial link "
+                         "(default: upload on Linux targets, flash on microcontrollers)")
+    ap.add_argument("--ssh", metavar="USER@HOST", help="rpi: copy the agent over SSH and talk to it over its stdio")
+    ap.add_argument("--flash-tool", action="store_true", help="real boards: run the target's flash command first")
+    add_board_args(ap)
+    return ap
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="tsptq-deploy", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", required=True, choices=TARGETS, help="board to deploy to")
-    ap.add_argument("--model", default="cifar10-vit")
-    ap.add_argument("--method", default="tsptq")
-    ap.parse_args(argv)
-    print("tsptq-deploy: error: deployment to boards is not available in this version yet; "
-          "`tsptq eval` measures the quantized model on the host", file=sys.stderr)
-    return 2
+    from tsptq.deploy_report import format_table, write_reports
+
+    args = build_parser().parse_args(argv)
+    try:
+        report = deploy(args)
+    except TsptqError as e:
+        print(f"tsptq-deploy: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    for path in write_reports(report, args.json, args.report):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if report["result"]["bit_exact_fraction"] == 1.0 else 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from tsptq.atomic import atomic_write
 from tsptq.calib import datasets
 from tsptq.calib.observers import record
 from tsptq.errors import DataError
+from tsptq.faithful import FaithfulHook, faithful_logits
+from tsptq.faithful import applies as faithful_applies
 from tsptq.quantize import quantize
 from tsptq.qvit import Graph, QuantizedViT, SimHook
 from tsptq.vit import VisionTransformer
@@ -30,25 +32,46 @@ class Outputs:
     cls: torch.Tensor  # (N, D) class token after the final norm
 
 
-class _Tap(SimHook):
-    """The simulator's hook that also keeps the final-norm class token."""
+SIMULATORS = ("faithful", "float32")
+
+
+class _ClsTap:
+    """A simulator hook mix-in that also keeps the final-norm class token."""
 
     def act(self, name, kind, x):
         x = super().act(name, kind, x)
         if name == "norm":
-            self.cls.append(x[:, 0].clone())
+            self.cls.append(x[:, 0].float().clone())
         return x
 
 
+class _Tap(_ClsTap, SimHook):
+    pass
+
+
+class _FaithfulTap(_ClsTap, FaithfulHook):
+    pass
+
+
+def simulator_used(qm: QuantizedViT, simulator: str) -> str:
+    """faithful (float64, TFLite's rounding at the builtins: the integer model's arithmetic) where the quantization
+    has an integer model; the float32 simulator otherwise (FP32, A<8)."""
+    if qm.method == "fp32":
+        return "-"
+    return "faithful" if simulator == "faithful" and faithful_applies(qm) else "float32"
+
+
 @torch.no_grad()
-def predict(qm: QuantizedViT, images: np.ndarray, batch_size: int, desc: str = "", progress: bool = True) -> Outputs:
-    hook = _Tap(qm.acts)
+def predict(qm: QuantizedViT, images: np.ndarray, batch_size: int, desc: str = "", progress: bool = True,
+            simulator: str = "faithful") -> Outputs:
+    faithful = simulator_used(qm, simulator) == "faithful"
+    hook = _FaithfulTap(qm) if faithful else _Tap(qm.acts)
     hook.cls = []
     logits = []
     batches = datasets.iterate_batches(images, qm.graph.cfg, batch_size)
     total = -(-len(images) // batch_size)
     for x in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, leave=False):
-        logits.append(qm(x, hook))
+        logits.append(faithful_logits(qm, x, hook).float() if faithful else qm(x, hook))
     return Outputs(torch.cat(logits), torch.cat(hook.cls))
 
 
@@ -66,8 +89,10 @@ def compare(out: Outputs, ref: Outputs, labels: np.ndarray | None, ref_top1: flo
 
 def evaluate(model: VisionTransformer, calib: datasets.ImageSet, eval_set: datasets.ImageSet, methods: list[str],
              bits: str = "W8A8", batch_size: int | None = None, progress: bool = True,
-             labels_valid: bool = True) -> list[dict]:
-    """One row per method; 'fp32' is always measured first as the reference."""
+             labels_valid: bool = True, simulator: str = "faithful") -> list[dict]:
+    """One row per method; 'fp32' is always measured first as the reference. ``simulator``: 'faithful' runs each
+    method's integer arithmetic exactly where it has an integer model (see ``simulator_used``), 'float32' the
+    fast fake-quantized simulator; each row says which one measured it."""
     if len(eval_set) == 0:
         raise DataError("the evaluation set is empty")
     graph = Graph.from_model(model)
@@ -80,8 +105,9 @@ def evaluate(model: VisionTransformer, calib: datasets.ImageSet, eval_set: datas
     for method in ["fp32"] + [m for m in methods if m != "fp32"]:
         t0 = time.perf_counter()
         qm = quantize(graph, recorded if method != "fp32" else calib, method, bits, progress=progress)
-        out = ref if method == "fp32" else predict(qm, eval_set.images, bs, method, progress)
+        out = ref if method == "fp32" else predict(qm, eval_set.images, bs, method, progress, simulator)
         row = {"method": method, "bits": "FP32" if method == "fp32" else bits.upper(),
+               "simulator": simulator_used(qm, simulator),
                **compare(out, ref, labels, ref_top1),
                "calib_seconds": qm.info.get("calib_seconds", 0.0), "seconds": round(time.perf_counter() - t0, 1)}
         if method in methods:
@@ -90,13 +116,14 @@ def evaluate(model: VisionTransformer, calib: datasets.ImageSet, eval_set: datas
     return rows
 
 
-HEADER = f"{'method':<24}{'bits':<6}{'top-1 %':>9}{'drop pt':>9}{'agree %':>9}{'cos mean':>10}{'cos min':>9}{'calib s':>9}"
+HEADER = f"{'method':<24}{'bits':<6}{'top-1 %':>9}{'drop pt':>9}{'agree %':>9}{'cos mean':>10}{'cos min':>9}{'calib s':>9}  simulator"
 
 
 def format_row(r: dict) -> str:
     fmt = lambda v, spec: "-".rjust(int(spec.split(".")[0])) if v is None else format(v, spec)  # noqa: E731
     return (f"{r['method']:<24}{r['bits']:<6}{fmt(r['top1'], '9.2f')}{fmt(r['drop'], '9.2f')}"
-            f"{r['agreement']:9.2f}{r['cosine_mean']:10.4f}{r['cosine_min']:9.4f}{r['calib_seconds']:9.2f}")
+            f"{r['agreement']:9.2f}{r['cosine_mean']:10.4f}{r['cosine_min']:9.4f}{r['calib_seconds']:9.2f}"
+            f"  {r.get('simulator', 'float32')}")
 
 
 def format_table(rows: list[dict]) -> str:

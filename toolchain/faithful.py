@@ -70,10 +70,15 @@ class FaithfulHook(SimHook):
         return self._decode(name, K.requantize(acc, mult[0], shift[0], int(qo.zero_point)))
 
 
+def applies(qm: QuantizedViT) -> bool:
+    """Whether the quantization has an integer model to be faithful to (what ``lower`` accepts: A8, one head)."""
+    return qm.method != "fp32" and bool(qm.acts) and qm.a_bits == 8 and "head_dist" not in qm.graph.linears
+
+
 @torch.no_grad()
-def faithful_logits(qm: QuantizedViT, x: torch.Tensor) -> torch.Tensor:
-    """Logits of the faithful simulator (float64)."""
+def faithful_logits(qm: QuantizedViT, x: torch.Tensor, hook: FaithfulHook | None = None) -> torch.Tensor:
+    """Logits of the faithful simulator (float64); ``hook``: a FaithfulHook (subclass) to use instead of a new one."""
     linears = {k: (w.double(), b.double()) for k, (w, b) in qm._linears.items()}
     consts = {k: v.double() for k, v in qm._consts.items()}
     graph = replace(qm.graph, norms={k: (w.double(), b.double()) for k, (w, b) in qm.graph.norms.items()})
-    return run(graph, x.double(), FaithfulHook(qm), linears, consts)
+    return run(graph, x.double(), hook or FaithfulHook(qm), linears, consts)

@@ -43,6 +43,8 @@ _libs: dict[str, ctypes.CDLL] = {}
 def default_variant() -> str:
     from tsptq.c_build import cpu_has
 
+    if all(cpu_has(f) for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")):
+        return "avx512vnni"
     return "avx2" if cpu_has("avx2") else "native" if cpu_has("asimd") else "reference"
 
 

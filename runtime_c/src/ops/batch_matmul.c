@@ -1,6 +1,9 @@
 /* BATCH_MATMUL (TFLite semantics, adj_x = false): intkernels.batch_matmul. acc = sum_k (a - a_zp)(b - b_zp), MBQM.
  * adj_y (q k^T): both operands run along K, a dot product per output. Otherwise (probabilities x V) the output row
- * is accumulated as a sum of scaled rows of b, in chunks of TQ_BMM_CHUNK int32 accumulators on the stack. */
+ * is accumulated as a sum of scaled rows of b, in chunks of TQ_BMM_CHUNK int32 accumulators on the stack. With
+ * AVX-512 VNNI, both are the blocked products of vnni.h (b's rows or columns packed). */
+#include <string.h>
+
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
@@ -11,10 +14,68 @@ static inline int8_t bmm_out(int32_t acc, int32_t mult, int32_t shift, int32_t o
     return tq_sat8(tq_mbqm(acc, mult, shift) + out_zp);
 }
 
+#if defined(TQ_SIMD_VNNI)
+/* acc = sum_k (a - a_zp)(b - b_zp) = sum_k a b - b_zp rowsum(a) - a_zp colsum(b) + K a_zp b_zp: a's rows are A,
+ * b's rows (adj_y) or columns are B. */
+typedef struct {
+    tqv_gemm g;
+    const int8_t *a;
+    int32_t a_zp, b_zp;
+    tqv_requant q;
+    int8_t *y;
+} bmm_vnni_op;
+
+static void bmm_vnni_rows(const tqv_gemm *g, tqv_tile *t) {
+    const bmm_vnni_op *f = (const bmm_vnni_op *)(const void *)g;
+    tqv_matrix_rows(f->a, g->K, g->M, g->K, t);
+}
+
+static void bmm_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t nc, const int32_t colsum[TQV_NR]) {
+    const bmm_vnni_op *f = (const bmm_vnni_op *)(const void *)g;
+    const uint32_t kzz = (uint32_t)g->K * (uint32_t)f->a_zp * (uint32_t)f->b_zp;
+    int32_t colterm[TQV_NR];
+    tqv_colterm(colsum, (int32_t)(0u - (uint32_t)f->a_zp), (int32_t)kzz, colterm);
+    tqv_emit(t->raw, t->rowsum, t->nr, (int32_t)((uint32_t)f->b_zp + 128u), colterm, n0, nc, &f->q,
+             f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N);
+}
+
+static int bmm_vnni(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
+                    int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y) {
+    bmm_vnni_op f;
+    int32_t t;
+    if (!tqv_fits(K, 0) || !tqv_shifts_ok(&shift, 1)) return 0;
+    memset(&f, 0, sizeof f);
+    f.g.ldb = adj_y ? K : M;
+    f.g.b_cols = !adj_y;
+    f.g.N = M;
+    f.g.K = K;
+    f.g.M = N;
+    f.g.planes = 1;
+    f.g.rows = bmm_vnni_rows;
+    f.g.emit = bmm_vnni_emit;
+    f.a_zp = a_zp;
+    f.b_zp = b_zp;
+    f.q.mult0 = mult;
+    f.q.shift0 = shift;
+    f.q.how = TQV_MBQM;
+    f.q.zp = out_zp;
+    for (t = 0; t < batch; t++) {
+        f.a = a + (ptrdiff_t)t * N * K;
+        f.g.b = b + (ptrdiff_t)t * K * M;
+        f.y = y + (ptrdiff_t)t * N * M;
+        tqv_gemm_run(&f.g);
+    }
+    return 1;
+}
+#endif
+
 void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
                      int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y) {
     int32_t t, n, m, k;
     const int simd = TQ_SIMD && tq_zp_ok(a_zp) && tq_zp_ok(b_zp);
+#if defined(TQ_SIMD_VNNI)
+    if (bmm_vnni(a, b, batch, N, K, M, adj_y, a_zp, b_zp, mult, shift, out_zp, y)) return;
+#endif
     for (t = 0; t < batch; t++) {
         const int8_t *at = a + (ptrdiff_t)t * N * K, *bt = b + (ptrdiff_t)t * K * M;
         int8_t *yt = y + (ptrdiff_t)t * N * M;

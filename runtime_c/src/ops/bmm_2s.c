@@ -1,7 +1,10 @@
 /* TSPTQ_BMM_2S (docs/integer-semantics.md; intkernels.bmm_2s): attention x V with a two-scale or log2 probability
  * code. Each row of a is decoded once into scratch (N int32); the output row accumulates d_ij * (v_j - b_zp) in
  * chunks of TQ_BMM2S_CHUNK int32 accumulators on the stack. The SIMD paths skip zero weights (most of a log2 row)
- * and pair the rest for vpmaddwd when they fit an int16. */
+ * and pair the rest for vpmaddwd when they fit an int16. With AVX-512 VNNI, a two-scale code is split into its fine
+ * and coarse planes for the blocked products of vnni.h (V's columns packed). */
+#include <string.h>
+
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
@@ -20,11 +23,74 @@ static inline int32_t decode_prob(uint8_t q, int32_t kind, int32_t bits, int32_t
     }
 }
 
+#if defined(TQ_SIMD_VNNI)
+/* two_scale probabilities: a's rows as two planes (fine, coarse << m) are A, V's columns are B;
+ * acc = sum_j d_j v_j - b_zp * sum_j d_j. */
+typedef struct {
+    tqv_gemm g;
+    const uint8_t *a;
+    int32_t bits, m, signed_fine, b_zp;
+    tqv_requant q;
+    int8_t *y;
+} bmm2s_vnni_op;
+
+static void bmm2s_vnni_rows(const tqv_gemm *g, tqv_tile *t) {
+    const bmm2s_vnni_op *f = (const bmm2s_vnni_op *)(const void *)g;
+    tqv_plane_rows(f->a, g->K, g->K, f->bits, f->signed_fine, t);
+}
+
+static void bmm2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t nc, const int32_t colsum[TQV_NR]) {
+    const bmm2s_vnni_op *f = (const bmm2s_vnni_op *)(const void *)g;
+    int32_t acc[TQV_MR / 2][TQV_NR], sum[TQV_MR / 2], colterm[TQV_NR];
+    (void)colsum;
+    memset(colterm, 0, sizeof colterm);
+    tqv_combine_planes(t, f->m, acc, sum);
+    tqv_emit(acc, sum, t->nr, f->b_zp, colterm, n0, nc, &f->q, f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N);
+}
+
+static int bmm2s_vnni(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
+                      int32_t bits, int32_t m, int32_t signed_fine, int32_t b_zp, int32_t mult, int32_t shift,
+                      int32_t out_zp, int8_t *y) {
+    bmm2s_vnni_op f;
+    int32_t t;
+    if (a_kind != TQ_TWO_SCALE || bits < 2 || bits > 8 || m < 0 || m > 31 || !tqv_fits(N, 0) ||
+        !tqv_shifts_ok(&shift, 1))
+        return 0;
+    memset(&f, 0, sizeof f);
+    f.g.ldb = M;
+    f.g.b_cols = 1;
+    f.g.N = M;
+    f.g.K = N;
+    f.g.M = N;
+    f.g.planes = 2;
+    f.g.rows = bmm2s_vnni_rows;
+    f.g.emit = bmm2s_vnni_emit;
+    f.bits = bits;
+    f.m = m;
+    f.signed_fine = signed_fine;
+    f.b_zp = b_zp;
+    f.q.mult0 = mult;
+    f.q.shift0 = shift;
+    f.q.how = TQV_REQUANT1;
+    f.q.zp = out_zp;
+    for (t = 0; t < batch; t++) {
+        f.a = a + (ptrdiff_t)t * N * N;
+        f.g.b = b + (ptrdiff_t)t * N * M;
+        f.y = y + (ptrdiff_t)t * N * M;
+        tqv_gemm_run(&f.g);
+    }
+    return 1;
+}
+#endif
+
 void tq_bmm_2s(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
                int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
                int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
     int32_t t, i, j, c, m0, mc;
     int32_t acc[TQ_BMM2S_CHUNK];
+#if defined(TQ_SIMD_VNNI)
+    if (bmm2s_vnni(a, b, batch, N, M, a_kind, bits, m, signed_fine, b_zp, mult, shift, out_zp, y)) return;
+#endif
     for (t = 0; t < batch; t++) {
         const uint8_t *at = a + (ptrdiff_t)t * N * N;
         const int8_t *bt = b + (ptrdiff_t)t * N * M;

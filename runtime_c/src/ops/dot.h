@@ -6,6 +6,9 @@
  *
  *   -DTSPTQ_REFERENCE_ONLY   portable C only (wins over everything else)
  *   -DTSPTQ_USE_AVX2 -mavx2  x86 AVX2 (vpmaddwd on sign-extended int16 operands)
+ *   -DTSPTQ_USE_AVX512VNNI -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
+ *                            x86 AVX-512 VNNI: the blocked vpdpbusd products of vnni.h (TQ_SIMD_VNNI), with the AVX2
+ *                            bodies below for the cases they do not take
  *   __ARM_NEON               AArch64/ARMv7 NEON (vmlal_s16), automatic when the compiler targets NEON
  *
  * The SIMD paths need zero points in [-128, 127] (so that code - zp fits an int16); the kernels check
@@ -17,7 +20,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if !defined(TSPTQ_REFERENCE_ONLY) && defined(TSPTQ_USE_AVX2)
+#if !defined(TSPTQ_REFERENCE_ONLY) && defined(TSPTQ_USE_AVX512VNNI)
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || !defined(__AVX512DQ__) ||             \
+    !defined(__AVX512VNNI__)
+#error "TSPTQ_USE_AVX512VNNI needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni (or a -march with them)"
+#endif
+#define TQ_SIMD_VNNI 1
+#endif
+
+#if !defined(TSPTQ_REFERENCE_ONLY) && (defined(TSPTQ_USE_AVX2) || defined(TQ_SIMD_VNNI))
 #if !defined(__AVX2__)
 #error "TSPTQ_USE_AVX2 needs -mavx2 (or a -march with AVX2)"
 #endif
@@ -303,6 +314,10 @@ static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t 
     tq_axpy_s8_ref(acc, a, b, bz, n);
 }
 
+#endif
+
+#if defined(TQ_SIMD_VNNI)
+#include "vnni.h"
 #endif
 
 #endif

@@ -1,7 +1,10 @@
 /* TSPTQ_FC_2S (docs/integer-semantics.md; intkernels.fc_2s): a fully connected layer over a decoded input code,
  * single-rounding per-channel requantization. Each row is decoded once into scratch (4 * I bytes): int32 values on
  * the reference path, int16 values (and, for sign-split, the positive and negative fields as two int16 halves) on the
- * SIMD paths, which fall back to the reference for a row whose decoded values do not fit an int16. */
+ * SIMD paths, which fall back to the reference for a row whose decoded values do not fit an int16. With AVX-512
+ * VNNI, the blocked products of vnni.h take the whole layer (fc2s_vnni) and the scratch is not used. */
+#include <string.h>
+
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
@@ -55,11 +58,172 @@ static void fc_2s_row_ref(const uint8_t *xr, int32_t I, int32_t in_kind, int32_t
         yr[o] = fc2s_out(tq_dot_s32s8_ref(d, w + (ptrdiff_t)o * I, I), o, bias, out_mult, out_shift, out_zp);
 }
 
+#if defined(TQ_SIMD_VNNI)
+/* The AVX-512 VNNI path: x's rows are A (as they are for a uniform code; with each shifted channel repeated 2^shift
+ * times for channel_pow2; as two planes, fine and coarse or positive and negative, for two_scale and sign_split),
+ * w's rows are B. */
+#define FC2S_MAX_EXT 1024
+
+enum { FC2S_RAW, FC2S_EXT, FC2S_PLANES };
+
+typedef struct {
+    tqv_gemm g;
+    const uint8_t *x;
+    int mode;
+    int32_t in_kind, in_zp, bits, m, signed_fine, neg_mult, neg_shift;
+    tqv_requant q;
+    int8_t *y;
+} fc2s_vnni_op;
+
+/* channel_pow2: channel i, shifted by s, becomes 2^s copies of itself (the first in place, the others appended). */
+static int32_t fc2s_ext_columns(const int8_t *in_shift, int32_t I, int32_t *ext) {
+    int32_t i, n = 0, j;
+    for (i = 0; i < I; i++) {
+        const int32_t s = in_shift ? in_shift[i] : 0;
+        if (s < 0 || s > 10 || n + (1 << s) - 1 > FC2S_MAX_EXT) return -1;
+        for (j = 1; j < (1 << s); j++) ext[n++] = i;
+    }
+    return n;
+}
+
+static void fc2s_ext_rows(const fc2s_vnni_op *f, tqv_tile *t) {
+    const int32_t I = f->g.K, kpad = (I + 3) & ~3, n = kpad + ((f->g.n_ext + 3) & ~3);
+    int32_t r, e;
+    for (r = 0; r < TQV_MR; r++) {
+        const int8_t *xr = (const int8_t *)f->x + (ptrdiff_t)(t->r0 + r) * I;
+        int8_t *ar = t->buf[r];
+        if (r >= t->nr) {
+            t->a[r] = t->a[0];
+            t->rowsum[r] = 0;
+            continue;
+        }
+        memset(ar, 0, (size_t)n);
+        memcpy(ar, xr, (size_t)I);
+        for (e = 0; e < f->g.n_ext; e++) ar[kpad + e] = xr[f->g.ext[e]];
+        t->a[r] = ar;
+        t->rowsum[r] = tqv_rowsum(ar, n);
+    }
+}
+
+static void fc2s_vnni_rows(const tqv_gemm *g, tqv_tile *t) {
+    const fc2s_vnni_op *f = (const fc2s_vnni_op *)(const void *)g;
+    if (f->mode == FC2S_RAW)
+        tqv_matrix_rows((const int8_t *)f->x, g->K, g->M, g->K, t);
+    else if (f->mode == FC2S_EXT)
+        fc2s_ext_rows(f, t);
+    else
+        tqv_plane_rows(f->x, g->K, g->K, f->bits, f->in_kind == TQ_TWO_SCALE && f->signed_fine, t);
+}
+
+/* sign_split: acc = pos - requant1(neg, neg_mult, neg_shift), both exact int32 sums (the two planes), then the
+ * usual requant1. */
+static void fc2s_emit_sign_split(const fc2s_vnni_op *f, const tqv_tile *t, int32_t n0, int32_t nc) {
+    const int32_t half = TQV_MR / 2;
+    const __m512i nm = _mm512_set1_epi64(f->neg_mult), ns = _mm512_set1_epi64(f->neg_shift);
+    int32_t r, h, part;
+    for (r = 0; r < t->nr; r++) {
+        const __m512i k_pos = _mm512_set1_epi32((int32_t)((uint32_t)t->rowsum[r] << 7)),
+                      k_neg = _mm512_set1_epi32((int32_t)((uint32_t)t->rowsum[half + r] << 7));
+        for (h = 0; h < 2; h++) {
+            const int32_t c = n0 + 16 * h;
+            const __mmask16 m = tqv_lanes(nc - 16 * h);
+            __m512i pos, neg, bias, mult, shift;
+            __m128i out[2];
+            if (!m) continue;
+            pos = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(t->raw[r] + 16 * h)), k_pos);
+            neg = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(t->raw[half + r] + 16 * h)), k_neg);
+            bias = tqv_param(f->q.bias ? f->q.bias + c : NULL, m, 0);
+            mult = _mm512_maskz_loadu_epi32(m, f->q.mult + c);
+            shift = _mm512_maskz_loadu_epi32(m, f->q.shift + c);
+            for (part = 0; part < 2; part++) {
+                __m512i (*const half64)(__m512i) = part ? tqv_hi64 : tqv_lo64;
+                const __m512i acc = _mm512_sub_epi64(half64(pos), tqv_requant1(half64(neg), nm, ns));
+                out[part] = tqv_out8(_mm512_add_epi64(acc, half64(bias)), half64(mult), half64(shift), TQV_REQUANT1,
+                                     f->q.zp);
+            }
+            _mm_mask_storeu_epi8(f->y + (ptrdiff_t)(t->r0 + r) * f->g.N + c, m, _mm_unpacklo_epi64(out[0], out[1]));
+        }
+    }
+}
+
+static void fc2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t nc, const int32_t colsum[TQV_NR]) {
+    const fc2s_vnni_op *f = (const fc2s_vnni_op *)(const void *)g;
+    int8_t *y = f->y + (ptrdiff_t)t->r0 * g->N + n0;
+    int32_t colterm[TQV_NR];
+    if (f->mode != FC2S_PLANES) {
+        tqv_colterm(colsum, (int32_t)(0u - (uint32_t)f->in_zp), 0, colterm);
+        tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, y, g->N);
+    } else if (f->in_kind == TQ_TWO_SCALE) {
+        int32_t acc[TQV_MR / 2][TQV_NR], sum[TQV_MR / 2];
+        memset(colterm, 0, sizeof colterm);
+        tqv_combine_planes(t, f->m, acc, sum);
+        tqv_emit(acc, sum, t->nr, 0, colterm, n0, nc, &f->q, y, g->N);
+    } else {
+        fc2s_emit_sign_split(f, t, n0, nc);
+    }
+}
+
+static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp,
+                     const int8_t *in_shift, int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult,
+                     int32_t neg_shift, const int8_t *w, int32_t O, const int32_t *bias, const int32_t *out_mult,
+                     const int32_t *out_shift, int32_t out_zp, int8_t *y) {
+    int32_t ext[FC2S_MAX_EXT], n_ext = 0;
+    fc2s_vnni_op f;
+    memset(&f, 0, sizeof f);
+    if (!tqv_shifts_ok(out_shift, O)) return 0;
+    if (in_kind == TQ_UNIFORM) {
+        f.mode = FC2S_RAW;
+    } else if (in_kind == TQ_CHANNEL_POW2) {
+        n_ext = fc2s_ext_columns(in_shift, I, ext);
+        if (n_ext < 0) return 0;
+        f.mode = n_ext ? FC2S_EXT : FC2S_RAW;
+    } else if (in_kind == TQ_TWO_SCALE || in_kind == TQ_SIGN_SPLIT) {
+        if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
+        if (in_kind == TQ_SIGN_SPLIT && !tqv_shifts_ok(&neg_shift, 1)) return 0;
+        f.mode = FC2S_PLANES;
+    } else {
+        return 0;
+    }
+    if (!tqv_fits(I, n_ext)) return 0;
+    f.g.b = w;
+    f.g.ldb = I;
+    f.g.N = O;
+    f.g.K = I;
+    f.g.ext = ext;
+    f.g.n_ext = n_ext;
+    f.g.M = rows;
+    f.g.planes = f.mode == FC2S_PLANES ? 2 : 1;
+    f.g.rows = fc2s_vnni_rows;
+    f.g.emit = fc2s_vnni_emit;
+    f.x = x;
+    f.in_kind = in_kind;
+    f.in_zp = in_zp;
+    f.bits = bits;
+    f.m = m;
+    f.signed_fine = signed_fine;
+    f.neg_mult = neg_mult;
+    f.neg_shift = neg_shift;
+    f.q.bias = bias;
+    f.q.mult = out_mult;
+    f.q.shift = out_shift;
+    f.q.how = TQV_REQUANT1;
+    f.q.zp = out_zp;
+    f.y = y;
+    tqv_gemm_run(&f.g);
+    return 1;
+}
+#endif
+
 void tq_fc_2s(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
               int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult, int32_t neg_shift, const int8_t *w,
               int32_t O, const int32_t *bias, const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp,
               int8_t *y, int32_t *scratch) {
     int32_t r;
+#if defined(TQ_SIMD_VNNI)
+    if (fc2s_vnni(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, neg_mult, neg_shift, w, O, bias,
+                  out_mult, out_shift, out_zp, y))
+        return;
+#endif
     for (r = 0; r < rows; r++) {
         const uint8_t *xr = x + (ptrdiff_t)r * I;
         int8_t *yr = y + (ptrdiff_t)r * O;

@@ -1,0 +1,183 @@
+/* tsptq runtime: the fixed-point primitives of fixedpoint.h on AVX-512 vectors (internal to src/ops; compiled only
+ * with -DTSPTQ_USE_AVX512VNNI, see dot.h): 8 int64 lanes at a time, lane by lane the same arithmetic as the scalar
+ * functions, wrap-around included (vpmullq keeps the low 64 bits of a product, as the uint64 products there do).
+ * Shift amounts must stay in the ranges the scalar functions define (tqv_shifts_ok checks a parameter vector).
+ */
+#ifndef TSPTQ_AVX512_H
+#define TSPTQ_AVX512_H
+
+#include <stdint.h>
+
+#include <immintrin.h>
+
+#include "../fixedpoint.h"
+
+/* tq_rdbpot64: x / 2^e rounded half away from zero, 0 <= e <= 62 */
+static inline __m512i tqv_rdbpot(__m512i x, __m512i e) {
+    const __m512i one = _mm512_set1_epi64(1);
+    const __m512i mask = _mm512_sub_epi64(_mm512_sllv_epi64(one, e), one);
+    const __m512i rem = _mm512_and_si512(x, mask);
+    const __m512i thr = _mm512_add_epi64(_mm512_srli_epi64(mask, 1), _mm512_srli_epi64(x, 63));
+    const __m512i q = _mm512_srav_epi64(x, e);
+    return _mm512_mask_add_epi64(q, _mm512_cmpgt_epi64_mask(rem, thr), q, one);
+}
+
+/* tq_requant1 */
+static inline __m512i tqv_requant1(__m512i x, __m512i mult, __m512i shift) {
+    return tqv_rdbpot(_mm512_mullo_epi64(x, mult), _mm512_sub_epi64(_mm512_set1_epi64(31), shift));
+}
+
+/* tq_mbqm1 */
+static inline __m512i tqv_mbqm1(__m512i x, __m512i mult, __m512i shift) {
+    const __m512i total = _mm512_sub_epi64(_mm512_set1_epi64(31), shift);
+    const __m512i round = _mm512_sllv_epi64(_mm512_set1_epi64(1), _mm512_sub_epi64(total, _mm512_set1_epi64(1)));
+    return _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(x, mult), round), total);
+}
+
+/* tq_srdhm64 */
+static inline __m512i tqv_srdhm(__m512i a, __m512i mult) {
+    const __m512i zero = _mm512_setzero_si512(), imin = _mm512_set1_epi64(TQ_INT32_MIN);
+    const __mmask8 sat = _mm512_cmpeq_epi64_mask(a, imin) & _mm512_cmpeq_epi64_mask(mult, imin);
+    const __m512i ab = _mm512_mullo_epi64(a, mult);
+    const __m512i nudge = _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(ab, zero), _mm512_set1_epi64(1 << 30),
+                                                  _mm512_set1_epi64(1 - (1 << 30)));
+    const __m512i s = _mm512_add_epi64(ab, nudge);
+    /* truncating division by 2^31: add 2^31 - 1 to negative values before the arithmetic shift */
+    const __m512i h = _mm512_srai_epi64(
+        _mm512_add_epi64(s, _mm512_and_si512(_mm512_srai_epi64(s, 63), _mm512_set1_epi64(0x7FFFFFFF))), 31);
+    return _mm512_mask_mov_epi64(h, sat, _mm512_set1_epi64(TQ_INT32_MAX));
+}
+
+/* tq_mbqm: SRDHM(x << max(shift, 0), M), then RDBPOT by max(-shift, 0) */
+static inline __m512i tqv_mbqm(__m512i x, __m512i mult, __m512i shift) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i h = tqv_srdhm(_mm512_sllv_epi64(x, _mm512_max_epi64(shift, zero)), mult);
+    return tqv_rdbpot(h, _mm512_max_epi64(_mm512_sub_epi64(zero, shift), zero));
+}
+
+enum { TQV_REQUANT1, TQV_MBQM, TQV_MBQM1 };
+
+/* sat8(requantize(x) + zp) of 8 int64 lanes, as the low 8 bytes. */
+static inline __m128i tqv_out8(__m512i x, __m512i mult, __m512i shift, int how, int32_t zp) {
+    __m512i v = how == TQV_REQUANT1 ? tqv_requant1(x, mult, shift)
+                : how == TQV_MBQM1  ? tqv_mbqm1(x, mult, shift)
+                                    : tqv_mbqm(x, mult, shift);
+    v = _mm512_add_epi64(v, _mm512_set1_epi64(zp));
+    v = _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(-128)), _mm512_set1_epi64(127));
+    return _mm512_cvtepi64_epi8(v);
+}
+
+static inline __m512i tqv_lo64(__m512i v) { return _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)); }
+static inline __m512i tqv_hi64(__m512i v) { return _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)); }
+
+/* sat8(requantize(acc + bias) + zp) of 16 int32 lanes (acc + bias in 64 bits, as the reference adds them). */
+static inline __m128i tqv_out16(__m512i acc, __m512i bias, __m512i mult, __m512i shift, int how, int32_t zp) {
+    const __m128i lo = tqv_out8(_mm512_add_epi64(tqv_lo64(acc), tqv_lo64(bias)), tqv_lo64(mult), tqv_lo64(shift), how,
+                                zp);
+    const __m128i hi = tqv_out8(_mm512_add_epi64(tqv_hi64(acc), tqv_hi64(bias)), tqv_hi64(mult), tqv_hi64(shift), how,
+                                zp);
+    return _mm_unpacklo_epi64(lo, hi);
+}
+
+/* Lanes c < n of 16 (n may be <= 0 or >= 16). */
+static inline __mmask16 tqv_lanes(int32_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* 16 int32 per-channel values at p (lanes m), or v broadcast when p is NULL. */
+static inline __m512i tqv_param(const int32_t *p, __mmask16 m, int32_t v) {
+    return p ? _mm512_maskz_loadu_epi32(m, p) : _mm512_set1_epi32(v);
+}
+
+/* The vector requantization matches the scalar one for shifts in this range (every multiplier the exporter and
+ * TFLite's QuantizeMultiplier make); other values take the scalar path. */
+static inline int tqv_shifts_ok(const int32_t *shift, int32_t n) {
+    int32_t i;
+    for (i = 0; i < n; i++)
+        if (shift[i] < -31 || shift[i] > 30) return 0;
+    return 1;
+}
+
+/* ---- requantizing 16 int32 accumulators, parameters prepared once for many rows --------------------------------- */
+
+/* The accumulators are split into even and odd lanes (each in the low dword of a qword), so vpmuldq multiplies them by
+ * the int32 multipliers into exact int64 products without widening; the bias enters as the precomputed product
+ * bias * M ((acc + bias) * M modulo 2^64, as the scalar code computes it). */
+typedef struct {
+    int how;              /* TQV_REQUANT1, TQV_MBQM, TQV_MBQM1 */
+    int sat;              /* MBQM with a multiplier INT32_MIN (SRDHM's saturating case): the lane-by-lane path */
+    __m512i bias, mult, shift; /* as given (int32 lanes), for the saturating case */
+    __m512i m[2], bm[2];  /* even / odd lanes: the multiplier, bias * multiplier */
+    __m512i left[2];      /* MBQM: the left shift */
+    __m512i e[2], mask[2], half[2]; /* the rounding right shift e, 2^e - 1, (2^e - 1) >> 1; MBQM1: e and 2^(e-1) */
+    __m512i zp;
+} tqv_rq16;
+
+static inline __m512i tqv_even64(__m512i v) { return _mm512_srai_epi64(_mm512_slli_epi64(v, 32), 32); }
+static inline __m512i tqv_odd64(__m512i v) { return _mm512_srai_epi64(v, 32); }
+
+static inline void tqv_rq_prepare(tqv_rq16 *q, int how, __m512i bias, __m512i mult, __m512i shift, int32_t zp) {
+    const __m512i one = _mm512_set1_epi64(1), zero = _mm512_setzero_si512();
+    int p;
+    q->how = how;
+    q->bias = bias;
+    q->mult = mult;
+    q->shift = shift;
+    q->sat = how == TQV_MBQM && _mm512_cmpeq_epi32_mask(mult, _mm512_set1_epi32(TQ_INT32_MIN)) != 0;
+    q->zp = _mm512_set1_epi64(zp);
+    for (p = 0; p < 2; p++) {
+        const __m512i b = p ? _mm512_srli_epi64(bias, 32) : bias, m = p ? _mm512_srli_epi64(mult, 32) : mult;
+        const __m512i sh = p ? tqv_odd64(shift) : tqv_even64(shift);
+        __m512i e;
+        q->m[p] = m;
+        q->bm[p] = _mm512_mul_epi32(b, m);
+        q->left[p] = _mm512_max_epi64(sh, zero);
+        e = how == TQV_MBQM ? _mm512_max_epi64(_mm512_sub_epi64(zero, sh), zero)
+                            : _mm512_sub_epi64(_mm512_set1_epi64(31), sh);
+        q->e[p] = e;
+        q->mask[p] = _mm512_sub_epi64(_mm512_sllv_epi64(one, e), one);
+        q->half[p] = how == TQV_MBQM1 ? _mm512_sllv_epi64(one, _mm512_sub_epi64(e, one))
+                                      : _mm512_srli_epi64(q->mask[p], 1);
+    }
+}
+
+/* tqv_rdbpot with e's mask and half mask precomputed */
+static inline __m512i tqv_rdbpot_pre(__m512i x, __m512i e, __m512i mask, __m512i half) {
+    const __m512i rem = _mm512_and_si512(x, mask);
+    const __m512i thr = _mm512_add_epi64(half, _mm512_srli_epi64(x, 63));
+    const __m512i q = _mm512_srav_epi64(x, e);
+    return _mm512_mask_add_epi64(q, _mm512_cmpgt_epi64_mask(rem, thr), q, _mm512_set1_epi64(1));
+}
+
+/* tq_srdhm64 of a product ab = a * M already formed (no saturating case) */
+static inline __m512i tqv_srdhm_product(__m512i ab) {
+    const __m512i nudge = _mm512_mask_blend_epi64(_mm512_movepi64_mask(ab), _mm512_set1_epi64(1 << 30),
+                                                  _mm512_set1_epi64(1 - (1 << 30)));
+    const __m512i s = _mm512_add_epi64(ab, nudge);
+    return _mm512_srai_epi64(
+        _mm512_add_epi64(s, _mm512_and_si512(_mm512_srai_epi64(s, 63), _mm512_set1_epi64(0x7FFFFFFF))), 31);
+}
+
+/* sat8(requantize(x) + zp) of the even (p = 0) or odd lanes of acc, int64 results in qword lanes. */
+static inline __m512i tqv_rq_half(const tqv_rq16 *q, __m512i acc, int p) {
+    const __m512i prod = _mm512_add_epi64(_mm512_mul_epi32(p ? _mm512_srli_epi64(acc, 32) : acc, q->m[p]), q->bm[p]);
+    __m512i v;
+    if (q->how == TQV_REQUANT1)
+        v = tqv_rdbpot_pre(prod, q->e[p], q->mask[p], q->half[p]);
+    else if (q->how == TQV_MBQM1)
+        v = _mm512_srav_epi64(_mm512_add_epi64(prod, q->half[p]), q->e[p]);
+    else /* (acc + bias) * M << left == ((acc + bias) << left) * M modulo 2^64 */
+        v = tqv_rdbpot_pre(tqv_srdhm_product(_mm512_sllv_epi64(prod, q->left[p])), q->e[p], q->mask[p], q->half[p]);
+    v = _mm512_add_epi64(v, q->zp);
+    return _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(-128)), _mm512_set1_epi64(127));
+}
+
+/* The 16 output bytes of 16 accumulators. */
+static inline __m128i tqv_rq_apply(const tqv_rq16 *q, __m512i acc) {
+    if (q->sat)
+        return tqv_out16(acc, q->bias, q->mult, q->shift, q->how, _mm_cvtsi128_si32(_mm512_castsi512_si128(q->zp)));
+    return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32((__mmask16)0xAAAA, tqv_rq_half(q, acc, 0),
+                                                        _mm512_slli_epi64(tqv_rq_half(q, acc, 1), 32)));
+}
+
+#endif
