@@ -14,19 +14,10 @@
  * - Memory: the tq_device (with its tsptq_model) in RAM; the upload buffer and the arena in PSRAM (mps2-an386.ld).
  * - TQ_EMBEDDED_MODEL: a model baked into the image (tsptq.targets generates tq_embedded_model in .rodata, i.e. the
  *   "flash" at 0x0) is committed at boot; an upload replaces it until the next reset.
+ * The buffers, the reset, the SysTick set-up and the main loop are common/cortex_m.c; this file has UART0 and the
+ * SysTick tick count.
  */
-#include <stdint.h>
-
-#include "tq_device.h"
-
-#ifndef TQ_MODEL_CAPACITY
-#define TQ_MODEL_CAPACITY (8u * 1024u * 1024u)
-#endif
-#ifndef TQ_ARENA_CAPACITY
-#define TQ_ARENA_CAPACITY (4u * 1024u * 1024u)
-#endif
-
-#define REG32(addr) (*(volatile uint32_t *)(addr))
+#include "cortex_m.h"
 
 /* CMSDK APB UART (Arm CMSDK technical reference, "APB UART"); QEMU hw/char/cmsdk-apb-uart.c */
 #define UART0_BASE 0x40004000u
@@ -38,27 +29,11 @@
 #define UART_STATE_TXFULL 1u
 #define UART_STATE_RXFULL 2u
 
-/* Cortex-M4 system control space (Armv7-M ARM, B3.2 and B3.3) */
-#define SYST_CSR REG32(0xE000E010u) /* bit 0 ENABLE, bit 1 TICKINT, bit 2 CLKSOURCE (1: core clock) */
-#define SYST_RVR REG32(0xE000E014u)
-#define SYST_CVR REG32(0xE000E018u)
-#define SCB_ICSR REG32(0xE000ED04u) /* bit 26: PENDSTSET, SysTick pending */
-#define SCB_AIRCR REG32(0xE000ED0Cu)
-#define NVIC_ISER0 REG32(0xE000E100u)
 #define UART0_RX_IRQ 0 /* mps2-an386 interrupt map: UART0 RX is IRQ 0, TX IRQ 1 */
 #define CORE_HZ 25000000u
 #define BAUD 115200u
 
 extern volatile uint32_t tq_systick_wraps; /* startup.c */
-
-#ifdef TQ_EMBEDDED_MODEL
-extern const uint8_t tq_embedded_model[];
-extern const uint32_t tq_embedded_model_len;
-#endif
-
-static uint8_t model_buf[TQ_MODEL_CAPACITY] __attribute__((section(".model_buf"), aligned(16)));
-static uint8_t arena[TQ_ARENA_CAPACITY] __attribute__((section(".arena"), aligned(16)));
-static tq_device dev;
 
 /* Received bytes go through a ring filled by the RX interrupt; the main loop sleeps (WFI) while it is empty, so an
  * idle board costs QEMU no host CPU (a polling loop keeps a host core at 100%). QEMU's CMSDK UART holds one byte and
@@ -97,13 +72,6 @@ static void uart_write(const uint8_t *bytes, size_t n) {
     }
 }
 
-static void systick_init(void) {
-    SYST_CSR = 0;
-    SYST_RVR = 0x00FFFFFFu; /* period 2^24 ticks */
-    SYST_CVR = 0;           /* any write clears it; counting starts from the reload value */
-    SYST_CSR = 7u;          /* core clock, interrupt on wrap, enabled */
-}
-
 /* 64-bit ticks since boot: the wrap count and the down-counter read together with interrupts off; a wrap that is
  * pending but not yet counted is added by hand (the counter is read again after it, so the two agree).
  * SysTick pends its interrupt as the counter goes from 1 to 0, so the period runs 0, RVR, ..., 1: the position in it
@@ -124,36 +92,32 @@ static uint64_t board_ticks(void) {
 
 static uint32_t board_clock(void) { return (uint32_t)board_ticks(); }
 
-static void board_reset(void) {
-    /* NVIC_SystemReset: every byte of the reply was handed to the UART by uart_write (QEMU sends it at once) */
-    __asm__ volatile("dsb" ::: "memory");
-    SCB_AIRCR = (0x05FAu << 16) | (SCB_AIRCR & (7u << 8)) | (1u << 2);
-    __asm__ volatile("dsb" ::: "memory");
-    for (;;) {
-    }
+/* The next received byte from the ring, or -1. */
+static int rx_getc(void) {
+    uint8_t byte;
+    if (rx_tail == rx_head) return -1;
+    byte = rx_ring[rx_tail & (RX_RING - 1u)];
+    rx_tail++;
+    return byte;
 }
 
+/* Sleep until a byte arrives: with interrupts masked, an RX interrupt between the test and WFI still wakes it (it is
+ * pending), and is taken right after cpsie. */
+static void rx_wait(void) {
+    __asm__ volatile("cpsid i" ::: "memory");
+    if (rx_head == rx_tail) __asm__ volatile("dsb\n\twfi" ::: "memory");
+    __asm__ volatile("cpsie i\n\tisb" ::: "memory");
+}
+
+/* RESET: NVIC_SystemReset at once: every byte of the reply was handed to the UART by uart_write (QEMU sends it at
+ * once). */
 static const tq_board board = {
-    "mps2-an386", "systick", CORE_HZ, model_buf, TQ_MODEL_CAPACITY, arena, TQ_ARENA_CAPACITY,
-    uart_write, board_ticks, board_clock, board_reset,
+    "mps2-an386", "systick", CORE_HZ, TQ_CM_MODEL_BUF, TQ_MODEL_CAPACITY, tq_cm_arena, TQ_ARENA_CAPACITY,
+    uart_write, board_ticks, board_clock, tq_cm_system_reset,
 };
 
 int main(void) {
     uart_init();
-    systick_init();
-    tq_device_init(&dev, &board);
-#ifdef TQ_EMBEDDED_MODEL
-    (void)tq_device_set_model(&dev, tq_embedded_model, tq_embedded_model_len); /* a rejected one: HELLO shows none */
-#endif
-    for (;;) {
-        /* sleep until a byte arrives: with interrupts masked, an RX interrupt between the test and WFI still
-         * wakes it (it is pending), and is taken right after cpsie */
-        __asm__ volatile("cpsid i" ::: "memory");
-        if (rx_head == rx_tail) __asm__ volatile("dsb\n\twfi" ::: "memory");
-        __asm__ volatile("cpsie i\n\tisb" ::: "memory");
-        while (rx_tail != rx_head) {
-            tq_device_feed(&dev, rx_ring[rx_tail & (RX_RING - 1u)]);
-            rx_tail++;
-        }
-    }
+    tq_cm_systick_start();
+    tq_cm_run(&board, rx_getc, rx_wait);
 }

@@ -1,14 +1,11 @@
-/* Start-up code for the mps2-an386 firmware (Cortex-M4F): the vector table, Reset_Handler (FPU on, .data copied from
- * flash, .bss zeroed, then main), the SysTick handler that extends the 24-bit SysTick to 64 bits (board.c reads it),
- * and the fault handlers.
+/* Start-up code for the mps2-an386 firmware (Cortex-M4F): the vector table, Reset_Handler (common/cortex_m.c's
+ * tq_cm_start: FPU on, the fault handlers enabled here, .data copied from flash, .bss zeroed, then main), the SysTick
+ * handler that extends the 24-bit SysTick to 64 bits (board.c reads it), and the fault handlers.
  *
  * A fault is reported through Arm semihosting (QEMU runs with -semihosting-config enable=on,target=native): the
  * handler prints "tsptq mps2-an386: <fault> at pc 0x..." on QEMU's stderr and exits QEMU with status 1, so the host
  * sees the link close at once with the reason, instead of a board that silently stops answering. */
-#include <stdint.h>
-
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
-extern int main(void);
+#include "cortex_m.h"
 
 /* SysTick wraps since boot (one wrap = 2^24 core clock ticks); read by board.c. */
 volatile uint32_t tq_systick_wraps;
@@ -22,11 +19,6 @@ void BusFault_Handler(void);
 void UsageFault_Handler(void);
 void Default_Handler(void);
 void UART0RX_Handler(void); /* board.c */
-
-#define REG32(addr) (*(volatile uint32_t *)(addr))
-#define SCB_CPACR REG32(0xE000ED88u) /* coprocessor access control (CP10/CP11: the FPU) */
-#define SCB_CFSR REG32(0xE000ED28u)  /* configurable fault status */
-#define SCB_SHCSR REG32(0xE000ED24u) /* system handler control: enable MemManage/BusFault/UsageFault */
 
 /* ---- semihosting (only used to report a fault) ------------------------------------------------------------------ */
 
@@ -81,34 +73,16 @@ FAULT_HANDLER(Default_Handler, 5)
 
 void SysTick_Handler(void) { tq_systick_wraps++; }
 
-void Reset_Handler(void) {
-    uint32_t *src, *dst;
-    /* the FPU first: -mfloat-abi=hard code may use it anywhere, memcpy included */
-    SCB_CPACR |= (3u << 20) | (3u << 22);
-    __asm__ volatile("dsb\n\tisb" ::: "memory");
+static void fault_handlers_enable(void) {
     SCB_SHCSR |= (1u << 16) | (1u << 17) | (1u << 18); /* the precise faults get their own message */
-    for (src = &_sidata, dst = &_sdata; dst < &_edata;) *dst++ = *src++;
-    for (dst = &_sbss; dst < &_ebss;) *dst++ = 0;
-    main();
-    for (;;) {
-    }
 }
+
+void Reset_Handler(void) { tq_cm_start(fault_handlers_enable, NULL); }
 
 /* Cortex-M4 system exceptions, then mps2-an386's 32 external interrupts: only UART0 RX (IRQ 0) is enabled. */
 __attribute__((section(".isr_vector"), used)) void (*const tq_vector_table[16 + 32])(void) = {
-    (void (*)(void))(uintptr_t)&_estack, /* initial main stack pointer */
-    Reset_Handler,
-    NMI_Handler,
-    HardFault_Handler,
-    MemManage_Handler,
-    BusFault_Handler,
-    UsageFault_Handler,
-    0, 0, 0, 0,      /* reserved */
-    Default_Handler, /* SVCall */
-    Default_Handler, /* DebugMonitor */
-    0,               /* reserved */
-    Default_Handler, /* PendSV */
-    SysTick_Handler,
+    TQ_CM_SYSTEM_VECTORS(Reset_Handler, NMI_Handler, HardFault_Handler, MemManage_Handler, BusFault_Handler,
+                         UsageFault_Handler, Default_Handler, SysTick_Handler),
     UART0RX_Handler, /* IRQ 0 */
     [17 ... 16 + 31] = Default_Handler,
 };
