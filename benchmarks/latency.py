@@ -75,6 +75,7 @@ def bench_model(name: str, repeats: int) -> dict:
     info["c_profile"] = profile(cm, xq, repeats)
     info["c_arena_bytes"] = cm.arena_size
     info["c_weight_bytes"] = int(sum(t.nbytes for t in im.tensors if t.data is not None))
+    rows.append(_litert_with_delegate(to_tflite(im), xq, repeats))
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -108,6 +109,24 @@ def bench_model(name: str, repeats: int) -> dict:
     for r in rows:
         r["ratio_to_litert_int8"] = None if base is None else r["median_ms"] / base
     return {"model": name, "rows": rows, **info, "repeats": repeats}
+
+
+def _litert_with_delegate(model_bytes: bytes, xq: np.ndarray, repeats: int) -> dict:
+    """The same tsptq file in stock LiteRT (XNNPACK for the builtins) with the tsptq delegate for the TSPTQ_* ops."""
+    from tsptq.litert import make_interpreter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model_bytes)
+        it = make_interpreter(path, num_threads=1)
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+
+        def run():
+            it.set_tensor(inp["index"], xq)
+            it.invoke()
+            return it.get_tensor(out["index"])
+        med, p90 = median_ms(run, repeats)
+    return {"runtime": "LiteRT + tsptq delegate (tsptq W8A8)", "median_ms": med, "p90_ms": p90}
 
 
 def _ort_int8(model, calib, x_float, tmp: Path, export_onnx, repeats: int) -> dict:

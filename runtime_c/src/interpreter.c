@@ -224,6 +224,15 @@ static void run_op(tsptq_model *m, const tsptq_op *op) {
     }
 }
 
+/* Run op k alone on the arena as it stands (the LiteRT delegate copies the op's inputs in, then its output out). */
+int tq_run_one(tsptq_model *m, uint32_t k) {
+    if (!m || !m->prepared || k >= m->n_ops) return TSPTQ_ERR_ARGUMENT;
+    run_op(m, &m->ops[k]);
+    return TSPTQ_OK;
+}
+/* The bytes of tensor i: in the model buffer (constants) or in the arena (activations; after prepare). */
+uint8_t *tq_tensor_data(tsptq_model *m, int32_t i) { return (uint8_t *)(uintptr_t)ptr(m, i); }
+
 int tsptq_invoke(tsptq_model *m, const void *input, size_t input_len, void *output, size_t output_len,
                  tsptq_status *st) {
     uint32_t k;

@@ -58,4 +58,8 @@ uint32_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op);
 /* loader.c: the builtin multipliers of CONV_2D / FULLY_CONNECTED channel c (TFLite's Prepare); 0 if out of range. */
 int tq_builtin_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, int32_t *mult, int32_t *shift);
 
+/* interpreter.c: run op k alone (the LiteRT delegate); the bytes of tensor i after prepare. */
+int tq_run_one(tsptq_model *m, uint32_t k);
+uint8_t *tq_tensor_data(tsptq_model *m, int32_t i);
+
 #endif
