@@ -170,3 +170,18 @@ def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
     report = _deploy(tmp_path, "--target", "host", "--ssh", "pi@raspberrypi", "--eval-images", "4")
     _check_report(report, 4, "ms")
     assert report["port"] == "ssh://pi@raspberrypi"
+
+
+def test_profile_runs_an_existing_file_on_a_board(cifar_model, tmp_path, capsys):
+    """`tsptq profile`: the board part alone, for a .tflite file (the board started here, the model uploaded)."""
+    from tsptq.cli import main as tsptq_main
+
+    _tools_or_skip("host")
+    path = tmp_path / "model.tflite"
+    path.write_bytes(cifar_model[1])
+    out = tmp_path / "profile.json"
+    assert tsptq_main(["profile", str(path), "--target", "host", "--eval-images", "5", "--json", str(out),
+                       "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    _check_report(report, 5, "ms")
+    assert "bit-exact with host  1.0000" in capsys.readouterr().out
