@@ -27,7 +27,7 @@ def test_cifar10_vit_full_test_set_accuracy_is_the_recorded_one():
     record = json.loads(zoo.REFERENCE_MODELS["cifar10-vit"].record_path.read_text())
     top1 = _top1(zoo.load_reference("cifar10-vit"), datasets.load_cifar10("test"))
     assert top1 == pytest.approx(record["test_top1"], abs=0.011)
-    assert top1 >= 74.9
+    assert top1 >= 75.0  # the issue asks for at least 75%
 
 
 @pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
