@@ -105,7 +105,7 @@ def bench_model(name: str, repeats: int) -> dict:
     with torch.no_grad():
         med, p90 = median_ms(lambda: model(x_float), repeats)
     rows.append({"runtime": "torch FP32", "median_ms": med, "p90_ms": p90})
-    base = next((r["median_ms"] for r in rows if r["runtime"].startswith("LiteRT")), None)
+    base = next((r["median_ms"] for r in rows if r["runtime"].startswith("LiteRT + XNNPACK")), None)
     for r in rows:
         r["ratio_to_litert_int8"] = None if base is None else r["median_ms"] / base
     return {"model": name, "rows": rows, **info, "repeats": repeats}

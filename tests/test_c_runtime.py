@@ -414,7 +414,7 @@ def test_fuzz_loader_smoke(tiny, tmp_path):
     for method, data in tiny[0].items():
         (seeds / f"{method}.tflite").write_bytes(data)
     run = subprocess.run([str(exe), f"-max_total_time={FUZZ_SECONDS}", "-max_len=40000", "-seed=1",
-                          "-print_final_stats=1", str(corpus), str(seeds)],
+                          "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(corpus), str(seeds)],
                          capture_output=True, text=True, timeout=FUZZ_SECONDS + 120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ERROR: AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr
