@@ -21,7 +21,7 @@ import pytest
 import torch
 from ai_edge_litert import schema_py_generated as S
 
-from tsptq.c_build import BuildError, build_library, compiler, cpu_has
+from tsptq.c_build import build_library, compiler, cpu_has, have_compiler
 from tsptq.calib import datasets, zoo
 from tsptq.calib.observers import record
 from tsptq.errors import RuntimeCError, TsptqError
@@ -39,15 +39,7 @@ METHODS = ("tsptq", "minmax", "ptf-log2", "twin")
 CORE_SOURCES = sorted(str(p) for p in (RUNTIME / "src").rglob("*.c"))
 
 
-def _have_cc() -> bool:
-    try:
-        compiler()
-        return True
-    except BuildError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_cc(), reason="no C compiler (set CC or install gcc)")
+pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")
 
 from tsptq.runtime_c import CModel, verify_c  # noqa: E402
 

@@ -16,18 +16,10 @@ import pytest
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
-from tsptq.c_build import BuildError, compiler  # noqa: E402
+from tsptq.c_build import have_compiler  # noqa: E402
 
 
-def _have_cc() -> bool:
-    try:
-        compiler()
-        return True
-    except BuildError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_cc(), reason="no C compiler (set CC or install gcc)")
+pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")
 
 from tsptq.calib import datasets, zoo  # noqa: E402
 from tsptq.calib.observers import record  # noqa: E402
