@@ -76,7 +76,7 @@ def plot_ops(report: dict, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(ops) + 1.4))
     bars = ax.barh([o["op"] for o in ops], [100 * o["share"] for o in ops], color="#4c72b0")
     ax.bar_label(bars, labels=[f"{100 * o['share']:.1f}%" for o in ops], fontsize=8, padding=2)
-    ax.set_xlabel(f"share of one inference ({r['latency']['unit']}, {latency_line(r)})", fontsize=8)
+    ax.set_xlabel(f"% of one inference (median {_num(r['latency']['median'])} {r['latency']['unit']})", fontsize=8)
     ax.set_title(f"{report['model']} on {report['target']}: time per op type", fontsize=10)
     ax.set_xlim(0, max(100 * o["share"] for o in ops) * 1.2 if ops else 1)
     fig.tight_layout()
