@@ -18,7 +18,6 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 import pytest
-import torch
 from ai_edge_litert import schema_py_generated as S
 
 from tsptq.c_build import build_library, compiler, cpu_has, have_compiler
@@ -32,7 +31,7 @@ from tsptq.qvit import Graph
 from tsptq.tflite_export import to_tflite
 from tsptq.tflite_import import parse_tflite
 from tflite_edit import edit_metadata, repack
-from tsptq.vit import ViTConfig, VisionTransformer
+from tiny_vit import tiny_vit
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_c"
 METHODS = ("tsptq", "minmax", "ptf-log2", "twin")
@@ -60,13 +59,7 @@ def cifar():
 @pytest.fixture(scope="module")
 def tiny():
     """A 1-block random ViT (8x8 input) exported with each method: small files for many-mutation tests and fuzzing."""
-    torch.manual_seed(0)
-    cfg = ViTConfig(img_size=8, patch_size=4, in_chans=3, num_classes=3, embed_dim=16, depth=1, num_heads=2,
-                    mlp_hidden=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
-    graph = Graph.from_model(VisionTransformer(cfg).eval())
-    rng = np.random.default_rng(0)
-    imgs = datasets.ImageSet(rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), np.zeros(16, np.int64), "random")
-    cal = record(graph, imgs, 8, False)
+    cfg, graph, cal, imgs = tiny_vit(16)
     files = {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
     x = parse_tflite(files["tsptq"]).quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
     return files, x

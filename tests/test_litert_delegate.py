@@ -29,6 +29,7 @@ from tsptq.quantize import quantize  # noqa: E402
 from tsptq.qvit import Graph  # noqa: E402
 from tsptq.tflite_export import to_tflite  # noqa: E402
 from tsptq.tflite_import import parse_tflite  # noqa: E402
+from tiny_vit import tiny_vit  # noqa: E402
 
 N_IMAGES = 100
 
@@ -101,17 +102,8 @@ def test_delegate_refuses_another_model(cifar, tmp_path):
     """The delegate checks the interpreter's tensors against the file it loaded: a different model is refused."""
     path, _, _ = cifar
     other = tmp_path / "tiny.tflite"
-    import torch
-
-    from tsptq.vit import ViTConfig, VisionTransformer
-
-    torch.manual_seed(0)
-    cfg = ViTConfig(img_size=8, patch_size=4, in_chans=3, num_classes=3, embed_dim=16, depth=1, num_heads=2,
-                    mlp_hidden=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
-    graph = Graph.from_model(VisionTransformer(cfg).eval())
-    rng = np.random.default_rng(0)
-    imgs = datasets.ImageSet(rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8), np.zeros(8, np.int64), "random")
-    other.write_bytes(to_tflite(lower(quantize(graph, record(graph, imgs, 8, False), "tsptq", progress=False))))
+    _, graph, cal, _ = tiny_vit(8)
+    other.write_bytes(to_tflite(lower(quantize(graph, cal, "tsptq", progress=False))))
     d = litert.load_delegate(str(build_delegate()), options={"model": str(path)})
     with pytest.raises((RuntimeError, ValueError), match="refusing to run"):
         litert.Interpreter(model_path=str(other), experimental_delegates=[d]).allocate_tensors()

@@ -1,0 +1,22 @@
+"""A 1-block random ViT (8x8 input) and its calibration: small .tflite files for many-mutation tests and fuzzing."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tsptq.calib import datasets
+from tsptq.calib.observers import record
+from tsptq.qvit import Graph
+from tsptq.vit import ViTConfig, VisionTransformer
+
+
+def tiny_vit(n_images: int):
+    """(config, graph, calibration record, the random images it was calibrated on), seeded."""
+    torch.manual_seed(0)
+    cfg = ViTConfig(img_size=8, patch_size=4, in_chans=3, num_classes=3, embed_dim=16, depth=1, num_heads=2,
+                    mlp_hidden=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+    graph = Graph.from_model(VisionTransformer(cfg).eval())
+    rng = np.random.default_rng(0)
+    imgs = datasets.ImageSet(rng.integers(0, 256, (n_images, 8, 8, 3), dtype=np.uint8), np.zeros(n_images, np.int64),
+                             "random")
+    return cfg, graph, record(graph, imgs, 8, False), imgs
