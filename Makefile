@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tsptq-installed
 CONVERTER := $(VENV)/.converter
 OUT ?= out
+# tflite-runtime 2.14.0 (the last tflite-runtime release, wheels for Python 3.8-3.11, needs numpy < 2) in its own venv:
+# tests/test_litert_delegate.py runs the delegate inside it through a subprocess (tsptq itself is not installed there).
+TFLITE214 := .venv-tflite214
+TFLITE214_STAMP := $(TFLITE214)/.tflite-runtime-installed
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test bench clean-venv tflite214
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +28,13 @@ $(CONVERTER): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q --no-deps onnx2tf==1.29.24 tf-keras==2.21.0
 	touch $(CONVERTER)
 
+$(TFLITE214_STAMP):
+	test -x $(TFLITE214)/bin/python || python3 -m venv $(TFLITE214)
+	$(TFLITE214)/bin/python -m pip install -q tflite-runtime==2.14.0 'numpy<2'
+	touch $(TFLITE214_STAMP)
+
+tflite214: $(TFLITE214_STAMP)
+
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/tsptq eval --model cifar10-vit --data bundled --calib-images 32 \
@@ -32,17 +43,20 @@ demo: $(STAMP)
 		--out $(OUT)/cifar10-vit-tsptq.tflite
 	$(VENV)/bin/tsptq inspect $(OUT)/cifar10-vit-tsptq.tflite --brief --json $(OUT)/inspect.json
 	$(VENV)/bin/tsptq verify $(OUT)/cifar10-vit-tsptq.tflite --eval-images 500 --json $(OUT)/verify.json
-	@# Boards: this machine as the board (needs a C compiler and socat), then the Cortex-M4F under QEMU when the
+	@# Boards: this machine as the board (needs a C compiler and socat; the tsptq agent, then stock LiteRT with the
+	@# tsptq delegate behind the same protocol), then the Cortex-M4F under QEMU when the
 	@# Arm toolchain and qemu-system-arm are installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm).
 	@if command -v cc >/dev/null && command -v socat >/dev/null; then \
-		$(VENV)/bin/tsptq-deploy --target host --json $(OUT)/deploy-host.json --report $(OUT)/deploy-host; \
+		$(VENV)/bin/tsptq-deploy --target host --json $(OUT)/deploy-host.json --report $(OUT)/deploy-host && \
+		$(VENV)/bin/tsptq-deploy --target host --runtime litert --eval-images 20 \
+			--json $(OUT)/deploy-host-litert.json --report $(OUT)/deploy-host-litert; \
 	else echo "skipping tsptq-deploy --target host: needs cc and socat (apt-get install gcc socat)"; fi
 	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
 		$(VENV)/bin/tsptq-deploy --target mps2-an386 --eval-images 20 --json $(OUT)/deploy-mps2.json --report $(OUT)/deploy-mps2; \
 	else echo "skipping tsptq-deploy --target mps2-an386: needs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"; fi
 	@echo "wrote $(OUT)/demo.json, $(OUT)/demo.png, $(OUT)/cifar10-vit-tsptq.tflite, $(OUT)/inspect.json, $(OUT)/verify.json, $(OUT)/deploy-*"
 
-test: $(STAMP) $(CONVERTER)
+test: $(STAMP) $(CONVERTER) $(TFLITE214_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

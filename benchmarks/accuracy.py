@@ -196,6 +196,9 @@ def render(results: dict) -> str:
     import boards  # benchmarks/boards.py
 
     out += boards.render(results)
+    import litert_delegate  # benchmarks/litert_delegate.py
+
+    out += litert_delegate.render(results)
     r = results.get("calibration-time")
     if r:
         out += ["## Calibration time", "",

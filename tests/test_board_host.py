@@ -1,6 +1,8 @@
-"""The device program (targets/common/) against the host side (toolchain/serial_link.py, toolchain/board.py): the agent
-built natively (and for aarch64 under qemu-aarch64-static) talking over a socat pseudo-terminal pair, with a real
-exported fashion-vit: bit-exact inference, profile, every error status, garbage, retries, resets and a dead link."""
+"""The device programs (targets/common/) against the host side (toolchain/serial_link.py, toolchain/board.py), talking
+over a socat pseudo-terminal pair, with a real exported fashion-vit: bit-exact inference, profile, every error status,
+garbage, retries, resets and a dead link. Every test runs against both device programs: the C agent (built natively,
+and for aarch64 under qemu-aarch64-static) and the LiteRT agent (targets/common/litert_agent.py: stock ai-edge-litert
+with its reference kernels and libtsptq_delegate.so, `--runtime litert`)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +37,23 @@ def compile_agent(cc: str, out: Path, flags: list[str]) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory) -> Path:
-    return compile_agent(os.environ.get("CC", "cc"), tmp_path_factory.mktemp("agent") / "agent", ["-O2"])
+@dataclass(frozen=True)
+class Agent:
+    kind: str            # "c" (agent_posix.c) or "litert" (litert_agent.py)
+    command: list[str]   # how to start it; --port / --stdio and options follow
+
+
+@pytest.fixture(scope="module", params=["c", "litert"])
+def agent(request, tmp_path_factory) -> Agent:
+    if request.param == "c":
+        return Agent("c", [str(compile_agent(os.environ.get("CC", "cc"), tmp_path_factory.mktemp("agent") / "agent",
+                                              ["-O2"]))])
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from tsptq.litert_board import build_bundle, local_command
+    from tsptq.targets import load_target
+
+    host = load_target("host")
+    return Agent("litert", local_command(host, build_bundle(host), "reference"))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +125,8 @@ def make_rig(agent, tmp_path):
              retries: int = 3) -> Rig:
         d = tmp_path / f"rig{len(rigs)}"
         d.mkdir()
-        rigs.append(Rig(d, [*prefix, str(binary or agent), *args], timeout, retries))
+        command = [*prefix, str(binary)] if binary else agent.command
+        rigs.append(Rig(d, [*command, *args], timeout, retries))
         return rigs[-1]
 
     yield make
@@ -134,16 +152,18 @@ def raw_replies(link: Link, wire: bytes, n: int, timeout: float = 2.0) -> list[t
 
 # ---- HELLO, upload, inference, profile -------------------------------------------------------------------------
 
-def test_hello_reports_every_field(make_rig):
+def test_hello_reports_every_field(make_rig, agent):
     rig = make_rig("--board", "test-board", "--model-capacity", "1000000", "--arena-capacity", "200000")
     info = rig.board.hello()
     assert (info.protocol_version, info.max_body, info.tick_hz, info.tick_unit) == (1, 1024, 10**9, "ns")
     assert (info.model_capacity, info.arena_capacity, info.model_size, info.model_crc) == (1000000, 200000, 0, 0)
-    assert info.board == "test-board" and info.runtime_version == "0.1.0"
+    assert info.board == "test-board"
+    assert info.runtime_version == ("0.1.0" if agent.kind == "c" else
+                                    "ai-edge-litert 2.3.0 + tsptq delegate (reference kernels)")
     assert rig.link.counters["boots"] == 1
 
 
-def test_upload_infer_bit_exact_and_profile(make_rig, fashion):
+def test_upload_infer_bit_exact_and_profile(make_rig, fashion, agent):
     data, x, y, fm = fashion
     rig = make_rig()
     b = rig.board
@@ -161,8 +181,12 @@ def test_upload_infer_bit_exact_and_profile(make_rig, fashion):
     assert all(r.ticks > 0 for r in results)
 
     rows = b.profile()
-    assert [name for name, _ in rows] == [op.kind for op in fm.ops]
-    assert 0 < sum(t for _, t in rows) <= results[-1].ticks
+    if agent.kind == "c":
+        assert [name for name, _ in rows] == [op.kind for op in fm.ops]
+    else:  # the delegate times its TSPTQ_* ops; LiteRT's builtins are one entry
+        assert [name for name, _ in rows] == [op.kind for op in fm.ops if op.kind.startswith("TSPTQ_")] + [
+            "LITERT_BUILTINS"]
+    assert all(t > 0 for _, t in rows[:-1]) and 0 < sum(t for _, t in rows) <= results[-1].ticks
     # OUTPUT reads any range of the last output
     assert rig.link.request(CMD["OUTPUT"], struct.pack("<IH", 3, 5)) == y[-1].tobytes()[3:8]
     assert device_error(rig.link.request, CMD["OUTPUT"], struct.pack("<IH", 8, 5)).status_name == "OUT_OF_RANGE"
@@ -177,7 +201,7 @@ def test_agent_over_stdio(agent, fashion):
     from tsptq.targets import PipePort
 
     data, x, y, _ = fashion
-    proc = subprocess.Popen([str(agent), "--stdio", "--board", "piped"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([*agent.command, "--stdio", "--board", "piped"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     link = Link(PipePort(proc, "agent --stdio"), "agent --stdio", timeout=2.0)
     try:
@@ -196,7 +220,9 @@ def test_agent_over_stdio(agent, fashion):
                 proc.wait()
 
 
-def test_boot_model_is_committed_at_start_and_survives_a_reset(make_rig, fashion, tmp_path):
+def test_boot_model_is_committed_at_start_and_survives_a_reset(make_rig, fashion, tmp_path, agent):
+    if agent.kind == "litert":
+        pytest.skip("the LiteRT agent has no start-up model (--model): it is for boards with the model in flash")
     data, x, y, _ = fashion
     path = tmp_path / "m.tflite"
     path.write_bytes(data)
@@ -214,16 +240,19 @@ def test_boot_model_is_committed_at_start_and_survives_a_reset(make_rig, fashion
 
 # ---- errors -----------------------------------------------------------------------------------------------------
 
-def test_bad_models_are_rejected_with_the_runtimes_message(make_rig, fashion):
+def test_bad_models_are_rejected_with_the_runtimes_message(make_rig, fashion, agent):
+    """The C agent answers with the runtime's error; the LiteRT agent with the delegate's, which carries it."""
     data, x, _, _ = fashion
     rig = make_rig()
     b = rig.board
     e = device_error(b.upload, data[: len(data) // 2])
-    assert e.status_name == "MODEL_REJECTED" and e.message.startswith("TSPTQ_ERR_")
+    assert e.status_name == "MODEL_REJECTED" and "TSPTQ_ERR_" in e.message
     bad_id = bytearray(data)
     bad_id[4:8] = b"XXXX"  # the flatbuffer identifier "TFL3"
     e = device_error(b.upload, bytes(bad_id))
-    assert e.status_name == "MODEL_REJECTED" and e.message.startswith("TSPTQ_ERR_BAD_IDENTIFIER: ")
+    assert e.status_name == "MODEL_REJECTED"
+    assert (e.message.startswith("TSPTQ_ERR_BAD_IDENTIFIER: ") if agent.kind == "c" else
+            e.message.startswith("tsptq delegate: ") and "TSPTQ_ERR_BAD_IDENTIFIER" in e.message), e.message
     assert b.hello().model_size == 0
     assert device_error(b.infer, x[0].tobytes()).status_name == "NO_MODEL"
 
@@ -334,7 +363,9 @@ def test_dead_link_ends_in_a_link_error_naming_the_port(make_rig):
 
 # ---- aarch64 (the rpi target) under qemu-aarch64-static ------------------------------------------------------------
 
-def test_aarch64_agent_under_qemu(make_rig, fashion, tmp_path):
+def test_aarch64_agent_under_qemu(make_rig, fashion, tmp_path, agent):
+    if agent.kind == "litert":
+        pytest.skip("the LiteRT agent on the emulated Pi is tested in tests/test_deploy_litert.py")
     if shutil.which("qemu-aarch64-static") is None:
         pytest.skip("qemu-aarch64-static is not installed (apt-get install qemu-user-static)")
     binary = compile_agent("aarch64-linux-gnu-gcc", tmp_path / "agent-aarch64", ["-O2", "-mcpu=cortex-a72", "-static"])

@@ -156,17 +156,25 @@ def _shim(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
-    """--ssh: scp the agent, run it with --stdio through ssh. The ssh/scp here are shims that run the same command
-    lines locally (no sshd in CI); the bytes go through the agent's stdio exactly as over a real SSH session."""
-    _tools_or_skip("host")
+def fake_ssh(tmp_path: Path, monkeypatch, python3: str | None = None) -> None:
+    """ssh and scp shims first on PATH that run the same command lines locally (no sshd in CI), and optionally the
+    `python3` the remote side runs (a shell line)."""
     shims = tmp_path / "bin"
     shims.mkdir()
     # ssh [-o opt]... destination command  ->  sh -c command
     _shim(shims / "ssh", 'while [ "$1" = "-o" ]; do shift 2; done\nshift\nexec sh -c "$*"\n')
     # scp [-o opt]... src host:dst  ->  cp src dst
     _shim(shims / "scp", 'while [ "$1" = "-o" ]; do shift 2; done\nexec cp "$1" "${2#*:}"\n')
+    if python3:
+        _shim(shims / "python3", python3 + "\n")
     monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
+    """--ssh: scp the agent, run it with --stdio through ssh. The ssh/scp here are shims that run the same command
+    lines locally; the bytes go through the agent's stdio exactly as over a real SSH session."""
+    _tools_or_skip("host")
+    fake_ssh(tmp_path, monkeypatch)
     report = _deploy(tmp_path, "--target", "host", "--ssh", "pi@raspberrypi", "--eval-images", "4")
     _check_report(report, 4, "ms")
     assert report["port"] == "ssh://pi@raspberrypi"

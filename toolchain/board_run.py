@@ -68,6 +68,8 @@ def evaluate_on_board(board, im: IntModel, images: datasets.ImageSet, cfg, label
     result = {
         "images": len(images), "data": images.name,
         "bit_exact_fraction": float(exact.mean()), "mismatched_images": [int(i) for i in np.flatnonzero(~exact)[:20]],
+        "max_abs_diff_codes": int(np.abs(outputs.astype(np.int32) - expected.astype(np.int32)).max()),
+        "top1_agreement": float((pred == ref_pred).mean()),
         "top1_board": round(100.0 * float((pred == images.labels).mean()), 2) if labelled else None,
         "top1_reference": round(100.0 * float((ref_pred == images.labels).mean()), 2) if labelled else None,
         "latency": {"unit": unit.name, "kind": unit.kind, "median": float(np.median(lat)),

@@ -24,7 +24,11 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
             ("images", f"{r['images']} ({r['data']})")]
     if r["top1_board"] is not None:
         rows.append(("top-1 on board", f"{r['top1_board']:.2f}%  (host integer reference {r['top1_reference']:.2f}%)"))
-    rows += [("bit-exact with host", f"{r['bit_exact_fraction']:.4f}"),
+    exact = f"{r['bit_exact_fraction']:.4f}"
+    if r["bit_exact_fraction"] < 1.0 and "max_abs_diff_codes" in r:
+        exact += (f"  (largest output difference {r['max_abs_diff_codes']} codes, top-1 agreement with the host "
+                  f"{100 * r['top1_agreement']:.2f}%)")
+    rows += [("bit-exact with host", exact),
              ("latency", latency_line(r)),
              ("model (flash)" if report["delivery"] == "flash" else "model (RAM)",
               f"{mem['model_bytes']:,} B of {mem['model_capacity']:,} B"),

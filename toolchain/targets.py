@@ -141,12 +141,21 @@ def build(target: Target, embed_model: bytes | None = None, extra_flags: tuple[s
     embed_model: bake these .tflite bytes into the program's read-only data (flash on a microcontroller): the
     device then starts with that model committed (``-DTQ_EMBEDDED_MODEL``).
     """
+    flags = [*extra_flags] + (["-DTQ_EMBEDDED_MODEL"] if embed_model is not None else [])
+    name = "firmware.elf" if target.kind != "posix" else "tsptq-agent"
+    return compile_program(target, device_sources(target), name, tuple(flags), embed_model)
+
+
+def compile_program(target: Target, srcs: list[Path], name: str, extra_flags: tuple[str, ...] = (),
+                    embed_model: bytes | None = None, shared: bool = False) -> Path:
+    """Compile ``srcs`` with the target's compiler and flags into ``name`` (a shared library when ``shared``: the
+    target's ``-static`` is dropped, ``-shared -fPIC`` added); cached by compiler, flags and every source."""
     target.check_tools()
-    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", *target.cflags, *_host_simd(target), *extra_flags]
-    if embed_model is not None:
-        flags.append("-DTQ_EMBEDDED_MODEL")
-    srcs = device_sources(target)
-    h = hashlib.sha256("\0".join([target.cc, *flags, *target.ldflags]).encode())
+    cflags = [f for f in target.cflags if not (shared and f == "-static")]
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", *cflags, *_host_simd(target), *extra_flags]
+    if shared:
+        flags += ["-shared", "-fPIC"]
+    h = hashlib.sha256("\0".join([target.cc, name, *flags, *target.ldflags]).encode())
     for p in srcs + sorted((ROOT / "runtime_c").rglob("*.h")) + sorted(TARGETS_DIR.glob("common/*.h")):
         h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes())
     for p in sorted(target.dir.iterdir()):  # linker scripts and headers of the target
@@ -155,7 +164,7 @@ def build(target: Target, embed_model: bytes | None = None, extra_flags: tuple[s
     if embed_model is not None:
         h.update(hashlib.sha256(embed_model).digest())
     out_dir = cache_dir() / f"{target.name}-{h.hexdigest()[:20]}"
-    exe = out_dir / ("firmware.elf" if target.kind != "posix" else "tsptq-agent")
+    exe = out_dir / name
     if exe.is_file():
         return exe
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +178,7 @@ def build(target: Target, embed_model: bytes | None = None, extra_flags: tuple[s
         cmd = [target.cc, *flags, *includes, "-o", str(tmp_exe), *inputs, *_ldflags(target)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
-            raise TargetError(f"building {target.name} failed:\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+            raise TargetError(f"building {name} for {target.name} failed:\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
         os.replace(tmp_exe, exe)
     return exe
 
@@ -245,8 +254,12 @@ def _wait_for(predicate, timeout: float, what: str, procs: list[subprocess.Popen
         time.sleep(0.02)
 
 
-def start_board(target: Target, program: Path, args: tuple[str, ...] = (), timeout: float = 10.0) -> RunningBoard:
+def start_board(target: Target, program: Path, args: tuple[str, ...] = (), timeout: float = 10.0,
+                command: list[str] | None = None) -> RunningBoard:
     """Run the device program and open a serial port to it (the caller closes the RunningBoard).
+
+    command: how to start a posix device program (default: the target's runner, then ``program``); the port and
+    board options are appended.
 
     posix: ``socat`` links two pseudo-terminals; the host side is opened before the program starts on the other
     (opening a pty flushes what is pending, which would eat the BOOT frame). qemu-system: QEMU listens on a free
@@ -263,8 +276,8 @@ def start_board(target: Target, program: Path, args: tuple[str, ...] = (), timeo
         try:
             _wait_for(lambda: host_end.exists() and board_end.exists(), timeout, "socat pty pair", [socat])
             port = serial.Serial(str(host_end), baudrate=115200, timeout=0.05)
-            agent = subprocess.Popen([*target.runner, str(program), "--port", str(board_end), "--board", target.name,
-                                      *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            agent = subprocess.Popen([*(command or [*target.runner, str(program)]), "--port", str(board_end),
+                                      "--board", target.name, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except BaseException:
             socat.kill()
             work.cleanup()
@@ -351,20 +364,26 @@ class PipePort:
             self.proc.stdin.close()
 
 
-def ssh_agent(target: Target, program: Path, destination: str, timeout: float = 60.0) -> RunningBoard:
+def ssh_agent(target: Target, program: Path, destination: str, timeout: float = 60.0,
+              files: list[Path] | None = None, remote_command: str | None = None) -> RunningBoard:
     """Copy the agent to ``destination`` (user@host) with scp and start it there with ``--stdio`` over ssh.
 
-    Uses the ``ssh`` and ``scp`` on PATH (key-based login: BatchMode, no password prompt)."""
+    files / remote_command: another device program (the LiteRT agent): the files copied into the target's
+    ``remote_dir`` and the command that starts it there (``{dir}`` stands for remote_dir). Uses the ``ssh`` and
+    ``scp`` on PATH (key-based login: BatchMode, no password prompt)."""
     remote_dir = target.extra.get("ssh", {}).get("remote_dir", "/tmp/tsptq")
-    remote = f"{remote_dir}/tsptq-agent"
+    if files is None:
+        files, remote_command = [program], "{dir}/" + program.name
     opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}"]
-    for cmd in (["ssh", *opts, destination, f"mkdir -p {remote_dir}"], ["scp", *opts, str(program), f"{destination}:{remote}"]):
+    copies = [["scp", *opts, str(f), f"{destination}:{remote_dir}/{f.name}"] for f in files]
+    for cmd in [["ssh", *opts, destination, f"mkdir -p {remote_dir}"], *copies]:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise TargetError(f"{' '.join(cmd)}: {e}") from None
         if proc.returncode != 0:
             raise TargetError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    remote = remote_command.format(dir=remote_dir)
     agent = subprocess.Popen(["ssh", *opts, destination, f"{remote} --stdio --board {target.name}"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     name = f"ssh://{destination}"

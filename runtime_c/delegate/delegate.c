@@ -21,28 +21,38 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime.h"
 #include "tflite_c_api.h"
 
-/* compile-time checks of the declared layout (offsets of the pinned 64-bit runtime) */
+/* compile-time checks of the declared layout: offsets of the pinned 64-bit runtimes, identical in both (ai-edge-litert
+ * 2.3.0 = TFLite 2.22.0-dev0 and tflite-runtime 2.14.0; measured in each binary, see delegate/README.md) */
 #define TQ_CHECK(name, cond) typedef char tq_check_##name[(cond) ? 1 : -1]
 TQ_CHECK(tensor_size, sizeof(void *) != 8 || sizeof(TfLiteTensor) == TSPTQ_TFLITE_TENSOR_SIZE);
 TQ_CHECK(tensor_bytes, sizeof(void *) != 8 || offsetof(TfLiteTensor, bytes) == 40);
 TQ_CHECK(tensor_name, sizeof(void *) != 8 || offsetof(TfLiteTensor, name) == 56);
+TQ_CHECK(tensor_quant, sizeof(void *) != 8 || offsetof(TfLiteTensor, quantization) == 80);
+TQ_CHECK(node_size, sizeof(void *) != 8 || sizeof(TfLiteNode) == 80);
 TQ_CHECK(reg_size, sizeof(void *) != 8 || sizeof(TfLiteRegistration) == 88);
 TQ_CHECK(reg_custom_name, sizeof(void *) != 8 || offsetof(TfLiteRegistration, custom_name) == 48);
+TQ_CHECK(reg_inplace, sizeof(void *) != 8 || offsetof(TfLiteRegistration, inplace_operator) == 80);
+TQ_CHECK(ctx_get_node, sizeof(void *) != 8 || offsetof(TfLiteContext, GetNodeAndRegistration) == 56);
 TQ_CHECK(ctx_get_tensor, sizeof(void *) != 8 || offsetof(TfLiteContext, GetTensor) == 160);
 TQ_CHECK(ctx_replace, sizeof(void *) != 8 || offsetof(TfLiteContext, ReplaceNodeSubsetsWithDelegateKernels) == 64);
 TQ_CHECK(delegate_flags, sizeof(void *) != 8 || offsetof(TfLiteDelegate, flags) == 40);
+TQ_CHECK(delegate_size, sizeof(void *) != 8 || sizeof(TfLiteDelegate) == 56);
 
 #define TQ_BUILTIN_DELEGATE 51 /* kTfLiteBuiltinDelegate */
-static const char *const known_versions[] = {"2.3.0"};
+/* runtime_version values (tsptq.litert passes the installed package's version): ai-edge-litert 2.3.0, tflite-runtime
+ * 2.14.0; the structs the delegate touches have the same layout in both */
+static const char *const known_versions[] = {"2.3.0", "2.14.0"};
 
 typedef struct {
     tsptq_model *model;
     uint8_t *bytes;   /* the file, 16-byte aligned, alive as long as the model */
     void *arena;
+    uint64_t *op_ns;  /* per op: nanoseconds of its last run here (0: a LiteRT builtin), for the profile */
     char path[512];
 } tq_state;
 
@@ -65,6 +75,7 @@ static void free_state(tq_state *s) {
     free(s->model);
     free(s->bytes);
     free(s->arena);
+    free(s->op_ns);
     free(s);
 }
 
@@ -99,8 +110,9 @@ static tq_state *load_state(const char *path, char *err, size_t errlen) {
         free_state(s);
         return NULL;
     }
+    s->op_ns = (uint64_t *)calloc(s->model->n_ops ? s->model->n_ops : 1, sizeof(uint64_t));
     need = tsptq_arena_size(s->model);
-    s->arena = aligned_alloc16(need);
+    s->arena = s->op_ns ? aligned_alloc16(need) : NULL;
     if (!s->arena || tsptq_prepare(s->model, s->arena, need, &st) != TSPTQ_OK) {
         snprintf(err, errlen, "tsptq delegate: %s: %s", path, s->arena ? st.message : "out of memory");
         free_state(s);
@@ -110,6 +122,12 @@ static tq_state *load_state(const char *path, char *err, size_t errlen) {
 }
 
 /* ---- the delegate kernel (one per node subset LiteRT forms from the claimed nodes) ----------------------------- */
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
@@ -164,6 +182,7 @@ static TfLiteStatus kernel_prepare(TfLiteContext *ctx, TfLiteNode *node) {
 static TfLiteStatus kernel_invoke(TfLiteContext *ctx, TfLiteNode *node) {
     tq_kernel *k = (tq_kernel *)node->user_data;
     tsptq_model *m = k->s->model;
+    uint64_t t0;
     int j, i;
     for (j = 0; j < k->n_ops; j++) {
         const tsptq_op *op = &m->ops[k->ops[j]];
@@ -179,10 +198,12 @@ static TfLiteStatus kernel_invoke(TfLiteContext *ctx, TfLiteNode *node) {
                 memcpy(tq_tensor_data(m, t), lt->data.raw, lt->bytes);
             }
         }
+        t0 = now_ns();
         if (tq_run_one(m, (uint32_t)k->ops[j]) != TSPTQ_OK) {
             ctx->ReportError(ctx, "tsptq delegate: op %d failed", k->ops[j]);
             return kTfLiteError;
         }
+        k->s->op_ns[k->ops[j]] = now_ns() - t0;
         if (k->to_rt[op->output]) {
             TfLiteTensor *lt = &ctx->tensors[op->output];
             if (!lt->data.raw || lt->bytes != m->tensors[op->output].nbytes) {
@@ -306,6 +327,8 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *d) {
 TQ_EXPORT TfLiteDelegate *tflite_plugin_create_delegate(char **keys, char **values, size_t n,
                                                         void (*report_error)(const char *));
 TQ_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate *d);
+TQ_EXPORT int tsptq_delegate_profile(const TfLiteDelegate *d, uint64_t *ns, const char **names, int cap);
+TQ_EXPORT size_t tsptq_delegate_arena_bytes(const TfLiteDelegate *d);
 
 TfLiteDelegate *tflite_plugin_create_delegate(char **keys, char **values, size_t n,
                                               void (*report_error)(const char *)) {
@@ -361,4 +384,25 @@ void tflite_plugin_destroy_delegate(TfLiteDelegate *d) {
     if (!d) return;
     free_state((tq_state *)d->data_);
     free(d);
+}
+
+/* The per-op profile of the last invocation, for tools that load the library (the LiteRT board agent): for op k
+ * (k < cap) of the model, ns[k] = nanoseconds it ran in the delegate (0 for an op LiteRT ran) and names[k] its name.
+ * Returns the number of ops. */
+int tsptq_delegate_profile(const TfLiteDelegate *d, uint64_t *ns, const char **names, int cap) {
+    const tq_state *s = d ? (const tq_state *)d->data_ : NULL;
+    int k, n;
+    if (!s) return 0;
+    n = (int)s->model->n_ops;
+    for (k = 0; k < n && k < cap; k++) {
+        if (ns) ns[k] = s->op_ns[k];
+        if (names) names[k] = s->model->ops[k].kind < TQ_OP_COUNT ? tq_op_names[s->model->ops[k].kind] : "?";
+    }
+    return n;
+}
+
+/* Bytes of the arena the delegate holds (the tsptq runtime's plan for the whole model; LiteRT has its own). */
+size_t tsptq_delegate_arena_bytes(const TfLiteDelegate *d) {
+    const tq_state *s = d ? (const tq_state *)d->data_ : NULL;
+    return s ? tsptq_arena_size(s->model) : 0;
 }

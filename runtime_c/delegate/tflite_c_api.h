@@ -1,12 +1,22 @@
 /* The few TFLite C structs the tsptq delegate touches, declared by hand (no registry package ships the TFLite C
- * headers). Pinned to ai-edge-litert 2.3.0, whose interpreter is TFLite "2.22.0-dev0" (string in
- * libpywrap_litert_common.so); layouts copied from tensorflow/lite/core/c/common.h of that line (64-bit Linux, not
- * TF_LITE_STATIC_MEMORY, not _WIN32).
+ * headers). Pinned to two runtimes whose layouts of these structs are identical (64-bit Linux, not
+ * TF_LITE_STATIC_MEMORY, not _WIN32):
+ *  - ai-edge-litert 2.3.0, whose interpreter is TFLite "2.22.0-dev0" (string in libpywrap_litert_common.so); layouts
+ *    copied from tensorflow/lite/core/c/common.h of that line;
+ *  - tflite-runtime 2.14.0 (TFLite 2.14.0, the last tflite-runtime release), measured in its binary
+ *    (_pywrap_tensorflow_interpreter_wrapper.so): the exported TfLiteDelegateCreate zeroes 56 bytes, TfLiteTensorReset /
+ *    TfLiteTensorCopy use the TfLiteTensor offsets below (data 8, dims 16, params 24, allocation_type 32, bytes 40,
+ *    allocation 48, name 56, buffer_handle 72, is_variable 77, quantization 80); at run time the interpreter's
+ *    node/registration pairs are 168 bytes apart with the registration 80 bytes after its node (sizeof TfLiteNode 80,
+ *    sizeof TfLiteRegistration 88, builtin RESHAPE with inplace_operator 5 at offset 80), and TfLiteContext has its
+ *    function pointers at the same offsets as 2.22 (GetTensor and GetEvalTensor NULL, GetModelMetadata,
+ *    AcquireSubgraphContext and ReleaseSubgraphContext at 176/184/192). runtime_c/delegate/README.md has the details.
  *
  * Only prefixes of TfLiteTensor / TfLiteNode / TfLiteContext are read, plus TfLiteRegistration and TfLiteDelegate in
  * full (those two are created here and handed to the runtime). delegate.c checks at run time that the runtime's
- * TfLiteTensor array has the stride declared here (TSPTQ_TFLITE_TENSOR_SIZE, via context->GetTensor) and that every
- * tensor's type, byte size and name agree with the model file; any mismatch refuses the runtime with a message. */
+ * TfLiteTensor array has the stride declared here (TSPTQ_TFLITE_TENSOR_SIZE; context->GetTensor is NULL in both
+ * runtimes, so context->tensors is indexed directly) and that every tensor's type, byte size and name agree with the
+ * model file; any mismatch refuses the runtime with a message. */
 #ifndef TSPTQ_TFLITE_C_API_H
 #define TSPTQ_TFLITE_C_API_H
 
@@ -14,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TSPTQ_TFLITE_PINNED "ai-edge-litert 2.3.0 (TFLite 2.22.0-dev0)"
+#define TSPTQ_TFLITE_PINNED "ai-edge-litert 2.3.0 (TFLite 2.22.0-dev0) and tflite-runtime 2.14.0 (TFLite 2.14.0)"
 
 typedef enum { kTfLiteOk = 0, kTfLiteError = 1, kTfLiteDelegateError = 2 } TfLiteStatus;
 enum { kTfLiteBuiltinCustom = 32 };
@@ -66,7 +76,7 @@ typedef struct TfLiteTensor {
     void *sparsity;
     const TfLiteIntArray *dims_signature;
 } TfLiteTensor;
-#define TSPTQ_TFLITE_TENSOR_SIZE 112 /* sizeof(TfLiteTensor) in the pinned runtime (x86-64 / aarch64) */
+#define TSPTQ_TFLITE_TENSOR_SIZE 112 /* sizeof(TfLiteTensor) in both pinned runtimes (x86-64 / aarch64) */
 
 typedef struct TfLiteNode {
     TfLiteIntArray *inputs;

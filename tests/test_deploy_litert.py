@@ -1,0 +1,123 @@
+"""`tsptq-deploy --runtime litert`: the board runs the model in stock LiteRT with libtsptq_delegate.so, behind the same
+serial protocol (the protocol itself is tested against this agent in tests/test_board_host.py).
+
+rpi: the aarch64 delegate and the LiteRT agent in an emulated Raspberry Pi userland (Debian arm64 Python 3.11 with
+the aarch64 ai-edge-litert and numpy wheels, under qemu-aarch64-static -cpu cortex-a72; tsptq.pi_userland). With
+LiteRT's reference kernels the outputs must be bit-exact with the host integer reference; with its optimized kernels
+(XNNPACK, ruy) the report gives the agreement and the largest difference. host + --ssh: the three files are copied and
+started through ssh/scp shims, as on a real Pi.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tsptq.deploy import main as deploy_main
+
+pytest.importorskip("ai_edge_litert.interpreter")
+
+from test_deploy import _check_report, _tools_or_skip, fake_ssh  # noqa: E402
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[int, dict]:
+    out = tmp_path / "report.json"
+    rc = deploy_main([*args, "--json", str(out), "--report", str(tmp_path / "report"), "--quiet"])
+    return rc, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def pi_userland():
+    """The emulated Pi's Python with LiteRT (provisioned once, cached). In CI it must be there: .ci/run enables Debian's
+    arm64 package lists; elsewhere a machine without them skips."""
+    from tsptq.pi_userland import UserlandError, provision
+
+    _tools_or_skip("rpi")
+    try:
+        return provision(quiet=True)
+    except UserlandError as e:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no emulated Pi userland: {e}")
+
+
+def test_rpi_litert_reference_kernels_are_bit_exact(tmp_path, pi_userland):
+    rc, report = _run(tmp_path, "--target", "rpi", "--runtime", "litert", "--eval-images", "6")
+    assert rc == 0
+    _check_report(report, 6, "ms")
+    assert report["runtime"] == "litert (reference kernels)"
+    assert report["board"]["runtime_version"] == "ai-edge-litert 2.3.0 + tsptq delegate (reference kernels)"
+    assert report["board"]["board"] == "rpi"
+    ops = {o["op"]: o for o in report["result"]["ops"]}
+    assert "LITERT_BUILTINS" in ops and ops["TSPTQ_FC_2S"]["count"] == 37
+    assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "ops.png").is_file()
+
+
+def test_rpi_litert_optimized_kernels_report_the_difference(tmp_path, pi_userland):
+    """LiteRT's optimized aarch64 kernels requantize the builtins their own way (docs/integer-semantics.md): the run
+    completes (exit 0), the report says how far the outputs are from the reference. Measured on these 6 images: no
+    output byte-identical, top-1 agreement 100%, largest difference a few codes (x86 XNNPACK, 10,000 images: 14)."""
+    rc, report = _run(tmp_path, "--target", "rpi", "--runtime", "litert", "--litert-kernels", "optimized",
+                      "--eval-images", "6")
+    r = report["result"]
+    assert rc == 0 and report["runtime"] == "litert (optimized kernels)"
+    assert r["top1_agreement"] >= 5 / 6 and 0 <= r["max_abs_diff_codes"] <= 32
+    assert (r["bit_exact_fraction"] == 1.0) == (r["max_abs_diff_codes"] == 0)
+
+
+def test_litert_over_ssh_copies_three_files(tmp_path, monkeypatch):
+    """--ssh with --runtime litert: scp the agent, wire.py and the delegate, start `python3 litert_agent.py --stdio`.
+    The shims run the commands locally; `python3` is this venv's (it has ai-edge-litert), as a Pi's would be."""
+    _tools_or_skip("host")
+    fake_ssh(tmp_path, monkeypatch, python3=f'exec {sys.executable} "$@"')
+    rc, report = _run(tmp_path, "--target", "host", "--runtime", "litert", "--ssh", "pi@raspberrypi",
+                      "--eval-images", "3")
+    assert rc == 0
+    _check_report(report, 3, "ms")
+    assert report["port"] == "ssh://pi@raspberrypi" and report["runtime"] == "litert (reference kernels)"
+    remote = Path("/tmp/tsptq")
+    assert {p.name for p in remote.iterdir()} >= {"litert_agent.py", "wire.py", "libtsptq_delegate.so"}
+
+
+def test_a_board_without_litert_says_so(tmp_path, monkeypatch, capsys):
+    """The Pi's python3 lacks ai-edge-litert: the agent still speaks the protocol and the commit is refused with the
+    fix, instead of a dead link."""
+    _tools_or_skip("host")
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3")
+    fake_ssh(tmp_path, monkeypatch, python3=f'exec {python} -I "$@"')  # -I: no user site, no PYTHONPATH
+    rc = deploy_main(["--target", "host", "--runtime", "litert", "--ssh", "pi@raspberrypi", "--eval-images", "1",
+                      "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "MODEL_REJECTED" in err and "pip install ai-edge-litert" in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "mps2-an386"], "--runtime litert runs on the Linux targets"),
+    (["--target", "host", "--load", "flash"], "--load flash does not apply"),
+])
+def test_litert_runtime_choices_are_checked(args, message, capsys):
+    assert deploy_main([*args, "--runtime", "litert", "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
+    """The agent on a board whose Python has tflite-runtime 2.14 instead of ai-edge-litert (the .venv-tflite214 venv
+    of `make tflite214` plays the Pi's python3): same protocol, bit-exact with the reference kernels."""
+    _tools_or_skip("host")
+    python = Path(__file__).resolve().parents[1] / ".venv-tflite214" / "bin" / "python"
+    if not python.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{python} is missing (`make tflite214`)")
+        pytest.skip(f"{python} is missing (`make tflite214`)")
+    fake_ssh(tmp_path, monkeypatch, python3=f'exec {python} "$@"')
+    rc, report = _run(tmp_path, "--target", "host", "--runtime", "litert", "--ssh", "pi@raspberrypi",
+                      "--eval-images", "3")
+    assert rc == 0
+    _check_report(report, 3, "ms")
+    assert report["board"]["runtime_version"] == "tflite-runtime 2.14.0 + tsptq delegate (reference kernels)"
