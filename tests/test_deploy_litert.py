@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tsptq.deploy import main as deploy_main
+from tsptq.targets import load_target
 
 pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -121,3 +122,21 @@ def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
     assert rc == 0
     _check_report(report, 3, "ms")
     assert report["board"]["runtime_version"] == "tflite-runtime 2.14.0 + tsptq delegate (reference kernels)"
+
+
+def test_a_device_program_that_dies_is_reported_with_its_stderr(tmp_path, monkeypatch, capsys):
+    """The agent cannot start on the board (here: a delegate built for another machine): the link error comes with the
+    program's exit code and its message, not only 'no reply'."""
+    import tsptq.litert_board as lb
+
+    _tools_or_skip("host")
+    wrong = tmp_path / "bundle"
+    wrong.mkdir()
+    for f in lb.bundle_files(lb.build_bundle(load_target("host")))[:2]:
+        (wrong / f.name).write_bytes(f.read_bytes())
+    (wrong / lb.DELEGATE_LIB).write_bytes(b"\x7fELF not a library")
+    monkeypatch.setattr(lb, "build_bundle", lambda target: wrong)
+    rc = deploy_main(["--target", "host", "--runtime", "litert", "--eval-images", "1", "--retries", "1",
+                      "--timeout", "0.5", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "exited with code 1" in err and "cannot use --delegate" in err, err

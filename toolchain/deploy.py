@@ -110,6 +110,17 @@ def connect(target, program, args):
     return running.serial, running.url, running
 
 
+def exit_note(running) -> str:
+    """When the link failed because the device program started here died: its exit code and the end of what it
+    printed on stderr (a missing library, a wrong architecture...), to append to the link error."""
+    notes = []
+    for p in getattr(running, "processes", []):
+        if p.poll() is not None and p.stderr is not None:
+            err = p.stderr.read().decode(errors="replace").strip()
+            notes.append(f"\n{p.args[0]} exited with code {p.returncode}" + (f":\n{err[-1500:]}" if err else ""))
+    return "".join(notes)
+
+
 def check_runtime_choice(target, args) -> None:
     if args.runtime == "litert":
         if target.kind != "posix":
@@ -123,7 +134,7 @@ def deploy(args) -> dict:
     from tsptq.board_run import TickUnit, evaluate_on_board
     from tsptq.cli import _source, resolve_data
     from tsptq.integer import build
-    from tsptq.serial_link import Link
+    from tsptq.serial_link import Link, LinkError
     from tsptq.targets import load_target, program_sizes
     from tsptq.tflite_export import to_tflite
 
@@ -172,6 +183,8 @@ def deploy(args) -> dict:
         unit = TickUnit.of(info.tick_unit, info.tick_hz, target.instructions_per_tick)
         result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not quiet)
         counters = dict(link.counters)
+    except LinkError as e:
+        raise TsptqError(f"{e}{exit_note(closer)}") from None
     finally:
         closer.close()
     return {
@@ -191,7 +204,7 @@ def profile(args) -> dict:
     started here when no --port is given; the model is uploaded unless the board already holds it)."""
     from tsptq.board import Board
     from tsptq.board_run import TickUnit, evaluate_on_board
-    from tsptq.serial_link import Link
+    from tsptq.serial_link import Link, LinkError
     from tsptq.targets import load_target
     from tsptq.tflite_import import read_tflite
     from tsptq.verify import file_eval_set
@@ -217,6 +230,8 @@ def profile(args) -> dict:
         unit = TickUnit.of(info.tick_unit, info.tick_hz, target.instructions_per_tick)
         result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not args.quiet)
         counters = dict(link.counters)
+    except LinkError as e:
+        raise TsptqError(f"{e}{exit_note(closer)}") from None
     finally:
         closer.close()
     meta = im.metadata

@@ -84,7 +84,6 @@ class LiteRTDevice:
 
     def __init__(self, args):
         self.args = args
-        self.workdir = tempfile.mkdtemp(prefix="tsptq-litert-")
         self.delegate_lib = ctypes.CDLL(os.path.abspath(args.delegate))  # the same handle load_delegate gets
         self.delegate_lib.tsptq_delegate_profile.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64),
                                                              ctypes.POINTER(ctypes.c_char_p), ctypes.c_int]
@@ -165,10 +164,11 @@ class LiteRTDevice:
     def commit(self, model: bytes, crc: int) -> bytes:
         if self.tfl is None:
             raise Reply("MODEL_REJECTED", f"LiteRT is not available on this board ({self.import_error})")
-        path = os.path.join(self.workdir, "model.tflite")
-        with open(path + ".tmp", "wb") as f:
+        # The delegate reads the file when it is created and LiteRT maps it: it is removed as soon as both have it,
+        # so nothing is left behind however the agent ends.
+        fd, path = tempfile.mkstemp(prefix="tsptq-litert-", suffix=".tflite")
+        with os.fdopen(fd, "wb") as f:
             f.write(model)
-        os.replace(path + ".tmp", path)
         try:
             delegate = self.tfl.load_delegate(os.path.abspath(self.args.delegate),
                                               options={"model": path, "runtime_version": self.version})
@@ -181,6 +181,8 @@ class LiteRTDevice:
             msg = str(e).strip()
             at = msg.find("tsptq delegate: ")  # past load_delegate's "Failed to load delegate from <path>"
             raise Reply("MODEL_REJECTED", msg[at if at >= 0 else 0:][:900]) from None
+        finally:
+            os.unlink(path)
         inp, out = it.get_input_details()[0], it.get_output_details()[0]
         n_ops = self.delegate_lib.tsptq_delegate_profile(delegate._get_native_delegate_pointer(), None, None, 0)
         in_bytes = int(inp["dtype"](0).itemsize * _prod(inp["shape"]))
@@ -383,7 +385,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not os.path.isfile(args.delegate):
         sys.exit(f"litert_agent: --delegate {args.delegate}: no such file")
-    dev = LiteRTDevice(args)
+    try:
+        dev = LiteRTDevice(args)
+    except (OSError, AttributeError) as e:  # not a library for this machine, or not the tsptq delegate
+        sys.exit(f"litert_agent: cannot use --delegate {args.delegate}: {e}")
     fd_in, fd_out = open_port(args.port, args.baud) if args.port else (sys.stdin.fileno(), sys.stdout.fileno())
     print(f"litert_agent: serving on {args.port or 'stdio'} ({dev.runtime}); model_capacity "
           f"{args.model_capacity} B, arena_capacity {args.arena_capacity} B", file=sys.stderr, flush=True)
