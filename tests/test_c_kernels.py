@@ -584,20 +584,35 @@ KERNEL_NAMES = ["conv2d_patches", "fully_connected", "batch_matmul", "add", "tra
                 "strided_slice", "layernorm_2s", "softmax_2s", "lookup", "fc_2s", "bmm_2s", "quantize_multiplier"]
 
 
-def test_neon_matches_reference_on_aarch64(tmp_path):
-    """The NEON paths (automatic under __ARM_NEON) give the reference path's bytes: both builds of the matmul-like
-    kernels linked into one static AArch64 program (the reference one with renamed symbols), random cases, run
-    under qemu-aarch64-static. The reference path itself is the portable C checked against Python above."""
+ARM_BUILDS = {  # path: (compiler, its flags, the QEMU that runs it, the dot.h macro that path defines, Debian packages)
+    "neon": ("aarch64-linux-gnu-gcc", [], "qemu-aarch64-static", "TQ_SIMD_NEON",
+             "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"),
+    # ARMv7-A without NEON has the DSP extension's 32-bit SIMD (SXTAB16, SMLAD): the instructions of the Cortex-M4/M7
+    # path, run here in user mode (QEMU's Cortex-M models have no Linux user mode).
+    "dsp": ("arm-linux-gnueabihf-gcc", ["-march=armv7-a", "-mfpu=vfpv3-d16"], "qemu-arm-static", "TQ_SIMD_DSP",
+            "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static"),
+}
+
+
+@pytest.mark.parametrize("path", list(ARM_BUILDS))
+def test_arm_simd_matches_reference(tmp_path, path):
+    """The Arm SIMD paths (NEON, automatic under __ARM_NEON; the DSP extension's SMLAD, automatic under
+    __ARM_FEATURE_DSP as on a Cortex-M4) give the reference path's bytes: both builds of the matmul-like kernels
+    linked into one static program (the reference one with renamed symbols), random cases, run under QEMU user mode.
+    The reference path itself is the portable C checked against Python above."""
     import shutil
-    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64-static")
+    compiler, arch, runner, macro, apt = ARM_BUILDS[path]
+    cc, qemu = shutil.which(compiler), shutil.which(runner)
     if not cc or not qemu:
-        pytest.skip("needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user-static")
+        pytest.skip(f"needs {apt}")
     src = c_build.RUNTIME_DIR / "src"
     sources = [str(c_build.RUNTIME_DIR / s) for s in kernel_sources()]
-    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(src)]
+    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *arch, "-I", str(src)]
+    probe = subprocess.run([cc, *flags, "-dM", "-E", str(src / "ops" / "dot.h")], capture_output=True, text=True)
+    assert f"#define {macro} 1" in probe.stdout, f"{compiler} {arch} does not take the {path} path"
     rename = [f"-Dtq_{k}=ref_{k}" for k in KERNEL_NAMES]
     objs = []
-    for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), ("neon", [])):
+    for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), (path, [])):
         d = tmp_path / sub
         d.mkdir()
         subprocess.run([cc, *flags, *extra, "-c", *sources], cwd=d, check=True, capture_output=True)

@@ -10,6 +10,9 @@
  *                            x86 AVX-512 VNNI: the blocked vpdpbusd products of vnni.h (TQ_SIMD_VNNI), with the AVX2
  *                            bodies below for the cases they do not take
  *   __ARM_NEON               AArch64/ARMv7 NEON (vmlal_s16), automatic when the compiler targets NEON
+ *   __ARM_FEATURE_DSP        Arm 32-bit SIMD of the DSP extension (SXTAB16 + SMLAD: two 16-bit products per
+ *                            instruction), automatic on Cortex-M4/M7/M33 and ARMv7-A without NEON (TQ_SIMD_DSP);
+ *                            (tq_axpy_s8, whose multiplier may exceed 16 bits, keeps its reference body)
  *
  * The SIMD paths need zero points in [-128, 127] (so that code - zp fits an int16); the kernels check
  * tq_zp_ok() and use the reference path otherwise.
@@ -38,6 +41,11 @@
 #elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__ARM_NEON)
 #include <arm_neon.h>
 #define TQ_SIMD_NEON 1
+#define TQ_SIMD 1
+#elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+#include <string.h>
+#define TQ_SIMD_DSP 1
 #define TQ_SIMD 1
 #else
 #define TQ_SIMD 0
@@ -287,6 +295,123 @@ static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t 
         vst1q_s32(acc + j + 4, vmlaq_s32(vld1q_s32(acc + j + 4), vmovl_s16(vget_high_s16(u)), va));
     }
     for (; j < n; j++) acc[j] += a * ((int32_t)b[j] - bz);
+}
+
+#elif defined(TQ_SIMD_DSP)
+
+/* Four int8 codes as two int16 pairs minus a zero point: lo = (p[0], p[2]) - z, hi = (p[1], p[3]) - z, where mz holds
+ * -z in both halves (SXTAB16 adds sign-extended bytes 0 and 2 to the halves; rotating by 8 picks bytes 1 and 3). The
+ * pairing is the same for both operands, so SMLAD sums the same products as the reference. Exact: codes and zero
+ * points are in [-128, 127], so every half is in [-255, 255]. */
+static inline uint32_t tq_ld32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4); /* one LDR: Cortex-M3+ and ARMv7-A load unaligned words */
+    return v;
+}
+static inline int16x2_t tq_pair_lo(uint32_t v, int16x2_t mz) { return __sxtab16(mz, (int8x4_t)v); }
+static inline int16x2_t tq_pair_hi(uint32_t v, int16x2_t mz) {
+    return __sxtab16(mz, (int8x4_t)((v >> 8) | (v << 24)));
+}
+static inline int16x2_t tq_minus_zp(int32_t z) {
+    const uint32_t h = (uint16_t)(int16_t)-z;
+    return (int16x2_t)((h << 16) | h);
+}
+
+static inline void tq_dot_2x4(const int8_t *x0, const int8_t *x1, int32_t xz, const int8_t *w, int32_t ldw,
+                              int32_t wz, int32_t n, int32_t out[2][4]) {
+    const int16x2_t mxz = tq_minus_zp(xz), mwz = tq_minus_zp(wz);
+    int32_t k;
+    for (k = 0; k < 4; k += 2) { /* 2 x rows by 2 w rows: what fits the registers of a Cortex-M */
+        const int8_t *wa = w + k * (ptrdiff_t)ldw, *wb = wa + ldw;
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0, i = 0;
+        for (; i + 4 <= n; i += 4) {
+            const uint32_t u = tq_ld32(x0 + i), v = tq_ld32(x1 + i), p = tq_ld32(wa + i), q = tq_ld32(wb + i);
+            const int16x2_t u0 = tq_pair_lo(u, mxz), u1 = tq_pair_hi(u, mxz), v0 = tq_pair_lo(v, mxz),
+                            v1 = tq_pair_hi(v, mxz);
+            int16x2_t c0 = tq_pair_lo(p, mwz), c1 = tq_pair_hi(p, mwz);
+            a00 = __smlad(u1, c1, __smlad(u0, c0, a00));
+            a10 = __smlad(v1, c1, __smlad(v0, c0, a10));
+            c0 = tq_pair_lo(q, mwz), c1 = tq_pair_hi(q, mwz);
+            a01 = __smlad(u1, c1, __smlad(u0, c0, a01));
+            a11 = __smlad(v1, c1, __smlad(v0, c0, a11));
+        }
+        out[0][k] = a00 + tq_dot_s8_ref(x0 + i, xz, wa + i, wz, n - i);
+        out[0][k + 1] = a01 + tq_dot_s8_ref(x0 + i, xz, wb + i, wz, n - i);
+        out[1][k] = a10 + tq_dot_s8_ref(x1 + i, xz, wa + i, wz, n - i);
+        out[1][k + 1] = a11 + tq_dot_s8_ref(x1 + i, xz, wb + i, wz, n - i);
+    }
+}
+
+static inline int32_t tq_dot_s8(const int8_t *x, int32_t xz, const int8_t *w, int32_t wz, int32_t n) {
+    const int16x2_t mxz = tq_minus_zp(xz), mwz = tq_minus_zp(wz);
+    int32_t a = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint32_t u = tq_ld32(x + i), p = tq_ld32(w + i);
+        a = __smlad(tq_pair_hi(u, mxz), tq_pair_hi(p, mwz), __smlad(tq_pair_lo(u, mxz), tq_pair_lo(p, mwz), a));
+    }
+    return a + tq_dot_s8_ref(x + i, xz, w + i, wz, n - i);
+}
+
+/* d[i..i+4) as the pairs (d0, d2) and (d1, d3) that match tq_pair_lo / tq_pair_hi of four weights (PKHBT, PKHTB) */
+static inline void tq_d16_pairs(const int16_t *d, int16x2_t *lo, int16x2_t *hi) {
+    const uint32_t d01 = tq_ld32(d), d23 = tq_ld32(d + 2);
+    *lo = (int16x2_t)((d01 & 0xFFFFu) | (d23 << 16));
+    *hi = (int16x2_t)((d23 & 0xFFFF0000u) | (d01 >> 16));
+}
+
+static inline void tq_dot_s16s8_x4(const int16_t *d, const int8_t *w, int32_t ldw, int32_t n, int32_t out[4]) {
+    const int16x2_t zero = 0;
+    const int8_t *w0 = w, *w1 = w + ldw, *w2 = w + 2 * (ptrdiff_t)ldw, *w3 = w + 3 * (ptrdiff_t)ldw;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, i = 0, k, j;
+    for (; i + 4 <= n; i += 4) {
+        int16x2_t lo, hi;
+        uint32_t p;
+        tq_d16_pairs(d + i, &lo, &hi);
+        p = tq_ld32(w0 + i), a0 = __smlad(hi, tq_pair_hi(p, zero), __smlad(lo, tq_pair_lo(p, zero), a0));
+        p = tq_ld32(w1 + i), a1 = __smlad(hi, tq_pair_hi(p, zero), __smlad(lo, tq_pair_lo(p, zero), a1));
+        p = tq_ld32(w2 + i), a2 = __smlad(hi, tq_pair_hi(p, zero), __smlad(lo, tq_pair_lo(p, zero), a2));
+        p = tq_ld32(w3 + i), a3 = __smlad(hi, tq_pair_hi(p, zero), __smlad(lo, tq_pair_lo(p, zero), a3));
+    }
+    out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3;
+    for (k = 0; k < 4; k++) {
+        const int8_t *wk = w + k * (ptrdiff_t)ldw;
+        for (j = i; j < n; j++) out[k] += (int32_t)d[j] * wk[j];
+    }
+}
+
+static inline int32_t tq_dot_s16s8(const int16_t *d, const int8_t *w, int32_t n) {
+    int32_t a = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        int16x2_t lo, hi;
+        const uint32_t p = tq_ld32(w + i);
+        tq_d16_pairs(d + i, &lo, &hi);
+        a = __smlad(hi, tq_pair_hi(p, 0), __smlad(lo, tq_pair_lo(p, 0), a));
+    }
+    for (; i < n; i++) a += (int32_t)d[i] * w[i];
+    return a;
+}
+
+/* acc[j] += a0 * (b0[j] - bz) + a1 * (b1[j] - bz): the pairs (b0[j] - bz, b1[j] - bz) against (a0, a1), one SMLAD
+ * per j (|a0|, |a1| <= 2^15 - 1, as the caller guarantees). */
+static inline void tq_axpy2_s8(int32_t *acc, int32_t a0, int32_t a1, const int8_t *b0, const int8_t *b1, int32_t bz,
+                               int32_t n) {
+    const int16x2_t mbz = tq_minus_zp(bz), a = (int16x2_t)(((uint32_t)(uint16_t)(int16_t)a1 << 16) |
+                                                             (uint16_t)(int16_t)a0);
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint32_t u = tq_ld32(b0 + j), v = tq_ld32(b1 + j);
+        const uint32_t u02 = (uint32_t)tq_pair_lo(u, mbz), u13 = (uint32_t)tq_pair_hi(u, mbz);
+        const uint32_t v02 = (uint32_t)tq_pair_lo(v, mbz), v13 = (uint32_t)tq_pair_hi(v, mbz);
+        acc[j] = __smlad((int16x2_t)((u02 & 0xFFFFu) | (v02 << 16)), a, acc[j]);
+        acc[j + 1] = __smlad((int16x2_t)((u13 & 0xFFFFu) | (v13 << 16)), a, acc[j + 1]);
+        acc[j + 2] = __smlad((int16x2_t)((u02 >> 16) | (v02 & 0xFFFF0000u)), a, acc[j + 2]);
+        acc[j + 3] = __smlad((int16x2_t)((u13 >> 16) | (v13 & 0xFFFF0000u)), a, acc[j + 3]);
+    }
+    for (; j < n; j++) acc[j] += a0 * ((int32_t)b0[j] - bz) + a1 * ((int32_t)b1[j] - bz);
+}
+
+static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t bz, int32_t n) {
+    tq_axpy_s8_ref(acc, a, b, bz, n); /* any int32 a: no 16-bit pairs */
 }
 
 #else /* reference only: the same entry points, portable */
