@@ -44,10 +44,21 @@ def home() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "tsptq") / "pi-userland"
 
 
+def _recipe() -> str:
+    """What the userland is made of: a changed package list, wheel pin, shim or cpuinfo file provisions it anew."""
+    import hashlib
+
+    h = hashlib.sha256("\0".join(DEBS + WHEELS + PLATFORMS).encode())
+    for f in (SHIM_SOURCE, CPUINFO):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def is_ready(root: Path | None = None) -> bool:
     root = root or home()
+    stamp = root / "recipe"
     return ((root / "sysroot" / "usr" / "bin" / PYTHON).is_file() and (root / "site" / "ai_edge_litert").is_dir()
-            and (root / "cpuinfo_shim.so").is_file() and (root / "cpuinfo").is_file())
+            and (root / "cpuinfo_shim.so").is_file() and stamp.is_file() and stamp.read_text() == _recipe())
 
 
 def command(root: Path | None = None) -> list[str]:
@@ -101,6 +112,7 @@ def provision(root: Path | None = None, quiet: bool = False) -> Path:
         _run([CROSS_CC, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o",
               str(new / "cpuinfo_shim.so"), str(SHIM_SOURCE), "-ldl"], "building the /proc/cpuinfo shim")
         shutil.copyfile(CPUINFO, new / "cpuinfo")
+        (new / "recipe").write_text(_recipe())
         if not is_ready(new):
             raise UserlandError(f"the provisioned userland in {new} lacks {PYTHON} or ai_edge_litert")
         _run(command(new) + ["-c", "import numpy, ai_edge_litert.interpreter"], "importing LiteRT in the emulated Pi")
