@@ -186,7 +186,9 @@ def test_upload_infer_bit_exact_and_profile(make_rig, fashion, agent):
     else:  # the delegate times its TSPTQ_* ops; LiteRT's builtins are one entry
         assert [name for name, _ in rows] == [op.kind for op in fm.ops if op.kind.startswith("TSPTQ_")] + [
             "LITERT_BUILTINS"]
-    assert all(t > 0 for _, t in rows[:-1]) and 0 < sum(t for _, t in rows) <= results[-1].ticks
+    assert 0 < sum(t for _, t in rows) <= results[-1].ticks
+    if agent.kind == "litert":  # every delegate op was timed; the builtins' entry is the rest of the invocation
+        assert all(t > 0 for _, t in rows) and sum(t for _, t in rows[:-1]) < results[-1].ticks
     # OUTPUT reads any range of the last output
     assert rig.link.request(CMD["OUTPUT"], struct.pack("<IH", 3, 5)) == y[-1].tobytes()[3:8]
     assert device_error(rig.link.request, CMD["OUTPUT"], struct.pack("<IH", 8, 5)).status_name == "OUT_OF_RANGE"

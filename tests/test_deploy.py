@@ -175,9 +175,12 @@ def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
     lines locally; the bytes go through the agent's stdio exactly as over a real SSH session."""
     _tools_or_skip("host")
     fake_ssh(tmp_path, monkeypatch)
-    report = _deploy(tmp_path, "--target", "host", "--ssh", "pi@raspberrypi", "--eval-images", "4")
+    remote = tmp_path / "remote"
+    report = _deploy(tmp_path, "--target", "host", "--ssh", "pi@raspberrypi", "--ssh-dir", str(remote),
+                     "--eval-images", "4")
     _check_report(report, 4, "ms")
     assert report["port"] == "ssh://pi@raspberrypi"
+    assert [p.name for p in remote.iterdir()] == ["tsptq-agent"]
 
 
 def test_profile_runs_an_existing_file_on_a_board(cifar_model, tmp_path, capsys):

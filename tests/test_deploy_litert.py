@@ -75,13 +75,13 @@ def test_litert_over_ssh_copies_three_files(tmp_path, monkeypatch):
     The shims run the commands locally; `python3` is this venv's (it has ai-edge-litert), as a Pi's would be."""
     _tools_or_skip("host")
     fake_ssh(tmp_path, monkeypatch, python3=f'exec {sys.executable} "$@"')
+    remote = tmp_path / "remote"
     rc, report = _run(tmp_path, "--target", "host", "--runtime", "litert", "--ssh", "pi@raspberrypi",
-                      "--eval-images", "3")
+                      "--ssh-dir", str(remote), "--eval-images", "3")
     assert rc == 0
     _check_report(report, 3, "ms")
     assert report["port"] == "ssh://pi@raspberrypi" and report["runtime"] == "litert (reference kernels)"
-    remote = Path("/tmp/tsptq")
-    assert {p.name for p in remote.iterdir()} >= {"litert_agent.py", "wire.py", "libtsptq_delegate.so"}
+    assert sorted(p.name for p in remote.iterdir()) == ["libtsptq_delegate.so", "litert_agent.py", "wire.py"]
 
 
 def test_a_board_without_litert_says_so(tmp_path, monkeypatch, capsys):
@@ -92,19 +92,34 @@ def test_a_board_without_litert_says_so(tmp_path, monkeypatch, capsys):
     if python is None:
         pytest.skip("no system python3")
     fake_ssh(tmp_path, monkeypatch, python3=f'exec {python} -I "$@"')  # -I: no user site, no PYTHONPATH
-    rc = deploy_main(["--target", "host", "--runtime", "litert", "--ssh", "pi@raspberrypi", "--eval-images", "1",
-                      "--quiet"])
+    rc = deploy_main(["--target", "host", "--runtime", "litert", "--ssh", "pi@raspberrypi", "--ssh-dir",
+                      str(tmp_path / "remote"), "--eval-images", "1", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "MODEL_REJECTED" in err and "pip install ai-edge-litert" in err, err
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target", "mps2-an386"], "--runtime litert runs on the Linux targets"),
-    (["--target", "host", "--load", "flash"], "--load flash does not apply"),
+    (["--target", "mps2-an386", "--runtime", "litert"], "--runtime litert runs on the Linux targets"),
+    (["--target", "host", "--runtime", "litert", "--load", "flash"], "--load flash does not apply"),
+    (["--target", "host", "--litert-kernels", "optimized"], "--litert-kernels applies to --runtime litert only"),
 ])
 def test_litert_runtime_choices_are_checked(args, message, capsys):
-    assert deploy_main([*args, "--runtime", "litert", "--quiet"]) == 2
+    assert deploy_main([*args, "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("diff, agreement, ok", [(0, 1.0, True), (14, 0.985, True), (33, 0.99, False),
+                                                  (9, 0.90, False)])
+def test_optimized_kernels_pass_only_within_bounds(diff, agreement, ok):
+    """LiteRT's optimized kernels need not be bit-exact, but a run far from the reference fails (exit code 1)."""
+    from argparse import Namespace
+
+    from tsptq.deploy import deployment_ok
+
+    result = {"bit_exact_fraction": 1.0 if diff == 0 else 0.0, "max_abs_diff_codes": diff, "top1_agreement": agreement}
+    assert deployment_ok(result, Namespace(runtime="litert", litert_kernels="optimized")) is ok
+    assert deployment_ok(result, Namespace(runtime="litert", litert_kernels="reference")) is (diff == 0)
+    assert deployment_ok(result, Namespace(runtime="tsptq", litert_kernels=None)) is (diff == 0)
 
 
 def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
@@ -118,7 +133,7 @@ def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
         pytest.skip(f"{python} is missing (`make tflite214`)")
     fake_ssh(tmp_path, monkeypatch, python3=f'exec {python} "$@"')
     rc, report = _run(tmp_path, "--target", "host", "--runtime", "litert", "--ssh", "pi@raspberrypi",
-                      "--eval-images", "3")
+                      "--ssh-dir", str(tmp_path / "remote"), "--eval-images", "3")
     assert rc == 0
     _check_report(report, 3, "ms")
     assert report["board"]["runtime_version"] == "tflite-runtime 2.14.0 + tsptq delegate (reference kernels)"

@@ -121,10 +121,13 @@ def test_missing_model_option_is_a_clear_error():
         litert.load_delegate(str(build_delegate()))
 
 
-def test_unknown_runtime_version_is_refused(cifar):
+@pytest.mark.parametrize("version", ["ai-edge-litert 9.9.9", "2.3.0", "tflite-runtime 2.3.0"])
+def test_unknown_runtime_version_is_refused(cifar, version):
+    """The delegate knows runtimes by distribution and version: another version, a bare version (which runtime?) and a
+    pinned version of the other distribution are all refused."""
     path, _, _ = cifar
-    with pytest.raises(ValueError, match="runtime version '9.9.9' is not supported"):
-        litert.load_delegate(str(build_delegate()), options={"model": str(path), "runtime_version": "9.9.9"})
+    with pytest.raises(ValueError, match=f"runtime version '{version}' is not supported"):
+        litert.load_delegate(str(build_delegate()), options={"model": str(path), "runtime_version": version})
 
 
 def test_unsupported_litert_version_refused_in_python(cifar, monkeypatch):
@@ -228,6 +231,7 @@ def test_runtime_selection(monkeypatch):
 
 
 def test_delegate_accepts_the_tflite214_version(cifar):
-    """runtime_version "2.14.0" is a pinned version for the delegate (as "2.3.0" is)."""
+    """runtime_version "tflite-runtime 2.14.0" is pinned for the delegate (as "ai-edge-litert 2.3.0" is)."""
     path, _, _ = cifar
-    assert litert.load_delegate(str(build_delegate()), options={"model": str(path), "runtime_version": "2.14.0"})
+    assert litert.load_delegate(str(build_delegate()),
+                                options={"model": str(path), "runtime_version": "tflite-runtime 2.14.0"})

@@ -159,14 +159,14 @@ def cmd_emit_c(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from tsptq.deploy import expects_bit_exact, profile
+    from tsptq.deploy import deployment_ok, profile
     from tsptq.deploy_report import format_table, write_reports
 
     report = profile(args)
     print(format_table(report))
     for path in write_reports(report, args.json, args.report):
         print(f"wrote {path}", file=sys.stderr)
-    return 0 if report["result"]["bit_exact_fraction"] == 1.0 or not expects_bit_exact(args) else 1
+    return 0 if deployment_ok(report["result"], args) else 1
 
 
 def _add_model_args(p, bits_help: str = "weight and activation bits (the file holds 8-bit activations)") -> None:

@@ -103,7 +103,7 @@ def connect(target, program, args):
     if getattr(args, "ssh", None):
         litert_files = ({"files": bundle_files(program), "remote_command": remote_command(target, args.litert_kernels)}
                         if litert else {})
-        running = ssh_agent(target, program, args.ssh, **litert_files)
+        running = ssh_agent(target, program, args.ssh, remote_dir=args.ssh_dir, **litert_files)
         return running.serial, running.url, running
     command = local_command(target, program, args.litert_kernels) if litert else None
     running = start_board(target, program, command=command)
@@ -122,6 +122,10 @@ def exit_note(running) -> str:
 
 
 def check_runtime_choice(target, args) -> None:
+    if args.litert_kernels is not None and args.runtime != "litert":
+        raise TsptqError("--litert-kernels applies to --runtime litert only")
+    if args.runtime == "litert" and args.litert_kernels is None:
+        args.litert_kernels = "reference"
     if args.runtime == "litert":
         if target.kind != "posix":
             raise TsptqError(f"--runtime litert runs on the Linux targets (host, rpi), not on {target.name}")
@@ -246,10 +250,22 @@ def runtime_name(args) -> str:
     return f"litert ({args.litert_kernels} kernels)" if args.runtime == "litert" else "tsptq"
 
 
-def expects_bit_exact(args) -> bool:
-    """LiteRT's optimized kernels requantize the builtins their own way: there the outputs are compared, not
-    required to match (docs/integer-semantics.md)."""
-    return not (args.runtime == "litert" and args.litert_kernels == "optimized")
+# LiteRT's optimized kernels requantize the builtins their own way (docs/integer-semantics.md): their outputs are not
+# required to be bit-exact, only this close (measured on the 10,000 cifar10-vit test images: at most 14 codes apart,
+# 98.5% top-1 agreement). Anything worse is a broken deployment, not rounding.
+OPTIMIZED_MAX_DIFF_CODES = 32
+OPTIMIZED_MIN_AGREEMENT = 0.95
+
+
+def deployment_ok(result: dict, args) -> bool:
+    """The exit-code check: bit-exact with the host reference, or for LiteRT's optimized kernels within the bounds
+    above."""
+    if result["bit_exact_fraction"] == 1.0:
+        return True
+    if args.runtime == "litert" and args.litert_kernels == "optimized":
+        return (result["max_abs_diff_codes"] <= OPTIMIZED_MAX_DIFF_CODES
+                and result["top1_agreement"] >= OPTIMIZED_MIN_AGREEMENT)
+    return False
 
 
 def add_board_args(ap) -> None:
@@ -257,9 +273,10 @@ def add_board_args(ap) -> None:
                     help="what runs the model on a Linux board: tsptq (the C runtime's agent, default) or litert "
                          "(stock LiteRT with the tsptq delegate; the board needs Python with ai-edge-litert; the "
                          "emulated rpi gets an emulated Pi userland, see tsptq.pi_userland)")
-    ap.add_argument("--litert-kernels", choices=("reference", "optimized"), default="reference",
+    ap.add_argument("--litert-kernels", choices=("reference", "optimized"), default=None,
                     help="--runtime litert: LiteRT's reference kernels (bit-exact with tsptq, default) or its "
-                         "optimized kernels with XNNPACK (faster; a few output codes differ)")
+                         f"optimized kernels with XNNPACK (faster; a few output codes differ: the run passes within "
+                         f"{OPTIMIZED_MAX_DIFF_CODES} codes and {OPTIMIZED_MIN_AGREEMENT:.0%} top-1 agreement)")
     ap.add_argument("--port", help="pyserial URL of a board already running the tsptq device program "
                                    "(/dev/ttyUSB0, socket://host:port, rfc2217://...); default: start the board here")
     ap.add_argument("--baudrate", type=int, default=115200)
@@ -286,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="flash: bake the model into the device program; upload: send it over the serial link "
                          "(default: upload on Linux targets, flash on microcontrollers)")
     ap.add_argument("--ssh", metavar="USER@HOST", help="rpi: copy the agent over SSH and talk to it over its stdio")
+    ap.add_argument("--ssh-dir", metavar="DIR", default=None,
+                    help="--ssh: where the device program is copied on the board (default: the target's remote_dir)")
     ap.add_argument("--flash-tool", action="store_true", help="real boards: run the target's flash command first")
     add_board_args(ap)
     return ap
@@ -303,7 +322,7 @@ def main(argv=None) -> int:
     print(format_table(report))
     for path in write_reports(report, args.json, args.report):
         print(f"wrote {path}", file=sys.stderr)
-    return 0 if report["result"]["bit_exact_fraction"] == 1.0 or not expects_bit_exact(args) else 1
+    return 0 if deployment_ok(report["result"], args) else 1
 
 
 if __name__ == "__main__":

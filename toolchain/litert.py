@@ -125,7 +125,7 @@ def make_interpreter(model_path: str | Path, experimental_op_resolver_type=None,
     name, tfl, ver = resolve_runtime(runtime)
     path = str(Path(model_path).resolve())
     lib = str(delegate_path) if delegate_path is not None else str(build_delegate(variant))
-    delegate = tfl.load_delegate(lib, options={"model": path, "runtime_version": ver})
+    delegate = tfl.load_delegate(lib, options={"model": path, "runtime_version": f"{RUNTIMES[name][0]} {ver}"})
     kw = {}
     if experimental_op_resolver_type is not None:
         kw["experimental_op_resolver_type"] = _op_resolver(tfl, experimental_op_resolver_type)

@@ -116,9 +116,14 @@ def provision(root: Path | None = None, quiet: bool = False) -> Path:
         if not is_ready(new):
             raise UserlandError(f"the provisioned userland in {new} lacks {PYTHON} or ai_edge_litert")
         _run(command(new) + ["-c", "import numpy, ai_edge_litert.interpreter"], "importing LiteRT in the emulated Pi")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(new, root)
+        try:
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(new, root)
+        except OSError as e:
+            if is_ready(root):  # another process provisioned it at the same time
+                return root
+            raise UserlandError(f"cannot move the userland into {root}: {e}") from None
     return root
 
 

@@ -365,13 +365,15 @@ class PipePort:
 
 
 def ssh_agent(target: Target, program: Path, destination: str, timeout: float = 60.0,
-              files: list[Path] | None = None, remote_command: str | None = None) -> RunningBoard:
+              files: list[Path] | None = None, remote_command: str | None = None,
+              remote_dir: str | None = None) -> RunningBoard:
     """Copy the agent to ``destination`` (user@host) with scp and start it there with ``--stdio`` over ssh.
 
     files / remote_command: another device program (the LiteRT agent): the files copied into the target's
-    ``remote_dir`` and the command that starts it there (``{dir}`` stands for remote_dir). Uses the ``ssh`` and
-    ``scp`` on PATH (key-based login: BatchMode, no password prompt)."""
-    remote_dir = target.extra.get("ssh", {}).get("remote_dir", "/tmp/tsptq")
+    ``remote_dir`` and the command that starts it there (``{dir}`` stands for remote_dir). remote_dir: where on the
+    board (default: the target's ``[ssh] remote_dir``, else /tmp/tsptq). Uses the ``ssh`` and ``scp`` on PATH
+    (key-based login: BatchMode, no password prompt)."""
+    remote_dir = remote_dir or target.extra.get("ssh", {}).get("remote_dir", "/tmp/tsptq")
     if files is None:
         files, remote_command = [program], "{dir}/" + program.name
     opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}"]

@@ -10,8 +10,9 @@
  * At Invoke, for each claimed op in order, the op's inputs that LiteRT produced are copied from LiteRT's tensors into
  * the runtime's arena, the op runs there (tq_run_one), and an output LiteRT reads is copied back.
  *
- * Options: "model" (required) the .tflite path; "runtime_version" (optional, e.g. "2.3.0", passed by
- * tsptq.litert.make_interpreter) refused unless it is a version the struct declarations are pinned to.
+ * Options: "model" (required) the .tflite path; "runtime_version" (optional, "<distribution> <version>", e.g.
+ * "ai-edge-litert 2.3.0", passed by tsptq.litert.make_interpreter and the LiteRT board agent) refused unless it is a
+ * runtime the struct declarations are pinned to.
  * Runtime check (always, in the delegate's Prepare; context->GetTensor is NULL in TFLite, so the tensor array is
  * indexed with the declared sizeof(TfLiteTensor)): every one of the model's tensors, read at the declared layout, must
  * have the file's type and byte size (integers only, checked first), then the file's name; the claimed nodes' input
@@ -44,9 +45,10 @@ TQ_CHECK(delegate_flags, sizeof(void *) != 8 || offsetof(TfLiteDelegate, flags) 
 TQ_CHECK(delegate_size, sizeof(void *) != 8 || sizeof(TfLiteDelegate) == 56);
 
 #define TQ_BUILTIN_DELEGATE 51 /* kTfLiteBuiltinDelegate */
-/* runtime_version values (tsptq.litert passes the installed package's version): ai-edge-litert 2.3.0, tflite-runtime
- * 2.14.0; the structs the delegate touches have the same layout in both */
-static const char *const known_versions[] = {"2.3.0", "2.14.0"};
+/* runtime_version values, "<distribution> <version>" (tsptq.litert and the LiteRT board agent pass the installed
+ * package's): the version alone would not say which runtime it is. The structs the delegate touches have the same
+ * layout in both. */
+static const char *const known_versions[] = {"ai-edge-litert 2.3.0", "tflite-runtime 2.14.0"};
 
 typedef struct {
     tsptq_model *model;

@@ -8,8 +8,8 @@
 
 `tsptq-deploy --runtime litert` copies or runs this file with wire.py (the protocol's framing, standard library only)
 and the delegate library beside it. On the board it needs Python 3.9+, numpy and ai-edge-litert (or tflite-runtime
-2.14): `pip install ai-edge-litert`. It answers exactly as targets/common/device.c does (same commands, statuses,
-retry cache and BOOT frame), so the host side and its report are the same. What differs:
+2.14): `pip install ai-edge-litert`. It answers as targets/common/device.c does (same commands, checks, statuses,
+retry cache and BOOT frame), so the host side and its report are the same. What differs (docs/serial-protocol.md):
 - UPLOAD_COMMIT writes the model to a file and builds a LiteRT interpreter with the delegate attached; a missing
   LiteRT, a file the delegate's loader refuses or an unsupported LiteRT version answer MODEL_REJECTED with the reason;
 - `--kernels reference` (default) runs LiteRT's reference kernels (BUILTIN_REF): the outputs are byte-identical to the
@@ -30,6 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in the folder copied to boards
 import wire  # noqa: E402  (beside this file on the board; toolchain/wire.py in the source tree)
 
 MAX_BODY = 1024
@@ -92,7 +93,7 @@ class LiteRTDevice:
         try:
             self.tfl, dist, ver = _load_litert()
             self.runtime = f"{dist} {ver} + tsptq delegate ({args.kernels} kernels)"
-            self.version, self.import_error = ver, None
+            self.version, self.import_error = f"{dist} {ver}", None  # the delegate refuses runtimes it is not pinned to
         except ImportError as e:
             self.tfl, self.runtime, self.version = None, "no LiteRT", ""
             self.import_error = f"{e}; install it on the board with `pip install ai-edge-litert`"
@@ -164,12 +165,12 @@ class LiteRTDevice:
     def commit(self, model: bytes, crc: int) -> bytes:
         if self.tfl is None:
             raise Reply("MODEL_REJECTED", f"LiteRT is not available on this board ({self.import_error})")
-        # The delegate reads the file when it is created and LiteRT maps it: it is removed as soon as both have it,
-        # so nothing is left behind however the agent ends.
-        fd, path = tempfile.mkstemp(prefix="tsptq-litert-", suffix=".tflite")
-        with os.fdopen(fd, "wb") as f:
-            f.write(model)
+        # The delegate reads the file when it is created and LiteRT maps it: it is removed as soon as both have it.
+        path = None
         try:
+            fd, path = tempfile.mkstemp(prefix="tsptq-litert-", suffix=".tflite")
+            with os.fdopen(fd, "wb") as f:
+                f.write(model)
             delegate = self.tfl.load_delegate(os.path.abspath(self.args.delegate),
                                               options={"model": path, "runtime_version": self.version})
             kw = {"num_threads": self.args.threads, "experimental_delegates": [delegate]}
@@ -177,13 +178,19 @@ class LiteRTDevice:
                 kw["experimental_op_resolver_type"] = self.tfl.OpResolverType.BUILTIN_REF
             it = self.tfl.Interpreter(model_path=path, **kw)
             it.allocate_tensors()
+            details = it.get_input_details(), it.get_output_details()
+            if len(details[0]) != 1 or len(details[1]) != 1:
+                raise ValueError(f"the model has {len(details[0])} inputs and {len(details[1])} outputs, not one each")
         except (ValueError, RuntimeError) as e:  # the delegate's and LiteRT's errors
             msg = str(e).strip()
             at = msg.find("tsptq delegate: ")  # past load_delegate's "Failed to load delegate from <path>"
             raise Reply("MODEL_REJECTED", msg[at if at >= 0 else 0:][:900]) from None
+        except OSError as e:  # a full or read-only temp folder
+            raise Reply("MODEL_REJECTED", f"cannot write the model for LiteRT: {e}") from None
         finally:
-            os.unlink(path)
-        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+            if path is not None:
+                os.unlink(path)
+        inp, out = details[0][0], details[1][0]
         n_ops = self.delegate_lib.tsptq_delegate_profile(delegate._get_native_delegate_pointer(), None, None, 0)
         in_bytes = int(inp["dtype"](0).itemsize * _prod(inp["shape"]))
         out_bytes = int(out["dtype"](0).itemsize * _prod(out["shape"]))
@@ -295,6 +302,9 @@ class LiteRTDevice:
             reply = bytes([S["OK"]]) + data
         except Reply as e:
             reply = bytes([e.status]) + e.message.encode()[:MAX_BODY - 1]
+        except Exception as e:  # noqa: BLE001 - a device answers, it does not die (device.c cannot fail this way)
+            status = {"INVOKE": "INVOKE_FAILED", "UPLOAD_COMMIT": "MODEL_REJECTED"}.get(name, "BAD_REQUEST")
+            reply = bytes([S[status]]) + f"{name}: {type(e).__name__}: {e}".encode()[:MAX_BODY - 1]
         frame = wire.encode_frame(seq, cmd | 0x80, reply)
         self.last, self.last_reply = (seq, cmd, crc), frame
         return frame, reset
@@ -317,7 +327,7 @@ def open_port(path: str, baud: int) -> tuple[int, int]:
     import tty
 
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # TCSANOW: keep what the host already sent
     attrs = termios.tcgetattr(fd)
     speed = getattr(termios, f"B{baud}", None)
     if speed is None:
@@ -334,7 +344,7 @@ def serve(dev: LiteRTDevice, fd_in: int, fd_out: int) -> None:
     def send(data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd_out, view):]
+            view = view[os.write(fd_out, view):]  # OSError (the host hung up) ends serve() below
 
     send(boot_frame())
     pending = bytearray()
@@ -383,19 +393,23 @@ def main(argv=None) -> int:
     ap.add_argument("--model-capacity", type=int, default=64 << 20)
     ap.add_argument("--arena-capacity", type=int, default=48 << 20)
     args = ap.parse_args(argv)
+    for name in ("model_capacity", "arena_capacity"):
+        if not 0 < getattr(args, name) < 1 << 32:
+            ap.error(f"--{name.replace('_', '-')} must be between 1 and 4294967295 bytes (HELLO sends it as u32)")
     if not os.path.isfile(args.delegate):
         sys.exit(f"litert_agent: --delegate {args.delegate}: no such file")
+    # the port first: what the host sends while LiteRT is imported (seconds under emulation) waits in its buffer
+    fd_in, fd_out = open_port(args.port, args.baud) if args.port else (sys.stdin.fileno(), sys.stdout.fileno())
     try:
         dev = LiteRTDevice(args)
     except (OSError, AttributeError) as e:  # not a library for this machine, or not the tsptq delegate
         sys.exit(f"litert_agent: cannot use --delegate {args.delegate}: {e}")
-    fd_in, fd_out = open_port(args.port, args.baud) if args.port else (sys.stdin.fileno(), sys.stdout.fileno())
     print(f"litert_agent: serving on {args.port or 'stdio'} ({dev.runtime}); model_capacity "
           f"{args.model_capacity} B, arena_capacity {args.arena_capacity} B", file=sys.stderr, flush=True)
     try:
         serve(dev, fd_in, fd_out)
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, BrokenPipeError, ConnectionError):
+        pass  # stopped, or the host hung up (SSH session closed mid-reply)
     return 0
 
 
