@@ -155,3 +155,12 @@ def test_a_device_program_that_dies_is_reported_with_its_stderr(tmp_path, monkey
                       "--timeout", "0.5", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "exited with code 1" in err and "cannot use --delegate" in err, err
+
+
+def test_the_agent_runs_from_the_source_tree():
+    """`python targets/common/litert_agent.py` finds wire.py in toolchain/ (on a board it lies beside the agent)."""
+    import subprocess
+
+    agent = Path(__file__).resolve().parents[1] / "targets" / "common" / "litert_agent.py"
+    proc = subprocess.run([sys.executable, str(agent), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--delegate" in proc.stdout, proc.stderr

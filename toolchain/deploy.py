@@ -276,7 +276,7 @@ def add_board_args(ap) -> None:
     ap.add_argument("--litert-kernels", choices=("reference", "optimized"), default=None,
                     help="--runtime litert: LiteRT's reference kernels (bit-exact with tsptq, default) or its "
                          f"optimized kernels with XNNPACK (faster; a few output codes differ: the run passes within "
-                         f"{OPTIMIZED_MAX_DIFF_CODES} codes and {OPTIMIZED_MIN_AGREEMENT:.0%} top-1 agreement)")
+                         f"{OPTIMIZED_MAX_DIFF_CODES} codes and {100 * OPTIMIZED_MIN_AGREEMENT:.0f}%% top-1 agreement)")
     ap.add_argument("--port", help="pyserial URL of a board already running the tsptq device program "
                                    "(/dev/ttyUSB0, socket://host:port, rfc2217://...); default: start the board here")
     ap.add_argument("--baudrate", type=int, default=115200)

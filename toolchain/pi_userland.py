@@ -127,7 +127,11 @@ def provision(root: Path | None = None, quiet: bool = False) -> Path:
     return root
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m tsptq.pi_userland", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     try:
         print(provision())
     except TsptqError as e:

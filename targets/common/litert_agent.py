@@ -29,9 +29,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# wire.py lies beside this file in the folder copied to a board; in the source tree it is toolchain/wire.py
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "..", "toolchain")]
 sys.dont_write_bytecode = True  # no __pycache__ in the folder copied to boards
-import wire  # noqa: E402  (beside this file on the board; toolchain/wire.py in the source tree)
+import wire  # noqa: E402
 
 MAX_BODY = 1024
 S = wire.STATUS_CODES
