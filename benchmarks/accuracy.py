@@ -28,6 +28,7 @@ from tsptq.cli import resolve_data
 from tsptq.evaluate import evaluate, plot_drops, write_json_atomic
 from tsptq.methods import ABLATIONS, MAIN_METHODS
 from tsptq.quantize import quantize
+from tsptq.shards import default_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -38,8 +39,9 @@ METHODS = [m for m in MAIN_METHODS if m != "fp32"]
 ACCURACY_SECTIONS = [
     ("cifar10-vit", "cifar10-vit", "cifar10", None, ("W8A8", "W6A6"), METHODS),
     ("fashion-vit", "fashion-vit", "fashion", None, ("W8A8", "W6A6"), METHODS),
-    # DINOv2 runs at ~4 images/s per core in the simulator: 1000 images for W8A8 (the headline), 500 for the rest.
-    ("dinov2-s14", "dinov2-s14", "cifar10", 1000, ("W8A8",), METHODS),
+    # DINOv2 W8A8 runs in the C engine (~15 images/s per core): 2000 images for the headline. W6A6 has no integer
+    # model and runs in the float32 simulator: 500 images.
+    ("dinov2-s14", "dinov2-s14", "cifar10", 2000, ("W8A8",), METHODS),
     ("dinov2-s14-w6a6", "dinov2-s14", "cifar10", 500, ("W6A6",), METHODS),
     ("dinov2-s14-imagenet", "dinov2-s14", "imagenet", 200, ("W8A8",), METHODS),
     ("ablation-dinov2-s14", "dinov2-s14", "cifar10", 500, ("W8A8",), list(ABLATIONS)),
@@ -53,7 +55,8 @@ def run_accuracy(section, model_name, data, eval_n, bit_widths, methods, calib_n
     tables = {}
     for bits in bit_widths:
         print(f"[{section}] {bits}: {len(calib)} calibration / {len(test)} evaluation images", file=sys.stderr)
-        rows = evaluate(model, calib, test, ["fp32"] + methods, bits, labels_valid=labelled)
+        rows = evaluate(model, calib, test, ["fp32"] + methods, bits, labels_valid=labelled,
+                        workers=default_workers()).rows
         tables[bits] = rows
         plot_drops(rows, f"{section} {bits}, {len(test)} images ({test.name})", ROOT / "docs" / f"accuracy-{section}-{bits}.png")
     return {"section": section, "model": model_name, "data": test.name, "eval_images": len(test),
@@ -132,6 +135,25 @@ def run_stock(model, calib, test, labelled):
             "agreement_fp32": round(float(np.mean(fp32.argmax(-1) == logits.argmax(-1))) * 100, 3)}
 
 
+# tsptq eval's engines on the same job: dinov2-s14 W8A8, fp32 + minmax + tsptq on 2000 CIFAR-10 test images at 224.
+ENGINE_SECTIONS = [("engines-dinov2-s14", "dinov2-s14", "cifar10", 2000, ["minmax", "tsptq"], ("c", "faithful"))]
+
+
+def run_engines(section, model_name, data, eval_n, methods, engines, calib_n):
+    """Wall time of the same evaluation (calibration included) with each engine, and the rows each measured."""
+    model = resolve_model(model_name)
+    calib, test, labelled = resolve_data(model_name, model.cfg, data, calib_n, eval_n, None)
+    runs = []
+    for engine in engines:
+        print(f"[{section}] engine {engine}: {len(test)} images, {default_workers()} workers", file=sys.stderr)
+        t0 = time.perf_counter()
+        rows = evaluate(model, calib, test, ["fp32"] + methods, "W8A8", labels_valid=labelled, engine=engine,
+                        workers=default_workers()).rows
+        runs.append({"engine": engine, "seconds": round(time.perf_counter() - t0, 1), "rows": rows})
+    return {"section": section, "model": model_name, "data": test.name, "eval_images": len(test),
+            "calib_images": len(calib), "workers": default_workers(), "runs": runs}
+
+
 def run_calibration_time(calib_n: int = 32, repeats: int = 2):
     """Calibration wall time (record + search) of deit_small_patch16_224, random weights, 32 images at 224."""
     model = resolve_model("deit_small_patch16_224")
@@ -165,10 +187,12 @@ def render(results: dict) -> str:
            "that script; each section says when and on what. Top-1 and drop are in percent / points (drop = FP32 "
            "top-1 minus the method's, positive = worse); agreement = share of images whose top-1 class equals "
            "FP32's; cosine = class-token cosine to FP32 after the final LayerNorm. All methods are fully quantized "
-           "(every op's input and output, LayerNorm/Softmax/GELU included). The *simulator* column says what measured "
-           "each row: *faithful* = the integer model's own arithmetic (float64, TFLite's rounding at the builtin ops; "
-           "what the .tflite file and the C runtime compute, up to the float64 rounding), *float32* = the fast "
-           "fake-quantized simulator (A<8 has no integer model; older sections were measured with it).", "",
+           "(every op's input and output, LayerNorm/Softmax/GELU included). Intervals are 95% paired bootstrap "
+           "intervals over the images (`tsptq.stats`: the drop pairs each image's FP32 and quantized top-1; "
+           "10,000 resamples, seeded). The *engine* column says what measured each row: *c* = the method's exported "
+           "`.tflite` file run by the C runtime (the integer model itself, bit-exact with `tsptq verify`; the "
+           "default of `tsptq eval`), *faithful* = the float64 simulator with TFLite's rounding at the builtin ops, "
+           "*float32* = the fake-quantized simulator (A<8 has no integer model, so W6A6 rows use it).", "",
            "Reading them: the small ViTs trained from scratch (cifar10-vit, fashion-vit) have no outlier channels and "
            "short sequences, so at W8A8 every method is within noise of FP32 and of each other; they separate at "
            "W6A6. The real pretrained DINOv2-S/14 is where the problem exists and where the methods part ways. Its "
@@ -182,13 +206,9 @@ def render(results: dict) -> str:
                 f"{r['model']} on {r['eval_images']} images of `{r['data']}`, calibrated on {r['calib_images']} "
                 f"images; measured {r['date']} ({r['machine']}).", ""]
         for bits, rows in r["tables"].items():
-            out += [f"**{bits}**", "", "| method | top-1 | drop | agreement | cosine mean | cosine min | calib s | simulator |",
-                    "|---|---:|---:|---:|---:|---:|---:|---|"]
-            for row in rows:
-                out.append(f"| {row['method']} | {_fmt(row['top1'])} | {_fmt(row['drop'])} | {row['agreement']:.2f} | "
-                           f"{row['cosine_mean']:.4f} | {row['cosine_min']:.4f} | {row['calib_seconds']:.1f} | "
-                           f"{row.get('simulator', 'float32' if row['method'] != 'fp32' else '-')} |")
+            out += [f"**{bits}**", ""] + accuracy_table(rows)
             out += ["", f"![{section} {bits}](accuracy-{section}-{bits}.png)", ""]
+    out += render_engines(results)
     out += render_integer(results)
     import latency  # benchmarks/latency.py (this folder is on sys.path when a benchmark script runs)
 
@@ -210,6 +230,46 @@ def render(results: dict) -> str:
     return "\n".join(out)
 
 
+def _ci(ci) -> str:
+    return "" if not ci else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def accuracy_table(rows: list[dict]) -> list[str]:
+    """Markdown rows: drop and agreement with their 95% paired bootstrap intervals, and the engine that measured
+    each row (c = the C runtime running the exported file)."""
+    out = ["| method | top-1 | drop [95% interval] | agreement [95% interval] | cosine mean | cosine min | calib s "
+           "| engine |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        engine = row.get("engine", row.get("simulator", "float32" if row["method"] != "fp32" else "-"))
+        out.append(f"| {row['method']} | {_fmt(row['top1'])} | {_fmt(row['drop'])}{_ci(row.get('drop_ci'))} | "
+                   f"{row['agreement']:.2f}{_ci(row.get('agreement_ci'))} | {row['cosine_mean']:.4f} | "
+                   f"{row['cosine_min']:.4f} | {row.get('calib_seconds', 0.0):.1f} | {engine} |")
+    return out
+
+
+def render_engines(results: dict) -> list[str]:
+    out = []
+    for section, *_ in ENGINE_SECTIONS:
+        r = results.get(section)
+        if not r:
+            continue
+        base = next(x["seconds"] for x in r["runs"] if x["engine"] == "c")
+        out += [f"## {section}: the same evaluation with each engine", "",
+                f"`tsptq eval --model {r['model']} --methods fp32,minmax,tsptq --eval-images {r['eval_images']}` "
+                f"(W8A8, {r['calib_images']} calibration images, {r['workers']} workers), wall time including "
+                f"calibration and the FP32 reference; measured {r['date']} ({r['machine']}).", "",
+                "| engine | wall time | ratio to c | tsptq drop | tsptq agreement | minmax drop | minmax agreement |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for run in r["runs"]:
+            by = {row["method"]: row for row in run["rows"]}
+            out.append(f"| {run['engine']} | {run['seconds'] / 60:.1f} min | {run['seconds'] / base:.2f}x | "
+                       + " | ".join(f"{_fmt(by[m]['drop'])}{_ci(by[m].get('drop_ci'))} | "
+                                    f"{by[m]['agreement']:.2f}{_ci(by[m].get('agreement_ci'))}" for m in ("tsptq", "minmax"))
+                       + " |")
+        out.append("")
+    return out
+
+
 def render_integer(results: dict) -> list[str]:
     out = []
     for section, *_ in INTEGER_SECTIONS:
@@ -220,9 +280,9 @@ def render_integer(results: dict) -> list[str]:
                 f"{r['model']} on {r['eval_images']} images of `{r['data']}`, calibrated on {r['calib_images']} images; "
                 f"measured {r['date']} ({r['machine']}). *integer* = the `.tflite` file's integer model (tsptq's Python "
                 "reference, bit-exact with the file); *simulator* = the float32 fake-quantized simulator "
-                "(`--simulator float32`); *faithful* = the simulator in float64 with TFLite's two-rounding "
-                "requantization at the builtin CONV_2D/BATCH_MATMUL outputs (`--simulator faithful`, the default of "
-                "`tsptq eval` and of the W8A8 accuracy tables above). Logit error is in logit units against the faithful simulator "
+                "(`--engine float32`); *faithful* = the simulator in float64 with TFLite's two-rounding "
+                "requantization at the builtin CONV_2D/BATCH_MATMUL outputs (`--engine faithful`; `tsptq eval`'s "
+                "default engine is now the C runtime, which runs the integer model itself). Logit error is in logit units against the faithful simulator "
                 "(one output code = the logit step).", "",
                 "| method | top-1 integer | top-1 simulator | top-1 faithful | agreement int/sim | agreement int/faithful "
                 "| logit err mean | logit err max | logit step | integer s |",
@@ -260,7 +320,7 @@ def render_integer(results: dict) -> list[str]:
 
 def main(argv=None) -> int:
     names = ([s[0] for s in ACCURACY_SECTIONS] + [s[0] for s in INTEGER_SECTIONS] + [s[0] for s in STOCK_SECTIONS]
-             + ["calibration-time"])
+             + [s[0] for s in ENGINE_SECTIONS] + ["calibration-time"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=names, help="run only these sections (repeatable)")
     ap.add_argument("--calib-images", type=int, default=32)
@@ -273,6 +333,9 @@ def main(argv=None) -> int:
         for section in args.only or names:
             if section == "calibration-time":
                 res = run_calibration_time(args.calib_images)
+            elif section.startswith("engines-"):
+                spec = next(s for s in ENGINE_SECTIONS if s[0] == section)
+                res = run_engines(*spec, calib_n=args.calib_images)
             elif section.startswith("stock-"):
                 spec = next(s for s in STOCK_SECTIONS if s[0] == section)
                 res = run_stock_section(*spec, calib_n=args.calib_images)

@@ -398,8 +398,10 @@ def test_fuzz_loader_smoke(tiny, tmp_path):
     corpus.mkdir()
     for method, data in tiny[0].items():
         (seeds / f"{method}.tflite").write_bytes(data)
+    # seeds: the valid files, and the corpus of files that once broke something (runtime_c/fuzz/corpus)
     run = subprocess.run([str(exe), f"-max_total_time={FUZZ_SECONDS}", "-max_len=40000", "-seed=1",
-                          "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(corpus), str(seeds)],
+                          "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(corpus), str(seeds),
+                          str(RUNTIME / "fuzz" / "corpus")],
                          capture_output=True, text=True, timeout=FUZZ_SECONDS + 120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "ERROR: AddressSanitizer" not in run.stderr and "runtime error" not in run.stderr

@@ -208,3 +208,46 @@ def test_own_reference_checkpoint_loads_with_its_heads_and_preprocessing():
     assert model.cfg == spec.config
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), zoo.load_reference("cifar10-vit")(x))
+
+
+class _RunsACommand:
+    """What a malicious checkpoint pickles: unpickling it would call os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("how", ["torch.save", "torch.save, top level", "raw pickle, protocol 4"])
+def test_a_malicious_pickle_is_refused_and_the_message_names_what(tmp_path, how):
+    """Issue 14, item 8: say which object was refused, not "corrupt or truncated?"."""
+    import pickle
+
+    marker, path = tmp_path / "ran", tmp_path / "evil.pth"
+    evil = _RunsACommand(marker)
+    if how == "torch.save":
+        torch.save({"model": tiny().state_dict(), "x": evil}, path)
+    elif how == "torch.save, top level":
+        torch.save(evil, path)
+    else:
+        path.write_bytes(pickle.dumps(evil, protocol=4))
+    with pytest.raises(ModelError) as e:
+        load_state_dict(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: refused to load os.system (posix.system) from the checkpoint: only tensors and "
+                          "plain containers are allowed"), msg
+    assert "corrupt" not in msg
+    assert not marker.exists()
+
+
+def test_a_truncated_zip_is_not_mistaken_for_a_malicious_pickle(tmp_path):
+    save(tiny().state_dict(), tmp_path / "m.pth")
+    data = (tmp_path / "m.pth").read_bytes()
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 30):
+        (tmp_path / "cut.pth").write_bytes(data[:cut])
+        with pytest.raises(ModelError, match="corrupt or truncated"):
+            load_state_dict(tmp_path / "cut.pth")

@@ -157,21 +157,19 @@ def _shim(path: Path, body: str) -> None:
 
 
 def fake_ssh(tmp_path: Path, monkeypatch, python3: str | None = None) -> None:
-    """ssh and scp shims first on PATH that run the same command lines locally (no sshd in CI), and optionally the
-    `python3` the remote side runs (a shell line)."""
+    """An ssh shim first on PATH that runs the remote command line locally (no sshd in CI; the files go over ssh's
+    stdin with `cat >`, as on a real board), and optionally the `python3` the remote side runs (a shell line)."""
     shims = tmp_path / "bin"
     shims.mkdir()
-    # ssh [-o opt]... destination command  ->  sh -c command
-    _shim(shims / "ssh", 'while [ "$1" = "-o" ]; do shift 2; done\nshift\nexec sh -c "$*"\n')
-    # scp [-o opt]... src host:dst  ->  cp src dst
-    _shim(shims / "scp", 'while [ "$1" = "-o" ]; do shift 2; done\nexec cp "$1" "${2#*:}"\n')
+    # ssh [-o opt]... -- destination command  ->  sh -c command
+    _shim(shims / "ssh", 'while [ "$1" = "-o" ]; do shift 2; done\n[ "$1" = "--" ] && shift\nshift\nexec sh -c "$*"\n')
     if python3:
         _shim(shims / "python3", python3 + "\n")
     monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
 
 
 def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
-    """--ssh: scp the agent, run it with --stdio through ssh. The ssh/scp here are shims that run the same command
+    """--ssh: copy the agent and run it with --stdio through ssh. The ssh here is a shim that runs the same command
     lines locally; the bytes go through the agent's stdio exactly as over a real SSH session."""
     _tools_or_skip("host")
     fake_ssh(tmp_path, monkeypatch)

@@ -5,7 +5,7 @@ rpi: the aarch64 delegate and the LiteRT agent in an emulated Raspberry Pi userl
 the aarch64 ai-edge-litert and numpy wheels, under qemu-aarch64-static -cpu cortex-a72; tsptq.pi_userland). With
 LiteRT's reference kernels the outputs must be bit-exact with the host integer reference; with its optimized kernels
 (XNNPACK, ruy) the report gives the agreement and the largest difference. host + --ssh: the three files are copied and
-started through ssh/scp shims, as on a real Pi.
+started through an ssh shim, as on a real Pi.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_rpi_litert_optimized_kernels_report_the_difference(tmp_path, pi_userlan
 
 
 def test_litert_over_ssh_copies_three_files(tmp_path, monkeypatch):
-    """--ssh with --runtime litert: scp the agent, wire.py and the delegate, start `python3 litert_agent.py --stdio`.
+    """--ssh with --runtime litert: copy the agent, wire.py and the delegate over ssh, start `python3 litert_agent.py --stdio`.
     The shims run the commands locally; `python3` is this venv's (it has ai-edge-litert), as a Pi's would be."""
     _tools_or_skip("host")
     fake_ssh(tmp_path, monkeypatch, python3=f'exec {sys.executable} "$@"')

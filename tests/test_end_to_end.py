@@ -20,7 +20,7 @@ def setup():
 
 def _rows(setup, bits, methods):
     model, calib, test = setup
-    return {r["method"]: r for r in evaluate(model, calib, test, ["fp32", *methods], bits, progress=False)}
+    return {r["method"]: r for r in evaluate(model, calib, test, ["fp32", *methods], bits, progress=False).rows}
 
 
 def test_w8a8_tsptq_loses_almost_nothing(setup):

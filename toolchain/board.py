@@ -15,12 +15,14 @@ from typing import Callable
 
 from tsptq.errors import TsptqError
 from tsptq.serial_link import (CMD, PROTOCOL_VERSION, STATUS_CODES, BoardReset, DeviceError, Link, LinkError,
-                               NoReply, crc32)
+                               NoReply, ProtocolError, crc32)
 
 UPLOAD_RESTARTS = 3  # uploads started over after a board reset before giving up
 OUTPUT_READS = 3     # reads of an output whose CRC does not match before giving up
 MIN_PIECE = 64       # the smallest data piece per request on a noisy line
 GROW_AFTER = 8       # clean requests in a row before the piece size doubles again
+MIN_MAX_BODY = 32    # the smallest max_body a board may report (docs/serial-protocol.md)
+PROFILE_ENTRY = 24   # bytes of a PROFILE entry assumed before one arrived (ticks, name length, an 18-character name)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ def _str8(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos + 1:pos + 1 + n].decode("utf-8", "replace"), pos + 1 + n
 
 
+def _need(data: bytes, n: int, what: str, port: str) -> None:
+    """A reply that passed its CRC check must still be as long as the protocol says."""
+    if len(data) < n:
+        raise ProtocolError(f"{port}: malformed {what} reply: {len(data)} data bytes, the protocol says at least {n} "
+                            f"(is the board running this version of the tsptq device program?)")
+
+
 def parse_hello(data: bytes) -> BoardInfo:
     fixed = struct.unpack_from("<HHIIIII", data)
     pos = struct.calcsize("<HHIIIII")
@@ -88,10 +97,12 @@ class Board:
     ones); later INVOKEs wait the link's timeout plus twice the longest INVOKE seen so far, so that a lost frame on a
     noisy line costs about a link timeout, not the worst case.
 
-    Data (INPUT, UPLOAD_CHUNK, OUTPUT) goes in pieces of up to ``max_body - 4`` bytes. A piece that needed a resend
-    halves the size, down to MIN_PIECE (an unanswered one is sent again, smaller, at once); GROW_AFTER clean ones
-    double it again. A 1 KiB frame rarely crosses a line that damages one byte in 300, a 64-byte one mostly does.
-    The tries per piece, whatever their sizes, stay within the link's ``retries + 1``."""
+    Data (INPUT, UPLOAD_CHUNK, OUTPUT, and PROFILE's replies) goes in pieces of up to ``max_body - 4`` bytes. A
+    piece that needed a resend halves the size, down to MIN_PIECE (an unanswered one is sent again, smaller, at
+    once); GROW_AFTER clean ones double it again. A 1 KiB frame rarely crosses a line that damages one byte in 300,
+    a 64-byte one mostly does. Each piece, whatever sizes it went in, gets what one request gets from the link: at
+    least ``retries + 1`` tries, resent as soon as the reply is overdue, for up to ``(retries + 1) * timeout``
+    seconds. Replies are checked against the protocol (ProtocolError, a LinkError, when one is malformed)."""
 
     def __init__(self, link: Link, invoke_timeout: float = 30.0):
         self.link = link
@@ -117,10 +128,15 @@ class Board:
         try:
             info = parse_hello(data)
         except (struct.error, ValueError, IndexError) as e:
-            raise LinkError(f"{self.port}: malformed HELLO reply ({len(data)} bytes): {e}") from e
+            raise ProtocolError(f"{self.port}: malformed HELLO reply ({len(data)} bytes): {e}") from e
         if info.protocol_version != PROTOCOL_VERSION:
-            raise LinkError(f"{self.port}: the board speaks protocol version {info.protocol_version}, "
-                            f"this host speaks {PROTOCOL_VERSION}")
+            raise ProtocolError(f"{self.port}: the board speaks protocol version {info.protocol_version}, "
+                                f"this host speaks {PROTOCOL_VERSION}")
+        if info.max_body < MIN_MAX_BODY:
+            raise ProtocolError(f"{self.port}: the board reports max_body {info.max_body}: a request or reply body "
+                                f"must hold at least {MIN_MAX_BODY} bytes (docs/serial-protocol.md)")
+        if self.info is None or self.info.max_body != info.max_body:
+            self._piece = None  # another board, or the same one with another limit: start from its largest piece
         self.info = info
         return info
 
@@ -153,6 +169,7 @@ class Board:
                 self._request("UPLOAD_BEGIN", struct.pack("<II", size, crc))
                 self._send_pieces("UPLOAD_CHUNK", model, progress)
                 reply = self._request("UPLOAD_COMMIT", timeout=max(self.link.timeout, self.invoke_timeout))
+                _need(reply, 16, "UPLOAD_COMMIT", self.port)
                 self.commit = CommitInfo(*struct.unpack("<IIII", reply[:16]), restarts=restarts)
                 return self.commit
             except DeviceError as e:
@@ -182,7 +199,11 @@ class Board:
             except DeviceError as e:  # INPUT_CRC: an input chunk went missing; write them all again, once
                 if e.status != STATUS_CODES["INPUT_CRC"] or attempt:
                     raise
+        _need(reply, 16, "INVOKE", self.port)
         ticks, n, out_crc = struct.unpack_from("<QII", reply)
+        if self.commit and self.commit.output_bytes is not None and n != self.commit.output_bytes:
+            raise ProtocolError(f"{self.port}: INVOKE reports {n} output bytes, UPLOAD_COMMIT said "
+                                f"{self.commit.output_bytes}")
         output = reply[16:16 + n]
         for _ in range(OUTPUT_READS):
             output = self._read_output(output, n)
@@ -204,45 +225,60 @@ class Board:
 
     def _read_output(self, have: bytes, n: int) -> bytes:
         while len(have) < n:
-            data, _ = self._data_request("OUTPUT", lambda piece, at=len(have): struct.pack("<IH", at,
-                                                                                           min(piece + 3, n - at)))
-            if not data:
-                raise LinkError(f"{self.port}: empty OUTPUT reply at offset {len(have)} of {n}")
+            at = len(have)
+
+            def want(piece: int, at: int = at) -> int:  # OUTPUT's reply is all data: max_body - 1 = piece + 3
+                return min(piece + 3, n - at)
+
+            data, piece = self._data_request("OUTPUT", lambda piece: struct.pack("<IH", at, want(piece)),
+                                             reply_bytes=lambda piece: want(piece))
+            if not data or len(data) > want(piece):
+                raise ProtocolError(f"{self.port}: OUTPUT at offset {at} of {n} asked for {want(piece)} bytes and "
+                                    f"got {len(data)}")
             have += data
         return have
 
     # -- piece size: adapts to the line ----------------------------------------------------------------------
 
+    def _largest_piece(self) -> int:
+        return self._info().max_body - 4  # >= MIN_MAX_BODY - 4 (hello() checks)
+
     def _piece_size(self) -> int:
         if self._piece is None:
-            self._piece = self._info().max_body - 4
+            self._piece = self._largest_piece()
         return self._piece
 
-    def _data_request(self, name: str, body_for: Callable[[int], bytes]) -> tuple[bytes, int]:
-        """One data request whose body ``body_for(piece_size)`` builds; adapts the piece size to the line.
-        Returns the reply data and the piece size that went through."""
-        largest = self._info().max_body - 4
-        tries_left = self.link.retries + 1
+    def _shrink(self, piece: int) -> None:
+        self._piece, self._clean = min(self._largest_piece(), max(MIN_PIECE, piece // 2)), 0
+
+    def _data_request(self, name: str, body_for: Callable[[int], bytes],
+                      reply_bytes: Callable[[int], int] | None = None) -> tuple[bytes, int]:
+        """One data request whose body ``body_for(piece_size)`` builds (and whose reply is about ``reply_bytes(piece)``
+        long); adapts the piece size to the line. Returns the reply data and the piece size that went through.
+
+        An unanswered piece larger than MIN_PIECE goes again at once, halved (a new request); from MIN_PIECE on,
+        the link resends it until its deadline. Tries and deadline run on across the smaller pieces: the whole
+        piece gets what one request gets, ``retries + 1`` tries and ``(retries + 1) * timeout`` seconds."""
+        since, tried = None, 0
         while True:
             piece = self._piece_size()
-            tries = tries_left if piece <= MIN_PIECE else 1  # unanswered: try again smaller at once
-            resent = self.link.counters["resent"]
+            single = piece > min(MIN_PIECE, self._largest_piece())
             try:
-                reply = self.link.request(CMD[name], body_for(piece), retries=tries - 1)
-            except NoReply:
-                tries_left -= tries
-                if tries_left <= 0:
-                    raise NoReply(f"no reply from {self.port} to {name} after {self.link.retries + 1} tries (timeout "
-                                  f"{self.link.timeout:g} s each, pieces down to {piece} bytes); link counters: "
-                                  f"{self.link.counters_text()}") from None
-                self._piece, self._clean = max(MIN_PIECE, piece // 2), 0
+                reply = self.link.request(CMD[name], body_for(piece), since=since, tried=tried,
+                                          max_tries=1 if single else None,
+                                          reply_bytes=reply_bytes(piece) + 8 if reply_bytes else 16)
+            except NoReply as e:
+                if not single:
+                    raise NoReply(f"{e} (pieces down to {piece} bytes)", e.tries, e.since) from None
+                since, tried = e.since, e.tries
+                self._shrink(piece)
                 continue
-            if self.link.counters["resent"] > resent:
-                self._piece, self._clean = max(MIN_PIECE, piece // 2), 0
+            if tried or self.link.last_tries > 1:
+                self._shrink(piece)
             else:
                 self._clean += 1
                 if self._clean >= GROW_AFTER:
-                    self._piece, self._clean = min(largest, piece * 2), 0
+                    self._piece, self._clean = min(self._largest_piece(), piece * 2), 0
             return reply, piece
 
     def _send_pieces(self, name: str, data: bytes, progress: Callable[[int, int], None] | None = None) -> None:
@@ -251,26 +287,39 @@ class Board:
         while offset < len(data):
             reply, piece = self._data_request(name, lambda n, at=offset: struct.pack("<I", at) + data[at:at + n])
             offset = min(offset + piece, len(data))
-            if name == "UPLOAD_CHUNK" and struct.unpack("<I", reply[:4])[0] < offset:
-                raise LinkError(f"{self.port}: the board holds {struct.unpack('<I', reply[:4])[0]} bytes after a "
-                                f"chunk ending at {offset}")
+            if name == "UPLOAD_CHUNK":
+                _need(reply, 4, name, self.port)
+                held, = struct.unpack_from("<I", reply)
+                if held < offset:
+                    raise LinkError(f"{self.port}: the board holds {held} bytes after a chunk ending at {offset}")
             if progress:
                 progress(offset, len(data))
 
     def profile(self) -> list[tuple[str, int]]:
-        """(op name, ticks) per op of the last inference, in run order."""
+        """(op name, ticks) per op of the last inference, in run order. Asks for as many ops as fit the piece size
+        of the line (a long reply rarely crosses a noisy one), judged by the longest entry seen so far."""
         rows: list[tuple[str, int]] = []
         n_ops = None
+        entry = PROFILE_ENTRY
         while n_ops is None or len(rows) < n_ops:
-            data = self._request("PROFILE", struct.pack("<HH", len(rows), 0xFFFF))
-            n_ops, = struct.unpack_from("<H", data)
-            pos, before = 2, len(rows)
-            while pos < len(data):
-                ticks, = struct.unpack_from("<I", data, pos)
-                name, pos = _str8(data, pos + 4)
-                rows.append((name, ticks))
-            if len(rows) == before and len(rows) < n_ops:
-                raise LinkError(f"{self.port}: PROFILE returned no op at {len(rows)} of {n_ops}")
+            first = len(rows)
+            data, _ = self._data_request("PROFILE", lambda piece: struct.pack("<HH", first, max(1, piece // entry)),
+                                         reply_bytes=lambda piece: max(1, piece // entry) * entry + 2)
+            try:
+                _need(data, 2, "PROFILE", self.port)
+                n_ops, = struct.unpack_from("<H", data)
+                pos = 2
+                while pos < len(data):
+                    ticks, = struct.unpack_from("<I", data, pos)
+                    name, end = _str8(data, pos + 4)
+                    entry, pos = max(entry, end - pos), end
+                    rows.append((name, ticks))
+            except (struct.error, ValueError, IndexError) as e:
+                raise ProtocolError(f"{self.port}: malformed PROFILE reply at op {first}: {e}") from None
+            if len(rows) == first and len(rows) < n_ops:
+                raise ProtocolError(f"{self.port}: PROFILE returned no op at {len(rows)} of {n_ops}")
+            if len(rows) > n_ops:
+                raise ProtocolError(f"{self.port}: PROFILE returned {len(rows)} ops of {n_ops}")
         return rows
 
     def reset(self, boot_timeout: float = 5.0) -> bool:

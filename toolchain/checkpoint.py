@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -52,12 +53,98 @@ def _read_safetensors(path: Path) -> dict:
 
 def _read_torch(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and EOF errors all mean the same thing to the user
-        if m := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
-            raise ModelError(f"{path}: holds a pickled {m[1]} object, which weights-only loading refuses to run; "
-                             "save only the weights, e.g. torch.save(model.state_dict(), path)") from None
+        with warnings.catch_warnings():  # torch's advice about pickle protocols: not for the user of a checkpoint
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and EOF errors all mean the same thing to the user...
+        refused = _refused_global(str(e)) or _foreign_global(path)  # ...unless it refused to run a pickled object
+        if refused:
+            raise ModelError(f"{path}: refused to load {refused} from the checkpoint: only tensors and plain "
+                             "containers are allowed (a checkpoint with pickled objects can run code; save only "
+                             "the weights, e.g. torch.save(model.state_dict(), path))") from None
         raise ModelError(f"{path}: not a readable PyTorch checkpoint, corrupt or truncated? ({_first_line(e)})") from None
+
+
+# globals that the tensors and containers of a state dict pickle to (torch's weights-only unpickler refuses most else)
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray.",
+                 "numpy._core.multiarray.", "numpy.dtype", "numpy.ndarray", "numpy.dtypes.")
+_ALIASES = {"posix": "os", "nt": "os", "__builtin__": "builtins"}  # what a pickle calls os.system on each system
+
+
+def _refused_global(message: str) -> str | None:
+    """The ``module.name`` torch's weights-only unpickler says it refused, if that is what it says."""
+    m = (re.search(r"Unsupported global: GLOBAL (\S+?)(?: was not|\s|$)", message)
+         or re.search(r"unsupported GLOBAL (\S+) whose module", message))
+    return _readable(m[1]) if m else None
+
+
+def _readable(name: str) -> str:
+    module, _, attr = name.rpartition(".")
+    if not module:  # torch names a builtin without its module
+        return f"builtins.{name}"
+    if module in _ALIASES:
+        return f"{_ALIASES[module]}.{attr} ({name})"
+    return name
+
+
+def _foreign_global(path: Path) -> str | None:
+    """The first global outside the tensor machinery that the file's pickle names, found by reading its opcodes
+    (nothing is run): for files that torch rejects before reaching the global (e.g. a raw pickle of protocol 4)."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                stream = z.open(name)
+        else:
+            stream = open(path, "rb")
+            if stream.read(1) != b"\x80":  # PROTO: every pickle torch.save writes starts so (not a zip, not torch)
+                stream.close()
+                return None
+            stream.seek(0)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    with stream:
+        for _ in range(8):  # the legacy format is a few pickles in a row (magic, version, sys info, the object)
+            try:
+                for name in _globals(pickletools.genops(stream)):
+                    if not re.fullmatch(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", name):
+                        return None  # not a name: random bytes that happen to parse
+                    if not (name + ".").startswith(_SAFE_GLOBALS):
+                        return _readable(name)
+            except Exception:  # noqa: BLE001 -- not (or no more) pickle opcodes: stop reading
+                return None
+    return None
+
+
+def _globals(ops):
+    """The ``module.name`` of each GLOBAL / STACK_GLOBAL in a stream of pickle opcodes (memoized strings followed)."""
+    memo, strings, last, memoized = {}, [], None, 0
+    for op, arg, _ in ops:
+        if op.name == "STOP":
+            return
+        if isinstance(arg, str) and op.name.endswith(("UNICODE", "UNICODE8", "STRING")):
+            strings.append(arg)
+            last = arg
+            continue
+        if op.name == "MEMOIZE":  # memoizes the top of the stack: a string only if one was just pushed
+            memo[memoized] = last
+            memoized += 1
+            continue
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = last
+            continue
+        last = None
+        if op.name in ("GET", "BINGET", "LONG_BINGET") and memo.get(arg) is not None:
+            strings.append(last := memo[arg])
+        elif op.name == "GLOBAL":
+            yield arg.replace(" ", ".")
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            yield f"{strings[-2]}.{strings[-1]}"
 
 
 def _first_line(e: Exception) -> str:

@@ -19,12 +19,22 @@ from tsptq.errors import DataError, TsptqError
 DATA_CHOICES = ("auto", "bundled", "cifar10", "fashion", "imagenet")
 
 
-def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: int | None, folder: str | None):
+def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: int | None, folder: str | None = None,
+                 *, labels: str | None = None, calib_folder: str | None = None, stream: bool = False):
     """(calibration set, evaluation set, whether the labels match the model's classes).
 
     ``auto``: the reference model's own data set (CIFAR-10 for cifar10-vit and dinov2-s14, Fashion-MNIST for
     fashion-vit), falling back to the bundled CIFAR-10 sample when ../shared is absent. Calibration images come
     from the training split, evaluation images from the test split (class-balanced, seeded).
+
+    ``imagenet``: the image folder ``folder`` (default ../shared/data/imagenet-sample): class folders
+    ``<synset>/*.JPEG``, synset-named files, or a flat folder with the label file ``labels`` (see
+    ``datasets.FolderImageSet``). Calibration: ``calib_n`` images of ``calib_folder`` (class-balanced, seeded)
+    when given, else the first ``calib_n`` images of ``folder``, kept out of the evaluation.
+
+    The calibration set is always an ``ImageSet`` (decoded). The evaluation set is one too unless ``stream``: then
+    an image folder stays a ``datasets.FolderImageSet`` that decodes batch by batch (the other data sets are
+    small and stay ``ImageSet``); both offer ``len()``, ``.labels``, ``.name``, ``.take`` and ``.batches``.
     """
     from tsptq.calib import datasets
 
@@ -35,12 +45,24 @@ def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: i
             data = "cifar10" if datasets.CIFAR10_TARBALL.exists() else "bundled"
         else:
             data = "imagenet"
-    if data == "imagenet":  # an image folder has no training split: calibrate on images kept out of the evaluation
-        images = datasets.load_image_folder(folder or datasets.IMAGENET_SAMPLE, cfg)
-        if len(images) <= calib_n:
-            raise DataError(f"{images.name}: {len(images)} images, need more than the {calib_n} calibration images")
-        calib, test = images.take(calib_n), images.take(len(images) - calib_n, offset=calib_n)
-        return calib, (test if eval_n is None else test.take(min(eval_n, len(test)))), cfg.num_classes == 1000
+    if data != "imagenet" and (labels or calib_folder):
+        raise DataError(f"--labels and --calib-folder are for --data imagenet (image folders), not {data}")
+    if data == "imagenet":
+        test, calib = datasets.open_image_folders(folder or datasets.IMAGENET_SAMPLE, cfg, labels, calib_folder)
+        if calib is None:  # an image folder has no training split: calibrate on images kept out of the evaluation
+            if len(test) <= calib_n:
+                raise DataError(f"{test.name}: {len(test)} images, need more than the {calib_n} calibration images")
+            calib, test = test.take(calib_n), test.take(len(test) - calib_n, offset=calib_n)
+        else:
+            if len(calib) < calib_n:
+                raise DataError(f"{calib.root}: {len(calib)} images, fewer than the {calib_n} calibration images")
+            calib = calib.balanced(calib_n, seed=0)
+            shared = datasets.shared_images(calib, test)
+            if shared:
+                raise DataError(f"{len(shared)} calibration image(s) are also in the evaluation set, first {shared[0]}: "
+                                "give a --calib-folder apart from --folder")
+        test = test if eval_n is None else test.take(min(eval_n, len(test)))
+        return calib.load(), (test if stream else test.load()), cfg.num_classes == 1000
     load = {"bundled": datasets.load_bundled_sample, "cifar10": datasets.load_cifar10,
             "fashion": datasets.load_fashion_mnist}[data]
     calib, test = load("train"), load("test")
@@ -69,28 +91,71 @@ def cmd_models(args) -> int:
 
 def cmd_eval(args) -> int:
     from tsptq.checkpoint import resolve_model
-    from tsptq.evaluate import evaluate, format_table, plot_drops, write_json_atomic
+    from tsptq.distributed import from_environment
+    from tsptq.evaluate import evaluate, format_comparison, format_table, plot_drops, write_json_atomic
     from tsptq.methods import parse_bits, parse_methods
+    from tsptq.shards import default_workers
 
     methods = parse_methods(args.methods)
     parse_bits(args.bits)
     if args.calib_images < 1:
         raise TsptqError("--calib-images must be at least 1")
-    model = resolve_model(args.model, args.checkpoint, args.heads, args.img_size)
-    calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images,
-                                         args.folder)
-    print(f"{args.model or args.checkpoint}: calibrating on {len(calib)} images ({calib.name}), "
-          f"evaluating on {len(test)} ({test.name}), {args.bits.upper()}", file=sys.stderr)
-    rows = evaluate(model, calib, test, methods, args.bits, args.batch_size, progress=not args.quiet,
-                    labels_valid=labelled, simulator=args.simulator)
-    print(format_table(rows))
+    if args.eval_images is not None and args.eval_images < 1:
+        raise TsptqError("--eval-images must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise TsptqError("--batch-size must be at least 1")
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise TsptqError("--workers must be at least 1")
+    pairs = [_compare_pair(c, methods) for c in args.compare or []]
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TsptqError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
+    engine = args.simulator or args.engine
+    cluster = from_environment(args.device)
+    try:
+        model = resolve_model(args.model, args.checkpoint, args.heads, args.img_size)
+        calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images,
+                                             args.folder, labels=args.labels, calib_folder=args.calib_folder,
+                                             stream=True)
+        if cluster.is_main:
+            where = f", {cluster.world} ranks" if cluster.world > 1 else ""
+            print(f"{args.model or args.checkpoint}: calibrating on {len(calib)} images ({calib.name}), "
+                  f"evaluating on {len(test)} ({test.name}), {args.bits.upper()}, engine {engine}, "
+                  f"{workers} worker{'s' if workers > 1 else ''}{where}", file=sys.stderr)
+        result = evaluate(model, calib, test, methods, args.bits, args.batch_size, progress=not args.quiet,
+                          labels_valid=labelled, engine=engine, workers=workers, cluster=cluster,
+                          device=args.device, timings=True)
+    finally:
+        cluster.close()
+    if result is None:  # not rank 0: rank 0 reports
+        return 0
+    print(format_table(result.rows))
+    comparisons = [result.compare(a, b) for a, b in pairs]
+    for c in comparisons:
+        print(format_comparison(c))
     if args.json:
+        # No wall-clock figures: the file is identical for any number of workers and ranks (--json-timings adds them).
+        drop = () if args.json_timings else ("calib_seconds", "seconds")
+        rows = [{k: v for k, v in r.items() if k not in drop} for r in result.rows]
         write_json_atomic(args.json, {"model": args.model or args.checkpoint, "bits": args.bits.upper(),
                                       "eval_images": len(test), "calib_images": len(calib), "data": test.name,
-                                      "results": rows})
+                                      "results": rows, "comparisons": comparisons})
     if args.plot:
-        plot_drops(rows, f"{args.model or args.checkpoint} {args.bits.upper()}, {len(test)} images", args.plot)
+        plot_drops(result.rows, f"{args.model or args.checkpoint} {args.bits.upper()}, {len(test)} images", args.plot)
     return 0
+
+
+def _compare_pair(text: str, methods: list[str]) -> tuple[str, str]:
+    pair = [m.strip() for m in text.split(",")]
+    if len(pair) != 2 or not all(pair):
+        raise TsptqError(f"--compare takes two methods, A,B (got {text!r})")
+    for m in pair:
+        if m not in methods and m != "fp32":
+            raise TsptqError(f"--compare: {m!r} is not among --methods ({', '.join(methods)})")
+    return pair[0], pair[1]
 
 
 def _source(args):
@@ -101,7 +166,8 @@ def _source(args):
     if args.calib_images < 1:
         raise TsptqError("--calib-images must be at least 1")
     return Source(args.model if not args.checkpoint else None, args.checkpoint, args.heads, args.img_size,
-                  args.method, args.bits.upper(), args.data, args.calib_images, args.folder)
+                  args.method, args.bits.upper(), args.data, args.calib_images, args.folder,
+                  getattr(args, "labels", None), getattr(args, "calib_folder", None))
 
 
 def cmd_export(args) -> int:
@@ -125,7 +191,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from tsptq.evaluate import write_json_atomic
+    from tsptq.atomic import write_json_atomic  # (not tsptq.evaluate: inspect needs no torch)
     from tsptq.inspect_tflite import report, to_json
     from tsptq.planner import describe, plan
     from tsptq.tflite_import import read_tflite
@@ -140,6 +206,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    if args.batch_size < 1:
+        raise TsptqError(f"--batch-size must be at least 1 (got {args.batch_size})")
     if args.runtime == "c":
         from tsptq.runtime_c import verify_cli
 
@@ -162,6 +230,10 @@ def cmd_profile(args) -> int:
     from tsptq.deploy import deployment_ok, profile
     from tsptq.deploy_report import format_table, write_reports
 
+    try:  # before anything starts (a board, an agent): the file must be there
+        open(args.file, "rb").close()
+    except OSError as e:
+        raise TsptqError(f"{args.file}: cannot read ({e.strerror})") from None
     report = profile(args)
     print(format_table(report))
     for path in write_reports(report, args.json, args.report):
@@ -178,10 +250,22 @@ def _add_model_args(p, bits_help: str = "weight and activation bits (the file ho
     p.add_argument("--bits", default="W8A8", help=bits_help)
     p.add_argument("--calib-images", type=int, default=32, help="calibration images (from the training split)")
     p.add_argument("--data", choices=DATA_CHOICES, default="auto", help="data set (auto: the model's own)")
-    p.add_argument("--folder", help="image folder for --data imagenet (default: ../shared/data/imagenet-sample)")
+    p.add_argument("--folder", metavar="DIR",
+                   help="image folder for --data imagenet: <synset>/*.JPEG class folders, synset-named files, or "
+                        "ILSVRC2012_val_*.JPEG with --labels (default: ../shared/data/imagenet-sample); "
+                        "`tsptq eval` decodes it batch by batch")
+    p.add_argument("--labels", metavar="FILE",
+                   help="ground truth for a flat --folder: lines '<file name> <synset or 0-based class index>' "
+                        "(space or comma) or Kaggle's LOC_val_solution.csv (not the devkit's ID-per-line file)")
+    p.add_argument("--calib-folder", metavar="DIR",
+                   help="--data imagenet: calibrate on --calib-images images of this folder (any --folder layout, "
+                        "class-balanced), e.g. train/; default: the first --calib-images of --folder, kept out "
+                        "of the evaluation")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tsptq.engines import ENGINES
+
     ap = argparse.ArgumentParser(prog="tsptq", description="Fully integer-quantized ViTs for the edge (TSPTQ-ViT).")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list reference models, timm configs and quantization methods").set_defaults(fn=cmd_models)
@@ -193,11 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", default="fp32,minmax,percentile,ptf-log2,twin,tsptq",
                     help="comma-separated methods (see `tsptq models`)")
     ev.add_argument("--eval-images", type=int, default=None, help="evaluation images (default: the whole test set)")
-    ev.add_argument("--batch-size", type=int, default=None)
-    ev.add_argument("--simulator", choices=("faithful", "float32"), default="faithful",
-                    help="faithful (default): float64 with TFLite's rounding at the builtin ops, the integer model's "
-                         "own arithmetic, for every method that has an integer model (A8); float32: the faster "
-                         "fake-quantized simulator. A<8 and FP32 always use float32")
+    ev.add_argument("--batch-size", type=int, default=None,
+                    help="images per batch (default 200 up to 64 px, else 32); results do not depend on --workers")
+    ev.add_argument("--engine", choices=ENGINES, default="auto",
+                    help="what runs each quantized model. c: the method's exported .tflite in the C runtime, the "
+                         "bytes `tsptq verify --runtime c` checks; faithful: the float64 simulator with TFLite's "
+                         "rounding at the builtin ops; float32: the fast fake-quantized simulator. auto (default): c "
+                         "where the method has an integer model and a C compiler is here. A method without an "
+                         "integer model (A<8) falls back to faithful, then float32; each row names its engine")
+    ev.add_argument("--simulator", choices=("faithful", "float32"), default=None, help=argparse.SUPPRESS)
+    ev.add_argument("--workers", type=int, default=None,
+                    help="worker processes, each single-threaded (default: every core; under torchrun, the cores "
+                         "divided among the ranks on a node). Any count gives the same results")
+    ev.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: run the float32 simulator (and FP32) on the GPU; the C engine and the faithful "
+                         "simulator run on the CPU. Under torchrun, cuda selects nccl (gloo otherwise)")
+    ev.add_argument("--compare", action="append", metavar="A,B",
+                    help="also print the paired top-1 difference A - B with its 95%% bootstrap interval and "
+                         "McNemar's p-value (repeatable)")
+    ev.add_argument("--json-timings", action="store_true",
+                    help="also write wall-clock seconds into --json (which is otherwise identical for any "
+                         "--workers and any number of torchrun ranks)")
     ev.add_argument("--json", help="write the results here")
     ev.add_argument("--plot", help="write a PNG bar chart of the drops here")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -232,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("file")
     ve.add_argument("--eval-images", type=int, default=500, help="evaluation images (default 500)")
     ve.add_argument("--data", choices=DATA_CHOICES, default=None, help="data set (default: the one recorded in the file)")
-    ve.add_argument("--folder", help="image folder for --data imagenet")
+    ve.add_argument("--folder", metavar="DIR", help="image folder for --data imagenet")
+    ve.add_argument("--labels", metavar="FILE",
+                    help="label file for a flat --folder (see `tsptq eval --help`; default: the one recorded in the file)")
     ve.add_argument("--no-rebuild", action="store_true", help="run the file only: skip the in-memory rebuild and simulator")
     ve.add_argument("--batch-size", type=int, default=50)
     ve.add_argument("--runtime", choices=("python", "c"), default="python",
@@ -262,15 +364,43 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("file")
     pr.add_argument("--target", required=True, choices=list_targets(), help="the board's target (targets/<name>/)")
     pr.add_argument("--data", choices=DATA_CHOICES, default=None, help="data set (default: the one recorded in the file)")
-    pr.add_argument("--folder", help="image folder for --data imagenet")
+    pr.add_argument("--folder", metavar="DIR", help="image folder for --data imagenet")
+    pr.add_argument("--labels", metavar="FILE",
+                    help="label file for a flat --folder (see `tsptq eval --help`; default: the one recorded in the file)")
     add_board_args(pr)
     pr.set_defaults(fn=cmd_profile)
     return ap
 
 
+# What each command writes: (option, attribute, whether it is a directory). Checked before any work starts, so that
+# an output in a missing or read-only directory fails at once, not after an hour of evaluation.
+OUTPUTS = {
+    "eval": (("--json", "json", False), ("--plot", "plot", False)),
+    "export": (("--out", "out", False),),
+    "inspect": (("--json", "json", False),),
+    "verify": (("--json", "json", False),),
+    "emit-c": (("--out", "out", True),),
+    "profile": (("--json", "json", False), ("--report", "report", True)),
+}
+
+
+def check_outputs(args) -> None:
+    """``OutputError`` (``--json PATH: cannot write PATH: why``) for an output option that could not be written."""
+    from tsptq.atomic import OutputError, check_writable
+
+    for option, attr, directory in OUTPUTS.get(args.command, ()):
+        path = getattr(args, attr, None)
+        if path:
+            try:
+                check_writable(path, directory=directory)
+            except OutputError as e:
+                raise OutputError(f"{option}: {e}") from None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         return args.fn(args)
     except TsptqError as e:
         print(f"tsptq: error: {e}", file=sys.stderr)
@@ -278,6 +408,14 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `tsptq inspect ... | head`: the reader left; not an error
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C (SIGTERM in `profile`, see tsptq.deploy): cleanup ran in the finally blocks
+        print("tsptq: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # a file the user named (or one they must fix) that cannot be used: one line, not a traceback
+        if e.filename is None:
+            raise
+        print(f"tsptq: error: {e.filename}: {(e.strerror or str(e)).lower()}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

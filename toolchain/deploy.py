@@ -17,9 +17,12 @@ compare every output with the host integer reference byte for byte. Reports on-d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 from tsptq.errors import TsptqError
@@ -27,6 +30,48 @@ from tsptq.errors import TsptqError
 
 class DoesNotFitError(TsptqError):
     """The model or its arena is larger than the board's memory (found before flashing)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, ``kill`` and CI cancels send) or SIGHUP, raised like Ctrl-C's KeyboardInterrupt: a
+    BaseException, so no ``except Exception`` on the way swallows it and every ``finally`` (stop the board, remove its
+    pseudo-terminal directory) runs."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def signals_interrupt():
+    """Within the block SIGTERM and SIGHUP raise Interrupted (SIGINT already raises KeyboardInterrupt). A signal the
+    caller ignores (nohup) stays ignored. Only in the main thread (signal handlers live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def interrupted_text(e: KeyboardInterrupt) -> str:
+    """One line for an interrupted run (the ``finally`` blocks have stopped what it started by then)."""
+    what = f"terminated ({signal.Signals(e.signum).name})" if isinstance(e, Interrupted) else "interrupted (Ctrl-C)"
+    return f"{what}; a board started for the run was stopped and its temporary files removed"
+
+
+def interrupted_code(e: KeyboardInterrupt) -> int:
+    return 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
 
 
 def _align16(n: int) -> int:
@@ -44,9 +89,13 @@ def memory_needs(im, model_bytes: bytes) -> dict:
 
 
 def check_fits(target, needs: dict, delivery: str) -> None:
+    """Model and arena against the target's memory. delivery: "upload" (the upload buffer), "flash" (the flash, or
+    the upload buffer when the target has no flash size), "any" (the board may hold it in either: `tsptq profile`
+    on a board already flashed)."""
     problems = []
-    room = target.model_capacity if delivery == "upload" else (target.flash_capacity or target.model_capacity)
-    where = "model upload buffer" if delivery == "upload" else "flash"
+    flash = target.flash_capacity or target.model_capacity
+    room = {"upload": target.model_capacity, "flash": flash, "any": max(target.model_capacity, flash)}[delivery]
+    where = {"upload": "model upload buffer", "flash": "flash", "any": "flash or model upload buffer"}[delivery]
     if needs["model_bytes"] > room:
         problems.append(f"the model is {needs['model_bytes']:,} B but the {where} holds {room:,} B")
     arena = needs["arena_bytes"] + needs["io_bytes"]
@@ -116,9 +165,26 @@ def exit_note(running) -> str:
     notes = []
     for p in getattr(running, "processes", []):
         if p.poll() is not None and p.stderr is not None:
-            err = p.stderr.read().decode(errors="replace").strip()
+            err = running.stderr_of(p)
             notes.append(f"\n{p.args[0]} exited with code {p.returncode}" + (f":\n{err[-1500:]}" if err else ""))
     return "".join(notes)
+
+
+def open_link(port, port_name: str, closer, args):
+    """The link to the board with the command line's --timeout/--retries; for a board started here it also watches
+    the processes behind it, so a device program that exits is reported at once, not after every retry."""
+    from tsptq.serial_link import Link
+
+    return Link(port, port_name, timeout=args.timeout, retries=args.retries, check=getattr(closer, "gone", None))
+
+
+def check_board_fits(info, needs: dict, port_name: str) -> None:
+    """The arena against what the board itself reports (HELLO), before anything is uploaded or run."""
+    arena = needs["arena_bytes"] + needs["io_bytes"]
+    if arena > info.arena_capacity:
+        raise DoesNotFitError(f"{port_name}: does not fit: the arena needs {arena:,} B ({needs['arena_bytes']:,} B "
+                              f"planned + {needs['io_bytes']:,} B input/output/profile) but board {info.board!r} "
+                              f"has {info.arena_capacity:,} B")
 
 
 def check_runtime_choice(target, args) -> None:
@@ -138,7 +204,7 @@ def deploy(args) -> dict:
     from tsptq.board_run import TickUnit, evaluate_on_board
     from tsptq.cli import _source, resolve_data
     from tsptq.integer import build
-    from tsptq.serial_link import Link, LinkError
+    from tsptq.serial_link import LinkError
     from tsptq.targets import load_target, program_sizes
     from tsptq.tflite_export import to_tflite
 
@@ -171,10 +237,12 @@ def deploy(args) -> dict:
         _flash(target, program, quiet)
 
     cfg = qm.graph.cfg
-    _, images, labelled = resolve_data(src.model, cfg, args.data, src.calib_images, args.eval_images, args.folder)
-    port, port_name, closer = connect(target, program, args)
+    _, images, labelled = resolve_data(src.model, cfg, args.data, src.calib_images, args.eval_images, args.folder,
+                                       labels=src.labels, calib_folder=src.calib_folder)
+    closer = None
     try:
-        link = Link(port, port_name, timeout=args.timeout, retries=args.retries)
+        port, port_name, closer = connect(target, program, args)
+        link = open_link(port, port_name, closer, args)
         board = Board(link)
         info = board.hello()
         if delivery == "upload":
@@ -190,7 +258,8 @@ def deploy(args) -> dict:
     except LinkError as e:
         raise TsptqError(f"{e}{exit_note(closer)}") from None
     finally:
-        closer.close()
+        if closer is not None:
+            closer.close()
     return {
         "target": target.name, "runtime": runtime_name(args), "model": src.model or src.checkpoint,
         "method": src.method, "bits": src.bits,
@@ -205,10 +274,20 @@ def deploy(args) -> dict:
 
 def profile(args) -> dict:
     """``tsptq profile``: the board part of a deployment, for a .tflite file and a board (already flashed, or
-    started here when no --port is given; the model is uploaded unless the board already holds it)."""
+    started here when no --port is given; the model is uploaded unless the board already holds it). The model and
+    its arena are checked against the target before anything is started or sent, and the arena again against what
+    the board reports. SIGTERM and Ctrl-C stop the board and end in one line (a TsptqError)."""
+    try:
+        with signals_interrupt():
+            return _profile(args)
+    except KeyboardInterrupt as e:
+        raise TsptqError(interrupted_text(e)) from None
+
+
+def _profile(args) -> dict:
     from tsptq.board import Board
     from tsptq.board_run import TickUnit, evaluate_on_board
-    from tsptq.serial_link import Link, LinkError
+    from tsptq.serial_link import LinkError
     from tsptq.targets import load_target
     from tsptq.tflite_import import read_tflite
     from tsptq.verify import file_eval_set
@@ -220,16 +299,20 @@ def profile(args) -> dict:
     _, cfg, images, labelled = file_eval_set(im, args)
     needs = memory_needs(im, model_bytes)
     program = None
-    if not args.port:
+    if args.port:  # a board already running: it may hold the model in flash or get it uploaded
+        check_fits(target, needs, "any")
+    else:
         if target.kind == "board":
             raise TsptqError(f"{target.name} is a real board: give its serial port with --port")
         check_fits(target, needs, "upload")
         program = device_program(target, None, args)
-    port, port_name, closer = connect(target, program, args)
+    closer = None
     try:
-        link = Link(port, port_name, timeout=args.timeout, retries=args.retries)
+        port, port_name, closer = connect(target, program, args)
+        link = open_link(port, port_name, closer, args)
         board = Board(link)
         info = board.hello()
+        check_board_fits(info, needs, port_name)
         board.upload(model_bytes, progress=not args.quiet)  # skipped when the board already holds this model
         unit = TickUnit.of(info.tick_unit, info.tick_hz, target.instructions_per_tick)
         result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not args.quiet)
@@ -237,7 +320,8 @@ def profile(args) -> dict:
     except LinkError as e:
         raise TsptqError(f"{e}{exit_note(closer)}") from None
     finally:
-        closer.close()
+        if closer is not None:
+            closer.close()
     meta = im.metadata
     return {"target": target.name, "runtime": runtime_name(args), "model": str(args.file),
             "method": meta.get("method"), "bits": meta.get("bits"), "port": port_name, "delivery": "already on the board or uploaded", "board": dict(vars(info)),
@@ -282,8 +366,11 @@ def add_board_args(ap) -> None:
     ap.add_argument("--baudrate", type=int, default=115200)
     ap.add_argument("--eval-images", type=int, default=100, help="images to run on the board (default 100)")
     ap.add_argument("--timeout", type=float, default=None,
-                    help="seconds to wait for each reply before resending (default: the link's per-command timeouts)")
-    ap.add_argument("--retries", type=int, default=5, help="resends per request before giving up (default 5)")
+                    help="the longest wait for one reply before resending, in seconds (default 2; a lost frame is "
+                         "resent sooner, as soon as its reply is overdue by the reply times measured so far)")
+    ap.add_argument("--retries", type=int, default=5,
+                    help="a request gives up after retries+1 tries and (retries+1) x timeout seconds without its "
+                         "reply (default 5: 12 s); a board started here is reported at once when its program exits")
     ap.add_argument("--json", help="write the whole report as JSON here")
     ap.add_argument("--report", help="directory for report.md and ops.png (per-op time plot)")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
@@ -304,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: upload on Linux targets, flash on microcontrollers)")
     ap.add_argument("--ssh", metavar="USER@HOST", help="rpi: copy the agent over SSH and talk to it over its stdio")
     ap.add_argument("--ssh-dir", metavar="DIR", default=None,
-                    help="--ssh: where the device program is copied on the board (default: the target's remote_dir)")
+                    help="--ssh: where the device program is copied on the board (default: the target's remote_dir, "
+                         "else a new private directory from `mktemp -d` there, removed when the agent ends)")
     ap.add_argument("--flash-tool", action="store_true", help="real boards: run the target's flash command first")
     add_board_args(ap)
     return ap
@@ -315,14 +403,19 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        report = deploy(args)
-    except TsptqError as e:
-        print(f"tsptq-deploy: error: {e}", file=sys.stderr)
-        return 2
-    print(format_table(report))
-    for path in write_reports(report, args.json, args.report):
-        print(f"wrote {path}", file=sys.stderr)
-    return 0 if deployment_ok(report["result"], args) else 1
+        with signals_interrupt():
+            try:
+                report = deploy(args)
+            except TsptqError as e:
+                print(f"tsptq-deploy: error: {e}", file=sys.stderr)
+                return 2
+            print(format_table(report))
+            for path in write_reports(report, args.json, args.report):
+                print(f"wrote {path}", file=sys.stderr)
+            return 0 if deployment_ok(report["result"], args) else 1
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the finally blocks have stopped the board
+        print(f"tsptq-deploy: {interrupted_text(e)}", file=sys.stderr)
+        return interrupted_code(e)
 
 
 if __name__ == "__main__":

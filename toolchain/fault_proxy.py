@@ -76,6 +76,7 @@ class FaultProxy:
                 return
             if self._board is None:
                 self._board = serial.serial_for_url(self.board_url, timeout=0.02)
+            host.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay: a cable has none
             host.settimeout(0.02)
             for pump in (self._host_to_board, self._board_to_host):
                 t = threading.Thread(target=pump, args=(host,), daemon=True)

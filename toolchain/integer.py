@@ -29,6 +29,8 @@ class Source:
     data: str = "auto"
     calib_images: int = 32
     folder: str | None = None
+    labels: str | None = None  # label file of a flat image folder
+    calib_folder: str | None = None  # image folder the calibration images came from (else the first of ``folder``)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -42,7 +44,8 @@ def build(src: Source, progress: bool = True) -> tuple[IntModel, QuantizedViT]:
     from tsptq.quantize import quantize
 
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size)
-    calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder)
+    calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
+                               calib_folder=src.calib_folder)
     qm = quantize(model, calib, src.method, src.bits, progress=progress)
     im = lower(qm)
     im.metadata["source"] = src.to_dict()

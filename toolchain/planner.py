@@ -14,15 +14,20 @@ activation part is planned over the op schedule:
   wins (the first on a tie);
 - ``lower_bound``: the largest total (unaligned) size of the buffers live during one op. No plan can use less.
 
+Like the C runtime, ``plan`` refuses a model whose arena would exceed ``MAX_ARENA`` (TQ_MAX_ARENA, just under 2 GB):
+the C loader does not load it, so no size is reported for it.
+
 ``tests/test_c_runtime.py`` checks that both implementations give the same sizes on every exported method.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tsptq.errors import ModelFileError
 from tsptq.intmodel import IntModel
 
 ALIGN = 16
+MAX_ARENA = 0x7FFFFFF0  # runtime_c/src/runtime.h TQ_MAX_ARENA: persistent + activations
 SCRATCH_OPS = ("TSPTQ_SOFTMAX_2S", "TSPTQ_FC_2S", "TSPTQ_BMM_2S")
 
 
@@ -87,6 +92,18 @@ def persistent_params(model: IntModel) -> bytes:
     return bytes(out)
 
 
+def arena_upper_bound(model: IntModel) -> int:
+    """Persistent part + every activation buffer and scratch at its own offset: no plan is larger (cheap: no
+    placement)."""
+    const = [t.data is not None for t in model.tensors]
+    roots = {model.inputs[0]} | {op.outputs[0] for op in model.ops}
+    for op in model.ops:
+        if op.kind == "RESHAPE" and not const[op.inputs[0]]:
+            roots.discard(op.outputs[0])
+    return (sum(_align(persistent_bytes(model, op)) + _align(scratch_bytes(model, op)) for op in model.ops)
+            + sum(_align(model.tensors[i].nbytes) for i in roots))
+
+
 def plan(model: IntModel) -> Plan:
     n_t, n_ops = len(model.tensors), len(model.ops)
     const = [t.data is not None for t in model.tensors]
@@ -139,6 +156,9 @@ def plan(model: IntModel) -> Plan:
     by_class = place(lambda i: (-_align(items[i][0]).bit_length(), -(items[i][2] - items[i][1]), -_align(items[i][0]), i))
     end, offsets = by_class if by_class[0] < by_size[0] else by_size
 
+    if persistent + end > MAX_ARENA:
+        raise ModelFileError(f"the model needs an arena of {persistent + end:,} bytes (multipliers {persistent:,} + "
+                             f"activations {end:,}), more than the C runtime's limit of {MAX_ARENA:,} bytes")
     bound = max((sum(raw for raw, f, l in items.values() if f <= k <= l) for k in range(n_ops)), default=0)
     return Plan(persistent, end, bound,
                 tensor_offsets={i: offsets[root[i]] for i in first},

@@ -82,6 +82,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "tsptq_input_type": (ctypes.c_int, [vp]), "tsptq_output_type": (ctypes.c_int, [vp]),
         "tsptq_input_quantization": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32)]),
         "tsptq_output_quantization": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32)]),
+        "tsptq_tensor_data": (vp, [vp, sz, ctypes.POINTER(sz)]),
         "tsptq_num_tensors": (sz, [vp]), "tsptq_num_ops": (sz, [vp]), "tsptq_model_size": (sz, []),
         "tsptq_error_name": (ctypes.c_char_p, [ctypes.c_int]), "tsptq_version": (ctypes.c_char_p, []),
         "tsptq_set_profiler": (None, [vp, vp, vp]), "tsptq_op_name": (ctypes.c_char_p, [vp, sz]),
@@ -195,8 +196,21 @@ class CModel:
             _raise(self._status, self.name)
         return out
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """int8 NHWC input codes (B, H, W, C) -> output codes (B, ...), one tsptq_invoke per image."""
+    def tensor_view(self, index: int) -> np.ndarray:
+        """The current bytes of tensor ``index`` (tsptq_tensor_data): a live uint8 view into the arena or the model
+        buffer. After an invoke, an activation holds that image's value only if nothing later reused its bytes: the
+        outputs and the last op's inputs do."""
+        n = ctypes.c_size_t()
+        p = self.lib.tsptq_tensor_data(self._m, index, ctypes.byref(n))
+        if not p:
+            raise RuntimeCError(f"{self.name}: no tensor {index} (the model has {self.lib.tsptq_num_tensors(self._m)})",
+                                code=ERRORS["TSPTQ_ERR_ARGUMENT"], name="TSPTQ_ERR_ARGUMENT")
+        return np.ctypeslib.as_array((ctypes.c_uint8 * n.value).from_address(p))
+
+    def run(self, x: np.ndarray, tap: int | None = None):
+        """int8 NHWC input codes (B, H, W, C) -> output codes (B, ...), one tsptq_invoke per image. With ``tap`` (a
+        tensor index that survives the invoke, see ``tensor_view``) also that tensor's bytes per image:
+        (outputs, (B, nbytes) uint8)."""
         x = np.asarray(x)
         if x.ndim != len(self.input_shape) or x.shape[1:] != self.input_shape[1:] or x.dtype != self.input_dtype:
             raise RuntimeCError(f"{self.name}: input must be {np.dtype(self.input_dtype).name} of shape (batch, "
@@ -210,10 +224,14 @@ class CModel:
         ib, ob = self.input_bytes, self.output_bytes
         st = ctypes.byref(self._status)
         invoke = self.lib.tsptq_invoke
+        view = self.tensor_view(tap) if tap is not None else None
+        tapped = np.empty((n, view.size), np.uint8) if view is not None else None
         for i in range(n):
             if invoke(self._m, xp + i * ib, ib, op + i * ob, ob, st) != 0:
                 _raise(self._status, self.name)
-        return out
+            if view is not None:
+                tapped[i] = view
+        return out if view is None else (out, tapped)
 
 
 def profile(cm: "CModel", x: np.ndarray, repeats: int = 20) -> list[dict]:
@@ -294,7 +312,7 @@ def verify_cli(args) -> int:
     """``tsptq verify --runtime c FILE``: the C runtime against the Python integer reference on the eval set
     (resolved like ``tsptq verify``: the data recorded in the file unless --data/--folder say otherwise). Exit status
     0 when every image's output bytes are equal."""
-    from tsptq.evaluate import write_json_atomic
+    from tsptq.atomic import write_json_atomic
     from tsptq.tflite_import import read_tflite
     from tsptq.verify import file_eval_set
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsptq.atomic import atomic_write
+from tsptq.atomic import atomic_write, make_dir
 from tsptq.calib import datasets
 from tsptq.errors import DataError, TsptqError
 
@@ -211,7 +211,7 @@ def convert(model: nn.Module, calib_images, out_path: str | Path, work_dir: str 
             raise ConverterError(f"onnx2tf failed ({why}){where}; last lines:\n{_log_tail(proc.stdout)}")
         data = produced.read_bytes()
         info = analyze(data)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(out_path.parent)
         atomic_write(out_path, lambda p: p.write_bytes(data))
     finally:
         if tmp is not None:
@@ -327,7 +327,7 @@ def export_stock(args) -> int:
 
     model = resolve_model(None if args.checkpoint else args.model, args.checkpoint, args.heads, args.img_size)
     calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images or 1,
-                                         args.folder)
+                                         args.folder, labels=args.labels, calib_folder=args.calib_folder)
     info = convert(model, calib, args.out)
     hist = ", ".join(f"{k} {v}" for k, v in info["op_histogram"].items())
     print(f"{args.out}: {info['bytes']:,} bytes, {info['num_ops']} ops ({hist}); "

@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -212,28 +215,72 @@ def program_sizes(target: Target, exe: Path) -> dict[str, int]:
 
 # ---- run --------------------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends (they are blocked, then delivered): a cleanup is not cut short
+    by a second Ctrl-C or a SIGTERM and leaves no process or temporary file behind. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class RunningBoard:
     """A started board: ``url`` for pyserial, ``serial`` an open port to it, the processes behind it."""
 
     def __init__(self, target: Target, url: str, serial, processes: list[subprocess.Popen], workdir=None):
         self.target, self.url, self.serial, self.processes, self._workdir = target, url, serial, processes, workdir
+        self._stderr: dict[int, str] = {}
+        self.grace = 0.0  # seconds close() waits for the processes to end by themselves before terminating them
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)
 
+    def stderr_of(self, p: subprocess.Popen) -> str:
+        """What an exited process printed on stderr (read once, kept)."""
+        if p.pid not in self._stderr:
+            text = ""
+            if p.stderr is not None and p.poll() is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    text = p.stderr.read().decode(errors="replace").strip()
+            self._stderr[p.pid] = text
+        return self._stderr[p.pid]
+
+    def gone(self) -> str | None:
+        """None while every process behind the board runs; else which one exited (a ``Link`` check: the board is
+        reported dead at once, not after the link's retries)."""
+        for p in self.processes:
+            if p.poll() is not None:
+                return f"the board's program {Path(str(p.args[0])).name} exited while the link waited for a reply"
+        return None
+
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.serial.close()
-        for p in reversed(self.processes):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        if self._workdir is not None:
-            self._workdir.cleanup()
+        with signals_deferred():
+            with contextlib.suppress(Exception):
+                self.serial.close()
+            for p in reversed(self.processes):
+                if p.poll() is None and self.grace:  # let it end by itself first (its input just closed)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(timeout=self.grace)
+                if p.poll() is None:
+                    p.terminate()
+                    try:
+                        p.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+            for p in self.processes:  # no pipe left open
+                for f in (p.stdin, p.stdout, p.stderr):
+                    with contextlib.suppress(OSError, ValueError):
+                        if f is not None:
+                            f.close()
+            if self._workdir is not None:
+                self._workdir.cleanup()
+                self._workdir = None
 
     def __enter__(self):
         return self
@@ -364,29 +411,64 @@ class PipePort:
             self.proc.stdin.close()
 
 
+def ssh_argv(destination: str, remote: str, timeout: float = 60.0) -> list[str]:
+    """The ssh command line that runs the shell command ``remote`` on ``destination``: key-based login only
+    (BatchMode, no password prompt), and ``--`` before the destination, so that it cannot be taken for an option."""
+    return ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}", "--", destination, remote]
+
+
+def _check_destination(destination: str) -> None:
+    if not destination or destination.startswith("-") or any(c.isspace() or c == "\0" for c in destination):
+        raise TargetError(f"--ssh {destination!r}: not a [user@]host (an ssh destination cannot start with '-' "
+                          "or contain spaces)")
+
+
 def ssh_agent(target: Target, program: Path, destination: str, timeout: float = 60.0,
               files: list[Path] | None = None, remote_command: str | None = None,
               remote_dir: str | None = None) -> RunningBoard:
-    """Copy the agent to ``destination`` (user@host) with scp and start it there with ``--stdio`` over ssh.
+    """Copy the device program to ``destination`` (user@host) over ssh and start it there with ``--stdio``.
 
-    files / remote_command: another device program (the LiteRT agent): the files copied into the target's
-    ``remote_dir`` and the command that starts it there (``{dir}`` stands for remote_dir). remote_dir: where on the
-    board (default: the target's ``[ssh] remote_dir``, else /tmp/tsptq). Uses the ``ssh`` and ``scp`` on PATH
-    (key-based login: BatchMode, no password prompt)."""
-    remote_dir = remote_dir or target.extra.get("ssh", {}).get("remote_dir", "/tmp/tsptq")
+    files / remote_command: another device program (the LiteRT agent): the files copied into the remote directory
+    and the shell command that starts it there (``{dir}`` stands for the directory, already quoted). remote_dir:
+    where on the board (default: the target's ``[ssh] remote_dir``; without one a new private directory that
+    ``mktemp -d`` makes on the board, removed again when the agent ends). Every remote path is quoted with
+    shlex.quote, so a directory may hold spaces or shell characters; the files go through ``ssh ... cat >`` (not scp,
+    whose remote path is shell-expanded by some versions and not by others). Uses the ``ssh`` on PATH."""
+    _check_destination(destination)
+    remote_dir = remote_dir or target.extra.get("ssh", {}).get("remote_dir")
     if files is None:
-        files, remote_command = [program], "{dir}/" + program.name
-    opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}"]
-    copies = [["scp", *opts, str(f), f"{destination}:{remote_dir}/{f.name}"] for f in files]
-    for cmd in [["ssh", *opts, destination, f"mkdir -p {remote_dir}"], *copies]:
+        files, remote_command = [program], "{dir}/" + shlex.quote(program.name)
+
+    def run(remote: str, stdin=subprocess.DEVNULL) -> str:
+        cmd = ssh_argv(destination, remote, timeout)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, stdin=stdin, capture_output=True, timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise TargetError(f"{' '.join(cmd)}: {e}") from None
+            raise TargetError(f"{shlex.join(cmd)}: {e}") from None
         if proc.returncode != 0:
-            raise TargetError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    remote = remote_command.format(dir=remote_dir)
-    agent = subprocess.Popen(["ssh", *opts, destination, f"{remote} --stdio --board {target.name}"],
+            raise TargetError(f"{shlex.join(cmd)} failed ({proc.returncode}): "
+                              f"{proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout.decode(errors="replace")
+
+    temporary = not remote_dir
+    if temporary:
+        made = run('mktemp -d "${TMPDIR:-/tmp}/tsptq.XXXXXXXX"').strip()
+        if not made.startswith("/") or "\n" in made:
+            raise TargetError(f"ssh {destination}: mktemp -d answered {made!r}, not a directory")
+        remote_dir = made
+    else:
+        run(f"mkdir -p -- {shlex.quote(remote_dir)}")
+    d = shlex.quote(remote_dir)
+    for f in files:
+        name, mode = shlex.quote(f.name), f.stat().st_mode & 0o755
+        with open(f, "rb") as data:
+            run(f"cat > {d}/{name} && chmod {mode:o} {d}/{name}", stdin=data)
+    remote = f"{remote_command.format(dir=d)} --stdio --board {shlex.quote(target.name)}"
+    if temporary:  # the directory goes when the agent ends (its input closed, or the session hung up)
+        remote = f"""d={d}; trap 'rm -rf -- "$d"' EXIT; trap 'exit 129' HUP INT TERM; {remote}"""
+    agent = subprocess.Popen(ssh_argv(destination, remote, timeout),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     name = f"ssh://{destination}"
-    return RunningBoard(target, name, PipePort(agent, name), [agent])
+    running = RunningBoard(target, name, PipePort(agent, name), [agent])
+    running.grace = 2.0  # closing its input ends the agent; the remote shell then removes a temporary directory
+    return running

@@ -1,9 +1,12 @@
 """``.tflite`` bytes -> IntModel, from the file alone, with every problem reported as a ``ModelFileError``.
 
-The flatbuffer is parsed with the registry's schema bindings; everything is then checked before it is used:
-the identifier, every tensor/buffer/opcode index, every buffer length against its tensor's shape, the dtypes and
-quantization parameters, the ops and their options, and the ``tsptq`` metadata (its version, and that its
-two-scale entries agree with the tensors' own quantization details).
+First every check of the C loader (runtime_c/src/loader.c) runs on the raw bytes, mirrored below
+(``tsptq.tflite_loader_checks``): a file the C runtime refuses is refused here too, with the same limits (bounds, dtypes, ranks,
+dimensions, 2 GB per tensor and per arena, zero points in the range of their dtype, option ranges, accumulators
+that cannot overflow). Then the flatbuffer is parsed with the registry's schema bindings and checked again: every
+tensor/buffer/opcode index, every buffer length against its tensor's shape, the dtypes and quantization parameters,
+the ops and their options, and the ``tsptq`` metadata (its version, and that its two-scale entries agree with the
+tensors' own quantization details).
 """
 from __future__ import annotations
 
@@ -18,13 +21,12 @@ from flatbuffers import flexbuffers
 from tsptq.errors import ModelFileError, UnsupportedOpError
 from tsptq.intmodel import CUSTOM_INPUTS, CUSTOM_OPS, CUSTOM_OPTIONS, IntModel, Op, QuantParams, Tensor
 from tsptq.tflite_export import BUILTINS, FILE_IDENTIFIER, METADATA_NAME, METADATA_VERSION, two_scale_entries
+from tsptq.tflite_loader_checks import (ALL_BUILTIN_NAMES, MAX_DIM, OPTION_TYPES, TYPE_NAMES, c_loader_checks,
+                                        check_arena)
 
 DTYPES = {S.TensorType.INT8: "int8", S.TensorType.UINT8: "uint8", S.TensorType.INT32: "int32",
           S.TensorType.INT64: "int64"}
-TYPE_NAMES = {v: k for k, v in vars(S.TensorType).items() if not k.startswith("_")}
 BUILTIN_NAMES = {code: name for name, (code, _) in BUILTINS.items()}
-ALL_BUILTIN_NAMES = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
-MAX_DIM = 1 << 24
 
 
 def read_tflite(path: str | Path) -> IntModel:
@@ -47,13 +49,17 @@ def parse_tflite(data: bytes) -> IntModel:
     root = struct.unpack_from("<I", data, 0)[0]
     if root + 4 > len(data):
         raise ModelFileError("corrupted or truncated file: the root table lies past the end")
+    checks = c_loader_checks(data)  # everything the C loader refuses, refused first
     try:
         m = S.ModelT.InitFromPackedBuf(data, 0)
     except ModelFileError:
         raise
     except Exception as e:  # the bindings raise whatever the bad offset causes
         raise ModelFileError(f"corrupted or truncated flatbuffer ({type(e).__name__}: {e})") from None
-    return _to_int_model(m)
+    model = _to_int_model(m)
+    checks.check_two_scale()
+    check_arena(model)
+    return model
 
 
 def _to_int_model(m) -> IntModel:
@@ -147,7 +153,7 @@ def _quant(i: int, name: str, q, shape) -> QuantParams | None:
     if q is None or q.scale is None or len(q.scale) == 0:
         return None
     scale = np.asarray(q.scale, np.float32)
-    zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scale), np.int64)
+    zp = np.asarray(q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0] * len(scale), np.int64)
     if len(zp) != len(scale) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         raise ModelFileError(f"tensor {i} ({name}): bad quantization (scales {len(scale)} must be finite and > 0, "
                              f"zero points {len(zp)})")
@@ -163,7 +169,7 @@ def _quant(i: int, name: str, q, shape) -> QuantParams | None:
         problem = _details_problem(details, shape)
         if problem:
             raise ModelFileError(f"tensor {i} ({name}): bad two-scale code description: {problem}")
-    elif q.detailsType not in (S.QuantizationDetails.NONE, None):
+    elif q.detailsType not in (S.QuantizationDetails.NONE, S.QuantizationDetails.CustomQuantization, None):
         raise UnsupportedOpError(f"tensor {i} ({name}): quantization details type {q.detailsType} is not supported")
     return QuantParams(scale, zp, axis, details)
 
@@ -224,6 +230,9 @@ def _options(kind: str, o, k: int) -> dict:
             raise ModelFileError(f"op {k} ({kind}): custom options miss integer fields {', '.join(missing)}")
         return opts
     b = o.builtinOptions
+    if b is not None and o.builtinOptionsType != (S.BuiltinOptions.Conv2DOptions if kind == "CONV_2D" else
+                                                  OPTION_TYPES.get(kind)):
+        raise ModelFileError(f"op {k} ({kind}): builtin options of type {o.builtinOptionsType}")
     if kind == "CONV_2D":
         if b is None or b.padding != S.Padding.VALID or b.strideH != b.strideW or b.strideH < 1:
             raise UnsupportedOpError(f"op {k} (CONV_2D): only VALID padding with equal strides (the patch embedding)")

@@ -25,13 +25,17 @@ def file_eval_set(fm, args):
     if cfg is None:
         raise TsptqError(f"{args.file}: the metadata has no model config (preprocessing unknown)")
     data = args.data or (src.data if src else "auto")
+    # The recorded label file and calibration folder go with the recorded data and folder only.
+    recorded = src is not None and data == src.data and not args.folder
     _, test, labelled = resolve_data(src.model if src else None, cfg, data, src.calib_images if src else 1,
-                                     args.eval_images, args.folder or (src.folder if src else None))
+                                     args.eval_images, args.folder or (src.folder if src else None),
+                                     labels=getattr(args, "labels", None) or (src.labels if recorded else None),
+                                     calib_folder=src.calib_folder if recorded else None)
     return src, cfg, test, labelled
 
 
 def verify(args) -> int:
-    from tsptq.evaluate import write_json_atomic
+    from tsptq.atomic import write_json_atomic
     from tsptq.integer import build, compare, run_batches, run_faithful, run_simulator
     from tsptq.tflite_import import read_tflite
 

@@ -4,7 +4,10 @@
  *
  *   clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
  *         -Iruntime_c/include -Iruntime_c/src runtime_c/fuzz/fuzz_loader.c runtime_c/src/... -lm -o fuzz_loader
- *   ./fuzz_loader -max_total_time=20 -max_len=2000000 CORPUS_DIR SEED_DIR
+ *   ./fuzz_loader -max_total_time=20 -max_len=2000000 CORPUS_DIR SEED_DIR runtime_c/fuzz/corpus
+ *
+ * runtime_c/fuzz/corpus/ holds files that once broke something (see fuzz_device.c, the device program's target;
+ * tests/crafted_models.py writes them).
  *
  * The arena and the input are heap buffers of exactly the sizes the model asks for, so ASan sees any access past
  * them. Models whose arena would exceed 16 MB (input/output 4 MB) are loaded and planned but not run: every such

@@ -171,6 +171,12 @@ int tsptq_input_quantization(const tsptq_model *model, float *scale, int32_t *ze
 int tsptq_output_quantization(const tsptq_model *model, float *scale, int32_t *zero_point);
 
 size_t tsptq_num_tensors(const tsptq_model *model);
+/* Read access to tensor `index` (the file's tensor index) after tsptq_prepare, as TFLite's interpreter gives it:
+ * constants in the model buffer, activations in the arena. The arena is shared, so after tsptq_invoke an activation
+ * still holds this image's value only if nothing planned after it reused its bytes: the outputs and the inputs of
+ * the last op always do (`tsptq eval --engine c` reads the head's input, the final-norm class token, this way).
+ * NULL (and *nbytes = 0) when the model is not prepared or the index is out of range. */
+const void *tsptq_tensor_data(const tsptq_model *model, size_t index, size_t *nbytes);
 size_t tsptq_num_ops(const tsptq_model *model);
 /* Short name of a tsptq_error code ("TSPTQ_ERR_CORRUPTED"). */
 const char *tsptq_error_name(int code);

@@ -233,6 +233,13 @@ int tq_run_one(tsptq_model *m, uint32_t k) {
 /* The bytes of tensor i: in the model buffer (constants) or in the arena (activations; after prepare). */
 uint8_t *tq_tensor_data(tsptq_model *m, int32_t i) { return (uint8_t *)(uintptr_t)ptr(m, i); }
 
+const void *tsptq_tensor_data(const tsptq_model *m, size_t i, size_t *nbytes) {
+    if (nbytes) *nbytes = 0;
+    if (!m || !m->loaded || !m->prepared || i >= m->n_tensors) return NULL;
+    if (nbytes) *nbytes = m->tensors[i].nbytes;
+    return ptr(m, (int32_t)i);
+}
+
 int tsptq_invoke(tsptq_model *m, const void *input, size_t input_len, void *output, size_t output_len,
                  tsptq_status *st) {
     uint32_t k;

@@ -1308,7 +1308,7 @@ static int check_schedule(ld *L) {
     tsptq_model *m = L->m;
     tsptq_tensor *x = &m->tensors[m->input], *y = &m->tensors[m->output];
     uint32_t k, i;
-    int64_t total;
+    uint64_t total;
     if (x->is_const || x->type != TSPTQ_INT8 || !x->has_quant || x->rank != 4)
         return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the graph input must be a quantized int8 NHWC image");
     x->written = 1;
@@ -1349,15 +1349,19 @@ static int check_schedule(ld *L) {
             if (t->last > root->last) root->last = t->last;
         }
     }
-    /* persistent multipliers and scratch */
+    /* persistent multipliers and scratch: 64-bit sums, each checked before it is stored in 32 bits */
     total = 0;
     for (k = 0; k < m->n_ops; k++) {
         tsptq_op *op = &m->ops[k];
+        uint64_t params = tq_op_persistent(m, op), scratch = tq_op_scratch(m, op);
+        if (params > MAX_TENSOR_BYTES || scratch > MAX_TENSOR_BYTES)
+            return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "op %u (%s): its parameters or scratch need more than 2 GB", k,
+                          tq_op_names[op->kind]);
         op->params_offset = (uint32_t)total;
-        op->params_len = tq_op_persistent(m, op);
-        total += TQ_ALIGN_UP((int64_t)op->params_len, TSPTQ_TENSOR_ALIGNMENT);
-        op->scratch_len = tq_op_scratch(m, op);
-        if (total > (int64_t)MAX_TENSOR_BYTES) return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the model needs more than 2 GB");
+        op->params_len = (uint32_t)params;
+        op->scratch_len = (uint32_t)scratch;
+        total += TQ_ALIGN_UP(params, TSPTQ_TENSOR_ALIGNMENT);
+        if (total > MAX_TENSOR_BYTES) return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the model needs more than 2 GB");
     }
     m->persistent_size = (uint32_t)total;
     return 1;

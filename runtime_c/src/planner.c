@@ -15,25 +15,31 @@
  */
 #include "runtime.h"
 
-uint32_t tq_op_scratch(const tsptq_model *m, const tsptq_op *op) {
+/* Sizes in 64 bits: a dimension is < 2^24 and a scale count < 2^30, so 4 * dim and 8 * count cannot wrap here (in
+ * 32 bits 8 * n_scales could, for a count the loader has not yet checked against the shape). */
+uint64_t tq_op_scratch(const tsptq_model *m, const tsptq_op *op) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
     switch (op->kind) {
     case TQ_OP_SOFTMAX_2S: case TQ_OP_FC_2S: case TQ_OP_BMM_2S: /* 4 * last dim of the first input */
-        return 4u * (uint32_t)x->shape[x->rank - 1];
+        return x->rank ? 4u * (uint64_t)(uint32_t)x->shape[x->rank - 1] : 0;
     default:
         return 0;
     }
 }
 
-uint32_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op) {
-    if (op->kind == TQ_OP_CONV_2D) return 8u * (uint32_t)m->tensors[op->inputs[1]].shape[0]; /* per out channel */
-    if (op->kind == TQ_OP_FULLY_CONNECTED) return 8u * m->tensors[op->inputs[1]].n_scales;
+uint64_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op) {
+    if (op->kind == TQ_OP_CONV_2D) /* per out channel */
+        return 8u * (uint64_t)(uint32_t)m->tensors[op->inputs[1]].shape[0];
+    if (op->kind == TQ_OP_FULLY_CONNECTED) return 8u * (uint64_t)m->tensors[op->inputs[1]].n_scales;
     return 0;
 }
 
-/* Item i: tensors 0..n_tensors-1 (only activation roots take part), then op scratch n_tensors + k. */
+/* Item i: tensors 0..n_tensors-1 (only activation roots take part), then op scratch n_tensors + k. `size` (raw
+ * rounded up to the alignment) and every offset + size sum are 64-bit: no rounding or addition can wrap, and a plan
+ * past TQ_MAX_ARENA is refused, not truncated. */
 typedef struct {
-    uint32_t size, raw;
+    uint64_t size;
+    uint32_t raw;
     int32_t first, last;
 } item;
 
@@ -63,7 +69,7 @@ static void set_offset(tsptq_model *m, int32_t i, uint32_t off) {
     else m->ops[i - (int32_t)m->n_tensors].scratch_offset = off;
 }
 
-static int bit_length(uint32_t v) {
+static int bit_length(uint64_t v) {
     int n = 0;
     while (v) {
         v >>= 1;

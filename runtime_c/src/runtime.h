@@ -35,7 +35,8 @@ enum { TQ_CAT_AXIS = 0 };
 enum { TQ_FCB_N_PARAMS = 0, TQ_FCB_PER_CHANNEL };
 
 #define TQ_MAX_ARENA 0x7FFFFFF0u /* bytes (persistent + activations) */
-#define TQ_ALIGN_UP(x, a) (((x) + ((a) - 1)) / (a) * (a))
+/* Round x up to a multiple of a, in 64 bits whatever the type of x (a uint32_t near 2^32 must not wrap to 0). */
+#define TQ_ALIGN_UP(x, a) (((uint64_t)(x) + ((a) - 1)) / (a) * (a))
 
 /* Fill `st` (if not NULL) with `code` and a message; returns `code`. A small formatter (no libc):
  * %s (const char *), %.*s (int, const char *), %d (int), %u (unsigned), %L (int64_t), %Z (size_t), %% . */
@@ -50,10 +51,11 @@ float tq_scale(const tsptq_tensor *t, uint32_t i);
 
 /* planner.c: lifetimes, aliases, scratch and persistent sizes are set by the loader; this assigns offsets. */
 int tq_plan(tsptq_model *m); /* 0: the arena would exceed TQ_MAX_ARENA */
-/* Scratch bytes an op needs in the arena during its run (kernels.h). */
-uint32_t tq_op_scratch(const tsptq_model *m, const tsptq_op *op);
-/* Persistent bytes (per-channel mult/shift int32 pairs) an op needs. */
-uint32_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op);
+/* Scratch bytes an op needs in the arena during its run (kernels.h). 64-bit: the loader checks the value against
+ * its limits before it stores it in the op's uint32_t fields. */
+uint64_t tq_op_scratch(const tsptq_model *m, const tsptq_op *op);
+/* Persistent bytes (per-channel mult/shift int32 pairs) an op needs (64-bit, as tq_op_scratch). */
+uint64_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op);
 
 /* loader.c: the builtin multipliers of CONV_2D / FULLY_CONNECTED channel c (TFLite's Prepare); 0 if out of range. */
 int tq_builtin_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, int32_t *mult, int32_t *shift);

@@ -84,9 +84,34 @@ static speed_t baud_constant(long baud) {
 #ifdef B921600
     case 921600: return B921600;
 #endif
-    default: die("unsupported --baud", NULL);
+    default: break;
     }
     return B0;
+}
+
+/* --baud: a whole decimal number among the rates above, or the agent says so and exits (never silently 115200). */
+static const char baud_rates[] = "9600, 19200, 38400, 57600, 115200"
+#ifdef B230400
+                                 ", 230400"
+#endif
+#ifdef B460800
+                                 ", 460800"
+#endif
+#ifdef B921600
+                                 ", 921600"
+#endif
+    ;
+
+static long parse_baud(const char *s) {
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v <= 0 || baud_constant(v) == B0) {
+        fprintf(stderr, "agent: unsupported --baud %s (one of %s)\n", s, baud_rates);
+        exit(2);
+    }
+    return v;
 }
 
 /* Raw 8N1: no echo, no line editing, no CR/LF translation, no flow control, no signals. */
@@ -146,7 +171,7 @@ int main(int argc, char **argv) {
         if (!v) die("missing value or unknown option", a);
         if (!strcmp(a, "--port")) port = v;
         else if (!strcmp(a, "--board")) board.board = v;
-        else if (!strcmp(a, "--baud")) baud = strtol(v, NULL, 10);
+        else if (!strcmp(a, "--baud")) baud = parse_baud(v);
         else if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--model-capacity")) board.model_capacity = parse_size(v, a);
         else if (!strcmp(a, "--arena-capacity")) board.arena_capacity = parse_size(v, a);

@@ -26,7 +26,9 @@ static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] 
 static uint32_t le32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
-static uint32_t align16(uint32_t n) { return (n + 15u) & ~15u; }
+/* 64-bit: the arena layout adds sizes of up to 2^32 each, which 32-bit arithmetic wraps (a model that needs 4 GB
+ * would look like it needs 36 bytes). Callers pass values below 2^35, so nothing here can wrap. */
+static uint64_t align16(uint64_t n) { return (n + 15u) & ~(uint64_t)15u; }
 
 /* ---- sending: COBS-encode a packet straight to board->write ---------------------------------------------------- */
 
@@ -84,8 +86,8 @@ static void put_str8(tq_device *d, const char *s) {
     put_u8(d, (uint32_t)n);
     put_bytes(d, s, (uint32_t)n);
 }
-static void put_dec(tq_device *d, uint32_t v) {
-    char tmp[10];
+static void put_dec(tq_device *d, uint64_t v) {
+    char tmp[20];
     int k = 0;
     do {
         tmp[k++] = (char)('0' + v % 10);
@@ -127,27 +129,34 @@ static void drop_model(tq_device *d) {
     d->output_len_valid = 0;
 }
 
-/* Load and prepare `bytes`, carve the input, output and op-tick buffers after the runtime's arena. */
+/* Load and prepare `bytes`, carve the input, output and op-tick buffers after the runtime's arena:
+ *   [runtime arena | input | output | op ticks], each part 16-byte aligned, all within board->arena_capacity.
+ * Every size and offset is computed in 64 bits and compared with the capacity before anything is written: the
+ * runtime accepts models whose plan is up to 2 GB, and input + output of such a model can pass 4 GB. */
 static int commit(tq_device *d, const uint8_t *bytes, uint32_t size, uint32_t crc) {
     const tq_board *b = d->board;
     tsptq_status st;
-    uint32_t need, in, out, n_ops, input_at, output_at, ticks_at;
-    uint64_t total;
+    uint64_t need, in, out, n_ops, input_at = 0, output_at = 0, ticks_at = 0, total;
 
     drop_model(d);
     if (tsptq_load(&d->model, bytes, size, &st) != TSPTQ_OK) return fail_runtime(d, TQ_MODEL_REJECTED, &st);
-    need = (uint32_t)tsptq_arena_size(&d->model);
-    in = (uint32_t)tsptq_input_bytes(&d->model);
-    out = (uint32_t)tsptq_output_bytes(&d->model);
-    n_ops = (uint32_t)tsptq_num_ops(&d->model);
-    input_at = align16(need);
-    output_at = align16(input_at + in);
-    ticks_at = align16(output_at + out);
-    total = (uint64_t)ticks_at + 4u * (uint64_t)n_ops;
+    need = (uint64_t)tsptq_arena_size(&d->model);
+    in = (uint64_t)tsptq_input_bytes(&d->model);
+    out = (uint64_t)tsptq_output_bytes(&d->model);
+    n_ops = (uint64_t)tsptq_num_ops(&d->model);
+    if (need > 0xFFFFFFFFu || in > 0xFFFFFFFFu || out > 0xFFFFFFFFu || n_ops > 0xFFFFFFFFu) {
+        total = ~(uint64_t)0; /* not a size a 32-bit arena_capacity can hold (the runtime never gives one) */
+    } else {
+        input_at = align16(need);
+        output_at = align16(input_at + in);
+        ticks_at = align16(output_at + out);
+        total = ticks_at + 4u * n_ops; /* < 2^35: no wrap in 64 bits */
+    }
     if (total > b->arena_capacity) {
         status(d, TQ_ARENA_TOO_SMALL);
         put_text(d, "the model needs ");
-        put_dec(d, (uint32_t)total);
+        if (total == ~(uint64_t)0) put_text(d, "more than 4294967295");
+        else put_dec(d, total);
         put_text(d, " bytes of arena (runtime ");
         put_dec(d, need);
         put_text(d, " + input ");
@@ -155,32 +164,34 @@ static int commit(tq_device *d, const uint8_t *bytes, uint32_t size, uint32_t cr
         put_text(d, " + output ");
         put_dec(d, out);
         put_text(d, " + profile ");
-        put_dec(d, 4 * n_ops);
+        put_dec(d, 4u * n_ops);
         put_text(d, ", each 16-byte aligned), arena_capacity is ");
         put_dec(d, b->arena_capacity);
         put_text(d, " bytes");
         return TQ_ARENA_TOO_SMALL;
     }
-    if (tsptq_prepare(&d->model, b->arena, need, &st) != TSPTQ_OK)
+    /* the runtime gets its own part, [0, input_at), checked above to lie within the capacity: it can write
+     * nothing past it, and its own check (need <= the length given) then holds by construction */
+    if (tsptq_prepare(&d->model, b->arena, (size_t)input_at, &st) != TSPTQ_OK)
         return fail_runtime(d, st.code == TSPTQ_ERR_ARENA_TOO_SMALL ? TQ_ARENA_TOO_SMALL : TQ_MODEL_REJECTED, &st);
-    d->input = b->arena + input_at;
-    d->output = b->arena + output_at;
-    d->op_ticks = (uint32_t *)(void *)(b->arena + ticks_at);
-    memset(d->input, 0, in);
-    memset(d->op_ticks, 0, 4u * n_ops);
+    d->input = b->arena + (size_t)input_at;
+    d->output = b->arena + (size_t)output_at;
+    d->op_ticks = (uint32_t *)(void *)(b->arena + (size_t)ticks_at);
+    memset(d->input, 0, (size_t)in);
+    memset(d->op_ticks, 0, (size_t)(4u * n_ops));
     if (b->clock) tsptq_set_profiler(&d->model, b->clock, d->op_ticks);
-    d->input_bytes = in;
-    d->output_bytes = out;
-    d->arena_used = (uint32_t)total;
+    d->input_bytes = (uint32_t)in;
+    d->output_bytes = (uint32_t)out;
+    d->arena_used = (uint32_t)total; /* <= arena_capacity, a uint32_t */
     d->model_bytes = bytes;
     d->model_size = size;
     d->model_crc = crc;
     d->has_model = 1;
     status(d, TQ_OK);
     put_u32(d, d->arena_used);
-    put_u32(d, n_ops);
-    put_u32(d, in);
-    put_u32(d, out);
+    put_u32(d, (uint32_t)n_ops);
+    put_u32(d, d->input_bytes);
+    put_u32(d, d->output_bytes);
     return TQ_OK;
 }
 
@@ -252,9 +263,12 @@ static int cmd_upload_begin(tq_device *d, const uint8_t *body, uint32_t len) {
         put_text(d, " bytes");
         return TQ_TOO_BIG;
     }
-    /* the upload overwrites a boot model that lives in model_buf: a reset must not restore it then */
+    /* the upload overwrites a boot model that lives in model_buf: a reset must not restore it then. The ranges
+     * [boot, boot + boot_size) and [buf, buf + model_capacity) overlap; differences, not sums, so that a buffer at
+     * the top of a 32-bit address space cannot wrap the test */
     boot = (uintptr_t)d->boot_model, buf = (uintptr_t)b->model_buf;
-    if (d->boot_model && boot < buf + b->model_capacity && buf < boot + d->boot_size) d->boot_model = NULL;
+    if (d->boot_model && (boot >= buf ? boot - buf < b->model_capacity : buf - boot < d->boot_size))
+        d->boot_model = NULL;
     d->uploading = 1;
     d->upload_size = size;
     d->upload_crc = le32(body + 4);

@@ -395,6 +395,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model-capacity", type=int, default=64 << 20)
     ap.add_argument("--arena-capacity", type=int, default=48 << 20)
     args = ap.parse_args(argv)
+    import termios
+
+    if args.baud <= 0 or getattr(termios, f"B{args.baud}", None) is None:  # refused, not silently ignored
+        ap.error(f"unsupported --baud {args.baud}")
     for name in ("model_capacity", "arena_capacity"):
         if not 0 < getattr(args, name) < 1 << 32:
             ap.error(f"--{name.replace('_', '-')} must be between 1 and 4294967295 bytes (HELLO sends it as u32)")
