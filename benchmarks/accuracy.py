@@ -257,7 +257,8 @@ def render_engines(results: dict) -> list[str]:
         out += [f"## {section}: the same evaluation with each engine", "",
                 f"`tsptq eval --model {r['model']} --methods fp32,minmax,tsptq --eval-images {r['eval_images']}` "
                 f"(W8A8, {r['calib_images']} calibration images, {r['workers']} workers), wall time including "
-                f"calibration and the FP32 reference; measured {r['date']} ({r['machine']}).", "",
+                f"calibration and the FP32 reference; measured {r['date']} ({r['machine']})."
+                + (f" {r['note']}" if r.get("note") else ""), "",
                 "| engine | wall time | ratio to c | tsptq drop | tsptq agreement | minmax drop | minmax agreement |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
         for run in r["runs"]:

@@ -203,9 +203,23 @@ _SYNSET = re.compile(r"(n\d{8})")
 _SYNSET_FULL = re.compile(r"n\d{8}")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 IMAGENET1K_SYNSETS = Path(__file__).parent / "data" / "imagenet1k_synsets.txt"
-# Images over this many pixels are refused before decoding (decompression bombs). PIL's own default limit; PIL's
-# warning band above it (up to twice the limit) is an error here too. TSPTQ_MAX_IMAGE_PIXELS raises or lowers it.
-MAX_IMAGE_PIXELS: int | None = int(os.environ.get("TSPTQ_MAX_IMAGE_PIXELS", 89_478_485))
+# Images over this many pixels are refused before decoding (decompression bombs): PIL's own default limit, or
+# TSPTQ_MAX_IMAGE_PIXELS (read when an image is decoded), which raises or lowers it. Set to None, PIL's own check
+# applies, its warning band (up to twice its limit) an error too.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+_FROM_ENV = object()
+MAX_IMAGE_PIXELS: object = _FROM_ENV
+
+
+def _max_image_pixels() -> int | None:
+    if MAX_IMAGE_PIXELS is not _FROM_ENV:
+        return MAX_IMAGE_PIXELS
+    text = os.environ.get("TSPTQ_MAX_IMAGE_PIXELS")
+    if text is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if not text.strip().isascii() or not text.strip().isdigit() or int(text) < 1:
+        raise DataError(f"TSPTQ_MAX_IMAGE_PIXELS must be a positive whole number of pixels, got {text!r}")
+    return int(text)
 _FOLDER_CACHE_VERSION = 2
 
 
@@ -246,13 +260,17 @@ def decode_image(path, cfg) -> np.ndarray:
     and anything PIL cannot decode are a one-line :class:`DataError` naming the file."""
     from PIL import Image
 
+    limit = _max_image_pixels()
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
+        if limit is not None:
+            Image.MAX_IMAGE_PIXELS = None  # the check below replaces PIL's (which would cap a raised limit)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 w, h = img.size
-                if MAX_IMAGE_PIXELS is not None and w * h > MAX_IMAGE_PIXELS:
-                    raise DataError(f"{path}: {w}x{h} = {w * h:,} pixels is over the limit of {MAX_IMAGE_PIXELS:,} "
+                if limit is not None and w * h > limit:
+                    raise DataError(f"{path}: {w}x{h} = {w * h:,} pixels is over the limit of {limit:,} "
                                     "(a decompression bomb?; set TSPTQ_MAX_IMAGE_PIXELS to allow it)")
                 img.load()
                 return preprocess_image(img, cfg)
@@ -262,6 +280,8 @@ def decode_image(path, cfg) -> np.ndarray:
         raise DataError(f"{path}: refused as a possible decompression bomb ({_one_line(e)})") from None
     except Exception as e:  # noqa: BLE001 -- any decoder failure (OSError, SyntaxError, ValueError, ...) is bad data
         raise DataError(f"cannot decode image {path}: {_one_line(e)}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
 
 
 def _label_key(name: str) -> str:
@@ -507,7 +527,12 @@ def open_image_folders(root, cfg, labels=None, calib_root=None) -> tuple["Folder
     if Path(calib_root).resolve() == Path(root).resolve():
         raise DataError(f"the calibration folder {calib_root} is the evaluation folder: give one apart from it")
     test = FolderImageSet.open(root, cfg, labels, missing_ok=True)
-    calib = FolderImageSet.open(calib_root, cfg, labels, missing_ok=True)
+    try:  # a calibration folder in class folders (ImageNet's train/) needs no label file, even when val does
+        calib = FolderImageSet.open(calib_root, cfg)
+    except DataError:
+        if labels is None:
+            raise
+        calib = FolderImageSet.open(calib_root, cfg, labels, missing_ok=True)
     if labels is not None:
         keys = [_label_key(f) for f in test.files + calib.files]
         check_listed_present(labels, read_label_file(labels), keys, f"{root} or {calib_root}")

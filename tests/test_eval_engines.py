@@ -87,20 +87,22 @@ def test_two_workers_give_exactly_what_one_gives(setup, engine):
         ShardPool(test, model.cfg, 20).run(runner, 10, 30)
 
 
-def _eval_args(out: Path, *extra):
+def _eval_args(out: Path, *extra, images: int = 120, batch: int = 20):
     return ["eval", "--model", "cifar10-vit", "--data", "bundled", "--methods", "fp32,minmax,tsptq",
-            "--calib-images", "16", "--eval-images", "120", "--batch-size", "20", "--quiet", "--json", str(out), *extra]
+            "--calib-images", "16", "--eval-images", str(images), "--batch-size", str(batch), "--quiet", "--json",
+            str(out), *extra]
 
 
 @needs_cc
-def test_torchrun_with_two_gloo_ranks_writes_the_same_json_as_one_process(tmp_path):
+@pytest.mark.parametrize("images, batch", [(120, 20), (30, 50)])  # (30, 50): one batch, so rank 0 has no share
+def test_torchrun_with_two_gloo_ranks_writes_the_same_json_as_one_process(tmp_path, images, batch):
     one = tmp_path / "one.json"
-    assert main(_eval_args(one, "--workers", "1", "--compare", "tsptq,minmax")) == 0
+    assert main(_eval_args(one, "--workers", "1", "--compare", "tsptq,minmax", images=images, batch=batch)) == 0
     two = tmp_path / "two.json"
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tsptq.cli",
-                           *_eval_args(two, "--workers", "1", "--compare", "tsptq,minmax")],
+                           *_eval_args(two, "--workers", "1", "--compare", "tsptq,minmax", images=images, batch=batch)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 ranks" in proc.stderr
@@ -149,3 +151,25 @@ def test_engine_c_without_a_compiler_is_a_clear_error(monkeypatch, capsys):
 def test_device_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert main(["eval", "--quiet", "--data", "bundled", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_when_rank_0_fails_every_rank_stops_with_its_error(tmp_path):
+    """Only rank 0 calibrates: its failure must reach the other ranks instead of leaving them in a broadcast."""
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "from tsptq.distributed import from_environment\n"
+        "c = from_environment()\n"
+        "try:\n"
+        "    c.share_result(lambda: (_ for _ in ()).throw(ValueError('calibration broke')))\n"
+        "except Exception as e:\n"
+        "    print(f'rank {c.rank}: {type(e).__name__}: {e}', flush=True)\n"
+        "print(f'rank {c.rank} then got', c.share_result(lambda: 'runner'), flush=True)\n"
+        "c.close()\n")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(script)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rank 0: ValueError: calibration broke" in proc.stdout
+    assert "rank 1: TsptqError: rank 0 failed, so rank 1 stops: ValueError: calibration broke" in proc.stdout
+    assert "rank 1 then got runner" in proc.stdout

@@ -333,3 +333,31 @@ def test_options_reach_the_recorded_source_and_verify(tmp_path):
     args = build_parser().parse_args(["verify", "m.tflite", "--eval-images", "4"])
     _, _, test, labelled = file_eval_set(fm, args)
     assert len(test) == 4 and labelled and test.labels.tolist() == [1, 999, 0, 999]  # val 3, 4, 5, 6
+
+
+def test_flat_val_with_a_label_file_and_train_in_class_folders(tmp_path):
+    """ImageNet as users have it: val flat with its label file, train in <synset>/ folders not in the label file."""
+    cfg = small_cfg(1000)
+    table = image_table()
+    (tmp_path / "labels.txt").write_text("".join(f"{val_name(k)}.JPEG {table[k][0]}\n" for k in (5, 6, 7, 8, 9)))
+    for k in (5, 6, 7, 8, 9):
+        write_image(tmp_path / "val" / f"{val_name(k)}.JPEG", table[k][1])
+    for k in (1, 2, 3, 4):
+        s = table[k][0]
+        write_image(tmp_path / "train" / s / f"{s}_{k}.JPEG", table[k][1])
+    calib, test, _ = resolve_data(None, cfg, "imagenet", 3, None, str(tmp_path / "val"),
+                                  labels=str(tmp_path / "labels.txt"), calib_folder=str(tmp_path / "train"), stream=True)
+    assert len(calib) == 3 and len(test) == 5
+    assert set(calib.labels.tolist()) <= {0, 1, 999}
+
+
+def test_the_pixel_limit_can_be_raised_above_pils_and_must_be_a_number(tmp_path, monkeypatch):
+    import PIL.Image
+
+    root = class_folders(tmp_path / "val")
+    monkeypatch.setenv("TSPTQ_MAX_IMAGE_PIXELS", "lots")
+    assert "TSPTQ_MAX_IMAGE_PIXELS must be a positive whole number" in _decode_error(root, small_cfg())
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 600)  # PIL alone would refuse the 1200-1920 px images
+    monkeypatch.setenv("TSPTQ_MAX_IMAGE_PIXELS", "5000")
+    assert len(datasets.FolderImageSet.open(root, small_cfg()).load()) == 9
+    assert PIL.Image.MAX_IMAGE_PIXELS == 600  # PIL's own setting is left as it was

@@ -20,7 +20,8 @@ DATA_CHOICES = ("auto", "bundled", "cifar10", "fashion", "imagenet")
 
 
 def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: int | None, folder: str | None = None,
-                 *, labels: str | None = None, calib_folder: str | None = None, stream: bool = False):
+                 *, labels: str | None = None, calib_folder: str | None = None, stream: bool = False,
+                 eval_only: bool = False):
     """(calibration set, evaluation set, whether the labels match the model's classes).
 
     ``auto``: the reference model's own data set (CIFAR-10 for cifar10-vit and dinov2-s14, Fashion-MNIST for
@@ -31,6 +32,9 @@ def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: i
     ``<synset>/*.JPEG``, synset-named files, or a flat folder with the label file ``labels`` (see
     ``datasets.FolderImageSet``). Calibration: ``calib_n`` images of ``calib_folder`` (class-balanced, seeded)
     when given, else the first ``calib_n`` images of ``folder``, kept out of the evaluation.
+
+    ``eval_only``: the evaluation set alone (the calibration set is None): a calibration folder is not even opened
+    (verify and boards evaluate a file whose calibration is done; its folder may not be on this machine).
 
     The calibration set is always an ``ImageSet`` (decoded). The evaluation set is one too unless ``stream``: then
     an image folder stays a ``datasets.FolderImageSet`` that decodes batch by batch (the other data sets are
@@ -48,7 +52,11 @@ def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: i
     if data != "imagenet" and (labels or calib_folder):
         raise DataError(f"--labels and --calib-folder are for --data imagenet (image folders), not {data}")
     if data == "imagenet":
-        test, calib = datasets.open_image_folders(folder or datasets.IMAGENET_SAMPLE, cfg, labels, calib_folder)
+        test, calib = datasets.open_image_folders(folder or datasets.IMAGENET_SAMPLE, cfg, labels,
+                                                  None if eval_only else calib_folder)
+        if eval_only and calib_folder:  # the calibration came from elsewhere: the whole folder is evaluation data
+            test = test if eval_n is None else test.take(min(eval_n, len(test)))
+            return None, (test if stream else test.load()), cfg.num_classes == 1000
         if calib is None:  # an image folder has no training split: calibrate on images kept out of the evaluation
             if len(test) <= calib_n:
                 raise DataError(f"{test.name}: {len(test)} images, need more than the {calib_n} calibration images")
@@ -62,7 +70,7 @@ def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: i
                 raise DataError(f"{len(shared)} calibration image(s) are also in the evaluation set, first {shared[0]}: "
                                 "give a --calib-folder apart from --folder")
         test = test if eval_n is None else test.take(min(eval_n, len(test)))
-        return calib.load(), (test if stream else test.load()), cfg.num_classes == 1000
+        return (None if eval_only else calib.load()), (test if stream else test.load()), cfg.num_classes == 1000
     load = {"bundled": datasets.load_bundled_sample, "cifar10": datasets.load_cifar10,
             "fashion": datasets.load_fashion_mnist}[data]
     calib, test = load("train"), load("test")
@@ -104,7 +112,8 @@ def cmd_eval(args) -> int:
         raise TsptqError("--eval-images must be at least 1")
     if args.batch_size is not None and args.batch_size < 1:
         raise TsptqError("--batch-size must be at least 1")
-    workers = default_workers() if args.workers is None else args.workers
+    # On a GPU one process per rank drives it; on CPUs every core is a worker.
+    workers = (1 if args.device == "cuda" else default_workers()) if args.workers is None else args.workers
     if workers < 1:
         raise TsptqError("--workers must be at least 1")
     pairs = [_compare_pair(c, methods) for c in args.compare or []]
@@ -288,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--simulator", choices=("faithful", "float32"), default=None, help=argparse.SUPPRESS)
     ev.add_argument("--workers", type=int, default=None,
                     help="worker processes, each single-threaded (default: every core; under torchrun, the cores "
-                         "divided among the ranks on a node). Any count gives the same results")
+                         "divided among the ranks on a node; with --device cuda, 1). Any count gives the same results")
     ev.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: run the float32 simulator (and FP32) on the GPU; the C engine and the faithful "
                          "simulator run on the CPU. Under torchrun, cuda selects nccl (gloo otherwise)")

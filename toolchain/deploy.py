@@ -238,7 +238,7 @@ def deploy(args) -> dict:
 
     cfg = qm.graph.cfg
     _, images, labelled = resolve_data(src.model, cfg, args.data, src.calib_images, args.eval_images, args.folder,
-                                       labels=src.labels, calib_folder=src.calib_folder)
+                                       labels=src.labels, calib_folder=src.calib_folder, eval_only=True)
     closer = None
     try:
         port, port_name, closer = connect(target, program, args)

@@ -34,6 +34,23 @@ class Cluster:
         dist.broadcast_object_list(box, src=0, device=self._comm_device())
         return box[0]
 
+    def share_result(self, make):
+        """Rank 0 runs ``make()`` (calibration, quantization: the work only rank 0 does) and every rank gets its
+        result; when it raises, every rank raises too, so none waits for a broadcast that will not come."""
+        if self.world == 1:
+            return make()
+        if self.is_main:
+            try:
+                result = make()
+            except BaseException as e:
+                self.broadcast(("error", f"{type(e).__name__}: {e}"))
+                raise
+            return self.broadcast(("ok", result))[1]
+        kind, value = self.broadcast(None)
+        if kind == "error":
+            raise TsptqError(f"rank 0 failed, so rank {self.rank} stops: {value}")
+        return value
+
     def gather(self, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...] | None:
         """Every rank's arrays concatenated in rank order, on rank 0 (None elsewhere)."""
         if self.world == 1:
@@ -46,7 +63,8 @@ class Cluster:
             dist.gather_object(arrays, parts, dst=0)
         if not self.is_main:
             return None
-        return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(arrays)))
+        # A rank with no share of the batch grid (more ranks than batches) sent empty placeholders: skip them.
+        return tuple(np.concatenate([p[k] for p in parts if len(p[k])]) for k in range(len(arrays)))
 
     def share(self, n_batches: int) -> tuple[int, int]:
         """This rank's contiguous range of the batch grid."""

@@ -85,7 +85,8 @@ class CRunner:
     def __setstate__(self, state):
         self.__init__(state["data"])
 
-    def _prepare(self):
+    def prepare(self):
+        """Parse the file, load it into the C runtime and find the class-token tensor (once per process)."""
         from tsptq.runtime_c import CModel
         from tsptq.tflite_import import parse_tflite
 
@@ -105,7 +106,7 @@ class CRunner:
 
     def __call__(self, x) -> tuple[np.ndarray, np.ndarray]:
         if self._state is None:
-            self._prepare()
+            self.prepare()
         fm, cm, tap, scale, zp = self._state
         out, tapped = cm.run(fm.quantize_input(x.numpy()), tap=tap)
         cls = (tapped.view(np.int8).astype(np.float32) - zp) * scale
@@ -140,9 +141,12 @@ def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
                 from tsptq.lower import lower
                 from tsptq.tflite_export import to_tflite
 
-                return CRunner(to_tflite(lower(qm))), None
-            except QuantizationError as e:
-                want, note = "faithful", f"{qm.method}: no integer model ({e})"
+                runner = CRunner(to_tflite(lower(qm)))
+                runner.prepare()  # here, not first in a worker: a file the C runtime refuses falls back now
+                return runner, None
+            except TsptqError as e:  # QuantizationError (no integer model), RuntimeCError (refused by the runtime)
+                kind = "no integer model" if isinstance(e, QuantizationError) else "the C runtime refused its file"
+                want, note = "faithful", f"{qm.method}: {kind} ({str(e).splitlines()[0]})"
     if want == "faithful" and not faithful_applies(qm):
         want, note = "float32", note or f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model to be faithful to"
     # The faithful simulator decodes codes through numpy: it runs on the CPU whatever --device says.

@@ -108,43 +108,43 @@ def evaluate(model: VisionTransformer, calib, eval_set, methods: list[str], bits
     first, last = cluster.share(n_batches)
     start, stop = first * bs, min(last * bs, len(eval_set))
     rows, predictions = [], {}
+    recorded, fitted = [], {}  # rank 0 only: the calibration tensors (recorded once), each method's quantization
+
+    def make_runner(method):
+        """Rank 0: calibrate, quantize and build the runner; (runner, note) go to every rank."""
+        if method == "fp32":
+            return resolve(quantize(graph, calib, "fp32"), engine, device)[0], None
+        if not recorded:
+            recorded.append(record(graph, calib, progress=progress))
+        fitted[method] = quantize(graph, recorded[0], method, bits, progress=progress)
+        return resolve(fitted[method], engine, device)
+
     with ShardPool(eval_set, graph.cfg, bs, workers, progress=progress and main) as pool:
 
-        def measure(runner, desc):
-            runner = cluster.broadcast(runner)
-            local = pool.run(runner, start, stop, desc) if stop > start else _empty()
+        def measure(method):
+            t0 = time.perf_counter()
+            runner, note = cluster.share_result(lambda: make_runner(method))
+            if note and main:
+                tqdm.write(f"note: {note}; measured with the {runner.engine} engine", file=sys.stderr)
+            local = pool.run(runner, start, stop, method) if stop > start else _empty()
             out = cluster.gather(local)
-            return None if out is None else Outputs(*out)
+            return None if out is None else Outputs(*out), runner, fitted.get(method), time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        ref_runner = resolve(quantize(graph, calib, "fp32"), engine, device)[0] if main else None
-        ref = measure(ref_runner, "fp32")
-        recorded = record(graph, calib, progress=progress) if main and any(m != "fp32" for m in methods) else None
+        ref, _, _, ref_seconds = measure("fp32")
         ref_top1 = None
         if main:
             predictions["fp32"] = ref.logits.argmax(-1)
             ref_top1 = 100.0 * float((predictions["fp32"] == labels).mean()) if labels is not None else None
         for method in ["fp32"] + [m for m in methods if m != "fp32"]:
-            runner = note = qm = None
-            if method != "fp32":
-                t0 = time.perf_counter()
-                if main:
-                    qm = quantize(graph, recorded, method, bits, progress=progress)
-                    runner, note = resolve(qm, engine, device)
-                    if note:
-                        tqdm.write(f"note: {note}; measured with the {runner.engine} engine", file=sys.stderr)
-                out = measure(runner, method)
-            else:
-                out = ref
+            out, runner, qm, seconds = (ref, None, None, ref_seconds) if method == "fp32" else measure(method)
             if not main:
                 continue
             predictions[method] = out.logits.argmax(-1)
             row = {"method": method, "bits": "FP32" if method == "fp32" else bits.upper(),
-                   "engine": "-" if method == "fp32" else (runner.engine if runner else "-"),
-                   **compare(out, ref, labels, ref_top1)}
+                   "engine": "-" if method == "fp32" else runner.engine, **compare(out, ref, labels, ref_top1)}
             if timings:
                 row["calib_seconds"] = qm.info.get("calib_seconds", 0.0) if qm is not None else 0.0
-                row["seconds"] = round(time.perf_counter() - t0, 1)
+                row["seconds"] = round(seconds, 1)
             if method in methods:
                 rows.append(row)
             tqdm.write(format_row(row), file=sys.stderr)

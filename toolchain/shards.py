@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -54,6 +55,7 @@ _runners: dict[str, object] = {}
 
 def _init_worker(images, cfg) -> None:
     global _images, _cfg
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle: it stops the workers
     torch.set_num_threads(1)
     _images, _cfg = images, cfg
 
@@ -105,11 +107,14 @@ class ShardPool:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(interrupted=exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         if self._pool is not None:
+            if interrupted:  # don't wait for the tasks running: stop the workers now
+                for p in list(getattr(self._pool, "_processes", {}).values()):
+                    p.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._tmp is not None:

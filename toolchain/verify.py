@@ -30,7 +30,7 @@ def file_eval_set(fm, args):
     _, test, labelled = resolve_data(src.model if src else None, cfg, data, src.calib_images if src else 1,
                                      args.eval_images, args.folder or (src.folder if src else None),
                                      labels=getattr(args, "labels", None) or (src.labels if recorded else None),
-                                     calib_folder=src.calib_folder if recorded else None)
+                                     calib_folder=src.calib_folder if recorded else None, eval_only=True)
     return src, cfg, test, labelled
 
 
