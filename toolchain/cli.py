@@ -280,8 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list reference models, timm configs and quantization methods").set_defaults(fn=cmd_models)
 
     ev = sub.add_parser("eval", help="quantize with each method and compare top-1 on the same images",
-                        description="Calibrate, quantize (fake-quantized simulator of the integer model) and "
-                                    "evaluate each method; prints a table and optionally writes JSON and a plot.")
+                        description="Calibrate, quantize and evaluate each method on the same images (by default "
+                                    "each method's exported .tflite file in the C runtime, see --engine), sharded "
+                                    "over --workers processes, or over ranks when launched by torchrun; prints "
+                                    "top-1, drop and agreement with their 95%% paired bootstrap intervals and "
+                                    "class-token cosine, and optionally writes JSON and a plot.")
     _add_model_args(ev, bits_help="weight and activation bits, e.g. W8A8, W6A6, W4A8")
     ev.add_argument("--methods", default="fp32,minmax,percentile,ptf-log2,twin,tsptq",
                     help="comma-separated methods (see `tsptq models`)")
