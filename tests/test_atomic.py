@@ -1,5 +1,6 @@
 """Atomic writes: an interrupted write leaves the old file (or none) and no temporary file behind."""
 import pytest
+from fault_injection import fail_nth_replace
 
 from tsptq.atomic import atomic_write
 
@@ -129,23 +130,13 @@ def test_group_write_replaces_every_file(tmp_path):
 
 @pytest.mark.parametrize("existed", [True, False])
 def test_group_write_puts_the_old_files_back_when_a_rename_fails(tmp_path, monkeypatch, existed):
-    import os
-
     from tsptq.atomic import OutputError, atomic_write_group
 
     a, b = tmp_path / "a.h", tmp_path / "b.c"
     if existed:
         a.write_text("old a")
         b.write_text("old b")
-    real, calls = os.replace, []
-
-    def second_fails(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError(5, "Input/output error")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", second_fails)
+    fail_nth_replace(monkeypatch, 2, OSError(5, "Input/output error"))
     with pytest.raises(OutputError, match=f"cannot write {b}: input/output error"):
         atomic_write_group([(a, lambda t: t.write_text("new a")), (b, lambda t: t.write_text("new b"))])
     if existed:
@@ -156,22 +147,12 @@ def test_group_write_puts_the_old_files_back_when_a_rename_fails(tmp_path, monke
 
 
 def test_group_write_puts_the_old_files_back_on_an_interrupt_between_renames(tmp_path, monkeypatch):
-    import os
-
     from tsptq.atomic import atomic_write_group
 
     a, b = tmp_path / "a.h", tmp_path / "b.c"
     a.write_text("old a")
     b.write_text("old b")
-    real, calls = os.replace, []
-
-    def interrupted(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", interrupted)
+    fail_nth_replace(monkeypatch, 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         atomic_write_group([(a, lambda t: t.write_text("new a")), (b, lambda t: t.write_text("new b"))])
     assert a.read_text() == "old a" and b.read_text() == "old b"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fault_injection import fail_nth_replace
 
 from tsptq.cli import main
 
@@ -173,15 +174,7 @@ def test_emit_c_keeps_the_old_pair_when_the_second_file_fails(files, tmp_path, m
     out = tmp_path / "fw"
     emit_c(files["minmax"], out, copy_runtime=False, check_with_c=False)
     old = {n: (out / n).read_bytes() for n in ("model.h", "model.c")}
-    real, calls = os.replace, []
-
-    def second_fails(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", second_fails)
+    fail_nth_replace(monkeypatch, 2, OSError(28, "No space left on device"))
     with pytest.raises(OSError, match=r"model\.c: no space left on device"):
         emit_c(files["tsptq"], out, copy_runtime=False, check_with_c=False)
     assert {n: (out / n).read_bytes() for n in ("model.h", "model.c")} == old
