@@ -3,7 +3,7 @@
     python benchmarks/accuracy.py                      # every section (about an hour on 2 cores)
     python benchmarks/accuracy.py --only dinov2-s14    # one section; the others keep their last results
 
-Sections: W8A8 and W6A6 tables for cifar10-vit, fashion-vit and dinov2-s14 (probe top-1 on CIFAR-10 at 224 and
+Sections: the robustness table (every method on five small ViTs, three calibration draws), W8A8 and W6A6 tables for cifar10-vit, fashion-vit and dinov2-s14 (probe top-1 on CIFAR-10 at 224 and
 class-token cosine, plus cosine on the ImageNet sample), the TSPTQ ablation, and calibration wall time of
 deit_small_patch16_224 (random weights, 32 images at 224) for tsptq next to minmax. Each section's numbers are
 kept in benchmarks/results/<section>.json; the Markdown is rebuilt from all of them.
@@ -39,10 +39,10 @@ METHODS = [m for m in MAIN_METHODS if m != "fp32"]
 ACCURACY_SECTIONS = [
     ("cifar10-vit", "cifar10-vit", "cifar10", None, ("W8A8", "W6A6"), METHODS),
     ("fashion-vit", "fashion-vit", "fashion", None, ("W8A8", "W6A6"), METHODS),
-    # DINOv2 W8A8 runs in the C engine (~15 images/s per core): 2000 images for the headline. W6A6 has no integer
-    # model and runs in the float32 simulator: 500 images.
+    # DINOv2 W8A8 runs in the C engine (~15 images/s per core): 2000 images for the headline. W6A6 and W4A8 have
+    # no integer model (activations under 8 bits; W4A8 is not exported) and run in the float32 simulator: 500 images.
     ("dinov2-s14", "dinov2-s14", "cifar10", 2000, ("W8A8",), METHODS),
-    ("dinov2-s14-w6a6", "dinov2-s14", "cifar10", 500, ("W6A6",), METHODS),
+    ("dinov2-s14-low-bits", "dinov2-s14", "cifar10", 500, ("W6A6", "W4A8"), METHODS),
     ("dinov2-s14-imagenet", "dinov2-s14", "imagenet", 200, ("W8A8",), METHODS),
     ("ablation-dinov2-s14", "dinov2-s14", "cifar10", 500, ("W8A8",), list(ABLATIONS)),
     ("ablation-cifar10-vit", "cifar10-vit", "cifar10", None, ("W6A6",), list(ABLATIONS)),
@@ -204,10 +204,13 @@ def render(results: dict) -> str:
             continue
         out += [f"## {section}", "",
                 f"{r['model']} on {r['eval_images']} images of `{r['data']}`, calibrated on {r['calib_images']} "
-                f"images; measured {r['date']} ({r['machine']}).", ""]
+                f"images; measured {r['date']} ({r['machine']})." + (f" *{r['note']}*" if r.get("note") else ""), ""]
         for bits, rows in r["tables"].items():
             out += [f"**{bits}**", ""] + accuracy_table(rows)
             out += ["", f"![{section} {bits}](accuracy-{section}-{bits}.png)", ""]
+    import robustness  # benchmarks/robustness.py (this folder is on sys.path when a benchmark script runs)
+
+    out += robustness.render(results)
     out += render_engines(results)
     out += render_integer(results)
     import latency  # benchmarks/latency.py (this folder is on sys.path when a benchmark script runs)
@@ -223,7 +226,8 @@ def render(results: dict) -> str:
     if r:
         out += ["## Calibration time", "",
                 f"{r['model']} (random weights), {r['calib_images']} images at 224x224, {r['threads']} threads, best of 2; "
-                f"measured {r['date']} ({r['machine']}).", "", "| method | seconds | ratio to minmax |", "|---|---:|---:|"]
+                f"measured {r['date']} ({r['machine']})." + (f" *{r['note']}*" if r.get("note") else ""), "",
+                "| method | seconds | ratio to minmax |", "|---|---:|---:|"]
         base = next(x["seconds"] for x in r["rows"] if x["method"] == "minmax")
         out += [f"| {x['method']} | {x['seconds']:.1f} | {x['seconds'] / base:.2f}x |" for x in r["rows"]]
         out.append("")
@@ -321,7 +325,7 @@ def render_integer(results: dict) -> list[str]:
 
 def main(argv=None) -> int:
     names = ([s[0] for s in ACCURACY_SECTIONS] + [s[0] for s in INTEGER_SECTIONS] + [s[0] for s in STOCK_SECTIONS]
-             + [s[0] for s in ENGINE_SECTIONS] + ["calibration-time"])
+             + [s[0] for s in ENGINE_SECTIONS] + ["robustness", "calibration-time"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=names, help="run only these sections (repeatable)")
     ap.add_argument("--calib-images", type=int, default=32)
@@ -334,6 +338,10 @@ def main(argv=None) -> int:
         for section in args.only or names:
             if section == "calibration-time":
                 res = run_calibration_time(args.calib_images)
+            elif section == "robustness":
+                import robustness  # benchmarks/robustness.py
+
+                res = robustness.run_robustness(args.calib_images)
             elif section.startswith("engines-"):
                 spec = next(s for s in ENGINE_SECTIONS if s[0] == section)
                 res = run_engines(*spec, calib_n=args.calib_images)

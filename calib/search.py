@@ -67,6 +67,13 @@ def mse_uniform(x: torch.Tensor, bits: int, err: ErrorFn | None = None, data: to
     return best_of(cands, err or tensor_error(data), data)
 
 
+def top_range_codes(x: torch.Tensor, bits: int, fractions=(0.75, 0.5, 0.35)) -> list[Uniform]:
+    """Uniform codes over the top ``fraction`` of the min/max range (for logits: the bottom ones are clamped, the
+    top ones, which decide the class, get a finer step and fewer ties)."""
+    lo, hi = float(x.min()), float(x.max())
+    return [uniform_from_range(hi - f * (hi - lo), hi, bits) for f in fractions]
+
+
 def weight_code(w: torch.Tensor, bits: int, search: bool) -> Uniform:
     """Symmetric per-output-channel code; with ``search`` each channel's clip minimizes its own squared error."""
     if not search:
@@ -132,11 +139,13 @@ def _fit_shift(lo_c, hi_c, scale, zp, bits, n_max=7) -> int:
     return n_max
 
 
-def o2sf(x: torch.Tensor, bits: int, err: ErrorFn, data: torch.Tensor) -> ChannelPow2:
+def o2sf(x: torch.Tensor, bits: int, err: ErrorFn, data: torch.Tensor, levels: bool = False) -> ChannelPow2:
     """O-2SF: outlier channels (range > tau x median range) get scale s * 2^n, the rest share the fine scale s.
 
     Searched jointly over tau (inf = no outliers, a plain uniform code), the clip of the normal channels' range,
     and n (the smallest that fits the outliers, or one less), scored by the consuming LayerNorm's output error.
+    ``levels``: also, per (tau, clip), the code where each outlier channel gets the smallest shift its own range
+    needs (1..n) instead of the common n: DINOv2's outlier channels span two orders of magnitude.
     """
     lo_c, hi_c = _channel_ranges(x)
     width = hi_c - lo_c
@@ -158,6 +167,10 @@ def o2sf(x: torch.Tensor, bits: int, err: ErrorFn, data: torch.Tensor) -> Channe
             n_fit = _fit_shift(lo_c[outlier], hi_c[outlier], s, zp, bits)
             for n in sorted({n_fit, max(1, n_fit - 1)}):
                 cands.append(ChannelPow2(s, zp, outlier.long() * n, bits))
+            if levels:  # each outlier channel at the smallest shift its own range needs (up to n_fit)
+                own = torch.tensor([_fit_shift(lo_c[c:c + 1], hi_c[c:c + 1], s, zp, bits, n_fit) if outlier[c] else 0
+                                    for c in range(width.numel())])
+                cands.append(ChannelPow2(s, zp, own, bits))
     return best_of(cands, err, data)
 
 

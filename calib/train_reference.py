@@ -2,6 +2,9 @@
 
     python -m tsptq.calib.train_reference cifar10-vit     # ~2 h on one core (26 epochs + a 3-epoch cooldown)
     python -m tsptq.calib.train_reference fashion-vit     # ~4 min
+    python -m tsptq.calib.train_reference robust-ls-mlp2 --threads 1   # robustness models: minutes each
+    python -m tsptq.calib.train_reference robust-p8-distilled --threads 1
+    python -m tsptq.calib.train_reference robust-fashion-deep --threads 1
 
 Writes ``calib/models/<name>.safetensors`` + ``<name>.json`` (config and training record) atomically.
 """
@@ -24,6 +27,11 @@ RECIPES = {
     "cifar10-vit": dict(epochs=26, batch=128, lr=1e-3, wd=0.05, warmup=2, pad=4, flip=True, smoothing=0.1,
                         cooldown=3, cooldown_lr=5e-5),
     "fashion-vit": dict(epochs=12, batch=128, lr=2e-3, wd=0.05, warmup=1, pad=2, flip=True, smoothing=0.0),
+    # Robustness models (calib/zoo.py): minutes each, recipes unlike the above and unlike each other.
+    "robust-ls-mlp2": dict(epochs=6, batch=128, lr=2e-3, wd=0.05, warmup=1, pad=4, flip=True, smoothing=0.2,
+                           layer_scale_init=0.1),
+    "robust-p8-distilled": dict(epochs=5, batch=64, lr=5e-4, wd=0.1, warmup=1, pad=0, flip=False, smoothing=0.0),
+    "robust-fashion-deep": dict(epochs=4, batch=256, lr=4e-3, wd=0.01, warmup=1, pad=0, flip=False, smoothing=0.1),
 }
 
 
@@ -109,6 +117,11 @@ def train(name: str, seed: int = 0, epochs: int | None = None, resume: bool = Fa
         torch.manual_seed(seed)
         np.random.seed(seed)
         model = VisionTransformer(spec.config)
+        if "layer_scale_init" in recipe:  # CaiT-style small LayerScale start
+            with torch.no_grad():
+                for blk in model.blocks:
+                    blk.ls1.gamma.fill_(recipe["layer_scale_init"])
+                    blk.ls2.gamma.fill_(recipe["layer_scale_init"])
         warm = recipe["warmup"] * (len(data[0]) // recipe["batch"])
         cosine = lambda s, total: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))  # noqa: E731
         history = []

@@ -23,6 +23,7 @@ class ReferenceModel:
     config: ViTConfig
     load_data: Callable[[str], datasets.ImageSet]  # split -> images at the data set's native size
     description: str
+    data: str = "cifar10"  # the --data name of its data set (what `--data auto` picks)
 
     @property
     def weights_path(self) -> Path:
@@ -35,6 +36,9 @@ class ReferenceModel:
 
 CIFAR_NORM = dict(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_pct=1.0)
 FASHION_NORM = dict(mean=(0.2860,), std=(0.3530,), crop_pct=1.0)
+# Robustness models use other normalization constants on purpose: a method tuned on one model must not depend on them.
+IMAGENET_NORM = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=1.0)
+HALF_NORM = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
 
 REFERENCE_MODELS: dict[str, ReferenceModel] = {
     "cifar10-vit": ReferenceModel(
@@ -50,6 +54,34 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
                   mlp_hidden=128, **FASHION_NORM),
         lambda split: datasets.load_fashion_mnist(split),
         "tiny ViT, patch 7, dim 64, depth 4, trained from scratch on Fashion-MNIST (fast tests)",
+        "fashion",
+    ),
+    # Robustness models: small ViTs trained here with recipes unlike cifar10-vit's and unlike each other, so a
+    # method's choices are checked on models they were not developed on (python -m tsptq.calib.train_reference NAME).
+    "robust-ls-mlp2": ReferenceModel(
+        "robust-ls-mlp2",
+        ViTConfig(img_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=96, depth=4, num_heads=3,
+                  mlp_hidden=192, layer_scale=True, **IMAGENET_NORM),
+        lambda split: datasets.load_cifar10(split),
+        "robustness model: CIFAR-10, patch 4, dim 96, depth 4, 3 heads, MLP ratio 2, LayerScale, ImageNet mean/std, "
+        "label smoothing 0.2, stopped after 6 epochs",
+    ),
+    "robust-p8-distilled": ReferenceModel(
+        "robust-p8-distilled",
+        ViTConfig(img_size=32, patch_size=8, in_chans=3, num_classes=10, embed_dim=192, depth=3, num_heads=6,
+                  mlp_hidden=768, dist_token=True, **HALF_NORM),
+        lambda split: datasets.load_cifar10(split),
+        "robustness model: CIFAR-10, patch 8 (16 patches), dim 192, depth 3, 6 heads, MLP ratio 4, distillation "
+        "token, mean/std 0.5, no label smoothing, no flips, 5 epochs",
+    ),
+    "robust-fashion-deep": ReferenceModel(
+        "robust-fashion-deep",
+        ViTConfig(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=48, depth=8, num_heads=2,
+                  mlp_hidden=144, mean=(0.5,), std=(0.5,), crop_pct=1.0),
+        lambda split: datasets.load_fashion_mnist(split),
+        "robustness model: Fashion-MNIST, patch 4 (49 patches), dim 48, depth 8, 2 heads, MLP ratio 3, mean/std 0.5, "
+        "label smoothing 0.1, high learning rate, 4 epochs",
+        "fashion",
     ),
     "dinov2-s14": ReferenceModel(
         "dinov2-s14",

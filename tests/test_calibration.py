@@ -93,6 +93,21 @@ def test_o2sf_finds_the_outlier_channels_and_beats_uniform():
     assert err(q.fake(x)) < 0.5 * err(uniform.fake(x))
 
 
+def test_o2sf_levels_give_each_outlier_channel_the_shift_its_range_needs():
+    """Outlier channels two orders of magnitude apart (DINOv2's case): one common shift crushes the smaller one,
+    per-channel levels keep it, and the two-level code stays a candidate."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4096, 48, generator=gen)
+    x[:, 5] *= 8.0
+    x[:, 17] *= 300.0
+    err = search.layernorm_output_error(x, torch.ones(48), torch.zeros(48), 1e-6)
+    two = search.o2sf(x, 8, err, x)
+    levels = search.o2sf(x, 8, err, x, levels=True)
+    assert len(set(two.shifts.tolist())) == 2
+    assert 0 < int(levels.shifts[5]) < int(levels.shifts[17])
+    assert err(levels.fake(x)) < 0.9 * err(two.fake(x))
+
+
 def test_o2sf_without_outliers_is_a_plain_uniform_code():
     x = torch.randn(2048, 48, generator=torch.Generator().manual_seed(1))
     q = search.o2sf(x, 8, search.layernorm_output_error(x, torch.ones(48), torch.zeros(48), 1e-6), x)
@@ -141,3 +156,72 @@ def test_tsptq_keeps_a_uniform_code_where_two_scales_do_not_pay(tiny, images):
     q = fit_point(METHODS["tsptq"], "blocks.0.gelu", "gelu", {"blocks.0.gelu": h}, graph, 8)
     err = search.linear_output_error(h, w)
     assert err(q.fake(h)) <= err(search.minmax(h, 8).fake(h))
+
+
+def _scoring(tiny, images):
+    from tsptq.calib.observers import record
+    from tsptq.quantizers import Uniform
+
+    graph = Graph.from_model(tiny)
+    cal = record(graph, images, progress=False)
+    fits = quantize(graph, cal, "minmax", progress=False)
+    weights = {k: [q] for k, q in fits.weights.items()}
+    broken = Uniform(torch.tensor(10.0), torch.tensor(0.0), 8)  # a step far above every value: all zeros
+    return graph, cal, fits, weights, broken
+
+
+def test_block_output_selection_discards_a_code_that_breaks_the_block_and_keeps_a_good_local_pick(tiny, images):
+    """Each point's candidates are run through the rest of its block: a local pick that zeroes the tensor loses
+    to the min/max code; a sound local pick is kept (it is first, and wins ties)."""
+    from tsptq.calib import block_select
+
+    graph, cal, fits, linears, broken = _scoring(tiny, images)
+    cands = {p: [fits.acts[p]] for p in fits.acts}
+    cands["blocks.0.fc1"] = [broken, fits.acts["blocks.0.fc1"]]
+    cands["blocks.1.softmax"] = [fits.acts["blocks.1.softmax"], broken]
+    chosen, _, changed = block_select.select(graph, cal.tensors, cands, linears, graph.consts, progress=False)
+    assert chosen["blocks.0.fc1"] is fits.acts["blocks.0.fc1"] and changed == {"blocks.0.fc1": "uniform"}
+    assert chosen["blocks.1.softmax"] is fits.acts["blocks.1.softmax"]
+
+
+def test_block_output_selection_judges_the_head_by_the_likely_classes(tiny, images):
+    """After the last block the error is on the logits, weighted by the float class probabilities."""
+    from tsptq.calib import block_select
+
+    graph, cal, fits, linears, broken = _scoring(tiny, images)
+    cands = {p: [fits.acts[p]] for p in fits.acts}
+    cands["head"] = [broken, fits.acts["head"]]
+    chosen, _, _ = block_select.select(graph, cal.tensors, cands, linears, graph.consts, progress=False)
+    assert chosen["head"] is fits.acts["head"]
+
+
+def test_block_output_selection_chooses_weights_too(tiny, images):
+    """A weight code that zeroes a layer loses to the plain per-channel code."""
+    from tsptq.calib import block_select
+    from tsptq.quantizers import Uniform
+
+    graph, cal, fits, weights, _ = _scoring(tiny, images)
+    zeroing = Uniform(torch.full((96,), 10.0), torch.zeros(96), 8, axis=0)
+    weights["blocks.1.fc1"] = [zeroing, fits.weights["blocks.1.fc1"]]
+    cands = {p: [fits.acts[p]] for p in fits.acts}
+    _, chosen_w, changed = block_select.select(graph, cal.tensors, cands, weights, graph.consts, progress=False)
+    assert chosen_w["blocks.1.fc1"] is fits.weights["blocks.1.fc1"] and changed == {"blocks.1.fc1.weight": "uniform"}
+    assert chosen_w["blocks.0.qkv"] is fits.weights["blocks.0.qkv"]
+
+
+def test_tsptq_records_its_selection_and_tsptq_local_keeps_every_local_pick(tiny, images):
+    from tsptq.calib.observers import record
+    from tsptq.quantize import fit_candidates, fit_point
+
+    graph = Graph.from_model(tiny)
+    cal = record(graph, images, progress=False)
+    full = quantize(graph, cal, "tsptq", progress=False)
+    local = quantize(graph, cal, "tsptq-local", progress=False)
+    assert set(full.info["block_select"]) == {"images", "changed"}
+    assert "block_select" not in local.info
+    for name, kind in point_names(CFG):
+        assert local.acts[name].to_dict() == fit_point(METHODS["tsptq-local"], name, kind, cal.tensors, graph, 8).to_dict()
+        first = fit_candidates(METHODS["tsptq"], name, kind, cal.tensors, graph, 8)[0]
+        assert (full.acts[name].to_dict() == first.to_dict()) == (name not in full.info["block_select"]["changed"])
+        if kind in ("residual", "norm_out", "branch"):  # a plain pick stays a channel code: TSPTQ_* ops in the file
+            assert full.acts[name].to_dict()["kind"] == "channel_pow2"

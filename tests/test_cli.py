@@ -61,6 +61,22 @@ def test_bundled_data_needs_nothing_outside_the_package():
     assert len(set(map(bytes, calib.images)) & set(map(bytes, test.images))) == 0  # calibration kept out of the eval
 
 
+def test_auto_data_follows_the_reference_model_unless_a_checkpoint_replaced_it():
+    """--data auto: a reference model's own data set (robust-fashion-deep: Fashion-MNIST); a checkpoint loaded with
+    --model left at its default (the config differs) is not taken for that model."""
+    from tsptq.calib import zoo
+
+    if not datasets.FASHION_DIR.exists():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    _, test, _ = resolve_data("robust-fashion-deep", zoo.REFERENCE_MODELS["robust-fashion-deep"].config, "auto", 4, 20)
+    assert test.name.startswith("fashion")
+    deit = NAMED_CONFIGS["deit_tiny_patch16_224"]
+    calib, test, labelled = resolve_data("cifar10-vit", deit, "auto", 2, 5, str(datasets.IMAGENET_SAMPLE)) \
+        if datasets.IMAGENET_SAMPLE.exists() else (None, None, None)
+    if test is not None:
+        assert not test.name.startswith("cifar10") and labelled  # 1000 classes: ImageNet folders, not CIFAR-10
+
+
 def test_deploy_help_names_every_target(capsys):
     from tsptq.deploy import main as deploy
 

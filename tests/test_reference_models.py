@@ -46,3 +46,30 @@ def test_weights_load_into_the_timm_layout():
     assert {"patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.bias",
             "norm.weight", "head.weight"} <= keys
     assert torch.isfinite(model(torch.zeros(1, 1, 28, 28))).all()
+
+
+ROBUSTNESS = ("robust-ls-mlp2", "robust-p8-distilled", "robust-fashion-deep")
+
+
+@pytest.mark.parametrize("name", ROBUSTNESS)
+def test_robustness_models_load_with_their_recipe_and_recorded_accuracy(name):
+    """Each robustness model loads, is small, differs from cifar10-vit's recipe, and its committed weights give
+    the top-1 its training run recorded on the full test set (when the data set is here)."""
+    spec = zoo.REFERENCE_MODELS[name]
+    model = zoo.load_reference(name)
+    record = json.loads(spec.record_path.read_text())
+    assert record["params"] == sum(p.numel() for p in model.parameters()) <= 1_500_000
+    assert spec.config != zoo.REFERENCE_MODELS["cifar10-vit"].config
+    present = datasets.FASHION_DIR.exists() if spec.data == "fashion" else datasets.CIFAR10_TARBALL.exists()
+    if not present:
+        pytest.skip(f"needs the {spec.data} data set")
+    assert _top1(model, spec.load_data("test")) == pytest.approx(record["test_top1"], abs=0.011)
+
+
+def test_robustness_recipes_differ_from_each_other():
+    from tsptq.calib.train_reference import RECIPES
+
+    recipes = [RECIPES[n] for n in ROBUSTNESS + ("cifar10-vit",)]
+    configs = [zoo.REFERENCE_MODELS[n].config for n in ROBUSTNESS + ("cifar10-vit",)]
+    assert len({json.dumps(r, sort_keys=True) for r in recipes}) == len(recipes)
+    assert len({(c.mean, c.embed_dim, c.depth, c.patch_size, c.mlp_hidden) for c in configs}) == len(configs)

@@ -2,6 +2,7 @@
 
     tsptq models
     tsptq eval --model cifar10-vit --methods fp32,minmax,percentile,ptf-log2,twin,tsptq --eval-images 10000 --json out.json
+    tsptq diagnose --model dinov2-s14 --method tsptq --images 128 --plot budget.png
     tsptq export --model cifar10-vit --method tsptq --out model.tflite
     tsptq inspect model.tflite
     tsptq verify model.tflite --eval-images 1000 --json verify.json
@@ -24,8 +25,8 @@ def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: i
                  eval_only: bool = False):
     """(calibration set, evaluation set, whether the labels match the model's classes).
 
-    ``auto``: the reference model's own data set (CIFAR-10 for cifar10-vit and dinov2-s14, Fashion-MNIST for
-    fashion-vit), falling back to the bundled CIFAR-10 sample when ../shared is absent. Calibration images come
+    ``auto``: the reference model's own data set (``ReferenceModel.data``: CIFAR-10 for cifar10-vit and dinov2-s14,
+    Fashion-MNIST for fashion-vit), falling back to the bundled CIFAR-10 sample when ../shared is absent. Calibration images come
     from the training split, evaluation images from the test split (class-balanced, seeded).
 
     ``imagenet``: the image folder ``folder`` (default ../shared/data/imagenet-sample): class folders
@@ -43,9 +44,14 @@ def resolve_data(model_name: str | None, cfg, data: str, calib_n: int, eval_n: i
     from tsptq.calib import datasets
 
     if data == "auto":
-        if model_name == "fashion-vit":
+        from tsptq.calib.zoo import REFERENCE_MODELS
+
+        # A reference model's own data set, unless a checkpoint replaced it (callers pass --model's default then too).
+        spec = REFERENCE_MODELS.get(model_name)
+        own = spec.data if spec is not None and spec.config == cfg else None
+        if own == "fashion":
             data = "fashion"
-        elif cfg.num_classes == 10 and cfg.in_chans == 3:
+        elif own == "cifar10" or (cfg.num_classes == 10 and cfg.in_chans == 3):
             data = "cifar10" if datasets.CIFAR10_TARBALL.exists() else "bundled"
         else:
             data = "imagenet"
@@ -154,6 +160,34 @@ def cmd_eval(args) -> int:
                                       "results": rows, "comparisons": comparisons})
     if args.plot:
         plot_drops(result.rows, f"{args.model or args.checkpoint} {args.bits.upper()}, {len(test)} images", args.plot)
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    from tsptq.calib import datasets
+    from tsptq.checkpoint import resolve_model
+    from tsptq.diagnose import diagnose, format_budget, plot_budget
+    from tsptq.methods import parse_bits
+    from tsptq.quantize import quantize
+
+    parse_bits(args.bits)
+    if args.calib_images < 1 or args.images < 1 or args.batch_size < 1 or (args.top is not None and args.top < 1):
+        raise TsptqError("--calib-images, --images, --batch-size and --top must be at least 1")
+    model = resolve_model(args.model, args.checkpoint, args.heads, args.img_size)
+    calib, test, _ = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.images, args.folder,
+                                  labels=args.labels, calib_folder=args.calib_folder)
+    print(f"{args.checkpoint or args.model}: calibrating {args.method} {args.bits.upper()} on {len(calib)} images, "
+          f"budget over {len(test)} images ({test.name}), by {args.by}", file=sys.stderr)
+    qm = quantize(model, calib, args.method, args.bits, progress=not args.quiet)
+    batches = list(datasets.iterate_batches(test.images, model.cfg, args.batch_size))
+    result = diagnose(qm, batches, args.by, progress=not args.quiet)
+    print(format_budget(result, args.top))
+    if args.json:
+        from tsptq.atomic import write_json_atomic
+
+        write_json_atomic(args.json, {"model": args.checkpoint or args.model, "data": test.name, **result})
+    if args.plot:
+        plot_budget(result, args.plot, args.top or 25)
     return 0
 
 
@@ -314,6 +348,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", help="write a PNG bar chart of the drops here")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(fn=cmd_eval)
+
+    dg = sub.add_parser("diagnose", help="error budget: what each quantization point costs, alone and left float",
+                        description="Quantize with one method, then for each quantization point (or block, or "
+                                    "role) measure top-1 agreement and class-token cosine against FP32 twice: with "
+                                    "only that point quantized, and with everything but that point quantized. "
+                                    "Prints the units sorted costliest first (the fast float32 simulator measures; "
+                                    "weights and the position embedding are units too).")
+    _add_model_args(dg, bits_help="weight and activation bits, e.g. W8A8, W6A6, W4A8")
+    dg.add_argument("--method", default="tsptq", help="the quantization method to diagnose (default tsptq)")
+    dg.add_argument("--images", type=int, default=256,
+                    help="evaluation images the budget is measured on (default 256). Memory: two residual streams "
+                         "per block are cached, e.g. about 2.6 GB for dinov2-s14 at 256 images")
+    dg.add_argument("--by", choices=("point", "block", "role"), default="point",
+                    help="unit: every point alone (default); every block's points together; or one role "
+                         "(e.g. all softmax outputs, all fc2 weights) over every block")
+    dg.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    dg.add_argument("--top", type=int, default=None,
+                    help="print and plot only the TOP costliest units (default: print all, plot 25)")
+    dg.add_argument("--json", help="write every unit's numbers here")
+    dg.add_argument("--plot", help="write a PNG of the costliest units here")
+    dg.add_argument("--quiet", action="store_true", help="no progress bars")
+    dg.set_defaults(fn=cmd_diagnose)
 
     ex = sub.add_parser("export", help="calibrate, quantize and write an int8 .tflite file",
                         description="Writes a TFLite-schema int8 flatbuffer: builtin ops where TFLite can express "

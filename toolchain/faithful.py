@@ -66,8 +66,8 @@ class FaithfulHook(SimHook):
         b = self.codes[b_name].double() - float(qb.zero_point)
         acc = (a @ (b.transpose(-2, -1) if adj else b)).round().long().numpy()
         out_scale = scores_scale(self.qm, int(name.split(".")[1])) if adj else float(qo.scale)
-        mult, shift = K.builtin_multipliers(float(qa.scale), float(qb.scale), out_scale)
-        return self._decode(name, K.requantize(acc, mult[0], shift[0], int(qo.zero_point)))
+        mult, shift = K.bmm_multiplier(float(qa.scale), float(qb.scale), out_scale)
+        return self._decode(name, K.requantize(acc, mult, shift, int(qo.zero_point)))
 
 
 def applies(qm: QuantizedViT) -> bool:

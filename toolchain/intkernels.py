@@ -63,6 +63,14 @@ def builtin_multipliers(in_scale, w_scales, out_scales) -> tuple[np.ndarray, np.
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
 
 
+def bmm_multiplier(a_scale, b_scale, out_scale) -> tuple[int, int]:
+    """(M, shift) as TFLite's BATCH_MATMUL Prepare computes them: the input scales multiplied in float32, then divided
+    by the output scale in double (unlike conv/FC's double product; found against LiteRT 2.3's reference kernel,
+    where the double product put 1 in 10^4 scores one code off)."""
+    product = np.float32(np.float32(a_scale) * np.float32(b_scale))
+    return quantize_multiplier(float(product) / float(np.float32(out_scale)))
+
+
 def requantize(acc: np.ndarray, mult, shift, out_zp: int, dtype=np.int8) -> np.ndarray:
     """Builtin ops: TFLite's MultiplyByQuantizedMultiplier (two roundings)."""
     return saturate(multiply_by_quantized_multiplier(acc, mult, shift) + out_zp, dtype)

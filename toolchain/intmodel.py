@@ -137,8 +137,8 @@ def _fully_connected(model, op, v):
 
 def _batch_matmul(model, op, v):
     a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
-    mult, shift = K.builtin_multipliers(a.quant.scale[0], b.quant.scale[:1], y.quant.scale[0])
-    return K.batch_matmul(v[0], a.zp, v[1], b.zp, mult[0], shift[0], y.zp, op.options.get("adj_y", False))
+    mult, shift = K.bmm_multiplier(a.quant.scale[0], b.quant.scale[0], y.quant.scale[0])
+    return K.batch_matmul(v[0], a.zp, v[1], b.zp, mult, shift, y.zp, op.options.get("adj_y", False))
 
 
 def _add(model, op, v):

@@ -22,12 +22,15 @@ class Method:
     norm_out: str = "uniform"  # LayerNorm outputs: uniform | o2sf
     weight_search: bool = False  # per-channel clip search for weights (else plain max)
     output_search: bool = True  # score 2SF candidates by the consumer's output error (else by the tensor's own)
+    select: str = "local"  # local: keep each local search's pick | block: choose by the block-output error
+    o2sf_levels: bool = False  # O-2SF may give each outlier channel its own shift (else one shift for all)
     description: str = ""
 
 
 _TSPTQ = Method("tsptq", "mse", "o2sf", "v2sf", "v2sf", branch="o2sf", norm_out="o2sf", weight_search=True,
+                select="block", o2sf_levels=True,
                 description="TSPTQ-ViT: V-2SF on post-Softmax/post-GELU, O-2SF on LayerNorm inputs and outputs and "
-                            "on the branches that feed them, output-error search")
+                            "on the branches that feed them, consumer-output searches, block-output selection")
 
 METHODS: dict[str, Method | None] = {
     "fp32": None,
@@ -49,13 +52,17 @@ METHODS: dict[str, Method | None] = {
                                   description="TSPTQ without V-2SF on post-GELU"),
     "tsptq-tensor-search": replace(_TSPTQ, name="tsptq-tensor-search", output_search=False,
                                    description="TSPTQ with 2SF scales scored on the tensor, not the consumer output"),
+    "tsptq-local": replace(_TSPTQ, name="tsptq-local", select="local", o2sf_levels=False,
+                           description="TSPTQ without block-output selection (local picks kept), two-level O-2SF"),
+    "tsptq-two-level": replace(_TSPTQ, name="tsptq-two-level", o2sf_levels=False,
+                               description="TSPTQ with one shift for every O-2SF outlier channel"),
     "tsptq-base": replace(_TSPTQ, name="tsptq-base", residual="uniform", softmax="uniform", gelu="uniform",
                           branch="uniform", norm_out="uniform",
                           description="TSPTQ's searches with no two-scale code at all"),
 }
 
 MAIN_METHODS = ("fp32", "minmax", "percentile", "ptf-log2", "twin", "tsptq")
-ABLATIONS = ("tsptq", "tsptq-no-o2sf", "tsptq-no-v2sf-softmax", "tsptq-no-v2sf-gelu", "tsptq-tensor-search", "tsptq-base")
+ABLATIONS = ("tsptq", "tsptq-local", "tsptq-two-level", "tsptq-no-o2sf", "tsptq-no-v2sf-softmax", "tsptq-no-v2sf-gelu", "tsptq-tensor-search", "tsptq-base")
 
 
 def get_method(name: str) -> Method | None:

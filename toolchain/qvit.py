@@ -78,43 +78,62 @@ class FloatHook:
 
 def run(g: Graph, x: torch.Tensor, hook, linears=None, consts=None) -> torch.Tensor:
     """The ViT forward with a quantization point after every op. ``linears``/``consts`` override the float ones."""
-    cfg = g.cfg
-    L = linears or g.linears
-    C = consts or g.consts
-    B = x.shape[0]
-    H, hd, D = cfg.num_heads, cfg.head_dim, cfg.embed_dim
-    act = hook.act
+    t = embed(g, x, hook, linears, consts)
+    for i in range(g.cfg.depth):
+        t = block(g, i, t, hook, linears)
+    return final(g, t, hook, linears)
 
+
+def embed(g: Graph, x: torch.Tensor, hook, linears=None, consts=None) -> torch.Tensor:
+    """Image -> the residual stream entering block 0 (patch embedding, prefix tokens, position embedding)."""
+    L, C, act = linears or g.linears, consts or g.consts, hook.act
     x = act("input", "act", x)
     w, b = L["patch_embed"]
-    t = F.conv2d(x, w, b, stride=cfg.patch_size).flatten(2).transpose(1, 2)
-    t = act("patch_embed", "act", torch.cat([C["prefix"].expand(B, -1, -1), t], 1))
-    t = t + C["pos_embed"]
-    for i in range(cfg.depth):
-        p = f"blocks.{i}"
-        r = act(f"{p}.in", "residual", t)
-        a = act(f"{p}.norm1", "norm_out", F.layer_norm(r, (D,), *g.norms[f"{p}.norm1"], eps=cfg.ln_eps))
-        qkv = F.linear(a, *L[f"{p}.qkv"]).reshape(B, -1, 3, H, hd).permute(2, 0, 3, 1, 4)
-        q = act(f"{p}.q", "act", qkv[0])
-        k = act(f"{p}.k", "act", qkv[1])
-        v = act(f"{p}.v", "act", qkv[2])
-        s = act(f"{p}.scores", "act", (q @ k.transpose(-2, -1)) * (hd ** -0.5))
-        pr = act(f"{p}.softmax", "softmax", s.softmax(-1))
-        c = act(f"{p}.ctx", "act", pr @ v).transpose(1, 2).reshape(B, -1, D)
-        o = act(f"{p}.proj", "branch", F.linear(c, *L[f"{p}.proj"]))
-        m = act(f"{p}.mid", "residual", r + o)
-        a = act(f"{p}.norm2", "norm_out", F.layer_norm(m, (D,), *g.norms[f"{p}.norm2"], eps=cfg.ln_eps))
-        h = act(f"{p}.fc1", "act", F.linear(a, *L[f"{p}.fc1"]))
-        h = act(f"{p}.gelu", "gelu", F.gelu(h))
-        f = act(f"{p}.fc2", "branch", F.linear(h, *L[f"{p}.fc2"]))
-        t = m + f
+    t = F.conv2d(x, w, b, stride=g.cfg.patch_size).flatten(2).transpose(1, 2)
+    t = act("patch_embed", "act", torch.cat([C["prefix"].expand(x.shape[0], -1, -1), t], 1))
+    return t + C["pos_embed"]
+
+
+def block(g: Graph, i: int, t: torch.Tensor, hook, linears=None) -> torch.Tensor:
+    """Transformer block ``i``: residual stream in, residual stream out (before the next block's ``.in`` code)."""
+    cfg, L, act = g.cfg, linears or g.linears, hook.act
+    B, H, hd, D = t.shape[0], cfg.num_heads, cfg.head_dim, cfg.embed_dim
+    p = f"blocks.{i}"
+    r = act(f"{p}.in", "residual", t)
+    a = act(f"{p}.norm1", "norm_out", F.layer_norm(r, (D,), *g.norms[f"{p}.norm1"], eps=cfg.ln_eps))
+    qkv = F.linear(a, *L[f"{p}.qkv"]).reshape(B, -1, 3, H, hd).permute(2, 0, 3, 1, 4)
+    q = act(f"{p}.q", "act", qkv[0])
+    k = act(f"{p}.k", "act", qkv[1])
+    v = act(f"{p}.v", "act", qkv[2])
+    s = act(f"{p}.scores", "act", (q @ k.transpose(-2, -1)) * (hd ** -0.5))
+    pr = act(f"{p}.softmax", "softmax", s.softmax(-1))
+    c = act(f"{p}.ctx", "act", pr @ v).transpose(1, 2).reshape(B, -1, D)
+    o = act(f"{p}.proj", "branch", F.linear(c, *L[f"{p}.proj"]))
+    m = act(f"{p}.mid", "residual", r + o)
+    a = act(f"{p}.norm2", "norm_out", F.layer_norm(m, (D,), *g.norms[f"{p}.norm2"], eps=cfg.ln_eps))
+    h = act(f"{p}.fc1", "act", F.linear(a, *L[f"{p}.fc1"]))
+    h = act(f"{p}.gelu", "gelu", F.gelu(h))
+    f = act(f"{p}.fc2", "branch", F.linear(h, *L[f"{p}.fc2"]))
+    return m + f
+
+
+def final(g: Graph, t: torch.Tensor, hook, linears=None) -> torch.Tensor:
+    """The residual stream after the last block -> logits (or the final-norm class token for a headless model)."""
+    cfg, L, act = g.cfg, linears or g.linears, hook.act
     r = act("norm.in", "residual", t)
-    n = act("norm", "norm_out", F.layer_norm(r, (D,), *g.norms["norm"], eps=cfg.ln_eps))
+    n = act("norm", "norm_out", F.layer_norm(r, (cfg.embed_dim,), *g.norms["norm"], eps=cfg.ln_eps))
     if "head" not in L:
         return n[:, 0]
     if "head_dist" in L:  # DeiT distilled: mean of the two heads
         return act("head", "act", (F.linear(n[:, 0], *L["head"]) + F.linear(n[:, 1], *L["head_dist"])) / 2)
     return act("head", "act", F.linear(n[:, 0], *L["head"]))
+
+
+def block_of(point: str) -> int:
+    """The block a quantization point belongs to: -1 for the embedding points, depth-or-more for the final ones."""
+    if point.startswith("blocks."):
+        return int(point.split(".")[1])
+    return -1 if point in ("input", "patch_embed") else 1 << 30
 
 
 def point_names(cfg) -> list[tuple[str, str]]:

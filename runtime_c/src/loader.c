@@ -986,6 +986,7 @@ static int check_op(ld *L, uint32_t k, tsptq_op *op) {
         int R = a->rank, adj = (int)o[TQ_BMMB_ADJ_Y];
         int32_t mu, sh;
         double real;
+        float product;
         if (!a->has_quant || !b->has_quant || a->type != TSPTQ_INT8 || b->type != TSPTQ_INT8 ||
             out->type != TSPTQ_INT8)
             BAD("op %u (BATCH_MATMUL): operands must be quantized int8 tensors", k);
@@ -998,7 +999,10 @@ static int check_op(ld *L, uint32_t k, tsptq_op *op) {
             BAD("op %u (BATCH_MATMUL): shapes do not fit", k);
         if ((int64_t)a->shape[R - 1] * 255 * 255 > ACC_LIMIT)
             BAD("op %u (BATCH_MATMUL): the int32 accumulator could overflow", k);
-        real = (double)tq_scale(a, 0) * (double)tq_scale(b, 0) / (double)tq_scale(out, 0);
+        /* TFLite's BATCH_MATMUL multiplies the input scales in float (the assignment rounds to float), then divides
+         * in double: tsptq.intkernels.bmm_multiplier. */
+        product = tq_scale(a, 0) * tq_scale(b, 0);
+        real = (double)product / (double)tq_scale(out, 0);
         tq_quantize_multiplier(real, &mu, &sh);
         if (mu < 0 || sh < -31 || sh > 31) BADQ("op %u (BATCH_MATMUL): requantization multiplier out of range", k);
         o[TQ_BMMB_MULT] = mu;
