@@ -197,7 +197,10 @@ def render(results: dict) -> str:
            "short sequences, so at W8A8 every method is within noise of FP32 and of each other; they separate at "
            "W6A6. The real pretrained DINOv2-S/14 is where the problem exists and where the methods part ways. Its "
            "probe top-1 moves by about +-2 points on a few hundred images from noise alone: read agreement and "
-           "cosine beside it.", ""]
+           "cosine beside it.", "",
+           "tsptq changed in issue 13 (block-output selection, per-channel O-2SF levels, docs/method.md). Sections "
+           "measured before that show the previous form as `tsptq-local`, with a note; the latency, board and "
+           "delegate sections time files of the previous form (the same op kinds).", ""]
     for section, *_ in ACCURACY_SECTIONS:
         r = results.get(section)
         if not r:
@@ -258,18 +261,19 @@ def render_engines(results: dict) -> list[str]:
         if not r:
             continue
         base = next(x["seconds"] for x in r["runs"] if x["engine"] == "c")
+        tsptq = next(row["method"] for row in r["runs"][0]["rows"] if row["method"].startswith("tsptq"))
         out += [f"## {section}: the same evaluation with each engine", "",
                 f"`tsptq eval --model {r['model']} --methods fp32,minmax,tsptq --eval-images {r['eval_images']}` "
                 f"(W8A8, {r['calib_images']} calibration images, {r['workers']} workers), wall time including "
                 f"calibration and the FP32 reference; measured {r['date']} ({r['machine']})."
                 + (f" {r['note']}" if r.get("note") else ""), "",
-                "| engine | wall time | ratio to c | tsptq drop | tsptq agreement | minmax drop | minmax agreement |",
+                f"| engine | wall time | ratio to c | {tsptq} drop | {tsptq} agreement | minmax drop | minmax agreement |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
         for run in r["runs"]:
             by = {row["method"]: row for row in run["rows"]}
             out.append(f"| {run['engine']} | {run['seconds'] / 60:.1f} min | {run['seconds'] / base:.2f}x | "
                        + " | ".join(f"{_fmt(by[m]['drop'])}{_ci(by[m].get('drop_ci'))} | "
-                                    f"{by[m]['agreement']:.2f}{_ci(by[m].get('agreement_ci'))}" for m in ("tsptq", "minmax"))
+                                    f"{by[m]['agreement']:.2f}{_ci(by[m].get('agreement_ci'))}" for m in (tsptq, "minmax"))
                        + " |")
         out.append("")
     return out
@@ -288,7 +292,7 @@ def render_integer(results: dict) -> list[str]:
                 "(`--engine float32`); *faithful* = the simulator in float64 with TFLite's two-rounding "
                 "requantization at the builtin CONV_2D/BATCH_MATMUL outputs (`--engine faithful`; `tsptq eval`'s "
                 "default engine is now the C runtime, which runs the integer model itself). Logit error is in logit units against the faithful simulator "
-                "(one output code = the logit step).", "",
+                "(one output code = the logit step)." + (f" *{r['note']}*" if r.get("note") else ""), "",
                 "| method | top-1 integer | top-1 simulator | top-1 faithful | agreement int/sim | agreement int/faithful "
                 "| logit err mean | logit err max | logit step | integer s |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
