@@ -60,6 +60,7 @@ def select(graph: Graph, tensors: dict, candidates: dict[str, list], weight_cand
         """The linear layers with each weight at its chosen code (``override``: layer -> another code)."""
         picks = {**chosen_w, **(override or {})}
         return {k: ((fake_w[k][id(picks[k])], b) if k in picks else (w, b)) for k, (w, b) in graph.linears.items()}
+
     D = cfg.embed_dim
 
     def normed(t, norm):
@@ -94,6 +95,7 @@ def select(graph: Graph, tensors: dict, candidates: dict[str, list], weight_cand
                 ref = normed(tensors[target][:n], graph.consumer_norm(target))
                 err = lambda out, ref=ref, target=target: float(  # noqa: E731
                     (normed(out, graph.consumer_norm(target)) - ref).square().sum())
+
             def pick(cands, run):
                 """Index of the candidate with the smallest stage-output error (the first wins ties)."""
                 scores = []
