@@ -19,18 +19,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tsptq import qvit
-from tsptq.qvit import Graph
+from tsptq.qvit import Graph, SimHook
 
 SELECT_TOKENS = 1024  # tokens of calibration images the block outputs are compared on (>= 1 image)
-
-
-class _Hook:
-    def __init__(self, codes: dict):
-        self.codes = codes
-
-    def act(self, name, kind, x):
-        q = self.codes.get(name)
-        return x if q is None else q.fake(x)
 
 
 def _same(a, b) -> bool:
@@ -106,19 +97,19 @@ def select(graph: Graph, tensors: dict, candidates: dict[str, list], weight_cand
 
             for layer in [k for k in weight_candidates if stage_of(k) == stage]:
                 cands = weight_candidates[layer]
-                best = pick(cands, lambda c: forward(t, _Hook(chosen), linears({layer: c}))) if len(cands) > 1 else 0
+                best = pick(cands, lambda c: forward(t, SimHook(chosen), linears({layer: c}))) if len(cands) > 1 else 0
                 chosen_w[layer] = cands[best]
                 if best:
                     changed[f"{layer}.weight"] = "uniform"
             lin = linears()
             for p in points:
                 cands = candidates.get(p, [])
-                best = pick(cands, lambda c: forward(t, _Hook({**chosen, p: c}), lin)) if len(cands) > 1 else 0
+                best = pick(cands, lambda c: forward(t, SimHook({**chosen, p: c}), lin)) if len(cands) > 1 else 0
                 if cands:
                     chosen[p] = cands[best]
                 if best:
                     changed[p] = cands[best].to_dict()["kind"]
-            t = forward(t, _Hook(chosen), lin)
+            t = forward(t, SimHook(chosen), lin)
     return chosen, chosen_w, changed
 
 

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tsptq import qvit
+from tsptq import qvit, stats
 from tsptq.atomic import atomic_write
+from tsptq.engines import class_token_tap
 from tsptq.errors import TsptqError
-from tsptq.qvit import Graph, QuantizedViT
+from tsptq.qvit import QuantizedViT, SimHook
 
 GROUPINGS = ("point", "block", "role")
 CONST = "pos_embed"
@@ -77,21 +78,6 @@ def units(qm: QuantizedViT, by: str = "point") -> list[Unit]:
     return out
 
 
-class _Hook:
-    """Fake-quantizes the given points and keeps the final-norm class token."""
-
-    def __init__(self, acts: dict):
-        self.acts = acts
-        self.cls = None
-
-    def act(self, name, kind, x):
-        q = self.acts.get(name)
-        y = x if q is None else q.fake(x)
-        if name == "norm":
-            self.cls = y[:, 0]
-        return y
-
-
 class _Runs:
     """Forward passes of one configuration (which points, weights and constants are quantized), from any block on,
     with the residual stream entering each block cached for the all-float and the all-quantized configurations."""
@@ -99,34 +85,37 @@ class _Runs:
     def __init__(self, qm: QuantizedViT, batches: list[torch.Tensor]):
         self.qm, self.g, self.batches = qm, qm.graph, batches
         self.depth = self.g.cfg.depth
-        self.ref = self._cache(set(), set(), set())  # (streams per block, logits, cls) per batch
+        self.ref = self._cache(set(), set(), set())
         self.quant = self._cache(set(qm.acts), set(qm.weights), set(qm.consts))
 
     def _config(self, points, layers, consts):
+        """(hook that quantizes ``points`` and keeps the class token, linear layers, constants)."""
         qm = self.qm
-        acts = {p: qm.acts[p] for p in points}
+        hook = class_token_tap(SimHook)({p: qm.acts[p] for p in points})
+        hook.cls = []
         linears = {k: (qm._linears[k] if k in layers else v) for k, v in self.g.linears.items()}
         cs = {k: (qm._consts[k] if k in consts else v) for k, v in self.g.consts.items()}
-        return _Hook(acts), linears, cs
+        return hook, linears, cs
 
     @torch.no_grad()
     def _cache(self, points, layers, consts):
+        """(the residual streams entering each block, per batch; logits; class tokens) of one configuration."""
         hook, linears, cs = self._config(points, layers, consts)
-        out = []
+        streams, logits = [], []
         for x in self.batches:
-            streams = [qvit.embed(self.g, x, hook, linears, cs)]
+            per_block = [qvit.embed(self.g, x, hook, linears, cs)]
             for i in range(self.depth):
-                streams.append(qvit.block(self.g, i, streams[-1], hook, linears))
-            logits = qvit.final(self.g, streams[-1], hook, linears)
-            out.append((streams, logits.float().numpy(), hook.cls.float().numpy()))
-        return out
+                per_block.append(qvit.block(self.g, i, per_block[-1], hook, linears))
+            logits.append(qvit.final(self.g, per_block[-1], hook, linears).float().numpy())
+            streams.append(per_block)
+        return streams, np.concatenate(logits), torch.cat(hook.cls).numpy()
 
     @torch.no_grad()
     def run(self, points, layers, consts, start: int, cache) -> tuple[np.ndarray, np.ndarray]:
         """(logits, class tokens) over every batch, starting at block ``start`` (-1: from the image)."""
         hook, linears, cs = self._config(points, layers, consts)
-        logits, cls = [], []
-        for x, (streams, _, _) in zip(self.batches, cache):
+        logits = []
+        for x, streams in zip(self.batches, cache[0]):
             if start < 0:
                 t = qvit.embed(self.g, x, hook, linears, cs)
                 start_block = 0
@@ -136,14 +125,12 @@ class _Runs:
             for i in range(start_block, self.depth):
                 t = qvit.block(self.g, i, t, hook, linears)
             logits.append(qvit.final(self.g, t, hook, linears).float().numpy())
-            cls.append(hook.cls.float().numpy())
-        return np.concatenate(logits), np.concatenate(cls)
+        return np.concatenate(logits), torch.cat(hook.cls).numpy()
 
 
 def _measure(logits, cls, ref_logits, ref_cls, headed: bool) -> dict:
     """Agreement of the top-1 class (None without a head: the output is the class token) and class-token cosine."""
-    a, b = cls.astype(np.float64), ref_cls.astype(np.float64)
-    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    cos = stats.cosine(cls, ref_cls)
     agree = round(100.0 * float((logits.argmax(-1) == ref_logits.argmax(-1)).mean()), 2) if headed else None
     return {"agreement": agree, "cosine_mean": round(float(cos.mean()), 5)}
 
@@ -158,10 +145,8 @@ def diagnose(qm: QuantizedViT, batches: list[torch.Tensor], by: str = "point", p
     todo = units(qm, by)  # before the caches: a bad grouping fails at once
     headed = "head" in qm.graph.linears
     runs = _Runs(qm, batches)
-    ref_logits = np.concatenate([c[1] for c in runs.ref])
-    ref_cls = np.concatenate([c[2] for c in runs.ref])
-    full = _measure(np.concatenate([c[1] for c in runs.quant]), np.concatenate([c[2] for c in runs.quant]),
-                    ref_logits, ref_cls, headed)
+    _, ref_logits, ref_cls = runs.ref
+    full = _measure(*runs.quant[1:], ref_logits, ref_cls, headed)
     everything = (set(qm.acts), set(qm.weights), set(qm.consts))
     rows = []
     for u in tqdm(todo, desc=f"diagnose {qm.method}", unit="unit", disable=not progress, leave=False):

@@ -26,7 +26,7 @@ ENGINES = ("auto", "c", "faithful", "float32")
 
 
 @functools.lru_cache(maxsize=None)
-def _cls_tap(base):
+def class_token_tap(base):
     """A simulator hook class that also keeps the final-norm class token."""
 
     class Tap(base):
@@ -62,7 +62,7 @@ class SimulatorRunner:
         if not self._moved:
             self.qm = _to_device(self.qm, self.device)
             self._moved = True
-        hook = _cls_tap(FaithfulHook)(self.qm) if self.faithful else _cls_tap(SimHook)(self.qm.acts)
+        hook = class_token_tap(FaithfulHook)(self.qm) if self.faithful else class_token_tap(SimHook)(self.qm.acts)
         hook.cls = []
         with torch.no_grad():
             x = x.to(self.device)

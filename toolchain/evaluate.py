@@ -53,15 +53,9 @@ class Evaluation:
         return {"a": a, "b": b, "measure": "top1" if self.labels is not None else "agreement", **r}
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    den = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-    return (a * b).sum(-1) / den
-
-
 def compare(out: Outputs, ref: Outputs, labels: np.ndarray | None, ref_top1: float | None) -> dict:
     pred, ref_pred = out.logits.argmax(-1), ref.logits.argmax(-1)
-    cos = _cosine(out.cls, ref.cls)
+    cos = stats.cosine(out.cls, ref.cls)
     agree = pred == ref_pred
     lo, hi = stats.proportion_interval(agree)
     row = {"top1": None, "drop": None, "drop_ci": None, "agreement": round(100.0 * float(agree.mean()), 2),

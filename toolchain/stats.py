@@ -52,6 +52,13 @@ def proportion_interval(hits: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed
     return (100 * lo, 100 * hi)
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity in float64 (0 for an all-zero row)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    den = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    return (a * b).sum(-1) / den
+
+
 def mcnemar_p(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar p-value: under H0 the discordant images split Binomial(n, 1/2)."""
     n = only_a + only_b
