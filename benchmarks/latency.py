@@ -7,7 +7,7 @@ For each model: the tsptq C runtime on the tsptq W8A8 file (the runtime is built
 on), LiteRT 2.3.0 with XNNPACK on the stock full-integer int8 conversion (PyTorch -> ONNX -> onnx2tf), ONNX Runtime
 on a static int8 quantization (QDQ, per-channel weights) of the same ONNX export, and torch FP32. Every runtime gets
 one thread and the same image; the first runs are warm-up. Ratios are to LiteRT int8, measured in the same run.
-Results go to benchmarks/results/latency-<model>.json and into docs/benchmarks.md (via accuracy.py's renderer).
+Results go to benchmarks/results/latency-<model>.json and into docs/benchmarks.md (via benchmarks/report.py).
 """
 from __future__ import annotations
 
@@ -24,14 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsptq.calib import datasets
-from tsptq.checkpoint import resolve_model
-from tsptq.cli import resolve_data
-from tsptq.evaluate import write_json_atomic
+from tsptq.data import datasets
+from tsptq.model.checkpoint import resolve_model
+from tsptq.data.resolve import resolve_data
+from tsptq.evaluation.evaluate import write_json_atomic
+
+import report  # benchmarks/report.py (this folder is sys.path[0] when a benchmark runs): writes docs/benchmarks.md
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# keep the names in step with report.LATENCY_MODELS (the page's order)
 MODELS = {"cifar10-vit": "cifar10", "deit_tiny_patch16_224": "imagenet", "dinov2-s14": "cifar10"}
+report.check_page_order("latency", MODELS, report.LATENCY_MODELS)
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> tuple[float, float]:
@@ -56,10 +60,10 @@ def calibration(name: str, model, n: int = 32):
 
 
 def bench_model(name: str, repeats: int) -> dict:
-    from tsptq.lower import lower
-    from tsptq.quantize import quantize
-    from tsptq.runtime_c import CModel, profile
-    from tsptq.tflite_export import to_tflite
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+    from tsptq.runtime.c_binding import CModel, profile
+    from tsptq.tflite.writer import to_tflite
 
     torch.set_num_threads(1)
     model = resolve_model(name)
@@ -81,7 +85,7 @@ def bench_model(name: str, repeats: int) -> dict:
         try:
             from ai_edge_litert.interpreter import Interpreter
 
-            from tsptq.stock_converter import convert, export_onnx
+            from tsptq.evaluation.stock_converter import convert, export_onnx
 
             stock = Path(tmp) / "stock.tflite"
             conv = convert(model, calib, stock)
@@ -113,7 +117,7 @@ def bench_model(name: str, repeats: int) -> dict:
 
 def _litert_with_delegate(model_bytes: bytes, xq: np.ndarray, repeats: int) -> dict:
     """The same tsptq file in stock LiteRT (XNNPACK for the builtins) with the tsptq delegate for the TSPTQ_* ops."""
-    from tsptq.litert import make_interpreter
+    from tsptq.runtime.litert import make_interpreter
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
@@ -155,29 +159,6 @@ def _ort_int8(model, calib, x_float, tmp: Path, export_onnx, repeats: int) -> di
     return {"runtime": "ONNX Runtime (static int8 QDQ)", "median_ms": med, "p90_ms": p90}
 
 
-def render(results: dict) -> list[str]:
-    out = []
-    for name in MODELS:
-        r = results.get(f"latency-{name}")
-        if not r:
-            continue
-        out += [f"## Latency: {name}", "",
-                f"Batch 1, one thread, median (and p90) of {r['repeats']} runs on one image after warm-up; measured "
-                f"{r['date']} ({r['machine']}). Ratio = median / LiteRT int8 median in the same run. C runtime arena "
-                f"{r.get('c_arena_bytes', 0):,} bytes, weights {r.get('c_weight_bytes', 0):,} bytes"
-                + (f"; stock int8 file {r['stock_weight_bytes']:,} bytes." if r.get("stock_weight_bytes") else ".")
-                + (f" Stock path failed: {r['stock_error']}" if r.get("stock_error") else ""), "",
-                "| runtime | median ms | p90 ms | ratio to LiteRT int8 |", "|---|---:|---:|---:|"]
-        for row in r["rows"]:
-            ratio = "-" if row["ratio_to_litert_int8"] is None else f"{row['ratio_to_litert_int8']:.2f}x"
-            out.append(f"| {row['runtime']} | {row['median_ms']:.2f} | {row['p90_ms']:.2f} | {ratio} |")
-        if r.get("c_profile"):
-            out += ["", "Where the C runtime's time goes (per-op host clock, summed by op kind): " + ", ".join(
-                f"{p['op']} {p['share'] * 100:.0f}%" for p in r["c_profile"] if p["share"] >= 0.005) + "."]
-        out.append("")
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=list(MODELS))
@@ -189,10 +170,7 @@ def main(argv=None) -> int:
     for name in args.only or MODELS:
         print(f"[latency] {name}", file=sys.stderr)
         write_json_atomic(RESULTS / f"latency-{name}.json", {**bench_model(name, args.repeats), **stamp})
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import accuracy
-
-    return accuracy.main(["--render-only"])
+    return report.main([])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Quantize cifar10-vit with tsptq (W8A8, 32 calibration images), export the .tflit
 (a) the Python integer reference (IntModel.run), and LiteRT with the delegate and (b) its reference kernels
 (BUILTIN_REF), (c) its optimized kernels without XNNPACK, (d) its default resolver (XNNPACK). Reports (b)-(d) against (a):
 the share of byte-identical outputs, top-1 agreement, the largest output difference in codes, top-1 of each.
-Results go to benchmarks/results/litert-delegate-<model>.json and into docs/benchmarks.md (via accuracy.py).
+Results go to benchmarks/results/litert-delegate-<model>.json and into docs/benchmarks.md (via benchmarks/report.py).
 """
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tsptq.evaluate import write_json_atomic
+from tsptq.evaluation.evaluate import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _litert_outputs(path: Path, codes: np.ndarray, resolver, desc: str) -> tuple[np.ndarray, float]:
-    from tsptq.litert import make_interpreter
+    from tsptq.runtime.litert import make_interpreter
 
     it = make_interpreter(path, experimental_op_resolver_type=resolver, num_threads=1)
     i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
@@ -55,13 +55,13 @@ def run(model_name: str, eval_n: int | None, calib_n: int) -> dict:
     import torch
     from ai_edge_litert.interpreter import OpResolverType
 
-    from tsptq.calib import datasets
-    from tsptq.checkpoint import resolve_model
-    from tsptq.cli import resolve_data
-    from tsptq.lower import lower
-    from tsptq.quantize import quantize
-    from tsptq.tflite_export import to_tflite
-    from tsptq.litert import litert_version
+    from tsptq.data import datasets
+    from tsptq.model.checkpoint import resolve_model
+    from tsptq.data.resolve import resolve_data
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+    from tsptq.tflite.writer import to_tflite
+    from tsptq.runtime.litert import litert_version
 
     torch.set_num_threads(1)
     model = resolve_model(model_name)
@@ -90,27 +90,6 @@ def run(model_name: str, eval_n: int | None, calib_n: int) -> dict:
             "reference_seconds": round(ref_seconds, 1), "rows": rows}
 
 
-def render(results: dict) -> list[str]:
-    out = []
-    for key in sorted(k for k in results if k.startswith("litert-delegate-")):
-        r = results[key]
-        out += [f"## LiteRT with the tsptq delegate: {r['model']}", "",
-                f"`python benchmarks/litert_delegate.py`: the tsptq W8A8 file ({r['calib_images']} calibration images) "
-                f"in stock ai-edge-litert {r['litert']} with `libtsptq_delegate.so` claiming the `TSPTQ_*` ops, on "
-                f"{r['eval_images']:,} images of `{r['data']}`, against the Python integer reference (top-1 "
-                f"{r['reference_top1']:.2f}); measured {r['date']} ({r['machine']}). The default resolver's "
-                "differences come from LiteRT's optimized requantization of the builtins (docs/integer-semantics.md, "
-                "\"Inside stock LiteRT\").", "",
-                "| LiteRT op resolver | byte-identical | images differing | largest difference (codes) | "
-                "top-1 agreement | top-1 | ms / image |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for name, row in r["rows"].items():
-            out.append(f"| {name} | {100 * row['bit_exact_fraction']:.2f}% | {row['images_differing']:,} | "
-                       f"{row['max_abs_diff_codes']} | {100 * row['top1_agreement']:.2f}% | {row['top1']:.2f} | "
-                       f"{row['ms_per_image']:.2f} |")
-        out.append("")
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="cifar10-vit")
@@ -124,9 +103,9 @@ def main(argv=None) -> int:
     for name, row in result["rows"].items():
         print(f"{name}: {row}", file=sys.stderr)
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import accuracy
+    import report  # benchmarks/report.py: writes docs/benchmarks.md from every stored result
 
-    return accuracy.main(["--render-only"])
+    return report.main([])
 
 
 if __name__ == "__main__":

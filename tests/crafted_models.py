@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tsptq.intmodel import IntModel, Op, QuantParams, Tensor
-from tsptq.tflite_export import to_tflite
+from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+from tsptq.tflite.writer import to_tflite
 
 # int8 [1, 1657009, 864, 1]: 1,431,655,776 bytes, a multiple of 16 and within the loader's 2 GB tensor limit.
 BIG_H, BIG_W = 1657009, 864

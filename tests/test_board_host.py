@@ -1,4 +1,4 @@
-"""The device programs (targets/common/) against the host side (toolchain/serial_link.py, toolchain/board.py), talking
+"""The device programs (targets/common/) against the host side (toolchain/tsptq/deploy/serial_link.py, toolchain/tsptq/deploy/board.py), talking
 over a socat pseudo-terminal pair, with a real exported fashion-vit: bit-exact inference, profile, every error status,
 garbage, retries, resets and a dead link. Every test runs against both device programs: the C agent (built natively,
 and for aarch64 under qemu-aarch64-static) and the LiteRT agent (targets/common/litert_agent.py: stock ai-edge-litert
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsptq.board import Board, ModelTooBigError
-from tsptq.serial_link import CMD, DeviceError, Link, LinkError, crc32, encode_frame
+from tsptq.deploy.board import Board, ModelTooBigError
+from tsptq.deploy.serial_link import CMD, DeviceError, Link, LinkError, crc32, encode_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ([str(p) for p in sorted((ROOT / "runtime_c" / "src").rglob("*.c"))]
@@ -49,8 +49,8 @@ def agent(request, tmp_path_factory) -> Agent:
         return Agent("c", [str(compile_agent(os.environ.get("CC", "cc"), tmp_path_factory.mktemp("agent") / "agent",
                                               ["-O2"]))])
     pytest.importorskip("ai_edge_litert.interpreter")
-    from tsptq.litert_board import build_bundle, local_command
-    from tsptq.targets import load_target
+    from tsptq.deploy.litert_board import build_bundle, local_command
+    from tsptq.deploy.targets import load_target
 
     host = load_target("host")
     return Agent("litert", local_command(host, build_bundle(host), "reference"))
@@ -59,14 +59,15 @@ def agent(request, tmp_path_factory) -> Agent:
 @pytest.fixture(scope="module")
 def fashion():
     """fashion-vit exported with tsptq, 20 test images as input codes, and the Python integer model's outputs."""
-    from tsptq.calib import datasets, zoo
-    from tsptq.calib.observers import record
+    from tsptq.data import datasets
+    from tsptq.model import zoo
+    from tsptq.quant.observers import record
     from tsptq.errors import DataError
-    from tsptq.lower import lower
-    from tsptq.quantize import quantize
-    from tsptq.qvit import Graph
-    from tsptq.tflite_export import to_tflite
-    from tsptq.tflite_import import parse_tflite
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+    from tsptq.quant.qvit import Graph
+    from tsptq.tflite.writer import to_tflite
+    from tsptq.tflite.reader import parse_tflite
 
     model = zoo.load_reference("fashion-vit")
     graph = Graph.from_model(model)
@@ -199,8 +200,8 @@ def test_upload_infer_bit_exact_and_profile(make_rig, fashion, agent):
 
 
 def test_agent_over_stdio(agent, fashion):
-    """--stdio, the mode `--ssh` uses, through tsptq.targets.PipePort (a port over a child's pipes)."""
-    from tsptq.targets import PipePort
+    """--stdio, the mode `--ssh` uses, through tsptq.deploy.targets.PipePort (a port over a child's pipes)."""
+    from tsptq.deploy.targets import PipePort
 
     data, x, y, _ = fashion
     proc = subprocess.Popen([*agent.command, "--stdio", "--board", "piped"], stdin=subprocess.PIPE,
@@ -383,8 +384,8 @@ def test_aarch64_agent_under_qemu(make_rig, fashion, tmp_path, agent):
 def test_noisy_line_shrinks_the_pieces_and_stays_bit_exact(make_rig, fashion):
     """About 0.6% of the bytes damaged each way (dropped, flipped or duplicated): a 788-byte INPUT frame almost never
     crosses intact, 64-byte pieces mostly do; every inference that completes is bit-exact."""
-    from tsptq.board import MIN_PIECE
-    from tsptq.fault_proxy import FaultProxy, Faults
+    from tsptq.deploy.board import MIN_PIECE
+    from tsptq.deploy.fault_proxy import FaultProxy, Faults
 
     data, x, y, _ = fashion
     rig = make_rig()

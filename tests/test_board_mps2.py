@@ -1,7 +1,7 @@
 """The Cortex-M targets (targets/mps2-an386, and every real board: kind = "board").
 
 (a) Every Cortex-M firmware compiles with arm-none-eabi-gcc (-std=c99 -Wall -Wextra -Werror, through
-    tsptq.targets.build), without a model and with a small model baked into flash, and its sections fit the memory
+    tsptq.deploy.targets.build), without a model and with a small model baked into flash, and its sections fit the memory
     its target.toml declares.
 (b) The mps2-an386 firmware under qemu-system-arm (-icount shift=0, UART0 on a local TCP socket): HELLO, fashion-vit
     (exported with tsptq) bit-exact with the Python integer reference, SysTick tick counts, PROFILE op names, an upload
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from tsptq.targets import build, list_targets, load_target, start_board
+from tsptq.deploy.targets import build, list_targets, load_target, start_board
 
 MPS2 = "mps2-an386"
 INSTRUCTIONS_PER_TICK = 40  # -icount shift=0: 1 instruction = 1 ns; one 25 MHz SysTick tick = 40 ns
@@ -64,14 +64,15 @@ def define(target, name: str) -> int:
 
 def export(model_name: str, cfg_override=None):
     """(tflite bytes, int8 input codes of a few images, the Python integer model's outputs, the IntModel)."""
-    from tsptq.calib import datasets, zoo
-    from tsptq.calib.observers import record
+    from tsptq.data import datasets
+    from tsptq.model import zoo
+    from tsptq.quant.observers import record
     from tsptq.errors import DataError
-    from tsptq.lower import lower
-    from tsptq.quantize import quantize
-    from tsptq.qvit import Graph
-    from tsptq.tflite_export import to_tflite
-    from tsptq.tflite_import import parse_tflite
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+    from tsptq.quant.qvit import Graph
+    from tsptq.tflite.writer import to_tflite
+    from tsptq.tflite.reader import parse_tflite
 
     if cfg_override is None:
         model = zoo.load_reference(model_name)
@@ -83,7 +84,7 @@ def export(model_name: str, cfg_override=None):
     else:
         import torch
 
-        from tsptq.vit import VisionTransformer
+        from tsptq.model.vit import VisionTransformer
 
         torch.manual_seed(0)
         model = VisionTransformer(cfg_override).eval()
@@ -103,7 +104,7 @@ def export(model_name: str, cfg_override=None):
 @pytest.fixture(scope="module")
 def tiny():
     """A 1-block random ViT on 8x8 images: a model of a few KB, quick to upload over QEMU's UART."""
-    from tsptq.vit import ViTConfig
+    from tsptq.model.vit import ViTConfig
 
     cfg = ViTConfig(img_size=8, patch_size=4, in_chans=3, num_classes=3, embed_dim=16, depth=1, num_heads=2,
                     mlp_hidden=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
@@ -157,8 +158,8 @@ def test_firmware_compiles_and_fits(name, tiny):
 # ---- (b) mps2-an386 under QEMU -----------------------------------------------------------------------------------
 
 def open_board(target, exe):
-    from tsptq.board import Board
-    from tsptq.serial_link import Link
+    from tsptq.deploy.board import Board
+    from tsptq.deploy.serial_link import Link
 
     rb = start_board(target, exe)
     link = Link(rb.serial, rb.url, timeout=5.0, retries=2)
@@ -168,7 +169,7 @@ def open_board(target, exe):
 
 def test_mps2_runs_fashion_vit_bit_exact_and_resets(fashion, tiny):
     need_tools("arm-none-eabi-gcc", "qemu-system-arm")
-    from tsptq.serial_link import crc32
+    from tsptq.deploy.serial_link import crc32
 
     t = load_target(MPS2)
     data, x, y, fm = fashion
@@ -214,7 +215,7 @@ def test_mps2_runs_fashion_vit_bit_exact_and_resets(fashion, tiny):
 
 def test_mps2_without_a_model_reports_none_and_rejects_inference(tiny):
     need_tools("arm-none-eabi-gcc", "qemu-system-arm")
-    from tsptq.serial_link import STATUS_CODES, DeviceError
+    from tsptq.deploy.serial_link import STATUS_CODES, DeviceError
 
     t = load_target(MPS2)
     rb, _, board = open_board(t, build(t))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsptq.intmodel import IntModel, Op, QuantParams, Tensor
-from tsptq.tflite_export import to_tflite
+from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+from tsptq.tflite.writer import to_tflite
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -39,10 +39,10 @@ def run_both(tensors, op, rng, n_inputs=1):
 
 
 def _run_multi(model, feeds):
-    from tsptq.intmodel import KERNELS
+    from tsptq.intmodel.ops import OPS
     op = model.ops[0]
     vals = [feeds[i] if i < len(feeds) else model.tensors[i].data for i in op.inputs]
-    return KERNELS[op.kind](model, op, vals)
+    return OPS[op.kind].kernel(model, op, vals)
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -1,7 +1,7 @@
-"""The C kernels (runtime_c/) against the Python integer reference (tsptq.intkernels), byte for byte.
+"""The C kernels (runtime_c/) against the Python integer reference (tsptq.intmodel.kernels), byte for byte.
 
 A test-backend-ops style matrix: every kernel, random shapes and random quantization parameters made the way
-tsptq.lower makes them, edge cases (extreme zero points, multipliers > 1, saturation, D = 1, one row, sizes that
+tsptq.intmodel.lower makes them, edge cases (extreme zero points, multipliers > 1, saturation, D = 1, one row, sizes that
 leave SIMD tails), for every build variant: ``reference`` (portable C), ``avx2`` (when the CPU has it) and
 ``avx512vnni`` (skipped when the CPU lacks AVX-512 VNNI) in this process, and ``sanitize`` / ``sanitize-avx2`` /
 ``sanitize-avx512vnni`` (ASan + UBSan, aborting on any report) in a child Python that LD_PRELOADs the ASan runtime
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsptq import c_build
-from tsptq import intkernels as K
-from tsptq.intmath import fixed_multiplier, quantize_multiplier
+from tsptq.runtime import c_build
+from tsptq.intmodel import kernels as K
+from tsptq.intmodel.fixedpoint import fixed_multiplier, quantize_multiplier
 
 ACC_LIMIT = 2**31 - 1
 P = ctypes.c_void_p
@@ -60,7 +60,7 @@ def arr(a, dtype):
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
-# --- parameters the way tsptq.lower makes them ----------------------------------------------------------------------
+# --- parameters the way tsptq.intmodel.lower makes them ----------------------------------------------------------------------
 
 def f32(x):
     return np.asarray(x, np.float32)

@@ -20,16 +20,17 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as S
 
-from tsptq.c_build import build_library, compiler, cpu_has, have_compiler
-from tsptq.calib import datasets, zoo
-from tsptq.calib.observers import record
+from tsptq.runtime.c_build import build_library, compiler, cpu_has, have_compiler
+from tsptq.data import datasets
+from tsptq.model import zoo
+from tsptq.quant.observers import record
 from tsptq.errors import RuntimeCError, TsptqError
-from tsptq.lower import lower
-from tsptq.planner import persistent_params, plan
-from tsptq.quantize import quantize
-from tsptq.qvit import Graph
-from tsptq.tflite_export import to_tflite
-from tsptq.tflite_import import parse_tflite
+from tsptq.intmodel.lower import lower
+from tsptq.intmodel.planner import persistent_params, plan
+from tsptq.quant.quantize import quantize
+from tsptq.quant.qvit import Graph
+from tsptq.tflite.writer import to_tflite
+from tsptq.tflite.reader import parse_tflite
 from tflite_edit import edit_metadata, repack
 from tiny_vit import tiny_vit
 
@@ -40,7 +41,7 @@ CORE_SOURCES = sorted(str(p) for p in (RUNTIME / "src").rglob("*.c"))
 
 pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")
 
-from tsptq.runtime_c import CModel, verify_c  # noqa: E402
+from tsptq.runtime.c_binding import CModel, verify_c  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_accessors(cifar):
 
 
 def test_per_op_profile_covers_every_op_and_leaves_outputs_unchanged(cifar):
-    from tsptq.runtime_c import profile
+    from tsptq.runtime.c_binding import profile
 
     files, xs, _, _ = cifar
     cm = CModel(files["tsptq"])
@@ -314,7 +315,7 @@ int main(void) {
 
 
 def test_emit_c_compiles_and_matches_python(cifar, tmp_path):
-    from tsptq.emit_c import emit_c
+    from tsptq.runtime.emit_c import emit_c
 
     files, xs, _, _ = cifar
     x = xs["tsptq"]
@@ -411,14 +412,14 @@ def test_fuzz_loader_smoke(tiny, tmp_path):
 # --- the CLI ----------------------------------------------------------------------------------------------------------
 
 def test_cli_emit_c_and_verify_runtime_c(cifar, tmp_path, capsys):
-    from tsptq.cli import main
+    from tsptq.cli.main import main
 
     files, _, _, _ = cifar
     path = tmp_path / "m.tflite"
     path.write_bytes(files["tsptq"])
     assert main(["emit-c", str(path), "--out", str(tmp_path / "fw")]) == 0
     assert (tmp_path / "fw" / "model.c").is_file() and (tmp_path / "fw" / "model.h").is_file()
-    # the file records --data bundled via tsptq.integer.build only for CLI exports; pass the data explicitly
+    # the file records --data bundled via tsptq.intmodel.integer.build only for CLI exports; pass the data explicitly
     assert main(["verify", str(path), "--runtime", "c", "--eval-images", "20", "--data", "bundled",
                  "--json", str(tmp_path / "v.json"), "--quiet"]) == 0
     r = json.loads((tmp_path / "v.json").read_text())

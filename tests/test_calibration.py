@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tsptq.calib import search
-from tsptq.calib.datasets import ImageSet, to_model_input
+from tsptq.quant import search
+from tsptq.data.datasets import ImageSet, to_model_input
 from tsptq.errors import DataError, QuantizationError
-from tsptq.methods import METHODS, parse_bits, parse_methods
-from tsptq.quantize import quantize
-from tsptq.qvit import FloatHook, Graph, point_names, run
-from tsptq.vit import ViTConfig, VisionTransformer
+from tsptq.quant.methods import METHODS, parse_bits, parse_methods
+from tsptq.quant.quantize import quantize
+from tsptq.quant.qvit import FloatHook, Graph, point_names, run
+from tsptq.model.vit import ViTConfig, VisionTransformer
 
 CFG = ViTConfig(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_hidden=96, num_classes=10,
                 layer_scale=True, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
@@ -148,7 +148,7 @@ def test_v2sf_gelu_keeps_sign_and_beats_uniform_on_heavy_tails():
 
 def test_tsptq_keeps_a_uniform_code_where_two_scales_do_not_pay(tiny, images):
     """On a mild post-GELU distribution a flag bit costs more than it gives: the fit must not be worse than uniform."""
-    from tsptq.quantize import fit_point
+    from tsptq.quant.quantize import fit_point
 
     h, w = _gelu_case(heavy=False)
     graph = Graph.from_model(tiny)
@@ -159,8 +159,8 @@ def test_tsptq_keeps_a_uniform_code_where_two_scales_do_not_pay(tiny, images):
 
 
 def _scoring(tiny, images):
-    from tsptq.calib.observers import record
-    from tsptq.quantizers import Uniform
+    from tsptq.quant.observers import record
+    from tsptq.quant.quantizers import Uniform
 
     graph = Graph.from_model(tiny)
     cal = record(graph, images, progress=False)
@@ -173,7 +173,7 @@ def _scoring(tiny, images):
 def test_block_output_selection_discards_a_code_that_breaks_the_block_and_keeps_a_good_local_pick(tiny, images):
     """Each point's candidates are run through the rest of its block: a local pick that zeroes the tensor loses
     to the min/max code; a sound local pick is kept (it is first, and wins ties)."""
-    from tsptq.calib import block_select
+    from tsptq.quant import block_select
 
     graph, cal, fits, linears, broken = _scoring(tiny, images)
     cands = {p: [fits.acts[p]] for p in fits.acts}
@@ -186,7 +186,7 @@ def test_block_output_selection_discards_a_code_that_breaks_the_block_and_keeps_
 
 def test_block_output_selection_judges_the_head_by_the_likely_classes(tiny, images):
     """After the last block the error is on the logits, weighted by the float class probabilities."""
-    from tsptq.calib import block_select
+    from tsptq.quant import block_select
 
     graph, cal, fits, linears, broken = _scoring(tiny, images)
     cands = {p: [fits.acts[p]] for p in fits.acts}
@@ -197,8 +197,8 @@ def test_block_output_selection_judges_the_head_by_the_likely_classes(tiny, imag
 
 def test_block_output_selection_chooses_weights_too(tiny, images):
     """A weight code that zeroes a layer loses to the plain per-channel code."""
-    from tsptq.calib import block_select
-    from tsptq.quantizers import Uniform
+    from tsptq.quant import block_select
+    from tsptq.quant.quantizers import Uniform
 
     graph, cal, fits, weights, _ = _scoring(tiny, images)
     zeroing = Uniform(torch.full((96,), 10.0), torch.zeros(96), 8, axis=0)
@@ -210,8 +210,8 @@ def test_block_output_selection_chooses_weights_too(tiny, images):
 
 
 def test_tsptq_records_its_selection_and_tsptq_local_keeps_every_local_pick(tiny, images):
-    from tsptq.calib.observers import record
-    from tsptq.quantize import fit_candidates, fit_point
+    from tsptq.quant.observers import record
+    from tsptq.quant.quantize import fit_candidates, fit_point
 
     graph = Graph.from_model(tiny)
     cal = record(graph, images, progress=False)

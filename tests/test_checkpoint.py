@@ -1,11 +1,11 @@
-"""tsptq.checkpoint: checkpoint files, names and errors -> VisionTransformer."""
+"""tsptq.model.checkpoint: checkpoint files, names and errors -> VisionTransformer."""
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from tsptq.checkpoint import infer_config, load_checkpoint, load_state_dict, resolve_model
+from tsptq.model.checkpoint import infer_config, load_checkpoint, load_state_dict, resolve_model
 from tsptq.errors import ModelError
-from tsptq.vit import NAMED_CONFIGS, ViTConfig, VisionTransformer
+from tsptq.model.vit import NAMED_CONFIGS, ViTConfig, VisionTransformer
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_hidden=96, num_classes=10)
 
@@ -105,7 +105,7 @@ def test_checkpoint_wins_and_reference_names(tmp_path, monkeypatch):
     model = tiny()
     save(model.state_dict(), tmp_path / "m.pth")
     assert_same_outputs(model, resolve_model("no-such-name", checkpoint=tmp_path / "m.pth", heads=3))
-    from tsptq.calib import zoo
+    from tsptq.model import zoo
 
     monkeypatch.setattr(zoo, "load_reference", lambda name: f"loaded {name}")  # no trained weights needed
     assert resolve_model("cifar10-vit") == "loaded cifar10-vit"
@@ -201,7 +201,7 @@ def test_img_size():
 
 def test_own_reference_checkpoint_loads_with_its_heads_and_preprocessing():
     """dim 128 / 64 would guess 2 heads; the config tsptq stores in the safetensors metadata says 4."""
-    from tsptq.calib import zoo
+    from tsptq.model import zoo
 
     spec = zoo.REFERENCE_MODELS["cifar10-vit"]
     model = load_checkpoint(spec.weights_path)

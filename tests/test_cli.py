@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from tsptq.calib import datasets
-from tsptq.cli import main, resolve_data
-from tsptq.vit import NAMED_CONFIGS
+from tsptq.data import datasets
+from tsptq.cli.main import main
+from tsptq.data.resolve import resolve_data
+from tsptq.model.vit import NAMED_CONFIGS
 
 needs_fashion = pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
 
@@ -64,7 +65,7 @@ def test_bundled_data_needs_nothing_outside_the_package():
 def test_auto_data_follows_the_reference_model_unless_a_checkpoint_replaced_it():
     """--data auto: a reference model's own data set (robust-fashion-deep: Fashion-MNIST); a checkpoint loaded with
     --model left at its default (the config differs) is not taken for that model."""
-    from tsptq.calib import zoo
+    from tsptq.model import zoo
 
     if not datasets.FASHION_DIR.exists():
         pytest.skip("apt-get install dataset-fashion-mnist")
@@ -78,7 +79,7 @@ def test_auto_data_follows_the_reference_model_unless_a_checkpoint_replaced_it()
 
 
 def test_deploy_help_names_every_target(capsys):
-    from tsptq.deploy import main as deploy
+    from tsptq.cli.deploy import main as deploy
 
     with pytest.raises(SystemExit) as e:
         deploy(["--help"])
@@ -89,7 +90,7 @@ def test_deploy_help_names_every_target(capsys):
 
 
 def test_deploy_unknown_target_is_refused(capsys):
-    from tsptq.deploy import main as deploy
+    from tsptq.cli.deploy import main as deploy
 
     with pytest.raises(SystemExit):
         deploy(["--target", "esp32"])

@@ -3,7 +3,7 @@
 host: the device program built natively behind a socat pty pair; rpi: the aarch64 agent under qemu-aarch64-static
 behind a pty pair; mps2-an386: Cortex-M4F firmware (model flashed into it) under qemu-system-arm on a TCP serial
 port. Each deployment must be bit-exact with the host integer reference on every image. The faulty-link tests put
-tsptq.fault_proxy between host and board.
+tsptq.deploy.fault_proxy between host and board.
 """
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsptq.board import Board
-from tsptq.calib import datasets
-from tsptq.deploy import DoesNotFitError, check_fits, main as deploy_main, memory_needs
-from tsptq.fault_proxy import FaultProxy, Faults
-from tsptq.integer import Source, build as build_int
-from tsptq.serial_link import Link, LinkError
-from tsptq.targets import build, load_target, start_board
-from tsptq.tflite_export import to_tflite
+from tsptq.deploy.board import Board
+from tsptq.data import datasets
+from tsptq.cli.deploy import main as deploy_main
+from tsptq.deploy.pipeline import DoesNotFitError, check_fits, memory_needs
+from tsptq.deploy.fault_proxy import FaultProxy, Faults
+from tsptq.intmodel.integer import Source, build as build_int
+from tsptq.deploy.serial_link import Link, LinkError
+from tsptq.deploy.targets import build, load_target, start_board
+from tsptq.tflite.writer import to_tflite
 
 
 def _tools_or_skip(name: str):
@@ -102,7 +103,7 @@ def test_real_board_without_port_is_a_clear_error(capsys):
 
 def _images(im, n):
     test = datasets.load_bundled_sample("test").take(n)
-    from tsptq.calib.zoo import REFERENCE_MODELS
+    from tsptq.model.zoo import REFERENCE_MODELS
 
     cfg = REFERENCE_MODELS["cifar10-vit"].config
     codes = np.concatenate([im.quantize_input(x.numpy()) for x in datasets.iterate_batches(test.images, cfg, 50)])
@@ -183,7 +184,7 @@ def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
 
 def test_profile_runs_an_existing_file_on_a_board(cifar_model, tmp_path, capsys):
     """`tsptq profile`: the board part alone, for a .tflite file (the board started here, the model uploaded)."""
-    from tsptq.cli import main as tsptq_main
+    from tsptq.cli.main import main as tsptq_main
 
     _tools_or_skip("host")
     path = tmp_path / "model.tflite"

@@ -2,7 +2,7 @@
 serial protocol (the protocol itself is tested against this agent in tests/test_board_host.py).
 
 rpi: the aarch64 delegate and the LiteRT agent in an emulated Raspberry Pi userland (Debian arm64 Python 3.11 with
-the aarch64 ai-edge-litert and numpy wheels, under qemu-aarch64-static -cpu cortex-a72; tsptq.pi_userland). With
+the aarch64 ai-edge-litert and numpy wheels, under qemu-aarch64-static -cpu cortex-a72; tsptq.deploy.pi_userland). With
 LiteRT's reference kernels the outputs must be bit-exact with the host integer reference; with its optimized kernels
 (XNNPACK, ruy) the report gives the agreement and the largest difference. host + --ssh: the three files are copied and
 started through an ssh shim, as on a real Pi.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tsptq.deploy import main as deploy_main
-from tsptq.targets import load_target
+from tsptq.cli.deploy import main as deploy_main
+from tsptq.deploy.targets import load_target
 
 pytest.importorskip("ai_edge_litert.interpreter")
 
@@ -35,7 +35,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[int, dict]:
 def pi_userland():
     """The emulated Pi's Python with LiteRT (provisioned once, cached). In CI it must be there: .ci/run enables Debian's
     arm64 package lists; elsewhere a machine without them skips."""
-    from tsptq.pi_userland import UserlandError, provision
+    from tsptq.deploy.pi_userland import UserlandError, provision
 
     _tools_or_skip("rpi")
     try:
@@ -55,9 +55,9 @@ def test_rpi_litert_reference_kernels_are_bit_exact(tmp_path, pi_userland):
     assert report["board"]["board"] == "rpi"
     # The delegate's ops, profiled one by one, are the file's custom ops: the same file `tsptq export` writes with the
     # same data and defaults (calibration is deterministic); LiteRT's builtins are one entry.
-    from tsptq.cli import main as cli_main
-    from tsptq.inspect_tflite import summary
-    from tsptq.tflite_import import read_tflite
+    from tsptq.cli.main import main as cli_main
+    from tsptq.tflite.inspect_file import summary
+    from tsptq.tflite.reader import read_tflite
 
     assert cli_main(["export", "--model", "cifar10-vit", "--method", "tsptq", "--data", "bundled",
                      "--out", str(tmp_path / "m.tflite")]) == 0
@@ -123,14 +123,13 @@ def test_litert_runtime_choices_are_checked(args, message, capsys):
                                                   (9, 0.90, False)])
 def test_optimized_kernels_pass_only_within_bounds(diff, agreement, ok):
     """LiteRT's optimized kernels need not be bit-exact, but a run far from the reference fails (exit code 1)."""
-    from argparse import Namespace
 
-    from tsptq.deploy import deployment_ok
+    from tsptq.deploy.pipeline import BoardOptions, deployment_ok
 
     result = {"bit_exact_fraction": 1.0 if diff == 0 else 0.0, "max_abs_diff_codes": diff, "top1_agreement": agreement}
-    assert deployment_ok(result, Namespace(runtime="litert", litert_kernels="optimized")) is ok
-    assert deployment_ok(result, Namespace(runtime="litert", litert_kernels="reference")) is (diff == 0)
-    assert deployment_ok(result, Namespace(runtime="tsptq", litert_kernels=None)) is (diff == 0)
+    assert deployment_ok(result, BoardOptions("rpi", runtime="litert", litert_kernels="optimized")) is ok
+    assert deployment_ok(result, BoardOptions("rpi", runtime="litert", litert_kernels="reference")) is (diff == 0)
+    assert deployment_ok(result, BoardOptions("rpi")) is (diff == 0)
 
 
 def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
@@ -153,7 +152,7 @@ def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
 def test_a_device_program_that_dies_is_reported_with_its_stderr(tmp_path, monkeypatch, capsys):
     """The agent cannot start on the board (here: a delegate built for another machine): the link error comes with the
     program's exit code and its message, not only 'no reply'."""
-    import tsptq.litert_board as lb
+    import tsptq.deploy.litert_board as lb
 
     _tools_or_skip("host")
     wrong = tmp_path / "bundle"

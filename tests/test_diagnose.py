@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 
-from tsptq import diagnose as dg
-from tsptq.calib import datasets, zoo
-from tsptq.cli import main
-from tsptq.quantize import quantize
-from tsptq.quantizers import Uniform
-from tsptq.qvit import point_names
+from tsptq.evaluation import diagnose as dg
+from tsptq.data import datasets
+from tsptq.model import zoo
+from tsptq.cli.main import main
+from tsptq.quant.quantize import quantize
+from tsptq.quant.quantizers import Uniform
+from tsptq.quant.qvit import point_names
 
 pytestmark = pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
 

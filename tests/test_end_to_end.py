@@ -5,8 +5,10 @@ check runs at 5-bit activations, where the two-scale codes matter on this model 
 """
 import pytest
 
-from tsptq.calib import datasets, zoo
-from tsptq.evaluate import evaluate
+from tsptq.data import datasets
+
+from tsptq.model import zoo
+from tsptq.evaluation.evaluate import evaluate
 
 pytestmark = pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from tsptq.calib import datasets
-from tsptq.checkpoint import resolve_model
-from tsptq.cli import main
-from tsptq.engines import CRunner, SimulatorRunner, resolve
-from tsptq.lower import lower
-from tsptq.quantize import quantize
-from tsptq.shards import ShardPool, split_range
+from tsptq.data import datasets
+from tsptq.model.checkpoint import resolve_model
+from tsptq.cli.main import main
+from tsptq.evaluation.engines import CRunner, SimulatorRunner, resolve
+from tsptq.intmodel.lower import lower
+from tsptq.quant.quantize import quantize
+from tsptq.evaluation.shards import ShardPool, split_range
 
 needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
 
@@ -101,7 +101,7 @@ def test_torchrun_with_two_gloo_ranks_writes_the_same_json_as_one_process(tmp_pa
     two = tmp_path / "two.json"
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tsptq.cli",
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tsptq.cli.main",
                            *_eval_args(two, "--workers", "1", "--compare", "tsptq,minmax", images=images, batch=batch)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -157,7 +157,7 @@ def test_when_rank_0_fails_every_rank_stops_with_its_error(tmp_path):
     """Only rank 0 calibrates: its failure must reach the other ranks instead of leaving them in a broadcast."""
     script = tmp_path / "ranks.py"
     script.write_text(
-        "from tsptq.distributed import from_environment\n"
+        "from tsptq.evaluation.distributed import from_environment\n"
         "c = from_environment()\n"
         "try:\n"
         "    c.share_result(lambda: (_ for _ in ()).throw(ValueError('calibration broke')))\n"

@@ -7,7 +7,7 @@ import time
 
 import serial
 
-from tsptq.fault_proxy import FaultProxy, Faults
+from tsptq.deploy.fault_proxy import FaultProxy, Faults
 
 
 class EchoBoard:

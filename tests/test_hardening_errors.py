@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fault_injection import fail_nth_replace
 
-from tsptq.cli import main
+from tsptq.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,9 +23,9 @@ def files(tmp_path_factory):
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny_vit import tiny_vit
 
-    from tsptq.lower import lower
-    from tsptq.quantize import quantize
-    from tsptq.tflite_export import to_tflite
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+    from tsptq.tflite.writer import to_tflite
 
     _, graph, cal, _ = tiny_vit(8)
     d = tmp_path_factory.mktemp("models")
@@ -85,7 +85,7 @@ def test_an_output_that_is_a_directory_is_one_line(files, tmp_path, capsys):
 def test_a_write_that_fails_late_is_one_line_too(files, tmp_path, capsys, monkeypatch):
     """The output check at the start can pass and the write still fail (the directory removed meanwhile, a full
     disk): atomic_write's error is a TsptqError naming the path."""
-    import tsptq.cli as cli
+    import tsptq.cli.main as cli
 
     monkeypatch.setattr(cli, "check_outputs", lambda args: None)
     (tmp_path / "file").write_text("x")
@@ -100,7 +100,7 @@ def test_a_write_that_fails_late_is_one_line_too(files, tmp_path, capsys, monkey
 _RO_SCRIPT = r"""
 import json, sys
 from tsptq.atomic import atomic_write
-from tsptq.cli import main
+from tsptq.cli.main import main
 ro, model = sys.argv[1], sys.argv[2]
 rc = [main(["inspect", model, "--brief", "--json", ro + "/i.json"]),
       main(["emit-c", model, "--out", ro + "/fw", "--no-runtime"])]
@@ -143,9 +143,9 @@ def test_verify_batch_size_below_one_is_one_line(files, capsys, runtime, n):
 
 
 def test_profile_of_a_missing_file_is_one_line_before_anything_starts(tmp_path, capsys, monkeypatch):
-    import tsptq.deploy as deploy
+    import tsptq.deploy.pipeline as deploy
 
-    monkeypatch.setattr(deploy, "profile", lambda args: pytest.fail("profile() ran on a missing file"))
+    monkeypatch.setattr(deploy, "profile", lambda *a, **k: pytest.fail("profile() ran on a missing file"))
     missing = tmp_path / "missing.tflite"
     assert main(["profile", str(missing), "--target", "host"]) == 2
     one_line_error(capsys, f"{missing}: cannot read (No such file or directory)")
@@ -156,7 +156,7 @@ def test_profile_of_a_missing_file_is_one_line_before_anything_starts(tmp_path, 
 def test_any_file_error_with_a_name_is_one_line(files, capsys, monkeypatch):
     """The last resort: an OSError about a named file (a label file the user cannot read, a device that went
     away) is one line naming it, not a traceback."""
-    import tsptq.inspect_tflite as I
+    import tsptq.tflite.inspect_file as I
 
     def unreadable(*a, **kw):
         raise PermissionError(13, "Permission denied", "/data/labels.txt")
@@ -169,7 +169,7 @@ def test_any_file_error_with_a_name_is_one_line(files, capsys, monkeypatch):
 # --- item 5: emit-c's pair ----------------------------------------------------------------------------------------
 
 def test_emit_c_keeps_the_old_pair_when_the_second_file_fails(files, tmp_path, monkeypatch):
-    from tsptq.emit_c import emit_c
+    from tsptq.runtime.emit_c import emit_c
 
     out = tmp_path / "fw"
     emit_c(files["minmax"], out, copy_runtime=False, check_with_c=False)
@@ -182,7 +182,7 @@ def test_emit_c_keeps_the_old_pair_when_the_second_file_fails(files, tmp_path, m
 
 
 def test_emit_c_keeps_the_old_pair_when_writing_fails(files, tmp_path, monkeypatch):
-    from tsptq.emit_c import emit_c
+    from tsptq.runtime.emit_c import emit_c
 
     out = tmp_path / "fw"
     emit_c(files["minmax"], out, copy_runtime=False, check_with_c=False)
@@ -204,7 +204,7 @@ def test_emit_c_keeps_the_old_pair_when_writing_fails(files, tmp_path, monkeypat
 def test_a_mismatched_pair_does_not_compile(files, tmp_path):
     """Only a crash between the two renames can leave one new file with one old one: model.c then refuses to
     compile against that model.h, instead of building firmware with the wrong sizes."""
-    from tsptq.emit_c import emit_c
+    from tsptq.runtime.emit_c import emit_c
 
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
@@ -234,7 +234,7 @@ def test_emit_c_errors_name_the_file(tmp_path, capsys):
 
 
 def test_emit_c_c_loader_errors_name_the_file_once(files, tmp_path, monkeypatch):
-    import tsptq.emit_c as E
+    import tsptq.runtime.emit_c as E
     from tsptq.errors import RuntimeCError
 
     def c_refuses(data, path, check_with_c):
@@ -247,7 +247,7 @@ def test_emit_c_c_loader_errors_name_the_file_once(files, tmp_path, monkeypatch)
 
 
 def test_inspect_does_not_import_torch(files, tmp_path):
-    code = ("import sys; from tsptq.cli import main; "
+    code = ("import sys; from tsptq.cli.main import main; "
             f"rc = main(['inspect', {str(files['tsptq'])!r}, '--brief', '--json', {str(tmp_path / 'i.json')!r}]); "
             "assert rc == 0, rc; "
             "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
@@ -259,7 +259,7 @@ def test_inspect_does_not_import_torch(files, tmp_path):
 
 def test_import_tsptq_is_light_and_the_public_api_still_works():
     code = ("import sys, tsptq; assert 'torch' not in sys.modules; "
-            "from tsptq.evaluate import write_json_atomic; from tsptq.atomic import write_json_atomic as w; "
+            "from tsptq.evaluation.evaluate import write_json_atomic; from tsptq.atomic import write_json_atomic as w; "
             "assert write_json_atomic is w")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -3,7 +3,7 @@ and retries, PROFILE's long replies, a board that reports a tiny max_body, malfo
 agent's --baud, signals during a deployment, `--ssh` quoting, and `tsptq profile`'s fit check.
 
 The first part drives ``Board``/``Link`` against a simulated device in this process (fast, seeded); the second runs
-the real agent behind socat, the fault proxy as `python -m tsptq.fault_proxy`, and `tsptq profile`/`tsptq-deploy`.
+the real agent behind socat, the fault proxy as `python -m tsptq.deploy.fault_proxy`, and `tsptq profile`/`tsptq-deploy`.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tsptq.board import MIN_PIECE, Board
-from tsptq.serial_link import (CMD, BoardGone, Link, LinkError, NoReply, ProtocolError, crc32, decode_frame,
+from tsptq.deploy.board import MIN_PIECE, Board
+from tsptq.deploy.serial_link import (CMD, BoardGone, Link, LinkError, NoReply, ProtocolError, crc32, decode_frame,
                                encode_frame)
-from tsptq.wire import FrameError
+from tsptq.deploy.wire import FrameError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -298,7 +298,7 @@ def test_dead_board_without_check_gives_up_after_the_deadline():
 # ---- the real agent, the fault proxy, the command lines -----------------------------------------------------------
 
 def _host_or_skip():
-    from tsptq.targets import load_target
+    from tsptq.deploy.targets import load_target
 
     target = load_target("host")
     missing = target.missing_tools()
@@ -311,7 +311,7 @@ def _host_or_skip():
 def small_model(tmp_path_factory) -> Path:
     """cifar10-vit with minmax on 4 calibration images (seconds, not minutes): what the board tests need is a real
     exported model with its metadata, not a good one."""
-    from tsptq.cli import main as tsptq_main
+    from tsptq.cli.main import main as tsptq_main
 
     path = tmp_path_factory.mktemp("model") / "cifar-minmax.tflite"
     assert tsptq_main(["export", "--model", "cifar10-vit", "--data", "bundled", "--method", "minmax",
@@ -320,19 +320,19 @@ def small_model(tmp_path_factory) -> Path:
 
 
 def test_profile_through_the_fault_proxy_at_1_percent_with_the_cli_defaults(small_model, tmp_path):
-    """The bar of issue 14: `tsptq profile` through `python -m tsptq.fault_proxy` at about 1% damaged bytes (0.33%
+    """The bar of issue 14: `tsptq profile` through `python -m tsptq.deploy.fault_proxy` at about 1% damaged bytes (0.33%
     each dropped, flipped, duplicated, both ways) plus a 2.5 s stall, with the command line's default --timeout and
     --retries, completes and is bit-exact. The board holds the model from its start (uploading 1 MB through this
     line is a test of patience), so profile skips the upload; INPUT, INVOKE, OUTPUT and PROFILE cross the bad line.
     On the old link this failed at INPUT (6 tries of 2 s for a piece that crosses with probability ~0.4)."""
-    from tsptq.cli import main as tsptq_main
-    from tsptq.targets import build, start_board
+    from tsptq.cli.main import main as tsptq_main
+    from tsptq.deploy.targets import build, start_board
 
     target = _host_or_skip()
     out = tmp_path / "profile.json"
     with start_board(target, build(target), args=("--model", str(small_model))) as running:
         running.serial.close()  # the proxy opens the pty instead
-        proxy = subprocess.Popen([sys.executable, "-m", "tsptq.fault_proxy", "--board", running.url,
+        proxy = subprocess.Popen([sys.executable, "-m", "tsptq.deploy.fault_proxy", "--board", running.url,
                                   "--drop", "0.0033", "--flip", "0.0033", "--dup", "0.0033",
                                   "--stall-after", "10000", "--stall-seconds", "2.5", "--seed", "7"],
                                  stdout=subprocess.PIPE, text=True)
@@ -358,8 +358,9 @@ def test_profile_through_the_fault_proxy_at_1_percent_with_the_cli_defaults(smal
 def test_a_dead_agent_is_reported_within_a_second(small_model, monkeypatch, capsys):
     """The agent `tsptq profile` started dies in the middle of the run: the error names it within about a second
     (the README's promise), instead of after (retries + 1) x timeout = 12 s of resends."""
-    from tsptq import board as board_mod, targets
-    from tsptq.cli import main as tsptq_main
+    from tsptq.deploy import board as board_mod
+    from tsptq.deploy import targets
+    from tsptq.cli.main import main as tsptq_main
 
     _host_or_skip()
     started, killed = [], []
@@ -432,9 +433,9 @@ def test_a_signal_during_a_deploy_stops_the_board_and_says_so_in_one_line(comman
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
     if command == "deploy":
-        argv = ["-m", "tsptq.deploy", "--target", "host", "--method", "minmax", "--calib-images", "4"]
+        argv = ["-m", "tsptq.cli.deploy", "--target", "host", "--method", "minmax", "--calib-images", "4"]
     else:
-        argv = ["-m", "tsptq.cli", "profile", str(request.getfixturevalue("small_model")), "--target", "host"]
+        argv = ["-m", "tsptq.cli.main", "profile", str(request.getfixturevalue("small_model")), "--target", "host"]
     proc = subprocess.Popen([sys.executable, *argv, "--eval-images", "2000", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     everything: list[int] = []
@@ -500,7 +501,7 @@ OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=60", "--", "pi@raspberrypi"
 def test_ssh_dir_is_quoted_and_the_destination_ends_the_options(tmp_path, monkeypatch):
     """`--ssh-dir 'dir; touch X'` ran `touch X` on the board, a space broke it; the ssh command lines are now exactly
     these, and the agent runs from the oddly named directory."""
-    from tsptq.targets import build, ssh_agent
+    from tsptq.deploy.targets import build, ssh_agent
 
     target = _host_or_skip()
     program = build(target)
@@ -520,7 +521,7 @@ def test_ssh_dir_is_quoted_and_the_destination_ends_the_options(tmp_path, monkey
 
 
 def test_ssh_destination_that_is_an_option_is_refused(tmp_path, monkeypatch):
-    from tsptq.targets import TargetError, build, ssh_agent
+    from tsptq.deploy.targets import TargetError, build, ssh_agent
 
     target = _host_or_skip()
     log = _recording_ssh(tmp_path, monkeypatch)
@@ -533,7 +534,7 @@ def test_ssh_destination_that_is_an_option_is_refused(tmp_path, monkeypatch):
 def test_ssh_default_dir_is_private_and_removed_afterwards(tmp_path, monkeypatch):
     """No --ssh-dir and no remote_dir in the target: `mktemp -d` on the board (here: under the TMPDIR the fake
     board sees), mode 0700, removed when the agent ends. It was a predictable shared /tmp/tsptq."""
-    from tsptq.targets import build, load_target, ssh_agent
+    from tsptq.deploy.targets import build, load_target, ssh_agent
 
     _host_or_skip()
     target = load_target("rpi")
@@ -565,8 +566,8 @@ def test_profile_with_a_port_checks_the_fit_before_anything_is_sent(small_model,
     Now it stops before the port is even opened."""
     import dataclasses
 
-    from tsptq import targets
-    from tsptq.cli import main as tsptq_main
+    from tsptq.deploy import targets
+    from tsptq.cli.main import main as tsptq_main
 
     real = targets.load_target
     monkeypatch.setattr(targets, "load_target",
@@ -586,8 +587,8 @@ def test_profile_with_a_port_checks_the_fit_before_anything_is_sent(small_model,
 def test_profile_checks_the_arena_the_board_reports_before_uploading(small_model, capsys):
     """The target's numbers allow it, the board at the port says less (started with a small --arena-capacity): the
     error comes after HELLO, and nothing is uploaded."""
-    from tsptq.cli import main as tsptq_main
-    from tsptq.targets import build, start_board
+    from tsptq.cli.main import main as tsptq_main
+    from tsptq.deploy.targets import build, start_board
 
     target = _host_or_skip()
     with start_board(target, build(target), args=("--arena-capacity", "20000")) as running:
@@ -604,7 +605,7 @@ def test_profile_checks_the_arena_the_board_reports_before_uploading(small_model
 
 @pytest.mark.parametrize("baud", ["fast", "0", "115200x", "12345", "-9600", ""])
 def test_the_c_agent_refuses_a_bad_baud(baud):
-    from tsptq.targets import build
+    from tsptq.deploy.targets import build
 
     target = _host_or_skip()
     r = subprocess.run([str(build(target)), "--stdio", "--baud", baud], stdin=subprocess.DEVNULL,

@@ -44,11 +44,11 @@ def crafted() -> bytes:
 def tiny():
     """A valid 1-block ViT file (8x8 input), 4 input images as codes and the Python integer model's outputs."""
     from tiny_vit import tiny_vit
-    from tsptq.calib import datasets
-    from tsptq.lower import lower
-    from tsptq.quantize import quantize
-    from tsptq.tflite_export import to_tflite
-    from tsptq.tflite_import import parse_tflite
+    from tsptq.data import datasets
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+    from tsptq.tflite.writer import to_tflite
+    from tsptq.tflite.reader import parse_tflite
 
     cfg, graph, cal, imgs = tiny_vit(8)
     data = to_tflite(lower(quantize(graph, cal, "tsptq", progress=False)))
@@ -60,7 +60,7 @@ def tiny():
 def test_corpus_files_are_the_crafted_models():
     """The fuzz corpus holds what tests/crafted_models.py writes (`python tests/crafted_models.py
     runtime_c/fuzz/corpus` rewrites them): the same graph, whatever exporter version wrote the bytes."""
-    from tsptq.tflite_import import parse_tflite
+    from tsptq.tflite.reader import parse_tflite
 
     for name, make in CORPUS.items():
         on_disk = (FUZZ / "corpus" / name).read_bytes()
@@ -76,14 +76,14 @@ def test_corpus_files_are_the_crafted_models():
 # ---- (c) the C loader via ctypes, and the Python planner ------------------------------------------------------------
 
 def test_c_loader_plans_the_crafted_model_and_refuses_a_small_arena(crafted):
-    from tsptq.c_build import have_compiler
+    from tsptq.runtime.c_build import have_compiler
 
     if not have_compiler():
         pytest.skip("no C compiler")
     from tsptq.errors import RuntimeCError
-    from tsptq.planner import plan
-    from tsptq.runtime_c import CModel
-    from tsptq.tflite_import import parse_tflite
+    from tsptq.intmodel.planner import plan
+    from tsptq.runtime.c_binding import CModel
+    from tsptq.tflite.reader import parse_tflite
 
     with pytest.raises(RuntimeCError) as e:  # never allocates the 1.43 GB
         CModel(crafted, arena_size=4096)
@@ -95,10 +95,10 @@ def test_c_loader_plans_the_crafted_model_and_refuses_a_small_arena(crafted):
 def test_a_plan_past_2_gb_is_refused_by_both_readers(tmp_path, capsys):
     """Two 1.43 GB buffers live at once: C refuses the file; Python (reader, planner, `tsptq inspect`) too, where
     `inspect` used to report the arena."""
-    from tsptq.c_build import have_compiler
-    from tsptq.cli import main
-    from tsptq.planner import MAX_ARENA
-    from tsptq.tflite_import import parse_tflite
+    from tsptq.runtime.c_build import have_compiler
+    from tsptq.cli.main import main
+    from tsptq.intmodel.planner import MAX_ARENA
+    from tsptq.tflite.reader import parse_tflite
 
     data = arena_over_limit_add()
     with pytest.raises(ModelFileError, match=r"arena of 2,863,311,552 bytes .* limit of 2,147,483,632"):
@@ -111,7 +111,7 @@ def test_a_plan_past_2_gb_is_refused_by_both_readers(tmp_path, capsys):
     assert err.startswith("tsptq: error:") and "2,863,311,552" in err and err.count("\n") == 1
     if have_compiler():
         from tsptq.errors import RuntimeCError
-        from tsptq.runtime_c import CModel
+        from tsptq.runtime.c_binding import CModel
 
         with pytest.raises(RuntimeCError) as e:
             CModel(data, arena_size=16)
@@ -120,8 +120,8 @@ def test_a_plan_past_2_gb_is_refused_by_both_readers(tmp_path, capsys):
 
 def test_python_planner_refuses_past_the_limit():
     """plan() itself (what `inspect` and `emit-c` print) refuses a plan past MAX_ARENA, as tq_plan does."""
-    from tsptq.intmodel import IntModel, Op, QuantParams, Tensor
-    from tsptq.planner import arena_upper_bound, plan
+    from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+    from tsptq.intmodel.planner import arena_upper_bound, plan
 
     q = QuantParams(np.array([0.5], np.float32), np.array([0], np.int64))
     shape = (1, 1 << 14, 1 << 14, 4)  # 1 GiB each: input + output = 2 GiB > 0x7FFFFFF0
@@ -173,7 +173,7 @@ def assert_clean(rig) -> None:
 
 
 def test_host_agent_answers_arena_too_small_and_keeps_serving(asan_rig, crafted, tiny):
-    from tsptq.serial_link import DeviceError
+    from tsptq.deploy.serial_link import DeviceError
 
     data, x, y = tiny
     rig = asan_rig()  # the default 48 MiB arena
@@ -200,7 +200,7 @@ def test_host_agent_answers_arena_too_small_and_keeps_serving(asan_rig, crafted,
 def test_host_agent_capacity_check_is_exact(asan_rig, tiny):
     """An arena of exactly the bytes UPLOAD_COMMIT reports is enough; one byte less is ARENA_TOO_SMALL, and says
     how much is needed."""
-    from tsptq.serial_link import DeviceError
+    from tsptq.deploy.serial_link import DeviceError
 
     data, x, y = tiny
     need = asan_rig().board.upload(data).arena_size
@@ -219,8 +219,8 @@ def test_host_agent_capacity_check_is_exact(asan_rig, tiny):
 
 def test_mps2_answers_arena_too_small_and_keeps_serving(crafted, tiny):
     from test_board_mps2 import MPS2, need_tools, open_board
-    from tsptq.serial_link import DeviceError
-    from tsptq.targets import build, load_target
+    from tsptq.deploy.serial_link import DeviceError
+    from tsptq.deploy.targets import build, load_target
 
     need_tools("arm-none-eabi-gcc", "qemu-system-arm")
     t = load_target(MPS2)

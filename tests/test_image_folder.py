@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tsptq.calib import datasets
-from tsptq.cli import build_parser, resolve_data
+from tsptq.data import datasets
+from tsptq.cli.main import build_parser, resolve_data
 from tsptq.errors import DataError
-from tsptq.vit import ViTConfig
+from tsptq.model.vit import ViTConfig
 
 # Synsets 0, 1 and 999 of ImageNet-1k, so the 1000-class index (0, 1, 999) differs from the rank among those found.
 SYNSETS = ("n01440764", "n01443537", "n15075141")
@@ -316,9 +316,9 @@ def test_calibration_folder_and_one_label_file_for_both(tmp_path):
 
 
 def test_options_reach_the_recorded_source_and_verify(tmp_path):
-    from tsptq.cli import _source
-    from tsptq.integer import Source
-    from tsptq.verify import file_eval_set
+    from tsptq.cli.main import _source
+    from tsptq.intmodel.integer import Source
+    from tsptq.tflite.verify import file_eval_set
 
     args = build_parser().parse_args(["export", "--out", "m.tflite", "--data", "imagenet", "--folder", "F",
                                       "--labels", "L", "--calib-folder", "C"])

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tsptq import intkernels as K
-from tsptq import intmath as M
-from tsptq.quantizers import Log2, TwoScale, Uniform
+from tsptq.intmodel import kernels as K
+from tsptq.intmodel import fixedpoint as M
+from tsptq.quant.quantizers import Log2, TwoScale, Uniform
 
 
 def test_quantize_multiplier_represents_the_real_value():

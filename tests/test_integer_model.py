@@ -5,15 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from tsptq.calib import datasets, zoo
-from tsptq.calib.observers import record
+from tsptq.data import datasets
+
+from tsptq.model import zoo
+from tsptq.quant.observers import record
 from tsptq.errors import QuantizationError
-from tsptq.faithful import faithful_logits
-from tsptq.integer import compare
-from tsptq.lower import lower
-from tsptq.methods import ABLATIONS
-from tsptq.quantize import quantize
-from tsptq.qvit import Graph
+from tsptq.quant.faithful import faithful_logits
+from tsptq.intmodel.integer import compare
+from tsptq.intmodel.lower import lower
+from tsptq.quant.methods import ABLATIONS
+from tsptq.quant.quantize import quantize
+from tsptq.quant.qvit import Graph
 
 
 @pytest.fixture(scope="module")

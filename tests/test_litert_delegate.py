@@ -9,7 +9,7 @@
 (d) without the delegate, LiteRT accepts the file but allocate_tensors() fails on the unresolved TSPTQ_* custom ops:
     that is why the delegate is needed;
 (e) tflite-runtime 2.14.0 (TFLite 2.14, its own venv .venv-tflite214 made by `make tflite214`, run as a subprocess
-    through tsptq.litert.make_interpreter(runtime="tflite_runtime")): the same 100 images are byte-identical to the
+    through tsptq.runtime.litert.make_interpreter(runtime="tflite_runtime")): the same 100 images are byte-identical to the
     integer reference with BUILTIN_REF; its default resolver's agreement is bounded. A missing venv skips these tests,
     except under CI=true where it fails them.
 """
@@ -25,35 +25,35 @@ import pytest
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
-from tsptq.c_build import have_compiler  # noqa: E402
+from tsptq.runtime.c_build import have_compiler  # noqa: E402
 
 
 pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")
 
-from tsptq.calib import datasets, zoo  # noqa: E402
-from tsptq.calib.observers import record  # noqa: E402
-from tsptq.litert import LiteRTError, build_delegate, make_interpreter  # noqa: E402
-from tsptq.lower import lower  # noqa: E402
-from tsptq.quantize import quantize  # noqa: E402
-from tsptq.qvit import Graph  # noqa: E402
-from tsptq.tflite_export import to_tflite  # noqa: E402
-from tsptq.tflite_import import parse_tflite  # noqa: E402
+from tsptq.data import datasets
+
+from tsptq.model import zoo  # noqa: E402
+from tsptq.quant.observers import record  # noqa: E402
+from tsptq.runtime.litert import LiteRTError, build_delegate, make_interpreter  # noqa: E402
+from tsptq.intmodel.lower import lower  # noqa: E402
+from tsptq.quant.quantize import quantize  # noqa: E402
+from tsptq.quant.qvit import Graph  # noqa: E402
+from tsptq.tflite.writer import to_tflite  # noqa: E402
+from tsptq.tflite.reader import parse_tflite  # noqa: E402
 from tiny_vit import tiny_vit  # noqa: E402
 
 N_IMAGES = 100
 ROOT = Path(__file__).resolve().parents[1]
 TFLITE214_PY = ROOT / ".venv-tflite214" / "bin" / "python"
 
-# Runs in the tflite-runtime 2.14 venv, where tsptq is not installed: toolchain/ is mapped to the tsptq package
-# (tsptq.litert imports only tsptq.errors at import time) and the delegate library built here is passed in.
+# Runs in the tflite-runtime 2.14 venv, where tsptq is not installed: toolchain/ goes on sys.path (tsptq.runtime.litert
+# imports only tsptq.errors and tsptq.paths at import time) and the delegate library built here is passed in.
 _RUN_TFLITE214 = """
-import json, sys, types
+import json, sys
 import numpy as np
 root, model, xfile, lib, out = sys.argv[1:6]
-pkg = types.ModuleType("tsptq")
-pkg.__path__ = [root + "/toolchain"]
-sys.modules["tsptq"] = pkg
-from tsptq.litert import make_interpreter
+sys.path.insert(0, root + "/toolchain")
+from tsptq.runtime.litert import make_interpreter
 x = np.load(xfile)
 outs, meta = {}, {"numpy": np.__version__}
 for key, resolver in (("ref", "BUILTIN_REF"), ("default", None)):
@@ -131,7 +131,7 @@ def test_unknown_runtime_version_is_refused(cifar, version):
 
 
 def test_unsupported_litert_version_refused_in_python(cifar, monkeypatch):
-    import tsptq.litert as tl
+    import tsptq.runtime.litert as tl
 
     monkeypatch.setattr(tl, "litert_version", lambda: "9.9.9")
     with pytest.raises(LiteRTError, match="not supported"):
@@ -207,7 +207,7 @@ def test_tflite214_default_resolver_agreement(tflite214):
 def test_runtime_selection(monkeypatch):
     """make_interpreter's runtime choice: ai-edge-litert when importable, an explicit runtime by name, clear errors when
     none is installed or the version is not pinned; the op resolver may be given by name."""
-    import tsptq.litert as tl
+    import tsptq.runtime.litert as tl
 
     assert tl.resolve_runtime()[0] == "ai_edge_litert"
     assert tl.resolve_runtime("ai-edge-litert")[2] == "2.3.0"

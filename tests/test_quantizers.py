@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsptq.errors import QuantizationError
-from tsptq.quantizers import (ChannelPow2, Log2, SignSplit, TwoScale, Uniform, max_two_scale_ratio,
+from tsptq.quant.quantizers import (ChannelPow2, Log2, SignSplit, TwoScale, Uniform, max_two_scale_ratio,
                               round_half_away, symmetric_per_channel, uniform_from_range)
 
 BITS = st.sampled_from([4, 6, 8])

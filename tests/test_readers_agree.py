@@ -1,6 +1,6 @@
 """Issue 14, item 7: the two readers of a .tflite file agree.
 
-The Python reader (tsptq.tflite_import.parse_tflite: `verify`, `inspect`, `eval`, `emit-c`) must refuse every file the
+The Python reader (tsptq.tflite.reader.parse_tflite: `verify`, `inspect`, `eval`, `emit-c`) must refuse every file the
 C loader (tsptq_load: the device program, `--engine c`) refuses, with the same limits: zero points in the range of
 their dtype, the 2 GB tensor and arena limits, option ranges, accumulators that cannot overflow, the flatbuffer's
 bounds. A seeded corpus of a few hundred mutants of small exported files (byte flips, interesting 32/64-bit values,
@@ -27,9 +27,9 @@ import pytest
 from ai_edge_litert import schema_py_generated as S
 
 from tflite_edit import repack
-from tsptq.c_build import have_compiler
+from tsptq.runtime.c_build import have_compiler
 from tsptq.errors import ModelFileError, TsptqError
-from tsptq.tflite_import import parse_tflite, read_tflite
+from tsptq.tflite.reader import parse_tflite, read_tflite
 
 METHODS = ("tsptq", "minmax", "ptf-log2", "twin")
 BYTE_MUTANTS, FIELD_MUTANTS = 100, 55  # per method file: 620 mutants in all
@@ -53,9 +53,9 @@ pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set 
 @pytest.fixture(scope="module")
 def tiny_files():
     from tiny_vit import tiny_vit
-    from tsptq.lower import lower
-    from tsptq.quantize import quantize
-    from tsptq.tflite_export import to_tflite
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+    from tsptq.tflite.writer import to_tflite
 
     _, graph, cal, _ = tiny_vit(16)
     return {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
@@ -64,7 +64,7 @@ def tiny_files():
 @pytest.fixture(scope="module")
 def c_load():
     """tsptq_load of the C runtime (ctypes): None when it accepts the bytes, else (error name, message)."""
-    from tsptq.runtime_c import ERROR_NAMES, Status, load_library
+    from tsptq.runtime.c_binding import ERROR_NAMES, Status, load_library
 
     lib = load_library()
     model = np.zeros(lib.tsptq_model_size() + 64, np.uint8)
@@ -261,7 +261,7 @@ def test_zero_points_at_the_ends_of_the_range_load_in_both(tiny_files, c_load, p
 
 def test_verify_refuses_the_int8_weight_zero_point_of_2_pow_31(tiny_files, tmp_path, capsys):
     """The issue's file: `tsptq verify` passed it; now it stops at reading it, in one line naming the tensor."""
-    from tsptq.cli import main
+    from tsptq.cli.main import main
 
     data, name = _set_zero_point(tiny_files["tsptq"], INT8_WEIGHT, 2**31)
     path = tmp_path / "zp.tflite"
@@ -289,8 +289,8 @@ def test_empty_zero_point_vector_means_zero_in_both(tiny_files, c_load):
 
 def test_tensor_over_2_gb_is_refused_by_both(c_load):
     """Each dimension within 2^24, the product past the loader's 2 GB tensor limit."""
-    from tsptq.intmodel import IntModel, Op, QuantParams, Tensor
-    from tsptq.tflite_export import to_tflite
+    from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+    from tsptq.tflite.writer import to_tflite
 
     q = QuantParams(np.array([0.5], np.float32), np.array([0], np.int64))
     shape = (1, 1 << 15, 1 << 15, 2)  # 2 GiB of int8

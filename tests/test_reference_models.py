@@ -4,8 +4,10 @@ import json
 import pytest
 import torch
 
-from tsptq.calib import datasets, zoo
-from tsptq.calib.train_reference import evaluate as _top1  # the same measurement the training run recorded
+from tsptq.data import datasets
+
+from tsptq.model import zoo
+from tsptq.model.train_reference import evaluate as _top1  # the same measurement the training run recorded
 from tsptq.errors import ModelError
 
 
@@ -67,7 +69,7 @@ def test_robustness_models_load_with_their_recipe_and_recorded_accuracy(name):
 
 
 def test_robustness_recipes_differ_from_each_other():
-    from tsptq.calib.train_reference import RECIPES
+    from tsptq.model.train_reference import RECIPES
 
     recipes = [RECIPES[n] for n in ROBUSTNESS + ("cifar10-vit",)]
     configs = [zoo.REFERENCE_MODELS[n].config for n in ROBUSTNESS + ("cifar10-vit",)]

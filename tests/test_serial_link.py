@@ -1,4 +1,4 @@
-"""The host side of the serial protocol (toolchain/serial_link.py) on its own: COBS, CRC-32, frames, and Link's
+"""The host side of the serial protocol (toolchain/tsptq/deploy/serial_link.py) on its own: COBS, CRC-32, frames, and Link's
 retries, resynchronization and errors against a scripted in-memory port. The real device is in test_board_host.py."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tsptq.errors import TsptqError
-from tsptq.serial_link import (BOOT, CMD, BadCRC, BoardReset, DeviceError, FrameError, Link, LinkError, cobs_decode,
+from tsptq.deploy.serial_link import (BOOT, CMD, BadCRC, BoardReset, DeviceError, FrameError, Link, LinkError, cobs_decode,
                                cobs_encode, crc32, decode_frame, encode_frame)
 
 # Wikipedia's COBS examples (data -> encoding, the 0x00 delimiter left out)

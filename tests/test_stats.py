@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from tsptq import stats
+from tsptq.evaluation import stats
 
 
 def _index_bootstrap(a, b, samples=4000, seed=1):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from tsptq import stock_converter
-from tsptq.calib import datasets, zoo
+from tsptq.evaluation import stock_converter
+from tsptq.data import datasets
+from tsptq.model import zoo
 from tsptq.errors import DataError
-from tsptq.stock_converter import ConverterError
+from tsptq.evaluation.stock_converter import ConverterError
 
 MISSING = stock_converter.missing_packages()
 needs_converter = pytest.mark.skipif(bool(MISSING) and not os.environ.get("CI"),

@@ -11,15 +11,17 @@ from ai_edge_litert import schema_py_generated as S
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsptq.calib import datasets, zoo
-from tsptq.calib.observers import record
-from tsptq.cli import main
+from tsptq.data import datasets
+
+from tsptq.model import zoo
+from tsptq.quant.observers import record
+from tsptq.cli.main import main
 from tsptq.errors import ModelFileError, UnsupportedOpError
-from tsptq.lower import lower
-from tsptq.quantize import quantize
-from tsptq.qvit import Graph
-from tsptq.tflite_export import export, to_tflite
-from tsptq.tflite_import import parse_tflite, read_tflite
+from tsptq.intmodel.lower import lower
+from tsptq.quant.quantize import quantize
+from tsptq.quant.qvit import Graph
+from tsptq.tflite.writer import export, to_tflite
+from tsptq.tflite.reader import parse_tflite, read_tflite
 from tflite_edit import edit_metadata, repack
 
 
@@ -114,7 +116,7 @@ def test_export_is_atomic(tsptq_model, tmp_path, monkeypatch):
     im, _, _ = tsptq_model
     path = tmp_path / "m.tflite"
     path.write_bytes(b"old")
-    import tsptq.tflite_export as E
+    import tsptq.tflite.writer as E
 
     monkeypatch.setattr(E, "to_tflite", lambda model: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):

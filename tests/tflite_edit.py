@@ -8,7 +8,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
-from tsptq.tflite_export import _AlignedBuffer
+from tsptq.tflite.writer import _AlignedBuffer
 
 
 def repack(data: bytes, edit) -> bytes:

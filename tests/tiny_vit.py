@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tsptq.calib import datasets
-from tsptq.calib.observers import record
-from tsptq.qvit import Graph
-from tsptq.vit import ViTConfig, VisionTransformer
+from tsptq.data import datasets
+from tsptq.quant.observers import record
+from tsptq.quant.qvit import Graph
+from tsptq.model.vit import ViTConfig, VisionTransformer
 
 
 def tiny_vit(n_images: int):

@@ -11,7 +11,7 @@
  * the runtime's arena, the op runs there (tq_run_one), and an output LiteRT reads is copied back.
  *
  * Options: "model" (required) the .tflite path; "runtime_version" (optional, "<distribution> <version>", e.g.
- * "ai-edge-litert 2.3.0", passed by tsptq.litert.make_interpreter and the LiteRT board agent) refused unless it is a
+ * "ai-edge-litert 2.3.0", passed by tsptq.runtime.litert.make_interpreter and the LiteRT board agent) refused unless it is a
  * runtime the struct declarations are pinned to.
  * Runtime check (always, in the delegate's Prepare; context->GetTensor is NULL in TFLite, so the tensor array is
  * indexed with the declared sizeof(TfLiteTensor)): every one of the model's tensors, read at the declared layout, must
@@ -45,7 +45,7 @@ TQ_CHECK(delegate_flags, sizeof(void *) != 8 || offsetof(TfLiteDelegate, flags) 
 TQ_CHECK(delegate_size, sizeof(void *) != 8 || sizeof(TfLiteDelegate) == 56);
 
 #define TQ_BUILTIN_DELEGATE 51 /* kTfLiteBuiltinDelegate */
-/* runtime_version values, "<distribution> <version>" (tsptq.litert and the LiteRT board agent pass the installed
+/* runtime_version values, "<distribution> <version>" (tsptq.runtime.litert and the LiteRT board agent pass the installed
  * package's): the version alone would not say which runtime it is. The structs the delegate touches have the same
  * layout in both. */
 static const char *const known_versions[] = {"ai-edge-litert 2.3.0", "tflite-runtime 2.14.0"};
@@ -290,7 +290,7 @@ static TfLiteStatus delegate_prepare(TfLiteContext *ctx, TfLiteDelegate *d) {
         if (r->builtin_code != kTfLiteBuiltinCustom || !r->custom_name || strncmp(r->custom_name, "TSPTQ_", 6) != 0)
             continue;
         op = idx >= 0 && (uint32_t)idx < m->n_ops ? &m->ops[idx] : NULL;
-        if (!op || strcmp(tq_op_names[op->kind], r->custom_name) != 0 || node->inputs->size != op->n_inputs ||
+        if (!op || strcmp(tsptq_op_name(m, (size_t)idx), r->custom_name) != 0 || node->inputs->size != op->n_inputs ||
             node->outputs->size != 1 || node->outputs->data[0] != op->output) {
             ctx->ReportError(ctx, "tsptq delegate: node %d (%s) is not op %d of '%s'", idx, r->custom_name, idx,
                              s->path);
@@ -398,7 +398,7 @@ int tsptq_delegate_profile(const TfLiteDelegate *d, uint64_t *ns, const char **n
     n = (int)s->model->n_ops;
     for (k = 0; k < n && k < cap; k++) {
         if (ns) ns[k] = s->op_ns[k];
-        if (names) names[k] = s->model->ops[k].kind < TQ_OP_COUNT ? tq_op_names[s->model->ops[k].kind] : "?";
+        if (names) names[k] = tsptq_op_name(s->model, (size_t)k) ? tsptq_op_name(s->model, (size_t)k) : "?";
     }
     return n;
 }

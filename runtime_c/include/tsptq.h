@@ -98,7 +98,7 @@ typedef struct {
     int32_t output;
     uint32_t params_offset, params_len; /* persistent per-channel multipliers (bytes in the persistent region) */
     uint32_t scratch_offset, scratch_len; /* short-lived scratch (bytes in the activation region) */
-    uint8_t kind, n_inputs;
+    uint8_t kind, n_inputs;              /* kind: the index of the op in the op table (tsptq_op_info) */
 } tsptq_op;
 
 /* A monotonic counter for per-op profiling: DWT->CYCCNT or SysTick on a board, a clock on a host. */
@@ -178,6 +178,23 @@ size_t tsptq_num_tensors(const tsptq_model *model);
  * NULL (and *nbytes = 0) when the model is not prepared or the index is out of range. */
 const void *tsptq_tensor_data(const tsptq_model *model, size_t index, size_t *nbytes);
 size_t tsptq_num_ops(const tsptq_model *model);
+/* The runtime's op table: the ops this build runs, in a fixed order (the one of the Python toolchain's table).
+ * tsptq_op_info fills `out` for op i < tsptq_op_table_size() and returns TSPTQ_OK (TSPTQ_ERR_ARGUMENT otherwise).
+ * Every pointer in it is to static data. For bindings (Python's ctypes): the fields in this order, each with its
+ * natural alignment and no packing; on a 64-bit host name at offset 0, builtin_code at 8, min_inputs 12,
+ * max_inputs 16, n_outputs 20, n_option_keys 24, option_keys at 32, 40 bytes in all. */
+typedef struct {
+    const char *name;               /* TFLite builtin name ("FULLY_CONNECTED") or custom code ("TSPTQ_FC_2S") */
+    int32_t builtin_code;           /* TFLite BuiltinOperator code; -1 for a custom op */
+    uint32_t min_inputs, max_inputs, n_outputs;
+    uint32_t n_option_keys;
+    /* the op's integer options in the order the runtime holds them: custom ops' flexbuffer keys (all required);
+     * builtins: the names of the values the runtime derives from the options and the tensors. NULL when none. */
+    const char *const *option_keys;
+} tsptq_op_info_t;
+uint32_t tsptq_op_table_size(void);
+int tsptq_op_info(uint32_t i, tsptq_op_info_t *out);
+
 /* Short name of a tsptq_error code ("TSPTQ_ERR_CORRUPTED"). */
 const char *tsptq_error_name(int code);
 const char *tsptq_version(void);

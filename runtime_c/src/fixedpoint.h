@@ -1,5 +1,5 @@
 /* tsptq runtime: fixed-point primitives (docs/integer-semantics.md, "Primitives"), the C form of
- * toolchain/intmath.py. C99, static inline, no libc.
+ * toolchain/tsptq/intmodel/fixedpoint.py. C99, static inline, no libc.
  *
  * Portability notes:
  * - Right shifts of negative signed values are implementation-defined in C99; every compiler we target

@@ -1,5 +1,5 @@
 /* tsptq runtime: the kernel interface (internal). One source file per op in src/ops/, the math in
- * src/fixedpoint.h. Every kernel is the C form of the Python reference in toolchain/intkernels.py and of
+ * src/fixedpoint.h. Every kernel is the C form of the Python reference in toolchain/tsptq/intmodel/kernels.py and of
  * docs/integer-semantics.md, byte for byte. C99, no allocation, no libc beyond string.h/stdint.h.
  *
  * Conventions:

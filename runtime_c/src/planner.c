@@ -1,4 +1,4 @@
-/* tsptq runtime: the static arena planner (mirrored in toolchain/planner.py; the two must give the same offsets).
+/* tsptq runtime: the static arena planner (mirrored in toolchain/tsptq/intmodel/planner.py; the two must give the same offsets).
  *
  * The arena is [persistent | activations]. The persistent part holds the builtin ops' per-channel multipliers
  * (computed once by tsptq_prepare). The activation part is planned over the op schedule:
@@ -13,25 +13,19 @@
  * - the lower bound is the largest total (unaligned) size of the buffers live at one op.
  * Everything here runs once, at load; O(n * live) with n buffers.
  */
+#include "op_table.h"
 #include "runtime.h"
 
-/* Sizes in 64 bits: a dimension is < 2^24 and a scale count < 2^30, so 4 * dim and 8 * count cannot wrap here (in
- * 32 bits 8 * n_scales could, for a count the loader has not yet checked against the shape). */
+/* An op's scratch and persistent bytes, from its definition (64-bit sizes; the loader checks them). The persistent
+ * bytes are the (mult, shift) pairs of its multiplier: none without one. */
 uint64_t tq_op_scratch(const tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
-    switch (op->kind) {
-    case TQ_OP_SOFTMAX_2S: case TQ_OP_FC_2S: case TQ_OP_BMM_2S: /* 4 * last dim of the first input */
-        return x->rank ? 4u * (uint64_t)(uint32_t)x->shape[x->rank - 1] : 0;
-    default:
-        return 0;
-    }
+    const tq_op_def *d = tq_op_table[op->kind];
+    return d->scratch ? d->scratch(m, op) : 0;
 }
 
 uint64_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op) {
-    if (op->kind == TQ_OP_CONV_2D) /* per out channel */
-        return 8u * (uint64_t)(uint32_t)m->tensors[op->inputs[1]].shape[0];
-    if (op->kind == TQ_OP_FULLY_CONNECTED) return 8u * (uint64_t)m->tensors[op->inputs[1]].n_scales;
-    return 0;
+    const tq_op_def *d = tq_op_table[op->kind];
+    return d->persistent && d->multiplier ? d->persistent(m, op) : 0;
 }
 
 /* Item i: tensors 0..n_tensors-1 (only activation roots take part), then op scratch n_tensors + k. `size` (raw

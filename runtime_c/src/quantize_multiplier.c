@@ -1,7 +1,7 @@
 /* TFLite's QuantizeMultiplier (tensorflow/lite/kernels/internal/quantization_util.cc), for the builtin ops whose
  * multipliers TFLite derives in Prepare from float32 scales: real = (double)s_in * (double)s_w / (double)s_out.
  * This file is the runtime's only use of libm (frexp); everything else is integer-only. The Python twin is
- * tsptq.intmath.quantize_multiplier. */
+ * tsptq.intmodel.fixedpoint.quantize_multiplier. */
 #include <math.h>
 
 #include "fixedpoint.h"

@@ -4,7 +4,7 @@
  *   agent --port /dev/ttyUSB0 [--baud 115200] [--board rpi] [--model-capacity BYTES] [--arena-capacity BYTES]
  *   agent --stdio [--model FILE]        (--model: start with this model committed, as a board with it in flash)
  *
- * Built with -DTQ_EMBEDDED_MODEL (and tsptq.targets' generated tq_embedded_model), it starts with that model.
+ * Built with -DTQ_EMBEDDED_MODEL (and tsptq.deploy.targets' generated tq_embedded_model), it starts with that model.
  *
  * Ticks are CLOCK_MONOTONIC nanoseconds. RESET is a soft reset (state cleared, BOOT sent). Exits 0 when the port
  * hangs up or stdin ends. */

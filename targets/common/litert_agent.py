@@ -30,8 +30,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# wire.py lies beside this file in the folder copied to a board; in the source tree it is toolchain/wire.py
-sys.path[:0] = [HERE, os.path.join(HERE, "..", "..", "toolchain")]
+# wire.py lies beside this file in the folder copied to a board; in the source tree it is toolchain/tsptq/deploy/wire.py
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "..", "toolchain", "tsptq", "deploy")]
 sys.dont_write_bytecode = True  # no __pycache__ in the folder copied to boards
 import wire  # noqa: E402
 

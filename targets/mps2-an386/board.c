@@ -12,7 +12,7 @@
  *   -no-reboot is not given): the -kernel image is loaded again, the CPU restarts from the vector table, the UART's
  *   TCP connection stays open; main() sends BOOT about 50 ms after the reply and commits the flashed model again.
  * - Memory: the tq_device (with its tsptq_model) in RAM; the upload buffer and the arena in PSRAM (mps2-an386.ld).
- * - TQ_EMBEDDED_MODEL: a model baked into the image (tsptq.targets generates tq_embedded_model in .rodata, i.e. the
+ * - TQ_EMBEDDED_MODEL: a model baked into the image (tsptq.deploy.targets generates tq_embedded_model in .rodata, i.e. the
  *   "flash" at 0x0) is committed at boot; an upload replaces it until the next reset.
  * The buffers, the reset, the SysTick set-up and the main loop are common/cortex_m.c; this file has UART0 and the
  * SysTick tick count.

@@ -1,4 +1,4 @@
-/* LD_PRELOAD shim for the emulated Raspberry Pi userland (tsptq.pi_userland), emulation only.
+/* LD_PRELOAD shim for the emulated Raspberry Pi userland (tsptq.deploy.pi_userland), emulation only.
  *
  * Under qemu-aarch64 user mode a program reads the HOST's /proc/cpuinfo (x86 here). ARM CPU detection (the cpuinfo
  * library inside LiteRT's XNNPACK and ruy kernels) finds no ARM processor in it and crashes with a NULL dereference

@@ -7,6 +7,7 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "op_util.h"
 
 #define TQ_BMM_CHUNK 256
 
@@ -116,3 +117,65 @@ void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N,
         }
     }
 }
+
+/* ---- the op: BATCH_MATMUL (op_table.h) --------------------------------------------------------------------------- */
+
+enum { TQ_BMMB_ADJ_Y = 0, TQ_BMMB_MULT, TQ_BMMB_SHIFT };
+static const char *const bmm_slots[] = {"adj_y", "mult", "shift"};
+
+static int bmm_load_options(tq_op_ctx *ctx) {
+    if (!tq_expect_options(ctx)) return 0;
+    if (ctx->has_options && ctx->option(ctx, 0, 1, 0, "BatchMatMulOptions")) {
+        if (ctx->read_failed(ctx)) return 0;
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (BATCH_MATMUL): adj_x is not supported", ctx->k);
+    }
+    ctx->op->opt[TQ_BMMB_ADJ_Y] = ctx->has_options ? (ctx->option(ctx, 1, 1, 0, "BatchMatMulOptions") != 0) : 0;
+    return !ctx->read_failed(ctx);
+}
+
+static int bmm_prepare(tq_op_ctx *ctx) {
+    tsptq_tensor *const *in = ctx->in, *out = ctx->out;
+    const uint32_t k = ctx->k;
+    int64_t *o = ctx->op->opt;
+    int i;
+    tsptq_tensor *a = in[0], *b = in[1];
+    int R = a->rank, adj = (int)o[TQ_BMMB_ADJ_Y];
+    int32_t mu, sh;
+    double real;
+    float product;
+    if (!a->has_quant || !b->has_quant || a->type != TSPTQ_INT8 || b->type != TSPTQ_INT8 ||
+        out->type != TSPTQ_INT8)
+        TQ_BAD(ctx, "op %u (BATCH_MATMUL): operands must be quantized int8 tensors", k);
+    if (R < 2 || b->rank != R || out->rank != R) TQ_BAD(ctx, "op %u (BATCH_MATMUL): operand ranks do not fit", k);
+    for (i = 0; i < R - 2; i++)
+        if (b->shape[i] != a->shape[i] || out->shape[i] != a->shape[i])
+            TQ_BAD(ctx, "op %u (BATCH_MATMUL): batch dimensions differ (broadcasting is not supported)", k);
+    if (b->shape[R - (adj ? 1 : 2)] != a->shape[R - 1] || out->shape[R - 2] != a->shape[R - 2] ||
+        out->shape[R - 1] != b->shape[R - (adj ? 2 : 1)])
+        TQ_BAD(ctx, "op %u (BATCH_MATMUL): shapes do not fit", k);
+    if ((int64_t)a->shape[R - 1] * 255 * 255 > TQ_ACC_LIMIT)
+        TQ_BAD(ctx, "op %u (BATCH_MATMUL): the int32 accumulator could overflow", k);
+    /* TFLite's BATCH_MATMUL multiplies the input scales in float (the assignment rounds to float), then divides
+     * in double: tsptq.intmodel.kernels.bmm_multiplier. */
+    product = tq_scale(a, 0) * tq_scale(b, 0);
+    real = (double)product / (double)tq_scale(out, 0);
+    tq_quantize_multiplier(real, &mu, &sh);
+    if (mu < 0 || sh < -31 || sh > 31) TQ_BADQ(ctx, "op %u (BATCH_MATMUL): requantization multiplier out of range", k);
+    o[TQ_BMMB_MULT] = mu;
+    o[TQ_BMMB_SHIFT] = sh;
+    return 1;
+}
+
+static void bmm_eval(tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
+    const int64_t *o = op->opt;
+    tq_batch_matmul((const int8_t *)tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_lead(x, 2),
+                    x->shape[x->rank - 2], tq_last_dim(x), tq_last_dim(y), (int)o[TQ_BMMB_ADJ_Y], x->zero_point,
+                    m->tensors[op->inputs[1]].zero_point, TQ_O32(o[TQ_BMMB_MULT]), TQ_O32(o[TQ_BMMB_SHIFT]),
+                    y->zero_point, (int8_t *)tq_act(m, op->output));
+}
+
+const tq_op_def TQ_OP_DEF(tq_batch_matmul, _op) = {
+    .name = "BATCH_MATMUL", .builtin_code = 126, .options_type = 101 /* BatchMatMulOptions */, .min_inputs = 2,
+    .max_inputs = 2, .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(bmm_slots), .option_keys = bmm_slots,
+    .load_options = bmm_load_options, .prepare = bmm_prepare, .eval = bmm_eval};

@@ -8,6 +8,7 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "op_util.h"
 
 #define TQ_BMM2S_CHUNK 256
 
@@ -129,3 +130,55 @@ void tq_bmm_2s(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int3
         }
     }
 }
+
+/* ---- the op: TSPTQ_BMM_2S (op_table.h) --------------------------------------------------------------------------- */
+
+enum { TQ_BMM_A_KIND = 0, TQ_BMM_BITS, TQ_BMM_M, TQ_BMM_SIGNED_FINE, TQ_BMM_LOG2_FRAC, TQ_BMM_B_ZP, TQ_BMM_MULT,
+       TQ_BMM_SHIFT, TQ_BMM_OUT_ZP };
+static const char *const bmm2s_keys[] = {"a_kind", "bits", "ratio_log2", "signed_fine", "log2_frac", "b_zp", "mult",
+                                         "shift", "out_zp"};
+
+static int bmm2s_prepare(tq_op_ctx *ctx) {
+    tsptq_tensor *const *in = ctx->in, *out = ctx->out;
+    const uint32_t k = ctx->k;
+    int64_t *o = ctx->op->opt;
+    int i;
+    tsptq_tensor *a = in[0], *b = in[1];
+    int R = a->rank;
+    int64_t kind = o[TQ_BMM_A_KIND], N, maxd;
+    if (!tq_is_byte(a) || b->type != TSPTQ_INT8 || out->type != TSPTQ_INT8 || R < 2 || b->rank != R ||
+        out->rank != R)
+        TQ_BAD(ctx, "op %u (TSPTQ_BMM_2S): operands do not fit", k);
+    for (i = 0; i < R - 2; i++)
+        if (b->shape[i] != a->shape[i] || out->shape[i] != a->shape[i])
+            TQ_BAD(ctx, "op %u (TSPTQ_BMM_2S): batch dimensions differ", k);
+    N = a->shape[R - 1];
+    if (a->shape[R - 2] != N || b->shape[R - 2] != N || out->shape[R - 2] != N ||
+        out->shape[R - 1] != b->shape[R - 1])
+        TQ_BAD(ctx, "op %u (TSPTQ_BMM_2S): shapes do not fit (a must be (..., N, N), b (..., N, M))", k);
+    if (kind != TQ_TWO_SCALE && kind != TQ_LOG2)
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (TSPTQ_BMM_2S): probability code kind %L", k, kind);
+    if (!tq_in_range(o[TQ_BMM_BITS], 2, 8) || !tq_in_range(o[TQ_BMM_M], 0, 8) ||
+        !tq_in_range(o[TQ_BMM_SIGNED_FINE], 0, 1) || !tq_in_range(o[TQ_BMM_LOG2_FRAC], 0, 30) ||
+        !tq_in_range(o[TQ_BMM_B_ZP], -128, 127) || !tq_in_range(o[TQ_BMM_MULT], 0, TQ_ACC_LIMIT) ||
+        !tq_in_range(o[TQ_BMM_SHIFT], -31, 31) || !tq_in_range(o[TQ_BMM_OUT_ZP], -128, 127))
+        TQ_BADQ(ctx, "op %u (TSPTQ_BMM_2S): options out of range", k);
+    maxd = kind == TQ_LOG2 ? (int64_t)1 << o[TQ_BMM_LOG2_FRAC] : (int64_t)127 << o[TQ_BMM_M];
+    if (N * maxd * 255 > TQ_ACC_LIMIT) TQ_BAD(ctx, "op %u (TSPTQ_BMM_2S): the int32 accumulator could overflow", k);
+    return 1;
+}
+
+static void bmm2s_eval(tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
+    const int64_t *o = op->opt;
+    tq_bmm_2s(tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_lead(x, 2), tq_last_dim(x),
+              tq_last_dim(y), TQ_O32(o[TQ_BMM_A_KIND]), TQ_O32(o[TQ_BMM_BITS]), TQ_O32(o[TQ_BMM_M]),
+              TQ_O32(o[TQ_BMM_SIGNED_FINE]), TQ_O32(o[TQ_BMM_LOG2_FRAC]), TQ_O32(o[TQ_BMM_B_ZP]),
+              TQ_O32(o[TQ_BMM_MULT]), TQ_O32(o[TQ_BMM_SHIFT]), TQ_O32(o[TQ_BMM_OUT_ZP]),
+              (int8_t *)tq_act(m, op->output), tq_scratch(m, op));
+}
+
+const tq_op_def TQ_OP_DEF(tq_bmm_2s, _op) = {
+    .name = "TSPTQ_BMM_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 2, .max_inputs = 2, .n_outputs = 1,
+    .const_from = 2, .n_option_keys = TQ_COUNT_OF(bmm2s_keys), .option_keys = bmm2s_keys, .prepare = bmm2s_prepare,
+    .scratch = tq_row_scratch, .eval = bmm2s_eval};

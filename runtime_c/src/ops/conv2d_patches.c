@@ -7,6 +7,7 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "op_util.h"
 
 static inline int8_t conv_out(int32_t acc, int32_t o, const int32_t *bias, const int32_t *mult, const int32_t *shift,
                               int32_t out_zp) {
@@ -144,3 +145,88 @@ void tq_conv2d_patches(const int8_t *x, int32_t B, int32_t H, int32_t W, int32_t
             }
         }
 }
+
+/* ---- the op: CONV_2D (op_table.h) -------------------------------------------------------------------------------- */
+
+enum { TQ_CONV_STRIDE = 0 };
+static const char *const conv_slots[] = {"stride"};
+
+/* Only the patch embedding: VALID padding, equal strides (the kernel size, checked by prepare), no activation or
+ * dilation. */
+static int conv_load_options(tq_op_ctx *ctx) {
+    int64_t pad, sw, sh, act, dw, dh;
+    if (!ctx->has_options || ctx->options_type != ctx->def->options_type)
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (CONV_2D): only VALID padding with equal strides (the patch "
+                                                 "embedding)", ctx->k);
+    pad = ctx->option(ctx, 0, 1, 0, "Conv2DOptions");
+    sw = ctx->option(ctx, 1, 4, 0, "Conv2DOptions");
+    sh = ctx->option(ctx, 2, 4, 0, "Conv2DOptions");
+    act = ctx->option(ctx, 3, 1, 0, "Conv2DOptions");
+    dw = ctx->option(ctx, 4, 4, 1, "Conv2DOptions");
+    dh = ctx->option(ctx, 5, 4, 1, "Conv2DOptions");
+    if (ctx->read_failed(ctx)) return 0;
+    if (pad != 1 || sw != sh || sh < 1 || sh > TQ_MAX_DIM)
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (CONV_2D): only VALID padding with equal strides (the patch "
+                                                 "embedding)", ctx->k);
+    if (act != 0 || dw != 1 || dh != 1)
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (CONV_2D): fused activations and dilation are not supported",
+                  ctx->k);
+    ctx->op->opt[TQ_CONV_STRIDE] = sh;
+    return 1;
+}
+
+static int conv_prepare(tq_op_ctx *ctx) {
+    tsptq_model *m = ctx->m;
+    tsptq_op *op = ctx->op;
+    tsptq_tensor *const *in = ctx->in, *out = ctx->out;
+    const uint32_t k = ctx->k;
+    int64_t *o = op->opt;
+    tsptq_tensor *x = in[0], *w = in[1], *b = in[2];
+    int64_t p = o[TQ_CONV_STRIDE], O;
+    uint32_t c;
+    if (!tq_const_of(w, TSPTQ_INT8) || !w->has_quant || !tq_const_of(b, TSPTQ_INT32))
+        TQ_BAD(ctx, "op %u (CONV_2D): needs constant int8 weights and int32 bias", k);
+    if (!x->has_quant || x->type != TSPTQ_INT8)
+        TQ_BAD(ctx, "op %u (CONV_2D): input must be a quantized int8 tensor", k);
+    O = w->shape[0];
+    if (x->rank != 4 || w->rank != 4 || out->rank != 4 || out->type != TSPTQ_INT8 || w->shape[1] != p ||
+        w->shape[2] != p || w->shape[3] != x->shape[3] || b->rank != 1 || b->shape[0] != O ||
+        out->shape[0] != x->shape[0] || out->shape[1] != x->shape[1] / p || out->shape[2] != x->shape[2] / p ||
+        out->shape[3] != O)
+        TQ_BAD(ctx, "op %u (CONV_2D): only the patch embedding (kernel == stride, VALID, NHWC int8) fits; shapes do "
+                    "not", k);
+    if (w->n_scales != 1 && w->n_scales != (uint32_t)O)
+        TQ_BAD(ctx, "op %u (CONV_2D): weights need 1 or %L scales", k, O);
+    for (c = 0; c < (uint32_t)O; c++) {
+        int32_t mu, sh;
+        if (!tq_builtin_multiplier(m, op, c, &mu, &sh))
+            TQ_BADQ(ctx, "op %u (CONV_2D): requantization multiplier of channel %u out of range", k, c);
+    }
+    if (!tq_acc_fits(w, O, (int64_t)p * p * x->shape[3], 255, 0, 0))
+        TQ_BAD(ctx, "op %u (CONV_2D): the int32 accumulator could overflow", k);
+    return 1;
+}
+
+/* per output channel: a (mult, shift) pair */
+static uint64_t conv_persistent(const tsptq_model *m, const tsptq_op *op) {
+    return 8u * (uint64_t)(uint32_t)m->tensors[op->inputs[1]].shape[0];
+}
+
+static void conv_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, int32_t *mult, int32_t *shift) {
+    tq_builtin_multiplier(m, op, c, mult, shift);
+}
+
+static void conv_eval(tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *w = &m->tensors[op->inputs[1]];
+    const int32_t *mult = tq_params(m, op);
+    tq_conv2d_patches((const int8_t *)tq_ptr(m, op->inputs[0]), x->shape[0], x->shape[1], x->shape[2], x->shape[3],
+                      x->zero_point, (const int8_t *)tq_ptr(m, op->inputs[1]), w->shape[0],
+                      TQ_O32(op->opt[TQ_CONV_STRIDE]), tq_in32(m, op, 2), mult, mult + w->shape[0],
+                      m->tensors[op->output].zero_point, (int8_t *)tq_act(m, op->output));
+}
+
+const tq_op_def TQ_OP_DEF(tq_conv2d_patches, _op) = {
+    .name = "CONV_2D", .builtin_code = 3, .options_type = 1 /* Conv2DOptions */, .min_inputs = 3, .max_inputs = 3,
+    .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(conv_slots), .option_keys = conv_slots,
+    .load_options = conv_load_options, .prepare = conv_prepare, .persistent = conv_persistent,
+    .multiplier = conv_multiplier, .eval = conv_eval};

@@ -8,6 +8,7 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "op_util.h"
 
 /* Decoded operand d of code byte q (not sign-split): real = unit_in * d. */
 static inline int32_t decode_in(uint8_t q, int32_t kind, int32_t in_zp, int32_t sh, int32_t bits, int32_t m,
@@ -277,3 +278,60 @@ void tq_fc_2s(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_
                       out_shift, out_zp, yr, scratch);
     }
 }
+
+/* ---- the op: TSPTQ_FC_2S (op_table.h) ---------------------------------------------------------------------------- */
+
+enum { TQ_FC_IN_KIND = 0, TQ_FC_IN_ZP, TQ_FC_BITS, TQ_FC_M, TQ_FC_SIGNED_FINE, TQ_FC_NEG_MULT, TQ_FC_NEG_SHIFT,
+       TQ_FC_OUT_ZP };
+static const char *const fc2s_keys[] = {"in_kind", "in_zp", "bits", "ratio_log2", "signed_fine", "neg_mult",
+                                        "neg_shift", "out_zp"};
+
+static int fc2s_prepare(tq_op_ctx *ctx) {
+    tsptq_tensor *const *in = ctx->in, *out = ctx->out;
+    const uint32_t k = ctx->k;
+    int64_t *o = ctx->op->opt;
+    tsptq_tensor *x = in[0], *w = in[1], *b = in[2], *mu = in[3], *sh = in[4], *ish = in[5];
+    int64_t I = x->rank ? x->shape[x->rank - 1] : 0, O = w->shape[0], kind = o[TQ_FC_IN_KIND], c;
+    if (!tq_is_byte(x) || w->type != TSPTQ_INT8 || w->rank != 2 || w->shape[1] != I || out->type != TSPTQ_INT8 ||
+        out->rank < 1 || out->shape[out->rank - 1] != O || tq_numel(x) / (I ? I : 1) != tq_numel(out) / O)
+        TQ_BAD(ctx, "op %u (TSPTQ_FC_2S): shapes do not fit", k);
+    if (b->type != TSPTQ_INT32 || mu->type != TSPTQ_INT32 || sh->type != TSPTQ_INT32 || ish->type != TSPTQ_INT8 ||
+        b->rank != 1 || mu->rank != 1 || sh->rank != 1 || ish->rank != 1 || b->shape[0] != O ||
+        mu->shape[0] != O || sh->shape[0] != O || ish->shape[0] != I)
+        TQ_BAD(ctx, "op %u (TSPTQ_FC_2S): parameter tensors do not fit", k);
+    if (kind < TQ_UNIFORM || kind > TQ_SIGN_SPLIT)
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (TSPTQ_FC_2S): input code kind %L", k, kind);
+    if (kind <= TQ_CHANNEL_POW2 && x->type != TSPTQ_INT8)
+        TQ_BAD(ctx, "op %u (TSPTQ_FC_2S): an affine input code must be int8", k);
+    if (!tq_in_range(o[TQ_FC_IN_ZP], -128, 127) || !tq_in_range(o[TQ_FC_BITS], 2, 8) ||
+        !tq_in_range(o[TQ_FC_M], 0, 8) ||
+        !tq_in_range(o[TQ_FC_SIGNED_FINE], 0, 1) || !tq_in_range(o[TQ_FC_NEG_MULT], 0, TQ_ACC_LIMIT) ||
+        !tq_in_range(o[TQ_FC_NEG_SHIFT], -31, 31) || !tq_in_range(o[TQ_FC_OUT_ZP], -128, 127))
+        TQ_BADQ(ctx, "op %u (TSPTQ_FC_2S): options out of range", k);
+    for (c = 0; c < O; c++)
+        if (((const int32_t *)mu->data)[c] < 0 || !tq_in_range(((const int32_t *)sh->data)[c], -31, 31))
+            TQ_BADQ(ctx, "op %u (TSPTQ_FC_2S): output multiplier of channel %L out of range", k, c);
+    for (c = 0; c < I; c++)
+        if (!tq_in_range(((const int8_t *)ish->data)[c], 0, 7))
+            TQ_BADQ(ctx, "op %u (TSPTQ_FC_2S): input channel shift out of range", k);
+    if (!tq_acc_fits(w, O, I, tq_max_operand(kind, o[TQ_FC_M], 0), kind,
+                     kind == TQ_CHANNEL_POW2 ? (const int8_t *)ish->data : 0))
+        TQ_BAD(ctx, "op %u (TSPTQ_FC_2S): the int32 accumulator could overflow", k);
+    return 1;
+}
+
+static void fc2s_eval(tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    const int64_t *o = op->opt;
+    tq_fc_2s(tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), TQ_O32(o[TQ_FC_IN_KIND]), TQ_O32(o[TQ_FC_IN_ZP]),
+             (const int8_t *)tq_ptr(m, op->inputs[5]), TQ_O32(o[TQ_FC_BITS]), TQ_O32(o[TQ_FC_M]),
+             TQ_O32(o[TQ_FC_SIGNED_FINE]), TQ_O32(o[TQ_FC_NEG_MULT]), TQ_O32(o[TQ_FC_NEG_SHIFT]),
+             (const int8_t *)tq_ptr(m, op->inputs[1]), m->tensors[op->inputs[1]].shape[0], tq_in32(m, op, 2),
+             tq_in32(m, op, 3), tq_in32(m, op, 4), TQ_O32(o[TQ_FC_OUT_ZP]), (int8_t *)tq_act(m, op->output),
+             tq_scratch(m, op));
+}
+
+const tq_op_def TQ_OP_DEF(tq_fc_2s, _op) = {
+    .name = "TSPTQ_FC_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 6, .max_inputs = 6, .n_outputs = 1,
+    .const_from = 1, .n_option_keys = TQ_COUNT_OF(fc2s_keys), .option_keys = fc2s_keys, .prepare = fc2s_prepare,
+    .scratch = tq_row_scratch, .eval = fc2s_eval};

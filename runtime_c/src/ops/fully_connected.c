@@ -5,6 +5,7 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "op_util.h"
 
 static inline int8_t fc_out(int32_t dot, int32_t o, const int32_t *bias, const int32_t *mult, const int32_t *shift,
                             int32_t n_params, int per_channel, int32_t out_zp) {
@@ -94,3 +95,78 @@ void tq_fully_connected(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp,
             y[(ptrdiff_t)r * O + o] = fc_out(tq_dot_s8_ref(x + (ptrdiff_t)r * I, in_zp, w + (ptrdiff_t)o * I, 0, I),
                                              o, bias, mult, shift, n_params, per_channel, out_zp);
 }
+
+/* ---- the op: FULLY_CONNECTED (op_table.h) ------------------------------------------------------------------------ */
+
+enum { TQ_FCB_N_PARAMS = 0, TQ_FCB_PER_CHANNEL };
+static const char *const fc_slots[] = {"n_params", "per_channel"};
+
+static int fc_load_options(tq_op_ctx *ctx) {
+    if (!tq_expect_options(ctx)) return 0;
+    if (ctx->has_options && (ctx->option(ctx, 0, 1, 0, "FullyConnectedOptions") ||
+                             ctx->option(ctx, 1, 1, 0, "FullyConnectedOptions"))) {
+        if (ctx->read_failed(ctx)) return 0;
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (FULLY_CONNECTED): fused activations and shuffled weights are "
+                                                 "not supported", ctx->k);
+    }
+    return !ctx->read_failed(ctx);
+}
+
+static int fc_prepare(tq_op_ctx *ctx) {
+    tsptq_model *m = ctx->m;
+    tsptq_op *op = ctx->op;
+    tsptq_tensor *const *in = ctx->in, *out = ctx->out;
+    const uint32_t k = ctx->k;
+    int64_t *o = op->opt;
+    tsptq_tensor *x = in[0], *w = in[1], *b = in[2];
+    int64_t I, O;
+    uint32_t c;
+    if (!tq_const_of(w, TSPTQ_INT8) || !w->has_quant || !tq_const_of(b, TSPTQ_INT32))
+        TQ_BAD(ctx, "op %u (FULLY_CONNECTED): needs constant int8 weights and int32 bias", k);
+    if (!x->has_quant || x->type != TSPTQ_INT8)
+        TQ_BAD(ctx, "op %u (FULLY_CONNECTED): input must be a quantized int8 tensor", k);
+    if (w->rank != 2 || x->rank < 1 || out->rank < 1 || out->type != TSPTQ_INT8)
+        TQ_BAD(ctx, "op %u (FULLY_CONNECTED): shapes do not fit", k);
+    I = w->shape[1];
+    O = w->shape[0];
+    if (x->shape[x->rank - 1] != I || out->shape[out->rank - 1] != O || b->rank != 1 || b->shape[0] != O ||
+        tq_numel(x) / I != tq_numel(out) / O)
+        TQ_BAD(ctx, "op %u (FULLY_CONNECTED): shapes do not fit", k);
+    if (w->n_scales != 1 && w->n_scales != (uint32_t)O)
+        TQ_BAD(ctx, "op %u (FULLY_CONNECTED): weights need 1 or %L scales", k, O);
+    for (c = 0; c < w->n_scales; c++) {
+        int32_t mu, sh;
+        if (!tq_builtin_multiplier(m, op, c, &mu, &sh) || (w->n_scales > 1 && sh > 30))
+            TQ_BADQ(ctx, "op %u (FULLY_CONNECTED): requantization multiplier of channel %u out of range", k, c);
+    }
+    o[TQ_FCB_N_PARAMS] = w->n_scales;
+    o[TQ_FCB_PER_CHANNEL] = w->n_scales > 1;
+    if (!tq_acc_fits(w, O, I, 255, 0, 0))
+        TQ_BAD(ctx, "op %u (FULLY_CONNECTED): the int32 accumulator could overflow", k);
+    return 1;
+}
+
+/* per weight scale (1 or per output channel): a (mult, shift) pair */
+static uint64_t fc_persistent(const tsptq_model *m, const tsptq_op *op) {
+    return 8u * (uint64_t)m->tensors[op->inputs[1]].n_scales;
+}
+
+static void fc_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, int32_t *mult, int32_t *shift) {
+    tq_builtin_multiplier(m, op, c, mult, shift);
+}
+
+static void fc_eval(tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *w = &m->tensors[op->inputs[1]];
+    const int32_t *mult = tq_params(m, op);
+    const int32_t n = TQ_O32(op->opt[TQ_FCB_N_PARAMS]);
+    tq_fully_connected((const int8_t *)tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), x->zero_point,
+                       (const int8_t *)tq_ptr(m, op->inputs[1]), w->shape[0], tq_in32(m, op, 2), mult, mult + n, n,
+                       (int)op->opt[TQ_FCB_PER_CHANNEL], m->tensors[op->output].zero_point,
+                       (int8_t *)tq_act(m, op->output));
+}
+
+const tq_op_def TQ_OP_DEF(tq_fully_connected, _op) = {
+    .name = "FULLY_CONNECTED", .builtin_code = 9, .options_type = 8 /* FullyConnectedOptions */, .min_inputs = 3,
+    .max_inputs = 3, .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(fc_slots), .option_keys = fc_slots,
+    .load_options = fc_load_options, .prepare = fc_prepare, .persistent = fc_persistent,
+    .multiplier = fc_multiplier, .eval = fc_eval};

@@ -6,6 +6,7 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "op_util.h"
 
 #define TQ_NORM_FRAC_BITS 24
 #define TQ_SIGMA_EXTRA_BITS 20
@@ -138,3 +139,48 @@ void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, co
         ln_row_ref(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr);
     }
 }
+
+/* ---- the op: TSPTQ_LAYERNORM_2S (op_table.h) --------------------------------------------------------------------- */
+
+enum { TQ_LN_IN_ZP = 0, TQ_LN_EPS, TQ_LN_OUT_ZP, TQ_LN_OUT_SHIFT };
+static const char *const layernorm_keys[] = {"in_zp", "eps", "out_zp", "out_shift"};
+
+static int layernorm_prepare(tq_op_ctx *ctx) {
+    tsptq_tensor *const *in = ctx->in, *out = ctx->out;
+    const uint32_t k = ctx->k;
+    int64_t *o = ctx->op->opt;
+    int i;
+    tsptq_tensor *x = in[0];
+    int64_t D = x->rank ? x->shape[x->rank - 1] : 0, c;
+    if (x->type != TSPTQ_INT8 || out->type != TSPTQ_INT8 || !tq_same_shape(x, out) || D < 1)
+        TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): input and output must be int8 of the same shape", k);
+    if (D > 1024) TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): %L channels, at most 1024", k, D);
+    for (i = 1; i < 4; i++)
+        if (in[i]->rank != 1 || in[i]->shape[0] != D)
+            TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): per-channel parameters must have %L entries", k, D);
+    if (in[1]->type != TSPTQ_INT8 || in[2]->type != TSPTQ_INT32 || in[3]->type != TSPTQ_INT64)
+        TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): parameters must be int8, int32 and int64", k);
+    for (c = 0; c < D; c++) {
+        int64_t bb = ((const int64_t *)in[3]->data)[c];
+        if (!tq_in_range(((const int8_t *)in[1]->data)[c], 0, 7) ||
+            !tq_in_range(bb, -((int64_t)1 << 62), (int64_t)1 << 62))
+            TQ_BADQ(ctx, "op %u (TSPTQ_LAYERNORM_2S): channel shift or beta out of range", k);
+    }
+    if (!tq_in_range(o[TQ_LN_IN_ZP], -128, 127) || !tq_in_range(o[TQ_LN_OUT_ZP], -128, 127) ||
+        !tq_in_range(o[TQ_LN_EPS], 0, (int64_t)1 << 62) || !tq_in_range(o[TQ_LN_OUT_SHIFT], 0, 62))
+        TQ_BADQ(ctx, "op %u (TSPTQ_LAYERNORM_2S): options out of range", k);
+    return 1;
+}
+
+static void layernorm_eval(tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    const int64_t *o = op->opt;
+    tq_layernorm_2s((const int8_t *)tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), TQ_O32(o[TQ_LN_IN_ZP]),
+                    (const int8_t *)tq_ptr(m, op->inputs[1]), tq_in32(m, op, 2), tq_in64(m, op, 3), o[TQ_LN_EPS],
+                    TQ_O32(o[TQ_LN_OUT_ZP]), TQ_O32(o[TQ_LN_OUT_SHIFT]), (int8_t *)tq_act(m, op->output));
+}
+
+const tq_op_def TQ_OP_DEF(tq_layernorm_2s, _op) = {
+    .name = "TSPTQ_LAYERNORM_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 4, .max_inputs = 4, .n_outputs = 1,
+    .const_from = 1, .n_option_keys = TQ_COUNT_OF(layernorm_keys), .option_keys = layernorm_keys,
+    .prepare = layernorm_prepare, .eval = layernorm_eval};

@@ -4,6 +4,7 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "op_util.h"
 
 #define TQ_EXP_FRAC_BITS 20
 #define TQ_PROB_FRAC_BITS 30
@@ -160,3 +161,52 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
         }
     }
 }
+
+/* ---- the op: TSPTQ_SOFTMAX_2S (op_table.h) ----------------------------------------------------------------------- */
+
+enum { TQ_SM_OUT_KIND = 0, TQ_SM_MULT, TQ_SM_SHIFT, TQ_SM_OUT_ZP, TQ_SM_BITS, TQ_SM_M, TQ_SM_SIGNED_FINE };
+static const char *const softmax_keys[] = {"out_kind", "mult", "shift", "out_zp", "bits", "ratio_log2",
+                                           "signed_fine"};
+
+static int softmax_prepare(tq_op_ctx *ctx) {
+    tsptq_tensor *const *in = ctx->in, *out = ctx->out;
+    const uint32_t k = ctx->k;
+    int64_t *o = ctx->op->opt;
+    int i;
+    tsptq_tensor *x = in[0], *lut = in[1];
+    int64_t N = x->rank ? x->shape[x->rank - 1] : 0, kind = o[TQ_SM_OUT_KIND];
+    if (x->type != TSPTQ_INT8 || !tq_same_shape(x, out) || N < 1)
+        TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): input must be int8, output of the same shape", k);
+    if (N > 2047) TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): %L tokens, at most 2047", k, N);
+    if (lut->rank != 1 || lut->shape[0] != 256 || lut->type != TSPTQ_INT32)
+        TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): the lookup table must have 256 int32 entries", k);
+    if (kind != TQ_UNIFORM && kind != TQ_TWO_SCALE && kind != TQ_LOG2)
+        TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (TSPTQ_SOFTMAX_2S): output code kind %L", k, kind);
+    if (out->type != (kind == TQ_UNIFORM ? TSPTQ_INT8 : TSPTQ_UINT8))
+        TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): output dtype does not fit the code kind", k);
+    if (((const int32_t *)lut->data)[0] != (1 << 20))
+        TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): exp table must start at 2^20", k);
+    for (i = 0; i < 256; i++)
+        if (!tq_in_range(((const int32_t *)lut->data)[i], 0, 1 << 20))
+            TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): exp table entry %d out of range", k, i);
+    if (!tq_in_range(o[TQ_SM_MULT], 0, TQ_ACC_LIMIT) || !tq_in_range(o[TQ_SM_SHIFT], 0, 62) ||
+        !tq_in_range(o[TQ_SM_OUT_ZP], -128, 127) || !tq_in_range(o[TQ_SM_BITS], 2, 8) ||
+        !tq_in_range(o[TQ_SM_M], 0, 8) ||
+        !tq_in_range(o[TQ_SM_SIGNED_FINE], 0, 1))
+        TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): options out of range", k);
+    return 1;
+}
+
+static void softmax_eval(tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    const int64_t *o = op->opt;
+    tq_softmax_2s((const int8_t *)tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), tq_in32(m, op, 1),
+                  TQ_O32(o[TQ_SM_OUT_KIND]), TQ_O32(o[TQ_SM_MULT]), TQ_O32(o[TQ_SM_SHIFT]), TQ_O32(o[TQ_SM_OUT_ZP]),
+                  TQ_O32(o[TQ_SM_BITS]), TQ_O32(o[TQ_SM_M]), TQ_O32(o[TQ_SM_SIGNED_FINE]), tq_act(m, op->output),
+                  tq_scratch(m, op));
+}
+
+const tq_op_def TQ_OP_DEF(tq_softmax_2s, _op) = {
+    .name = "TSPTQ_SOFTMAX_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 2, .max_inputs = 2, .n_outputs = 1,
+    .const_from = 1, .n_option_keys = TQ_COUNT_OF(softmax_keys), .option_keys = softmax_keys,
+    .prepare = softmax_prepare, .scratch = tq_row_scratch, .eval = softmax_eval};

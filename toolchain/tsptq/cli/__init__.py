@@ -1,0 +1,1 @@
+"""The command line: `tsptq` and `tsptq-deploy`; nothing below this package imports it."""

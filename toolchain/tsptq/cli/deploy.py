@@ -1,0 +1,105 @@
+"""``tsptq-deploy``: a PyTorch ViT all the way to a board, measured there.
+
+    tsptq-deploy --target host                       # the bundled cifar10-vit on the bundled images, this machine
+    tsptq-deploy --target rpi                        # the same on an emulated Raspberry Pi (qemu-aarch64-static)
+    tsptq-deploy --target rpi --port /dev/ttyUSB0    # a real Pi running the agent on its serial port
+    tsptq-deploy --target rpi --ssh pi@raspberrypi   # copy the agent over SSH, talk to it over its stdio
+    tsptq-deploy --target mps2-an386                 # Cortex-M4F firmware under qemu-system-arm
+    tsptq-deploy --target nucleo-h743zi --port /dev/ttyACM0 --flash-tool   # a real board: build, flash, measure
+
+Steps: calibrate and quantize (the method of --method), lower to the integer model and export the .tflite bytes,
+check that model and arena fit the board (before anything is flashed), build the device program for the target,
+flash it (model baked in) or upload the model over the serial link, stream the evaluation images to the board and
+compare every output with the host integer reference byte for byte. Reports on-device top-1, the bit-exact fraction
+(it must be 1.0), latency median and p90 in the board's unit, per-op time, arena and flash bytes: a table, and with
+--json / --report a JSON file, report.md and ops.png.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tsptq.cli.model_args import add_model_args, source_from_args
+from tsptq.deploy.pipeline import (OPTIMIZED_MAX_DIFF_CODES, OPTIMIZED_MIN_AGREEMENT, BoardOptions, deploy,
+                                   deployment_ok, interrupted_code, interrupted_text, signals_interrupt)
+from tsptq.errors import TsptqError
+
+
+def add_board_args(ap) -> None:
+    ap.add_argument("--runtime", choices=("tsptq", "litert"), default="tsptq",
+                    help="what runs the model on a Linux board: tsptq (the C runtime's agent, default) or litert "
+                         "(stock LiteRT with the tsptq delegate; the board needs Python with ai-edge-litert; the "
+                         "emulated rpi gets an emulated Pi userland, see tsptq.deploy.pi_userland)")
+    ap.add_argument("--litert-kernels", choices=("reference", "optimized"), default=None,
+                    help="--runtime litert: LiteRT's reference kernels (bit-exact with tsptq, default) or its "
+                         f"optimized kernels with XNNPACK (faster; a few output codes differ: the run passes within "
+                         f"{OPTIMIZED_MAX_DIFF_CODES} codes and {100 * OPTIMIZED_MIN_AGREEMENT:.0f}%% top-1 agreement)")
+    ap.add_argument("--port", help="pyserial URL of a board already running the tsptq device program "
+                                   "(/dev/ttyUSB0, socket://host:port, rfc2217://...); default: start the board here")
+    ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--eval-images", type=int, default=100, help="images to run on the board (default 100)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="the longest wait for one reply before resending, in seconds (default 2; a lost frame is "
+                         "resent sooner, as soon as its reply is overdue by the reply times measured so far)")
+    ap.add_argument("--retries", type=int, default=5,
+                    help="a request gives up after retries+1 tries and (retries+1) x timeout seconds without its "
+                         "reply (default 5: 12 s); a board started here is reported at once when its program exits")
+    ap.add_argument("--json", help="write the whole report as JSON here")
+    ap.add_argument("--report", help="directory for report.md and ops.png (per-op time plot)")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tsptq.deploy.targets import list_targets
+
+    ap = argparse.ArgumentParser(prog="tsptq-deploy", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", required=True, choices=list_targets(), help="board to deploy to (targets/<name>/)")
+    add_model_args(ap)
+    ap.set_defaults(data="bundled")
+    ap.add_argument("--method", default="tsptq", help="quantization method (see `tsptq models`)")
+    ap.add_argument("--load", choices=("flash", "upload"), default=None,
+                    help="flash: bake the model into the device program; upload: send it over the serial link "
+                         "(default: upload on Linux targets, flash on microcontrollers)")
+    ap.add_argument("--ssh", metavar="USER@HOST", help="rpi: copy the agent over SSH and talk to it over its stdio")
+    ap.add_argument("--ssh-dir", metavar="DIR", default=None,
+                    help="--ssh: where the device program is copied on the board (default: the target's remote_dir, "
+                         "else a new private directory from `mktemp -d` there, removed when the agent ends)")
+    ap.add_argument("--flash-tool", action="store_true", help="real boards: run the target's flash command first")
+    add_board_args(ap)
+    return ap
+
+
+def board_options(args) -> BoardOptions:
+    """The board options of a ``tsptq-deploy`` or ``tsptq profile`` command line."""
+    if args.eval_images is not None and args.eval_images < 1:
+        raise TsptqError("--eval-images must be at least 1")
+    return BoardOptions(target=args.target, runtime=args.runtime, litert_kernels=args.litert_kernels, port=args.port,
+                        baudrate=args.baudrate, ssh=getattr(args, "ssh", None), ssh_dir=getattr(args, "ssh_dir", None),
+                        load=getattr(args, "load", None), flash_tool=getattr(args, "flash_tool", False),
+                        eval_images=args.eval_images, timeout=args.timeout, retries=args.retries, quiet=args.quiet)
+
+
+def main(argv=None) -> int:
+    from tsptq.deploy.report import format_table, write_reports
+
+    args = build_parser().parse_args(argv)
+    try:
+        with signals_interrupt():
+            try:
+                opts = board_options(args)
+                report = deploy(source_from_args(args), opts)
+            except TsptqError as e:
+                print(f"tsptq-deploy: error: {e}", file=sys.stderr)
+                return 2
+            print(format_table(report))
+            for path in write_reports(report, args.json, args.report):
+                print(f"wrote {path}", file=sys.stderr)
+            return 0 if deployment_ok(report["result"], opts) else 1
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the finally blocks have stopped the board
+        print(f"tsptq-deploy: {interrupted_text(e)}", file=sys.stderr)
+        return interrupted_code(e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

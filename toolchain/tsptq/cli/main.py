@@ -1,0 +1,425 @@
+"""``tsptq``: the command line.
+
+    tsptq models
+    tsptq eval --model cifar10-vit --methods fp32,minmax,percentile,ptf-log2,twin,tsptq --eval-images 10000 --json out.json
+    tsptq diagnose --model dinov2-s14 --method tsptq --images 128 --plot budget.png
+    tsptq export --model cifar10-vit --method tsptq --out model.tflite
+    tsptq inspect model.tflite
+    tsptq verify model.tflite --eval-images 1000 --json verify.json
+    tsptq verify --runtime c model.tflite --eval-images 10000
+    tsptq emit-c model.tflite --out firmware/
+    tsptq profile --target mps2-an386 --port socket://127.0.0.1:4444 model.tflite
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tsptq.cli.model_args import add_model_args, eval_data_from_args, source_from_args
+from tsptq.data.resolve import DATA_CHOICES, resolve_data
+from tsptq.errors import TsptqError
+
+def cmd_models(args) -> int:
+    from tsptq.model import zoo
+    from tsptq.model.vit import NAMED_CONFIGS
+
+    print("reference models (trained weights, committed):")
+    for name, spec in zoo.REFERENCE_MODELS.items():
+        print(f"  {name:<24}{spec.description}")
+    print("timm configs (random weights unless --checkpoint is given):")
+    for name, cfg in NAMED_CONFIGS.items():
+        print(f"  {name:<24}dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, {cfg.img_size}px")
+    from tsptq.quant.methods import METHODS
+
+    print("methods:")
+    for name, m in METHODS.items():
+        print(f"  {name:<24}{m.description if m else 'the float model'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from tsptq.model.checkpoint import resolve_model
+    from tsptq.evaluation.distributed import from_environment
+    from tsptq.evaluation.evaluate import evaluate, format_comparison, format_table, plot_drops, write_json_atomic
+    from tsptq.quant.methods import parse_bits, parse_methods
+    from tsptq.evaluation.shards import default_workers
+
+    methods = parse_methods(args.methods)
+    parse_bits(args.bits)
+    if args.calib_images < 1:
+        raise TsptqError("--calib-images must be at least 1")
+    if args.eval_images is not None and args.eval_images < 1:
+        raise TsptqError("--eval-images must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise TsptqError("--batch-size must be at least 1")
+    # On a GPU one process per rank drives it; on CPUs every core is a worker.
+    workers = (1 if args.device == "cuda" else default_workers()) if args.workers is None else args.workers
+    if workers < 1:
+        raise TsptqError("--workers must be at least 1")
+    pairs = [_compare_pair(c, methods) for c in args.compare or []]
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TsptqError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
+    engine = args.simulator or args.engine
+    cluster = from_environment(args.device)
+    try:
+        model = resolve_model(args.model, args.checkpoint, args.heads, args.img_size)
+        calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images,
+                                             args.folder, labels=args.labels, calib_folder=args.calib_folder,
+                                             stream=True)
+        if cluster.is_main:
+            where = f", {cluster.world} ranks" if cluster.world > 1 else ""
+            print(f"{args.model or args.checkpoint}: calibrating on {len(calib)} images ({calib.name}), "
+                  f"evaluating on {len(test)} ({test.name}), {args.bits.upper()}, engine {engine}, "
+                  f"{workers} worker{'s' if workers > 1 else ''}{where}", file=sys.stderr)
+        result = evaluate(model, calib, test, methods, args.bits, args.batch_size, progress=not args.quiet,
+                          labels_valid=labelled, engine=engine, workers=workers, cluster=cluster,
+                          device=args.device, timings=True)
+    finally:
+        cluster.close()
+    if result is None:  # not rank 0: rank 0 reports
+        return 0
+    print(format_table(result.rows))
+    comparisons = [result.compare(a, b) for a, b in pairs]
+    for c in comparisons:
+        print(format_comparison(c))
+    if args.json:
+        # No wall-clock figures: the file is identical for any number of workers and ranks (--json-timings adds them).
+        drop = () if args.json_timings else ("calib_seconds", "seconds")
+        rows = [{k: v for k, v in r.items() if k not in drop} for r in result.rows]
+        write_json_atomic(args.json, {"model": args.model or args.checkpoint, "bits": args.bits.upper(),
+                                      "eval_images": len(test), "calib_images": len(calib), "data": test.name,
+                                      "results": rows, "comparisons": comparisons})
+    if args.plot:
+        plot_drops(result.rows, f"{args.model or args.checkpoint} {args.bits.upper()}, {len(test)} images", args.plot)
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    from tsptq.data import datasets
+    from tsptq.model.checkpoint import resolve_model
+    from tsptq.evaluation.diagnose import diagnose, format_budget, plot_budget
+    from tsptq.quant.methods import parse_bits
+    from tsptq.quant.quantize import quantize
+
+    parse_bits(args.bits)
+    if args.calib_images < 1 or args.images < 1 or args.batch_size < 1 or (args.top is not None and args.top < 1):
+        raise TsptqError("--calib-images, --images, --batch-size and --top must be at least 1")
+    model = resolve_model(args.model, args.checkpoint, args.heads, args.img_size)
+    calib, test, _ = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.images, args.folder,
+                                  labels=args.labels, calib_folder=args.calib_folder)
+    print(f"{args.checkpoint or args.model}: calibrating {args.method} {args.bits.upper()} on {len(calib)} images, "
+          f"budget over {len(test)} images ({test.name}), by {args.by}", file=sys.stderr)
+    qm = quantize(model, calib, args.method, args.bits, progress=not args.quiet)
+    batches = list(datasets.iterate_batches(test.images, model.cfg, args.batch_size))
+    result = diagnose(qm, batches, args.by, progress=not args.quiet)
+    print(format_budget(result, args.top))
+    if args.json:
+        from tsptq.atomic import write_json_atomic
+
+        write_json_atomic(args.json, {"model": args.checkpoint or args.model, "data": test.name, **result})
+    if args.plot:
+        plot_budget(result, args.plot, args.top or 25)
+    return 0
+
+
+def _compare_pair(text: str, methods: list[str]) -> tuple[str, str]:
+    pair = [m.strip() for m in text.split(",")]
+    if len(pair) != 2 or not all(pair):
+        raise TsptqError(f"--compare takes two methods, A,B (got {text!r})")
+    for m in pair:
+        if m not in methods and m != "fp32":
+            raise TsptqError(f"--compare: {m!r} is not among --methods ({', '.join(methods)})")
+    return pair[0], pair[1]
+
+
+def cmd_export(args) -> int:
+    from tsptq.tflite.inspect_file import summary
+
+    if args.method == "tflite-converter":
+        return export_stock(args)
+    from tsptq.intmodel.integer import build
+    from tsptq.tflite.writer import export
+
+    src = source_from_args(args)
+    im, _ = build(src, progress=not args.quiet)
+    size = export(im, args.out)
+    s = summary(im)
+    print(f"{args.out}: {size:,} bytes, {s['ops']} ops ({s['custom_ops']} TSPTQ custom), "
+          f"{s['two_scale_tensors']} two-scale tensors, weights {s['weight_bytes']:,} B "
+          f"({src.method} {src.bits}, calibrated on {src.calib_images} images)")
+    return 0
+
+
+def export_stock(args) -> int:
+    """``tsptq export --method tflite-converter``: the stock full-integer file of the same model and calibration
+    images, with the ops the converter produced and, with ``--eval-images``, its top-1."""
+    import numpy as np
+
+    from tsptq.data.resolve import resolve_data
+    from tsptq.evaluation.stock_converter import convert, run_tflite
+    from tsptq.model.checkpoint import resolve_model
+
+    model = resolve_model(None if args.checkpoint else args.model, args.checkpoint, args.heads, args.img_size)
+    calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images or 1,
+                                         args.folder, labels=args.labels, calib_folder=args.calib_folder)
+    info = convert(model, calib, args.out)
+    hist = ", ".join(f"{k} {v}" for k, v in info["op_histogram"].items())
+    print(f"{args.out}: {info['bytes']:,} bytes, {info['num_ops']} ops ({hist}); "
+          f"left in float: {', '.join(o['op'] for o in info['float_ops']) or 'none'}")
+    if args.eval_images:
+        logits = run_tflite(args.out, test.images, model.cfg)
+        if labelled:
+            print(f"top-1 of the stock int8 file on {len(test)} images ({test.name}): "
+                  f"{float(np.mean(logits.argmax(-1) == test.labels)) * 100:.2f}%")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from tsptq.atomic import write_json_atomic  # (not tsptq.evaluation.evaluate: inspect needs no torch)
+    from tsptq.tflite.inspect_file import report, to_json
+    from tsptq.intmodel.planner import describe, plan
+    from tsptq.tflite.reader import read_tflite
+
+    model = read_tflite(args.file)
+    print(report(model, ops=not args.brief, tensors=args.tensors))
+    arena = plan(model)
+    print(describe(arena))
+    if args.json:
+        write_json_atomic(args.json, dict(to_json(model), c_runtime=arena.to_dict()))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from tsptq.atomic import write_json_atomic
+
+    if args.batch_size < 1:
+        raise TsptqError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    data = eval_data_from_args(args)
+    if args.runtime == "c":
+        from tsptq.runtime.c_binding import format_verify_c
+        from tsptq.tflite.verify import verify_c
+
+        result = verify_c(args.file, data, batch_size=args.batch_size, quiet=args.quiet)
+        text, ok = format_verify_c(result), result["bit_exact_fraction"] == 1.0
+    else:
+        from tsptq.tflite.verify import format_result, verify
+
+        result = verify(args.file, data, batch_size=args.batch_size, rebuild=not args.no_rebuild, quiet=args.quiet)
+        text, ok = format_result(result), result.get("bytes_equal_to_in_memory", True)
+    print(text)
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0 if ok else 1
+
+
+def cmd_emit_c(args) -> int:
+    from tsptq.runtime.emit_c import emit_c
+
+    r = emit_c(args.file, args.out, copy_runtime=not args.no_runtime)
+    print(f"{r['model_c']}, {r['model_h']}: {r['file_bytes']:,} B model (const), {r['params_bytes']:,} B multipliers "
+          f"(const), static arena {r['arena_bytes']:,} B (lower bound {r['activation_lower_bound']:,} B)")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from tsptq.cli.deploy import board_options
+    from tsptq.deploy.pipeline import deployment_ok, profile
+    from tsptq.deploy.report import format_table, write_reports
+
+    try:  # before anything starts (a board, an agent): the file must be there
+        open(args.file, "rb").close()
+    except OSError as e:
+        raise TsptqError(f"{args.file}: cannot read ({e.strerror})") from None
+    opts = board_options(args)
+    report = profile(args.file, opts, eval_data_from_args(args))
+    print(format_table(report))
+    for path in write_reports(report, args.json, args.report):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if deployment_ok(report["result"], opts) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tsptq.evaluation.engines import ENGINES
+
+    ap = argparse.ArgumentParser(prog="tsptq", description="Fully integer-quantized ViTs for the edge (TSPTQ-ViT).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list reference models, timm configs and quantization methods").set_defaults(fn=cmd_models)
+
+    ev = sub.add_parser("eval", help="quantize with each method and compare top-1 on the same images",
+                        description="Calibrate, quantize and evaluate each method on the same images (by default "
+                                    "each method's exported .tflite file in the C runtime, see --engine), sharded "
+                                    "over --workers processes, or over ranks when launched by torchrun; prints "
+                                    "top-1, drop and agreement with their 95%% paired bootstrap intervals and "
+                                    "class-token cosine, and optionally writes JSON and a plot.")
+    add_model_args(ev, bits_help="weight and activation bits, e.g. W8A8, W6A6, W4A8")
+    ev.add_argument("--methods", default="fp32,minmax,percentile,ptf-log2,twin,tsptq",
+                    help="comma-separated methods (see `tsptq models`)")
+    ev.add_argument("--eval-images", type=int, default=None, help="evaluation images (default: the whole test set)")
+    ev.add_argument("--batch-size", type=int, default=None,
+                    help="images per batch (default 200 up to 64 px, else 32); results do not depend on --workers")
+    ev.add_argument("--engine", choices=ENGINES, default="auto",
+                    help="what runs each quantized model. c: the method's exported .tflite in the C runtime, the "
+                         "bytes `tsptq verify --runtime c` checks; faithful: the float64 simulator with TFLite's "
+                         "rounding at the builtin ops; float32: the fast fake-quantized simulator. auto (default): c "
+                         "where the method has an integer model and a C compiler is here. A method without an "
+                         "integer model (A<8) falls back to faithful, then float32; each row names its engine")
+    ev.add_argument("--simulator", choices=("faithful", "float32"), default=None, help=argparse.SUPPRESS)
+    ev.add_argument("--workers", type=int, default=None,
+                    help="worker processes, each single-threaded (default: every core; under torchrun, the cores "
+                         "divided among the ranks on a node; with --device cuda, 1). Any count gives the same results")
+    ev.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: run the float32 simulator (and FP32) on the GPU; the C engine and the faithful "
+                         "simulator run on the CPU. Under torchrun, cuda selects nccl (gloo otherwise)")
+    ev.add_argument("--compare", action="append", metavar="A,B",
+                    help="also print the paired top-1 difference A - B with its 95%% bootstrap interval and "
+                         "McNemar's p-value (repeatable)")
+    ev.add_argument("--json-timings", action="store_true",
+                    help="also write wall-clock seconds into --json (which is otherwise identical for any "
+                         "--workers and any number of torchrun ranks)")
+    ev.add_argument("--json", help="write the results here")
+    ev.add_argument("--plot", help="write a PNG bar chart of the drops here")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(fn=cmd_eval)
+
+    dg = sub.add_parser("diagnose", help="error budget: what each quantization point costs, alone and left float",
+                        description="Quantize with one method, then for each quantization point (or block, or "
+                                    "role) measure top-1 agreement and class-token cosine against FP32 twice: with "
+                                    "only that point quantized, and with everything but that point quantized. "
+                                    "Prints the units sorted costliest first (the fast float32 simulator measures; "
+                                    "weights and the position embedding are units too).")
+    add_model_args(dg, bits_help="weight and activation bits, e.g. W8A8, W6A6, W4A8")
+    dg.add_argument("--method", default="tsptq", help="the quantization method to diagnose (default tsptq)")
+    dg.add_argument("--images", type=int, default=256,
+                    help="evaluation images the budget is measured on (default 256). Memory: two residual streams "
+                         "per block are cached, e.g. about 2.6 GB for dinov2-s14 at 256 images")
+    dg.add_argument("--by", choices=("point", "block", "role"), default="point",
+                    help="unit: every point alone (default); every block's points together; or one role "
+                         "(e.g. all softmax outputs, all fc2 weights) over every block")
+    dg.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    dg.add_argument("--top", type=int, default=None,
+                    help="print and plot only the TOP costliest units (default: print all, plot 25)")
+    dg.add_argument("--json", help="write every unit's numbers here")
+    dg.add_argument("--plot", help="write a PNG of the costliest units here")
+    dg.add_argument("--quiet", action="store_true", help="no progress bars")
+    dg.set_defaults(fn=cmd_diagnose)
+
+    ex = sub.add_parser("export", help="calibrate, quantize and write an int8 .tflite file",
+                        description="Writes a TFLite-schema int8 flatbuffer: builtin ops where TFLite can express "
+                                    "the codes, TSPTQ_* custom ops (flexbuffer options) for LayerNorm, Softmax, "
+                                    "GELU and the consumers of two-scale codes, and a versioned 'tsptq' metadata "
+                                    "entry. --method tflite-converter instead runs the stock PyTorch -> ONNX -> "
+                                    "onnx2tf full-integer path (needs the 'converter' extra).")
+    add_model_args(ex)
+    ex.add_argument("--method", default="tsptq", help="quantization method (see `tsptq models`) or tflite-converter")
+    ex.add_argument("--out", required=True, help="the .tflite file to write (atomically)")
+    ex.add_argument("--eval-images", type=int, default=None,
+                    help="tflite-converter only: also measure top-1 of the converted file on this many test images")
+    ex.add_argument("--quiet", action="store_true", help="no progress bars")
+    ex.set_defaults(fn=cmd_export)
+
+    ins = sub.add_parser("inspect", help="ops, tensors, quantization and two-scale entries of a tsptq .tflite file")
+    ins.add_argument("file")
+    ins.add_argument("--brief", action="store_true", help="the summary only (no op table)")
+    ins.add_argument("--tensors", action="store_true", help="also the table of every tensor")
+    ins.add_argument("--json", help="write the same as JSON here")
+    ins.set_defaults(fn=cmd_inspect)
+
+    ve = sub.add_parser("verify", help="run a .tflite file's integer model and compare it with the in-memory one",
+                        description="Rebuilds the integer model from the file alone and runs it on the evaluation "
+                                    "images; rebuilds the in-memory integer model from the file's recorded source "
+                                    "(model, method, calibration) and checks that both give the same output bytes; "
+                                    "reports top-1 of the file, of the simulator, and their agreement.")
+    ve.add_argument("file")
+    ve.add_argument("--eval-images", type=int, default=500, help="evaluation images (default 500)")
+    ve.add_argument("--data", choices=DATA_CHOICES, default=None, help="data set (default: the one recorded in the file)")
+    ve.add_argument("--folder", metavar="DIR", help="image folder for --data imagenet")
+    ve.add_argument("--labels", metavar="FILE",
+                    help="label file for a flat --folder (see `tsptq eval --help`; default: the one recorded in the file)")
+    ve.add_argument("--no-rebuild", action="store_true", help="run the file only: skip the in-memory rebuild and simulator")
+    ve.add_argument("--batch-size", type=int, default=50)
+    ve.add_argument("--runtime", choices=("python", "c"), default="python",
+                    help="c: run the C runtime (built for this host) and compare it byte for byte with the Python "
+                         "integer reference (bit-exact fraction, top-1)")
+    ve.add_argument("--json", help="write the results here")
+    ve.add_argument("--quiet", action="store_true", help="no progress bars")
+    ve.set_defaults(fn=cmd_verify)
+
+    ec = sub.add_parser("emit-c", help="write model.c/model.h for firmware (model const, static arena)",
+                        description="Generates model.c/model.h: the .tflite bytes as a const array, the builtin "
+                                    "multipliers precomputed as const data, a static arena of exactly the planned "
+                                    "size and tsptq_model_invoke(); copies the runtime sources beside them.")
+    ec.add_argument("file")
+    ec.add_argument("--out", required=True, help="directory for model.c, model.h and tsptq_runtime/")
+    ec.add_argument("--no-runtime", action="store_true", help="do not copy the C runtime sources into --out")
+    ec.set_defaults(fn=cmd_emit_c)
+
+    from tsptq.cli.deploy import add_board_args
+    from tsptq.deploy.targets import list_targets
+
+    pr = sub.add_parser("profile", help="run a .tflite file on a board: on-device top-1, bit-exactness, latency, per-op time",
+                        description="The board part of tsptq-deploy for an existing file: connects to the board "
+                                    "(--port) or starts it here, uploads the model unless the board already holds "
+                                    "it, runs the evaluation images recorded in the file's metadata and compares "
+                                    "every output with the host integer reference.")
+    pr.add_argument("file")
+    pr.add_argument("--target", required=True, choices=list_targets(), help="the board's target (targets/<name>/)")
+    pr.add_argument("--data", choices=DATA_CHOICES, default=None, help="data set (default: the one recorded in the file)")
+    pr.add_argument("--folder", metavar="DIR", help="image folder for --data imagenet")
+    pr.add_argument("--labels", metavar="FILE",
+                    help="label file for a flat --folder (see `tsptq eval --help`; default: the one recorded in the file)")
+    add_board_args(pr)
+    pr.set_defaults(fn=cmd_profile)
+    return ap
+
+
+# What each command writes: (option, attribute, whether it is a directory). Checked before any work starts, so that
+# an output in a missing or read-only directory fails at once, not after an hour of evaluation.
+OUTPUTS = {
+    "eval": (("--json", "json", False), ("--plot", "plot", False)),
+    "export": (("--out", "out", False),),
+    "inspect": (("--json", "json", False),),
+    "verify": (("--json", "json", False),),
+    "emit-c": (("--out", "out", True),),
+    "profile": (("--json", "json", False), ("--report", "report", True)),
+}
+
+
+def check_outputs(args) -> None:
+    """``OutputError`` (``--json PATH: cannot write PATH: why``) for an output option that could not be written."""
+    from tsptq.atomic import OutputError, check_writable
+
+    for option, attr, directory in OUTPUTS.get(args.command, ()):
+        path = getattr(args, attr, None)
+        if path:
+            try:
+                check_writable(path, directory=directory)
+            except OutputError as e:
+                raise OutputError(f"{option}: {e}") from None
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_outputs(args)
+        return args.fn(args)
+    except TsptqError as e:
+        print(f"tsptq: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `tsptq inspect ... | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:  # Ctrl-C (SIGTERM in `profile`, see tsptq.deploy.pipeline): cleanup ran in the finally blocks
+        print("tsptq: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # a file the user named (or one they must fix) that cannot be used: one line, not a traceback
+        if e.filename is None:
+            raise
+        print(f"tsptq: error: {e.filename}: {(e.strerror or str(e)).lower()}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

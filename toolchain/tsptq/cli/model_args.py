@@ -1,0 +1,47 @@
+"""The model, calibration and data options that several commands share, and what they become for the library."""
+from __future__ import annotations
+
+from tsptq.data.resolve import DATA_CHOICES, EvalData
+from tsptq.errors import TsptqError
+
+
+def add_model_args(p, bits_help: str = "weight and activation bits (the file holds 8-bit activations)") -> None:
+    """The model, calibration and data options that eval and export share."""
+    p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
+    p.add_argument("--checkpoint", help="a timm-layout .pth/.safetensors checkpoint (overrides --model)")
+    p.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
+    p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell")
+    p.add_argument("--bits", default="W8A8", help=bits_help)
+    p.add_argument("--calib-images", type=int, default=32, help="calibration images (from the training split)")
+    p.add_argument("--data", choices=DATA_CHOICES, default="auto", help="data set (auto: the model's own)")
+    p.add_argument("--folder", metavar="DIR",
+                   help="image folder for --data imagenet: <synset>/*.JPEG class folders, synset-named files, or "
+                        "ILSVRC2012_val_*.JPEG with --labels (default: ../shared/data/imagenet-sample); "
+                        "`tsptq eval` decodes it batch by batch")
+    p.add_argument("--labels", metavar="FILE",
+                   help="ground truth for a flat --folder: lines '<file name> <synset or 0-based class index>' "
+                        "(space or comma) or Kaggle's LOC_val_solution.csv (not the devkit's ID-per-line file)")
+    p.add_argument("--calib-folder", metavar="DIR",
+                   help="--data imagenet: calibrate on --calib-images images of this folder (any --folder layout, "
+                        "class-balanced), e.g. train/; default: the first --calib-images of --folder, kept out "
+                        "of the evaluation")
+
+
+def source_from_args(args):
+    """The model, method and calibration of a command line as the library's ``Source``."""
+    from tsptq.intmodel.integer import Source
+    from tsptq.quant.methods import parse_bits
+
+    parse_bits(args.bits)
+    if args.calib_images < 1:
+        raise TsptqError("--calib-images must be at least 1")
+    return Source(args.model if not args.checkpoint else None, args.checkpoint, args.heads, args.img_size,
+                  args.method, args.bits.upper(), args.data, args.calib_images, args.folder,
+                  getattr(args, "labels", None), getattr(args, "calib_folder", None))
+
+
+def eval_data_from_args(args) -> EvalData:
+    """The evaluation-image options of a command that runs a finished file (verify, profile)."""
+    if args.eval_images is not None and args.eval_images < 1:
+        raise TsptqError("--eval-images must be at least 1")
+    return EvalData(args.data, args.folder, getattr(args, "labels", None), args.eval_images)

@@ -1,0 +1,1 @@
+"""Measuring a quantization: the accuracy harness, engines, statistics, sharding, the error budget, the stock baseline."""

@@ -1,0 +1,1 @@
+"""The integer model: fixed-point math, kernels, lowering from the simulator, the arena planner."""

@@ -1,0 +1,252 @@
+"""The integer kernels: the definition the C runtime matches byte for byte.
+
+Each kernel takes integer numpy arrays (activations carry a leading batch axis) and the op's integer
+parameters, and returns the output codes. Builtin kernels take their multipliers from the tensors' scales the way
+TFLite's Prepare does (``builtin_multipliers``); the two-scale kernels get precomputed integers from the file.
+Products are summed in float64 where that is exact (every partial sum below 2^53, checked when the model is
+lowered) because numpy has no integer BLAS; the result is the int64 sum, bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tsptq.intmodel.fixedpoint import (div_round, isqrt, multiply_by_quantized_multiplier, quantize_multiplier,
+                           rounding_divide_by_pot, rshift_round, saturating_rounding_doubling_high_mul)
+
+# Code kinds of a tensor (custom options carry these numbers).
+UNIFORM, CHANNEL_POW2, TWO_SCALE, SIGN_SPLIT, LOG2 = 0, 1, 2, 3, 4
+CODE_KINDS = {"uniform": UNIFORM, "channel_pow2": CHANNEL_POW2, "two_scale": TWO_SCALE, "sign_split": SIGN_SPLIT,
+              "log2": LOG2}
+EXP_FRAC_BITS = 20  # the softmax exp table holds round(2^20 * exp(-s * j))
+PROB_FRAC_BITS = 30  # probabilities are Q30 between the reciprocal and the output code
+TWO_SCALE_FRAC_BITS = 16  # a two-scale output is first computed in Q16 units of its fine step
+NORM_FRAC_BITS = 24  # LayerNorm's normalized value (x - mean) / std is Q24
+SIGMA_EXTRA_BITS = 20  # LayerNorm's standard deviation carries up to 20 extra fraction bits
+
+
+def saturate(x: np.ndarray, dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(x, info.min, info.max).astype(dtype)
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer a @ b through float64 BLAS (exact while every partial sum stays below 2^53)."""
+    return np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+
+
+# --- decoding codes to integers (the consumers of two-scale codes) ---------------------------------------------------
+
+def decode_two_scale(code: np.ndarray, bits: int, m: int, signed_fine: bool) -> np.ndarray:
+    """V-2SF code -> d with real = s * d: fine field (flag 0) or field << m (flag 1)."""
+    code = code.astype(np.int64) & ((1 << bits) - 1)
+    flag, field = code >> (bits - 1), code & ((1 << (bits - 1)) - 1)
+    fine = np.where(field >= (1 << (bits - 2)), field - (1 << (bits - 1)), field) if signed_fine else field
+    return np.where(flag == 1, field << m, fine)
+
+
+def decode_log2(code: np.ndarray, bits: int, frac: int) -> np.ndarray:
+    """log2 code q -> d = 2^(frac - q) (0 for q > frac and for the zero code); real = 2^-frac * d."""
+    q = code.astype(np.int64) & ((1 << bits) - 1)
+    return np.where(q <= frac, np.int64(1) << np.maximum(frac - q, 0), 0)
+
+
+# --- builtin ops (TFLite reference semantics) ------------------------------------------------------------------------
+
+def builtin_multipliers(in_scale, w_scales, out_scales) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (M, shift) as TFLite's Prepare computes them for conv/FC/BMM: double(s_in) * double(s_w) /
+    double(s_out), from float32 scales (per-channel output scales are the project's FC_2S extension)."""
+    s_in = float(np.float32(in_scale))
+    w = np.atleast_1d(np.asarray(w_scales, np.float32))
+    out = np.atleast_1d(np.asarray(out_scales, np.float32))
+    pairs = [quantize_multiplier(s_in * float(w[c % len(w)]) / float(out[c % len(out)]))
+             for c in range(max(len(w), len(out)))]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def bmm_multiplier(a_scale, b_scale, out_scale) -> tuple[int, int]:
+    """(M, shift) as TFLite's BATCH_MATMUL Prepare computes them: the input scales multiplied in float32, then divided
+    by the output scale in double (unlike conv/FC's double product; found against LiteRT 2.3's reference kernel,
+    where the double product put 1 in 10^4 scores one code off)."""
+    product = np.float32(np.float32(a_scale) * np.float32(b_scale))
+    return quantize_multiplier(float(product) / float(np.float32(out_scale)))
+
+
+def requantize(acc: np.ndarray, mult, shift, out_zp: int, dtype=np.int8) -> np.ndarray:
+    """Builtin ops: TFLite's MultiplyByQuantizedMultiplier (two roundings)."""
+    return saturate(multiply_by_quantized_multiplier(acc, mult, shift) + out_zp, dtype)
+
+
+def requantize_single(acc: np.ndarray, mult, shift, out_zp: int) -> np.ndarray:
+    """TSPTQ ops: one rounding, acc * M / 2^(31 - shift) (acc and M int32, the product int64)."""
+    return saturate(rshift_round(np.asarray(acc, np.int64) * np.asarray(mult, np.int64), 31 - np.asarray(shift)) + out_zp,
+                    np.int8)
+
+
+def tflite_single_rounding(acc: np.ndarray, mult, shift) -> np.ndarray:
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier: (acc * M + 2^(30 - shift)) >> (31 - shift), i.e. half
+    up. LiteRT's per-channel FULLY_CONNECTED uses it (measured against its reference kernels)."""
+    total = 31 - np.asarray(shift, np.int64)
+    return (np.asarray(acc, np.int64) * np.asarray(mult, np.int64) + (np.int64(1) << (total - 1))) >> total
+
+
+def _accumulate(x, in_zp, w, bias):
+    """bias + sum_i (x_i - in_zp) * w[o, i] for x (..., I), w (O, I)."""
+    acc = exact_matmul(x.astype(np.int64) - in_zp, w.T)
+    return acc if bias is None else acc + bias.astype(np.int64)
+
+
+def fully_connected(x, in_zp, w, bias, mult, shift, out_zp, per_channel: bool = True):
+    """x (..., I) int8, w (O, I) int8, bias (O,) int32 -> (..., O) int8. Per-channel weights requantize with one
+    rounding, per-tensor weights with TFLite's two (as LiteRT does)."""
+    acc = _accumulate(x, in_zp, w, bias)
+    if per_channel:
+        return saturate(tflite_single_rounding(acc, mult, shift) + out_zp, np.int8)
+    return requantize(acc, mult, shift, out_zp)
+
+
+def conv2d_patches(x, in_zp, w, bias, mult, shift, out_zp, stride):
+    """CONV_2D with kernel == stride and VALID padding (the patch embedding): x (B,H,W,C), w (O,kh,kw,C)."""
+    B, H, W, C = x.shape
+    O, kh, kw, _ = w.shape
+    h, wd = (H - kh) // stride + 1, (W - kw) // stride + 1
+    patches = x[:, : h * kh, : wd * kw].reshape(B, h, kh, wd, kw, C).transpose(0, 1, 3, 2, 4, 5)
+    acc = _accumulate(patches.reshape(B, h, wd, kh * kw * C), in_zp, w.reshape(O, -1), bias)
+    return requantize(acc, mult, shift, out_zp)  # CONV_2D keeps TFLite's two roundings
+
+
+def batch_matmul(a, a_zp, b, b_zp, mult, shift, out_zp, adj_y: bool):
+    """(..., N, K) x (..., K, M) (or (..., M, K) with adj_y) -> int8."""
+    bb = b.astype(np.int64) - b_zp
+    acc = exact_matmul(a.astype(np.int64) - a_zp, np.swapaxes(bb, -1, -2) if adj_y else bb)
+    return requantize(acc, mult, shift, out_zp)
+
+
+def add_params(a_scale, b_scale, out_scale, left_shift: int = 20) -> np.ndarray:
+    """TFLite ADD's Prepare, per channel: rows a_mult, a_shift, b_mult, b_shift, out_mult, out_shift."""
+    a_scale, b_scale, out_scale = (np.atleast_1d(np.asarray(s, np.float32)) for s in (a_scale, b_scale, out_scale))
+    n = max(len(a_scale), len(b_scale), len(out_scale))
+    rows = np.zeros((6, n), np.int64)
+    for c in range(n):
+        sa, sb, so = (float(s[c % len(s)]) for s in (a_scale, b_scale, out_scale))
+        twice_max = 2.0 * max(sa, sb)
+        for r, real in enumerate((sa / twice_max, sb / twice_max, twice_max / ((1 << left_shift) * so))):
+            rows[2 * r: 2 * r + 2, c] = quantize_multiplier(real)
+    return rows
+
+
+def add(a, a_zp, b, b_zp, params, out_zp, left_shift: int = 20):
+    """TFLite's int8 ADD; ``params`` (6, C) per channel (C = 1 for the builtin: one column broadcast)."""
+    a_mult, a_shift, b_mult, b_shift, o_mult, o_shift = params
+    sa = rounding_divide_by_pot(saturating_rounding_doubling_high_mul((a.astype(np.int64) - a_zp) << left_shift,
+                                                                      a_mult), -a_shift)
+    sb = rounding_divide_by_pot(saturating_rounding_doubling_high_mul((b.astype(np.int64) - b_zp) << left_shift,
+                                                                      b_mult), -b_shift)
+    return requantize(sa + sb, o_mult, o_shift, out_zp)
+
+
+# --- the two-scale ops -----------------------------------------------------------------------------------------------
+
+def layernorm_2s(x, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift):
+    """Integer LayerNorm over the last axis; input channels aligned by shift (O-2SF), output per-channel folded.
+
+    x_c = (q_c - zp) << k_c; d_c = D x_c - sum(x); V = sum(d^2) / D + eps (= (D sigma)^2 in input units);
+    sigma = isqrt(V << 2e) with e extra fraction bits; n_c = round(d_c * 2^(24 + e) / sigma) (Q24);
+    y_c = round((n_c * g_c + b_c) / 2^out_shift) + out_zp.
+    """
+    D = x.shape[-1]
+    xs = (x.astype(np.int64) - in_zp) << in_shift.astype(np.int64)
+    d = D * xs - xs.sum(-1, keepdims=True)
+    var = (d * d).sum(-1, keepdims=True) // D + eps
+    extra = np.clip((62 - bit_length(var)) // 2, 0, SIGMA_EXTRA_BITS)
+    sigma = np.maximum(isqrt(var << (2 * extra)), 1)
+    n = div_round(d << (NORM_FRAC_BITS + extra), sigma)
+    y = rshift_round(n * gamma_mul.astype(np.int64) + beta_bias.astype(np.int64), out_shift) + out_zp
+    return saturate(y, np.int8)
+
+
+def bit_length(v: np.ndarray) -> np.ndarray:
+    """Number of significant bits of non-negative int64 values (0 for 0)."""
+    v = np.asarray(v, np.int64)
+    n = np.zeros(v.shape, np.int64)
+    for step in (32, 16, 8, 4, 2, 1):
+        n = np.where((v >> (n + step)) > 0, n + step, n)
+    return n + (v > 0)
+
+
+def softmax_2s(x, exp_lut, out_kind, mult, shift, out_zp, bits, m, signed_fine):
+    """Integer softmax over the last axis: exp from a 256-entry table of (max - q), Q30 probabilities, then the
+    output code (uniform, V-2SF or log2)."""
+    q = x.astype(np.int64)
+    e = exp_lut.astype(np.int64)[q.max(-1, keepdims=True) - q]
+    recip = (np.int64(1) << (PROB_FRAC_BITS + EXP_FRAC_BITS)) // e.sum(-1, keepdims=True)
+    p = rshift_round(e * recip, EXP_FRAC_BITS)  # Q30
+    return encode_probability(p, out_kind, mult, shift, out_zp, bits, m, signed_fine)
+
+
+def encode_probability(p, out_kind, mult, shift, out_zp, bits, m, signed_fine):
+    if out_kind == UNIFORM:
+        return saturate(rshift_round(p * mult, shift) + out_zp, np.int8)
+    if out_kind == TWO_SCALE:
+        return encode_two_scale(rshift_round(p * mult, shift), bits, m, signed_fine)
+    if out_kind == LOG2:
+        # q = round(-log2(p / 2^30)): k = floor(log2 p); one more when p >= 2^(k + 1/2), i.e. p^2 >= 2^(2k+1)
+        k = np.floor(np.log2(np.maximum(p, 1))).astype(np.int64)
+        k = np.where(np.int64(1) << k > p, k - 1, k)  # exact floor(log2) despite float rounding
+        k = np.where(np.int64(1) << (k + 1) <= p, k + 1, k)
+        q = PROB_FRAC_BITS - k - (p * p >= (np.int64(1) << (2 * k + 1)))
+        zero = (1 << bits) - 1
+        return np.where(p > 0, np.clip(q, 0, zero), zero).astype(np.uint8)
+    raise ValueError(f"softmax output code kind {out_kind}")
+
+
+def encode_two_scale(v_q8, bits, m, signed_fine):
+    """V-2SF encoding of v (Q8 units of the fine step): nearest representable value, the coarse region beyond the
+    midpoint between the largest fine value and the first coarse one."""
+    field_max = (1 << (bits - 1)) - 1
+    lo, hi = (-(1 << (bits - 2)), (1 << (bits - 2)) - 1) if signed_fine else (0, field_max)
+    c0 = (hi >> m) + 1
+    fine = np.clip(rshift_round(v_q8, TWO_SCALE_FRAC_BITS), lo, hi)
+    coarse = np.clip(rshift_round(v_q8, TWO_SCALE_FRAC_BITS + m), c0, field_max)
+    use_coarse = 2 * v_q8 >= (hi + (c0 << m)) << TWO_SCALE_FRAC_BITS
+    return np.where(use_coarse, coarse | (1 << (bits - 1)), fine & field_max).astype(np.uint8)
+
+
+def lookup(x, lut):
+    """GELU_2S: out = lut[q + 128] for int8 q (uint8 q indexes directly)."""
+    idx = x.astype(np.int64) + (128 if x.dtype == np.int8 else 0)
+    return lut[idx]
+
+
+def decode_operand(x, kind, zp, shift, bits, m, signed_fine, log2_frac):
+    """Any input code -> integer d with real = unit * d (sign-split gives the positive part; see fc_2s)."""
+    if kind == UNIFORM:
+        return x.astype(np.int64) - zp
+    if kind == CHANNEL_POW2:
+        return (x.astype(np.int64) - zp) << shift.astype(np.int64)
+    if kind == TWO_SCALE:
+        return decode_two_scale(x, bits, m, signed_fine)
+    if kind == LOG2:
+        return decode_log2(x, bits, log2_frac)
+    raise ValueError(f"operand code kind {kind}")
+
+
+def fc_2s(x, kind, in_zp, in_shift, bits, m, signed_fine, neg_mult, neg_shift, w, bias, mult, shift, out_zp):
+    """Fully connected over a two-scale or per-channel input code, per-channel output multipliers.
+
+    Sign-split input (twin GELU): acc = sum(pos field * w) - round(sum(neg field * w) * neg_mult / 2^(31 - neg_shift)).
+    """
+    if kind == SIGN_SPLIT:
+        code = x.astype(np.int64)
+        field, neg = code & ((1 << (bits - 1)) - 1), (code >> (bits - 1)) & 1
+        acc_pos = exact_matmul(np.where(neg == 0, field, 0), w.T)
+        acc_neg = exact_matmul(np.where(neg == 1, field, 0), w.T)
+        acc = acc_pos - rshift_round(acc_neg * np.int64(neg_mult), 31 - neg_shift)
+    else:
+        acc = exact_matmul(decode_operand(x, kind, in_zp, in_shift, bits, m, signed_fine, 0), w.T)
+    return requantize_single(acc + bias.astype(np.int64), mult, shift, out_zp)
+
+
+def bmm_2s(a, kind, bits, m, signed_fine, log2_frac, b, b_zp, mult, shift, out_zp):
+    """Attention x V with a two-scale or log2 probability code: acc = sum_j d(a_ij) * (v_j - zp)."""
+    d = decode_operand(a, kind, 0, None, bits, m, signed_fine, log2_frac)
+    return requantize_single(exact_matmul(d, b.astype(np.int64) - b_zp), mult, shift, out_zp)

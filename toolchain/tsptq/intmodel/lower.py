@@ -1,0 +1,338 @@
+"""Lowering: a fitted QuantizedViT -> the integer model (``IntModel``), op by op as the file will hold it.
+
+Ops whose codes TFLite can express (per-tensor int8 activations, per-channel int8 weights) become builtins; the
+ops that produce or consume a two-scale code, and LayerNorm/Softmax/GELU, become ``TSPTQ_*`` custom ops whose
+integer parameters are computed here once, from the same float32 scales the simulator used.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tsptq.intmodel import kernels as K
+from tsptq.errors import QuantizationError
+from tsptq.intmodel.fixedpoint import fixed_multiplier, quantize_multiplier
+from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+from tsptq.quant.quantizers import ChannelPow2, Log2, SignSplit, TwoScale, Uniform
+from tsptq.quant.qvit import QuantizedViT, linear_input
+
+ACC_LIMIT = 2**31 - 1  # every accumulator is an int32 in the C runtime
+
+
+def patch_embed_codes(qm: QuantizedViT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int8 weight codes OHWI, float32 per-channel weight scales, int32 bias codes) of the patch embedding."""
+    w, bias = qm.graph.linears["patch_embed"]
+    wq = qm.weights["patch_embed"]
+    bias_q = Uniform(qm.acts["input"].base_scale * wq.scale, torch.zeros_like(bias), 32, axis=0)
+    return (wq.encode(w).permute(0, 2, 3, 1).numpy().astype(np.int8), wq.scale.numpy().astype(np.float32),
+            bias_q.encode(bias).numpy().astype(np.int32))
+
+
+def scores_scale(qm: QuantizedViT, block: int) -> float:
+    """The scores tensor's declared scale: it holds q.k (beta = hd^-0.5 is applied by the softmax)."""
+    return float(np.float32(float(qm.acts[f"blocks.{block}.scores"].scale) * math.sqrt(qm.graph.cfg.head_dim)))
+
+
+def code_params(q, channels: int) -> tuple[str, QuantParams]:
+    """A quantizer -> (dtype, TFLite quantization parameters with the two-scale description in ``details``)."""
+    if isinstance(q, Uniform):
+        if q.scale.ndim:
+            raise QuantizationError("activations are per-tensor or two-scale codes")
+        return "int8", QuantParams(np.array([float(q.scale)], np.float32), np.array([int(q.zero_point)], np.int64))
+    if isinstance(q, ChannelPow2):
+        shifts = q.shifts.numpy().astype(np.int64)
+        return "int8", QuantParams(np.float32(q.scale) * np.exp2(shifts).astype(np.float32),
+                                   np.full(channels, q.zero_point, np.int64), axis=-1,
+                                   details={"kind": "channel_pow2", "bits": q.bits, "base_scale": float(np.float32(q.scale)),
+                                            "shifts": shifts.tolist()})
+    if isinstance(q, TwoScale):
+        return "uint8", QuantParams(np.array([q.s], np.float32), np.zeros(1, np.int64),
+                                    details={"kind": "two_scale", "bits": q.bits, "fine_scale": float(np.float32(q.s)),
+                                             "ratio_log2": q.m, "signed_fine": bool(q.signed_fine),
+                                             "layout": f"flag:1|field:{q.bits - 1}"})
+    if isinstance(q, SignSplit):
+        return "uint8", QuantParams(np.array([q.step_pos], np.float32), np.zeros(1, np.int64),
+                                    details={"kind": "sign_split", "bits": q.bits, "step_neg": float(np.float32(q.step_neg)),
+                                             "layout": f"sign:1|magnitude:{q.bits - 1}"})
+    if isinstance(q, Log2):
+        return "uint8", QuantParams(np.ones(1, np.float32), np.zeros(1, np.int64),
+                                    details={"kind": "log2", "bits": q.bits})
+    raise QuantizationError(f"no integer form for the code {type(q).__name__}")
+
+
+def _channel_scales(t: Tensor) -> np.ndarray:
+    """Real step per channel (per-tensor codes: one value)."""
+    return t.quant.scale.astype(np.float32)
+
+
+def _unit(t: Tensor) -> float:
+    """The real value of one integer unit of the decoded operand d (see intkernels.decode_operand)."""
+    d = t.quant.details
+    if d is None:
+        return float(t.quant.scale[0])
+    return {"channel_pow2": lambda: d["base_scale"], "two_scale": lambda: d["fine_scale"],
+            "sign_split": lambda: float(t.quant.scale[0]), "log2": lambda: 1.0}[d["kind"]]()
+
+
+def _max_operand(t: Tensor) -> int:
+    """Largest |d| an operand of this code can take."""
+    d = t.quant.details
+    if d is None:
+        return 255
+    if d["kind"] == "channel_pow2":
+        return 255 << max(d["shifts"])
+    if d["kind"] == "two_scale":
+        return ((1 << (d["bits"] - 1)) - 1) << d["ratio_log2"]
+    return 255
+
+
+class _Builder:
+    def __init__(self, qm: QuantizedViT):
+        self.qm = qm
+        self.tensors: list[Tensor] = []
+        self.ops: list[Op] = []
+
+    def add(self, name, shape, dtype, quant=None, data=None) -> int:
+        if data is not None:
+            data = np.ascontiguousarray(np.asarray(data).astype(dtype).reshape(shape))
+        self.tensors.append(Tensor(name, tuple(int(s) for s in shape), dtype, quant, data))
+        return len(self.tensors) - 1
+
+    def act(self, point: str, shape) -> int:
+        dtype, quant = code_params(self.qm.acts[point], shape[-1])
+        return self.add(point, shape, dtype, quant)
+
+    def like(self, name: str, src: int, shape) -> int:
+        s = self.tensors[src]
+        return self.add(name, shape, s.dtype, s.quant)
+
+    def const_i32(self, name, values) -> int:
+        v = np.asarray(values, np.int32)
+        return self.add(name, v.shape, "int32", data=v)
+
+    def op(self, kind, inputs, output, **options) -> int:
+        self.ops.append(Op(kind, list(inputs), [output], options))
+        return output
+
+    def t(self, i) -> Tensor:
+        return self.tensors[i]
+
+    # --- composite steps -------------------------------------------------------------------------------------------
+
+    def linear(self, layer: str, x: int, out_point: str, out_shape, rows=slice(None), name=None) -> int:
+        """FULLY_CONNECTED (or TSPTQ_FC_2S when the input or output code is not per-tensor int8)."""
+        qm = self.qm
+        w, b = qm.graph.linears[layer]
+        wq = qm.weights[layer]
+        codes = wq.encode(w)[rows].numpy()
+        w_scale = wq.scale[rows].numpy().astype(np.float32)
+        in_q = qm.acts[linear_input(qm.graph.cfg, layer)]
+        bias_q = Uniform(in_q.base_scale * wq.scale, torch.zeros_like(b), 32, axis=0)
+        bias = bias_q.encode(b)[rows].numpy()
+        name = name or layer
+        xt = self.t(x)
+        fan_in = codes.shape[1]
+        if fan_in * _max_operand(xt) * 128 > ACC_LIMIT:
+            raise QuantizationError(f"{name}: the int32 accumulator could overflow (fan-in {fan_in})")
+        wi = self.add(f"{name}.weight", codes.shape, "int8",
+                      QuantParams(w_scale, np.zeros(len(w_scale), np.int64), axis=0), codes)
+        bi = self.add(f"{name}.bias", bias.shape, "int32",
+                      QuantParams((np.float32(_unit(xt)) * w_scale).astype(np.float32), np.zeros(len(w_scale), np.int64)),
+                      bias)
+        y = self.act(out_point, out_shape)
+        yt = self.t(y)
+        if xt.quant.details is None and yt.quant.details is None:
+            return self.op("FULLY_CONNECTED", [x, wi, bi], y, keep_num_dims=True)
+        mult, shift = K.builtin_multipliers(_unit(xt), w_scale, np.broadcast_to(_channel_scales(yt), w_scale.shape))
+        kind = xt.quant.kind
+        details = xt.quant.details or {}
+        in_shift = np.asarray(details.get("shifts", [0] * fan_in), np.int8)
+        neg = quantize_multiplier(details["step_neg"] / float(xt.quant.scale[0])) if kind == "sign_split" else (0, 0)
+        return self.op("TSPTQ_FC_2S", [x, wi, bi, self.const_i32(f"{name}.out_mult", mult),
+                                       self.const_i32(f"{name}.out_shift", shift),
+                                       self.add(f"{name}.in_shift", in_shift.shape, "int8", data=in_shift)], y,
+                       in_kind=K.CODE_KINDS[kind], in_zp=xt.zp, bits=details.get("bits", 8),
+                       ratio_log2=details.get("ratio_log2", 0), signed_fine=int(details.get("signed_fine", False)),
+                       neg_mult=neg[0], neg_shift=neg[1], out_zp=yt.zp)
+
+    def residual_add(self, a: int, b: int, out_point: str, shape) -> int:
+        y = self.act(out_point, shape)
+        ta, tb, ty = self.t(a), self.t(b), self.t(y)
+        if all(t.quant.details is None for t in (ta, tb, ty)):
+            return self.op("ADD", [a, b], y)
+        params = K.add_params(_channel_scales(ta), _channel_scales(tb), _channel_scales(ty))
+        pi = self.const_i32(f"{out_point}.add_params", params)
+        return self.op("TSPTQ_ADD_2S", [a, b, pi], y, a_zp=ta.zp, b_zp=tb.zp, out_zp=ty.zp)
+
+    def layernorm(self, norm: str, x: int, shape) -> int:
+        qm = self.qm
+        gamma, beta = (t.double().numpy() for t in qm.graph.norms[norm])
+        xt = self.t(x)
+        y = self.act(norm, shape)
+        yt = self.t(y)
+        D = shape[-1]
+        if D > 1024:
+            raise QuantizationError(f"{norm}: the integer LayerNorm is bounded to 1024 channels, got {D}")
+        shifts = np.asarray((xt.quant.details or {}).get("shifts", [0] * D), np.int8)
+        s_out = np.broadcast_to(_channel_scales(yt).astype(np.float64), (D,))
+        ratio = np.abs(gamma / s_out).max()
+        g_bits = 30 - max(0, math.ceil(math.log2(max(ratio, 1e-30))))  # g_c = gamma_c / s_out_c in Q(g_bits), < 2^31
+        if g_bits < 0:
+            raise QuantizationError(f"{norm}: gamma / output scale ({ratio:.3g}) too large for the integer LayerNorm")
+        out_shift = K.NORM_FRAC_BITS + g_bits
+        if out_shift > 62:
+            g_bits, out_shift = 62 - K.NORM_FRAC_BITS, 62
+        g = np.round(gamma / s_out * 2.0**g_bits)
+        b = np.round(beta / s_out * 2.0**out_shift)
+        if np.abs(b).max() >= 2**62:
+            raise QuantizationError(f"{norm}: beta / output scale too large for the integer LayerNorm")
+        eps = min(round(D * D * qm.graph.cfg.ln_eps / _unit(xt) ** 2), 2**62)
+        ins = [x, self.add(f"{norm}.in_shift", (D,), "int8", data=shifts), self.const_i32(f"{norm}.gamma_mul", g),
+               self.add(f"{norm}.beta_bias", (D,), "int64", data=b.astype(np.int64))]
+        return self.op("TSPTQ_LAYERNORM_2S", ins, y, in_zp=xt.zp, eps=int(eps), out_zp=yt.zp, out_shift=out_shift)
+
+    def softmax(self, point: str, scores: int, shape, beta: float) -> int:
+        st = self.t(scores)
+        step = float(st.quant.scale[0]) * beta  # the real step of a score code
+        lut = np.round(np.exp(-step * np.arange(256, dtype=np.float64)) * 2.0**K.EXP_FRAC_BITS)
+        y = self.act(point, shape)
+        yt = self.t(y)
+        kind = yt.quant.kind
+        d = yt.quant.details or {}
+        out_kind = {"uniform": K.UNIFORM, "two_scale": K.TWO_SCALE, "log2": K.LOG2}.get(kind)
+        if out_kind is None:
+            raise QuantizationError(f"{point}: no integer softmax for a {kind} output code")
+        mult, shift = 0, 0
+        if out_kind == K.UNIFORM:
+            mult, shift = fixed_multiplier(1.0 / (2.0**K.PROB_FRAC_BITS * float(yt.quant.scale[0])))
+        elif out_kind == K.TWO_SCALE:
+            mult, shift = fixed_multiplier(1.0 / (2.0**K.PROB_FRAC_BITS * d["fine_scale"]), K.TWO_SCALE_FRAC_BITS)
+        if shape[-1] << K.EXP_FRAC_BITS > ACC_LIMIT:
+            raise QuantizationError(f"{point}: {shape[-1]} tokens overflow the integer softmax's int32 sum")
+        return self.op("TSPTQ_SOFTMAX_2S", [scores, self.const_i32(f"{point}.exp_lut", lut)], y, out_kind=out_kind,
+                       mult=mult, shift=shift, out_zp=yt.zp if kind == "uniform" else 0, bits=d.get("bits", 8),
+                       ratio_log2=d.get("ratio_log2", 0), signed_fine=int(d.get("signed_fine", False)), beta=beta)
+
+    def gelu(self, point: str, x: int, shape) -> int:
+        """GELU_2S: a 256-entry table from the int8 input code to the output code, made with the simulator's math."""
+        qm = self.qm
+        in_q, out_q = qm.acts[self.t(x).name], qm.acts[point]
+        codes = torch.arange(-128, 128, dtype=torch.int32)
+        table = out_q.encode(F.gelu(in_q.decode(codes))).numpy()
+        y = self.act(point, shape)
+        yt = self.t(y)
+        lut = self.add(f"{point}.lut", (256,), yt.dtype, data=table)
+        return self.op("TSPTQ_GELU_2S", [x, lut], y)
+
+    def attention_values(self, point: str, probs: int, v: int, shape) -> int:
+        pt, vt = self.t(probs), self.t(v)
+        y = self.act(point, shape)
+        yt = self.t(y)
+        if pt.quant.details is None:
+            return self.op("BATCH_MATMUL", [probs, v], y, adj_x=False, adj_y=False)
+        d = pt.quant.details
+        kind = K.CODE_KINDS[d["kind"]]
+        tokens = shape[-2]
+        log2_frac = 0
+        if kind == K.LOG2:  # d = 2^(frac - q): the largest frac whose accumulator stays an int32
+            log2_frac = min(15, int(math.floor(math.log2(ACC_LIMIT / (tokens * 255)))))
+            unit = 2.0**-log2_frac
+        elif kind == K.TWO_SCALE:
+            unit = d["fine_scale"]
+            if tokens * _max_operand(pt) * 255 > ACC_LIMIT:
+                raise QuantizationError(f"{point}: the int32 accumulator could overflow ({tokens} tokens)")
+        else:
+            raise QuantizationError(f"{point}: no integer attention x V for a {d['kind']} code")
+        mult, shift = K.builtin_multipliers(unit, vt.quant.scale[:1], yt.quant.scale[:1])
+        return self.op("TSPTQ_BMM_2S", [probs, v], y, a_kind=kind, bits=d["bits"], ratio_log2=d.get("ratio_log2", 0),
+                       signed_fine=int(d.get("signed_fine", False)), log2_frac=log2_frac, b_zp=vt.zp,
+                       mult=int(mult[0]), shift=int(shift[0]), out_zp=yt.zp)
+
+    def reshape(self, name: str, x: int, shape) -> int:
+        y = self.like(name, x, shape)
+        return self.op("RESHAPE", [x, self.const_i32(f"{name}.shape", shape)], y, new_shape=list(shape))
+
+    def transpose(self, name: str, x: int, perm) -> int:
+        shape = [self.t(x).shape[p] for p in perm]
+        y = self.like(name, x, shape)
+        return self.op("TRANSPOSE", [x, self.const_i32(f"{name}.perm", perm)], y)
+
+
+def lower(qm: QuantizedViT) -> IntModel:
+    """The integer model of a fitted quantization (W<=8, A8)."""
+    cfg = qm.graph.cfg
+    if qm.method == "fp32" or not qm.acts:
+        raise QuantizationError("fp32 has no integer model: pick a quantization method")
+    if qm.a_bits != 8:
+        raise QuantizationError(f"the integer model and the .tflite file hold 8-bit activations; A{qm.a_bits} "
+                                "is simulated only")
+    if "head_dist" in qm.graph.linears:
+        raise QuantizationError("distilled DeiT models (two heads) have no integer export yet")
+    b = _Builder(qm)
+    H, D, hd, p = cfg.num_heads, cfg.embed_dim, cfg.head_dim, cfg.patch_size
+    gh, gw = cfg.img_size // p, cfg.img_size // p
+    n_prefix = qm.graph.consts["prefix"].shape[1]
+    T = n_prefix + gh * gw
+
+    x = b.act("input", (1, cfg.img_size, cfg.img_size, cfg.in_chans))
+    # Patch embedding: CONV_2D (NHWC input, OHWI filter), tokens, class token, position embedding.
+    w_codes, w_scale, bias_codes = patch_embed_codes(qm)
+    s_in = float(b.t(x).quant.scale[0])
+    wi = b.add("patch_embed.weight", (D, p, p, cfg.in_chans), "int8",
+               QuantParams(w_scale, np.zeros(D, np.int64), axis=0), w_codes)
+    bi = b.add("patch_embed.bias", (D,), "int32", QuantParams((np.float32(s_in) * w_scale).astype(np.float32),
+                                                                np.zeros(D, np.int64)), bias_codes)
+    if cfg.in_chans * p * p * 255 * 128 > ACC_LIMIT:
+        raise QuantizationError("patch_embed: the int32 accumulator could overflow")
+    conv = b.add("patch_embed.conv", (1, gh, gw, D), *code_params(qm.acts["patch_embed"], D))
+    b.op("CONV_2D", [x, wi, bi], conv, stride_h=p, stride_w=p, padding="VALID")
+    tokens = b.reshape("patch_embed.tokens", conv, (1, gh * gw, D))
+    pe_q = qm.acts["patch_embed"]
+    prefix = b.add("prefix_tokens", (1, n_prefix, D), b.t(conv).dtype, b.t(conv).quant,
+                   pe_q.encode(qm.graph.consts["prefix"]).numpy())
+    t = b.op("CONCATENATION", [prefix, tokens], b.act("patch_embed", (1, T, D)), axis=1)
+    pos_q = qm.consts["pos_embed"]
+    pos = b.add("pos_embed", (1, T, D), "int8", QuantParams(np.array([float(pos_q.scale)], np.float32), np.zeros(1, np.int64)),
+                pos_q.encode(qm.graph.consts["pos_embed"]).numpy())
+    residual_point = "blocks.0.in" if cfg.depth else "norm.in"
+    t = b.residual_add(t, pos, residual_point, (1, T, D))
+
+    for i in range(cfg.depth):
+        pfx = f"blocks.{i}"
+        r = t
+        a = b.layernorm(f"{pfx}.norm1", r, (1, T, D))
+        heads = {}
+        for j, part in enumerate("qkv"):
+            y = b.linear(f"{pfx}.qkv", a, f"{pfx}.{part}", (1, T, D), rows=slice(j * D, (j + 1) * D),
+                         name=f"{pfx}.{part}")
+            y = b.reshape(f"{pfx}.{part}.heads", y, (1, T, H, hd))
+            heads[part] = b.transpose(f"{pfx}.{part}.bhtd", y, (0, 2, 1, 3))
+        # The scores tensor holds q.k (its declared scale includes sqrt(hd)); the softmax applies beta = hd^-0.5.
+        scores = b.add(f"{pfx}.scores", (1, H, T, T), "int8",
+                       QuantParams(np.array([scores_scale(qm, i)], np.float32),
+                                   np.array([int(qm.acts[f"{pfx}.scores"].zero_point)], np.int64)))
+        b.op("BATCH_MATMUL", [heads["q"], heads["k"]], scores, adj_x=False, adj_y=True)
+        probs = b.softmax(f"{pfx}.softmax", scores, (1, H, T, T), hd ** -0.5)
+        ctx = b.attention_values(f"{pfx}.ctx", probs, heads["v"], (1, H, T, hd))
+        ctx = b.transpose(f"{pfx}.ctx.bthd", ctx, (0, 2, 1, 3))
+        ctx = b.reshape(f"{pfx}.ctx.tokens", ctx, (1, T, D))
+        o = b.linear(f"{pfx}.proj", ctx, f"{pfx}.proj", (1, T, D))
+        m = b.residual_add(r, o, f"{pfx}.mid", (1, T, D))
+        a = b.layernorm(f"{pfx}.norm2", m, (1, T, D))
+        h = b.linear(f"{pfx}.fc1", a, f"{pfx}.fc1", (1, T, cfg.mlp_hidden))
+        h = b.gelu(f"{pfx}.gelu", h, (1, T, cfg.mlp_hidden))
+        f = b.linear(f"{pfx}.fc2", h, f"{pfx}.fc2", (1, T, D))
+        t = b.residual_add(m, f, f"blocks.{i + 1}.in" if i + 1 < cfg.depth else "norm.in", (1, T, D))
+
+    n = b.layernorm("norm", t, (1, T, D))
+    cls = b.like("norm.class_token", n, (1, 1, D))
+    b.op("STRIDED_SLICE", [n, b.const_i32("norm.slice_begin", [0, 0, 0]), b.const_i32("norm.slice_end", [1, 1, D]),
+                           b.const_i32("norm.slice_strides", [1, 1, 1])], cls)
+    cls = b.reshape("norm.class_vector", cls, (1, D))
+    out = b.linear("head", cls, "head", (1, cfg.num_classes)) if cfg.num_classes else cls
+    meta = {"method": qm.method, "bits": f"W{qm.w_bits}A{qm.a_bits}", "calibration": dict(qm.info),
+            "config": cfg.to_dict()}
+    return IntModel(b.tensors, b.ops, [x], [out], meta)

@@ -1,0 +1,203 @@
+"""The op table: one ``OpSpec`` per op kind, every per-op fact the Python side shares, in one place.
+
+``OPS`` is in the order of the C runtime's op table (runtime_c/src/op_table.c, where an op's index is its kind):
+builtins, then custom ops. The "unsupported op" messages of both loaders list the ops in this order. Who reads what:
+
+- the interpreter (``tsptq.intmodel.graph.IntModel.run``): ``kernel``;
+- the arena planner (``tsptq.intmodel.planner``) and its mirror in the C loader's checks: ``scratch``,
+  ``persistent``, ``alias``;
+- the writer (``tsptq.tflite.writer``): ``builtin`` (operator code and version) and ``options`` (which options table);
+- the reader and the C loader's checks (``tsptq.tflite.reader``, ``tsptq.tflite.checks``): op code -> kind,
+  ``inputs``, ``option_keys``, ``options`` and the generic checks ``quantized_output`` / ``params_from``;
+- ``tsptq.tflite.inspect_file``: ``builtin`` (builtin or custom).
+
+What stays per op elsewhere is what cannot be a table entry: each kernel's arithmetic (``tsptq.intmodel.kernels``),
+the fields of the builtin options tables tsptq sets and reads (writer / reader / checks), and each op's own checks of
+shapes and option ranges (reader / checks). An op with no options table and no checks beyond the generic ones (an
+int8 elementwise builtin) needs its kernel and one entry here.
+
+This module imports no other intmodel module except the kernels (graph.py imports it): the kernel wrappers below
+take the model and op as they come and only read ``model.tensors``, ``op.inputs``/``outputs``/``options``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as S
+
+from tsptq.intmodel import kernels as K
+
+# (model, op, input values) -> output value: the Prepare part of TFLite's kernels (parameters from the tensors'
+# quantization and the op's options), then the integer kernel.
+Kernel = Callable[..., np.ndarray]
+# The op's input tensors -> bytes. A tensor here is a graph.Tensor or the C loader mirror's tensor
+# (tsptq.tflite.checks): both have ``shape`` and ``n_scales`` (the number of quantization scales).
+ByteSize = Callable[[Sequence], int]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    inputs: int  # the number of inputs in the file (the reader refuses any other count)
+    kernel: Kernel
+    # (BuiltinOperator code, the op version that declares int8 support: what the TFLite converter writes);
+    # None: a custom op
+    builtin: tuple[int, int] | None = None
+    options: str | None = None  # builtins: the BuiltinOptions table their options are (None: no table)
+    option_keys: tuple[str, ...] = ()  # custom ops: the integer flexbuffer keys, in the C runtime's slot order
+    quantized_output: bool = True  # the output must carry quantization parameters (False: ops that only move bytes)
+    params_from: int | None = None  # inputs from this index on are parameter tensors, which must be constant
+    alias: bool = False  # the output shares its input's bytes in the arena when the input is an activation
+    scratch: ByteSize | None = None  # kernel scratch in the activation arena, live during the op only
+    persistent: ByteSize | None = None  # (multiplier, shift) pairs the runtime derives once, in the persistent arena
+
+    @property
+    def custom(self) -> bool:
+        return self.builtin is None
+
+    @property
+    def options_type(self) -> int:
+        """The BuiltinOptions union type of the op's options table (NONE when it has none)."""
+        return getattr(S.BuiltinOptions, self.options) if self.options else S.BuiltinOptions.NONE
+
+
+# --- kernel wrappers: the Prepare part (parameters from tensors and options) of each op ------------------------------
+
+def _t(model, op, i: int, out: bool = False):
+    return model.tensors[(op.outputs if out else op.inputs)[i]]
+
+
+def _conv_fc_multipliers(model, op, w_index=1):
+    x, w, y = _t(model, op, 0), _t(model, op, w_index), _t(model, op, 0, out=True)
+    return K.builtin_multipliers(x.quant.scale[0], w.quant.scale, y.quant.scale[0])
+
+
+def _conv2d(model, op, v):
+    mult, shift = _conv_fc_multipliers(model, op)
+    return K.conv2d_patches(v[0], _t(model, op, 0).zp, v[1], v[2] if len(v) > 2 else None, mult, shift,
+                            _t(model, op, 0, out=True).zp, op.options["stride_h"])
+
+
+def _fully_connected(model, op, v):
+    mult, shift = _conv_fc_multipliers(model, op)
+    return K.fully_connected(v[0], _t(model, op, 0).zp, v[1], v[2] if len(v) > 2 else None, mult, shift,
+                             _t(model, op, 0, out=True).zp, per_channel=len(_t(model, op, 1).quant.scale) > 1)
+
+
+def _batch_matmul(model, op, v):
+    a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    mult, shift = K.bmm_multiplier(a.quant.scale[0], b.quant.scale[0], y.quant.scale[0])
+    return K.batch_matmul(v[0], a.zp, v[1], b.zp, mult, shift, y.zp, op.options.get("adj_y", False))
+
+
+def _add(model, op, v):
+    a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    params = K.add_params(a.quant.scale[:1], b.quant.scale[:1], y.quant.scale[:1])
+    return K.add(v[0], a.zp, v[1], b.zp, params, y.zp)
+
+
+def _reshape(model, op, v):
+    shape = _t(model, op, 0, out=True).shape
+    return v[0].reshape((v[0].shape[0],) + tuple(shape[1:]))
+
+
+def _transpose(model, op, v):
+    return v[0].transpose(tuple(int(p) for p in v[1]))
+
+
+def _concatenation(model, op, v):
+    batch = max(a.shape[0] for a in v)
+    return np.concatenate([np.broadcast_to(a, (batch,) + a.shape[1:]) for a in v], axis=op.options["axis"])
+
+
+def _strided_slice(model, op, v):
+    begin, end, strides = v[1], v[2], v[3]
+    index = (slice(None),) + tuple(slice(int(b), int(e), int(s)) for b, e, s in zip(begin[1:], end[1:], strides[1:]))
+    return v[0][index]  # the batch axis is kept whole
+
+
+def _layernorm_2s(model, op, v):
+    o = op.options
+    return K.layernorm_2s(v[0], o["in_zp"], v[1], v[2], v[3], o["eps"], o["out_zp"], o["out_shift"])
+
+
+def _softmax_2s(model, op, v):
+    o = op.options
+    return K.softmax_2s(v[0], v[1], o["out_kind"], o["mult"], o["shift"], o["out_zp"], o["bits"], o["ratio_log2"],
+                        bool(o["signed_fine"]))
+
+
+def _gelu_2s(model, op, v):
+    return K.lookup(v[0], v[1])
+
+
+def _fc_2s(model, op, v):
+    o = op.options
+    x, w, bias, mult, shift, in_shift = v
+    return K.fc_2s(x, o["in_kind"], o["in_zp"], in_shift, o["bits"], o["ratio_log2"], bool(o["signed_fine"]),
+                   o["neg_mult"], o["neg_shift"], w, bias, mult, shift, o["out_zp"])
+
+
+def _bmm_2s(model, op, v):
+    o = op.options
+    return K.bmm_2s(v[0], o["a_kind"], o["bits"], o["ratio_log2"], bool(o["signed_fine"]), o["log2_frac"], v[1],
+                    o["b_zp"], o["mult"], o["shift"], o["out_zp"])
+
+
+def _add_2s(model, op, v):
+    o = op.options
+    return K.add(v[0], o["a_zp"], v[1], o["b_zp"], v[2].astype(np.int64), o["out_zp"])
+
+
+# --- arena sizes (the C planner's, runtime_c/src/planner.c) ---------------------------------------------------------
+
+def _row_scratch(ins) -> int:
+    """One int32 per element of the input's last axis (softmax / FC_2S / BMM_2S)."""
+    return 4 * ins[0].shape[-1]
+
+
+def _per_output_channel(ins) -> int:
+    """CONV_2D: an int32 multiplier and shift for every output channel."""
+    return 8 * ins[1].shape[0]
+
+
+def _per_weight_scale(ins) -> int:
+    """FULLY_CONNECTED: an int32 multiplier and shift per weight scale."""
+    return 8 * ins[1].n_scales
+
+
+_B = S.BuiltinOperator
+_SPECS = (
+    OpSpec("CONV_2D", 3, _conv2d, (_B.CONV_2D, 3), "Conv2DOptions", persistent=_per_output_channel),
+    OpSpec("FULLY_CONNECTED", 3, _fully_connected, (_B.FULLY_CONNECTED, 5), "FullyConnectedOptions",
+           persistent=_per_weight_scale),
+    OpSpec("BATCH_MATMUL", 2, _batch_matmul, (_B.BATCH_MATMUL, 2), "BatchMatMulOptions"),
+    OpSpec("ADD", 2, _add, (_B.ADD, 2), "AddOptions"),
+    OpSpec("RESHAPE", 2, _reshape, (_B.RESHAPE, 1), "ReshapeOptions", quantized_output=False, params_from=1,
+           alias=True),
+    OpSpec("TRANSPOSE", 2, _transpose, (_B.TRANSPOSE, 2), "TransposeOptions", quantized_output=False, params_from=1),
+    OpSpec("CONCATENATION", 2, _concatenation, (_B.CONCATENATION, 2), "ConcatenationOptions"),
+    OpSpec("STRIDED_SLICE", 4, _strided_slice, (_B.STRIDED_SLICE, 2), "StridedSliceOptions", quantized_output=False,
+           params_from=1),
+    OpSpec("TSPTQ_LAYERNORM_2S", 4, _layernorm_2s, option_keys=("in_zp", "eps", "out_zp", "out_shift"),
+           params_from=1),
+    OpSpec("TSPTQ_SOFTMAX_2S", 2, _softmax_2s,
+           option_keys=("out_kind", "mult", "shift", "out_zp", "bits", "ratio_log2", "signed_fine"), params_from=1,
+           scratch=_row_scratch),
+    OpSpec("TSPTQ_GELU_2S", 2, _gelu_2s, params_from=1),
+    OpSpec("TSPTQ_FC_2S", 6, _fc_2s,
+           option_keys=("in_kind", "in_zp", "bits", "ratio_log2", "signed_fine", "neg_mult", "neg_shift", "out_zp"),
+           params_from=1, scratch=_row_scratch),
+    OpSpec("TSPTQ_BMM_2S", 2, _bmm_2s,
+           option_keys=("a_kind", "bits", "ratio_log2", "signed_fine", "log2_frac", "b_zp", "mult", "shift", "out_zp"),
+           scratch=_row_scratch),  # both inputs are activations
+    OpSpec("TSPTQ_ADD_2S", 3, _add_2s, option_keys=("a_zp", "b_zp", "out_zp"), params_from=2),
+)
+OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
+
+# Views of the table. The loaders' "unsupported op" messages list the known ops in table order, as the C loader does.
+BUILTIN_OPS = tuple(n for n, s in OPS.items() if not s.custom)
+CUSTOM_OPS = tuple(n for n, s in OPS.items() if s.custom)
+BUILTIN_KINDS = {OPS[n].builtin[0]: n for n in BUILTIN_OPS}  # BuiltinOperator code -> kind

@@ -1,0 +1,1 @@
+"""Quantization: codes (quantizers), calibration observers, searches, block-output selection, methods, the simulator."""

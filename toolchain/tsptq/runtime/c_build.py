@@ -1,0 +1,146 @@
+"""Build the C runtime (``runtime_c/``) into a shared library, cached by the hash of its sources and flags.
+
+``build_library(variant)`` compiles every ``runtime_c/src/**/*.c`` (or the given sources, relative to
+``runtime_c/``) with the variant's flags into ``<cache>/<hash>/<name>`` and returns that path; a second call with the
+same sources and flags returns the cached file without running the compiler. The cache is
+``$TSPTQ_CACHE/build`` (default ``~/.cache/tsptq/build``); each library is written under a temporary name and renamed
+into place, so concurrent builds and interrupted ones never leave a half-written file behind.
+
+Variants (``VARIANTS``): ``reference`` (portable C only), ``avx2`` (x86 AVX2), ``avx512vnni`` (x86 AVX-512 VNNI
+matrix products, AVX2 elsewhere), ``native`` (whatever the host CPU offers, NEON included on ARM), ``sanitize`` /
+``sanitize-avx2`` / ``sanitize-avx512vnni`` (ASan + UBSan, aborting on the first report; a process that loads them
+needs ``sanitizer_preload()`` in ``LD_PRELOAD``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tsptq.errors import TsptqError
+
+from tsptq.paths import RUNTIME_DIR
+BASE_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC"]
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+AVX512VNNI_FLAGS = ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
+                    "-DTSPTQ_USE_AVX512VNNI"]
+VARIANTS: dict[str, list[str]] = {
+    "reference": ["-DTSPTQ_REFERENCE_ONLY"],
+    "avx2": ["-mavx2", "-DTSPTQ_USE_AVX2"],
+    "avx512vnni": AVX512VNNI_FLAGS,
+    "native": ["-march=native"],
+    "sanitize": SANITIZE_FLAGS + ["-DTSPTQ_REFERENCE_ONLY"],
+    "sanitize-avx2": SANITIZE_FLAGS + ["-mavx2", "-DTSPTQ_USE_AVX2"],
+    "sanitize-avx512vnni": SANITIZE_FLAGS + AVX512VNNI_FLAGS,
+}
+
+
+class BuildError(TsptqError):
+    """The C compiler is missing or rejected the runtime sources (the message carries its output)."""
+
+
+def compiler() -> str:
+    cc = os.environ.get("CC", "cc")
+    path = shutil.which(cc)
+    if path is None:
+        raise BuildError(f"no C compiler: {cc!r} is not on PATH (set CC, or install gcc/clang)")
+    return path
+
+
+def have_compiler() -> bool:
+    """Whether a C compiler is available (tests skip the C parts without one)."""
+    try:
+        compiler()
+        return True
+    except BuildError:
+        return False
+
+
+def runtime_sources(sources: list[str] | None = None) -> list[Path]:
+    """The given sources (relative to runtime_c/) or every .c file under runtime_c/src, sorted."""
+    if sources is None:
+        found = sorted((RUNTIME_DIR / "src").rglob("*.c"))
+    else:
+        found = [RUNTIME_DIR / s for s in sources]
+    missing = [str(p) for p in found if not p.is_file()]
+    if missing:
+        raise BuildError(f"missing runtime sources: {', '.join(missing)}")
+    if not found:
+        raise BuildError(f"no C sources under {RUNTIME_DIR / 'src'}")
+    return found
+
+
+def cache_root() -> Path:
+    base = os.environ.get("TSPTQ_CACHE")
+    return Path(base) / "build" if base else Path.home() / ".cache" / "tsptq" / "build"
+
+
+def _digest(cc: str, flags: list[str], sources: list[Path]) -> str:
+    h = hashlib.sha256()
+    h.update(cc.encode() + b"\0" + "\0".join(flags).encode() + b"\0")
+    # every header too: a change in kernels.h or fixedpoint.h must rebuild
+    headers = sorted(RUNTIME_DIR.rglob("*.h"))
+    for p in sorted(set(sources)) + headers:
+        h.update(str(p.relative_to(RUNTIME_DIR)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:24]
+
+
+def build_library(variant: str = "reference", extra_flags: list[str] | None = None,
+                  sources: list[str] | None = None, name: str = "libtsptq_kernels.so") -> Path:
+    """Compile the runtime into a cached shared library and return its path.
+
+    variant: a key of VARIANTS (its flags come after BASE_FLAGS); extra_flags: appended (e.g. ``-DNDEBUG``);
+    sources: .c files relative to runtime_c/ (default: all of runtime_c/src/**/*.c).
+    """
+    if variant not in VARIANTS:
+        raise BuildError(f"unknown build variant {variant!r} (known: {', '.join(VARIANTS)})")
+    cc = compiler()
+    srcs = runtime_sources(sources)
+    flags = BASE_FLAGS + VARIANTS[variant] + list(extra_flags or [])
+    out_dir = cache_root() / f"{variant}-{_digest(cc, flags, srcs)}"
+    target = out_dir / name
+    if target.is_file():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+    os.close(fd)
+    cmd = [cc, *flags, "-shared", "-I", str(RUNTIME_DIR / "src"), "-o", tmp, *map(str, srcs), "-lm"]
+    if (RUNTIME_DIR / "include").is_dir():
+        cmd[cmd.index("-o"):cmd.index("-o")] = ["-I", str(RUNTIME_DIR / "include")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"compiling the C runtime ({variant}) failed:\n$ {' '.join(cmd)}\n"
+                             f"{proc.stdout}{proc.stderr}")
+        os.replace(tmp, target)
+    except OSError as e:
+        raise BuildError(f"compiling the C runtime ({variant}) failed: {e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def cpu_has(feature: str) -> bool:
+    """Whether /proc/cpuinfo lists a CPU flag (Linux; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return feature in line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return False
+
+
+def sanitizer_preload() -> str:
+    """The ASan runtime a non-ASan process must LD_PRELOAD before it can dlopen a sanitized library."""
+    cc = compiler()
+    proc = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = proc.stdout.strip()
+    if proc.returncode != 0 or not os.path.isabs(path) or not os.path.exists(path):
+        raise BuildError(f"{cc} has no AddressSanitizer runtime (libasan.so): {proc.stdout}{proc.stderr}")
+    return os.path.realpath(path)
