@@ -1,4 +1,5 @@
-# The README's two commands: `make demo` (the main job on the bundled model and images) and `make test`.
+# The README's two commands: `make demo` (the main job on the bundled model and images) and `make test`; `make check` is
+# the fast tier of the tests for every edit.
 # Each creates .venv when missing and installs what it needs first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ OUT ?= out
 TFLITE214 := .venv-tflite214
 TFLITE214_STAMP := $(TFLITE214)/.tflite-runtime-installed
 
-.PHONY: demo test bench clean-venv tflite214
+.PHONY: demo test check bench clean-venv tflite214
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,14 +44,14 @@ demo: $(STAMP)
 		--out $(OUT)/cifar10-vit-tsptq.tflite
 	$(VENV)/bin/tsptq inspect $(OUT)/cifar10-vit-tsptq.tflite --brief --json $(OUT)/inspect.json
 	$(VENV)/bin/tsptq verify $(OUT)/cifar10-vit-tsptq.tflite --eval-images 500 --json $(OUT)/verify.json
-	@# Boards: this machine as the board (needs a C compiler and socat; the tsptq agent, then stock LiteRT with the
+	@# Boards: this machine as the board (needs a C compiler; the tsptq agent, then stock LiteRT with the
 	@# tsptq delegate behind the same protocol), then the Cortex-M4F under QEMU when the
 	@# Arm toolchain and qemu-system-arm are installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm).
-	@if command -v cc >/dev/null && command -v socat >/dev/null; then \
+	@if command -v cc >/dev/null; then \
 		$(VENV)/bin/tsptq-deploy --target host --json $(OUT)/deploy-host.json --report $(OUT)/deploy-host && \
 		$(VENV)/bin/tsptq-deploy --target host --runtime litert --eval-images 20 \
 			--json $(OUT)/deploy-host-litert.json --report $(OUT)/deploy-host-litert; \
-	else echo "skipping tsptq-deploy --target host: needs cc and socat (apt-get install gcc socat)"; fi
+	else echo "skipping tsptq-deploy --target host: needs cc (apt-get install gcc)"; fi
 	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
 		$(VENV)/bin/tsptq-deploy --target mps2-an386 --eval-images 20 --json $(OUT)/deploy-mps2.json --report $(OUT)/deploy-mps2; \
 	else echo "skipping tsptq-deploy --target mps2-an386: needs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"; fi
@@ -58,6 +59,11 @@ demo: $(STAMP)
 
 test: $(STAMP) $(CONVERTER) $(TFLITE214_STAMP)
 	$(PY) -m pytest -q
+
+# The fast tier (tests/conftest.py): everything not marked slow, qemu or data (it needs a C compiler for the `cc` tests,
+# which skip without one); stops at the first failure. About 30-40 s on 2 cores, against ~16 min for `make test`.
+check: $(STAMP)
+	$(PY) -m pytest -q -x -m "not slow and not qemu and not data"
 
 bench: $(STAMP)
 	$(PY) benchmarks/accuracy.py

@@ -23,7 +23,7 @@ import torch
 
 from tsptq.data import datasets
 from tsptq.model.checkpoint import resolve_model
-from tsptq.data.resolve import resolve_data
+from tsptq.model.model_data import resolve_data
 from tsptq.evaluation.evaluate import evaluate, plot_drops, write_json_atomic
 from tsptq.quant.methods import ABLATIONS, MAIN_METHODS
 from tsptq.quant.quantize import quantize

@@ -26,7 +26,7 @@ import torch
 
 from tsptq.data import datasets
 from tsptq.model.checkpoint import resolve_model
-from tsptq.data.resolve import resolve_data
+from tsptq.model.model_data import resolve_data
 from tsptq.evaluation.evaluate import write_json_atomic
 
 import report  # benchmarks/report.py (this folder is sys.path[0] when a benchmark runs): writes docs/benchmarks.md

@@ -57,7 +57,7 @@ def run(model_name: str, eval_n: int | None, calib_n: int) -> dict:
 
     from tsptq.data import datasets
     from tsptq.model.checkpoint import resolve_model
-    from tsptq.data.resolve import resolve_data
+    from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
     from tsptq.tflite.writer import to_tflite

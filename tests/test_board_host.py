@@ -1,11 +1,12 @@
 """The device programs (targets/common/) against the host side (toolchain/tsptq/deploy/serial_link.py, toolchain/tsptq/deploy/board.py), talking
-over a socat pseudo-terminal pair, with a real exported fashion-vit: bit-exact inference, profile, every error status,
+over a pseudo-terminal pair (toolchain/tsptq/deploy/pty_pair.py), with a real exported fashion-vit: bit-exact inference, profile, every error status,
 garbage, retries, resets and a dead link. Every test runs against both device programs: the C agent (built natively,
 and for aarch64 under qemu-aarch64-static) and the LiteRT agent (targets/common/litert_agent.py: stock ai-edge-litert
 with its reference kernels and libtsptq_delegate.so, `--runtime litert`)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -25,7 +26,8 @@ SOURCES = ([str(p) for p in sorted((ROOT / "runtime_c" / "src").rglob("*.c"))]
 INCLUDES = [f"-I{ROOT / d}" for d in ("runtime_c/include", "runtime_c/src", "targets/common")]
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 
-pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed (apt-get install socat)")
+# Tiers (tests/conftest.py): the agents are compiled here (`cc`), each rig starts processes: the module is `slow`.
+pytestmark = [pytest.mark.cc, pytest.mark.slow]
 
 
 def compile_agent(cc: str, out: Path, flags: list[str]) -> Path:
@@ -84,20 +86,18 @@ def fashion():
 
 
 class Rig:
-    """socat joins two pseudo-terminals: the link opens A (before the agent starts, to catch its BOOT), the agent B."""
+    """A PtyPair joins two pseudo-terminals: the link opens A (before the agent starts, to catch its BOOT), the
+    agent B."""
 
     def __init__(self, workdir: Path, command: list[str], timeout: float, retries: int):
-        self.a, self.b = workdir / "A", workdir / "B"
+        from tsptq.deploy.pty_pair import PtyPair
+
+        self.pty = PtyPair()
+        self.a, self.b = self.pty.host, self.pty.board
         self.command = command
         self.log = workdir / "agent.log"
         self.agent = None
-        self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
-                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not (self.a.exists() and self.b.exists()):
-            assert time.monotonic() < deadline and self.socat.poll() is None, "socat did not create the pty pair"
-            time.sleep(0.01)
-        self.link = Link.open(str(self.a), timeout=timeout, retries=retries)
+        self.link = Link.open(self.a, timeout=timeout, retries=retries)
         self.board = Board(self.link, invoke_timeout=max(timeout, 5.0))
         self.start_agent()
 
@@ -112,10 +112,10 @@ class Rig:
 
     def close(self) -> None:
         self.link.close()
-        for p in (self.agent, self.socat):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.kill()
+            self.agent.wait()
+        self.pty.close()
 
 
 @pytest.fixture
@@ -159,7 +159,9 @@ def test_hello_reports_every_field(make_rig, agent):
     assert (info.protocol_version, info.max_body, info.tick_hz, info.tick_unit) == (1, 1024, 10**9, "ns")
     assert (info.model_capacity, info.arena_capacity, info.model_size, info.model_crc) == (1000000, 200000, 0, 0)
     assert info.board == "test-board"
-    assert info.runtime_version == ("0.1.0" if agent.kind == "c" else
+    header = (ROOT / "runtime_c" / "include" / "tsptq.h").read_text()
+    version = re.search(r'#define TSPTQ_VERSION_STRING "([^"]+)"', header).group(1)
+    assert info.runtime_version == (version if agent.kind == "c" else
                                     "ai-edge-litert 2.3.0 + tsptq delegate (reference kernels)")
     assert rig.link.counters["boots"] == 1
 
@@ -357,8 +359,7 @@ def test_dead_link_ends_in_a_link_error_naming_the_port(make_rig):
     with pytest.raises(LinkError) as e:
         rig.board.hello()
     assert time.monotonic() - t < 3 and str(rig.a) in str(e.value) and "3 tries" in str(e.value)
-    rig.socat.kill()  # the pty pair itself goes away
-    rig.socat.wait()
+    rig.pty.close()  # the pty pair itself goes away
     with pytest.raises(LinkError) as e:
         rig.board.hello()
     assert str(rig.a) in str(e.value)
@@ -366,6 +367,7 @@ def test_dead_link_ends_in_a_link_error_naming_the_port(make_rig):
 
 # ---- aarch64 (the rpi target) under qemu-aarch64-static ------------------------------------------------------------
 
+@pytest.mark.qemu
 def test_aarch64_agent_under_qemu(make_rig, fashion, tmp_path, agent):
     if agent.kind == "litert":
         pytest.skip("the LiteRT agent on the emulated Pi is tested in tests/test_deploy_litert.py")

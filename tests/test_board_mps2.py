@@ -127,6 +127,8 @@ def test_the_real_boards_are_described():
         assert t.flash and "{elf}" in t.flash and t.flash_capacity > 0 and t.ram_capacity > 0
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
 @pytest.mark.parametrize("name", cortex_m_targets())
 def test_firmware_compiles_and_fits(name, tiny):
     need_tools("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm")
@@ -167,6 +169,8 @@ def open_board(target, exe):
     return rb, link, Board(link, invoke_timeout=60.0)
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
 def test_mps2_runs_fashion_vit_bit_exact_and_resets(fashion, tiny):
     need_tools("arm-none-eabi-gcc", "qemu-system-arm")
     from tsptq.deploy.serial_link import crc32
@@ -213,6 +217,8 @@ def test_mps2_runs_fashion_vit_bit_exact_and_resets(fashion, tiny):
         assert board.infer(x[1].tobytes()).output == y[1].tobytes()
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
 def test_mps2_without_a_model_reports_none_and_rejects_inference(tiny):
     need_tools("arm-none-eabi-gcc", "qemu-system-arm")
     from tsptq.deploy.serial_link import STATUS_CODES, DeviceError
@@ -226,6 +232,7 @@ def test_mps2_without_a_model_reports_none_and_rejects_inference(tiny):
         assert e.value.status == STATUS_CODES["NO_MODEL"]
 
 
+@pytest.mark.qemu
 @pytest.mark.slow
 def test_mps2_uploads_fashion_vit(fashion):
     """The whole 317 KB model over QEMU's UART (30-80 s here), then bit-exact inferences."""

@@ -39,8 +39,11 @@ SIGNATURES = {
     "tq_lookup": [P, SZ, INT, P, P],
     "tq_fc_2s": [P, I32, I32, I32, I32, P, I32, I32, I32, I32, I32, P, I32, P, P, P, I32, P, P],
     "tq_bmm_2s": [P, P, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, P, P],
+    "tq_relu": [P, I32, I32, I32, I32, I32, P],
     "tq_quantize_multiplier": [ctypes.c_double, P, P],
 }
+
+pytestmark = pytest.mark.cc  # every test here builds the kernels
 
 
 def load(path) -> ctypes.CDLL:
@@ -364,6 +367,21 @@ def case_bmm_2s(lib, rng, edge, kind=None):
     return f"bmm_2s kind={kind} batch={batch} N={N} M={M} m={m} frac={frac}", y, want
 
 
+def case_relu(lib, rng, edge):
+    from tsptq.intmodel.ops import relu_int8, relu_multiplier
+
+    n = sizes(rng, edge, 1, 300)
+    x = arr(rng.integers(-128, 128, n), np.int8)
+    x[: min(n, 2)] = [-128, 127][: min(n, 2)]
+    in_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
+    s_in = log_uniform(rng, -3, -1)
+    s_out = f32(s_in * 10.0 ** rng.uniform(-6.5, 2) if edge else s_in * 10.0 ** rng.uniform(-1, 1))
+    mult_shift = relu_multiplier(s_in, s_out) or relu_multiplier(s_in, s_in)  # a shift above 23 is refused
+    y = np.empty(n, np.int8)
+    lib.tq_relu(ptr(x), n, in_zp, *mult_shift, out_zp, ptr(y))
+    return f"relu n={n} shift={mult_shift[1]}", y, relu_int8(x, in_zp, *mult_shift, out_zp)
+
+
 def case_quantize_multiplier(lib, rng, edge):
     reals = np.concatenate([10.0 ** rng.uniform(-12, 4, 200), [0.0, 1.0, 0.5, 2.0**-31, 2.0**-32, 1 - 2.0**-40,
                                                                  -0.3, 3.0 * 2**20]])
@@ -395,6 +413,7 @@ CASES = {
     "fc_2s_sign_split": (lambda l, r, e: case_fc_2s(l, r, e, K.SIGN_SPLIT), 120),
     "bmm_2s_two_scale": (lambda l, r, e: case_bmm_2s(l, r, e, K.TWO_SCALE), 120),
     "bmm_2s_log2": (lambda l, r, e: case_bmm_2s(l, r, e, K.LOG2), 120),
+    "relu": (case_relu, 60),
     "quantize_multiplier": (case_quantize_multiplier, 8),
 }
 
@@ -482,6 +501,7 @@ def _sanitized_variants():
     return out + ["sanitize-avx512vnni"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", _sanitized_variants())
 def test_sanitized_build_is_clean(variant):
     """The whole matrix (fewer cases) under ASan + UBSan in a child Python that preloads the ASan runtime: any
@@ -581,7 +601,8 @@ int main(void) {
 }
 """
 KERNEL_NAMES = ["conv2d_patches", "fully_connected", "batch_matmul", "add", "transpose", "concatenation",
-                "strided_slice", "layernorm_2s", "softmax_2s", "lookup", "fc_2s", "bmm_2s", "quantize_multiplier"]
+                "strided_slice", "layernorm_2s", "softmax_2s", "lookup", "fc_2s", "bmm_2s", "relu",
+                "quantize_multiplier"]
 
 
 ARM_BUILDS = {  # path: (compiler, its flags, the QEMU that runs it, the dot.h macro that path defines, Debian packages)
@@ -594,6 +615,8 @@ ARM_BUILDS = {  # path: (compiler, its flags, the QEMU that runs it, the dot.h m
 }
 
 
+@pytest.mark.qemu
+@pytest.mark.slow
 @pytest.mark.parametrize("path", list(ARM_BUILDS))
 def test_arm_simd_matches_reference(tmp_path, path):
     """The Arm SIMD paths (NEON, automatic under __ARM_NEON; the DSP extension's SMLAD, automatic under

@@ -22,45 +22,41 @@ from ai_edge_litert import schema_py_generated as S
 
 from tsptq.runtime.c_build import build_library, compiler, cpu_has, have_compiler
 from tsptq.data import datasets
-from tsptq.model import zoo
-from tsptq.quant.observers import record
 from tsptq.errors import RuntimeCError, TsptqError
 from tsptq.intmodel.lower import lower
 from tsptq.intmodel.planner import persistent_params, plan
 from tsptq.quant.quantize import quantize
-from tsptq.quant.qvit import Graph
 from tsptq.tflite.writer import to_tflite
 from tsptq.tflite.reader import parse_tflite
 from tflite_edit import edit_metadata, repack
-from tiny_vit import tiny_vit
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime_c"
 METHODS = ("tsptq", "minmax", "ptf-log2", "twin")
 CORE_SOURCES = sorted(str(p) for p in (RUNTIME / "src").rglob("*.c"))
 
 
-pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")
+# Tiers (tests/conftest.py): every test needs a C compiler; the cifar10-vit ones (its calibration and 100 images), the
+# sanitizer builds and the libFuzzer run take seconds each and are `slow`; the tiny-model ones are the fast tier.
+pytestmark = [pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)"), pytest.mark.cc]
+slow = pytest.mark.slow
 
 from tsptq.runtime.c_binding import CModel, verify_c  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cifar():
-    """cifar10-vit exported with each method (one calibration), and 100 test images quantized with each file's input
-    code."""
-    model = zoo.load_reference("cifar10-vit")
-    graph = Graph.from_model(model)
-    cal = record(graph, datasets.load_bundled_sample("train").balanced(32), 16, False)
-    files = {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
-    test = datasets.load_bundled_sample("test").take(100)
-    x = datasets.to_model_input(test.images, model.cfg).numpy()
-    return files, {m: parse_tflite(files[m]).quantize_input(x) for m in METHODS}, test, model.cfg
+def cifar(cifar_vit):
+    """cifar10-vit exported with each method (one calibration: conftest's cifar_vit), and 100 test images quantized
+    with each file's input code."""
+    files = {m: cifar_vit.tflite(m) for m in METHODS}
+    test = cifar_vit.test.take(100)
+    x = datasets.to_model_input(test.images, cifar_vit.cfg).numpy()
+    return files, {m: parse_tflite(files[m]).quantize_input(x) for m in METHODS}, test, cifar_vit.cfg
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_vits):
     """A 1-block random ViT (8x8 input) exported with each method: small files for many-mutation tests and fuzzing."""
-    cfg, graph, cal, imgs = tiny_vit(16)
+    cfg, graph, cal, imgs = tiny_vits(16)
     files = {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
     x = parse_tflite(files["tsptq"]).quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
     return files, x
@@ -74,6 +70,7 @@ def c_error(data: bytes, **kw) -> RuntimeCError:
 
 # --- (a) outputs ---------------------------------------------------------------------------------------------------
 
+@slow
 @pytest.mark.parametrize("method", METHODS)
 def test_c_outputs_equal_python_integer_model(cifar, method):
     files, xs, _, _ = cifar
@@ -90,6 +87,7 @@ def test_tiny_models_equal_python(tiny, method):
     assert np.array_equal(CModel(files[method]).run(x), parse_tflite(files[method]).run(x))
 
 
+@slow
 def test_verify_c_reports_bit_exact_and_top1(cifar, tmp_path):
     files, _, test, cfg = cifar
     path = tmp_path / "m.tflite"
@@ -99,6 +97,7 @@ def test_verify_c_reports_bit_exact_and_top1(cifar, tmp_path):
     assert r["c_ms_per_image"] > 0
 
 
+@slow
 def test_accessors(cifar):
     files, _, _, _ = cifar
     cm = CModel(files["tsptq"])
@@ -109,6 +108,7 @@ def test_accessors(cifar):
     assert np.float32(scale) == fm.input.quant.scale[0] and zp == fm.input.zp
 
 
+@slow
 def test_per_op_profile_covers_every_op_and_leaves_outputs_unchanged(cifar):
     from tsptq.runtime.c_binding import profile
 
@@ -124,6 +124,7 @@ def test_per_op_profile_covers_every_op_and_leaves_outputs_unchanged(cifar):
 
 # --- (b) the plan ----------------------------------------------------------------------------------------------------
 
+@slow
 @pytest.mark.parametrize("method", METHODS)
 def test_arena_equals_python_planner_and_is_near_the_bound(cifar, tiny, method):
     for data in (cifar[0][method], tiny[0][method]):
@@ -135,6 +136,7 @@ def test_arena_equals_python_planner_and_is_near_the_bound(cifar, tiny, method):
     assert CModel(cifar[0][method]).activation_size <= 1.001 * CModel(cifar[0][method]).activation_lower_bound
 
 
+@slow
 def test_plan_never_overlaps_live_buffers(cifar):
     """Two buffers alive during the same op never share bytes (checked on the Python mirror of the C plan)."""
     for data in cifar[0].values():
@@ -152,6 +154,7 @@ def test_plan_never_overlaps_live_buffers(cifar):
 
 # --- (c) bad input ---------------------------------------------------------------------------------------------------
 
+@slow
 def test_truncated_files_are_corrupted_errors(cifar, tiny):
     for data in (tiny[0]["tsptq"], cifar[0]["twin"]):
         cuts = sorted(set(range(0, 40)) | set(np.linspace(40, len(data) - 1, 120).astype(int).tolist()))
@@ -196,18 +199,28 @@ def test_flipped_bytes_never_crash(tiny):
 
 
 def test_newer_metadata_version(tiny):
-    e = c_error(repack(tiny[0]["tsptq"], edit_metadata(lambda meta: meta.update(version=2))))
+    """The version the runtime reads is the 'tsptq_format' entry's (tests/test_two_scale_source.py: the entry's
+    other problems)."""
+    from tsptq.tflite.writer import FORMAT_NAME, format_entry
+
+    def edit(m):
+        e = next(e for e in m.metadata if e.name in (FORMAT_NAME, FORMAT_NAME.encode()))
+        m.buffers[e.buffer].data = np.frombuffer(format_entry(2), np.uint8)
+    e = c_error(repack(tiny[0]["tsptq"], edit))
     assert e.name == "TSPTQ_ERR_VERSION" and "version 2" in str(e)
 
 
-def test_metadata_must_describe_the_two_scale_tensors(tiny):
+def test_the_runtime_does_not_read_the_json_metadata(tiny):
+    """The two-scale descriptions and the JSON's format/version are the Python tools' (tsptq.tflite.reader refuses
+    these files); the C runtime reads only the 'tsptq_format' entry, and loads them."""
     data = tiny[0]["tsptq"]
-    e = c_error(repack(data, edit_metadata(lambda meta: meta["two_scale"].update(ghost={"kind": "log2"}))))
-    assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "ghost" in str(e)
-    e = c_error(repack(data, edit_metadata(lambda meta: meta["two_scale"].popitem())))
-    assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "metadata describes" in str(e)
-    e = c_error(repack(data, edit_metadata(lambda meta: meta.update(format="other"))))
-    assert e.name == "TSPTQ_ERR_INVALID_MODEL" and "format/version" in str(e)
+    for change in (lambda meta: meta["two_scale"].update(ghost={"kind": "log2"}),
+                   lambda meta: meta["two_scale"].popitem(), lambda meta: meta.update(format="other"),
+                   lambda meta: meta.update(version=2)):
+        bad = repack(data, edit_metadata(change))
+        CModel(bad)
+        with pytest.raises(TsptqError):
+            parse_tflite(bad)
 
 
 def test_newer_schema_version(tiny):
@@ -269,6 +282,7 @@ def test_wrong_input_and_output_size(tiny):
     assert isinstance(e.value, TsptqError)
 
 
+@slow
 @pytest.mark.parametrize("method", METHODS)
 def test_precomputed_params_match_and_shrink_the_arena(cifar, method):
     """tsptq_prepare_with_params (emit-c's path): Python's multipliers are the C runtime's, byte for byte, and the
@@ -314,6 +328,7 @@ int main(void) {
 """
 
 
+@slow
 def test_emit_c_compiles_and_matches_python(cifar, tmp_path):
     from tsptq.runtime.emit_c import emit_c
 
@@ -354,6 +369,7 @@ def _sanitized_driver(tmp_path, simd: bool) -> Path:
     return exe
 
 
+@slow
 @pytest.mark.parametrize("simd", [False, True], ids=["reference", "avx2"])
 def test_core_under_asan_ubsan(cifar, tiny, tmp_path, simd):
     if simd and not cpu_has("avx2"):
@@ -383,6 +399,7 @@ def test_core_under_asan_ubsan(cifar, tiny, tmp_path, simd):
 FUZZ_SECONDS = int(os.environ.get("TSPTQ_FUZZ_SECONDS", "20"))
 
 
+@slow
 def test_fuzz_loader_smoke(tiny, tmp_path):
     clang = shutil.which("clang")
     if clang is None:
@@ -411,6 +428,7 @@ def test_fuzz_loader_smoke(tiny, tmp_path):
 
 # --- the CLI ----------------------------------------------------------------------------------------------------------
 
+@slow
 def test_cli_emit_c_and_verify_runtime_c(cifar, tmp_path, capsys):
     from tsptq.cli.main import main
 

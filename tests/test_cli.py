@@ -5,7 +5,7 @@ import pytest
 
 from tsptq.data import datasets
 from tsptq.cli.main import main
-from tsptq.data.resolve import resolve_data
+from tsptq.model.model_data import resolve_data
 from tsptq.model.vit import NAMED_CONFIGS
 
 needs_fashion = pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
@@ -18,6 +18,8 @@ def test_models_lists_everything(capsys):
         assert name in out
 
 
+@pytest.mark.slow
+@pytest.mark.data
 @needs_fashion
 def test_eval_writes_table_json_and_plot(tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
@@ -62,6 +64,7 @@ def test_bundled_data_needs_nothing_outside_the_package():
     assert len(set(map(bytes, calib.images)) & set(map(bytes, test.images))) == 0  # calibration kept out of the eval
 
 
+@pytest.mark.data
 def test_auto_data_follows_the_reference_model_unless_a_checkpoint_replaced_it():
     """--data auto: a reference model's own data set (robust-fashion-deep: Fashion-MNIST); a checkpoint loaded with
     --model left at its default (the config differs) is not taken for that model."""

@@ -1,9 +1,9 @@
 """tsptq-deploy end to end on the boards that run here, and the link under faults.
 
-host: the device program built natively behind a socat pty pair; rpi: the aarch64 agent under qemu-aarch64-static
-behind a pty pair; mps2-an386: Cortex-M4F firmware (model flashed into it) under qemu-system-arm on a TCP serial
-port. Each deployment must be bit-exact with the host integer reference on every image. The faulty-link tests put
-tsptq.deploy.fault_proxy between host and board.
+host: the device program built natively behind a pty pair (made in Python, tsptq.deploy.pty_pair); rpi: the aarch64
+agent under qemu-aarch64-static behind one too; mps2-an386: Cortex-M4F firmware (model flashed into it) under
+qemu-system-arm on a TCP serial port. Each deployment must be bit-exact with the host integer reference on every
+image. The faulty-link tests put tsptq.deploy.fault_proxy between host and board.
 """
 from __future__ import annotations
 
@@ -22,10 +22,14 @@ from tsptq.data import datasets
 from tsptq.cli.deploy import main as deploy_main
 from tsptq.deploy.pipeline import DoesNotFitError, check_fits, memory_needs
 from tsptq.deploy.fault_proxy import FaultProxy, Faults
-from tsptq.intmodel.integer import Source, build as build_int
+from tsptq.intmodel.integer import Source
+from tsptq.intmodel.lower import lower
 from tsptq.deploy.serial_link import Link, LinkError
 from tsptq.deploy.targets import build, load_target, start_board
 from tsptq.tflite.writer import to_tflite
+
+# Tiers (tests/conftest.py): the board tests need the host agent (a C compiler) or QEMU and take seconds (`slow`).
+slow = pytest.mark.slow
 
 
 def _tools_or_skip(name: str):
@@ -56,11 +60,16 @@ def _check_report(report: dict, images: int, unit: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def cifar_model():
-    im, _ = build_int(Source(model="cifar10-vit", data="bundled"), progress=False)
+def cifar_model(cifar_vit):
+    """What tsptq.intmodel.integer.build(Source(model="cifar10-vit", data="bundled")) makes (tsptq W8A8 on the 32
+    balanced bundled training images, the source in the metadata), lowered from the session's shared quantization."""
+    im = lower(cifar_vit.quantized("tsptq"))
+    im.metadata["source"] = Source(model="cifar10-vit", data="bundled").to_dict()
     return im, to_tflite(im)
 
 
+@pytest.mark.cc
+@slow
 def test_deploy_host_bit_exact_with_reports(tmp_path):
     _tools_or_skip("host")
     report = _deploy(tmp_path, "--target", "host", "--eval-images", "20")
@@ -72,6 +81,8 @@ def test_deploy_host_bit_exact_with_reports(tmp_path):
     assert (tmp_path / "report" / "ops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.qemu
+@slow
 def test_deploy_rpi_emulated(tmp_path):
     _tools_or_skip("rpi")
     report = _deploy(tmp_path, "--target", "rpi", "--eval-images", "8")
@@ -79,6 +90,8 @@ def test_deploy_rpi_emulated(tmp_path):
     assert report["board"]["board"] == "rpi"
 
 
+@pytest.mark.qemu
+@slow
 def test_deploy_mps2_flashed(tmp_path):
     _tools_or_skip("mps2-an386")
     report = _deploy(tmp_path, "--target", "mps2-an386", "--eval-images", "4")
@@ -86,6 +99,7 @@ def test_deploy_mps2_flashed(tmp_path):
     assert report["delivery"] == "flash" and report["memory"]["firmware"]["text"] > report["memory"]["model_bytes"]
 
 
+@slow
 def test_does_not_fit_is_said_before_flashing(cifar_model):
     im, model_bytes = cifar_model
     target = dataclasses.replace(load_target("mps2-an386"), flash_capacity=500_000, arena_capacity=20_000)
@@ -110,6 +124,8 @@ def _images(im, n):
     return codes, im.run(codes)
 
 
+@pytest.mark.cc
+@slow
 def test_faulty_link_completed_inferences_are_bit_exact(cifar_model, tmp_path):
     """About 1% of the bytes damaged (0.33% each dropped, flipped, duplicated, both ways) and a 2.5 s stall: every
     inference completes and is bit-exact, and the link's counters show that it had to work for it. The model is
@@ -137,15 +153,17 @@ def test_faulty_link_completed_inferences_are_bit_exact(cifar_model, tmp_path):
         assert proxy.counters.stalls == 1 and counters["resent"] > 0
 
 
+@pytest.mark.cc
+@slow
 def test_dead_link_ends_in_an_error_naming_the_port(cifar_model):
     target = _tools_or_skip("host")
     with start_board(target, build(target)) as running:
         link = Link(running.serial, running.url, timeout=0.3, retries=2)
         board = Board(link)
         board.hello()
-        for p in running.processes[1:]:  # the agent dies; the pty stays
-            p.kill()
-            p.wait()
+        agent, = running.processes  # the agent dies; the pty pair (in this process) stays
+        agent.kill()
+        agent.wait()
         t0 = time.monotonic()
         with pytest.raises(LinkError) as e:
             board.hello()
@@ -169,6 +187,8 @@ def fake_ssh(tmp_path: Path, monkeypatch, python3: str | None = None) -> None:
     monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
 
 
+@pytest.mark.cc
+@slow
 def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
     """--ssh: copy the agent and run it with --stdio through ssh. The ssh here is a shim that runs the same command
     lines locally; the bytes go through the agent's stdio exactly as over a real SSH session."""
@@ -182,6 +202,8 @@ def test_ssh_path_copies_and_runs_the_agent_over_stdio(tmp_path, monkeypatch):
     assert [p.name for p in remote.iterdir()] == ["tsptq-agent"]
 
 
+@pytest.mark.cc
+@slow
 def test_profile_runs_an_existing_file_on_a_board(cifar_model, tmp_path, capsys):
     """`tsptq profile`: the board part alone, for a .tflite file (the board started here, the model uploaded)."""
     from tsptq.cli.main import main as tsptq_main

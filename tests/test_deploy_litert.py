@@ -46,6 +46,8 @@ def pi_userland():
         pytest.skip(f"no emulated Pi userland: {e}")
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
 def test_rpi_litert_reference_kernels_are_bit_exact(tmp_path, pi_userland):
     rc, report = _run(tmp_path, "--target", "rpi", "--runtime", "litert", "--eval-images", "6")
     assert rc == 0
@@ -69,6 +71,8 @@ def test_rpi_litert_reference_kernels_are_bit_exact(tmp_path, pi_userland):
     assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "ops.png").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.qemu
 def test_rpi_litert_optimized_kernels_report_the_difference(tmp_path, pi_userland):
     """LiteRT's optimized aarch64 kernels requantize the builtins their own way (docs/integer-semantics.md): the run
     completes (exit 0), the report says how far the outputs are from the reference. Measured on these 6 images: no
@@ -81,6 +85,8 @@ def test_rpi_litert_optimized_kernels_report_the_difference(tmp_path, pi_userlan
     assert (r["bit_exact_fraction"] == 1.0) == (r["max_abs_diff_codes"] == 0)
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_litert_over_ssh_copies_three_files(tmp_path, monkeypatch):
     """--ssh with --runtime litert: copy the agent, wire.py and the delegate over ssh, start `python3 litert_agent.py --stdio`.
     The shims run the commands locally; `python3` is this venv's (it has ai-edge-litert), as a Pi's would be."""
@@ -95,6 +101,8 @@ def test_litert_over_ssh_copies_three_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in remote.iterdir()) == ["libtsptq_delegate.so", "litert_agent.py", "wire.py"]
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_a_board_without_litert_says_so(tmp_path, monkeypatch, capsys):
     """The Pi's python3 lacks ai-edge-litert: the agent still speaks the protocol and the commit is refused with the
     fix, instead of a dead link."""
@@ -132,6 +140,8 @@ def test_optimized_kernels_pass_only_within_bounds(diff, agreement, ok):
     assert deployment_ok(result, BoardOptions("rpi")) is (diff == 0)
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
     """The agent on a board whose Python has tflite-runtime 2.14 instead of ai-edge-litert (the .venv-tflite214 venv
     of `make tflite214` plays the Pi's python3): same protocol, bit-exact with the reference kernels."""
@@ -149,6 +159,8 @@ def test_a_board_with_tflite_runtime_214(tmp_path, monkeypatch):
     assert report["board"]["runtime_version"] == "tflite-runtime 2.14.0 + tsptq delegate (reference kernels)"
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_a_device_program_that_dies_is_reported_with_its_stderr(tmp_path, monkeypatch, capsys):
     """The agent cannot start on the board (here: a delegate built for another machine): the link error comes with the
     program's exit code and its message, not only 'no reply'."""

@@ -13,7 +13,9 @@ from tsptq.quant.quantize import quantize
 from tsptq.quant.quantizers import Uniform
 from tsptq.quant.qvit import point_names
 
-pytestmark = pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
+# Tier (tests/conftest.py): fashion-vit on Fashion-MNIST: `data`.
+pytestmark = [pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist"),
+              pytest.mark.data]
 
 
 @pytest.fixture(scope="module")

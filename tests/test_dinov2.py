@@ -38,6 +38,7 @@ def test_mapping_gives_exactly_the_model_keys_and_shapes():
 
 @needs_wheel
 @pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.skipif(not datasets.IMAGENET_SAMPLE.is_dir(), reason=f"no ImageNet sample at {datasets.IMAGENET_SAMPLE}")
 def test_torch_class_token_matches_onnxruntime():
     cosines = dinov2.class_token_cosines(2)

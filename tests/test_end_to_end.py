@@ -10,7 +10,9 @@ from tsptq.data import datasets
 from tsptq.model import zoo
 from tsptq.evaluation.evaluate import evaluate
 
-pytestmark = pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
+# Tiers (tests/conftest.py): 10,000 Fashion-MNIST test images per method: `data` and `slow`.
+pytestmark = [pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist"),
+              pytest.mark.data, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,26 @@ import pytest
 import torch
 
 from tsptq.data import datasets
-from tsptq.model.checkpoint import resolve_model
 from tsptq.cli.main import main
 from tsptq.evaluation.engines import CRunner, SimulatorRunner, resolve
 from tsptq.intmodel.lower import lower
 from tsptq.quant.quantize import quantize
 from tsptq.evaluation.shards import ShardPool, split_range
 
+# Tiers (tests/conftest.py): the C engine needs a C compiler (`cc`); those tests, the worker pools and torchrun are `slow`.
 needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
 
 
 @pytest.fixture(scope="module")
-def setup():
-    model = resolve_model("cifar10-vit")
-    calib = datasets.load_bundled_sample("train").take(32)
-    test = datasets.load_bundled_sample("test").take(90)
-    return model, calib, test
+def setup(cifar_vit):
+    """cifar10-vit (resolve_model("cifar10-vit"): tests/conftest.py's shared one), the first 32 bundled training
+    images and the first 90 bundled test images."""
+    return cifar_vit.model, cifar_vit.train.take(32), cifar_vit.test.take(90)
 
 
 @needs_cc
+@pytest.mark.cc
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["minmax", "tsptq"])
 def test_c_engine_gives_the_integer_models_logits_and_class_token(setup, method):
     model, calib, test = setup
@@ -70,6 +71,8 @@ def test_split_range_covers_every_batch_once(parts):
 
 
 @needs_cc
+@pytest.mark.cc
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["c", "faithful", "float32"])
 def test_two_workers_give_exactly_what_one_gives(setup, engine):
     model, calib, test = setup
@@ -94,6 +97,8 @@ def _eval_args(out: Path, *extra, images: int = 120, batch: int = 20):
 
 
 @needs_cc
+@pytest.mark.cc
+@pytest.mark.slow
 @pytest.mark.parametrize("images, batch", [(120, 20), (30, 50)])  # (30, 50): one batch, so rank 0 has no share
 def test_torchrun_with_two_gloo_ranks_writes_the_same_json_as_one_process(tmp_path, images, batch):
     one = tmp_path / "one.json"
@@ -114,6 +119,8 @@ def test_torchrun_with_two_gloo_ranks_writes_the_same_json_as_one_process(tmp_pa
 
 
 @needs_cc
+@pytest.mark.cc
+@pytest.mark.slow
 def test_eval_rows_carry_intervals_and_compare_prints_the_paired_difference(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(_eval_args(out, "--workers", "2", "--compare", "tsptq,minmax", "--json-timings")) == 0
@@ -153,6 +160,7 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_when_rank_0_fails_every_rank_stops_with_its_error(tmp_path):
     """Only rank 0 calibrates: its failure must reach the other ranks instead of leaving them in a broadcast."""
     script = tmp_path / "ranks.py"

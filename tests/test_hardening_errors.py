@@ -18,16 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tiny_vits, tmp_path_factory):
     """Two small .tflite files (a 1-block 8x8 ViT, two methods): different bytes, so different emit-c pairs."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_vit import tiny_vit
-
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
     from tsptq.tflite.writer import to_tflite
 
-    _, graph, cal, _ = tiny_vit(8)
+    _, graph, cal, _ = tiny_vits(8)
     d = tmp_path_factory.mktemp("models")
     out = {}
     for method in ("tsptq", "minmax"):
@@ -201,6 +198,7 @@ def test_emit_c_keeps_the_old_pair_when_writing_fails(files, tmp_path, monkeypat
     assert sorted(p.name for p in out.iterdir()) == ["model.c", "model.h"]
 
 
+@pytest.mark.cc
 def test_a_mismatched_pair_does_not_compile(files, tmp_path):
     """Only a crash between the two renames can leave one new file with one old one: model.c then refuses to
     compile against that model.h, instead of building firmware with the wrong sizes."""

@@ -41,16 +41,15 @@ def crafted() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tiny_vits):
     """A valid 1-block ViT file (8x8 input), 4 input images as codes and the Python integer model's outputs."""
-    from tiny_vit import tiny_vit
     from tsptq.data import datasets
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
     from tsptq.tflite.writer import to_tflite
     from tsptq.tflite.reader import parse_tflite
 
-    cfg, graph, cal, imgs = tiny_vit(8)
+    cfg, graph, cal, imgs = tiny_vits(8)
     data = to_tflite(lower(quantize(graph, cal, "tsptq", progress=False)))
     fm = parse_tflite(data)
     x = fm.quantize_input(datasets.to_model_input(imgs.images[:4], cfg).numpy())
@@ -75,6 +74,7 @@ def test_corpus_files_are_the_crafted_models():
 
 # ---- (c) the C loader via ctypes, and the Python planner ------------------------------------------------------------
 
+@pytest.mark.cc
 def test_c_loader_plans_the_crafted_model_and_refuses_a_small_arena(crafted):
     from tsptq.runtime.c_build import have_compiler
 
@@ -92,6 +92,7 @@ def test_c_loader_plans_the_crafted_model_and_refuses_a_small_arena(crafted):
     assert (p.arena_size, p.persistent_size, p.activation_size) == (BIG_BYTES, 0, BIG_BYTES)
 
 
+@pytest.mark.cc
 def test_a_plan_past_2_gb_is_refused_by_both_readers(tmp_path, capsys):
     """Two 1.43 GB buffers live at once: C refuses the file; Python (reader, planner, `tsptq inspect`) too, where
     `inspect` used to report the arena."""
@@ -135,8 +136,6 @@ def test_python_planner_refuses_past_the_limit():
 
 @pytest.fixture(scope="module")
 def asan_agent(tmp_path_factory) -> Path:
-    if shutil.which("socat") is None:
-        pytest.skip("socat is not installed (apt-get install socat)")
     from test_board_host import compile_agent
 
     cc = os.environ.get("CC", "cc")
@@ -172,6 +171,8 @@ def assert_clean(rig) -> None:
     assert "AddressSanitizer" not in log and "runtime error" not in log, log[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_host_agent_answers_arena_too_small_and_keeps_serving(asan_rig, crafted, tiny):
     from tsptq.deploy.serial_link import DeviceError
 
@@ -197,6 +198,8 @@ def test_host_agent_answers_arena_too_small_and_keeps_serving(asan_rig, crafted,
     assert_clean(rig)
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_host_agent_capacity_check_is_exact(asan_rig, tiny):
     """An arena of exactly the bytes UPLOAD_COMMIT reports is enough; one byte less is ARENA_TOO_SMALL, and says
     how much is needed."""
@@ -217,6 +220,8 @@ def test_host_agent_capacity_check_is_exact(asan_rig, tiny):
 
 # ---- (b) mps2-an386 under QEMU --------------------------------------------------------------------------------------
 
+@pytest.mark.qemu
+@pytest.mark.slow
 def test_mps2_answers_arena_too_small_and_keeps_serving(crafted, tiny):
     from test_board_mps2 import MPS2, need_tools, open_board
     from tsptq.deploy.serial_link import DeviceError
@@ -259,6 +264,8 @@ def _libfuzzer(tmp_path: Path, harness: str, extra: list[str]) -> Path:
     return exe
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_fuzz_targets_run_the_corpus_clean(tmp_path, tiny):
     """Regression mode: each corpus file (and a valid model) once through the loader and the device targets."""
     valid = tmp_path / "tiny.tflite"
@@ -274,6 +281,8 @@ def test_fuzz_targets_run_the_corpus_clean(tmp_path, tiny):
         assert run.stderr.count("Executed ") == len(files)
 
 
+@pytest.mark.slow
+@pytest.mark.cc
 def test_fuzz_device_smoke(tmp_path, tiny):
     """A short libFuzzer session of the device program's commit + INVOKE/OUTPUT/PROFILE, seeded with a valid model
     and the corpus."""

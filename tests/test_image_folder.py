@@ -316,13 +316,13 @@ def test_calibration_folder_and_one_label_file_for_both(tmp_path):
 
 
 def test_options_reach_the_recorded_source_and_verify(tmp_path):
-    from tsptq.cli.main import _source
+    from tsptq.cli.model_args import eval_data_from_args, source_from_args
+    from tsptq.evaluation.verify import file_eval_set
     from tsptq.intmodel.integer import Source
-    from tsptq.tflite.verify import file_eval_set
 
     args = build_parser().parse_args(["export", "--out", "m.tflite", "--data", "imagenet", "--folder", "F",
                                       "--labels", "L", "--calib-folder", "C"])
-    src = _source(args)
+    src = source_from_args(args)
     assert (src.folder, src.labels, src.calib_folder) == ("F", "L", "C")
     assert Source(**{k: v for k, v in src.to_dict().items() if k not in ("labels", "calib_folder")}).labels is None
     cfg = small_cfg(1000)
@@ -331,7 +331,7 @@ def test_options_reach_the_recorded_source_and_verify(tmp_path):
                       labels=str(tmp_path / "labels.txt"))
     fm = argparse.Namespace(metadata={"source": recorded.to_dict(), "config": cfg.to_dict()})
     args = build_parser().parse_args(["verify", "m.tflite", "--eval-images", "4"])
-    _, _, test, labelled = file_eval_set(fm, args)
+    _, _, test, labelled = file_eval_set(fm, args.file, eval_data_from_args(args))
     assert len(test) == 4 and labelled and test.labels.tolist() == [1, 999, 0, 999]  # val 3, 4, 5, 6
 
 

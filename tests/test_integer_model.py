@@ -10,7 +10,7 @@ from tsptq.data import datasets
 from tsptq.model import zoo
 from tsptq.quant.observers import record
 from tsptq.errors import QuantizationError
-from tsptq.quant.faithful import faithful_logits
+from tsptq.intmodel.faithful import faithful_logits
 from tsptq.intmodel.integer import compare
 from tsptq.intmodel.lower import lower
 from tsptq.quant.methods import ABLATIONS
@@ -19,17 +19,16 @@ from tsptq.quant.qvit import Graph
 
 
 @pytest.fixture(scope="module")
-def cifar():
-    model = zoo.load_reference("cifar10-vit")
-    graph = Graph.from_model(model)
-    cal = record(graph, datasets.load_bundled_sample("train").balanced(32), 16, False)
-    test = datasets.load_bundled_sample("test")
-    return graph, cal, test, datasets.to_model_input(test.images, model.cfg)
+def cifar(cifar_vit):
+    """cifar10-vit's Graph, its calibration on the 32 balanced bundled training images and the 500 bundled test images
+    (tests/conftest.py's cifar_vit)."""
+    return cifar_vit.graph, cifar_vit.cal, cifar_vit.test, datasets.to_model_input(cifar_vit.test.images, cifar_vit.cfg)
 
 
-def test_tsptq_integer_model_agrees_with_the_simulator(cifar):
+@pytest.mark.slow
+def test_tsptq_integer_model_agrees_with_the_simulator(cifar, cifar_vit):
     graph, cal, test, x = cifar
-    qm = quantize(graph, cal, "tsptq", progress=False)
+    qm = cifar_vit.quantized("tsptq")  # quantize(graph, cal, "tsptq"), shared with the other modules
     im = lower(qm)
     logits = im.dequantize_output(im.run(im.quantize_input(x.numpy())))
     with torch.no_grad():
@@ -56,6 +55,8 @@ def fashion():
     return graph, cal, test, datasets.to_model_input(test.images, model.cfg)
 
 
+@pytest.mark.data
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["minmax", "percentile", "ptf-log2", "twin", "tsptq"] + list(ABLATIONS[1:]))
 def test_every_method_has_an_integer_model_close_to_its_simulator(fashion, method):
     graph, cal, test, x = fashion

@@ -28,19 +28,18 @@ litert = pytest.importorskip("ai_edge_litert.interpreter")
 from tsptq.runtime.c_build import have_compiler  # noqa: E402
 
 
-pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")
+# Tiers (tests/conftest.py): every test needs a C compiler (the delegate); the ones on cifar10-vit (its calibration, 100
+# images through LiteRT, tflite-runtime 2.14 in a subprocess) are `slow`.
+pytestmark = [pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)"), pytest.mark.cc]
+slow = pytest.mark.slow
 
 from tsptq.data import datasets
 
-from tsptq.model import zoo  # noqa: E402
-from tsptq.quant.observers import record  # noqa: E402
 from tsptq.runtime.litert import LiteRTError, build_delegate, make_interpreter  # noqa: E402
 from tsptq.intmodel.lower import lower  # noqa: E402
 from tsptq.quant.quantize import quantize  # noqa: E402
-from tsptq.quant.qvit import Graph  # noqa: E402
 from tsptq.tflite.writer import to_tflite  # noqa: E402
 from tsptq.tflite.reader import parse_tflite  # noqa: E402
-from tiny_vit import tiny_vit  # noqa: E402
 
 N_IMAGES = 100
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,18 +71,15 @@ print(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    """cifar10-vit exported with the tsptq method, 100 test images quantized with the file's input code, and the
-    Python integer reference's outputs."""
-    model = zoo.load_reference("cifar10-vit")
-    graph = Graph.from_model(model)
-    cal = record(graph, datasets.load_bundled_sample("train").balanced(32), 16, False)
-    data = to_tflite(lower(quantize(graph, cal, "tsptq", progress=False)))
+def cifar(cifar_vit, tmp_path_factory):
+    """cifar10-vit exported with the tsptq method (tests/conftest.py's cifar_vit), 100 test images quantized with the
+    file's input code, and the Python integer reference's outputs."""
+    data = cifar_vit.tflite("tsptq")
     path = tmp_path_factory.mktemp("litert") / "cifar10-vit-tsptq.tflite"
     path.write_bytes(data)
-    test = datasets.load_bundled_sample("test").take(N_IMAGES)
+    test = cifar_vit.test.take(N_IMAGES)
     im = parse_tflite(data)
-    x = im.quantize_input(datasets.to_model_input(test.images, model.cfg).numpy())
+    x = im.quantize_input(datasets.to_model_input(test.images, cifar_vit.cfg).numpy())
     return path, x, im.run(x)
 
 
@@ -97,6 +93,7 @@ def _run(it, x: np.ndarray) -> np.ndarray:
     return np.concatenate(outs)
 
 
+@slow
 def test_builtin_ref_is_bit_exact_with_the_integer_reference(cifar):
     path, x, ref = cifar
     it = make_interpreter(path, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
@@ -105,6 +102,7 @@ def test_builtin_ref_is_bit_exact_with_the_integer_reference(cifar):
     assert np.array_equal(out, ref), f"{np.mean(out != ref):.4%} of output bytes differ"
 
 
+@slow
 def test_default_resolver_agreement(cifar):
     path, x, ref = cifar
     out = _run(make_interpreter(path), x)
@@ -121,6 +119,7 @@ def test_missing_model_option_is_a_clear_error():
         litert.load_delegate(str(build_delegate()))
 
 
+@slow
 @pytest.mark.parametrize("version", ["ai-edge-litert 9.9.9", "2.3.0", "tflite-runtime 2.3.0"])
 def test_unknown_runtime_version_is_refused(cifar, version):
     """The delegate knows runtimes by distribution and version: another version, a bare version (which runtime?) and a
@@ -130,6 +129,7 @@ def test_unknown_runtime_version_is_refused(cifar, version):
         litert.load_delegate(str(build_delegate()), options={"model": str(path), "runtime_version": version})
 
 
+@slow
 def test_unsupported_litert_version_refused_in_python(cifar, monkeypatch):
     import tsptq.runtime.litert as tl
 
@@ -138,17 +138,19 @@ def test_unsupported_litert_version_refused_in_python(cifar, monkeypatch):
         make_interpreter(cifar[0])
 
 
-def test_delegate_refuses_another_model(cifar, tmp_path):
+@slow
+def test_delegate_refuses_another_model(cifar, tiny_vits, tmp_path):
     """The delegate checks the interpreter's tensors against the file it loaded: a different model is refused."""
     path, _, _ = cifar
     other = tmp_path / "tiny.tflite"
-    _, graph, cal, _ = tiny_vit(8)
+    _, graph, cal, _ = tiny_vits(8)
     other.write_bytes(to_tflite(lower(quantize(graph, cal, "tsptq", progress=False))))
     d = litert.load_delegate(str(build_delegate()), options={"model": str(path)})
     with pytest.raises((RuntimeError, ValueError), match="refusing to run"):
         litert.Interpreter(model_path=str(other), experimental_delegates=[d]).allocate_tensors()
 
 
+@slow
 def test_without_the_delegate_allocate_tensors_fails(cifar):
     """Stock LiteRT parses the file (builtins + CUSTOM ops) but cannot prepare TSPTQ_* nodes without the delegate."""
     path, _, _ = cifar
@@ -181,6 +183,7 @@ def tflite214(cifar, tmp_path_factory):
     return meta, got["ref"], got["default"], ref
 
 
+@slow
 def test_tflite214_builtin_ref_is_bit_exact_with_the_integer_reference(tflite214):
     """tflite-runtime 2.14.0 with BUILTIN_REF and the delegate: byte-identical on 100/100 images (measured 100/100)."""
     meta, out, _, ref = tflite214
@@ -189,6 +192,7 @@ def test_tflite214_builtin_ref_is_bit_exact_with_the_integer_reference(tflite214
     assert np.array_equal(out, ref), f"{np.mean(out != ref):.4%} of output bytes differ"
 
 
+@slow
 def test_tflite214_default_resolver_agreement(tflite214):
     """tflite-runtime 2.14.0's default resolver applies no XNNPACK partition to this model (the same outputs as
     BUILTIN_WITHOUT_DEFAULT_DELEGATES): its optimized builtin kernels requantize differently from the reference.
@@ -230,6 +234,7 @@ def test_runtime_selection(monkeypatch):
         tl.resolve_runtime("tflite-runtime")
 
 
+@slow
 def test_delegate_accepts_the_tflite214_version(cifar):
     """runtime_version "tflite-runtime 2.14.0" is pinned for the delegate (as "ai-edge-litert 2.3.0" is)."""
     path, _, _ = cifar

@@ -8,16 +8,16 @@ field edits through the schema's object API) goes through both; on every one:
 
 - C refuses  -> Python refuses (no exception: TSPTQ_MAX_TENSORS/OPS, the capacity of a C build, not of the file);
 - C accepts  -> Python accepts, or refuses for one of the documented reasons it is stricter
-  (tsptq/tflite_import.py, "the C loader's checks"): the object API unpacks tables the C loader never reads; custom
-  options are decoded as a whole map (keys C never reads included); the metadata must be valid JSON; two-scale
-  descriptions must be well formed and equal the tensors' own details.
+  (tsptq.tflite.checks, "the C loader's checks"): the object API unpacks tables the C loader never reads; custom
+  options are decoded as a whole map (keys C never reads included); the metadata JSON (C reads only the
+  'tsptq_format' entry) must be valid and agree with it; two-scale descriptions must be well formed and equal the
+  tensors' own details, their scale vectors and the in_shift of the ops they feed.
 
 Plus targeted tests: zero points out of range per dtype (an int8 weight zero point of 2147483648 used to pass
 `tsptq verify`), and the arena past 2 GB (`tsptq inspect` used to report it: tests/test_hardening_memory.py).
 """
 from __future__ import annotations
 
-import ctypes
 import re
 import struct
 from collections import Counter
@@ -34,20 +34,24 @@ from tsptq.tflite.reader import parse_tflite, read_tflite
 METHODS = ("tsptq", "minmax", "ptf-log2", "twin")
 BYTE_MUTANTS, FIELD_MUTANTS = 100, 55  # per method file: 620 mutants in all
 
-# Why the Python reader may refuse a file the C loader accepts (each documented in tsptq/tflite_import.py).
+# Why the Python reader may refuse a file the C loader accepts (each documented in tsptq.tflite.reader).
 PYTHON_STRICTER = {
     "object API": r"corrupted or truncated flatbuffer \(",
-    "metadata JSON": r"the 'tsptq' metadata is not valid JSON",
+    # the C loader reads only the 'tsptq_format' entry, never the JSON (tests/test_two_scale_source.py)
+    "metadata JSON": r"the 'tsptq' metadata is not valid JSON|the 'tsptq' metadata has no format/version fields|no "
+                     r"'tsptq' metadata entry: the JSON|the 'tsptq' metadata points to buffer|tsptq metadata is "
+                     r"version|unknown tsptq metadata version|the 'tsptq' metadata is version .* 'tsptq_format' "
+                     r"entry version|the 'tsptq' metadata's two_scale entry is not a map",
     "whole custom options map": r"unreadable custom options \(",
     "two-scale description": r"unreadable custom quantization details|bad two-scale code description|metadata and "
                              r"graph disagree on two-scale tensor|has a two-scale code that the metadata does not "
                              r"describe|metadata entry for two-scale tensor .* is not a map|metadata describes "
-                             r"two-scale tensor",
+                             r"two-scale tensor|in_shift disagrees with the quantization details",
 }
 # C refuses for the capacity of its build, not for the file (Python has no such capacity).
 C_CAPACITY = ("TSPTQ_ERR_TOO_MANY",)
 
-pytestmark = pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")
+pytestmark = [pytest.mark.cc, pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)")]
 
 
 @pytest.fixture(scope="module")
@@ -59,27 +63,6 @@ def tiny_files():
 
     _, graph, cal, _ = tiny_vit(16)
     return {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
-
-
-@pytest.fixture(scope="module")
-def c_load():
-    """tsptq_load of the C runtime (ctypes): None when it accepts the bytes, else (error name, message)."""
-    from tsptq.runtime.c_binding import ERROR_NAMES, Status, load_library
-
-    lib = load_library()
-    model = np.zeros(lib.tsptq_model_size() + 64, np.uint8)
-    mp = model.ctypes.data + (-model.ctypes.data) % 64
-
-    def load(data: bytes):
-        raw = np.zeros(len(data) + 64, np.uint8)
-        off = (-raw.ctypes.data) % 64
-        raw[off:off + len(data)] = np.frombuffer(data, np.uint8)
-        st = Status()
-        rc = lib.tsptq_load(mp, raw.ctypes.data + off, len(data), ctypes.byref(st))
-        return None if rc == 0 else (ERROR_NAMES[rc], st.message.decode(errors="replace"))
-
-    load.model = model  # the tsptq_model lives in this buffer: it must outlive every call
-    return load
 
 
 def py_load(data: bytes):
@@ -185,6 +168,7 @@ def corpus(files: dict[str, bytes]):
             yield f"{method}:{name}", d
 
 
+@pytest.mark.slow
 def test_both_readers_give_the_same_verdict_on_the_mutant_corpus(tiny_files, c_load):
     seen = Counter()
     disagree, reasons = [], Counter()

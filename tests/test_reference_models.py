@@ -23,6 +23,8 @@ def test_cifar10_vit_on_the_bundled_sample():
     assert _top1(zoo.load_reference("cifar10-vit"), datasets.load_bundled_sample("test")) >= 70.0
 
 
+@pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.skipif(not datasets.CIFAR10_TARBALL.exists(), reason="needs ../shared/data/cifar10")
 def test_cifar10_vit_full_test_set_accuracy_is_the_recorded_one():
     """The committed weights, loaded and preprocessed here, give exactly the top-1 the training run recorded."""
@@ -32,6 +34,7 @@ def test_cifar10_vit_full_test_set_accuracy_is_the_recorded_one():
     assert top1 >= 75.0  # the issue asks for at least 75%
 
 
+@pytest.mark.data
 @pytest.mark.skipif(not datasets.FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
 def test_fashion_vit_accuracy():
     assert _top1(zoo.load_reference("fashion-vit"), datasets.load_fashion_mnist("test")) >= 85.0
@@ -53,6 +56,8 @@ def test_weights_load_into_the_timm_layout():
 ROBUSTNESS = ("robust-ls-mlp2", "robust-p8-distilled", "robust-fashion-deep")
 
 
+@pytest.mark.slow
+@pytest.mark.data
 @pytest.mark.parametrize("name", ROBUSTNESS)
 def test_robustness_models_load_with_their_recipe_and_recorded_accuracy(name):
     """Each robustness model loads, is small, differs from cifar10-vit's recipe, and its committed weights give

@@ -31,6 +31,7 @@ def converted(tmp_path_factory):
     return model, out, info
 
 
+@pytest.mark.slow
 @needs_converter
 def test_full_integer_model_with_layernorm_and_gelu_split(converted):
     model, out, info = converted
@@ -55,6 +56,7 @@ def test_full_integer_model_with_layernorm_and_gelu_split(converted):
     assert info["onnx_ops"].get("Erf", 0) == 0 and info["onnx_ops"]["Tanh"] == DEPTH
 
 
+@pytest.mark.slow
 @needs_converter
 def test_int8_tflite_tracks_fp32_on_bundled_test_images(converted):
     model, out, _ = converted
@@ -75,6 +77,7 @@ def test_int8_tflite_tracks_fp32_on_bundled_test_images(converted):
     np.testing.assert_array_equal(again, logits[:8])
 
 
+@pytest.mark.slow
 @needs_converter
 def test_run_tflite_rejects_a_model_for_another_input_size(converted):
     model, out, _ = converted
@@ -99,6 +102,7 @@ def test_not_a_tflite_file_is_a_clear_error(tmp_path):
         stock_converter.analyze(bad)
 
 
+@pytest.mark.slow
 @needs_converter
 def test_onnx2tf_failure_reports_the_log_tail(monkeypatch, tmp_path):
     # An unrunnable model: onnx2tf exits with an error; the message carries its last log lines.

@@ -93,18 +93,35 @@ def test_nothing_below_the_cli_imports_it():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-def _namespace_readers(tree: ast.AST) -> list[str]:
-    """Functions (other than a ``python -m`` module's own ``main``) that read attributes off a parameter named like
-    an argparse namespace."""
+NAMESPACE_NAMES = {"args", "ns", "namespace", "argv_ns"}
+
+
+def _reads_of(fn) -> set[str]:
+    """Names a function reads attributes from: ``x.attr``, ``getattr(x, ...)``, ``vars(x)``."""
+    reads = {n.value.id for n in ast.walk(fn) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+    for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+        if call.func.id in ("getattr", "vars", "hasattr") and call.args and isinstance(call.args[0], ast.Name):
+            reads.add(call.args[0].id)
+    return reads
+
+
+def _namespace_readers(tree: ast.AST, runnable: bool = False) -> list[str]:
+    """Functions that read a parameter named like an argparse namespace (a ``python -m`` module's own ``main``,
+    which parses its argv, excepted)."""
     found = []
     for fn in ast.walk(tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or fn.name == "main":
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or (runnable and fn.name == "main"):
             continue
-        params = {a.arg for a in fn.args.args + fn.args.kwonlyargs} & {"args", "ns", "namespace", "opts_ns"}
-        reads = {n.value.id for n in ast.walk(fn) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
-        if params & reads:
+        params = {a.arg for a in fn.args.args + fn.args.kwonlyargs} & NAMESPACE_NAMES
+        if params & _reads_of(fn):
             found.append(fn.name)
     return found
+
+
+def _runnable(tree: ast.AST) -> bool:
+    """Whether a module has an ``if __name__ == "__main__":`` block (``python -m tsptq.x.y``)."""
+    return any(isinstance(n, ast.If) and isinstance(n.test, ast.Compare) and isinstance(n.test.left, ast.Name)
+               and n.test.left.id == "__name__" for n in ast.walk(tree))
 
 
 def test_below_the_cli_no_function_takes_an_argparse_namespace():
@@ -113,15 +130,25 @@ def test_below_the_cli_no_function_takes_an_argparse_namespace():
         if name.startswith("tsptq.cli"):
             continue
         tree = ast.parse(path.read_text())
-        bad = _namespace_readers(tree)
+        bad = _namespace_readers(tree, runnable=_runnable(tree))
         if bad:
             offenders[name] = bad
     assert offenders == {}
 
 
 def test_the_namespace_check_can_fail():
-    tree = ast.parse("def deploy(args):\n    return args.target\n\ndef main(argv=None):\n    args = 1\n")
-    assert _namespace_readers(tree) == ["deploy"]
+    tree = ast.parse("def deploy(args):\n    return args.target\n\ndef main(argv=None):\n    args = 1\n"
+                     "def load(ns):\n    return getattr(ns, 'port', None)\n\ndef dump(args):\n    return vars(args)\n"
+                     "def main(args):\n    return args.x\n")
+    assert _namespace_readers(tree) == ["deploy", "load", "dump", "main"]  # a library `main(args)` too
+    assert _namespace_readers(tree, runnable=True) == ["deploy", "load", "dump"]
+
+
+def test_no_relative_imports():
+    """The walker follows absolute imports only: relative ones would hide edges (and folder path = import path)."""
+    relative = sorted(name for name, path in MODULES.items()
+                      if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(path.read_text()))))
+    assert relative == []
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -130,3 +157,25 @@ def test_every_module_is_importable_by_its_folder_path(name):
 
     module = importlib.import_module(name)
     assert Path(module.__file__).resolve() == MODULES[name].resolve()
+
+
+# The chain, bottom layer first: a package imports only the packages before it (and the shared modules).
+SHARED = {"tsptq", "tsptq.errors", "tsptq.paths", "tsptq.atomic"}
+LAYERS = ["data", "model", "quant", "intmodel", "tflite", "runtime", "evaluation", "deploy", "cli"]
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_every_module_is_in_a_layer_or_shared():
+    assert {m for m in MODULES if _layer(m) is None} == SHARED
+
+
+def test_imports_run_down_the_layers():
+    upward = sorted(f"{a} -> {b}" for a, deps in import_graph().items() for b in deps
+                    if _layer(a) is not None and _layer(b) is not None and _layer(b) > _layer(a))
+    assert upward == []
+    shared_deps = {a: sorted(d for d in deps if d not in SHARED) for a, deps in import_graph().items() if a in SHARED}
+    assert {a: d for a, d in shared_deps.items() if d} == {}

@@ -35,6 +35,7 @@ def tsptq_model():
     return im, to_tflite(im), im.quantize_input(x)
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_file_is_schema_valid_for_standard_tooling(tsptq_model):
     import tflite
 
@@ -56,6 +57,7 @@ def test_file_is_schema_valid_for_standard_tooling(tsptq_model):
     assert sig.Inputs(0).Name() == b"image" and sig.Outputs(0).Name() == b"logits"
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_file_constructs_in_litert_and_names_the_custom_ops(tsptq_model):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -67,6 +69,7 @@ def test_file_constructs_in_litert_and_names_the_custom_ops(tsptq_model):
         it.allocate_tensors()  # until a delegate runs the custom ops
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_round_trip_is_byte_exact(tsptq_model):
     im, data, x = tsptq_model
     back = parse_tflite(data)
@@ -78,6 +81,7 @@ def test_round_trip_is_byte_exact(tsptq_model):
     assert back.metadata["method"] == "tsptq" and back.metadata["bits"] == "W8A8"
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_metadata_describes_every_two_scale_tensor(tsptq_model):
     im, data, _ = tsptq_model
     m = S.ModelT.InitFromPackedBuf(data, 0)
@@ -97,6 +101,7 @@ def test_metadata_describes_every_two_scale_tensor(tsptq_model):
             np.testing.assert_allclose(t.quant.scale, e["base_scale"] * np.exp2(e["shifts"]), rtol=1e-6)
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_cli_export_inspect_verify(tmp_path, capsys):
     out = tmp_path / "m.tflite"
     assert main(["export", "--model", "cifar10-vit", "--method", "minmax", "--data", "bundled", "--out", str(out),
@@ -112,6 +117,7 @@ def test_cli_export_inspect_verify(tmp_path, capsys):
     assert v["bytes_equal_to_in_memory"] is True and v["eval_images"] == 40
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_export_is_atomic(tsptq_model, tmp_path, monkeypatch):
     im, _, _ = tsptq_model
     path = tmp_path / "m.tflite"
@@ -126,6 +132,7 @@ def test_export_is_atomic(tsptq_model, tmp_path, monkeypatch):
 
 # --- bad files ------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_truncated_and_foreign_files(tsptq_model, tmp_path):
     _, data, _ = tsptq_model
     with pytest.raises(ModelFileError, match="truncated"):
@@ -138,6 +145,7 @@ def test_truncated_and_foreign_files(tsptq_model, tmp_path):
         read_tflite(tmp_path / "missing.tflite")
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_metadata_problems(tsptq_model):
     _, data, _ = tsptq_model
     with pytest.raises(ModelFileError, match="version 99.*upgrade"):
@@ -151,10 +159,11 @@ def test_metadata_problems(tsptq_model):
         parse_tflite(repack(data, edit_metadata(change_scale)))
     with pytest.raises(ModelFileError, match="does not describe"):
         parse_tflite(repack(data, edit_metadata(lambda m: m["two_scale"].pop(name))))
-    with pytest.raises(ModelFileError, match="no 'tsptq' metadata"):
+    with pytest.raises(ModelFileError, match="no 'tsptq_format' metadata entry: not a file written by tsptq export"):
         parse_tflite(repack(data, lambda m: setattr(m, "metadata", [])))
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_unsupported_op_is_named(tsptq_model):
     _, data, _ = tsptq_model
 
@@ -173,6 +182,7 @@ def test_unsupported_op_is_named(tsptq_model):
         parse_tflite(repack(data, unknown_custom))
 
 
+@pytest.mark.slow  # builds cifar10-vit tsptq
 def test_graph_inconsistencies(tsptq_model):
     _, data, _ = tsptq_model
 

@@ -29,10 +29,11 @@ extern "C" {
 #endif
 
 #define TSPTQ_VERSION_MAJOR 0
-#define TSPTQ_VERSION_MINOR 1
+#define TSPTQ_VERSION_MINOR 2
 #define TSPTQ_VERSION_PATCH 0
-#define TSPTQ_VERSION_STRING "0.1.0"
-/* Newest version of the file's 'tsptq' metadata entry this runtime reads, and the TFLite schema version. */
+#define TSPTQ_VERSION_STRING "0.2.0"
+/* Newest version of a tsptq file this runtime reads (the u32 in its 'tsptq_format' metadata entry, which the 'tsptq'
+ * JSON entry repeats for the Python tools), and the TFLite schema version. */
 #define TSPTQ_METADATA_VERSION 1
 #define TSPTQ_SCHEMA_VERSION 3
 
@@ -46,7 +47,7 @@ extern "C" {
 #define TSPTQ_MAX_RANK 6
 #define TSPTQ_MAX_OP_INPUTS 6
 #define TSPTQ_MAX_OPTIONS 10
-#define TSPTQ_MESSAGE_SIZE 192
+#define TSPTQ_MESSAGE_SIZE 256
 /* Alignment the arena must have (bytes), and of every tensor inside it. */
 #define TSPTQ_ARENA_ALIGNMENT 8
 #define TSPTQ_TENSOR_ALIGNMENT 16
@@ -88,7 +89,7 @@ typedef struct {
     int32_t root;             /* the tensor whose arena bytes this one shares (a RESHAPE aliases its input) */
     int32_t first, last;      /* lifetime over the schedule (activations) */
     uint16_t name_len;
-    uint8_t rank, type, has_quant, is_const, written, has_details;
+    uint8_t rank, type, has_quant, is_const, written, quant_axis; /* quant_axis: of per-channel scales */
 } tsptq_tensor;
 
 typedef struct {
@@ -182,7 +183,7 @@ size_t tsptq_num_ops(const tsptq_model *model);
  * tsptq_op_info fills `out` for op i < tsptq_op_table_size() and returns TSPTQ_OK (TSPTQ_ERR_ARGUMENT otherwise).
  * Every pointer in it is to static data. For bindings (Python's ctypes): the fields in this order, each with its
  * natural alignment and no packing; on a 64-bit host name at offset 0, builtin_code at 8, min_inputs 12,
- * max_inputs 16, n_outputs 20, n_option_keys 24, option_keys at 32, 40 bytes in all. */
+ * max_inputs 16, n_outputs 20, n_option_keys 24, option_keys at 32, elementwise at 40, 48 bytes in all. */
 typedef struct {
     const char *name;               /* TFLite builtin name ("FULLY_CONNECTED") or custom code ("TSPTQ_FC_2S") */
     int32_t builtin_code;           /* TFLite BuiltinOperator code; -1 for a custom op */
@@ -191,6 +192,7 @@ typedef struct {
     /* the op's integer options in the order the runtime holds them: custom ops' flexbuffer keys (all required);
      * builtins: the names of the values the runtime derives from the options and the tensors. NULL when none. */
     const char *const *option_keys;
+    uint32_t elementwise;           /* 1: the output has the shape of input 0 (the loader checks it), else 0 */
 } tsptq_op_info_t;
 uint32_t tsptq_op_table_size(void);
 int tsptq_op_info(uint32_t i, tsptq_op_info_t *out);

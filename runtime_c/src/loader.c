@@ -1,6 +1,7 @@
 /* tsptq runtime: the .tflite loader. Reads a tsptq file with the flatbuffer reader (flatbuffer.h), its custom
- * options and quantization details with the flexbuffer reader (flexbuffer.h) and its 'tsptq' metadata with
- * metadata_json.h, and makes the checks of toolchain/tsptq/tflite/reader.py (mirrored by tflite_loader_checks.py), plus
+ * options and quantization details with the flexbuffer reader (flexbuffer.h) and its 8-byte 'tsptq_format' metadata
+ * entry (the JSON 'tsptq' entry is for the Python tools: not parsed here), and makes the checks of
+ * toolchain/tsptq/tflite/reader.py (mirrored by toolchain/tsptq/tflite/checks.py), plus
  * the preconditions the kernels rely on: shapes that fit, parameters in range, accumulators that cannot overflow.
  * Ops are resolved, read and checked through the op table (op_table.h): the per-op checks are the ops' own. Nothing
  * outside bytes[0..len) is touched, whatever the bytes hold. No allocation, no libc beyond string.h.
@@ -9,7 +10,6 @@
 
 #include "flatbuffer.h"
 #include "flexbuffer.h"
-#include "metadata_json.h"
 #include "op_table.h"
 #include "ops/op_util.h"
 #include "runtime.h"
@@ -66,7 +66,6 @@ typedef struct {
     tq_fb_rd r;
     tsptq_model *m;
     tq_fb_vec buffers;
-    tq_fb_vec meta;     /* the 'tsptq' metadata JSON */
     tq_fb_tbl options;  /* the builtin options table of the op being loaded */
 } ld;
 
@@ -83,39 +82,53 @@ static int buffer_data(ld *L, uint32_t index, tq_fb_vec *data, const char *what)
     return !L->r.err;
 }
 
+/* The 'tsptq_format' metadata entry (docs/integer-semantics.md, "The file's metadata"): 8 bytes, the magic "TQFM" and the
+ * file's format version (u32, little endian). All the runtime needs from the metadata; the 'tsptq' JSON entry next to
+ * it (method, calibration, two-scale descriptions, the same version) is only noticed, for the message of a file
+ * written before the binary entry existed. */
 static int load_metadata(ld *L, const tq_fb_tbl *model) {
     tq_fb_rd *r = &L->r;
     tq_fb_vec meta, name, data;
-    uint32_t i, found = 0, buf = 0;
-    int64_t version = 0;
+    uint32_t i, found = 0, json = 0, buf = 0;
+    int64_t version;
     if (!tq_fb_field_vec(r, model, 6, 4, &meta, "the metadata list")) return 0;
     for (i = 0; i < meta.len && !found; i++) {
         tq_fb_tbl e;
         if (!tq_fb_vec_table(r, &meta, i, &e, "a metadata entry") ||
             !tq_fb_field_vec(r, &e, 0, 1, &name, "a metadata name"))
             return 0;
-        if (tq_fb_str_eq(r, &name, "tsptq")) {
+        if (tq_fb_str_eq(r, &name, "tsptq_format")) {
             found = 1;
             buf = (uint32_t)tq_fb_uint(r, &e, 1, 4, 0, "a metadata entry");
+        } else if (tq_fb_str_eq(r, &name, "tsptq")) {
+            json = 1;
         }
     }
     if (r->err) return 0;
     if (!found)
-        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "no 'tsptq' metadata: not a file written by tsptq export"), 0;
+        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, json ? "no 'tsptq_format' metadata entry: written by an older "
+                                                              "tsptq, re-export it"
+                                                            : "no 'tsptq_format' metadata entry: not a file written "
+                                                              "by tsptq export"), 0;
     if (buf >= L->buffers.len || !buffer_data(L, buf, &data, "the metadata buffer") || !data.len) {
         if (r->err) return 0;
-        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "the 'tsptq' metadata points to buffer %u, which does not "
-                                                       "exist or is empty", buf), 0;
+        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "the 'tsptq_format' metadata points to buffer %u, which does "
+                                                       "not exist or is empty", buf), 0;
     }
-    L->meta = data;
-    if (!tq_json_meta(r->b + data.start, data.len, &version))
-        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "the 'tsptq' metadata has no format/version fields (or is "
-                                                       "not a JSON object)"), 0;
+    if (data.len < 8)
+        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "the 'tsptq_format' metadata holds %u bytes, expected 8",
+                       data.len), 0;
+    if (memcmp(r->b + data.start, "TQFM", 4) != 0)
+        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "the 'tsptq_format' metadata does not start with 'TQFM'"), 0;
+    version = (int64_t)tq_le32(r->b + data.start + 4);
     if (version > TSPTQ_METADATA_VERSION)
-        return tq_fail(r->st, TSPTQ_ERR_VERSION, "the file's tsptq metadata is version %L; this runtime reads up to "
+        return tq_fail(r->st, TSPTQ_ERR_VERSION, "the file's tsptq format is version %L; this runtime reads up to "
                                                  "version %d: upgrade the runtime", version, TSPTQ_METADATA_VERSION), 0;
     if (version < 1)
-        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "unknown tsptq metadata version %L", version), 0;
+        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "unknown tsptq format version %L", version), 0;
+    if (data.len != 8)
+        return tq_fail(r->st, TSPTQ_ERR_INVALID_MODEL, "the 'tsptq_format' metadata holds %u bytes, expected 8",
+                       data.len), 0;
     return 1;
 }
 
@@ -166,7 +179,6 @@ static int load_quant(ld *L, uint32_t i, tsptq_tensor *t, const tq_fb_tbl *tt) {
             if (!tq_fx_map(r->b + custom.start, custom.len, &fm) || tq_fx_find(&fm, "kind") < 0)
                 return tq_fail(r->st, TSPTQ_ERR_BAD_QUANTIZATION, "tensor %u (%.*s): custom quantization details "
                                                                   "unreadable or without a 'kind'", i, TNAME(t)), 0;
-            t->has_details = 1;
         }
         if (r->err) return 0;
     } else if (details_type != 0) {
@@ -176,6 +188,7 @@ static int load_quant(ld *L, uint32_t i, tsptq_tensor *t, const tq_fb_tbl *tt) {
     t->has_quant = 1;
     t->scales = r->b + scale.start;
     t->n_scales = scale.len;
+    t->quant_axis = (uint8_t)(scale.len > 1 ? axis : 0);
     return 1;
 }
 
@@ -349,8 +362,8 @@ static int load_custom_options(ld *L, tq_op_ctx *c, const tq_fb_tbl *ot) {
     return 1;
 }
 
-/* What every op shares (the input count, an output that is not constant and is quantized, constant parameters),
- * then the op's own checks (its prepare). */
+/* What every op shares (the input count, an output that is not constant and is quantized, constant parameters, the
+ * output shape of an elementwise op), then the op's own checks (its prepare). */
 static int check_op(ld *L, tq_op_ctx *c) {
     tq_fb_rd *r = &L->r;
     const tq_op_def *def = c->def;
@@ -375,6 +388,9 @@ static int check_op(ld *L, tq_op_ctx *c) {
         if (!c->in[i]->is_const)
             return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "op %u (%s): parameter tensor '%.*s' must be constant", k,
                           def->name, TNAME(c->in[i]));
+    if ((def->flags & TQ_OPF_ELEMENTWISE) && !tq_same_shape(c->in[0], out))
+        return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "op %u (%s): the output's shape differs from the input's (an "
+                                               "elementwise op)", k, def->name);
     return def->prepare ? def->prepare(c) : 1;
 }
 
@@ -496,7 +512,6 @@ static int load(ld *L, tsptq_model *m, const uint8_t *b, size_t len, tsptq_statu
         if (!tq_fb_vec_table(r, &tensors, i, &tt, "a tensor") || !load_tensor(L, i, &tt))
             return r->err ? r->err : st->code;
     }
-    if (!tq_json_check_two_scale(m, r->b + L->meta.start, L->meta.len, st)) return st->code;
     m->n_ops = ops.len;
     for (k = 0; k < ops.len; k++) {
         tq_fb_tbl ot, ct;

@@ -1,7 +1,8 @@
 /* tsptq runtime: the op table, the one list of the ops the C runtime runs (op_table.h). Adding an op: its file in
- * src/ops/ (the kernel and its tq_op_def), and one line in TQ_OP_LIST below. The order is the order of
- * the Python toolchain's op table (tflite_export.BUILTINS, then intmodel.CUSTOM_OPS): the loader names the supported
- * ops in this order in its "unsupported op" messages. tsptq_op.kind is the index of an op's definition here. */
+ * src/ops/ (the kernel and its tq_op_def), and one line in TQ_OP_LIST below. The order is the order of the Python
+ * toolchain's op table (tsptq.intmodel.ops.OPS; tests/test_op_table.py checks that both are equal): the loader names
+ * the supported ops in this order in its "unsupported op" messages. tsptq_op.kind is the index of an op's definition
+ * here. */
 #include "op_table.h"
 
 /* One line per op: the name of its tq_op_def (an op file's TQ_OP_DEF(kernel, suffix)), and the op's name. */
@@ -15,6 +16,7 @@
     X(tq_transpose_op)       /* TRANSPOSE */                                                                        \
     X(tq_concatenation_op)   /* CONCATENATION */                                                                    \
     X(tq_strided_slice_op)   /* STRIDED_SLICE */                                                                    \
+    X(tq_relu_op)            /* RELU */                                                                             \
     /* custom ops */                                                                                                \
     X(tq_layernorm_2s_op)    /* TSPTQ_LAYERNORM_2S */                                                               \
     X(tq_softmax_2s_op)      /* TSPTQ_SOFTMAX_2S */                                                                 \
@@ -47,6 +49,7 @@ int tsptq_op_info(uint32_t i, tsptq_op_info_t *out) {
     out->n_outputs = d->n_outputs;
     out->n_option_keys = d->n_option_keys;
     out->option_keys = d->option_keys;
+    out->elementwise = (d->flags & TQ_OPF_ELEMENTWISE) ? 1u : 0u;
     return TSPTQ_OK;
 }
 

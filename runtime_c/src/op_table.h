@@ -6,9 +6,10 @@
  * Loading op k: the loader resolves the operator code to a definition (builtin_code, or name for a custom op), reads
  * the options into tsptq_op.opt[] (custom: the flexbuffer keys option_keys[] in that order, each an integer;
  * builtin: load_options, which reads the options table), checks what every op shares (input count, an output that
- * is not constant, quantized unless TQ_OPF_ANY_OUTPUT, constant parameter inputs from const_from on), then calls
- * prepare. After the whole graph: scratch and persistent give the op's arena bytes. tsptq_prepare fills the
- * persistent bytes with multiplier (per channel c: an int32 multiplier and shift); tsptq_invoke calls eval.
+ * is not constant, quantized unless TQ_OPF_ANY_OUTPUT, constant parameter inputs from const_from on, the output
+ * of input 0's shape if TQ_OPF_ELEMENTWISE), then calls prepare. After the whole graph: scratch and persistent give
+ * the op's arena bytes. tsptq_prepare fills the persistent bytes with multiplier (per channel c: an int32 multiplier
+ * and shift); tsptq_invoke calls eval.
  *
  * The op files reach the rest of the runtime only through tq_op_ctx and header-only helpers (ops/op_util.h): the
  * kernel library (the .c files of src/ops and quantize_multiplier.c, tests/test_c_kernels.py) links without the
@@ -26,7 +27,9 @@
 /* tq_op_def.flags */
 enum {
     TQ_OPF_ANY_OUTPUT = 1, /* the output may be unquantized (byte moves) */
-    TQ_OPF_ALIAS = 2       /* the output of an activation input shares its bytes (RESHAPE): the planner aliases it */
+    TQ_OPF_ALIAS = 2,      /* the output of an activation input shares its bytes (RESHAPE): the planner aliases it */
+    TQ_OPF_ELEMENTWISE = 4 /* the output has the shape of input 0 (checked by the loader before prepare): an
+                            * elementwise kernel reads and writes as many elements as the output has */
 };
 
 typedef struct tq_op_ctx tq_op_ctx;

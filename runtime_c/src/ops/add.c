@@ -1,6 +1,6 @@
 /* ADD (builtin, n_params = 1) and TSPTQ_ADD_2S (n_params = C): TFLite's int8 ADD with left_shift 20, per channel
  * parameters (rows a_mult, a_shift, b_mult, b_shift, out_mult, out_shift of a (6, n_params) table):
- * intkernels.add. With AVX-512 (the avx512vnni build), 16 channels at a time in int64 lanes. */
+ * tsptq.intmodel.kernels.add. With AVX-512 (the avx512vnni build), 16 channels at a time in int64 lanes. */
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"

@@ -1,4 +1,4 @@
-/* BATCH_MATMUL (TFLite semantics, adj_x = false): intkernels.batch_matmul. acc = sum_k (a - a_zp)(b - b_zp), MBQM.
+/* BATCH_MATMUL (TFLite semantics, adj_x = false): tsptq.intmodel.kernels.batch_matmul. acc = sum_k (a - a_zp)(b - b_zp), MBQM.
  * adj_y (q k^T): both operands run along K, a dot product per output. Otherwise (probabilities x V) the output row
  * is accumulated as a sum of scaled rows of b, in chunks of TQ_BMM_CHUNK int32 accumulators on the stack. With
  * AVX-512 VNNI, both are the blocked products of vnni.h (b's rows or columns packed). */

@@ -1,4 +1,4 @@
-/* TSPTQ_BMM_2S (docs/integer-semantics.md; intkernels.bmm_2s): attention x V with a two-scale or log2 probability
+/* TSPTQ_BMM_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.bmm_2s): attention x V with a two-scale or log2 probability
  * code. Each row of a is decoded once into scratch (N int32); the output row accumulates d_ij * (v_j - b_zp) in
  * chunks of TQ_BMM2S_CHUNK int32 accumulators on the stack. The SIMD paths skip zero weights (most of a log2 row)
  * and pair the rest for vpmaddwd when they fit an int16. With AVX-512 VNNI, a two-scale code is split into its fine

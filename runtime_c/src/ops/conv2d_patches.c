@@ -1,4 +1,4 @@
-/* CONV_2D with kernel == stride == p, VALID (the patch embedding): intkernels.conv2d_patches. Each of the p rows of a
+/* CONV_2D with kernel == stride == p, VALID (the patch embedding): tsptq.intmodel.kernels.conv2d_patches. Each of the p rows of a
  * patch is a contiguous run of p*C bytes in x and in w, so the patch dot product is p dot products, no im2col.
  * Requantization: MBQM (TFLite's two roundings), per output channel. With AVX-512 VNNI, the patches are gathered
  * into rows (8 at a time) for the blocked products of vnni.h. */

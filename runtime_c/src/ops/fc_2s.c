@@ -1,4 +1,4 @@
-/* TSPTQ_FC_2S (docs/integer-semantics.md; intkernels.fc_2s): a fully connected layer over a decoded input code,
+/* TSPTQ_FC_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.fc_2s): a fully connected layer over a decoded input code,
  * single-rounding per-channel requantization. Each row is decoded once into scratch (4 * I bytes): int32 values on
  * the reference path, int16 values (and, for sign-split, the positive and negative fields as two int16 halves) on the
  * SIMD paths, which fall back to the reference for a row whose decoded values do not fit an int16. With AVX-512
@@ -314,6 +314,10 @@ static int fc2s_prepare(tq_op_ctx *ctx) {
     for (c = 0; c < I; c++)
         if (!tq_in_range(((const int8_t *)ish->data)[c], 0, 7))
             TQ_BADQ(ctx, "op %u (TSPTQ_FC_2S): input channel shift out of range", k);
+    if (kind != TQ_CHANNEL_POW2 && x->n_scales > 1)
+        TQ_BADQ(ctx, "op %u (TSPTQ_FC_2S): input '%.*s' has per-channel scales, but in_kind %L is not channel_pow2",
+                k, TNAME(x), kind);
+    if (!tq_in_shift_agrees(ctx, x, ish, I)) return 0;
     if (!tq_acc_fits(w, O, I, tq_max_operand(kind, o[TQ_FC_M], 0), kind,
                      kind == TQ_CHANNEL_POW2 ? (const int8_t *)ish->data : 0))
         TQ_BAD(ctx, "op %u (TSPTQ_FC_2S): the int32 accumulator could overflow", k);

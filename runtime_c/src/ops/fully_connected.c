@@ -1,4 +1,4 @@
-/* FULLY_CONNECTED (TFLite semantics, keep_num_dims): intkernels.fully_connected. With AVX-512 VNNI, the blocked
+/* FULLY_CONNECTED (TFLite semantics, keep_num_dims): tsptq.intmodel.kernels.fully_connected. With AVX-512 VNNI, the blocked
  * products of vnni.h; otherwise dot products over blocks of 4 output channels and 2 rows. */
 #include <string.h>
 

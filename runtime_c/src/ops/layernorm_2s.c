@@ -1,4 +1,4 @@
-/* TSPTQ_LAYERNORM_2S (docs/integer-semantics.md; intkernels.layernorm_2s). Three passes over each row (sum, sum of
+/* TSPTQ_LAYERNORM_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.layernorm_2s). Three passes over each row (sum, sum of
  * squared deviations, output): no scratch. 64-bit throughout (x_c, d_c are small, V and the products are not). With
  * AVX-512 (the avx512vnni build), the same passes 16 channels at a time (ln_row_avx512). */
 #include <string.h>
@@ -166,6 +166,7 @@ static int layernorm_prepare(tq_op_ctx *ctx) {
             !tq_in_range(bb, -((int64_t)1 << 62), (int64_t)1 << 62))
             TQ_BADQ(ctx, "op %u (TSPTQ_LAYERNORM_2S): channel shift or beta out of range", k);
     }
+    if (!tq_in_shift_agrees(ctx, x, in[1], D)) return 0;
     if (!tq_in_range(o[TQ_LN_IN_ZP], -128, 127) || !tq_in_range(o[TQ_LN_OUT_ZP], -128, 127) ||
         !tq_in_range(o[TQ_LN_EPS], 0, (int64_t)1 << 62) || !tq_in_range(o[TQ_LN_OUT_SHIFT], 0, 62))
         TQ_BADQ(ctx, "op %u (TSPTQ_LAYERNORM_2S): options out of range", k);

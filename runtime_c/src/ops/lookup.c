@@ -1,4 +1,4 @@
-/* TSPTQ_GELU_2S: a 256-entry table lookup (intkernels.lookup). */
+/* TSPTQ_GELU_2S: a 256-entry table lookup (tsptq.intmodel.kernels.lookup). */
 #include "../kernels.h"
 #include "op_util.h"
 

@@ -80,6 +80,35 @@ static inline int tq_acc_fits(const tsptq_tensor *w, int64_t O, int64_t I, int64
     return 1;
 }
 
+/* One source of truth per two-scale tensor (docs/integer-semantics.md): the in_shift input of TSPTQ_FC_2S /
+ * TSPTQ_LAYERNORM_2S (int8 (D), each in 0..7: checked before) is a copy of the shifts that the scale vector of the
+ * op's input x holds, and must agree with it. A per-tensor x (one scale, or none) needs every in_shift 0; per-channel
+ * scales lie along x's last axis, D of them, and are base * 2^in_shift[c] for one base: scale[c] * 2^(7 - in_shift[c])
+ * is the same for every c (exact in double). Mirrored by tsptq.tflite.checks (_in_shift_problem). */
+static inline int tq_in_shift_agrees(tq_op_ctx *ctx, const tsptq_tensor *x, const tsptq_tensor *ish, int64_t D) {
+    const int8_t *sh = (const int8_t *)ish->data;
+    double base = 0.0;
+    int64_t c;
+    if (x->n_scales <= 1) {
+        for (c = 0; c < D; c++)
+            if (sh[c] != 0)
+                TQ_BADQ(ctx, "op %u (%s): input '%.*s' has a per-tensor code, but in_shift shifts its channel %L",
+                        ctx->k, ctx->def->name, TNAME(x), c);
+        return 1;
+    }
+    if ((int64_t)x->n_scales != D || x->quant_axis + 1 != x->rank)
+        TQ_BADQ(ctx, "op %u (%s): input '%.*s' has %u scales, not one per channel of its last axis", ctx->k,
+                ctx->def->name, TNAME(x), x->n_scales);
+    for (c = 0; c < D; c++) {
+        const double v = (double)tq_scale(x, (uint32_t)c) * (double)(1 << (7 - sh[c]));
+        if (c == 0) base = v;
+        else if (v != base)
+            TQ_BADQ(ctx, "op %u (%s): in_shift disagrees with the scales of input '%.*s' at channel %L", ctx->k,
+                    ctx->def->name, TNAME(x), c);
+    }
+    return 1;
+}
+
 /* The multiplier of CONV_2D / FULLY_CONNECTED channel c (TFLite's Prepare: input scale * weight scale c / output
  * scale, in double); 0 if out of range. */
 static inline int tq_builtin_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, int32_t *mult,

@@ -1,4 +1,4 @@
-/* TSPTQ_SOFTMAX_2S (docs/integer-semantics.md; intkernels.softmax_2s / encode_probability / encode_two_scale).
+/* TSPTQ_SOFTMAX_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.softmax_2s / encode_probability / encode_two_scale).
  * scratch: N int32 (the row's exp values). With AVX-512 (the avx512vnni build), the maximum, the exp values and the
  * uniform or two-scale codes are vectorized. */
 #include "../fixedpoint.h"

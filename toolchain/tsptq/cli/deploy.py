@@ -71,9 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def board_options(args) -> BoardOptions:
-    """The board options of a ``tsptq-deploy`` or ``tsptq profile`` command line."""
-    if args.eval_images is not None and args.eval_images < 1:
-        raise TsptqError("--eval-images must be at least 1")
+    """The board options of a ``tsptq-deploy`` or ``tsptq profile`` command line (checked by the library, in the
+    order the board needs)."""
     return BoardOptions(target=args.target, runtime=args.runtime, litert_kernels=args.litert_kernels, port=args.port,
                         baudrate=args.baudrate, ssh=getattr(args, "ssh", None), ssh_dir=getattr(args, "ssh_dir", None),
                         load=getattr(args, "load", None), flash_tool=getattr(args, "flash_tool", False),

@@ -9,6 +9,7 @@
     tsptq verify --runtime c model.tflite --eval-images 10000
     tsptq emit-c model.tflite --out firmware/
     tsptq profile --target mps2-an386 --port socket://127.0.0.1:4444 model.tflite
+    tsptq doctor --json doctor.json
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import argparse
 import sys
 
 from tsptq.cli.model_args import add_model_args, eval_data_from_args, source_from_args
-from tsptq.data.resolve import DATA_CHOICES, resolve_data
+from tsptq.model.model_data import DATA_CHOICES, resolve_data
 from tsptq.errors import TsptqError
 
 def cmd_models(args) -> int:
@@ -144,6 +145,7 @@ def cmd_export(args) -> int:
     from tsptq.tflite.writer import export
 
     src = source_from_args(args)
+    src.validate()
     im, _ = build(src, progress=not args.quiet)
     size = export(im, args.out)
     s = summary(im)
@@ -158,7 +160,7 @@ def export_stock(args) -> int:
     images, with the ops the converter produced and, with ``--eval-images``, its top-1."""
     import numpy as np
 
-    from tsptq.data.resolve import resolve_data
+    from tsptq.model.model_data import resolve_data
     from tsptq.evaluation.stock_converter import convert, run_tflite
     from tsptq.model.checkpoint import resolve_model
 
@@ -200,12 +202,12 @@ def cmd_verify(args) -> int:
     data = eval_data_from_args(args)
     if args.runtime == "c":
         from tsptq.runtime.c_binding import format_verify_c
-        from tsptq.tflite.verify import verify_c
+        from tsptq.evaluation.verify import verify_c
 
         result = verify_c(args.file, data, batch_size=args.batch_size, quiet=args.quiet)
         text, ok = format_verify_c(result), result["bit_exact_fraction"] == 1.0
     else:
-        from tsptq.tflite.verify import format_result, verify
+        from tsptq.evaluation.verify import format_result, verify
 
         result = verify(args.file, data, batch_size=args.batch_size, rebuild=not args.no_rebuild, quiet=args.quiet)
         text, ok = format_result(result), result.get("bytes_equal_to_in_memory", True)
@@ -239,6 +241,17 @@ def cmd_profile(args) -> int:
     for path in write_reports(report, args.json, args.report):
         print(f"wrote {path}", file=sys.stderr)
     return 0 if deployment_ok(report["result"], opts) else 1
+
+
+def cmd_doctor(args) -> int:
+    from tsptq.atomic import write_json_atomic
+    from tsptq.deploy.doctor import diagnose, format_report
+
+    report = diagnose()
+    print(format_report(report))
+    if args.json:
+        write_json_atomic(args.json, report.to_json())
+    return 0  # a report: missing pieces are its content, not a failure (the JSON's "ready" says per feature)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="label file for a flat --folder (see `tsptq eval --help`; default: the one recorded in the file)")
     add_board_args(pr)
     pr.set_defaults(fn=cmd_profile)
+
+    dr = sub.add_parser("doctor", help="what this machine has and lacks for each target and feature, with install commands",
+                        description="Lists, for every target in targets/ (and its --runtime litert), the C runtime, "
+                                    "fuzzing, the Arm SIMD kernel tests, the accuracy data sets, dinov2-s14, the "
+                                    "stock-converter baseline and the tflite-runtime 2.14 venv, what each needs "
+                                    "(compilers, QEMU, flash tools, Python packages at the project's pins, data "
+                                    "sets), where it was found, and the command that installs each missing piece "
+                                    "(apt-get ones as root). Installs nothing, compiles nothing, uses no network. "
+                                    "Exit status 0 whenever the report was made, whatever is missing.")
+    dr.add_argument("--json", metavar="FILE", help="also write the findings here (per feature: ready; per thing: found, ok, "
+                                   "needed_for, install)")
+    dr.set_defaults(fn=cmd_doctor)
     return ap
 
 
@@ -384,6 +409,7 @@ OUTPUTS = {
     "verify": (("--json", "json", False),),
     "emit-c": (("--out", "out", True),),
     "profile": (("--json", "json", False), ("--report", "report", True)),
+    "doctor": (("--json", "json", False),),
 }
 
 

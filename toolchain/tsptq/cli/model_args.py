@@ -1,8 +1,7 @@
 """The model, calibration and data options that several commands share, and what they become for the library."""
 from __future__ import annotations
 
-from tsptq.data.resolve import DATA_CHOICES, EvalData
-from tsptq.errors import TsptqError
+from tsptq.model.model_data import DATA_CHOICES, EvalData
 
 
 def add_model_args(p, bits_help: str = "weight and activation bits (the file holds 8-bit activations)") -> None:
@@ -30,18 +29,13 @@ def add_model_args(p, bits_help: str = "weight and activation bits (the file hol
 def source_from_args(args):
     """The model, method and calibration of a command line as the library's ``Source``."""
     from tsptq.intmodel.integer import Source
-    from tsptq.quant.methods import parse_bits
 
-    parse_bits(args.bits)
-    if args.calib_images < 1:
-        raise TsptqError("--calib-images must be at least 1")
     return Source(args.model if not args.checkpoint else None, args.checkpoint, args.heads, args.img_size,
                   args.method, args.bits.upper(), args.data, args.calib_images, args.folder,
                   getattr(args, "labels", None), getattr(args, "calib_folder", None))
 
 
 def eval_data_from_args(args) -> EvalData:
-    """The evaluation-image options of a command that runs a finished file (verify, profile)."""
-    if args.eval_images is not None and args.eval_images < 1:
-        raise TsptqError("--eval-images must be at least 1")
+    """The evaluation-image options of a command that runs a finished file (verify, profile); checked where the file
+    is read (``tsptq.evaluation.verify.file_eval_set``)."""
     return EvalData(args.data, args.folder, getattr(args, "labels", None), args.eval_images)

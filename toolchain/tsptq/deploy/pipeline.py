@@ -1,19 +1,10 @@
 """A PyTorch ViT all the way to a board, measured there: the library behind ``tsptq-deploy`` and ``tsptq profile``
-(the command lines are in ``tsptq.cli``).
+(their command lines, with examples, are in ``tsptq.cli.deploy`` and ``tsptq.cli.main``).
 
-    tsptq-deploy --target host                       # the bundled cifar10-vit on the bundled images, this machine
-    tsptq-deploy --target rpi                        # the same on an emulated Raspberry Pi (qemu-aarch64-static)
-    tsptq-deploy --target rpi --port /dev/ttyUSB0    # a real Pi running the agent on its serial port
-    tsptq-deploy --target rpi --ssh pi@raspberrypi   # copy the agent over SSH, talk to it over its stdio
-    tsptq-deploy --target mps2-an386                 # Cortex-M4F firmware under qemu-system-arm
-    tsptq-deploy --target nucleo-h743zi --port /dev/ttyACM0 --flash-tool   # a real board: build, flash, measure
-
-Steps: calibrate and quantize (the method of --method), lower to the integer model and export the .tflite bytes,
-check that model and arena fit the board (before anything is flashed), build the device program for the target,
-flash it (model baked in) or upload the model over the serial link, stream the evaluation images to the board and
-compare every output with the host integer reference byte for byte. Reports on-device top-1, the bit-exact fraction
-(it must be 1.0), latency median and p90 in the board's unit, per-op time, arena and flash bytes: a table, and with
---json / --report a JSON file, report.md and ops.png.
+``deploy(source, options)``: quantize, lower and export, check that model and arena fit the board (before anything
+is flashed), build the device program, flash it or upload the model over the serial link, stream the evaluation
+images and compare every output with the host integer reference byte for byte. ``profile(file, options)``: the
+board half for an existing file. Both return the report as a dict (``tsptq.deploy.report`` renders it).
 """
 from __future__ import annotations
 
@@ -27,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from tsptq.data.resolve import EvalData, resolve_data
+from tsptq.model.model_data import EvalData, resolve_data
 from tsptq.errors import TsptqError
 
 if TYPE_CHECKING:  # the parser of `tsptq` imports this module: no torch at import time (`tsptq inspect` needs none)
@@ -251,6 +242,7 @@ def deploy(src: Source, opts: BoardOptions) -> dict:
         target.check_tools()  # before the slow part
     if opts.eval_images is not None and opts.eval_images < 1:
         raise TsptqError("--eval-images must be at least 1")
+    src.validate()
 
     t = _step(f"quantizing {src.model or src.checkpoint} with {src.method} {src.bits} "
               f"({src.calib_images} calibration images)", quiet)
@@ -321,13 +313,15 @@ def _profile(file: str, opts: BoardOptions, data: EvalData) -> dict:
     from tsptq.deploy.serial_link import LinkError
     from tsptq.deploy.targets import load_target
     from tsptq.tflite.reader import read_tflite
-    from tsptq.tflite.verify import file_eval_set
+    from tsptq.evaluation.verify import file_eval_set
 
     target = load_target(opts.target)
     opts = check_runtime_choice(target, opts)
     model_bytes = open(file, "rb").read()
     im = read_tflite(file)
-    _, cfg, images, labelled = file_eval_set(im, file, dataclasses.replace(data, images=opts.eval_images))
+    # the number of images: the data's when it says, else the board options' (the command line sets both)
+    want = data if data.images is not None else dataclasses.replace(data, images=opts.eval_images)
+    _, cfg, images, labelled = file_eval_set(im, file, want)
     needs = memory_needs(im, model_bytes)
     program = None
     if opts.port:  # a board already running: it may hold the model in flash or get it uploaded

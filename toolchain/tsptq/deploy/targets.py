@@ -4,8 +4,9 @@ A target says how to build the device program (compiler, flags, its own sources;
 ``runtime_c/src`` and the protocol ``targets/common/device.c`` are always added), what memory the board has, the
 unit of its tick counter, and how a link to it is made:
 
-- ``posix`` (``host``, ``rpi``): a Linux program; here it runs behind a ``socat`` pseudo-terminal pair (through the
-  target's ``runner``, e.g. ``qemu-aarch64-static``); on a real Pi it is the same program on its serial port.
+- ``posix`` (``host``, ``rpi``): a Linux program; here it runs behind a pseudo-terminal pair made in Python
+  (``tsptq.deploy.pty_pair``; through the target's ``runner``, e.g. ``qemu-aarch64-static``); on a real Pi it is the
+  same program on its serial port.
 - ``qemu-system`` (``mps2-an386``): bare-metal firmware in ``qemu-system-arm``, its UART on a local TCP socket.
 - ``board`` (real boards): firmware flashed with the target's ``flash`` command; the link is the port given.
 
@@ -68,10 +69,7 @@ class Target:
 
     def tools(self) -> list[str]:
         """The programs building and running this target needs (the flash tool is only needed on a real board)."""
-        tools = [self.cc] + list(self.runner[:1]) + list(self.qemu[:1])
-        if self.kind == "posix":
-            tools.append("socat")
-        return tools
+        return [self.cc] + list(self.runner[:1]) + list(self.qemu[:1])
 
     def missing_tools(self) -> list[str]:
         return [t for t in self.tools() if shutil.which(t) is None]
@@ -229,15 +227,16 @@ def signals_deferred():
 
 
 class RunningBoard:
-    """A started board: ``url`` for pyserial, ``serial`` an open port to it, the processes behind it."""
+    """A started board: ``url`` for pyserial, ``serial`` an open port to it, the processes behind it (the device
+    program last) and, for a posix board run here, the ``PtyPair`` between them (``pty``)."""
 
-    def __init__(self, target: Target, url: str, serial, processes: list[subprocess.Popen], workdir=None):
-        self.target, self.url, self.serial, self.processes, self._workdir = target, url, serial, processes, workdir
+    def __init__(self, target: Target, url: str, serial, processes: list[subprocess.Popen], pty=None):
+        self.target, self.url, self.serial, self.processes, self.pty = target, url, serial, processes, pty
         self._stderr: dict[int, str] = {}
         self.grace = 0.0  # seconds close() waits for the processes to end by themselves before terminating them
 
     def alive(self) -> bool:
-        return all(p.poll() is None for p in self.processes)
+        return all(p.poll() is None for p in self.processes) and (self.pty is None or self.pty.alive())
 
     def stderr_of(self, p: subprocess.Popen) -> str:
         """What an exited process printed on stderr (read once, kept)."""
@@ -255,6 +254,8 @@ class RunningBoard:
         for p in self.processes:
             if p.poll() is not None:
                 return f"the board's program {Path(str(p.args[0])).name} exited while the link waited for a reply"
+        if self.pty is not None and not self.pty.alive():
+            return f"the pseudo-terminal pair to the board stopped ({self.pty.error or 'closed'})"
         return None
 
     def close(self) -> None:
@@ -277,9 +278,8 @@ class RunningBoard:
                     with contextlib.suppress(OSError, ValueError):
                         if f is not None:
                             f.close()
-            if self._workdir is not None:
-                self._workdir.cleanup()
-                self._workdir = None
+            if self.pty is not None:  # last: the program may flush its output until it ends
+                self.pty.close()
 
     def __enter__(self):
         return self
@@ -307,28 +307,31 @@ def start_board(target: Target, program: Path, args: tuple[str, ...] = (), timeo
     command: how to start a posix device program (default: the target's runner, then ``program``); the port and
     board options are appended.
 
-    posix: ``socat`` links two pseudo-terminals; the host side is opened before the program starts on the other
-    (opening a pty flushes what is pending, which would eat the BOOT frame). qemu-system: QEMU listens on a free
-    local TCP port and waits for the connection before it starts the CPU.
+    posix: two pseudo-terminals joined in this process (``tsptq.deploy.pty_pair``; no temporary files); the host
+    end is opened before the program starts on the board end (pyserial's open flushes what is pending, which would
+    eat the BOOT frame). qemu-system: QEMU listens on a free local TCP port and waits for the connection before it
+    starts the CPU.
     """
     import serial
 
+    from tsptq.deploy.pty_pair import PtyPair
+
     target.check_tools()
     if target.kind == "posix":
-        work = tempfile.TemporaryDirectory(prefix="tsptq-pty-")
-        host_end, board_end = Path(work.name) / "host", Path(work.name) / "board"
-        socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={host_end}", f"pty,raw,echo=0,link={board_end}"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pair = port = None
         try:
-            _wait_for(lambda: host_end.exists() and board_end.exists(), timeout, "socat pty pair", [socat])
-            port = serial.Serial(str(host_end), baudrate=115200, timeout=0.05)
-            agent = subprocess.Popen([*(command or [*target.runner, str(program)]), "--port", str(board_end),
+            pair = PtyPair()
+            port = serial.Serial(pair.host, baudrate=115200, timeout=0.05)
+            agent = subprocess.Popen([*(command or [*target.runner, str(program)]), "--port", pair.board,
                                       "--board", target.name, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except BaseException:
-            socat.kill()
-            work.cleanup()
+            with signals_deferred():
+                if port is not None:
+                    port.close()
+                if pair is not None:
+                    pair.close()
             raise
-        return RunningBoard(target, str(host_end), port, [socat, agent], work)
+        return RunningBoard(target, pair.host, port, [agent], pair)
     if target.kind == "qemu-system":
         with socket.socket() as s:  # a free port; QEMU binds it right after
             s.bind(("127.0.0.1", 0))

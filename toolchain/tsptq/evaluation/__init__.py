@@ -1,1 +1,2 @@
-"""Measuring a quantization: the accuracy harness, engines, statistics, sharding, the error budget, the stock baseline."""
+"""Measuring a quantization: the accuracy harness, engines, statistics, sharding, the error budget, verifying a file,
+the stock baseline."""

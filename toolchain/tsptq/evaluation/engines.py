@@ -7,7 +7,7 @@ An engine turns a fitted quantization into a *runner*: a picklable callable that
 - ``c``: the method's integer model exported to ``.tflite`` bytes and run by the C runtime (``tsptq.runtime.c_binding``),
   image by image: the outputs are the bytes ``tsptq verify --runtime c`` checks. The class token is read from the
   head's input after each invoke (``tsptq_tensor_data``).
-- ``faithful``: the float64 simulator with TFLite's rounding at the builtin ops (``tsptq.quant.faithful``).
+- ``faithful``: the float64 simulator with TFLite's rounding at the builtin ops (``tsptq.intmodel.faithful``).
 - ``float32``: the fake-quantized float32 simulator (``tsptq.quant.qvit``); also the FP32 reference and every A<8 method.
 
 Not every method has an integer model (A<8, distilled DeiT): ``resolve`` falls back c -> faithful -> float32 and
@@ -56,7 +56,7 @@ class SimulatorRunner:
     def __call__(self, x) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        from tsptq.quant.faithful import FaithfulHook, faithful_logits
+        from tsptq.intmodel.faithful import FaithfulHook, faithful_logits
         from tsptq.quant.qvit import SimHook
 
         if not self._moved:
@@ -127,7 +127,7 @@ def c_available() -> str | None:
 def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
     """(runner, note): the requested engine where the method has what it needs, else the next one down; the note
     says why a fallback was taken (None when none was)."""
-    from tsptq.quant.faithful import applies as faithful_applies
+    from tsptq.intmodel.faithful import applies as faithful_applies
 
     if qm.method == "fp32":
         return SimulatorRunner(qm, faithful=False, device=device), None

@@ -35,14 +35,24 @@ class Source:
     def to_dict(self) -> dict:
         return dict(vars(self))
 
+    def validate(self) -> None:
+        """The checks of the source's own values (bits, calibration images), as one-line errors."""
+        from tsptq.errors import TsptqError
+        from tsptq.quant.methods import parse_bits
+
+        parse_bits(self.bits)
+        if self.calib_images < 1:
+            raise TsptqError("--calib-images must be at least 1")
+
 
 def build(src: Source, progress: bool = True) -> tuple[IntModel, QuantizedViT]:
     """Calibrate, quantize and lower: the in-memory integer model and the simulator it was lowered from."""
     from tsptq.model.checkpoint import resolve_model
-    from tsptq.data.resolve import resolve_data
+    from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
 
+    src.validate()
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size)
     calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
                                calib_folder=src.calib_folder)
@@ -76,8 +86,8 @@ def run_simulator(qm: QuantizedViT, images: datasets.ImageSet, batch: int = 50, 
 
 
 def run_faithful(qm: QuantizedViT, images: datasets.ImageSet, batch: int = 50, progress: bool = True) -> np.ndarray:
-    """Logits of the faithful simulator (``tsptq.quant.faithful``: float64, TFLite's rounding at the builtin ops)."""
-    from tsptq.quant.faithful import faithful_logits
+    """Logits of the faithful simulator (``tsptq.intmodel.faithful``: float64, TFLite's rounding at the builtin ops)."""
+    from tsptq.intmodel.faithful import faithful_logits
 
     outs = []
     bar = tqdm(total=len(images), desc="faithful simulator", unit="img", disable=not progress, leave=False)

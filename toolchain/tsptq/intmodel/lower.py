@@ -69,7 +69,7 @@ def _channel_scales(t: Tensor) -> np.ndarray:
 
 
 def _unit(t: Tensor) -> float:
-    """The real value of one integer unit of the decoded operand d (see intkernels.decode_operand)."""
+    """The real value of one integer unit of the decoded operand d (see tsptq.intmodel.kernels.decode_operand)."""
     d = t.quant.details
     if d is None:
         return float(t.quant.scale[0])

@@ -8,25 +8,28 @@ builtins, then custom ops. The "unsupported op" messages of both loaders list th
   ``persistent``, ``alias``;
 - the writer (``tsptq.tflite.writer``): ``builtin`` (operator code and version) and ``options`` (which options table);
 - the reader and the C loader's checks (``tsptq.tflite.reader``, ``tsptq.tflite.checks``): op code -> kind,
-  ``inputs``, ``option_keys``, ``options`` and the generic checks ``quantized_output`` / ``params_from``;
+  ``inputs``, ``option_keys``, ``options``, the generic checks ``quantized_output`` / ``params_from`` /
+  ``elementwise``, and ``check``, an op's own checks (the mirror of its C ``prepare``);
 - ``tsptq.tflite.inspect_file``: ``builtin`` (builtin or custom).
 
-What stays per op elsewhere is what cannot be a table entry: each kernel's arithmetic (``tsptq.intmodel.kernels``),
-the fields of the builtin options tables tsptq sets and reads (writer / reader / checks), and each op's own checks of
-shapes and option ranges (reader / checks). An op with no options table and no checks beyond the generic ones (an
-int8 elementwise builtin) needs its kernel and one entry here.
+What stays per op elsewhere: the fields of the builtin options tables tsptq sets and reads (writer / reader /
+checks), the arithmetic of the model's kernels (``tsptq.intmodel.kernels``) and the checks of the older ops (branches
+of reader / checks). An op with no options table (an int8 elementwise builtin such as RELU) needs only its entry here,
+with its kernel and its ``check`` next to it, and its C file and line of the C table.
 
 This module imports no other intmodel module except the kernels (graph.py imports it): the kernel wrappers below
 take the model and op as they come and only read ``model.tensors``, ``op.inputs``/``outputs``/``options``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
+from tsptq.errors import ModelFileError
 from tsptq.intmodel import kernels as K
 
 # (model, op, input values) -> output value: the Prepare part of TFLite's kernels (parameters from the tensors'
@@ -35,6 +38,10 @@ Kernel = Callable[..., np.ndarray]
 # The op's input tensors -> bytes. A tensor here is a graph.Tensor or the C loader mirror's tensor
 # (tsptq.tflite.checks): both have ``shape`` and ``n_scales`` (the number of quantization scales).
 ByteSize = Callable[[Sequence], int]
+# (input tensors, output tensor, options) -> None, or the message of the first check that fails (the text after
+# "op k (NAME): ", the C loader's own words). The tensors are the C loader mirror's (tsptq.tflite.checks): ``type``
+# (a TensorType code), ``shape``, ``has_quant``, ``n_scales``, ``scale(i)``, ``zp``, ``data`` (constants).
+Check = Callable[[Sequence, object, dict], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,10 @@ class OpSpec:
     alias: bool = False  # the output shares its input's bytes in the arena when the input is an activation
     scratch: ByteSize | None = None  # kernel scratch in the activation arena, live during the op only
     persistent: ByteSize | None = None  # (multiplier, shift) pairs the runtime derives once, in the persistent arena
+    elementwise: bool = False  # the output has the shape of input 0 (both loaders check it, before the op's checks)
+    # the op's own checks (the C op's prepare), for an op that keeps them in its entry; the loader mirror runs them
+    # after the generic ones (the checks of the older ops are branches of tsptq.tflite.checks)
+    check: Check | None = None
 
     @property
     def custom(self) -> bool:
@@ -151,6 +162,46 @@ def _add_2s(model, op, v):
     return K.add(v[0], o["a_zp"], v[1], o["b_zp"], v[2].astype(np.int64), o["out_zp"])
 
 
+# --- RELU: an int8 elementwise builtin whose kernel, Prepare and checks all live here (runtime_c/src/ops/relu.c) ---
+
+RELU_MAX_SHIFT = 23  # |x - z_in| <= 255: x * 2^shift stays an int32, as in TFLite's MultiplyByQuantizedMultiplier
+
+
+def relu_multiplier(in_scale, out_scale) -> tuple[int, int] | None:
+    """TFLite's ReluPrepare: QuantizeMultiplier(input scale / output scale), the quotient of the two float32 scales
+    taken in float32 and then widened to double; None when it is infinite or its shift exceeds RELU_MAX_SHIFT."""
+    with np.errstate(over="ignore", under="ignore"):
+        real = float(np.float32(in_scale) / np.float32(out_scale))
+    if not math.isfinite(real):
+        return None
+    mult, shift = K.quantize_multiplier(real)
+    return (mult, shift) if shift <= RELU_MAX_SHIFT else None
+
+
+def relu_int8(x, in_zp: int, mult: int, shift: int, out_zp: int) -> np.ndarray:
+    """TFLite's int8 RELU (QuantizedReluX, act_min = 0, act_max = inf):
+    clamp(z_out + MBQM(x - z_in, M, shift), max(-128, z_out), 127)."""
+    v = out_zp + K.multiply_by_quantized_multiplier(np.asarray(x, np.int64) - in_zp, mult, shift)
+    return np.clip(v, max(-128, out_zp), 127).astype(np.int8)
+
+
+def _relu(model, op, v):
+    x, y = _t(model, op, 0), _t(model, op, 0, out=True)
+    m = relu_multiplier(x.quant.scale[0], y.quant.scale[0])
+    if m is None:
+        raise ModelFileError(f"RELU {y.name!r}: input scale / output scale out of range")  # a model no reader checked
+    return relu_int8(v[0], x.zp, m[0], m[1], y.zp)
+
+
+def _relu_check(ins, out, options):
+    x = ins[0]
+    if x.type != S.TensorType.INT8 or out.type != S.TensorType.INT8 or x.n_scales != 1 or out.n_scales != 1:
+        return "input and output must be int8 tensors quantized per tensor"
+    if relu_multiplier(x.scale(0), out.scale(0)) is None:
+        return f"input scale / output scale out of range (its multiplier's shift must be at most {RELU_MAX_SHIFT})"
+    return None
+
+
 # --- arena sizes (the C planner's, runtime_c/src/planner.c) ---------------------------------------------------------
 
 def _row_scratch(ins) -> int:
@@ -181,6 +232,7 @@ _SPECS = (
     OpSpec("CONCATENATION", 2, _concatenation, (_B.CONCATENATION, 2), "ConcatenationOptions"),
     OpSpec("STRIDED_SLICE", 4, _strided_slice, (_B.STRIDED_SLICE, 2), "StridedSliceOptions", quantized_output=False,
            params_from=1),
+    OpSpec("RELU", 1, _relu, (_B.RELU, 2), elementwise=True, check=_relu_check),
     OpSpec("TSPTQ_LAYERNORM_2S", 4, _layernorm_2s, option_keys=("in_zp", "eps", "out_zp", "out_shift"),
            params_from=1),
     OpSpec("TSPTQ_SOFTMAX_2S", 2, _softmax_2s,

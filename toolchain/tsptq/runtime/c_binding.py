@@ -22,7 +22,7 @@ import numpy as np
 
 from tsptq.errors import RuntimeCError, TsptqError
 
-MESSAGE_SIZE = 192  # TSPTQ_MESSAGE_SIZE
+MESSAGE_SIZE = 256  # TSPTQ_MESSAGE_SIZE
 ERROR_NAMES = ("TSPTQ_OK", "TSPTQ_ERR_ARGUMENT", "TSPTQ_ERR_BAD_IDENTIFIER", "TSPTQ_ERR_CORRUPTED",
                "TSPTQ_ERR_INVALID_MODEL", "TSPTQ_ERR_UNSUPPORTED_OP", "TSPTQ_ERR_BAD_QUANTIZATION", "TSPTQ_ERR_VERSION",
                "TSPTQ_ERR_TOO_MANY", "TSPTQ_ERR_ALIGNMENT", "TSPTQ_ERR_ARENA_TOO_SMALL", "TSPTQ_ERR_INPUT_SIZE",
@@ -98,12 +98,12 @@ class OpInfo(ctypes.Structure):
     """``tsptq_op_info_t`` (runtime_c/include/tsptq.h): one row of the C runtime's op table."""
     _fields_ = [("name", ctypes.c_char_p), ("builtin_code", ctypes.c_int32), ("min_inputs", ctypes.c_uint32),
                 ("max_inputs", ctypes.c_uint32), ("n_outputs", ctypes.c_uint32), ("n_option_keys", ctypes.c_uint32),
-                ("option_keys", ctypes.POINTER(ctypes.c_char_p))]
+                ("option_keys", ctypes.POINTER(ctypes.c_char_p)), ("elementwise", ctypes.c_uint32)]
 
 
 def op_table(variant: str | None = None) -> list[dict]:
-    """The C runtime's op table, in its order: name, builtin code (None for a custom op), input counts, outputs and
-    option keys."""
+    """The C runtime's op table, in its order: name, builtin code (None for a custom op), input counts, outputs,
+    option keys and whether the op is elementwise (the output has the shape of input 0)."""
     lib = load_library(variant)
     rows = []
     for i in range(lib.tsptq_op_table_size()):
@@ -112,7 +112,8 @@ def op_table(variant: str | None = None) -> list[dict]:
             raise RuntimeCError(f"tsptq_op_info({i}) failed", code=-1, name="TSPTQ_ERR_ARGUMENT")
         rows.append({"name": info.name.decode(), "builtin_code": None if info.builtin_code < 0 else info.builtin_code,
                      "inputs": (info.min_inputs, info.max_inputs), "outputs": info.n_outputs,
-                     "option_keys": tuple(info.option_keys[k].decode() for k in range(info.n_option_keys))})
+                     "option_keys": tuple(info.option_keys[k].decode() for k in range(info.n_option_keys)),
+                     "elementwise": bool(info.elementwise)})
     return rows
 
 

@@ -1,1 +1,1 @@
-"""The `.tflite` file: writer, reader (with the C loader's checks mirrored), inspect, verify."""
+"""The `.tflite` file: writer, reader (with the C loader's checks mirrored), inspect."""

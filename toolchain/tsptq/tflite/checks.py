@@ -1,4 +1,4 @@
-"""The C loader's checks (runtime_c/src/loader.c), mirrored in Python for ``tsptq.tflite.reader``.
+"""The C loader's checks (runtime_c/src/loader.c and the op files' prepare), mirrored in Python for ``tsptq.tflite.reader``.
 
 The Python reader refuses every file the C loader refuses (tests/test_readers_agree.py checks it on a seeded corpus
 of mutated files). ``c_loader_checks`` reads the file the way loader.c does: the same flatbuffer bounds, vtable
@@ -13,11 +13,13 @@ Where the two readers still differ, the Python reader is the stricter one, for t
   fields the runtime never reads), so damage there is refused by Python alone;
 - custom options are decoded as a whole flexbuffer map, keys the C runtime does not read included (softmax's float
   'beta'): the IntModel keeps every key, and writing it back (export) reproduces the file byte for byte;
-- the 'tsptq' metadata must be valid JSON as a whole, every tensor with a two-scale code needs its own entry (a
-  duplicated key does not stand in for a missing one), and each entry must be a well-formed description equal
-  to the tensor's own CustomQuantization details (the Python integer model decodes
-  the codes with them; the C runtime takes its integers from the op options and checks only that a 'kind' is
-  there);
+- the 'tsptq' metadata JSON entry: the C loader does not parse it (it reads only the 8-byte 'tsptq_format' entry);
+  Python needs it (method, config, calibration) and checks it: valid JSON, format "tsptq", the version of the
+  'tsptq_format' entry, and a 'two_scale' map with exactly one entry per tensor with a two-scale code, each a
+  well-formed description equal to the tensor's own CustomQuantization details;
+- the CustomQuantization details themselves (the Python integer model decodes the codes with them; the C runtime
+  takes its integers from the op options and checks only that a 'kind' is there): well formed, and for an O-2SF
+  tensor equal to its scale vector (scale[c] = base_scale * 2^shifts[c]) and to the in_shift of the op it feeds;
 and in one way it is less strict: TSPTQ_MAX_TENSORS / TSPTQ_MAX_OPS are the capacity of a C build (raise them),
 not a property of the file, so Python does not refuse a file for its number of tensors or ops.
 """
@@ -32,13 +34,13 @@ from tsptq.errors import ModelFileError, UnsupportedOpError
 from tsptq.intmodel.fixedpoint import quantize_multiplier
 from tsptq.intmodel.graph import IntModel
 from tsptq.intmodel.ops import BUILTIN_KINDS, BUILTIN_OPS, CUSTOM_OPS, OPS
-from tsptq.tflite.writer import METADATA_NAME, METADATA_VERSION, SCHEMA_VERSION
+from tsptq.tflite.writer import FORMAT_MAGIC, FORMAT_NAME, METADATA_NAME, METADATA_VERSION, SCHEMA_VERSION
 
 TYPE_NAMES = {v: k for k, v in vars(S.TensorType).items() if not k.startswith("_")}
 ALL_BUILTIN_NAMES = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
 MAX_DIM = 1 << 24  # loader.c: every dimension
 
-MAX_TENSOR_BYTES = 0x7FFFFFF0  # loader.c MAX_TENSOR_BYTES: one tensor, the file, the persistent part
+MAX_TENSOR_BYTES = 0x7FFFFFF0  # runtime.h TQ_MAX_TENSOR_BYTES: one tensor, the file, the persistent part
 MAX_ARENA = 0x7FFFFFF0  # runtime.h TQ_MAX_ARENA: persistent + activation plan
 ACC_LIMIT = 2**31 - 1
 MAX_RANK, MAX_OP_INPUTS = 6, 6
@@ -69,7 +71,7 @@ class _Tbl:
 
 
 class _Reader:
-    """loader.c's flatbuffer reader: every offset, length and index checked before it is read."""
+    """flatbuffer.c's reader: every offset, length and index checked before it is read."""
 
     def __init__(self, b: bytes):
         self.b, self.n = b, len(b)
@@ -142,7 +144,7 @@ class _Reader:
 
 
 class _FxMap:
-    """loader.c's flexbuffer map reader (the root of custom options and of custom quantization details)."""
+    """flexbuffer.c's map reader (the root of custom options and of custom quantization details)."""
 
     def __init__(self, b: bytes):
         self.ok = False
@@ -204,131 +206,15 @@ class _FxMap:
         return None
 
 
-class _Json:
-    """loader.c's scan of the 'tsptq' metadata JSON (top-level keys only; escapes are left as they are)."""
-
-    def __init__(self, s: bytes):
-        self.s, self.n, self.i = s, len(s), 0
-
-    def ws(self):
-        while self.i < self.n and self.s[self.i] in b" \t\n\r":
-            self.i += 1
-
-    def string(self) -> tuple[int, int] | None:
-        if self.i >= self.n or self.s[self.i] != 0x22:
-            return None
-        self.i += 1
-        a = self.i
-        while self.i < self.n and self.s[self.i] != 0x22:
-            self.i += 2 if self.s[self.i] == 0x5C else 1
-        if self.i >= self.n:
-            return None
-        self.i += 1
-        return a, self.i - 1
-
-    def skip(self) -> bool:
-        depth = 0
-        while True:
-            self.ws()
-            if self.i >= self.n:
-                return False
-            c = self.s[self.i]
-            if c == 0x22:
-                if self.string() is None:
-                    return False
-            elif c in b"{[":
-                depth += 1
-                self.i += 1
-                continue
-            elif c in b"}]":
-                if not depth:
-                    return False
-                depth -= 1
-                self.i += 1
-            elif c in b",:":
-                if not depth:
-                    return False
-                self.i += 1
-                continue
-            else:
-                if not (0x30 <= c <= 0x39 or c in b"-tfn"):
-                    return False
-                while self.i < self.n and self.s[self.i] not in b",}] \n\t\r:":
-                    self.i += 1
-            if not depth:
-                return True
-
-
-def _js_meta(s: bytes) -> int | None:
-    """The integer version when the JSON object has format "tsptq" and an integer version (loader.c js_meta)."""
-    j = _Json(s)
-    j.ws()
-    if j.i >= j.n or s[j.i] != 0x7B:
-        return None
-    j.i += 1
-    j.ws()
-    if j.i < j.n and s[j.i] == 0x7D:
-        return None
-    has_format, version = False, None
-    while True:
-        j.ws()
-        key = j.string()
-        if key is None:
-            return None
-        j.ws()
-        if j.i >= j.n or s[j.i] != 0x3A:
-            return None
-        j.i += 1
-        j.ws()
-        name = s[key[0]:key[1]]
-        if name == b"version":
-            neg, v, digits = False, 0, 0
-            version = None
-            if j.i < j.n and s[j.i] == 0x2D:
-                neg = True
-                j.i += 1
-            while j.i < j.n and 0x30 <= s[j.i] <= 0x39:
-                v = v * 10 + (s[j.i] - 0x30) if v < (1 << 62) // 10 else 1 << 62
-                j.i += 1
-                digits += 1
-            if not digits or (j.i < j.n and s[j.i] in b".eE"):
-                if not j.skip():
-                    return None
-            else:
-                version = -v if neg else v
-        elif name == b"format":
-            if j.i < j.n and s[j.i] == 0x22:
-                value = j.string()
-                if value is None:
-                    return None
-                has_format = s[value[0]:value[1]] == b"tsptq"
-            else:
-                has_format = False
-                if not j.skip():
-                    return None
-        elif not j.skip():
-            return None
-        j.ws()
-        if j.i >= j.n:
-            return None
-        if s[j.i] == 0x2C:
-            j.i += 1
-            continue
-        if s[j.i] == 0x7D:
-            break
-        return None
-    return version if has_format and version is not None else None
-
-
 class _T:
     """A tensor as loader.c holds it."""
     __slots__ = ("index", "raw_name", "name", "type", "shape", "nbytes", "data", "has_quant", "scales", "zp",
-                 "has_details")
+                 "quant_axis")
 
     def __init__(self, index: int, name: bytes):
         self.index, self.raw_name, self.name = index, name, name.decode(errors="replace")
         self.type, self.shape, self.nbytes, self.data = 0, (), 0, None
-        self.has_quant, self.scales, self.zp, self.has_details = False, None, 0, False
+        self.has_quant, self.scales, self.zp, self.quant_axis = False, None, 0, 0
 
     @property
     def rank(self) -> int:
@@ -386,6 +272,28 @@ def _acc_fits(w: _T, rows: int, cols: int, maxd) -> bool:
 def _multiplier_ok(real: float, max_shift: int = 31) -> bool:
     mult, shift = quantize_multiplier(real)
     return mult >= 0 and -31 <= shift <= max_shift
+
+
+def _in_shift_problem(x: _T, ish: _T, D: int) -> str | None:
+    """op_util.h tq_in_shift_agrees: the in_shift input (each in 0..7, checked before) agrees with the scale vector of
+    the op's input x (one source of truth per two-scale tensor). None when it does, else the message (after "bad
+    quantization: ")."""
+    sh = ish.data
+    if x.n_scales <= 1:
+        for c in range(D):
+            if sh[c] != 0:
+                return f"input '{x.name[:64]}' has a per-tensor code, but in_shift shifts its channel {c}"
+        return None
+    if x.n_scales != D or x.quant_axis + 1 != x.rank:
+        return f"input '{x.name[:64]}' has {x.n_scales} scales, not one per channel of its last axis"
+    base = 0.0
+    for c in range(D):
+        v = float(x.scales[c]) * float(1 << (7 - int(sh[c])))  # exact in double, as in C
+        if c == 0:
+            base = v
+        elif v != base:
+            return f"in_shift disagrees with the scales of input '{x.name[:64]}' at channel {c}"
+    return None
 
 
 class _CLoaderChecks:
@@ -457,29 +365,39 @@ class _CLoaderChecks:
         return data
 
     def _metadata(self, model: _Tbl) -> None:
+        """The 'tsptq_format' entry (loader.c load_metadata); the 'tsptq' JSON entry only noticed."""
         r = self.r
         meta = r.f_vec(model, 6, 4, "the metadata list")
-        found, buf = False, 0
+        found, json, buf = False, False, 0
         for i in range(meta[1]):
             e = r.vec_table(meta, i, "a metadata entry")
-            name = r.f_vec(e, 0, 1, "a metadata name")
-            if r.raw(name) == METADATA_NAME.encode():
+            name = r.raw(r.f_vec(e, 0, 1, "a metadata name"))
+            if name == FORMAT_NAME.encode():
                 found, buf = True, r.f_uint(e, 1, 4, 0, "a metadata entry")
                 break
+            if name == METADATA_NAME.encode():
+                json = True
         if not found:
-            raise ModelFileError("no 'tsptq' metadata: not a file written by tsptq export")
+            raise ModelFileError("no 'tsptq_format' metadata entry: " + (
+                "written by an older tsptq, re-export it" if json else "not a file written by tsptq export"))
         data = self._buffer_data(buf, "the metadata buffer") if buf < self.buffers[1] else (0, 0)
         if not data[1]:
-            raise ModelFileError(f"the 'tsptq' metadata points to buffer {buf}, which does not exist or is empty")
-        self.meta = r.raw(data)
-        version = _js_meta(self.meta)
-        if version is None:
-            raise ModelFileError("the 'tsptq' metadata has no format/version fields (or is not a JSON object)")
+            raise ModelFileError(f"the 'tsptq_format' metadata points to buffer {buf}, which does not exist or is "
+                                 "empty")
+        raw = r.raw(data)
+        if len(raw) < 8:
+            raise ModelFileError(f"the 'tsptq_format' metadata holds {len(raw)} bytes, expected 8")
+        if raw[:4] != FORMAT_MAGIC:
+            raise ModelFileError(f"the 'tsptq_format' metadata does not start with '{FORMAT_MAGIC.decode()}'")
+        version = _le_u(raw, 4, 4)
         if version > METADATA_VERSION:
-            raise ModelFileError(f"the file's tsptq metadata is version {version}; this tsptq reads up to version "
+            raise ModelFileError(f"the file's tsptq format is version {version}; this tsptq reads up to version "
                                  f"{METADATA_VERSION}: upgrade tsptq")
         if version < 1:
-            raise ModelFileError(f"unknown tsptq metadata version {version}")
+            raise ModelFileError(f"unknown tsptq format version {version}")
+        if len(raw) != 8:
+            raise ModelFileError(f"the 'tsptq_format' metadata holds {len(raw)} bytes, expected 8")
+        self.format_version = version
 
     def _tensor(self, i: int, tt: _Tbl) -> _T:
         r = self.r
@@ -553,11 +471,11 @@ class _CLoaderChecks:
                 if not fm.ok or fm.find("kind") < 0:
                     raise ModelFileError(f"{t}: bad quantization: custom quantization details unreadable or without a "
                                          "'kind'")
-                t.has_details = True
         elif details_type != 0:
             raise UnsupportedOpError(f"{t}: quantization details type {details_type} is not supported")
         t.has_quant = True
         t.scales = bits.view("<f4")
+        t.quant_axis = axis if scale[1] > 1 else 0
         t.zp = zps[0] if zps else 0
 
     # -- ops --
@@ -664,6 +582,12 @@ class _CLoaderChecks:
             for t in x[spec.params_from:]:
                 if not t.is_const:
                     bad(f"parameter tensor {t.name!r} must be constant")
+        if spec.elementwise and x[0].shape != out.shape:
+            bad("the output's shape differs from the input's (an elementwise op)")
+        if spec.check is not None:  # the op's own checks, kept in its table entry (loader.c: its prepare)
+            problem = spec.check(x, out, o)
+            if problem:
+                bad(problem)
         is_byte = lambda t: t.type in (_INT8, _UINT8)  # noqa: E731
         const_of = lambda t, typ: t.is_const and t.type == typ  # noqa: E731
         same_shape = lambda a, b: a.shape == b.shape  # noqa: E731
@@ -799,6 +723,9 @@ class _CLoaderChecks:
             beta = x[3].data  # int64: compared, not np.abs'ed (|-2^63| overflows)
             if np.any((x[1].data < 0) | (x[1].data > 7)) or np.any((beta < -(1 << 62)) | (beta > (1 << 62))):
                 badq("channel shift or beta out of range")
+            problem = _in_shift_problem(xx, x[1], D)
+            if problem:
+                badq(problem)
             if (not _in_range(o["in_zp"], -128, 127) or not _in_range(o["out_zp"], -128, 127)
                     or not _in_range(o["eps"], 0, 1 << 62) or not _in_range(o["out_shift"], 0, 62)):
                 badq("options out of range")
@@ -852,6 +779,11 @@ class _CLoaderChecks:
                 badq("output multiplier of a channel out of range")
             if np.any((ish.data < 0) | (ish.data > 7)):
                 badq("input channel shift out of range")
+            if in_kind != _CHANNEL_POW2 and xx.n_scales > 1:
+                badq(f"input '{xx.name[:64]}' has per-channel scales, but in_kind {in_kind} is not channel_pow2")
+            problem = _in_shift_problem(xx, ish, I)
+            if problem:
+                badq(problem)
             if in_kind == _CHANNEL_POW2:
                 maxd = np.int64(255) << ish.data.astype(np.int64)
             else:
@@ -922,73 +854,9 @@ class _CLoaderChecks:
             if total > MAX_TENSOR_BYTES:
                 raise ModelFileError("the model needs more than 2 GB")
 
-    def check_two_scale(self) -> None:
-        """The metadata's "two_scale" map names exactly the tensors that carry custom quantization details, as
-        loader.c's check_two_scale scans it: raw key bytes against raw tensor names, duplicates counted."""
-        j = _Json(self.meta)
-        value = None
-        j.ws()
-        j.i += 1  # the '{' _js_meta found
-        while True:
-            j.ws()
-            key = j.string()
-            if key is None:
-                break
-            j.ws()
-            if j.i >= j.n or j.s[j.i] != 0x3A:
-                break
-            j.i += 1
-            j.ws()
-            if j.s[key[0]:key[1]] == b"two_scale":
-                value = j.i
-            if not j.skip():
-                break
-            j.ws()
-            if j.i >= j.n or j.s[j.i] != 0x2C:
-                break
-            j.i += 1
-        n_keys = 0
-        if value is not None:
-            j.i = value
-            if j.i >= j.n or j.s[j.i] != 0x7B:
-                raise ModelFileError("the 'tsptq' metadata's two_scale entry is not a map")
-            j.i += 1
-            j.ws()
-            described = {t.raw_name for t in self.tensors if t.has_details}
-            if j.i < j.n and j.s[j.i] == 0x7D:
-                j.i += 1
-            else:
-                while True:
-                    j.ws()
-                    key = j.string()
-                    if key is None:
-                        raise ModelFileError("unreadable two_scale metadata")
-                    name = j.s[key[0]:key[1]]
-                    if name not in described:
-                        raise ModelFileError(f"metadata describes two-scale tensor "
-                                             f"{name[:64].decode(errors='replace')!r}, which the graph does not have "
-                                             "(or has as a plain affine tensor)")
-                    n_keys += 1
-                    j.ws()
-                    if j.i >= j.n or j.s[j.i] != 0x3A:
-                        raise ModelFileError("unreadable two_scale metadata")
-                    j.i += 1
-                    if not j.skip():
-                        raise ModelFileError("unreadable two_scale metadata")
-                    j.ws()
-                    if j.i < j.n and j.s[j.i] == 0x2C:
-                        j.i += 1
-                        continue
-                    if j.i < j.n and j.s[j.i] == 0x7D:
-                        break
-                    raise ModelFileError("unreadable two_scale metadata")
-        n_details = sum(t.has_details for t in self.tensors)
-        if n_keys != n_details:
-            raise ModelFileError(f"{n_details} tensors have a two-scale code but the metadata describes {n_keys}")
-
 
 def c_loader_checks(data: bytes) -> _CLoaderChecks:
-    """Every check of the C loader (tsptq_load) on these bytes; the checker (for check_two_scale) when they pass."""
+    """Every check of the C loader (tsptq_load) on these bytes; the checker (its format_version) when they pass."""
     chk = _CLoaderChecks(bytes(data))
     try:
         chk.run()

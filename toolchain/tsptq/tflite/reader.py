@@ -5,8 +5,10 @@ First every check of the C loader (runtime_c/src/loader.c) runs on the raw bytes
 dimensions, 2 GB per tensor and per arena, zero points in the range of their dtype, option ranges, accumulators
 that cannot overflow). Then the flatbuffer is parsed with the registry's schema bindings and checked again: every
 tensor/buffer/opcode index, every buffer length against its tensor's shape, the dtypes and quantization parameters,
-the ops and their options, and the ``tsptq`` metadata (its version, and that its two-scale entries agree with the
-tensors' own quantization details).
+the ops and their options, and the ``tsptq`` metadata JSON (its version, equal to the ``tsptq_format`` entry's, and that
+its two-scale entries agree with the tensors' own quantization details). One source of truth per O-2SF tensor: its
+scale vector; its details (``_pow2_scale_problem``), the metadata entry (``_check_metadata``) and the ``in_shift`` of
+the op it feeds (``checks._in_shift_problem``, ``_check_op``) must all agree with it.
 """
 from __future__ import annotations
 
@@ -55,14 +57,13 @@ def parse_tflite(data: bytes) -> IntModel:
         raise
     except Exception as e:  # the bindings raise whatever the bad offset causes
         raise ModelFileError(f"corrupted or truncated flatbuffer ({type(e).__name__}: {e})") from None
-    model = _to_int_model(m)
-    checks.check_two_scale()
+    model = _to_int_model(m, checks.format_version)
     check_arena(model)
     return model
 
 
-def _to_int_model(m) -> IntModel:
-    meta = _metadata(m)
+def _to_int_model(m, format_version: int) -> IntModel:
+    meta = _metadata(m, format_version)
     if not m.subgraphs or len(m.subgraphs) != 1:
         raise ModelFileError(f"expected one subgraph, found {len(m.subgraphs or [])}")
     g = m.subgraphs[0]
@@ -90,10 +91,12 @@ def _to_int_model(m) -> IntModel:
     return model
 
 
-def _metadata(m) -> dict:
+def _metadata(m, format_version: int) -> dict:
+    """The 'tsptq' JSON entry (the C runtime does not read it; c_loader_checks checked the 'tsptq_format' entry)."""
     entries = [e for e in (m.metadata or []) if e.name in (METADATA_NAME, METADATA_NAME.encode())]
     if not entries:
-        raise ModelFileError("no 'tsptq' metadata: not a file written by tsptq export")
+        raise ModelFileError("no 'tsptq' metadata entry: the JSON the Python tools read (method, config, two-scale "
+                             "descriptions) is missing; the C runtime does not need it")
     b = entries[0].buffer
     if not 0 <= b < len(m.buffers or []) or m.buffers[b].data is None:
         raise ModelFileError(f"the 'tsptq' metadata points to buffer {b}, which does not exist or is empty")
@@ -108,6 +111,9 @@ def _metadata(m) -> dict:
                              f"version {METADATA_VERSION}: upgrade tsptq")
     if meta["version"] < 1:
         raise ModelFileError(f"unknown tsptq metadata version {meta['version']}")
+    if meta["version"] != format_version:
+        raise ModelFileError(f"the 'tsptq' metadata is version {meta['version']}, its 'tsptq_format' entry version "
+                             f"{format_version}: they must agree")
     if not isinstance(meta.get("two_scale", {}), dict):
         raise ModelFileError("the 'tsptq' metadata's two_scale entry is not a map")
     return meta
@@ -165,7 +171,7 @@ def _quant(i: int, name: str, q, shape) -> QuantParams | None:
             details = flexbuffers.Loads(_raw(q.details.custom))
         except Exception as e:
             raise ModelFileError(f"tensor {i} ({name}): unreadable custom quantization details ({e})") from None
-        problem = _details_problem(details, shape)
+        problem = _details_problem(details, shape) or _pow2_scale_problem(details, scale, axis, shape)
         if problem:
             raise ModelFileError(f"tensor {i} ({name}): bad two-scale code description: {problem}")
     elif q.detailsType not in (S.QuantizationDetails.NONE, S.QuantizationDetails.CustomQuantization, None):
@@ -200,6 +206,20 @@ def _details_problem(d, shape) -> str | None:
             return "needs fine_scale > 0, ratio_log2 in 0..8 and a boolean signed_fine"
     elif kind == "sign_split" and not _is_positive(d.get("step_neg")):
         return "step_neg must be > 0"
+    return None
+
+
+def _pow2_scale_problem(d: dict, scale: np.ndarray, axis: int, shape) -> str | None:
+    """An O-2SF tensor's scale vector and its details are two copies of one code: scale[c] = base_scale * 2^shifts[c]
+    (exactly: the exporter multiplies float32 by powers of two), one scale per channel of the last axis."""
+    if d["kind"] != "channel_pow2":
+        return None
+    shifts = d["shifts"]
+    if len(scale) != len(shifts) or (len(scale) > 1 and axis != len(shape) - 1):
+        return f"{len(scale)} scales, not one per channel of the last axis ({len(shifts)} shifts)"
+    for c, (s, k) in enumerate(zip(scale, shifts)):
+        if float(s) != float(d["base_scale"]) * 2.0 ** k:
+            return f"scale {c} is not base_scale * 2^shifts[{c}]"
     return None
 
 
@@ -277,6 +297,8 @@ def _check_op(op: Op, tensors: list[Tensor], k: int) -> None:
         for t in ins[spec.params_from:]:
             if t.data is None:
                 raise ModelFileError(f"{where}: parameter tensor {t.name!r} must be constant")
+    if spec.elementwise and out.shape != ins[0].shape:
+        raise ModelFileError(f"{where}: the output's shape differs from the input's (an elementwise op)")
     if op.kind == "TRANSPOSE" and sorted(int(p) for p in ins[1].data) != list(range(len(ins[0].shape))):
         raise ModelFileError(f"{where}: permutation {ins[1].data.tolist()} does not fit rank {len(ins[0].shape)}")
     if op.kind == "RESHAPE" and int(np.prod(ins[0].shape)) != int(np.prod(out.shape)):
@@ -285,6 +307,14 @@ def _check_op(op: Op, tensors: list[Tensor], k: int) -> None:
         raise ModelFileError(f"{where}: the lookup table must have 256 entries, has shape {ins[1].shape}")
     if op.kind == "TSPTQ_LAYERNORM_2S" and any(t.shape != (ins[0].shape[-1],) for t in ins[1:]):
         raise ModelFileError(f"{where}: per-channel parameters must have {ins[0].shape[-1]} entries")
+    if op.kind in ("TSPTQ_FC_2S", "TSPTQ_LAYERNORM_2S"):  # in_shift: a copy of the input's O-2SF shifts
+        x, in_shift = ins[0], ins[5 if op.kind == "TSPTQ_FC_2S" else 1]
+        d = x.quant.details if x.quant is not None else None
+        if d and d["kind"] == "channel_pow2":
+            differ = [c for c, (a, b) in enumerate(zip(in_shift.data.tolist(), d["shifts"])) if a != b]
+            if differ:
+                raise ModelFileError(f"{where}: in_shift disagrees with the quantization details of input "
+                                     f"{x.name!r} at channel {differ[0]}")
 
 
 def _check_schedule(model: IntModel) -> None:

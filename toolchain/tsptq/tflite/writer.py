@@ -4,7 +4,9 @@ Builtins carry TFLite's own options and quantization parameters (their operator 
 their entry in the op table, ``tsptq.intmodel.ops``); ``TSPTQ_*`` ops are CUSTOM ops with their integer parameters in a
 flexbuffer map (``custom_options``) and their tables in constant tensors. Two-scale tensors
 also describe their code in ``QuantizationParameters.details`` (CustomQuantization, a flexbuffer map), and the
-whole model's two-scale layout, method and calibration are in the ``tsptq`` metadata entry (JSON, versioned).
+whole model's two-scale layout, method and calibration are in the ``tsptq`` metadata entry (JSON, versioned, for the
+Python tools); the C runtime reads only the ``tsptq_format`` entry next to it (``format_entry``: 8 bytes, the magic and
+the same version), never the JSON.
 Constant buffers are 16-byte aligned, as the TFLite converter's ``force_align: 16`` makes them.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tsptq.intmodel.ops import OPS
 
 METADATA_NAME = "tsptq"
 METADATA_VERSION = 1
+FORMAT_NAME = "tsptq_format"  # the binary entry the C runtime reads: FORMAT_MAGIC + u32 little-endian version
+FORMAT_MAGIC = b"TQFM"
 SCHEMA_VERSION = 3
 FILE_IDENTIFIER = b"TFL3"
 SIGNATURE_KEY = "serving_default"
@@ -99,6 +103,11 @@ def metadata(model: IntModel) -> dict:
             "two_scale": two_scale_entries(model)}
 
 
+def format_entry(version: int = METADATA_VERSION) -> bytes:
+    """The ``tsptq_format`` metadata entry: 8 bytes, ``TQFM`` then the format version (u32, little endian)."""
+    return FORMAT_MAGIC + int(version).to_bytes(4, "little")
+
+
 def to_tflite(model: IntModel) -> bytes:
     buffers = [_AlignedBuffer()]  # buffer 0 is the empty buffer, by convention
     tensors = []
@@ -139,7 +148,12 @@ def to_tflite(model: IntModel) -> bytes:
     sub = S.SubGraphT()
     sub.tensors, sub.inputs, sub.outputs, sub.operators, sub.name = tensors, list(model.inputs), list(model.outputs), operators, "main"
 
-    meta_buf = _AlignedBuffer()
+    format_buf = _AlignedBuffer()
+    format_buf.data = format_entry()
+    buffers.append(format_buf)
+    fmt = S.MetadataT()
+    fmt.name, fmt.buffer = FORMAT_NAME, len(buffers) - 1
+    meta_buf = _AlignedBuffer()  # the JSON stays the last buffer and the first metadata entry
     meta_buf.data = json.dumps(metadata(model), sort_keys=True).encode()
     buffers.append(meta_buf)
     meta = S.MetadataT()
@@ -154,7 +168,7 @@ def to_tflite(model: IntModel) -> bytes:
     m = S.ModelT()
     m.version, m.operatorCodes, m.subgraphs, m.buffers = SCHEMA_VERSION, codes, [sub], buffers
     m.description = f"tsptq {model.metadata.get('method', '')} {model.metadata.get('bits', '')}".strip()
-    m.metadata, m.signatureDefs = [meta], [sig]
+    m.metadata, m.signatureDefs = [meta, fmt], [sig]
     builder = Builder(1 << 20)
     builder.Finish(m.Pack(builder), file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())

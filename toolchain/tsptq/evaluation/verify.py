@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from tsptq.data.resolve import EvalData, resolve_data
+from tsptq.model.model_data import EvalData, resolve_data
 from tsptq.errors import TsptqError
 
 
@@ -16,6 +16,8 @@ def file_eval_set(fm, file, want: EvalData):
     from tsptq.intmodel.integer import Source
     from tsptq.model.vit import ViTConfig
 
+    if want.images is not None and want.images < 1:
+        raise TsptqError("--eval-images must be at least 1")
     try:
         src = Source(**fm.metadata["source"]) if "source" in fm.metadata else None
         cfg = ViTConfig.from_dict(fm.metadata["config"]) if "config" in fm.metadata else None

@@ -1,4 +1,5 @@
-"""Which images a command runs on: the calibration and evaluation sets for a model and the user's data choice."""
+"""Which images a command runs on: the calibration and evaluation sets for a model (its own data set by default) and
+the user's data choice."""
 from __future__ import annotations
 
 from dataclasses import dataclass
