@@ -225,9 +225,8 @@ def test_agent_over_stdio(agent, fashion):
                 proc.wait()
 
 
+@pytest.mark.parametrize("agent", ["c"], indirect=True)  # the LiteRT agent has no start-up model (--model)
 def test_boot_model_is_committed_at_start_and_survives_a_reset(make_rig, fashion, tmp_path, agent):
-    if agent.kind == "litert":
-        pytest.skip("the LiteRT agent has no start-up model (--model): it is for boards with the model in flash")
     data, x, y, _ = fashion
     path = tmp_path / "m.tflite"
     path.write_bytes(data)
@@ -368,9 +367,8 @@ def test_dead_link_ends_in_a_link_error_naming_the_port(make_rig):
 # ---- aarch64 (the rpi target) under qemu-aarch64-static ------------------------------------------------------------
 
 @pytest.mark.qemu
+@pytest.mark.parametrize("agent", ["c"], indirect=True)  # the LiteRT agent on the emulated Pi: test_deploy_litert.py
 def test_aarch64_agent_under_qemu(make_rig, fashion, tmp_path, agent):
-    if agent.kind == "litert":
-        pytest.skip("the LiteRT agent on the emulated Pi is tested in tests/test_deploy_litert.py")
     if shutil.which("qemu-aarch64-static") is None:
         pytest.skip("qemu-aarch64-static is not installed (apt-get install qemu-user-static)")
     binary = compile_agent("aarch64-linux-gnu-gcc", tmp_path / "agent-aarch64", ["-O2", "-mcpu=cortex-a72", "-static"])
