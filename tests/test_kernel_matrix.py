@@ -1,0 +1,137 @@
+"""The kernel matrix: every op of the op table, in every code kind the methods produce, on every build of the C
+runtime, byte for byte against the Python integer model.
+
+The cases are declared once, from exported models rather than from kernel signatures: each exported tiny ViT (one per
+method, so every code kind appears) is cut after the first op of each (op kind, code kinds) pair, so that op's
+output is the cut model's output; RELU, which no model uses yet, comes from tests/test_op_table.py. A new op in
+``tsptq.intmodel.ops.OPS`` without a case fails ``test_every_op_has_a_case``.
+
+Builds: the x86 variants in process (ctypes); the Arm SIMD paths (NEON on AArch64, the DSP extension's SMLAD on
+ARMv7-A as on a Cortex-M4) as static ``runtime_c/tools/run_model`` programs under QEMU user mode.
+"""
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from tsptq.intmodel.graph import IntModel
+from tsptq.intmodel.ops import OPS
+from tsptq.runtime import c_build
+from tsptq.tflite.reader import parse_tflite
+from tsptq.tflite.writer import to_tflite
+
+from test_c_kernels import ARM_BUILDS  # the Arm SIMD builds: compiler, flags, QEMU, the path's macro, packages
+
+pytestmark = [pytest.mark.cc, pytest.mark.skipif(not c_build.have_compiler(), reason="no C compiler")]
+
+METHODS = ("tsptq", "minmax", "ptf-log2", "twin")  # between them: every code kind of every custom op
+CODE_OPTIONS = ("in_kind", "out_kind", "a_kind")  # the options that select a kernel's code path
+
+
+def _cut(im: IntModel, k: int) -> IntModel:
+    """The model up to op k, with op k's output as the model's output."""
+    return IntModel(im.tensors, im.ops[:k + 1], im.inputs, [im.ops[k].outputs[0]], dict(im.metadata))
+
+
+@functools.lru_cache(maxsize=1)
+def cases() -> dict[str, tuple[bytes, np.ndarray]]:
+    """name -> (.tflite bytes, int8 inputs): one cut model per (op kind, code kinds), plus RELU."""
+    from test_op_table import RELU_CASES, qp, relu_inputs, relu_model
+    from tiny_vit import tiny_vit
+
+    from tsptq.data import datasets
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantize import quantize
+
+    cfg, graph, cal, imgs = tiny_vit(16)
+    out = {}
+    for method in METHODS:
+        im = lower(quantize(graph, cal, method, progress=False))
+        x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+        for k, op in enumerate(im.ops):
+            kinds = ",".join(f"{o}={op.options[o]}" for o in CODE_OPTIONS if o in op.options)
+            name = f"{op.kind}[{kinds}]" if kinds else op.kind
+            if name not in out:
+                out[name] = (to_tflite(_cut(im, k)), x)
+    for case in ("4d_down", "4d_up", "2d_out_zp_-128"):
+        rank, s_in, z_in, s_out, z_out = RELU_CASES[case]
+        out[f"RELU[{case}]"] = (to_tflite(relu_model(rank, qp(s_in, z_in), qp(s_out, z_out))), relu_inputs())
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def reference(name: str) -> np.ndarray:
+    data, x = cases()[name]
+    return parse_tflite(data).run(x)
+
+
+def test_every_op_has_a_case():
+    covered = {name.split("[")[0] for name in cases()}
+    assert covered == set(OPS)
+
+
+def test_the_cut_models_end_where_they_should():
+    """The case's output is its last op's output, and it is not a constant of the model."""
+    for name, (data, x) in cases().items():
+        fm = parse_tflite(data)
+        assert fm.outputs == [fm.ops[-1].outputs[0]] and fm.ops[-1].kind == name.split("[")[0], name
+        assert reference(name).shape[0] == len(x)
+
+
+def _x86_variants():
+    out = ["reference"]
+    if c_build.cpu_has("avx2"):
+        out.append("avx2")
+    if all(c_build.cpu_has(f) for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")):
+        out.append("avx512vnni")
+    return out
+
+
+@pytest.mark.parametrize("variant", _x86_variants())
+def test_every_op_on_every_x86_build(variant, tmp_path):
+    from tsptq.runtime.c_binding import CModel
+
+    bad = []
+    for name, (data, x) in cases().items():
+        path = tmp_path / "m.tflite"
+        path.write_bytes(data)
+        got = CModel.from_file(path, variant=variant).run(x)
+        if not np.array_equal(got, reference(name)):
+            bad.append(name)
+    assert bad == []
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("path", list(ARM_BUILDS))
+def test_every_op_on_every_arm_build(path, tmp_path):
+    compiler, flags, runner, macro, apt = ARM_BUILDS[path]
+    cc, qemu = shutil.which(compiler), shutil.which(runner)
+    if not cc or not qemu:
+        pytest.skip(f"needs {apt}")
+    rt = c_build.RUNTIME_DIR
+    probe = subprocess.run([cc, "-std=c99", *flags, "-dM", "-E", str(rt / "src" / "ops" / "dot.h")],
+                           capture_output=True, text=True)
+    assert f"#define {macro} 1" in probe.stdout, f"{compiler} {flags} does not take the {path} path"
+    exe = tmp_path / "run_model"
+    sources = sorted(str(p) for p in (rt / "src").rglob("*.c"))
+    subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *flags, "-static", "-I", str(rt / "include"),
+                    "-I", str(rt / "src"), str(rt / "tools" / "run_model.c"), *sources, "-lm", "-o", str(exe)],
+                   check=True, capture_output=True)
+    bad = []
+    for name, (data, x) in cases().items():
+        model, xin, yout = tmp_path / "m.tflite", tmp_path / "x.bin", tmp_path / "y.bin"
+        model.write_bytes(data)
+        xin.write_bytes(np.ascontiguousarray(x).tobytes())
+        proc = subprocess.run([qemu, str(exe), str(model), str(xin), str(yout)], capture_output=True, text=True,
+                              timeout=300)
+        want = reference(name)
+        if proc.returncode != 0:
+            bad.append(f"{name}: exit {proc.returncode}: {proc.stderr.strip()[-200:]}")
+        elif yout.read_bytes() != np.ascontiguousarray(want).tobytes():
+            bad.append(f"{name}: output bytes differ")
+    assert bad == []
