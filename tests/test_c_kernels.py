@@ -605,14 +605,7 @@ KERNEL_NAMES = ["conv2d_patches", "fully_connected", "batch_matmul", "add", "tra
                 "quantize_multiplier"]
 
 
-ARM_BUILDS = {  # path: (compiler, its flags, the QEMU that runs it, the dot.h macro that path defines, Debian packages)
-    "neon": ("aarch64-linux-gnu-gcc", [], "qemu-aarch64-static", "TQ_SIMD_NEON",
-             "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"),
-    # ARMv7-A without NEON has the DSP extension's 32-bit SIMD (SXTAB16, SMLAD): the instructions of the Cortex-M4/M7
-    # path, run here in user mode (QEMU's Cortex-M models have no Linux user mode).
-    "dsp": ("arm-linux-gnueabihf-gcc", ["-march=armv7-a", "-mfpu=vfpv3-d16"], "qemu-arm-static", "TQ_SIMD_DSP",
-            "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static"),
-}
+ARM_BUILDS = c_build.ARM_SIMD_BUILDS  # path: (compiler, flags, QEMU, the dot.h macro, Debian packages)
 
 
 @pytest.mark.qemu

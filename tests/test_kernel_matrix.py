@@ -24,8 +24,6 @@ from tsptq.runtime import c_build
 from tsptq.tflite.reader import parse_tflite
 from tsptq.tflite.writer import to_tflite
 
-from test_c_kernels import ARM_BUILDS  # the Arm SIMD builds: compiler, flags, QEMU, the path's macro, packages
-
 pytestmark = [pytest.mark.cc, pytest.mark.skipif(not c_build.have_compiler(), reason="no C compiler")]
 
 METHODS = ("tsptq", "minmax", "ptf-log2", "twin")  # between them: every code kind of every custom op
@@ -107,9 +105,9 @@ def test_every_op_on_every_x86_build(variant, tmp_path):
 
 @pytest.mark.qemu
 @pytest.mark.slow
-@pytest.mark.parametrize("path", list(ARM_BUILDS))
+@pytest.mark.parametrize("path", list(c_build.ARM_SIMD_BUILDS))
 def test_every_op_on_every_arm_build(path, tmp_path):
-    compiler, flags, runner, macro, apt = ARM_BUILDS[path]
+    compiler, flags, runner, macro, apt = c_build.ARM_SIMD_BUILDS[path]
     cc, qemu = shutil.which(compiler), shutil.which(runner)
     if not cc or not qemu:
         pytest.skip(f"needs {apt}")

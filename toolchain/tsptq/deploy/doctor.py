@@ -30,6 +30,7 @@ from tsptq.deploy import pi_userland
 from tsptq.deploy.targets import TargetError, list_targets, load_target
 from tsptq.paths import REPO_ROOT, SAMPLE_DATA_DIR
 from tsptq.runtime import litert
+from tsptq.runtime.c_build import ARM_SIMD_BUILDS
 
 # Debian packages that provide a program (a target whose tool is not listed here falls back to its `apt` list).
 TOOL_PACKAGES = {
@@ -42,9 +43,6 @@ TOOL_PACKAGES = {
 # The C library (headers + startup files) a compiler links against, by target triplet ("" = this machine's).
 LIBC_PACKAGES = {"": "libc6-dev", "aarch64-linux-gnu": "libc6-dev-arm64-cross",
                  "arm-linux-gnueabihf": "libc6-dev-armhf-cross", "arm-none-eabi": "libnewlib-arm-none-eabi"}
-# The Arm SIMD kernel tests (tests/test_c_kernels.py ARM_BUILDS): path -> (cross compiler, the QEMU that runs it).
-ARM_KERNEL_BUILDS = {"NEON (aarch64)": ("aarch64-linux-gnu-gcc", "qemu-aarch64-static"),
-                     "DSP extension (ARMv7-A)": ("arm-linux-gnueabihf-gcc", "qemu-arm-static")}
 # Mirrors of tsptq.data.datasets, tsptq.model.dinov2 and tsptq.evaluation.stock_converter (which import torch).
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
@@ -310,7 +308,7 @@ def diagnose() -> Report:
 
     b.feature("Arm SIMD kernels", "the NEON and DSP-extension kernels against the reference path under QEMU user "
                                   "mode (tests/test_c_kernels.py)")
-    for cross, qemu in ARM_KERNEL_BUILDS.values():
+    for cross, _, qemu, _, _ in ARM_SIMD_BUILDS.values():
         b.add(program(cross))
         b.add(c_library(cross))
         b.add(program(qemu))

@@ -23,6 +23,17 @@ from pathlib import Path
 from tsptq.errors import TsptqError
 
 from tsptq.paths import RUNTIME_DIR
+
+# The Arm SIMD paths checked under QEMU user mode (tests/test_c_kernels.py, tests/test_kernel_matrix.py; listed by
+# `tsptq doctor`): path -> (cross compiler, its flags, the QEMU that runs it, the dot.h macro the path defines,
+# Debian packages). ARMv7-A without NEON has the DSP extension's 32-bit SIMD (SXTAB16, SMLAD): the instructions of the
+# Cortex-M4/M7 path, run in user mode (QEMU's Cortex-M models have no Linux user mode).
+ARM_SIMD_BUILDS = {
+    "neon": ("aarch64-linux-gnu-gcc", [], "qemu-aarch64-static", "TQ_SIMD_NEON",
+             "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"),
+    "dsp": ("arm-linux-gnueabihf-gcc", ["-march=armv7-a", "-mfpu=vfpv3-d16"], "qemu-arm-static", "TQ_SIMD_DSP",
+            "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static"),
+}
 BASE_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 AVX512VNNI_FLAGS = ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
