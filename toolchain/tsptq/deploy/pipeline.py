@@ -199,6 +199,26 @@ def open_link(port, port_name: str, closer, opts: BoardOptions):
     return Link(port, port_name, timeout=opts.timeout, retries=opts.retries, check=getattr(closer, "gone", None))
 
 
+@contextlib.contextmanager
+def board_session(target, program, opts: BoardOptions):
+    """The board reached: (board, link, HELLO info, port name). A link failure inside becomes one TsptqError (with why
+    a device program started here died, if it did); whatever was started for the run is stopped on the way out."""
+    from tsptq.deploy.board import Board
+    from tsptq.deploy.serial_link import LinkError
+
+    closer = None
+    try:
+        port, port_name, closer = connect(target, program, opts)
+        link = open_link(port, port_name, closer, opts)
+        board = Board(link)
+        yield board, link, board.hello(), port_name
+    except LinkError as e:
+        raise TsptqError(f"{e}{exit_note(closer)}") from None
+    finally:
+        if closer is not None:
+            closer.close()
+
+
 def check_board_fits(info, needs: dict, port_name: str) -> None:
     """The arena against what the board itself reports (HELLO), before anything is uploaded or run."""
     arena = needs["arena_bytes"] + needs["io_bytes"]
@@ -224,10 +244,8 @@ def check_runtime_choice(target, opts: BoardOptions) -> BoardOptions:
 def deploy(src: Source, opts: BoardOptions) -> dict:
     """Quantize ``src``, export, check the fit, build and start (or reach) the board, run ``opts.eval_images`` images
     of ``src``'s data there and compare every output with the host integer reference: the report as a dict."""
-    from tsptq.deploy.board import Board
     from tsptq.deploy.board_run import TickUnit, evaluate_on_board
     from tsptq.intmodel.integer import build
-    from tsptq.deploy.serial_link import LinkError
     from tsptq.deploy.targets import load_target, program_sizes
     from tsptq.tflite.writer import to_tflite
 
@@ -262,12 +280,7 @@ def deploy(src: Source, opts: BoardOptions) -> dict:
     cfg = qm.graph.cfg
     _, images, labelled = resolve_data(src.model, cfg, src.data, src.calib_images, opts.eval_images, src.folder,
                                        labels=src.labels, calib_folder=src.calib_folder, eval_only=True)
-    closer = None
-    try:
-        port, port_name, closer = connect(target, program, opts)
-        link = open_link(port, port_name, closer, opts)
-        board = Board(link)
-        info = board.hello()
+    with board_session(target, program, opts) as (board, link, info, port_name):
         if delivery == "upload":
             t = _step(f"uploading {len(model_bytes):,} B to {info.board} over {port_name}", quiet)
             board.upload(model_bytes, progress=not quiet)
@@ -278,11 +291,6 @@ def deploy(src: Source, opts: BoardOptions) -> dict:
         unit = TickUnit.of(info.tick_unit, info.tick_hz, target.instructions_per_tick)
         result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not quiet)
         counters = dict(link.counters)
-    except LinkError as e:
-        raise TsptqError(f"{e}{exit_note(closer)}") from None
-    finally:
-        if closer is not None:
-            closer.close()
     return {
         "target": target.name, "runtime": runtime_name(opts), "model": src.model or src.checkpoint,
         "method": src.method, "bits": src.bits,
@@ -308,9 +316,7 @@ def profile(file: str, opts: BoardOptions, data: EvalData = EvalData()) -> dict:
 
 
 def _profile(file: str, opts: BoardOptions, data: EvalData) -> dict:
-    from tsptq.deploy.board import Board
     from tsptq.deploy.board_run import TickUnit, evaluate_on_board
-    from tsptq.deploy.serial_link import LinkError
     from tsptq.deploy.targets import load_target
     from tsptq.tflite.reader import read_tflite
     from tsptq.evaluation.verify import file_eval_set
@@ -331,22 +337,12 @@ def _profile(file: str, opts: BoardOptions, data: EvalData) -> dict:
             raise TsptqError(f"{target.name} is a real board: give its serial port with --port")
         check_fits(target, needs, "upload")
         program = device_program(target, None, opts)
-    closer = None
-    try:
-        port, port_name, closer = connect(target, program, opts)
-        link = open_link(port, port_name, closer, opts)
-        board = Board(link)
-        info = board.hello()
+    with board_session(target, program, opts) as (board, link, info, port_name):
         check_board_fits(info, needs, port_name)
         board.upload(model_bytes, progress=not opts.quiet)  # skipped when the board already holds this model
         unit = TickUnit.of(info.tick_unit, info.tick_hz, target.instructions_per_tick)
         result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not opts.quiet)
         counters = dict(link.counters)
-    except LinkError as e:
-        raise TsptqError(f"{e}{exit_note(closer)}") from None
-    finally:
-        if closer is not None:
-            closer.close()
     meta = im.metadata
     return {"target": target.name, "runtime": runtime_name(opts), "model": str(file),
             "method": meta.get("method"), "bits": meta.get("bits"), "port": port_name, "delivery": "already on the board or uploaded", "board": dict(vars(info)),
