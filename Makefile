@@ -1,7 +1,11 @@
 # The README's two commands: `make demo` (the main job on the bundled model and images) and `make test`; `make check` is
 # the fast tier of the tests for every edit.
-# Each creates .venv when missing and installs what it needs first.
+# Each first installs the Debian packages it needs (as root with apt-get, else it stops with the command to run:
+# tsptq.cli.system_setup, which .ci/run goes through too; SYSTEM_PACKAGES=check never installs, =skip does not look),
+# then creates .venv when missing and installs the Python packages.
 VENV ?= .venv
+SYSTEM_PACKAGES ?= install
+SYSTEM_SETUP = PYTHONPATH=toolchain python3 -m tsptq.cli.system_setup --mode $(SYSTEM_PACKAGES) --for
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tsptq-installed
 CONVERTER := $(VENV)/.converter
@@ -11,7 +15,7 @@ OUT ?= out
 TFLITE214 := .venv-tflite214
 TFLITE214_STAMP := $(TFLITE214)/.tflite-runtime-installed
 
-.PHONY: demo test check bench clean-venv tflite214
+.PHONY: demo test check bench clean-venv tflite214 system-demo system-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,28 +40,19 @@ $(TFLITE214_STAMP):
 
 tflite214: $(TFLITE214_STAMP)
 
-demo: $(STAMP)
-	mkdir -p $(OUT)
-	$(VENV)/bin/tsptq eval --model cifar10-vit --data bundled --calib-images 32 \
-		--methods fp32,minmax,percentile,ptf-log2,twin,tsptq --json $(OUT)/demo.json --plot $(OUT)/demo.png
-	$(VENV)/bin/tsptq export --model cifar10-vit --method tsptq --data bundled --calib-images 32 \
-		--out $(OUT)/cifar10-vit-tsptq.tflite
-	$(VENV)/bin/tsptq inspect $(OUT)/cifar10-vit-tsptq.tflite --brief --json $(OUT)/inspect.json
-	$(VENV)/bin/tsptq verify $(OUT)/cifar10-vit-tsptq.tflite --eval-images 500 --json $(OUT)/verify.json
-	@# Boards: this machine as the board (needs a C compiler; the tsptq agent, then stock LiteRT with the
-	@# tsptq delegate behind the same protocol), then the Cortex-M4F under QEMU when the
-	@# Arm toolchain and qemu-system-arm are installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm).
-	@if command -v cc >/dev/null; then \
-		$(VENV)/bin/tsptq-deploy --target host --json $(OUT)/deploy-host.json --report $(OUT)/deploy-host && \
-		$(VENV)/bin/tsptq-deploy --target host --runtime litert --eval-images 20 \
-			--json $(OUT)/deploy-host-litert.json --report $(OUT)/deploy-host-litert; \
-	else echo "skipping tsptq-deploy --target host: needs cc (apt-get install gcc)"; fi
-	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
-		$(VENV)/bin/tsptq-deploy --target mps2-an386 --eval-images 20 --json $(OUT)/deploy-mps2.json --report $(OUT)/deploy-mps2; \
-	else echo "skipping tsptq-deploy --target mps2-an386: needs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"; fi
-	@echo "wrote $(OUT)/demo.json, $(OUT)/demo.png, $(OUT)/cifar10-vit-tsptq.tflite, $(OUT)/inspect.json, $(OUT)/verify.json, $(OUT)/deploy-*"
+system-demo:
+	@$(SYSTEM_SETUP) demo
+system-test:
+	@$(SYSTEM_SETUP) test
 
-test: $(STAMP) $(CONVERTER) $(TFLITE214_STAMP)
+# The whole chain on the bundled model (tsptq.cli.demo prints each step's command): accuracy tables on cifar10-vit and
+# dinov2-s14, export/inspect/verify, tsptq-deploy to rpi and mps2-an386, one summary (out/summary.md, out/demo.png).
+demo: system-demo
+	$(MAKE) --no-print-directory $(STAMP)
+	$(PY) -m tsptq.cli.demo --out $(OUT)
+
+test: system-test
+	$(MAKE) --no-print-directory $(STAMP) $(CONVERTER) $(TFLITE214_STAMP)
 	$(PY) -m pytest -q
 
 # The fast tier (tests/conftest.py): everything not marked slow, qemu or data (it needs a C compiler for the `cc` tests,

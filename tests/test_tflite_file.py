@@ -225,3 +225,15 @@ def test_fuzzed_files_raise_only_project_errors(small_file, data):
         parse_tflite(bytes(buf))
     except ModelFileError:
         pass
+
+
+def test_the_same_model_method_and_images_give_the_same_bytes(tiny_vits, monkeypatch):
+    """No wall-clock figure reaches the file: `tsptq export` and `tsptq-deploy` of one model are one file (the
+    calibration time differed between two exports before)."""
+    _, graph, cal, _ = tiny_vits(16)
+    first = quantize(graph, cal, "tsptq", progress=False)
+    clock = iter(range(1000, 10**6, 977))
+    monkeypatch.setattr("tsptq.quant.quantize.time.perf_counter", lambda: float(next(clock)))
+    second = quantize(graph, cal, "tsptq", progress=False)
+    assert first.info["calib_seconds"] != second.info["calib_seconds"]  # the clock did move
+    assert to_tflite(lower(first)) == to_tflite(lower(second))

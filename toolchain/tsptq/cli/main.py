@@ -247,6 +247,10 @@ def cmd_doctor(args) -> int:
     from tsptq.atomic import write_json_atomic
     from tsptq.deploy.doctor import diagnose, format_report
 
+    if args.install:
+        from tsptq.cli.system_setup import main as system_setup
+
+        return system_setup(["--for", args.install])
     report = diagnose()
     print(format_report(report))
     if args.json:
@@ -393,9 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(compilers, QEMU, flash tools, Python packages at the project's pins, data "
                                     "sets), where it was found, and the command that installs each missing piece "
                                     "(apt-get ones as root). Installs nothing, compiles nothing, uses no network. "
-                                    "Exit status 0 whenever the report was made, whatever is missing.")
+                                    "Exit status 0 whenever the report was made, whatever is missing. With "
+                                    "--install it installs the Debian packages instead (what make demo / make test "
+                                    "do first).")
     dr.add_argument("--json", metavar="FILE", help="also write the findings here (per feature: ready; per thing: found, ok, "
                                    "needed_for, install)")
+    dr.add_argument("--install", choices=("demo", "test"), default=None,
+                    help="install (as root, with apt-get) the Debian packages that make demo or make test needs, "
+                         "or stop with the command to run; exit status 2 when something could not be installed")
     dr.set_defaults(fn=cmd_doctor)
     return ap
 

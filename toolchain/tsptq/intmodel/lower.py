@@ -333,6 +333,8 @@ def lower(qm: QuantizedViT) -> IntModel:
                            b.const_i32("norm.slice_strides", [1, 1, 1])], cls)
     cls = b.reshape("norm.class_vector", cls, (1, D))
     out = b.linear("head", cls, "head", (1, cfg.num_classes)) if cfg.num_classes else cls
-    meta = {"method": qm.method, "bits": f"W{qm.w_bits}A{qm.a_bits}", "calibration": dict(qm.info),
+    # No wall-clock figures in the file: the same model, method and images give the same bytes.
+    calibration = {k: v for k, v in qm.info.items() if k != "calib_seconds"}
+    meta = {"method": qm.method, "bits": f"W{qm.w_bits}A{qm.a_bits}", "calibration": calibration,
             "config": cfg.to_dict()}
     return IntModel(b.tensors, b.ops, [x], [out], meta)
