@@ -92,8 +92,9 @@ def test_named_config_at_real_size(tmp_path):
 def test_preprocess_override():
     cfg = infer_config(tiny().state_dict(), heads=3, preprocess=dict(mean=(0.5,) * 3, std=[0.5] * 3, crop_pct=0.9))
     assert cfg.mean == cfg.std == (0.5, 0.5, 0.5) and cfg.crop_pct == 0.9
-    with pytest.raises(ModelError, match="mean, std and crop_pct"):
-        infer_config(tiny().state_dict(), heads=3, preprocess=dict(interpolation="bicubic"))
+    assert infer_config(tiny().state_dict(), heads=3, preprocess=dict(interpolation="bilinear")).interpolation == "bilinear"
+    with pytest.raises(ModelError, match="preprocess takes mean, std, crop_pct, interpolation; unknown: resize$"):
+        infer_config(tiny().state_dict(), heads=3, preprocess=dict(resize=256))
 
 
 def test_named_models_are_deterministic():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tsptq.cli.model_args import add_model_args, eval_data_from_args, source_from_args
+from tsptq.cli.model_args import add_model_args, eval_data_from_args, model_from_args, source_from_args
 from tsptq.model.model_data import DATA_CHOICES, resolve_data
 from tsptq.errors import TsptqError
 
@@ -39,7 +39,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from tsptq.model.checkpoint import resolve_model
     from tsptq.evaluation.distributed import from_environment
     from tsptq.evaluation.evaluate import evaluate, format_comparison, format_table, plot_drops, write_json_atomic
     from tsptq.quant.methods import parse_bits, parse_methods
@@ -66,7 +65,7 @@ def cmd_eval(args) -> int:
     engine = args.simulator or args.engine
     cluster = from_environment(args.device)
     try:
-        model = resolve_model(args.model, args.checkpoint, args.heads, args.img_size)
+        model = model_from_args(args)
         calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images,
                                              args.folder, labels=args.labels, calib_folder=args.calib_folder,
                                              stream=True)
@@ -100,7 +99,6 @@ def cmd_eval(args) -> int:
 
 def cmd_diagnose(args) -> int:
     from tsptq.data import datasets
-    from tsptq.model.checkpoint import resolve_model
     from tsptq.evaluation.diagnose import diagnose, format_budget, plot_budget
     from tsptq.quant.methods import parse_bits
     from tsptq.quant.quantize import quantize
@@ -108,7 +106,7 @@ def cmd_diagnose(args) -> int:
     parse_bits(args.bits)
     if args.calib_images < 1 or args.images < 1 or args.batch_size < 1 or (args.top is not None and args.top < 1):
         raise TsptqError("--calib-images, --images, --batch-size and --top must be at least 1")
-    model = resolve_model(args.model, args.checkpoint, args.heads, args.img_size)
+    model = model_from_args(args)
     calib, test, _ = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.images, args.folder,
                                   labels=args.labels, calib_folder=args.calib_folder)
     print(f"{args.checkpoint or args.model}: calibrating {args.method} {args.bits.upper()} on {len(calib)} images, "
@@ -162,9 +160,8 @@ def export_stock(args) -> int:
 
     from tsptq.model.model_data import resolve_data
     from tsptq.evaluation.stock_converter import convert, run_tflite
-    from tsptq.model.checkpoint import resolve_model
 
-    model = resolve_model(None if args.checkpoint else args.model, args.checkpoint, args.heads, args.img_size)
+    model = model_from_args(args)
     calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images or 1,
                                          args.folder, labels=args.labels, calib_folder=args.calib_folder)
     info = convert(model, calib, args.out)

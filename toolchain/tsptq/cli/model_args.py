@@ -9,7 +9,17 @@ def add_model_args(p, bits_help: str = "weight and activation bits (the file hol
     p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
     p.add_argument("--checkpoint", help="a timm-layout .pth/.safetensors checkpoint (overrides --model)")
     p.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
-    p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell")
+    p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell (DINOv2 "
+                                                "checkpoints: the size to resize its position grid to)")
+    p.add_argument("--mean", type=_floats, metavar="M[,M,M]",
+                   help="per-channel input mean on the 0-1 scale, e.g. 0.4914,0.4822,0.4465 (default: the checkpoint's "
+                        "own, from its metadata, preprocessor_config.json or timm pretrained_cfg, else ImageNet's)")
+    p.add_argument("--std", type=_floats, metavar="S[,S,S]", help="per-channel input std, as --mean")
+    p.add_argument("--crop-pct", type=float,
+                   help="resize the shorter side to img_size / crop_pct, then crop the center (1.0: no crop; "
+                        "default: the checkpoint's own, else 0.875)")
+    p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"),
+                   help="resize filter of the preprocessing (default: the checkpoint's own, else bicubic)")
     p.add_argument("--bits", default="W8A8", help=bits_help)
     p.add_argument("--calib-images", type=int, default=32, help="calibration images (from the training split)")
     p.add_argument("--data", choices=DATA_CHOICES, default="auto", help="data set (auto: the model's own)")
@@ -26,13 +36,37 @@ def add_model_args(p, bits_help: str = "weight and activation bits (the file hol
                         "of the evaluation")
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    import argparse
+
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    return values
+
+
+def preprocess_from_args(args) -> dict | None:
+    """--mean/--std/--crop-pct/--interpolation as the library's ``preprocess`` dict (None when none is given)."""
+    given = {"mean": args.mean, "std": args.std, "crop_pct": args.crop_pct, "interpolation": args.interpolation}
+    given = {k: v for k, v in given.items() if v is not None}
+    return given or None
+
+
+def model_from_args(args):
+    """The model a command line names (checkpoint, reference model or timm config), with its preprocessing options."""
+    from tsptq.model.checkpoint import resolve_model
+
+    return resolve_model(args.model, args.checkpoint, args.heads, args.img_size, preprocess=preprocess_from_args(args))
+
+
 def source_from_args(args):
     """The model, method and calibration of a command line as the library's ``Source``."""
     from tsptq.intmodel.integer import Source
 
     return Source(args.model if not args.checkpoint else None, args.checkpoint, args.heads, args.img_size,
                   args.method, args.bits.upper(), args.data, args.calib_images, args.folder,
-                  getattr(args, "labels", None), getattr(args, "calib_folder", None))
+                  getattr(args, "labels", None), getattr(args, "calib_folder", None), preprocess_from_args(args))
 
 
 def eval_data_from_args(args) -> EvalData:

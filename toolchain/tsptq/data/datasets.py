@@ -87,7 +87,8 @@ def _balanced_index(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def to_model_input(images: np.ndarray | torch.Tensor, cfg) -> torch.Tensor:
-    """uint8 NHWC -> normalized float NCHW at the model's size (bicubic upscaling when smaller, e.g. CIFAR on DINOv2)."""
+    """uint8 NHWC -> normalized float NCHW at the model's size (upscaled with the model's interpolation when smaller,
+    e.g. CIFAR on DINOv2)."""
     x = torch.as_tensor(images)
     if x.ndim != 4 or x.shape[-1] != cfg.in_chans:
         raise DataError(f"model expects images with {cfg.in_chans} channel(s) (N, H, W, {cfg.in_chans}), got {tuple(x.shape)}")
@@ -96,7 +97,9 @@ def to_model_input(images: np.ndarray | torch.Tensor, cfg) -> torch.Tensor:
         if x.shape[-2] != x.shape[-1] or x.shape[-1] > cfg.img_size:
             raise DataError(f"images are {x.shape[-2]}x{x.shape[-1]}, model expects {cfg.img_size}x{cfg.img_size} "
                             "(smaller square images are upscaled; crop or resize larger ones first)")
-        x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bicubic", align_corners=False).clamp_(0, 1)
+        mode = _interpolation(cfg)
+        x = F.interpolate(x, size=(cfg.img_size, cfg.img_size), mode=mode,
+                          **({} if mode == "nearest" else {"align_corners": False})).clamp_(0, 1)
     mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1)
     return (x - mean) / std
@@ -236,16 +239,28 @@ def imagenet1k_synsets() -> tuple[str, ...]:
     return synsets
 
 
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def _interpolation(cfg) -> str:
+    mode = getattr(cfg, "interpolation", "bicubic")
+    if mode not in INTERPOLATIONS:
+        raise DataError(f"interpolation {mode!r} is not one of {', '.join(INTERPOLATIONS)}")
+    return mode
+
+
 def preprocess_image(img, cfg) -> np.ndarray:
-    """A PIL image -> uint8 (img_size, img_size, 3), the model's own resize and crop: RGB, bicubic resize of the
-    shorter side to int(img_size / crop_pct), center crop of img_size. Every image-folder path uses this."""
+    """A PIL image -> uint8 (img_size, img_size, 3), the model's own resize and crop: RGB, resize of the shorter side
+    to int(img_size / crop_pct) with the model's interpolation (bicubic unless it says otherwise), center crop of
+    img_size. Every image-folder path uses this."""
     from PIL import Image
 
+    filters = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
     img = img.convert("RGB")
     resize = int(cfg.img_size / cfg.crop_pct)
     w, h = img.size
     scale = resize / min(w, h)
-    img = img.resize((max(resize, round(w * scale)), max(resize, round(h * scale))), Image.BICUBIC)
+    img = img.resize((max(resize, round(w * scale)), max(resize, round(h * scale))), filters[_interpolation(cfg)])
     w, h = img.size
     left, top = (w - cfg.img_size) // 2, (h - cfg.img_size) // 2
     return np.asarray(img.crop((left, top, left + cfg.img_size, top + cfg.img_size)))
@@ -477,7 +492,7 @@ class FolderImageSet:
     def cache_key(self, cfg) -> str:
         """The decoded set's cache key: the files' relative names, sizes and mtimes (ns), the labels and the
         preprocessing (size, crop), so a folder whose images changed misses the cache."""
-        h = hashlib.sha1(f"v{_FOLDER_CACHE_VERSION}|{cfg.img_size}|{cfg.crop_pct!r}|".encode())
+        h = hashlib.sha1(f"v{_FOLDER_CACHE_VERSION}|{cfg.img_size}|{cfg.crop_pct!r}|{_interpolation(cfg)}|".encode())
         for f in self.files:
             try:
                 st = os.stat(Path(self.root) / f)

@@ -31,6 +31,7 @@ class Source:
     folder: str | None = None
     labels: str | None = None  # label file of a flat image folder
     calib_folder: str | None = None  # image folder the calibration images came from (else the first of ``folder``)
+    preprocess: dict | None = None  # mean / std / crop_pct / interpolation given instead of the model's own
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -53,7 +54,7 @@ def build(src: Source, progress: bool = True) -> tuple[IntModel, QuantizedViT]:
     from tsptq.quant.quantize import quantize
 
     src.validate()
-    model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size)
+    model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
     calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
                                calib_folder=src.calib_folder)
     qm = quantize(model, calib, src.method, src.bits, progress=progress)

@@ -1,16 +1,24 @@
 """Turn a user's model reference (checkpoint file, reference-model name or timm config name) into a VisionTransformer.
 
-Checkpoints are timm/DeiT state dicts (see :mod:`tsptq.model.vit` for the key layout); the architecture is read from the
-tensor shapes. Two things can't be seen in shapes:
+Checkpoints are timm/DeiT state dicts (see :mod:`tsptq.model.vit` for the key layout) or Hugging Face ViT/DeiT/DINOv2
+ones (:mod:`tsptq.model.hf_layout`), as a file or a folder (``save_pretrained``'s, a hub snapshot); the architecture is
+read from the tensor shapes. Two things can't be seen in shapes:
 
 * the number of heads: defaults to ``embed_dim // 64`` (timm's ViT/DeiT convention), pass ``heads`` otherwise;
 * the preprocessing: defaults to ImageNet mean/std with crop 0.875 (DeiT). timm's ``vit_*`` (augreg) checkpoints
   were trained with mean = std = 0.5 and crop 0.9: pass ``preprocess=dict(mean=(.5,) * 3, std=(.5,) * 3, crop_pct=0.9)``.
 
-LayerNorm eps is timm's 1e-6. Position embeddings are never interpolated: the image size is the one they were trained at.
+What shapes cannot tell is also read, when present, from the checkpoint itself (tsptq's safetensors metadata) or
+from the files beside it: an HF ``config.json`` (heads, LayerNorm eps) and ``preprocessor_config.json``, or a timm hub
+``config.json`` (``pretrained_cfg``: mean, std, crop_pct, interpolation). Explicit arguments (the CLI's ``--mean`` ...)
+win over all of them.
+
+LayerNorm eps is timm's 1e-6 unless a config says otherwise. Position embeddings are never interpolated (the image
+size is the one they were trained at), except DINOv2's, which transformers itself interpolates for any input size.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -24,7 +32,9 @@ from tsptq.model.vit import NAMED_CONFIGS, ViTConfig, VisionTransformer, create_
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 CONTAINER_KEYS = ("model", "state_dict", "model_ema")  # training checkpoints wrap the weights in one of these
-IMAGENET_PREPROCESS = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.875)
+IMAGENET_PREPROCESS = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.875,
+                           interpolation="bicubic")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")  # in a checkpoint folder
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -172,9 +182,11 @@ def _canonical_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def infer_config(state_dict: dict[str, torch.Tensor], heads: int | None = None, img_size: int | None = None,
-                 num_classes: int | None = None, preprocess: dict | None = None) -> ViTConfig:
+                 num_classes: int | None = None, preprocess: dict | None = None, ln_eps: float | None = None
+                 ) -> ViTConfig:
     """The ViTConfig a timm-layout state dict was saved from (``num_classes`` only checks, it never changes the head)."""
     sd = _canonical_keys(state_dict)
+    _refuse_torch_encoder(sd)
     for key in ("patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"):
         if key not in sd:
             raise ModelError(f"not a timm-layout ViT state dict: no {key!r} (keys: {_some(sorted(sd))})")
@@ -192,7 +204,19 @@ def infer_config(state_dict: dict[str, torch.Tensor], heads: int | None = None, 
         patch_size=patch, in_chans=in_chans, num_classes=classes, embed_dim=embed_dim,
         depth=len({k.split(".")[1] for k in sd if k.startswith("blocks.")}),
         num_heads=_check_heads(embed_dim, heads), mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
-        layer_scale="blocks.0.ls1.gamma" in sd, dist_token=dist, **_preprocess(in_chans, preprocess))
+        layer_scale="blocks.0.ls1.gamma" in sd, dist_token=dist, **_preprocess(in_chans, preprocess),
+        **({"ln_eps": float(ln_eps)} if ln_eps is not None else {}))
+
+
+def _refuse_torch_encoder(sd: dict) -> None:
+    """``torch.nn.TransformerEncoder`` layers (``layers.N.self_attn.in_proj_weight``): their state dict is the same
+    whether the LayerNorms come after each residual add (norm_first=False, the default: post-norm) or before it, so
+    the weights alone cannot say which model they are; and tsptq's integer ViT is pre-norm (timm's layout)."""
+    if any(re.search(r"(^|\.)layers\.\d+\.self_attn\.in_proj_weight$", k) for k in sd):
+        raise ModelError("a torch.nn.TransformerEncoder state dict (layers.N.self_attn.in_proj_weight ...) is not "
+                         "supported: its weights do not say whether it is post-norm (norm_first=False, the default) "
+                         "or pre-norm, and tsptq quantizes pre-norm ViTs; supported: timm ViT/DeiT layouts and Hugging "
+                         "Face ViT/DeiT/DINOv2 (rewrite the model as a timm-style pre-norm ViT to quantize it)")
 
 
 def _infer_img_size(pos_embed: torch.Tensor | None, patch: int, prefix: int, img_size: int | None) -> int:
@@ -225,24 +249,80 @@ def _check_heads(embed_dim: int, heads: int | None) -> int:
 
 def _preprocess(in_chans: int, preprocess: dict | None) -> dict:
     p = {**IMAGENET_PREPROCESS, **(preprocess or {})}
-    if p.keys() != IMAGENET_PREPROCESS.keys():
-        raise ModelError(f"preprocess takes mean, std and crop_pct, got {sorted(preprocess)}")
-    p["mean"], p["std"] = tuple(p["mean"]), tuple(p["std"])
-    if len(p["mean"]) != in_chans or len(p["std"]) != in_chans:
-        raise ModelError(f"the model takes {in_chans} input channel(s): pass preprocess=dict(mean=..., std=...) "
-                         f"with {in_chans} value(s) each")
+    return check_preprocess(p, in_chans)
+
+
+def check_preprocess(p: dict, in_chans: int) -> dict:
+    """mean, std, crop_pct, interpolation (any subset), checked against the model's input channels."""
+    from tsptq.data.datasets import INTERPOLATIONS
+
+    if unknown := sorted(p.keys() - IMAGENET_PREPROCESS.keys()):
+        raise ModelError(f"preprocess takes {', '.join(IMAGENET_PREPROCESS)}; unknown: {', '.join(unknown)}")
+    p = dict(p)
+    for key in ("mean", "std"):
+        if key in p:
+            p[key] = tuple(float(v) for v in p[key])
+            if len(p[key]) not in (1, in_chans):
+                raise ModelError(f"the model takes {in_chans} input channel(s): --{key} needs {in_chans} value(s) "
+                                 f"(or one for all), got {len(p[key])}")
+            p[key] = p[key] * in_chans if len(p[key]) == 1 else p[key]
+    if any(v <= 0 for v in p.get("std", ())):
+        raise ModelError(f"--std values must be positive, got {p['std']}")
+    if "crop_pct" in p and not 0.0 < float(p["crop_pct"]) <= 1.0:
+        raise ModelError(f"--crop-pct must be in (0, 1], got {p['crop_pct']}")
+    if p.get("interpolation", "bicubic") not in INTERPOLATIONS:
+        raise ModelError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {p['interpolation']!r}")
     return p
+
+
+def weights_file(path: str | Path) -> Path:
+    """The weights of a checkpoint given as a file or as a folder (``save_pretrained``'s, a hub snapshot)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    if list(path.glob("*.index.json")):
+        raise ModelError(f"{path}: sharded checkpoints (*.index.json) are not supported; a ViT this size fits one file")
+    candidates = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", *TORCH_SUFFIXES))
+    if len(candidates) != 1:
+        raise ModelError(f"{path}: a checkpoint folder needs one of {', '.join(WEIGHT_FILES)} or exactly one "
+                         f".safetensors/.pth/.pt/.bin file, found {[p.name for p in candidates] or 'none'}")
+    return candidates[0]
 
 
 def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | None = None,
                     preprocess: dict | None = None) -> VisionTransformer:
-    """Build the model a checkpoint describes and load its weights exactly (no key may be missing or left over)."""
-    sd = load_state_dict(path)
-    stored = _stored_config(Path(path))
+    """Build the model a checkpoint describes and load its weights exactly (no key may be missing or left over).
+    ``preprocess`` (any of mean, std, crop_pct, interpolation) wins over what the checkpoint and its folder say."""
+    from tsptq.model import hf_layout
+
+    weights = weights_file(path)
+    sd = load_state_dict(weights)
+    folder_config = hf_layout.read_json(weights.parent / "config.json")
+    found: dict = {}  # preprocessing the checkpoint or its folder states
+    ln_eps = None
+    stored = _stored_config(weights)
     if stored:  # our own checkpoints say what shapes cannot: heads and preprocessing
         heads = heads or stored["num_heads"]
-        preprocess = preprocess or {k: stored[k] for k in ("mean", "std", "crop_pct")}
-    model = VisionTransformer(infer_config(sd, heads=heads, img_size=img_size, preprocess=preprocess))
+        found = {k: stored[k] for k in IMAGENET_PREPROCESS if k in stored}
+    elif hf_layout.is_hf_layout(sd):
+        config = folder_config or {}
+        sd = hf_layout.to_timm(sd, config, weights)
+        heads = heads or config.get("num_attention_heads")
+        ln_eps = config.get("layer_norm_eps")
+        processor = hf_layout.read_json(weights.parent / "preprocessor_config.json")
+        found = hf_layout.preprocess_from_processor(processor) if processor else {}
+        if config.get("model_type") == "dinov2" and img_size is not None:
+            patch = sd["patch_embed.proj.weight"].shape[-1]
+            hf_layout.resize_position_grid(sd, patch, 1 + ("dist_token" in sd), img_size)
+    elif folder_config and isinstance(folder_config.get("pretrained_cfg"), dict):  # a timm hub snapshot
+        found = {k: v for k, v in folder_config["pretrained_cfg"].items() if k in IMAGENET_PREPROCESS}
+    in_chans = sd["patch_embed.proj.weight"].shape[1] if "patch_embed.proj.weight" in sd else 3
+    found = check_preprocess(found, in_chans) if found else {}
+    merged = {**found, **(check_preprocess(preprocess, in_chans) if preprocess else {})}
+    model = VisionTransformer(infer_config(sd, heads=heads, img_size=img_size, preprocess=merged, ln_eps=ln_eps))
     _load_strict(model, sd, path)
     return model.eval()
 
@@ -286,10 +366,18 @@ def _some(items: list[str], limit: int = 12) -> str:
 
 
 def resolve_model(name: str | None, checkpoint: str | Path | None = None, heads: int | None = None,
-                  img_size: int | None = None, seed: int = 0) -> VisionTransformer:
-    """A checkpoint file if given, else a reference model (trained weights), else a timm config (random weights)."""
+                  img_size: int | None = None, seed: int = 0, preprocess: dict | None = None) -> VisionTransformer:
+    """A checkpoint file if given, else a reference model (trained weights), else a timm config (random weights).
+    ``preprocess`` (any of mean, std, crop_pct, interpolation) replaces the model's own preprocessing."""
     if checkpoint is not None:
-        return load_checkpoint(checkpoint, heads=heads, img_size=img_size)
+        return load_checkpoint(checkpoint, heads=heads, img_size=img_size, preprocess=preprocess)
+    model = _named_model(name, heads, img_size, seed)
+    if preprocess:
+        model.cfg = dataclasses.replace(model.cfg, **check_preprocess(preprocess, model.cfg.in_chans))
+    return model
+
+
+def _named_model(name: str | None, heads: int | None, img_size: int | None, seed: int) -> VisionTransformer:
     from tsptq.model import zoo  # lazy: pulls in the data set code
 
     if name in zoo.REFERENCE_MODELS:

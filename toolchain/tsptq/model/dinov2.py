@@ -146,7 +146,7 @@ class _Graph:
 
 # --- ONNX initializers -> timm state dict --------------------------------------------------------------------------
 
-def _resize_pos_grid(grid: np.ndarray, size: int) -> np.ndarray:
+def resize_pos_grid(grid: np.ndarray, size: int) -> np.ndarray:
     """(1, G*G, D) patch position embeddings -> (1, size*size, D), as HF Dinov2's interpolate_pos_encoding."""
     _, n, d = grid.shape
     g = math.isqrt(n)
@@ -173,7 +173,7 @@ def _embeddings(g: _Graph, cfg: ViTConfig) -> dict[str, np.ndarray]:
         "patch_embed.proj.weight": g.array("backbone.embeddings.patch_embeddings.projection.weight"),
         "patch_embed.proj.bias": g.array("backbone.embeddings.patch_embeddings.projection.bias"),
         "cls_token": g.array("backbone.embeddings.cls_token"),
-        "pos_embed": np.concatenate([g.array(pos.input[0]), _resize_pos_grid(grid, cfg.grid)], axis=1),
+        "pos_embed": np.concatenate([g.array(pos.input[0]), resize_pos_grid(grid, cfg.grid)], axis=1),
     }
 
 

@@ -31,6 +31,7 @@ class ViTConfig:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     crop_pct: float = 0.875
+    interpolation: str = "bicubic"  # resize filter of the preprocessing: bicubic, bilinear or nearest
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
