@@ -134,7 +134,7 @@ def test_preprocessing_options_reach_every_model_kind():
     assert resolve_model("deit_tiny_patch16_224", preprocess={"std": (0.3,)}).cfg.std == (0.3,) * 3
     assert preprocess_from_args(ap.parse_args(["export", "--out", "x.tflite"])) is None
     for bad, message in (({"mean": (0.1, 0.2)}, "needs 3 value"), ({"std": (0.0,)}, "must be positive"),
-                         ({"crop_pct": 1.5}, r"must be in \(0, 1\]"), ({"interpolation": "lanczos"}, "one of")):
+                         ({"crop_pct": 1.5}, r"must be a number in \(0, 1\]"), ({"interpolation": "lanczos"}, "one of")):
         with pytest.raises(ModelError, match=message):
             resolve_model("cifar10-vit", preprocess=bad)
     with pytest.raises(SystemExit):
@@ -150,3 +150,52 @@ def test_the_interpolation_changes_the_resize():
     bilinear = datasets.preprocess_image(img, resolve_model("deit_tiny_patch16_224", img_size=32,
                                                             preprocess={"interpolation": "bilinear"}).cfg)
     assert bicubic.shape == bilinear.shape == (32, 32, 3) and not np.array_equal(bicubic, bilinear)
+
+
+def test_processor_configs_in_their_variants():
+    from tsptq.model.hf_layout import preprocess_from_processor, processor_input_size
+
+    dinov2 = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3,
+              "do_center_crop": True, "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}}
+    assert preprocess_from_processor(dinov2)["crop_pct"] == 0.875 and processor_input_size(dinov2) == 224
+    squash = {"do_resize": True, "size": {"height": 384, "width": 384}, "resample": 2}
+    assert preprocess_from_processor(squash) == {"interpolation": "bilinear", "crop_pct": 1.0}
+    assert processor_input_size(squash) == 384
+    default_crop = {"do_center_crop": True, "size": 256}  # no crop_size: transformers crops to 224
+    assert preprocess_from_processor(default_crop)["crop_pct"] == 224 / 256
+    assert preprocess_from_processor({"resample": 1})["interpolation"] == "lanczos"  # refused when checked
+
+
+def test_hf_dinov2_takes_the_processors_input_size(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    hf = _random(Dinov2Model(Dinov2Config(**{k: v for k, v in SMALL.items() if k != "intermediate_size"})))
+    hf.save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"do_center_crop": True, "size": {"shortest_edge": 28}, "crop_size": {"height": 24, "width": 24}}))
+    ours = load_checkpoint(tmp_path)  # the grid of 32 px is resized to the 24 px the processor hands the model
+    assert ours.cfg.img_size == 24 and ours.cfg.crop_pct == 24 / 28 and ours.cfg.ln_eps == 1e-6
+    x = _images(size=24)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.forward_features(x)[:, 0], hf(pixel_values=x).pooler_output,
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_a_bad_value_in_a_file_is_named_and_the_options_replace_it(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    ViTForImageClassification(ViTConfig(**SMALL, num_labels=3)).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 1, "do_center_crop": True,
+         "size": {"shortest_edge": 224}, "crop_size": {"height": 256, "width": 256}}))
+    with pytest.raises(ModelError, match=r"mean needs 3 value.*read from .*preprocessor_config\.json; pass --mean"):
+        load_checkpoint(tmp_path)
+    cfg = load_checkpoint(tmp_path, preprocess={"mean": (0.5,), "crop_pct": 1.0, "interpolation": "bicubic"}).cfg
+    assert (cfg.mean, cfg.crop_pct, cfg.interpolation, cfg.ln_eps) == ((0.5,) * 3, 1.0, "bicubic", 1e-12)
+
+
+def test_a_config_json_beside_a_plain_checkpoint_is_not_read(tmp_path):
+    model = create_model("deit_tiny_patch16_224", img_size=32)
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    (tmp_path / "config.json").write_text("[1, 2]")  # anything: it is not this checkpoint's
+    assert load_checkpoint(tmp_path / "m.pth", heads=3).cfg.embed_dim == 192

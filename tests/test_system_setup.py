@@ -148,3 +148,27 @@ def test_the_makefile_and_ci_go_through_it():
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "apt-get install" in ci  # only make itself, bootstrapped
     assert "qemu" not in ci and "gcc" not in ci  # the package list lives in doctor, not here
+
+
+def test_libraries_data_and_settings_are_planned_too(bare_path, monkeypatch):
+    """With no C library headers, no Fashion-MNIST, no arm64 package lists and no ensurepip either, the plan names
+    each Debian package that .ci/run used to list; the libFuzzer runtime waits for clang (its version names it)."""
+    class NothingUnderUsr(type(Path())):
+        def is_file(self):
+            return False if str(self).startswith(("/usr", "/var/lib/dpkg")) else super().is_file()
+
+    monkeypatch.setattr(doctor, "Path", NothingUnderUsr)
+    monkeypatch.setattr(doctor, "FASHION_DIR", NothingUnderUsr("/usr/share/datasets/fashion-mnist"))
+    real_find_spec = doctor.importlib.util.find_spec
+    monkeypatch.setattr(doctor.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ensurepip" else real_find_spec(name, *a))
+    p = plan("test")
+    for package in ("libc6-dev", "libc6-dev-arm64-cross", "libc6-dev-armhf-cross", "libnewlib-arm-none-eabi",
+                    "dataset-fashion-mnist", "python3-venv", "clang"):
+        assert package in p.packages, package
+    assert p.architectures == ("arm64",)
+    # the libFuzzer runtime's package is named by the clang that gets installed: it waits for the next round
+    clang, runtime = _missing("clang", ("clang",)), Finding("libFuzzer runtime", "C library", None, False, ("f",), "x",
+                                                            True, apt=("libclang-rt-14-dev",), depends_on="clang")
+    assert plan("test", _report(clang, runtime)).packages == ("clang",)
+    assert plan("test", _report(runtime)).packages == ("libclang-rt-14-dev",)

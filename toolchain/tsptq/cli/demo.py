@@ -92,14 +92,19 @@ def _ci(ci) -> str:
     return f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else ""
 
 
+def _pct(v, width: int = 0) -> str:
+    """A percentage, or '-' where the images had no labels."""
+    return f"{v:{width}.2f}" if v is not None else f"{'-':>{width}}"
+
+
 def accuracy_lines(name: str, data: dict) -> list[str]:
     rows = data["results"]
     lines = [f"{name} ({data['eval_images']} images of {data['data']}, W8A8, calibrated on {data['calib_images']}):",
              f"  {'method':<11}{'engine':<8}{'top-1 %':>8}  {'drop [95% interval]':<22}{'agreement % [95% interval]':<28}"
              f"cosine mean / min"]
     for r in rows:
-        drop = "" if r["drop"] is None else f"{r['drop']:+.2f} {_ci(r.get('drop_ci'))}"
-        lines.append(f"  {r['method']:<11}{r.get('engine', '-'):<8}{r['top1']:>8.2f}  {drop:<22}"
+        drop = "" if r.get("drop") is None else f"{r['drop']:+.2f} {_ci(r.get('drop_ci'))}"
+        lines.append(f"  {r['method']:<11}{r.get('engine', '-'):<8}{_pct(r.get('top1'), 8)}  {drop:<22}"
                      f"{r['agreement']:6.2f} {_ci(r.get('agreement_ci')):<21}{r['cosine_mean']:.4f} / {r['cosine_min']:.3f}")
     for c in data.get("comparisons", []):
         measure = {"top1": "top-1"}.get(c["measure"], c["measure"])
@@ -128,7 +133,7 @@ def board_lines(out: Path, exported_crc: int | None) -> list[str]:
                       (f" (under {target.runner[0]} emulation on this machine: not a Pi's speed)" if target.runner else "")
         same = "-" if exported_crc is None or "model_crc32" not in d else \
             ("yes" if d["model_crc32"] == exported_crc else "NO")
-        lines.append(f"  {board:<12}{r['images']:>7}{r['top1_board']:>15.2f}%{r['top1_reference']:>9.2f}%"
+        lines.append(f"  {board:<12}{r['images']:>7}{_pct(r.get('top1_board'), 15)}%{_pct(r.get('top1_reference'), 9)}%"
                      f"{r['bit_exact_fraction']:>11.4f}{same:>11}  {latency}")
     return lines
 
@@ -142,13 +147,13 @@ def summary(out: Path, seconds: float | None = None) -> str:
     tfl = out / "cifar10-vit-tsptq.tflite"
     inspect, verify = _load(out, "inspect.json"), _load(out, "verify.json")
     crc = zlib.crc32(tfl.read_bytes()) if tfl.is_file() else None
-    if inspect:
+    if inspect and tfl.is_file():
         arena = inspect.get("c_runtime", {}).get("arena_bytes")
         lines.append(f"file: {tfl} ({tfl.stat().st_size:,} B, {inspect['ops']} ops of which {inspect['custom_ops']} "
                      f"TSPTQ custom, {inspect['two_scale_tensors']} two-scale tensors"
                      + (f", C runtime arena {arena:,} B" if arena else "") + ")")
     if verify:
-        lines.append(f"verify: the file's integer model {verify['top1_file']:.2f}% top-1 on {verify['eval_images']} "
+        lines.append(f"verify: the file's integer model {_pct(verify.get('top1_file'))}% top-1 on {verify['eval_images']} "
                      f"images; output bytes equal to the in-memory integer model: "
                      f"{'yes' if verify['bytes_equal_to_in_memory'] else 'NO'}")
     lines += ["", "boards (tsptq-deploy: quantize, export, build, run the images on the board, compare every output "
@@ -204,7 +209,8 @@ def main(argv=None) -> int:
     start = time.monotonic()
     if not args.summary_only:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in ("accuracy-dinov2-s14.json",):  # not left over from an earlier run with other options
+        for stale in ("accuracy-cifar10-vit.json", "accuracy-dinov2-s14.json", "inspect.json", "verify.json",
+                      *(f"deploy-{b}.json" for b in BOARDS)):  # the summary reads only this run's files
             (out / stale).unlink(missing_ok=True)
         run_steps(steps(out, args.images, args.dinov2_images, {"rpi": args.rpi_images, "mps2-an386": args.mcu_images}))
     elif not out.is_dir():

@@ -7,7 +7,9 @@ from tsptq.model.model_data import DATA_CHOICES, EvalData
 def add_model_args(p, bits_help: str = "weight and activation bits (the file holds 8-bit activations)") -> None:
     """The model, calibration and data options that eval and export share."""
     p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
-    p.add_argument("--checkpoint", help="a timm-layout .pth/.safetensors checkpoint (overrides --model)")
+    p.add_argument("--checkpoint", help="a checkpoint file (.pth/.pt/.bin/.safetensors) or folder (save_pretrained's, "
+                                        "a hub snapshot): timm ViT/DeiT, or Hugging Face ViT/DeiT/DINOv2 layouts "
+                                        "(overrides --model)")
     p.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
     p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell (DINOv2 "
                                                 "checkpoints: the size to resize its position grid to)")

@@ -82,6 +82,7 @@ class Finding:
     apt: tuple[str, ...] = ()      # when missing: the Debian packages that provide it (what `make test` installs)
     dpkg_arch: str | None = None   # when missing: the dpkg foreign architecture to add
     hardware_only: bool = False    # only a real board needs it (flash tools, ssh): `make test` does not install it
+    depends_on: str | None = None  # its package is only known once this other finding is present (installed first)
 
 
 @dataclass(frozen=True)
@@ -214,10 +215,11 @@ def _clang_fuzzer_runtime() -> Finding:
             for h in sorted(glob.glob(f"{r}/*/lib/**/{pattern}", recursive=True))]
     hits.sort(key=lambda h: platform.machine() not in h)  # this machine's first (not i386 on x86_64)
     major = next((p[len("llvm-"):] for p in (real.parts if real else ()) if p.startswith("llvm-")), "14")
-    package = f"libclang-rt-{major}-dev"
+    package = f"libclang-rt-{major}-dev"  # without clang, a guess: its version decides (depends_on)
     return Finding("libFuzzer runtime", "C library", hits[0] if hits else None, bool(hits), (),
                    None if hits else _apt([package]), not hits,
-                   note="clang -fsanitize=fuzzer (libclang_rt.fuzzer)", apt=() if hits else (package,))
+                   note="clang -fsanitize=fuzzer (libclang_rt.fuzzer)", apt=() if hits else (package,),
+                   depends_on="clang" if clang is None else None)
 
 
 def _foreign_arch(arch: str) -> Finding:

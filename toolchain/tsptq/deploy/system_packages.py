@@ -51,6 +51,9 @@ def plan(scope: str, report: Report | None = None) -> Plan:
         for f in report.of(ft):
             if not f.ok and not f.hardware_only and (f.apt or f.dpkg_arch):
                 missing[f.what] = f
+    # a finding whose package depends on another missing one (the libFuzzer runtime of the clang to come) waits for
+    # the next round, when its package can be named
+    missing = {w: f for w, f in missing.items() if f.depends_on not in missing}
     found = tuple(missing.values())
     packages = tuple(dict.fromkeys(p for f in found for p in f.apt))
     arches = tuple(dict.fromkeys(f.dpkg_arch for f in found if f.dpkg_arch))
@@ -91,6 +94,20 @@ def ensure(scope: str, mode: str = "install", run=subprocess.run, log=print) -> 
     p = plan(scope)
     if p.empty:
         return p
+    done = _install(scope, p, mode, run, log)
+    later = plan(scope)  # what could only be named once the first round was in (see plan)
+    if not later.empty and {f.what for f in later.missing}.isdisjoint(f.what for f in p.missing):
+        more = _install(scope, later, mode, run, log)
+        done = Plan(scope, done.missing + more.missing, done.packages + more.packages,
+                    done.architectures + more.architectures)
+    left = plan(scope)
+    if not left.empty:
+        raise SystemSetupError(f"after installing {' '.join(done.packages)}, make {scope} still lacks "
+                               f"{', '.join(f.what for f in left.missing)}")
+    return done
+
+
+def _install(scope: str, p: Plan, mode: str, run, log) -> Plan:
     what = ", ".join(f.what for f in p.missing)
     why = "check only" if mode == "check" else _can_install()
     if why is not None:
@@ -104,8 +121,4 @@ def ensure(scope: str, mode: str = "install", run=subprocess.run, log=print) -> 
         if proc.returncode != 0:
             raise SystemSetupError(f"`{shlex.join(cmd)}` failed with exit status {proc.returncode} while installing "
                                    f"what make {scope} needs ({what})")
-    left = plan(scope)
-    if not left.empty:
-        raise SystemSetupError(f"after installing {' '.join(p.packages)}, make {scope} still lacks "
-                               f"{', '.join(f.what for f in left.missing)}")
     return p

@@ -261,17 +261,20 @@ def check_preprocess(p: dict, in_chans: int) -> dict:
     p = dict(p)
     for key in ("mean", "std"):
         if key in p:
-            p[key] = tuple(float(v) for v in p[key])
+            try:
+                p[key] = tuple(float(v) for v in (p[key] if isinstance(p[key], (list, tuple)) else [p[key]]))
+            except (TypeError, ValueError):
+                raise ModelError(f"{key} must be numbers, got {p[key]!r}") from None
             if len(p[key]) not in (1, in_chans):
-                raise ModelError(f"the model takes {in_chans} input channel(s): --{key} needs {in_chans} value(s) "
+                raise ModelError(f"the model takes {in_chans} input channel(s): {key} needs {in_chans} value(s) "
                                  f"(or one for all), got {len(p[key])}")
             p[key] = p[key] * in_chans if len(p[key]) == 1 else p[key]
     if any(v <= 0 for v in p.get("std", ())):
-        raise ModelError(f"--std values must be positive, got {p['std']}")
-    if "crop_pct" in p and not 0.0 < float(p["crop_pct"]) <= 1.0:
-        raise ModelError(f"--crop-pct must be in (0, 1], got {p['crop_pct']}")
+        raise ModelError(f"std values must be positive, got {p['std']}")
+    if "crop_pct" in p and not (isinstance(p["crop_pct"], (int, float)) and 0.0 < p["crop_pct"] <= 1.0):
+        raise ModelError(f"crop_pct must be a number in (0, 1], got {p['crop_pct']!r}")
     if p.get("interpolation", "bicubic") not in INTERPOLATIONS:
-        raise ModelError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {p['interpolation']!r}")
+        raise ModelError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {p['interpolation']!r}")
     return p
 
 
@@ -300,31 +303,53 @@ def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | 
 
     weights = weights_file(path)
     sd = load_state_dict(weights)
-    folder_config = hf_layout.read_json(weights.parent / "config.json")
     found: dict = {}  # preprocessing the checkpoint or its folder states
+    origin = None     # where ``found`` was read
     ln_eps = None
     stored = _stored_config(weights)
     if stored:  # our own checkpoints say what shapes cannot: heads and preprocessing
         heads = heads or stored["num_heads"]
-        found = {k: stored[k] for k in IMAGENET_PREPROCESS if k in stored}
+        found, origin = {k: stored[k] for k in IMAGENET_PREPROCESS if k in stored}, weights
     elif hf_layout.is_hf_layout(sd):
-        config = folder_config or {}
+        config = hf_layout.read_json(weights.parent / "config.json") or {}
+        model_type = hf_layout.model_type_of(sd, config)
         sd = hf_layout.to_timm(sd, config, weights)
         heads = heads or config.get("num_attention_heads")
-        ln_eps = config.get("layer_norm_eps")
-        processor = hf_layout.read_json(weights.parent / "preprocessor_config.json")
-        found = hf_layout.preprocess_from_processor(processor) if processor else {}
-        if config.get("model_type") == "dinov2" and img_size is not None:
-            patch = sd["patch_embed.proj.weight"].shape[-1]
-            hf_layout.resize_position_grid(sd, patch, 1 + ("dist_token" in sd), img_size)
-    elif folder_config and isinstance(folder_config.get("pretrained_cfg"), dict):  # a timm hub snapshot
-        found = {k: v for k, v in folder_config["pretrained_cfg"].items() if k in IMAGENET_PREPROCESS}
+        ln_eps = config.get("layer_norm_eps", hf_layout.DEFAULT_LN_EPS[model_type])
+        processor_file = weights.parent / "preprocessor_config.json"
+        processor = hf_layout.read_json(processor_file)
+        if processor:
+            found, origin = hf_layout.preprocess_from_processor(processor, processor_file), processor_file
+        if model_type == "dinov2":  # transformers resizes the position grid to any input: to the processor's crop
+            img_size = img_size or hf_layout.processor_input_size(processor or {})
+            if img_size is not None:
+                patch = sd["patch_embed.proj.weight"].shape[-1]
+                hf_layout.resize_position_grid(sd, patch, 1 + ("dist_token" in sd), img_size)
+    else:
+        timm_config = _timm_hub_config(weights.parent / "config.json")
+        if timm_config:
+            found, origin = timm_config, weights.parent / "config.json"
     in_chans = sd["patch_embed.proj.weight"].shape[1] if "patch_embed.proj.weight" in sd else 3
-    found = check_preprocess(found, in_chans) if found else {}
-    merged = {**found, **(check_preprocess(preprocess, in_chans) if preprocess else {})}
+    try:  # what the user gave replaces what the files say before anything is checked
+        merged = check_preprocess({**found, **(preprocess or {})}, in_chans)
+    except ModelError as e:
+        if origin is None or not (found.keys() - (preprocess or {}).keys()):
+            raise
+        raise ModelError(f"{e} (read from {origin}; pass --mean/--std/--crop-pct/--interpolation to override)") from None
     model = VisionTransformer(infer_config(sd, heads=heads, img_size=img_size, preprocess=merged, ln_eps=ln_eps))
     _load_strict(model, sd, path)
     return model.eval()
+
+
+def _timm_hub_config(path: Path) -> dict | None:
+    """The preprocessing of a timm hub snapshot's ``config.json`` (``pretrained_cfg``); None for any other file
+    (a config.json beside a plain checkpoint may be anything)."""
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    cfg = data.get("pretrained_cfg") if isinstance(data, dict) else None
+    return {k: v for k, v in cfg.items() if k in IMAGENET_PREPROCESS} if isinstance(cfg, dict) else None
 
 
 def _stored_config(path: Path) -> dict | None:

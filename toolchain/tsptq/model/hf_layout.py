@@ -23,8 +23,11 @@ import torch
 from tsptq.errors import ModelError
 
 MODEL_TYPES = ("vit", "deit", "dinov2")
-# HF's resample codes (PIL's) -> tsptq's interpolation names
-RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+# HF's resample codes (PIL's) -> interpolation names (tsptq does nearest, bilinear and bicubic; the others are refused
+# when checked, unless --interpolation replaces them)
+RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+DEFAULT_LN_EPS = {"vit": 1e-12, "deit": 1e-12, "dinov2": 1e-6}  # transformers' config defaults
+HF_DEFAULT_CROP = 224  # transformers' image processors crop to 224 when crop_size is not given
 
 # (HF name inside a layer, timm name inside blocks.N), both layouts
 _LAYER_KEYS = [
@@ -55,6 +58,16 @@ _HEADS = {"classifier.weight": "head.weight", "classifier.bias": "head.bias",
 
 def is_hf_layout(sd: dict) -> bool:
     return any(re.match(r"^(?:(?:vit|deit|dinov2)\.)?(?:encoder\.layer|layers)\.\d+\.attention\.", k) for k in sd)
+
+
+def model_type_of(sd: dict, config: dict) -> str:
+    """config.json's model_type, else what the keys say (a prefix-less layout with LayerScale is DINOv2's)."""
+    if config.get("model_type"):
+        return config["model_type"]
+    prefix = _prefix(sd)
+    if prefix:
+        return prefix[:-1]
+    return "dinov2" if any("layer_scale1" in k for k in sd) else "vit"
 
 
 def _prefix(sd: dict) -> str:
@@ -153,18 +166,29 @@ def read_json(path: Path) -> dict | None:
     return data
 
 
-def preprocess_from_processor(cfg: dict) -> dict:
-    """mean, std, crop_pct and interpolation from an HF ``preprocessor_config.json``."""
+def _side(size) -> float | None:
+    if isinstance(size, dict):
+        size = size.get("shortest_edge") or size.get("height")
+    return float(size) if isinstance(size, (int, float)) and size > 0 else None
+
+
+def processor_input_size(cfg: dict) -> int | None:
+    """The side of the image the processor hands the model: the crop when it crops, else the resize."""
+    side = _side(cfg.get("crop_size")) or (HF_DEFAULT_CROP if cfg.get("do_center_crop") else _side(cfg.get("size")))
+    return int(side) if side else None
+
+
+def preprocess_from_processor(cfg: dict, source: object = "preprocessor_config.json") -> dict:
+    """mean, std, crop_pct and interpolation from an HF ``preprocessor_config.json`` (checked by the caller, after
+    the command line's options have replaced what they name)."""
     out = {}
     if "image_mean" in cfg and "image_std" in cfg:
-        out["mean"], out["std"] = tuple(cfg["image_mean"]), tuple(cfg["image_std"])
-    if cfg.get("resample") in RESAMPLE:
-        out["interpolation"] = RESAMPLE[cfg["resample"]]
-    size, crop = cfg.get("size") or {}, cfg.get("crop_size") or {}
-    side = size.get("shortest_edge") or size.get("height") if isinstance(size, dict) else size
-    crop_side = crop.get("height") if isinstance(crop, dict) else crop
-    if cfg.get("do_center_crop") and side and crop_side:
-        out["crop_pct"] = float(crop_side) / float(side)
+        out["mean"], out["std"] = cfg["image_mean"], cfg["image_std"]
+    if "resample" in cfg:
+        out["interpolation"] = RESAMPLE.get(cfg["resample"], f"resample code {cfg['resample']!r}")
+    side = _side(cfg.get("size"))
+    if side and cfg.get("do_center_crop"):
+        out["crop_pct"] = (_side(cfg.get("crop_size")) or HF_DEFAULT_CROP) / side
     elif side:
         out["crop_pct"] = 1.0  # resized straight to the input size (tsptq keeps the aspect and crops the center)
     return out
