@@ -199,3 +199,51 @@ def test_a_config_json_beside_a_plain_checkpoint_is_not_read(tmp_path):
     torch.save(model.state_dict(), tmp_path / "m.pth")
     (tmp_path / "config.json").write_text("[1, 2]")  # anything: it is not this checkpoint's
     assert load_checkpoint(tmp_path / "m.pth", heads=3).cfg.embed_dim == 192
+
+
+def _export(model, path, size=32):
+    torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(path), dynamo=False, opset_version=17)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["plain", "layer_scale", "distilled"])
+def test_timm_onnx_exports_map_back_exactly(tmp_path, kind):
+    model = _random(create_model("deit_tiny_patch16_224", img_size=32, depth=2, num_classes=7,
+                                 layer_scale=kind == "layer_scale", dist_token=kind == "distilled"))
+    ours = load_checkpoint(_export(model, tmp_path / "m.onnx"))  # checked against onnxruntime inside
+    assert (ours.cfg.num_heads, ours.cfg.ln_eps, ours.cfg.layer_scale, ours.cfg.dist_token) == \
+        (3, 1e-6, kind == "layer_scale", kind == "distilled")
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), model(x), rtol=0, atol=1e-6)
+
+
+def test_hf_deit_state_dict_and_its_onnx_export_give_the_same_logits(tmp_path):
+    """The issue's bar: an HF-layout DeiT (random weights) and its ONNX export load to the same model."""
+    from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
+
+    hf = _random(DeiTForImageClassificationWithTeacher(DeiTConfig(**SMALL, num_labels=5)))
+    hf.save_pretrained(tmp_path / "hf")
+    torch.onnx.export(hf, (torch.randn(1, 3, 32, 32),), str(tmp_path / "deit.onnx"), dynamo=False, opset_version=17)
+    from_dict, from_onnx = load_checkpoint(tmp_path / "hf"), load_checkpoint(tmp_path / "deit.onnx")
+    assert from_onnx.cfg.num_heads == 2 and from_onnx.cfg.ln_eps == 1e-12 and from_onnx.cfg.dist_token
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(from_onnx(x), from_dict(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(from_onnx(x), hf(pixel_values=x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_exports_that_do_not_fit_are_refused_with_the_reason(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    tanh = _random(ViTForImageClassification(ViTConfig(**SMALL, num_labels=3, hidden_act="gelu_pytorch_tanh")))
+    torch.onnx.export(tanh, (torch.randn(1, 3, 32, 32),), str(tmp_path / "tanh.onnx"), dynamo=False, opset_version=17)
+    with pytest.raises(ModelError, match="tanh-approximate GELU"):
+        load_checkpoint(tmp_path / "tanh.onnx")
+    model = _random(create_model("deit_tiny_patch16_224", img_size=32, depth=1, num_classes=3))
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(tmp_path / "old.onnx"), dynamo=False, opset_version=14)
+    with pytest.raises(ModelError, match="export with opset >= 17 so LayerNorm stays one op"):
+        load_checkpoint(tmp_path / "old.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07junk" * 10)
+    with pytest.raises(ModelError, match="not a readable ONNX model|not a pre-norm ViT export"):
+        load_checkpoint(tmp_path / "junk.onnx")

@@ -10,6 +10,9 @@ def add_model_args(p, bits_help: str = "weight and activation bits (the file hol
     p.add_argument("--checkpoint", help="a checkpoint file (.pth/.pt/.bin/.safetensors) or folder (save_pretrained's, "
                                         "a hub snapshot): timm ViT/DeiT, or Hugging Face ViT/DeiT/DINOv2 layouts "
                                         "(overrides --model)")
+    p.add_argument("--onnx", dest="checkpoint", metavar="MODEL.onnx",
+                   help="an ONNX export of a pre-norm ViT (timm's or transformers' torch.onnx.export, opset >= 17), "
+                        "mapped by its data flow and checked against onnxruntime (same as --checkpoint MODEL.onnx)")
     p.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
     p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell (DINOv2 "
                                                 "checkpoints: the size to resize its position grid to)")

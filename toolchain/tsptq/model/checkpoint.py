@@ -34,11 +34,12 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 CONTAINER_KEYS = ("model", "state_dict", "model_ema")  # training checkpoints wrap the weights in one of these
 IMAGENET_PREPROCESS = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.875,
                            interpolation="bicubic")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")  # in a checkpoint folder
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")  # in a checkpoint folder
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a .pth/.pt/.bin or .safetensors file into a timm-keyed state dict (containers and `module.` removed)."""
+    """Read a .pth/.pt/.bin or .safetensors file into a timm-keyed state dict (containers and `module.` removed).
+    (.onnx files are read by :mod:`tsptq.model.onnx_import`, through :func:`load_checkpoint`.)"""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist")
@@ -288,10 +289,10 @@ def weights_file(path: str | Path) -> Path:
             return path / name
     if list(path.glob("*.index.json")):
         raise ModelError(f"{path}: sharded checkpoints (*.index.json) are not supported; a ViT this size fits one file")
-    candidates = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", *TORCH_SUFFIXES))
+    candidates = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".onnx", *TORCH_SUFFIXES))
     if len(candidates) != 1:
         raise ModelError(f"{path}: a checkpoint folder needs one of {', '.join(WEIGHT_FILES)} or exactly one "
-                         f".safetensors/.pth/.pt/.bin file, found {[p.name for p in candidates] or 'none'}")
+                         f".safetensors/.pth/.pt/.bin/.onnx file, found {[p.name for p in candidates] or 'none'}")
     return candidates[0]
 
 
@@ -302,12 +303,24 @@ def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | 
     from tsptq.model import hf_layout
 
     weights = weights_file(path)
-    sd = load_state_dict(weights)
     found: dict = {}  # preprocessing the checkpoint or its folder states
     origin = None     # where ``found`` was read
     ln_eps = None
-    stored = _stored_config(weights)
-    if stored:  # our own checkpoints say what shapes cannot: heads and preprocessing
+    onnx_file = weights.suffix == ".onnx"
+    if onnx_file:  # mapped by its data flow, then checked against onnxruntime below
+        from tsptq.model import onnx_import
+
+        sd, meta = onnx_import.state_dict_from_onnx(weights)
+        heads, ln_eps = heads or meta["num_heads"], meta["ln_eps"]
+    else:
+        sd = load_state_dict(weights)
+    stored = None if onnx_file else _stored_config(weights)
+    if onnx_file:
+        processor_file = weights.parent / "preprocessor_config.json"
+        processor = hf_layout.read_json(processor_file)
+        if processor:
+            found, origin = hf_layout.preprocess_from_processor(processor, processor_file), processor_file
+    elif stored:  # our own checkpoints say what shapes cannot: heads and preprocessing
         heads = heads or stored["num_heads"]
         found, origin = {k: stored[k] for k in IMAGENET_PREPROCESS if k in stored}, weights
     elif hf_layout.is_hf_layout(sd):
@@ -338,6 +351,10 @@ def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | 
         raise ModelError(f"{e} (read from {origin}; pass --mean/--std/--crop-pct/--interpolation to override)") from None
     model = VisionTransformer(infer_config(sd, heads=heads, img_size=img_size, preprocess=merged, ln_eps=ln_eps))
     _load_strict(model, sd, path)
+    if onnx_file:
+        from tsptq.model.onnx_import import check_against_onnxruntime
+
+        check_against_onnxruntime(model.eval(), weights)
     return model.eval()
 
 
