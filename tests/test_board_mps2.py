@@ -1,9 +1,9 @@
-"""The Cortex-M targets (targets/mps2-an386, and every real board: kind = "board").
+"""The Cortex-M targets (the QEMU boards targets/mps2-an386 and targets/mps3-an547, and every real board: kind = "board").
 
 (a) Every Cortex-M firmware compiles with arm-none-eabi-gcc (-std=c99 -Wall -Wextra -Werror, through
     tsptq.deploy.targets.build), without a model and with a small model baked into flash, and its sections fit the memory
     its target.toml declares.
-(b) The mps2-an386 firmware under qemu-system-arm (-icount shift=0, UART0 on a local TCP socket): HELLO, fashion-vit
+(b) The QEMU boards' firmware under qemu-system-arm (-icount shift=0, UART0 on a local TCP socket): HELLO, fashion-vit
     (exported with tsptq) bit-exact with the Python integer reference, SysTick tick counts, PROFILE op names, an upload
     over the UART, and a real NVIC_SystemReset (QEMU restarts the machine, the BOOT frame arrives, the flashed model
     is back).
@@ -25,11 +25,11 @@ import pytest
 from tsptq.deploy.targets import build, list_targets, load_target, start_board
 
 MPS2 = "mps2-an386"
-INSTRUCTIONS_PER_TICK = 40  # -icount shift=0: 1 instruction = 1 ns; one 25 MHz SysTick tick = 40 ns
+QEMU_BOARDS = [n for n in list_targets() if load_target(n).kind == "qemu-system"]  # mps2-an386 (M4), mps3-an547 (M55)
 
 
 def cortex_m_targets() -> list[str]:
-    return [n for n in list_targets() if n == MPS2 or load_target(n).kind == "board"]
+    return [n for n in list_targets() if load_target(n).kind in ("qemu-system", "board")]
 
 
 def need_tools(*tools: str) -> None:
@@ -148,6 +148,9 @@ def test_firmware_compiles_and_fits(name, tiny):
         assert flash <= t.flash_capacity
         assert s[".isr_vector"][1] in (0, 0x08000000)  # the vector table at the start of flash
         assert s[".arena"][0] == t.arena_capacity and s[".arena"][1] % 16 == 0
+        if name == "mps3-an547":  # the upload buffer and the arena in DDR; .data/.bss/stack in the 2 MiB SRAM
+            assert s[".model_buf"][1] >= 0x60000000 and s[".arena"][1] >= 0x60000000
+            assert s[".data"][0] + s[".bss"][0] + 64 * 1024 <= 2 << 20
         if name == MPS2:  # the upload buffer and the arena are in PSRAM; .data/.bss/stack in the 4 MiB RAM
             assert s[".model_buf"][0] == t.model_capacity and s[".model_buf"][1] >= 0x21000000
             assert s[".arena"][1] >= 0x21000000
@@ -169,18 +172,22 @@ def open_board(target, exe):
     return rb, link, Board(link, invoke_timeout=60.0)
 
 
+INSTRUCTIONS = {}  # board -> instructions per fashion-vit inference, for the cross-check below
+
+
 @pytest.mark.slow
 @pytest.mark.qemu
-def test_mps2_runs_fashion_vit_bit_exact_and_resets(fashion, tiny):
+@pytest.mark.parametrize("name", QEMU_BOARDS)
+def test_qemu_board_runs_fashion_vit_bit_exact_and_resets(name, fashion, tiny):
     need_tools("arm-none-eabi-gcc", "qemu-system-arm")
     from tsptq.deploy.serial_link import crc32
 
-    t = load_target(MPS2)
+    t = load_target(name)
     data, x, y, fm = fashion
     rb, link, board = open_board(t, build(t, embed_model=data))
     with rb:
         info = board.hello()
-        assert (info.board, info.tick_unit, info.tick_hz) == (MPS2, "systick", 25_000_000)
+        assert (info.board, info.tick_unit, info.tick_hz) == (name, "systick", t.tick_hz)
         assert (info.model_capacity, info.arena_capacity) == (t.model_capacity, t.arena_capacity)
         assert (info.model_size, info.model_crc) == (len(data), crc32(data))  # committed at boot from flash
         assert board.upload(data).skipped
@@ -191,13 +198,14 @@ def test_mps2_runs_fashion_vit_bit_exact_and_resets(fashion, tiny):
             assert r.output == y[i].tobytes(), f"image {i}: the board's output differs from the integer reference"
             ticks.append(r.ticks)
         assert min(ticks) > 0
-        # -icount: the count is deterministic up to the phase of the 40-instruction tick
+        # -icount: the count is deterministic up to the phase of the tick (40 or 31.25 instructions)
         assert abs(board.infer(x[0].tobytes()).ticks - ticks[0]) <= 1
         rows = board.profile()
-        assert [name for name, _ in rows] == [op.kind for op in fm.ops]
+        assert [op for op, _ in rows] == [op.kind for op in fm.ops]
         op_ticks = sum(k for _, k in rows)
         assert 0.95 * ticks[0] <= op_ticks <= ticks[0] + 1
-        print(f"\nfashion-vit on {MPS2}: {ticks[0]:,} SysTick ticks = {ticks[0] * INSTRUCTIONS_PER_TICK:,} "
+        INSTRUCTIONS[name] = ticks[0] * t.instructions_per_tick
+        print(f"\nfashion-vit on {name}: {ticks[0]:,} SysTick ticks = {INSTRUCTIONS[name]:,.0f} "
               f"instructions per inference")
 
         # an upload over the UART replaces the flashed model
@@ -215,6 +223,18 @@ def test_mps2_runs_fashion_vit_bit_exact_and_resets(fashion, tiny):
         info = board.hello()
         assert (info.model_size, info.model_crc) == (len(data), crc32(data))
         assert board.infer(x[1].tobytes()).output == y[1].tobytes()
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_the_boards_tick_constants_agree():
+    """Both boards run the same C (the DSP-extension kernels: the M55 has no Helium kernels yet), so their
+    instruction counts, read through each target's instructions_per_tick (40 at 25 MHz, 31.25 at 32 MHz), must be
+    close: a wrong clock constant would put them 25% or more apart."""
+    if len(INSTRUCTIONS) < 2:
+        pytest.skip("needs test_qemu_board_runs_fashion_vit_bit_exact_and_resets on both boards first")
+    counts = list(INSTRUCTIONS.values())
+    assert max(counts) / min(counts) < 1.12, INSTRUCTIONS
 
 
 @pytest.mark.slow

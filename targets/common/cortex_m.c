@@ -73,6 +73,28 @@ void tq_cm_systick_start(void) {
     SYST_CSR = 7u;          /* core clock, interrupt on wrap, enabled */
 }
 
+static volatile uint32_t systick_wraps;
+
+void tq_cm_systick_wrap(void) { systick_wraps++; }
+
+/* 64-bit ticks since boot: the wrap count and the down-counter read together with interrupts off; a wrap that is
+ * pending but not yet counted is added by hand (the counter is read again after it, so the two agree).
+ * SysTick pends its interrupt as the counter goes from 1 to 0, so the period runs 0, RVR, ..., 1: the position in it
+ * is (2^24 - cvr) mod 2^24, and 0 right after the wrap was counted. (The 0 read before the first reload after
+ * enabling reads as position 0 of period 0: monotonic too.) */
+uint64_t tq_cm_systick_ticks(void) {
+    uint32_t primask, wraps, cvr;
+    __asm__ volatile("mrs %0, primask\n\tcpsid i" : "=r"(primask)::"memory");
+    wraps = systick_wraps;
+    cvr = SYST_CVR;
+    if (SCB_ICSR & (1u << 26)) {
+        cvr = SYST_CVR;
+        wraps++;
+    }
+    __asm__ volatile("msr primask, %0" ::"r"(primask) : "memory");
+    return ((uint64_t)wraps << 24) + ((0x01000000u - cvr) & 0x00FFFFFFu);
+}
+
 static volatile uint32_t cyc_high, cyc_last;
 
 void tq_cm_cycles_init(void) {

@@ -1,5 +1,5 @@
-/* What the Cortex-M firmwares share (cortex_m.c): mps2-an386 (Cortex-M4F), stm32f746g-disco and nucleo-h743zi
- * (Cortex-M7). A board keeps its vector table, UART, clocks, memory map and errata; this file gives it
+/* What the Cortex-M firmwares share (cortex_m.c): mps2-an386 (Cortex-M4F), mps3-an547 (Cortex-M55),
+ * stm32f746g-disco and nucleo-h743zi (Cortex-M7). A board keeps its vector table, UART, clocks, memory map and errata; this file gives it
  *
  * - the core's registers (Armv7-M Architecture Reference Manual: B3.2 system control block, B3.3 SysTick, B3.4
  *   NVIC, C1.6 DEMCR, C1.8 DWT; PM0253 "STM32F7 and STM32H7 programming manual" section 4.3 SCB and 4.8 cache
@@ -7,8 +7,8 @@
  * - tq_cm_start, the body of a Reset_Handler: FPU on, .data copied from flash, .bss zeroed, then main, with a
  *   board hook before and after the memory set-up (VTOR, errata, caches, fault enables);
  * - tick counters: tq_cm_systick_start (SysTick on the core clock, an interrupt every 2^24 ticks) and the DWT CYCCNT
- *   cycle counter extended to 64 bits by that interrupt (tq_cm_cycles*; QEMU models no DWT, mps2-an386 counts
- *   SysTick itself);
+ *   cycle counter extended to 64 bits by that interrupt (tq_cm_cycles*); QEMU models no DWT, so the QEMU
+ *   boards count SysTick wraps instead (tq_cm_systick_ticks);
  * - tq_cm_system_reset (NVIC_SystemReset through SCB->AIRCR SYSRESETREQ) and tq_cm_default_handler;
  * - the device: the upload buffer and the arena (sized by -DTQ_MODEL_CAPACITY / -DTQ_ARENA_CAPACITY in
  *   target.toml, placed by the linker script's .model_buf and .arena sections), and tq_cm_run, the main loop that
@@ -70,6 +70,11 @@ void tq_cm_system_reset(void) __attribute__((noreturn));
 
 /* SysTick on the core clock, period 2^24 ticks, interrupt on each wrap. */
 void tq_cm_systick_start(void);
+/* SysTick counting as the tick source (tick_unit "systick": QEMU's boards, which model no DWT): the board's
+ * SysTick_Handler calls tq_cm_systick_wrap, tq_cm_systick_ticks is the 64-bit tick count since
+ * tq_cm_systick_start. */
+void tq_cm_systick_wrap(void);
+uint64_t tq_cm_systick_ticks(void);
 /* DWT CYCCNT core cycles (tick_unit "cycles"), extended to 64 bits: tq_cm_cycles_init also starts SysTick, whose
  * handler must be tq_cm_cycles_systick, so that no 32-bit wrap is missed during a long inference. */
 void tq_cm_cycles_init(void);
