@@ -30,7 +30,7 @@ INTEGER_SECTIONS = ("integer-cifar10-vit", "integer-cifar10-vit-methods")  # acc
 STOCK_SECTIONS = ("stock-dinov2-s14",)  # accuracy.STOCK_SECTIONS
 ENGINE_SECTIONS = ("engines-dinov2-s14",)  # accuracy.ENGINE_SECTIONS
 LATENCY_MODELS = ("cifar10-vit", "deit_tiny_patch16_224", "dinov2-s14")  # latency.MODELS
-BOARD_CONFIGS = ("host", "rpi", "mps2-an386", "rpi-litert", "rpi-litert-optimized")  # boards.CONFIGS
+BOARD_CONFIGS = ("host", "rpi", "mps2-an386", "mps3-an547", "rpi-litert", "rpi-litert-optimized")  # boards.CONFIGS
 # TFLM's person_detect on Corstone-300 (M4 config, CMSIS-NN), published figures, for scale.
 PERSON_DETECT = {"model_bytes": 300_568, "arena_bytes": 84_436}
 
@@ -267,8 +267,9 @@ def render_boards(results: dict) -> list[str]:
            "program for the target, flash or upload, stream bundled CIFAR-10 test images over the serial protocol "
            "(docs/serial-protocol.md) and compare every output with the host integer reference. Latency is per "
            "inference as the board measures it: wall-clock ms on `host` and on the emulated `rpi` (qemu-aarch64 user "
-           "mode: emulation speed, not a Pi's), **instructions** on `mps2-an386` (QEMU `-icount shift=0`: SysTick "
-           "ticks x 40; QEMU models no cycle timing, so this is not a cycle count). *runtime* `litert`: the board runs "
+           "mode: emulation speed, not a Pi's), **instructions** on `mps2-an386` (Cortex-M4F) and `mps3-an547` "
+           "(Cortex-M55, its DSP-extension kernels: no Helium kernels yet) (QEMU `-icount shift=0`: SysTick ticks x 40 "
+           "at 25 MHz, x 31.25 at 32 MHz; QEMU models no cycle timing, so these are not cycle counts). *runtime* `litert`: the board runs "
            "stock ai-edge-litert with `libtsptq_delegate.so` (`--runtime litert`; on the emulated Pi an aarch64 "
            "Debian Python with the aarch64 LiteRT wheel, under `qemu-aarch64 -cpu cortex-a72`), with LiteRT's "
            "reference or optimized (XNNPACK/ruy) kernels for the builtins; its arena column is the delegate's, "
@@ -297,7 +298,38 @@ def render_boards(results: dict) -> list[str]:
         if ops:
             out += ["", "Where the instructions go on mps2-an386 (per op type, one inference): " + ", ".join(
                 f"{o['op']} {100 * o['share']:.0f}%" for o in ops if o["share"] >= 0.005) + "."]
+    out += render_instructions_per_mac(results)
     out.append("")
+    return out
+
+
+# CMSIS-NN's instructions per MAC on the same shapes (arm-none-eabi-gcc 12.2 -O2, mps2-an386 under QEMU -icount),
+# measured for issue 17 with CMSIS-NN's HEAD: arm_fully_connected_per_channel_s8 (qkv / fc2 shapes),
+# arm_batch_matmul_s8 (q.k^T), transpose + arm_batch_matmul_s8 (attn.V).
+CMSIS_NN_PER_MAC = {"TSPTQ_FC_2S": "2.10-2.33", "BATCH_MATMUL": "3.64", "TSPTQ_BMM_2S": "2.98"}
+
+
+def render_instructions_per_mac(results: dict) -> list[str]:
+    """Instructions per MAC of the MAC-heavy op kinds on the QEMU boards (QEMU -icount counts, one inference)."""
+    boards = [(t, results[f"board-{t}"]) for t in ("mps2-an386", "mps3-an547")
+              if results.get(f"board-{t}", {}).get("macs_by_op")]
+    if not boards:
+        return []
+    kinds = [k for k in ("TSPTQ_FC_2S", "FULLY_CONNECTED", "TSPTQ_BMM_2S", "BATCH_MATMUL", "CONV_2D")
+             if any(k in r["macs_by_op"] for _, r in boards)]
+    out = ["", "Instructions per multiply-accumulate on the QEMU boards (QEMU `-icount` instruction counts of one "
+               "inference, per op kind, divided by the op kind's MACs from the model's shapes). The CMSIS-NN column is "
+               "not re-run by this benchmark: it is issue 17's measurement of CMSIS-NN HEAD on the same shapes, "
+               "arm-none-eabi-gcc 12.2 -O2, on mps2-an386 under the same QEMU.", "",
+           "| op kind | MACs | " + " | ".join(f"{t} instr/MAC" for t, _ in boards) + " | CMSIS-NN (M4) |",
+           "|---|---:|" + "---:|" * len(boards) + "---:|"]
+    for k in kinds:
+        macs = next(r["macs_by_op"][k] for _, r in boards if k in r["macs_by_op"])
+        cells = []
+        for _, r in boards:
+            instr = next((o["instructions"] for o in r["result"]["ops"] if o["op"] == k), None)
+            cells.append(f"{instr / macs:.2f}" if instr else "-")
+        out.append(f"| {k} | {macs:,} | " + " | ".join(cells) + f" | {CMSIS_NN_PER_MAC.get(k, '-')} |")
     return out
 
 

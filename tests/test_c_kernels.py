@@ -626,6 +626,8 @@ def test_arm_simd_matches_reference(tmp_path, path):
     flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *arch, "-I", str(src)]
     probe = subprocess.run([cc, *flags, "-dM", "-E", str(src / "ops" / "dot.h")], capture_output=True, text=True)
     assert f"#define {macro} 1" in probe.stdout, f"{compiler} {arch} does not take the {path} path"
+    if macro == "TQ_SIMD_DSP":  # "dsp": the 2x2 kernel's inline assembly; "dsp-c": its C body
+        assert f"#define TQ_DSP_ASM {0 if '-DTSPTQ_NO_INLINE_ASM' in arch else 1}" in probe.stdout
     rename = [f"-Dtq_{k}=ref_{k}" for k in KERNEL_NAMES]
     objs = []
     for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), (path, [])):

@@ -70,6 +70,47 @@ static int bmm_vnni(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, 
 }
 #endif
 
+#if defined(TQ_SIMD_DSP)
+/* The Arm DSP path of adj_y (q k^T): two rows of a, minus a_zp, are laid out as the int16 pairs of tq_mm2x2_s16s8 in
+ * a stack buffer (K <= TQ_BMM_DSP_K), with their sums; two rows of b at a time get the four sums of the 2x2 kernel,
+ * sum_k (a_k - a_zp) b_k, and acc = that - b_zp sum_k (a_k - a_zp), exact in wrapping 32-bit arithmetic because the
+ * true value fits an int32 (prepare: K * 255 * 255 <= TQ_ACC_LIMIT). */
+#define TQ_BMM_DSP_K 256
+
+#define TQ_BMM_DSP_CHUNK 128 /* columns per pass: two rows of int32 sums on the stack */
+
+static void bmm_dsp_requant(const int32_t *sum, int32_t mc, int32_t asum, int32_t b_zp, int32_t mult, int32_t shift,
+                            int32_t out_zp, int fast, int8_t *dst) {
+    const uint32_t corr = (uint32_t)b_zp * (uint32_t)asum;
+    int32_t c;
+    if (fast) /* a loop of its own: no registers spent on the general form */
+        for (c = 0; c < mc; c++)
+            dst[c] = (int8_t)__ssat(tq_mbqm_dsp((int32_t)((uint32_t)sum[c] - corr), mult, shift) + out_zp, 8);
+    else
+        for (c = 0; c < mc; c++) dst[c] = bmm_out((int32_t)((uint32_t)sum[c] - corr), mult, shift, out_zp);
+}
+
+static void bmm_dsp_adj_y(const int8_t *at, const int8_t *bt, int32_t N, int32_t K, int32_t M, int32_t a_zp,
+                          int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *yt) {
+    int32_t buf[TQ_BMM_DSP_K]; /* 2 K int16, int32 for the alignment LDM needs */
+    int16_t *xy = (int16_t *)(void *)buf;
+    const int fast = shift <= 0 && shift >= -31 && mult >= 0;
+    int32_t acc[2][TQ_BMM_DSP_CHUNK], n, m;
+    for (n = 0; n < N; n += 2) {
+        const int32_t two = n + 1 < N;
+        const int8_t *an = at + (ptrdiff_t)n * K;
+        int8_t *yn = yt + (ptrdiff_t)n * M;
+        const int32_t s0 = tq_pair_codes(an, K, a_zp, xy, 0), s1 = tq_pair_codes(two ? an + K : an, K, a_zp, xy, 1);
+        for (m = 0; m < M; m += TQ_BMM_DSP_CHUNK) {
+            const int32_t mc = M - m < TQ_BMM_DSP_CHUNK ? M - m : TQ_BMM_DSP_CHUNK;
+            tq_mm2xn_s16s8(xy, bt + (ptrdiff_t)m * K, K, K, mc, acc[0], acc[1]);
+            bmm_dsp_requant(acc[0], mc, s0, b_zp, mult, shift, out_zp, fast, yn + m);
+            if (two) bmm_dsp_requant(acc[1], mc, s1, b_zp, mult, shift, out_zp, fast, yn + M + m);
+        }
+    }
+}
+#endif
+
 void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
                      int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y) {
     int32_t t, n, m, k;
@@ -82,6 +123,12 @@ void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N,
         int8_t *yt = y + (ptrdiff_t)t * N * M;
         if (adj_y) {
             m = 0;
+#if defined(TQ_SIMD_DSP)
+            if (simd && K <= TQ_BMM_DSP_K) {
+                bmm_dsp_adj_y(at, bt, N, K, M, a_zp, b_zp, mult, shift, out_zp, yt);
+                continue;
+            }
+#endif
             if (simd) {
                 for (; m + 4 <= M; m += 4)
                     for (n = 0; n < N; n += 2) {

@@ -84,6 +84,85 @@ static int bmm2s_vnni(const uint8_t *a, const int8_t *b, int32_t batch, int32_t 
 }
 #endif
 
+#if defined(TQ_SIMD_DSP)
+/* The Arm DSP path: V's columns are copied (transposed) into a stack buffer, TQ_BMM2S_VT bytes, as many at a time
+ * as fit; two rows of a are decoded (a 256-entry table) into scratch as the int16 pairs of tq_mm2x2_s16s8, with
+ * their sums; then two columns at a time get the four sums of the 2x2 kernel, sum_j d_j v_j, and
+ * acc = sum_j d_j (v_j - b_zp) = sum_j d_j v_j - b_zp sum_j d_j, exact in wrapping 32-bit arithmetic because the
+ * true value fits an int32 (prepare: N * max|d| * 255 <= TQ_ACC_LIMIT). Taken when every decoded value fits an
+ * int16 (two_scale always; log2 only for a small log2_frac). */
+#define TQ_BMM2S_VT 3072
+
+#define TQ_BMM2S_DSP_CHUNK 128 /* columns per pass: two rows of int32 sums on the stack */
+
+static void bmm2s_dsp_requant(const int32_t *sum, int32_t mc, int32_t dsum, int32_t b_zp, int32_t mult, int32_t shift,
+                              int32_t out_zp, int fast, int8_t *dst) {
+    const uint32_t corr = (uint32_t)b_zp * (uint32_t)dsum;
+    int32_t c;
+    if (fast) /* a loop of its own: no registers spent on the general form */
+        for (c = 0; c < mc; c++)
+            dst[c] = (int8_t)__ssat(tq_requant1_dsp((int32_t)((uint32_t)sum[c] - corr), mult, shift) + out_zp, 8);
+    else
+        for (c = 0; c < mc; c++)
+            dst[c] = tq_sat8(tq_requant1((int32_t)((uint32_t)sum[c] - corr), mult, shift) + out_zp);
+}
+
+static int32_t bmm2s_dsp_decode(const uint8_t *ar, int32_t N, const int16_t *lut, int16_t *xy, int32_t r) {
+    const int32_t n4 = N & ~3;
+    int16_t *g = xy + 4 * r, *tail = xy + 2 * n4 + r * (N - n4);
+    int32_t j, sum = 0;
+    for (j = 0; j < n4; j += 4, g += 8) {
+        const int32_t d0 = lut[ar[j]], d1 = lut[ar[j + 1]], d2 = lut[ar[j + 2]], d3 = lut[ar[j + 3]];
+        g[0] = (int16_t)d0, g[1] = (int16_t)d2, g[2] = (int16_t)d1, g[3] = (int16_t)d3;
+        sum += d0 + d1 + d2 + d3;
+    }
+    for (; j < N; j++) sum += *tail++ = lut[ar[j]];
+    return sum;
+}
+
+static int bmm2s_dsp(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
+                     int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
+                     int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
+    int32_t vt32[TQ_BMM2S_VT / 4]; /* int32: aligned */
+    int8_t *vt = (int8_t *)(void *)vt32;
+    int16_t lut[256], *xy = (int16_t *)(void *)scratch;
+    const int fast = shift < 0 && shift >= -31 && mult >= 0;
+    int32_t acc[2][TQ_BMM2S_DSP_CHUNK], t, i, j, c, c0, cc, q;
+    if (N < 1 || M < 1 || 2 * N > TQ_BMM2S_VT || bits < 2 || bits > 8 ||
+        (a_kind != TQ_TWO_SCALE && a_kind != TQ_LOG2) || (a_kind == TQ_TWO_SCALE && (m < 0 || m > 31)) ||
+        (a_kind == TQ_LOG2 && (log2_frac < 0 || log2_frac > 30)))
+        return 0;
+    for (q = 0; q < 256; q++) {
+        const int32_t v = decode_prob((uint8_t)q, a_kind, bits, m, signed_fine, log2_frac);
+        if (v < -32768 || v > 32767) return 0;
+        lut[q] = (int16_t)v;
+    }
+    cc = (TQ_BMM2S_VT / N) & ~1;
+    if (cc > TQ_BMM2S_DSP_CHUNK) cc = TQ_BMM2S_DSP_CHUNK;
+    for (t = 0; t < batch; t++) {
+        const uint8_t *at = a + (ptrdiff_t)t * N * N;
+        const int8_t *bt = b + (ptrdiff_t)t * N * M;
+        int8_t *yt = y + (ptrdiff_t)t * N * M;
+        for (c0 = 0; c0 < M; c0 += cc) {
+            const int32_t mc = M - c0 < cc ? M - c0 : cc;
+            for (j = 0; j < N; j++)
+                for (c = 0; c < mc; c++) vt[(ptrdiff_t)c * N + j] = bt[(ptrdiff_t)j * M + c0 + c];
+            for (i = 0; i < N; i += 2) {
+                const int32_t two = i + 1 < N;
+                const uint8_t *ai = at + (ptrdiff_t)i * N;
+                int8_t *yi = yt + (ptrdiff_t)i * M + c0;
+                const int32_t s0 = bmm2s_dsp_decode(ai, N, lut, xy, 0);
+                const int32_t s1 = bmm2s_dsp_decode(two ? ai + N : ai, N, lut, xy, 1);
+                tq_mm2xn_s16s8(xy, vt, N, N, mc, acc[0], acc[1]);
+                bmm2s_dsp_requant(acc[0], mc, s0, b_zp, mult, shift, out_zp, fast, yi);
+                if (two) bmm2s_dsp_requant(acc[1], mc, s1, b_zp, mult, shift, out_zp, fast, yi + M);
+            }
+        }
+    }
+    return 1;
+}
+#endif
+
 void tq_bmm_2s(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
                int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
                int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
@@ -91,6 +170,11 @@ void tq_bmm_2s(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int3
     int32_t acc[TQ_BMM2S_CHUNK];
 #if defined(TQ_SIMD_VNNI)
     if (bmm2s_vnni(a, b, batch, N, M, a_kind, bits, m, signed_fine, b_zp, mult, shift, out_zp, y)) return;
+#endif
+#if defined(TQ_SIMD_DSP)
+    if (tq_zp_ok(b_zp) && bmm2s_dsp(a, b, batch, N, M, a_kind, bits, m, signed_fine, log2_frac, b_zp, mult, shift,
+                                    out_zp, y, scratch))
+        return;
 #endif
     for (t = 0; t < batch; t++) {
         const uint8_t *at = a + (ptrdiff_t)t * N * N;

@@ -83,6 +83,61 @@ static int conv_vnni(const int8_t *x, int32_t B, int32_t H, int32_t W, int32_t C
 }
 #endif
 
+#if defined(TQ_SIMD_DSP)
+/* The Arm DSP path: two neighbouring patches, minus in_zp, are gathered into a stack buffer as the int16 pairs of
+ * tq_mm2x2_s16s8 (p * p * C <= TQ_CONV_DSP_K); two output channels at a time get the four sums of the 2x2 kernel,
+ * then the requantization (bias added in int64 by the reference: the 32-bit form only without overflow). */
+#define TQ_CONV_DSP_K 768
+#define TQ_CONV_DSP_CHUNK 64 /* output channels per pass: two rows of int32 sums on the stack */
+
+static void conv_dsp_requant(const int32_t *acc, int32_t o0, int32_t oc, const int32_t *bias, const int32_t *mult,
+                             const int32_t *shift, int32_t out_zp, int fast, int8_t *dst) {
+    int32_t c, s;
+    for (c = 0; c < oc; c++) {
+        const int32_t o = o0 + c;
+        if (fast && !__builtin_add_overflow(acc[c], bias ? bias[o] : 0, &s))
+            dst[c] = (int8_t)__ssat(tq_mbqm_dsp(s, mult[o], shift[o]) + out_zp, 8);
+        else
+            dst[c] = conv_out(acc[c], o, bias, mult, shift, out_zp);
+    }
+}
+
+static int conv_dsp(const int8_t *x, int32_t B, int32_t H, int32_t W, int32_t C, int32_t in_zp, const int8_t *w,
+                    int32_t O, int32_t p, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                    int32_t out_zp, int8_t *y) {
+    const int32_t oh = H / p, ow = W / p, seg = p * C, ksize = p * p * C;
+    const ptrdiff_t row = (ptrdiff_t)W * C;
+    int32_t buf[TQ_CONV_DSP_K], acc[2][TQ_CONV_DSP_CHUNK], b, oy, ox, o, k, r;
+    int16_t *xy = (int16_t *)(void *)buf;
+    int fast = 1;
+    if (!tq_zp_ok(in_zp) || ksize > TQ_CONV_DSP_K) return 0;
+    for (o = 0; o < O; o++)
+        if (shift[o] > 0 || shift[o] < -31 || mult[o] < 0) fast = 0;
+    for (b = 0; b < B; b++)
+        for (oy = 0; oy < oh; oy++) {
+            const int8_t *xrow = x + ((ptrdiff_t)b * H + (ptrdiff_t)oy * p) * row;
+            int8_t *yrow = y + ((ptrdiff_t)b * oh + oy) * (ptrdiff_t)ow * O;
+            for (ox = 0; ox < ow; ox += 2) {
+                const int32_t two = ox + 1 < ow;
+                for (r = 0; r < 2; r++) {
+                    const int8_t *patch = xrow + (ptrdiff_t)(r && two ? ox + 1 : ox) * seg;
+                    for (k = 0; k < ksize; k++)
+                        xy[tq_pair_pos(ksize, r, k)] = (int16_t)(patch[(k / seg) * row + k % seg] - in_zp);
+                }
+                for (o = 0; o < O; o += TQ_CONV_DSP_CHUNK) {
+                    const int32_t oc = O - o < TQ_CONV_DSP_CHUNK ? O - o : TQ_CONV_DSP_CHUNK;
+                    tq_mm2xn_s16s8(xy, w + (ptrdiff_t)o * ksize, ksize, ksize, oc, acc[0], acc[1]);
+                    conv_dsp_requant(acc[0], o, oc, bias, mult, shift, out_zp, fast, yrow + (ptrdiff_t)ox * O + o);
+                    if (two)
+                        conv_dsp_requant(acc[1], o, oc, bias, mult, shift, out_zp, fast,
+                                         yrow + (ptrdiff_t)(ox + 1) * O + o);
+                }
+            }
+        }
+    return 1;
+}
+#endif
+
 void tq_conv2d_patches(const int8_t *x, int32_t B, int32_t H, int32_t W, int32_t C, int32_t in_zp,
                        const int8_t *w, int32_t O, int32_t p, const int32_t *bias,
                        const int32_t *mult, const int32_t *shift, int32_t out_zp, int8_t *y) {
@@ -91,6 +146,9 @@ void tq_conv2d_patches(const int8_t *x, int32_t B, int32_t H, int32_t W, int32_t
     int32_t b, oy, ox, o, ky;
 #if defined(TQ_SIMD_VNNI)
     if (conv_vnni(x, B, H, W, C, in_zp, w, O, p, bias, mult, shift, out_zp, y)) return;
+#endif
+#if defined(TQ_SIMD_DSP)
+    if (conv_dsp(x, B, H, W, C, in_zp, w, O, p, bias, mult, shift, out_zp, y)) return;
 #endif
     for (b = 0; b < B; b++)
         for (oy = 0; oy < oh; oy++) {

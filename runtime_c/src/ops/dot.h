@@ -45,8 +45,17 @@
 #elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
 #include <arm_acle.h>
 #include <string.h>
+
+#include "../fixedpoint.h"
 #define TQ_SIMD_DSP 1
 #define TQ_SIMD 1
+/* The 2x2 kernel's inline assembly needs 14 free registers: Thumb-2, optimized (at -O0 GCC keeps r7 as the frame
+ * pointer; so does -fno-omit-frame-pointer: build such code with -DTSPTQ_NO_INLINE_ASM), else its C body runs. */
+#if defined(__thumb2__) && defined(__OPTIMIZE__) && !defined(TSPTQ_NO_INLINE_ASM)
+#define TQ_DSP_ASM 1
+#else
+#define TQ_DSP_ASM 0
+#endif
 #else
 #define TQ_SIMD 0
 #endif
@@ -412,6 +421,225 @@ static inline void tq_axpy2_s8(int32_t *acc, int32_t a0, int32_t a1, const int8_
 
 static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t bz, int32_t n) {
     tq_axpy_s8_ref(acc, a, b, bz, n); /* any int32 a: no 16-bit pairs */
+}
+
+/* --- the 2x2 register-blocked product (two operand rows x two weight rows), used by the DSP paths of fc_2s.c,
+ * bmm_2s.c and batch_matmul.c ---
+ *
+ * The two int16 operand rows x, y (length n) are laid out once, when they are decoded, so that the inner loop needs
+ * no packing: for each group of four k below n4 = n & ~3 the 16 bytes x[k], x[k+2], x[k+1], x[k+3], y[k], y[k+2],
+ * y[k+1], y[k+3], i.e. the words (x0,x2) (x1,x3) (y0,y2) (y1,y3), which meet SXTB16 of four weight bytes (w0,w2) and
+ * SXTB16 of the same word rotated by 8 (w1,w3); then the n - n4 tail values of x, then those of y, in order (2n
+ * entries in all). The buffer must be 4-byte aligned (LDM). Every word loaded feeds two SMLADs, every weight word
+ * four. */
+static inline int16x2_t tq_sxtb16_ror8(uint32_t v) {
+    int16x2_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); /* GCC does not fold the rotate into SXTB16 */
+    return r;
+}
+
+static inline int16x2_t tq_sxtab16_ror8(int16x2_t a, uint32_t v) {
+    int16x2_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+    return r;
+}
+
+/* where operand k of row r (0: x, 1: y) goes */
+static inline int32_t tq_pair_pos(int32_t n, int32_t r, int32_t k) {
+    const int32_t n4 = n & ~3;
+    if (k >= n4) return 2 * n4 + r * (n - n4) + (k - n4);
+    return 2 * (k & ~3) + 4 * r + ((k & 1) << 1) + ((k >> 1) & 1);
+}
+
+/* Row r of the layout from n int8 codes q minus zp (zp in [-128, 127], tq_zp_ok: every value fits an int16), four at
+ * a time with SXTAB16 (two words per four codes, already in the pair order); returns sum_k (q_k - zp). */
+static inline int32_t tq_pair_codes(const int8_t *q, int32_t n, int32_t zp, int16_t *xy, int32_t r) {
+    const int32_t n4 = n & ~3;
+    const int16x2_t mz = tq_minus_zp(zp), ones = 0x00010001;
+    uint32_t *g = (uint32_t *)(void *)xy + 2 * r;
+    int16_t *tail = xy + 2 * n4 + r * (n - n4);
+    int32_t k, sum = 0;
+    for (k = 0; k < n4; k += 4, g += 4) {
+        const uint32_t v = tq_ld32(q + k);
+        const int16x2_t lo = __sxtab16(mz, (int8x4_t)v), hi = tq_sxtab16_ror8(mz, v);
+        g[0] = (uint32_t)lo, g[1] = (uint32_t)hi;
+        sum = __smlad(hi, ones, __smlad(lo, ones, sum));
+    }
+    for (; k < n; k++) sum += *tail++ = (int16_t)(q[k] - zp);
+    return sum;
+}
+
+/* out[r][c] = sum_k row_r[k] * w_c[k], w_0 = w, w_1 = w + ldw (ldw = 0 repeats w), rows laid out as above. Exact:
+ * the sums are those of the reference, in another order (see the bounds in the file comment). */
+static inline void tq_mm2x2_s16s8(const int16_t *xy, const int8_t *w, int32_t ldw, int32_t n, int32_t out[2][2]) {
+    const int32_t n4 = n & ~3, nt = n - n4;
+    const uint32_t *pd = (const uint32_t *)(const void *)xy;
+    const int8_t *wp = w;
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0, k = 0;
+#if TQ_DSP_ASM
+    if (n4) {
+        /* two groups of four k per iteration (an odd count enters at the second): LDM + 2 LDR + 4 SXTB16 +
+         * 8 SMLAD per group, in all 14 registers (4 sums, 4 pointers / bounds, 6 operands) */
+        const uint32_t *end = pd + n4;
+        /* LDM fills its registers in ascending order: the four operand words get fixed ones */
+        register uint32_t x02 __asm__("r8"), x13 __asm__("r9"), y02 __asm__("r10"), y13 __asm__("r11");
+        uint32_t p, lo;
+#define TQ_MM2X2_GROUP                                                                                                 \
+    "ldmia  %[pd]!, {%[x02], %[x13], %[y02], %[y13]}\n\t"                                                           \
+    "ldr    %[p], [%[w], %[ldw]]\n\t"                                                                                  \
+    "sxtb16 %[lo], %[p]\n\t"                                                                                           \
+    "sxtb16 %[p], %[p], ror #8\n\t"                                                                                    \
+    "smlad  %[a01], %[x02], %[lo], %[a01]\n\t"                                                                         \
+    "smlad  %[a11], %[y02], %[lo], %[a11]\n\t"                                                                         \
+    "smlad  %[a01], %[x13], %[p], %[a01]\n\t"                                                                          \
+    "smlad  %[a11], %[y13], %[p], %[a11]\n\t"                                                                          \
+    "ldr    %[p], [%[w]], #4\n\t"                                                                                      \
+    "sxtb16 %[lo], %[p]\n\t"                                                                                           \
+    "sxtb16 %[p], %[p], ror #8\n\t"                                                                                    \
+    "smlad  %[a00], %[x02], %[lo], %[a00]\n\t"                                                                         \
+    "smlad  %[a10], %[y02], %[lo], %[a10]\n\t"                                                                         \
+    "smlad  %[a00], %[x13], %[p], %[a00]\n\t"                                                                          \
+    "smlad  %[a10], %[y13], %[p], %[a10]\n\t"
+        __asm__ volatile("subs   %[lo], %[end], %[pd]\n\t"
+                         "tst    %[lo], #16\n\t" /* an odd number of 16-byte groups */
+                         "bne    2f\n\t"
+                         "1:\n\t" TQ_MM2X2_GROUP "2:\n\t" TQ_MM2X2_GROUP "cmp    %[pd], %[end]\n\t"
+                         "bne    1b\n\t"
+                         : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [pd] "+r"(pd),
+                           [w] "+r"(wp), [x02] "=&r"(x02), [x13] "=&r"(x13), [y02] "=&r"(y02), [y13] "=&r"(y13),
+                           [p] "=&r"(p), [lo] "=&r"(lo)
+                         : [ldw] "r"(ldw), [end] "r"(end)
+                         : "cc", "memory");
+#undef TQ_MM2X2_GROUP
+        k = n4;
+    }
+#endif
+    for (; k < n4; k += 4, pd += 4, wp += 4) {
+        uint32_t p = tq_ld32(wp + ldw);
+        int16x2_t lo = __sxtb16((int8x4_t)p), hi = tq_sxtb16_ror8(p);
+        a01 = __smlad((int16x2_t)pd[1], hi, __smlad((int16x2_t)pd[0], lo, a01));
+        a11 = __smlad((int16x2_t)pd[3], hi, __smlad((int16x2_t)pd[2], lo, a11));
+        p = tq_ld32(wp);
+        lo = __sxtb16((int8x4_t)p), hi = tq_sxtb16_ror8(p);
+        a00 = __smlad((int16x2_t)pd[1], hi, __smlad((int16x2_t)pd[0], lo, a00));
+        a10 = __smlad((int16x2_t)pd[3], hi, __smlad((int16x2_t)pd[2], lo, a10));
+    }
+    for (k = 0; k < nt; k++) {
+        const int32_t x = xy[2 * n4 + k], y = xy[2 * n4 + nt + k], u = w[n4 + k], v = w[ldw + n4 + k];
+        a00 += x * u, a01 += x * v, a10 += y * u, a11 += y * v;
+    }
+    out[0][0] = a00, out[0][1] = a01, out[1][0] = a10, out[1][1] = a11;
+}
+
+/* acc0[c], acc1[c] (c < nc): the sums of the two laid-out rows with w_c = w + c * ldw, two columns at a time. On
+ * Thumb-2 the loop over column pairs is in the assembly too (the per-pair bookkeeping on 16 bytes of stack it pushes
+ * and pops itself, as all 14 registers are taken): the four operand words go to r8-r11, which first carry the two
+ * output pointers, the pair count and the group bytes onto that stack. The n - n4 tail and an odd last column are
+ * added in C. */
+static inline void tq_mm2xn_s16s8(const int16_t *xy, const int8_t *w, int32_t ldw, int32_t n, int32_t nc,
+                                  int32_t *acc0, int32_t *acc1) {
+    int32_t c = 0, out[2][2];
+#if TQ_DSP_ASM
+    const int32_t n4 = n & ~3, nt = n - n4;
+    if (n4 && nc >= 2) {
+        register int32_t *o0 __asm__("r8") = acc0, *o1 __asm__("r9") = acc1;
+        register int32_t np __asm__("r10") = nc >> 1, nb __asm__("r11") = 4 * n4;
+        const uint32_t *pd = (const uint32_t *)(const void *)xy;
+        const int8_t *wp = w;
+        const uint32_t *end;
+        int32_t a00, a01, a10, a11;
+        uint32_t p, lo;
+#define TQ_MM2X2_GROUP                                                                                                 \
+    "ldmia  %[pd]!, {%[o0], %[o1], %[np], %[nb]}\n\t"                                                                  \
+    "ldr    %[p], [%[w], %[ldw]]\n\t"                                                                                  \
+    "sxtb16 %[lo], %[p]\n\t"                                                                                           \
+    "sxtb16 %[p], %[p], ror #8\n\t"                                                                                    \
+    "smlad  %[a01], %[o0], %[lo], %[a01]\n\t"                                                                          \
+    "smlad  %[a11], %[np], %[lo], %[a11]\n\t"                                                                          \
+    "smlad  %[a01], %[o1], %[p], %[a01]\n\t"                                                                           \
+    "smlad  %[a11], %[nb], %[p], %[a11]\n\t"                                                                           \
+    "ldr    %[p], [%[w]], #4\n\t"                                                                                      \
+    "sxtb16 %[lo], %[p]\n\t"                                                                                           \
+    "sxtb16 %[p], %[p], ror #8\n\t"                                                                                    \
+    "smlad  %[a00], %[o0], %[lo], %[a00]\n\t"                                                                          \
+    "smlad  %[a10], %[np], %[lo], %[a10]\n\t"                                                                          \
+    "smlad  %[a00], %[o1], %[p], %[a00]\n\t"                                                                           \
+    "smlad  %[a10], %[nb], %[p], %[a10]\n\t"
+        __asm__ volatile("push   {%[o0], %[o1], %[np], %[nb]}\n\t" /* [sp]: out0, out1, pairs left, 4 n4 */
+                         "add    %[end], %[pd], %[nb]\n\t"
+                         "3:\n\t"
+                         "movs   %[a00], #0\n\t"
+                         "movs   %[a01], #0\n\t"
+                         "movs   %[a10], #0\n\t"
+                         "movs   %[a11], #0\n\t"
+                         "ldr    %[lo], [sp, #12]\n\t"
+                         "sub    %[pd], %[end], %[lo]\n\t"
+                         "tst    %[lo], #16\n\t" /* an odd number of 16-byte groups */
+                         "bne    2f\n\t"
+                         "1:\n\t" TQ_MM2X2_GROUP "2:\n\t" TQ_MM2X2_GROUP
+                         "cmp    %[pd], %[end]\n\t"
+                         "bne    1b\n\t"
+                         "ldr    %[p], [sp]\n\t"
+                         "strd   %[a00], %[a01], [%[p]], #8\n\t"
+                         "str    %[p], [sp]\n\t"
+                         "ldr    %[p], [sp, #4]\n\t"
+                         "strd   %[a10], %[a11], [%[p]], #8\n\t"
+                         "str    %[p], [sp, #4]\n\t"
+                         "ldr    %[lo], [sp, #12]\n\t"
+                         "sub    %[w], %[w], %[lo], lsr #2\n\t" /* back n4, on two rows */
+                         "add    %[w], %[w], %[ldw], lsl #1\n\t"
+                         "ldr    %[p], [sp, #8]\n\t"
+                         "subs   %[p], %[p], #1\n\t"
+                         "str    %[p], [sp, #8]\n\t"
+                         "bne    3b\n\t"
+                         "add    sp, sp, #16\n\t"
+                         : [o0] "+r"(o0), [o1] "+r"(o1), [np] "+r"(np), [nb] "+r"(nb), [pd] "+r"(pd), [w] "+r"(wp),
+                           [end] "=&r"(end), [a00] "=&r"(a00), [a01] "=&r"(a01), [a10] "=&r"(a10),
+                           [a11] "=&r"(a11), [p] "=&r"(p), [lo] "=&r"(lo)
+                         : [ldw] "r"(ldw)
+                         : "cc", "memory");
+#undef TQ_MM2X2_GROUP
+        c = nc & ~1;
+        if (nt) {
+            const int16_t *xt = xy + 2 * n4, *yt = xt + nt;
+            int32_t j, k;
+            for (j = 0; j < c; j++) {
+                const int8_t *wt = w + (ptrdiff_t)j * ldw + n4;
+                for (k = 0; k < nt; k++) acc0[j] += xt[k] * wt[k], acc1[j] += yt[k] * wt[k];
+            }
+        }
+    }
+#endif
+    for (; c + 2 <= nc; c += 2) {
+        tq_mm2x2_s16s8(xy, w + (ptrdiff_t)c * ldw, ldw, n, out);
+        acc0[c] = out[0][0], acc0[c + 1] = out[0][1], acc1[c] = out[1][0], acc1[c + 1] = out[1][1];
+    }
+    if (c < nc) {
+        tq_mm2x2_s16s8(xy, w + (ptrdiff_t)c * ldw, 0, n, out);
+        acc0[c] = out[0][0], acc1[c] = out[1][0];
+    }
+}
+
+/* tq_requant1(x, mult, shift) (fixedpoint.h) for an int32 x, mult >= 0 and -31 <= shift <= -1 (the callers check
+ * and use tq_requant1 otherwise), in 32-bit steps: with e = 31 - shift >= 32 and k = e - 32,
+ *   rdbpot64(p, e) = floor((p + 2^(e-1) - [p < 0]) / 2^e), p = x * mult
+ * (rem > 2^(e-1) - 1 + [p < 0] exactly when the floored sum carries into bit e). mult >= 0 makes [p < 0] = [x < 0]
+ * but for mult = 0, where both constants give floor(c / 2^e) = 0. |p| < 2^62 and c < 2^61: the SMLAL sum does not
+ * overflow, and flooring by 2^e is flooring the high word by 2^k. */
+static inline int32_t tq_requant1_dsp(int32_t x, int32_t mult, int32_t shift) {
+    const int32_t k = -1 - shift;
+    const uint32_t t = (uint32_t)1 << k; /* c = 2^(31 + k) - [x < 0] as the words (t >> 1, t << 31) plus x >> 31 */
+    const int64_t c = (int64_t)((((uint64_t)(t >> 1) << 32) | (uint32_t)(t << 31)) + (uint64_t)(int64_t)(x >> 31));
+    return (int32_t)(((int64_t)x * mult + c) >> 32) >> k;
+}
+
+/* tq_mbqm(x, mult, shift) (fixedpoint.h) for an int32 x, mult >= 0 and -31 <= shift <= 0 (callers check): no left
+ * shift, so SRDHM(x, mult) = trunc((p + nudge) / 2^31), p = x * mult, nudge = 2^30 for p >= 0 and 1 - 2^30 for
+ * p < 0. The sum p + nudge has the sign of x (for mult = 0 too), and truncating a negative value is flooring it
+ * after adding 2^31 - 1: both cases are floor((p + 2^30) / 2^31), one SMLAL (|p| < 2^62, and mult >= 0 rules out the
+ * INT32_MIN * INT32_MIN saturation). The int32 RDBPOT of an int32-range value is the int64 one. */
+static inline int32_t tq_mbqm_dsp(int32_t x, int32_t mult, int32_t shift) {
+    return tq_rdbpot((int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31), -shift);
 }
 
 #else /* reference only: the same entry points, portable */

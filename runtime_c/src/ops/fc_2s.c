@@ -215,6 +215,117 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
 }
 #endif
 
+#if defined(TQ_SIMD_DSP)
+/* The Arm DSP path: two rows at a time are decoded into scratch as the int16 pairs of tq_mm2x2_s16s8 (2 * I int16,
+ * the 4 * I bytes of scratch), then the 2x2 kernel runs over all output channels (an odd last row or channel is
+ * repeated, and its copy not stored) into int32 sums on the stack, which are then requantized. Decoding is hoisted
+ * out of the channel loop: a 256-entry table for two_scale codes; q - zp four at a time (SXTAB16) for the affine
+ * ones, then the few channel_pow2 channels with a nonzero shift. Every value fits an int16: |q - zp| <= 255 and
+ * shift <= 7 give |d| <= 32640 (shifts checked once below), and the table is checked entry by entry. */
+#define TQ_FC2S_DSP_CHUNK 128 /* output channels per pass: two rows of int32 sums on the stack */
+#define TQ_FC2S_FIX 32        /* channel_pow2: shifted channels listed for a fix-up after the plain decode */
+
+/* dst0[c] (and dst1[c] when two) for the sums acc0[c] (acc1[c]) of channels o0 + c; fast: every channel has
+ * -31 <= out_shift < 0 and out_mult >= 0. Both rows in one loop: the channel's parameters are loaded once. */
+__attribute__((noinline)) /* its own registers: inlined, its pointers spill */
+static void fc2s_dsp_requant(const int32_t *acc0, const int32_t *acc1, int two, int32_t o0, int32_t oc,
+                             const int32_t *bias, const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp,
+                             int fast, int8_t *dst0, int8_t *dst1) {
+    int32_t c = 0, s0, s1;
+    if (fast && two) {
+        const int32_t *b = bias + o0, *mu = out_mult + o0, *sh = out_shift + o0;
+        for (; c < oc; c++) {
+            /* acc + bias is an int64 in the reference: the 32-bit form only when it does not overflow */
+            if (__builtin_add_overflow(acc0[c], b[c], &s0) || __builtin_add_overflow(acc1[c], b[c], &s1)) break;
+            {
+                const int32_t m = mu[c], e = sh[c]; /* loaded once: the int8 stores may alias them */
+                const int32_t v0 = tq_requant1_dsp(s0, m, e), v1 = tq_requant1_dsp(s1, m, e);
+                dst0[c] = (int8_t)__ssat(v0 + out_zp, 8);
+                dst1[c] = (int8_t)__ssat(v1 + out_zp, 8);
+            }
+        }
+    } else if (fast) {
+        const int32_t *b = bias + o0, *mu = out_mult + o0, *sh = out_shift + o0;
+        for (; c < oc; c++) {
+            if (__builtin_add_overflow(acc0[c], b[c], &s0)) break;
+            dst0[c] = (int8_t)__ssat(tq_requant1_dsp(s0, mu[c], sh[c]) + out_zp, 8);
+        }
+    }
+    for (; c < oc; c++) {
+        dst0[c] = fc2s_out(acc0[c], o0 + c, bias, out_mult, out_shift, out_zp);
+        if (two) dst1[c] = fc2s_out(acc1[c], o0 + c, bias, out_mult, out_shift, out_zp);
+    }
+}
+
+/* row xr into slot r (0 or 1) of the pair layout xy; fix: the nfix channels with a nonzero shift (nfix < 0: too many
+ * to list, decoded one by one) */
+static void fc2s_dsp_decode(const uint8_t *xr, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
+                            const int16_t *lut, const int16_t *fix, int32_t nfix, int16_t *xy, int32_t r) {
+    const int32_t n4 = I & ~3;
+    int16_t *g = xy + 4 * r, *tail = xy + 2 * n4 + r * (I - n4);
+    int32_t i;
+    if (in_kind == TQ_TWO_SCALE) {
+        for (i = 0; i < n4; i += 4, g += 8)
+            g[0] = lut[xr[i]], g[1] = lut[xr[i + 2]], g[2] = lut[xr[i + 1]], g[3] = lut[xr[i + 3]];
+        for (; i < I; i++) *tail++ = lut[xr[i]];
+    } else if (nfix < 0) {
+#define TQ_DEC(j) (int16_t)tq_shl32((int32_t)(int8_t)xr[j] - in_zp, in_shift[j])
+        for (i = 0; i < n4; i += 4, g += 8)
+            g[0] = TQ_DEC(i), g[1] = TQ_DEC(i + 2), g[2] = TQ_DEC(i + 1), g[3] = TQ_DEC(i + 3);
+        for (; i < I; i++) *tail++ = TQ_DEC(i);
+#undef TQ_DEC
+    } else {
+        /* uniform, or channel_pow2 with few shifted channels: q - zp four at a time, then the shifted ones */
+        (void)tq_pair_codes((const int8_t *)xr, I, in_zp, xy, r);
+        for (i = 0; i < nfix; i++)
+            xy[tq_pair_pos(I, r, fix[i])] = (int16_t)tq_shl32((int32_t)(int8_t)xr[fix[i]] - in_zp, in_shift[fix[i]]);
+    }
+}
+
+static int fc2s_dsp(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
+                    int32_t bits, int32_t m, int32_t signed_fine, const int8_t *w, int32_t O, const int32_t *bias,
+                    const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
+    int16_t lut[256], fix[TQ_FC2S_FIX], *xy = (int16_t *)(void *)scratch;
+    int32_t acc[2][TQ_FC2S_DSP_CHUNK], r, o, i, nfix = 0;
+    int fast = 1;
+    if (in_kind == TQ_TWO_SCALE) {
+        if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
+        for (i = 0; i < 256; i++) {
+            const int32_t v = decode_in((uint8_t)i, in_kind, in_zp, 0, bits, m, signed_fine);
+            if (v < -32768 || v > 32767) return 0;
+            lut[i] = (int16_t)v;
+        }
+    } else if (in_kind == TQ_UNIFORM || in_kind == TQ_CHANNEL_POW2) {
+        if (!tq_zp_ok(in_zp)) return 0;
+        if (in_kind == TQ_CHANNEL_POW2 && in_shift)
+            for (i = 0; i < I; i++) {
+                if (in_shift[i] < 0 || in_shift[i] > 7) return 0;
+                if (in_shift[i] && nfix >= 0) {
+                    if (nfix < TQ_FC2S_FIX && i <= 32767) fix[nfix++] = (int16_t)i;
+                    else nfix = -1;
+                }
+            }
+    } else {
+        return 0;
+    }
+    for (o = 0; o < O; o++)
+        if (out_shift[o] >= 0 || out_shift[o] < -31 || out_mult[o] < 0) fast = 0;
+    for (r = 0; r < rows; r += 2) {
+        const int32_t two = r + 1 < rows;
+        const uint8_t *xr = x + (ptrdiff_t)r * I;
+        int8_t *yr = y + (ptrdiff_t)r * O;
+        fc2s_dsp_decode(xr, I, in_kind, in_zp, in_shift, lut, fix, nfix, xy, 0);
+        fc2s_dsp_decode(two ? xr + I : xr, I, in_kind, in_zp, in_shift, lut, fix, nfix, xy, 1);
+        for (o = 0; o < O; o += TQ_FC2S_DSP_CHUNK) {
+            const int32_t oc = O - o < TQ_FC2S_DSP_CHUNK ? O - o : TQ_FC2S_DSP_CHUNK;
+            tq_mm2xn_s16s8(xy, w + (ptrdiff_t)o * I, I, I, oc, acc[0], acc[1]);
+            fc2s_dsp_requant(acc[0], acc[1], two, o, oc, bias, out_mult, out_shift, out_zp, fast, yr + o, yr + O + o);
+        }
+    }
+    return 1;
+}
+#endif
+
 void tq_fc_2s(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
               int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult, int32_t neg_shift, const int8_t *w,
               int32_t O, const int32_t *bias, const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp,
@@ -223,6 +334,11 @@ void tq_fc_2s(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_
 #if defined(TQ_SIMD_VNNI)
     if (fc2s_vnni(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, neg_mult, neg_shift, w, O, bias,
                   out_mult, out_shift, out_zp, y))
+        return;
+#endif
+#if defined(TQ_SIMD_DSP)
+    if (fc2s_dsp(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, w, O, bias, out_mult, out_shift, out_zp, y,
+                 scratch))
         return;
 #endif
     for (r = 0; r < rows; r++) {

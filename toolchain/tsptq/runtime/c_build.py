@@ -33,6 +33,9 @@ ARM_SIMD_BUILDS = {
              "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"),
     "dsp": ("arm-linux-gnueabihf-gcc", ["-march=armv7-a", "-mfpu=vfpv3-d16"], "qemu-arm-static", "TQ_SIMD_DSP",
             "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static"),
+    # the DSP kernels' C bodies, which run where their inline assembly cannot (-O0, frame pointers, A32 mode)
+    "dsp-c": ("arm-linux-gnueabihf-gcc", ["-march=armv7-a", "-mfpu=vfpv3-d16", "-DTSPTQ_NO_INLINE_ASM"],
+              "qemu-arm-static", "TQ_SIMD_DSP", "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static"),
 }
 BASE_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
