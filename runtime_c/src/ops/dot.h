@@ -517,12 +517,12 @@ static inline void tq_mm2x2_s16s8(const int16_t *xy, const int8_t *w, int32_t ld
     for (; k < n4; k += 4, pd += 4, wp += 4) {
         uint32_t p = tq_ld32(wp + ldw);
         int16x2_t lo = __sxtb16((int8x4_t)p), hi = tq_sxtb16_ror8(p);
-        a01 = __smlad((int16x2_t)pd[1], hi, __smlad((int16x2_t)pd[0], lo, a01));
-        a11 = __smlad((int16x2_t)pd[3], hi, __smlad((int16x2_t)pd[2], lo, a11));
+        a01 = __smlad((int16x2_t)tq_ld32(pd + 1), hi, __smlad((int16x2_t)tq_ld32(pd), lo, a01));
+        a11 = __smlad((int16x2_t)tq_ld32(pd + 3), hi, __smlad((int16x2_t)tq_ld32(pd + 2), lo, a11));
         p = tq_ld32(wp);
         lo = __sxtb16((int8x4_t)p), hi = tq_sxtb16_ror8(p);
-        a00 = __smlad((int16x2_t)pd[1], hi, __smlad((int16x2_t)pd[0], lo, a00));
-        a10 = __smlad((int16x2_t)pd[3], hi, __smlad((int16x2_t)pd[2], lo, a10));
+        a00 = __smlad((int16x2_t)tq_ld32(pd + 1), hi, __smlad((int16x2_t)tq_ld32(pd), lo, a00));
+        a10 = __smlad((int16x2_t)tq_ld32(pd + 3), hi, __smlad((int16x2_t)tq_ld32(pd + 2), lo, a10));
     }
     for (k = 0; k < nt; k++) {
         const int32_t x = xy[2 * n4 + k], y = xy[2 * n4 + nt + k], u = w[n4 + k], v = w[ldw + n4 + k];

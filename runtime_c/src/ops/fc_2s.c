@@ -319,7 +319,7 @@ static int fc2s_dsp(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, 
         for (o = 0; o < O; o += TQ_FC2S_DSP_CHUNK) {
             const int32_t oc = O - o < TQ_FC2S_DSP_CHUNK ? O - o : TQ_FC2S_DSP_CHUNK;
             tq_mm2xn_s16s8(xy, w + (ptrdiff_t)o * I, I, I, oc, acc[0], acc[1]);
-            fc2s_dsp_requant(acc[0], acc[1], two, o, oc, bias, out_mult, out_shift, out_zp, fast, yr + o, yr + O + o);
+            fc2s_dsp_requant(acc[0], acc[1], two, o, oc, bias, out_mult, out_shift, out_zp, fast, yr + o, two ? yr + O + o : NULL);
         }
     }
     return 1;

@@ -34,7 +34,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 CONTAINER_KEYS = ("model", "state_dict", "model_ema")  # training checkpoints wrap the weights in one of these
 IMAGENET_PREPROCESS = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.875,
                            interpolation="bicubic")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")  # in a checkpoint folder
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "model.onnx")  # in a folder
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

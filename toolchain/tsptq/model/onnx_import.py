@@ -73,6 +73,8 @@ class _Linear:
     def __init__(self, g: _Graph, node):
         self.node = node
         if node.op_type == "Gemm":
+            if g.attr(node, "transA", 0) or g.attr(node, "alpha", 1.0) != 1.0 or g.attr(node, "beta", 1.0) != 1.0:
+                raise ModelError(f"{g.path}: Gemm {node.name or ''} with transA, alpha or beta != 1 is not mapped")
             w = g.const(node.input[1])
             self.weight = w if g.attr(node, "transB", 0) else w.T
             self.data = node.input[0]
@@ -84,8 +86,8 @@ class _Linear:
             bias, self.out = None, node.output[0]
             add = g.only_consumer(node.output[0], "Add")
             if add is not None:
-                other = next(i for i in add.input if i != node.output[0])
-                c = g.const(other)
+                other = next((i for i in add.input if i != node.output[0]), None)
+                c = g.const(other) if other is not None else None
                 if c is not None and c.ndim == 1 and c.shape[0] == self.weight.shape[0]:
                     bias, self.out = c, add.output[0]
         self.bias = bias if bias is not None else np.zeros(self.weight.shape[0], np.float32)
@@ -121,7 +123,8 @@ def _layer_scale(g: _Graph, lin: _Linear, dim: int) -> np.ndarray | None:
     mul = g.only_consumer(lin.out, "Mul")
     if mul is None:
         return None
-    c = g.const(next(i for i in mul.input if i != lin.out))
+    other = next((i for i in mul.input if i != lin.out), None)
+    c = g.const(other) if other is not None else None
     return c.reshape(-1) if c is not None and c.size == dim and c.ndim >= 1 else None
 
 
@@ -152,6 +155,15 @@ def _token_index(g: _Graph, tensor: str, final_out: str) -> int | None:
     return None
 
 
+def _ln_params(g: _Graph, ln) -> tuple:
+    """A LayerNormalization's scale and bias (the bias is optional in opset 17: zeros)."""
+    scale = g.const(ln.input[1])
+    bias = g.const(ln.input[2]) if len(ln.input) > 2 and ln.input[2] else None
+    if bias is None and scale is not None:
+        bias = np.zeros_like(scale)
+    return scale, bias
+
+
 def _heads(g: _Graph, lo: int, hi: int, dim: int) -> int | None:
     """From the first 4-D+ Reshape in the attention: (..., heads, head_dim), heads possibly -1 (transformers)."""
     for n in g.nodes[lo:hi]:
@@ -180,6 +192,9 @@ def state_dict_from_onnx(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     sd: dict[str, np.ndarray] = {}
     conv = convs[0]
     sd["patch_embed.proj.weight"] = g.const(conv.input[1])
+    if sd["patch_embed.proj.weight"] is None or sd["patch_embed.proj.weight"].ndim != 4:
+        raise ModelError(f"{where}: the patch-embedding Conv's weight is not a constant 4-D tensor (a quantized "
+                         "or otherwise transformed export?): export the float model")
     dim = sd["patch_embed.proj.weight"].shape[0]
     sd["patch_embed.proj.bias"] = g.const(conv.input[2]) if len(conv.input) > 2 else np.zeros(dim, np.float32)
     first_ln = g.order[id(lns[0])]
@@ -211,7 +226,7 @@ def state_dict_from_onnx(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     for i in range(depth):
         ln1, ln2, ln_next = (g.order[id(n)] for n in (lns[2 * i], lns[2 * i + 1], lns[2 * i + 2]))
         for name, ln in (("norm1", lns[2 * i]), ("norm2", lns[2 * i + 1])):
-            sd[f"blocks.{i}.{name}.weight"], sd[f"blocks.{i}.{name}.bias"] = g.const(ln.input[1]), g.const(ln.input[2])
+            sd[f"blocks.{i}.{name}.weight"], sd[f"blocks.{i}.{name}.bias"] = _ln_params(g, ln)
         attn = [lin for lin in by_pos if ln1 < g.order[id(lin.node)] < ln2]
         mlp = [lin for lin in by_pos if ln2 < g.order[id(lin.node)] < ln_next]
         if len(mlp) != 2 or len(attn) not in (2, 4):
@@ -233,7 +248,7 @@ def state_dict_from_onnx(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
                 sd[f"blocks.{i}.{k}.gamma"] = gamma
         heads = heads or _heads(g, ln1, ln2, dim)
     final = lns[-1]
-    sd["norm.weight"], sd["norm.bias"] = g.const(final.input[1]), g.const(final.input[2])
+    sd["norm.weight"], sd["norm.bias"] = _ln_params(g, final)
     for lin in (lin for lin in by_pos if g.order[id(lin.node)] > g.order[id(final)]):
         token = _token_index(g, lin.data, final.output[0])
         key = {0: "head", 1: "head_dist"}.get(token)
@@ -274,11 +289,17 @@ def check_against_onnxruntime(model, path: str | Path, images: int = 2, tol: flo
         import onnxruntime as ort
     except ImportError:
         raise ModelError("checking an ONNX import needs onnxruntime: pip install onnxruntime") from None
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    batch = inp.shape[0] if isinstance(inp.shape[0], int) else images
-    x = torch.randn(batch, model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size, generator=torch.Generator().manual_seed(0))
-    ref = sess.run(None, {inp.name: x.numpy()})[0]
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) else images
+        x = torch.randn(batch, model.cfg.in_chans, model.cfg.img_size, model.cfg.img_size,
+                        generator=torch.Generator().manual_seed(0))
+        ref = sess.run(None, {inp.name: x.numpy()})[0]
+    except Exception as e:  # noqa: BLE001 -- onnxruntime's own error types: the graph does not run as mapped
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise ModelError(f"{path}: onnxruntime could not run the graph at {model.cfg.img_size} px to check the "
+                         f"import ({first})") from None
     with torch.no_grad():
         ours = (model(x) if model.cfg.num_classes else model.forward_features(x)[:, 0]).numpy()
     if ours.shape != ref.reshape(ours.shape[0], -1).shape:
