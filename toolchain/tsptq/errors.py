@@ -1,6 +1,12 @@
 """The project's error types: every failure a user can cause is one of these, with a message that names the problem."""
 
 
+def some_of(items: list[str], limit: int = 12) -> str:
+    """The first ``limit`` items for a one-line error message, and how many more there are."""
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 class TsptqError(Exception):
     """Base class of every error tsptq raises on purpose."""
 

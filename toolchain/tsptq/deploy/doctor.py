@@ -383,12 +383,11 @@ def diagnose() -> Report:
 def install_commands(report: Report, include_optional: bool = False) -> list[dict]:
     """The missing pieces' commands, merged: one apt-get for every Debian package, then the others in order."""
     apt, other = [], []
-    prefix = "apt-get install -y --no-install-recommends "
     for f in report.missing(include_optional):
         if f.install is None or f.install.startswith(NO_COMMAND):
             continue
-        if f.install.startswith(prefix):
-            apt += f.install[len(prefix):].split()
+        if f.apt:
+            apt += f.apt
         elif not any(o["command"] == f.install for o in other):
             other.append({"command": f.install, "as_root": f.as_root})
     first = [o for o in other if o["command"].startswith("dpkg --add-architecture")]  # before the apt-get

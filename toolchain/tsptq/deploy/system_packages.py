@@ -95,12 +95,13 @@ def ensure(scope: str, mode: str = "install", run=subprocess.run, log=print) -> 
     if p.empty:
         return p
     done = _install(scope, p, mode, run, log)
-    later = plan(scope)  # what could only be named once the first round was in (see plan)
-    if not later.empty and {f.what for f in later.missing}.isdisjoint(f.what for f in p.missing):
-        more = _install(scope, later, mode, run, log)
+    left = plan(scope)
+    if not left.empty and {f.what for f in left.missing}.isdisjoint(f.what for f in p.missing):
+        # what could only be named once the first round was in (see plan): a second round
+        more = _install(scope, left, mode, run, log)
         done = Plan(scope, done.missing + more.missing, done.packages + more.packages,
                     done.architectures + more.architectures)
-    left = plan(scope)
+        left = plan(scope)
     if not left.empty:
         raise SystemSetupError(f"after installing {' '.join(done.packages)}, make {scope} still lacks "
                                f"{', '.join(f.what for f in left.missing)}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from tsptq.errors import ModelError
+from tsptq.errors import ModelError, some_of
 from tsptq.model.vit import NAMED_CONFIGS, ViTConfig, VisionTransformer, create_model
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -171,7 +171,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: does not hold a state dict (found {type(obj).__name__})")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise ModelError(f"{path}: not a state dict, these entries are not tensors: {_some(bad)}")
+        raise ModelError(f"{path}: not a state dict, these entries are not tensors: {some_of(bad)}")
     if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DistributedDataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
@@ -190,7 +190,7 @@ def infer_config(state_dict: dict[str, torch.Tensor], heads: int | None = None, 
     _refuse_torch_encoder(sd)
     for key in ("patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"):
         if key not in sd:
-            raise ModelError(f"not a timm-layout ViT state dict: no {key!r} (keys: {_some(sorted(sd))})")
+            raise ModelError(f"not a timm-layout ViT state dict: no {key!r} (keys: {some_of(sorted(sd))})")
     if sd["patch_embed.proj.weight"].ndim != 4:
         raise ModelError(f"patch_embed.proj.weight has shape {tuple(sd['patch_embed.proj.weight'].shape)}, not a conv kernel")
     embed_dim, in_chans, patch, patch_w = sd["patch_embed.proj.weight"].shape
@@ -361,11 +361,13 @@ def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | 
 def _timm_hub_config(path: Path) -> dict | None:
     """The preprocessing of a timm hub snapshot's ``config.json`` (``pretrained_cfg``); None for any other file
     (a config.json beside a plain checkpoint may be anything)."""
+    from tsptq.model.hf_layout import read_json
+
     try:
-        data = json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
+        data = read_json(path)
+    except ModelError:  # unreadable, or not an object
         return None
-    cfg = data.get("pretrained_cfg") if isinstance(data, dict) else None
+    cfg = data.get("pretrained_cfg") if data else None
     return {k: v for k, v in cfg.items() if k in IMAGENET_PREPROCESS} if isinstance(cfg, dict) else None
 
 
@@ -386,12 +388,12 @@ def _load_strict(model: VisionTransformer, sd: dict[str, torch.Tensor], source: 
     expected = model.state_dict()
     problems = []
     if missing := sorted(expected.keys() - sd.keys()):
-        problems.append(f"missing keys: {_some(missing)}")
+        problems.append(f"missing keys: {some_of(missing)}")
     if unexpected := sorted(sd.keys() - expected.keys()):
-        problems.append(f"unexpected keys: {_some(unexpected)}")
+        problems.append(f"unexpected keys: {some_of(unexpected)}")
     if shapes := [f"{k} {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
                   if k in sd and sd[k].shape != v.shape]:
-        problems.append(f"shape mismatches: {_some(shapes)}")
+        problems.append(f"shape mismatches: {some_of(shapes)}")
     if problems:
         raise ModelError(f"{source}: does not match the inferred {_describe(model.cfg)}\n  " + "\n  ".join(problems))
     model.load_state_dict(sd, strict=True)
@@ -402,9 +404,6 @@ def _describe(cfg: ViTConfig) -> str:
             f"{cfg.num_heads} heads, {cfg.num_classes} classes{', distilled' if cfg.dist_token else ''})")
 
 
-def _some(items: list[str], limit: int = 12) -> str:
-    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
 
 
 def resolve_model(name: str | None, checkpoint: str | Path | None = None, heads: int | None = None,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from tsptq.errors import ModelError
+from tsptq.errors import ModelError, some_of
 
 MODEL_TYPES = ("vit", "deit", "dinov2")
 # HF's resample codes (PIL's) -> interpolation names (tsptq does nearest, bilinear and bicubic; the others are refused
@@ -115,7 +115,7 @@ def to_timm(sd: dict[str, torch.Tensor], config: dict | None = None, source: obj
         else:
             unmapped.append(key)
     if unmapped:
-        raise ModelError(f"{source}: these Hugging Face keys could not be mapped to a ViT: {_some(unmapped)}")
+        raise ModelError(f"{source}: these Hugging Face keys could not be mapped to a ViT: {some_of(unmapped, 8)}")
     for (block, kind), parts in qkv.items():
         if sorted(parts) != [0, 1, 2]:
             raise ModelError(f"{source}: layer {block} lacks some of query/key/value {kind}")
@@ -193,7 +193,3 @@ def preprocess_from_processor(cfg: dict, source: object = "preprocessor_config.j
         out["crop_pct"] = 1.0  # resized straight to the input size (tsptq keeps the aspect and crops the center)
     return out
 
-
-def _some(items: list[str], limit: int = 8) -> str:
-    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
