@@ -74,7 +74,11 @@ def render(results: dict) -> str:
            "short sequences, so at W8A8 every method is within noise of FP32 and of each other; they separate at "
            "W6A6. The real pretrained DINOv2-S/14 is where the problem exists and where the methods part ways. Its "
            "probe top-1 moves by about +-2 points on a few hundred images from noise alone: read agreement and "
-           "cosine beside it.", "",
+           "cosine beside it. Its probe (issue 13) reads the final-norm class token and the mean of the patch tokens, "
+           "as DINOv2's own linear classifiers do, trained on 10,000 CIFAR-10 images (76.25% top-1 on 2000 test "
+           "images); sections that say so were measured with the earlier probe (class token only, 4000 images, "
+           "70.35% on the same 2000), whose agreement and drop are not comparable with the new one's (the "
+           "class-token cosine does not depend on the probe).", "",
            "tsptq changed in issue 13 (block-output selection, per-channel O-2SF levels, docs/method.md). Sections "
            "measured before that show the previous form as `tsptq-local`, with a note; the latency, board and "
            "delegate sections time files of the previous form (the same op kinds).", ""]
@@ -231,7 +235,8 @@ def render_integer(results: dict) -> list[str]:
                 f"measured {r['date']} ({r['machine']}). PyTorch -> ONNX -> onnx2tf full-integer int8 -> LiteRT: top-1 "
                 f"**{_fmt(st['top1'])}** against FP32 {_fmt(st.get('fp32_top1'))} (agreement with FP32 "
                 f"{_fmt(st.get('agreement_fp32'))}%), {st['info']['num_ops']} ops, none left in float. Compare the "
-                "W8A8 table of the dinov2-s14 section above (the same images and calibration).", ""]
+                "W8A8 table of the dinov2-s14 section above (the same images and calibration)."
+                + (f" *{r['note']}*" if r.get("note") else ""), ""]
     return out
 
 

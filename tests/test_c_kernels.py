@@ -40,6 +40,7 @@ SIGNATURES = {
     "tq_fc_2s": [P, I32, I32, I32, I32, P, I32, I32, I32, I32, I32, P, I32, P, P, P, I32, P, P],
     "tq_bmm_2s": [P, P, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, P, P],
     "tq_relu": [P, I32, I32, I32, I32, I32, P],
+    "tq_token_mean": [P, I32, I32, I32, I32, I32, P],
     "tq_quantize_multiplier": [ctypes.c_double, P, P],
 }
 
@@ -382,6 +383,18 @@ def case_relu(lib, rng, edge):
     return f"relu n={n} shift={mult_shift[1]}", y, relu_int8(x, in_zp, *mult_shift, out_zp)
 
 
+def case_token_mean(lib, rng, edge):
+    B, T, D = int(rng.integers(1, 3)), sizes(rng, edge, 1, 300), sizes(rng, edge, 1, 70)
+    first = int(rng.integers(0, min(T, 3)))
+    zp = zero_point(rng, edge)
+    x = arr(rng.integers(-128, 128, (B, T, D)), np.int8)
+    if edge:  # extreme codes: the largest sums (ties of the rounding come with small token counts, T = 2, 3)
+        x[:, :, : D // 2 + 1] = rng.choice(np.array([-128, 127], np.int8), (B, T, D // 2 + 1))
+    y = np.empty((B, 1, D), np.int8)
+    lib.tq_token_mean(ptr(x), B, T, D, first, zp, ptr(y))
+    return f"token_mean B={B} T={T} D={D} first={first} zp={zp}", y, K.token_mean(x, first, zp)
+
+
 def case_quantize_multiplier(lib, rng, edge):
     reals = np.concatenate([10.0 ** rng.uniform(-12, 4, 200), [0.0, 1.0, 0.5, 2.0**-31, 2.0**-32, 1 - 2.0**-40,
                                                                  -0.3, 3.0 * 2**20]])
@@ -414,6 +427,7 @@ CASES = {
     "bmm_2s_two_scale": (lambda l, r, e: case_bmm_2s(l, r, e, K.TWO_SCALE), 120),
     "bmm_2s_log2": (lambda l, r, e: case_bmm_2s(l, r, e, K.LOG2), 120),
     "relu": (case_relu, 60),
+    "token_mean": (case_token_mean, 80),
     "quantize_multiplier": (case_quantize_multiplier, 8),
 }
 
@@ -602,7 +616,7 @@ int main(void) {
 """
 KERNEL_NAMES = ["conv2d_patches", "fully_connected", "batch_matmul", "add", "transpose", "concatenation",
                 "strided_slice", "layernorm_2s", "softmax_2s", "lookup", "fc_2s", "bmm_2s", "relu",
-                "quantize_multiplier"]
+                "token_mean", "quantize_multiplier"]
 
 
 ARM_BUILDS = c_build.ARM_SIMD_BUILDS  # path: (compiler, flags, QEMU, the dot.h macro, Debian packages)

@@ -78,6 +78,20 @@ def test_hf_dinov2_backbone_with_its_position_grid_resized(tmp_path):
                                    rtol=1e-4, atol=1e-4)
 
 
+def test_hf_dinov2_classifier_reads_the_class_token_and_the_patch_mean(tmp_path):
+    """Dinov2ForImageClassification's head reads [class token, mean of the patch tokens]: global_pool token+avg."""
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    hf = _random(Dinov2ForImageClassification(Dinov2Config(**{k: v for k, v in SMALL.items()
+                                                               if k != "intermediate_size"}, num_labels=3)))
+    hf.save_pretrained(tmp_path)
+    ours = load_checkpoint(tmp_path)
+    assert ours.cfg.global_pool == "token+avg" and ours.head.in_features == 64
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(pixel_values=x).logits, rtol=1e-4, atol=1e-4)
+
+
 def test_what_cannot_be_mapped_is_named(tmp_path):
     from transformers import DeiTConfig, DeiTForImageClassification
 

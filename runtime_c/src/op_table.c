@@ -23,7 +23,8 @@
     X(tq_lookup_gelu_2s_op)  /* TSPTQ_GELU_2S (ops/lookup.c) */                                                     \
     X(tq_fc_2s_op)           /* TSPTQ_FC_2S */                                                                      \
     X(tq_bmm_2s_op)          /* TSPTQ_BMM_2S */                                                                     \
-    X(tq_add_2s_op)          /* TSPTQ_ADD_2S (ops/add.c) */
+    X(tq_add_2s_op)          /* TSPTQ_ADD_2S (ops/add.c) */                                                         \
+    X(tq_token_mean_op)      /* TSPTQ_TOKEN_MEAN */
 
 #define TQ_DECLARE(def) extern const tq_op_def def;
 #define TQ_ENTRY(def) &def,

@@ -92,7 +92,7 @@ class CRunner:
 
         fm = parse_tflite(self.data)
         cm = CModel(self.data, name="tsptq eval (c engine)")
-        # The head reads the final-norm class token; a model without a head outputs it.
+        # The head reads the final-norm class token (first); a model without a head outputs it.
         head = fm.ops[-1]
         has_head = head.kind in ("FULLY_CONNECTED", "TSPTQ_FC_2S") and fm.metadata.get("config", {}).get("num_classes")
         tap = head.inputs[0] if has_head else fm.outputs[0]
@@ -101,7 +101,9 @@ class CRunner:
         if t.quant is None or t.quant.kind not in ("uniform", "channel_pow2") or t.dtype != "int8":
             raise TsptqError(f"c engine: the class token ({t.name}) has a {t.quant.kind if t.quant else 'missing'} "
                              "code, not an affine int8 one")
-        scale = np.broadcast_to(np.asarray(t.quant.scale, np.float32), (t.shape[-1],)).copy()
+        # A head on [class token, patch-token mean] (global_pool token+avg) reads the class token first.
+        width = fm.metadata.get("config", {}).get("embed_dim", t.shape[-1])
+        scale = np.broadcast_to(np.asarray(t.quant.scale, np.float32), (t.shape[-1],))[:width].copy()
         self._state = (fm, cm, tap, scale, int(t.quant.zero_point[0]))
 
     def __call__(self, x) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +111,7 @@ class CRunner:
             self.prepare()
         fm, cm, tap, scale, zp = self._state
         out, tapped = cm.run(fm.quantize_input(x.numpy()), tap=tap)
-        cls = (tapped.view(np.int8).astype(np.float32) - zp) * scale
+        cls = (tapped.view(np.int8)[:, :len(scale)].astype(np.float32) - zp) * scale
         return fm.dequantize_output(out).reshape(len(out), -1), cls
 
 

@@ -31,8 +31,12 @@ class FaithfulHook(SimHook):
         self.pe_mult = K.builtin_multipliers(float(qm.acts["input"].scale), w_scale, float(qm.acts["patch_embed"].scale))
 
     def act(self, name: str, kind: str, x: torch.Tensor) -> torch.Tensor:
+        if name == "norm.patch_mean":  # TOKEN_MEAN on the final norm's codes
+            codes = K.token_mean(self.codes["norm"].numpy(), self.qm.graph.cfg.num_prefix_tokens,
+                                 int(self.q["norm"].zero_point))[:, 0]
+            return self._decode("norm", codes).to(x.dtype)
         quant = self.q[name]
-        if name == "input" or name.endswith((".q", ".k", ".v", ".softmax")):
+        if name in ("input", "norm") or name.endswith((".q", ".k", ".v", ".softmax")):
             self.codes[name] = quant.encode(x)
         if name == "patch_embed":
             return self._patch_embed(x)

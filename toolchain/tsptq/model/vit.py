@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+GLOBAL_POOLS = ("token", "token+avg")
+
+
 @dataclass(frozen=True)
 class ViTConfig:
     img_size: int = 224
@@ -26,6 +29,9 @@ class ViTConfig:
     mlp_hidden: int = 3072
     layer_scale: bool = False  # LayerScale ls1/ls2 (DINOv2, CaiT-style)
     dist_token: bool = False  # DeiT distillation token + head_dist
+    # What the head reads: "token" = the final-norm class token (timm's default); "token+avg" = the class token and
+    # the mean of the patch tokens, concatenated (2 x embed_dim: the input of DINOv2's linear classifiers)
+    global_pool: str = "token"
     ln_eps: float = 1e-6
     # Preprocessing the model was trained with (applied by the data loaders, not by forward()).
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
@@ -45,6 +51,10 @@ class ViTConfig:
     @property
     def num_tokens(self) -> int:
         return self.grid * self.grid + self.num_prefix_tokens
+
+    @property
+    def head_features(self) -> int:
+        return self.embed_dim * (2 if self.global_pool == "token+avg" else 1)
 
     @property
     def head_dim(self) -> int:
@@ -135,6 +145,13 @@ class Block(nn.Module):
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
+def pool_tokens(tokens: torch.Tensor, cfg: ViTConfig) -> torch.Tensor:
+    """The head's input from the final-norm tokens (B, N, D): the class token, or it and the patch-token mean."""
+    if cfg.global_pool == "token+avg":
+        return torch.cat([tokens[:, 0], tokens[:, cfg.num_prefix_tokens:].mean(1)], -1)
+    return tokens[:, 0]
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -146,7 +163,11 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.num_tokens, D) * 0.02)
         self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
-        self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        if cfg.global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {', '.join(GLOBAL_POOLS)}, got {cfg.global_pool!r}")
+        if cfg.global_pool != "token" and cfg.dist_token:
+            raise ValueError("a distilled model (two heads) reads the class and distillation tokens: global_pool 'token'")
+        self.head = nn.Linear(cfg.head_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.head_dist = nn.Linear(D, cfg.num_classes) if cfg.dist_token and cfg.num_classes else None
         self._init_weights()
 
@@ -173,7 +194,7 @@ class VisionTransformer(nn.Module):
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.head_dist is not None:  # DeiT distilled: average of the two heads at inference
             return (self.head(tokens[:, 0]) + self.head_dist(tokens[:, 1])) / 2
-        return self.head(tokens[:, 0])
+        return self.head(pool_tokens(tokens, self.cfg))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -64,9 +64,10 @@ class Graph:
 
 
     def consumer_linear(self, point: str) -> str | None:
-        """The linear layer that reads a post-GELU or LayerNorm-output point (None: only the class token is read)."""
-        if point == "norm":
-            return "head" if "head" in self.linears and "head_dist" not in self.linears else None
+        """The linear layer that reads a post-GELU or LayerNorm-output point (None: no single layer reads it alone)."""
+        if point == "norm":  # a head that reads the class token alone (not two heads, not a pooled pair)
+            alone = "head_dist" not in self.linears and self.cfg.global_pool == "token"
+            return "head" if "head" in self.linears and alone else None
         blk, which = point.rsplit(".", 1)
         return {"gelu": f"{blk}.fc2", "norm1": f"{blk}.qkv", "norm2": f"{blk}.fc1"}[which]
 
@@ -126,6 +127,11 @@ def final(g: Graph, t: torch.Tensor, hook, linears=None) -> torch.Tensor:
         return n[:, 0]
     if "head_dist" in L:  # DeiT distilled: mean of the two heads
         return act("head", "act", (F.linear(n[:, 0], *L["head"]) + F.linear(n[:, 1], *L["head_dist"])) / 2)
+    if cfg.global_pool == "token+avg":
+        # The patch-token mean keeps the final norm's code: its integer op rounds the mean of the codes
+        # (TSPTQ_TOKEN_MEAN), which is the code of the mean of their values.
+        mean = act("norm.patch_mean", "same_code", n[:, cfg.num_prefix_tokens:].mean(1))
+        return act("head", "act", F.linear(torch.cat([n[:, 0], mean], -1), *L["head"]))
     return act("head", "act", F.linear(n[:, 0], *L["head"]))
 
 
@@ -161,12 +167,16 @@ def linear_input(cfg, layer: str) -> str:
     return {"qkv": f"{blk}.norm1", "proj": f"{blk}.ctx", "fc1": f"{blk}.norm2", "fc2": f"{blk}.gelu"}[op]
 
 
+# Tensors that are not quantization points of their own: they keep the code of the point named here (kind "same_code").
+SAME_CODE = {"norm.patch_mean": "norm"}
+
+
 class SimHook:
     def __init__(self, quantizers: dict[str, Quantizer]):
         self.q = quantizers
 
     def act(self, name: str, kind: str, x: torch.Tensor) -> torch.Tensor:
-        quant = self.q.get(name)
+        quant = self.q.get(SAME_CODE.get(name, name))
         return x if quant is None else quant.fake(x)
 
 
