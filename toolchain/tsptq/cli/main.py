@@ -22,6 +22,7 @@ from tsptq.errors import TsptqError
 
 def cmd_models(args) -> int:
     from tsptq.model import zoo
+    from tsptq.model.swin import NAMED_CONFIGS as SWIN_CONFIGS
     from tsptq.model.vit import NAMED_CONFIGS
 
     print("reference models (trained weights, committed):")
@@ -30,6 +31,9 @@ def cmd_models(args) -> int:
     print("timm configs (random weights unless --checkpoint is given):")
     for name, cfg in NAMED_CONFIGS.items():
         print(f"  {name:<24}dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, {cfg.img_size}px")
+    for name, cfg in SWIN_CONFIGS.items():
+        print(f"  {name:<31}Swin, dim {cfg.embed_dim}, depths {'-'.join(map(str, cfg.depths))}, window "
+              f"{cfg.window_size}, {cfg.img_size}px (FP32 only: --methods fp32)")
     from tsptq.quant.methods import METHODS
 
     print("methods:")
@@ -42,6 +46,7 @@ def cmd_eval(args) -> int:
     from tsptq.evaluation.distributed import from_environment
     from tsptq.evaluation.evaluate import evaluate, format_comparison, format_table, plot_drops, write_json_atomic
     from tsptq.quant.methods import parse_bits, parse_methods
+    from tsptq.quant.quantize import require_quantizable
     from tsptq.evaluation.shards import default_workers
 
     methods = parse_methods(args.methods)
@@ -66,6 +71,7 @@ def cmd_eval(args) -> int:
     cluster = from_environment(args.device)
     try:
         model = model_from_args(args)
+        require_quantizable(model, methods)
         calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images,
                                              args.folder, labels=args.labels, calib_folder=args.calib_folder,
                                              stream=True)
@@ -101,12 +107,13 @@ def cmd_diagnose(args) -> int:
     from tsptq.data import datasets
     from tsptq.evaluation.diagnose import diagnose, format_budget, plot_budget
     from tsptq.quant.methods import parse_bits
-    from tsptq.quant.quantize import quantize
+    from tsptq.quant.quantize import quantize, require_quantizable
 
     parse_bits(args.bits)
     if args.calib_images < 1 or args.images < 1 or args.batch_size < 1 or (args.top is not None and args.top < 1):
         raise TsptqError("--calib-images, --images, --batch-size and --top must be at least 1")
     model = model_from_args(args)
+    require_quantizable(model, [args.method])
     calib, test, _ = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.images, args.folder,
                                   labels=args.labels, calib_folder=args.calib_folder)
     print(f"{args.checkpoint or args.model}: calibrating {args.method} {args.bits.upper()} on {len(calib)} images, "
@@ -160,8 +167,10 @@ def export_stock(args) -> int:
 
     from tsptq.model.model_data import resolve_data
     from tsptq.evaluation.stock_converter import convert, run_tflite
+    from tsptq.quant.quantize import require_quantizable
 
     model = model_from_args(args)
+    require_quantizable(model, [args.method])
     calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images or 1,
                                          args.folder, labels=args.labels, calib_folder=args.calib_folder)
     info = convert(model, calib, args.out)

@@ -8,14 +8,16 @@ def add_model_args(p, bits_help: str = "weight and activation bits (the file hol
     """The model, calibration and data options that eval and export share."""
     p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
     p.add_argument("--checkpoint", help="a checkpoint file (.pth/.pt/.bin/.safetensors) or folder (save_pretrained's, "
-                                        "a hub snapshot): timm ViT/DeiT, or Hugging Face ViT/DeiT/DINOv2 layouts "
-                                        "(overrides --model)")
+                                        "a hub snapshot): timm ViT/DeiT, or Hugging Face ViT/DeiT/DINOv2 layouts; "
+                                        "timm/Microsoft Swin for --methods fp32 only (overrides --model)")
     p.add_argument("--onnx", dest="checkpoint", metavar="MODEL.onnx",
                    help="an ONNX export of a pre-norm ViT (timm's or transformers' torch.onnx.export, opset >= 17), "
                         "mapped by its data flow and checked against onnxruntime (same as --checkpoint MODEL.onnx)")
     p.add_argument("--heads", type=int, help="attention heads, when a checkpoint's shapes cannot tell (default dim/64)")
     p.add_argument("--img-size", type=int, help="input size, when a checkpoint's shapes cannot tell (DINOv2 "
-                                                "checkpoints: the size to resize its position grid to)")
+                                                "checkpoints: the size to resize its position grid to; Swin: default "
+                                                "the size whose last stage is one window, e.g. 224 for window 7, "
+                                                "patch 4, 4 stages)")
     p.add_argument("--mean", type=_floats, metavar="M[,M,M]",
                    help="per-channel input mean on the 0-1 scale, e.g. 0.4914,0.4822,0.4465 (default: the checkpoint's "
                         "own, from its metadata, preprocessor_config.json or timm pretrained_cfg, else ImageNet's)")

@@ -9,6 +9,8 @@ An engine turns a fitted quantization into a *runner*: a picklable callable that
   head's input after each invoke (``tsptq_tensor_data``).
 - ``faithful``: the float64 simulator with TFLite's rounding at the builtin ops (``tsptq.intmodel.faithful``).
 - ``float32``: the fake-quantized float32 simulator (``tsptq.quant.qvit``); also the FP32 reference and every A<8 method.
+  The FP32 reference of an architecture without a simulator graph (Swin, issue 19) is the torch model itself
+  (``FloatModelRunner``), its "class token" the final-norm features the head pools.
 
 Not every method has an integer model (A<8, distilled DeiT): ``resolve`` falls back c -> faithful -> float32 and
 each row says which engine measured it.
@@ -68,6 +70,33 @@ class SimulatorRunner:
             x = x.to(self.device)
             logits = faithful_logits(self.qm, x, hook).float() if self.faithful else self.qm(x, hook)
             return logits.cpu().numpy(), torch.cat(hook.cls).cpu().numpy()
+
+
+class FloatModelRunner:
+    """The float torch model itself, for models the simulator graph does not cover (Swin): (logits, the pooled
+    final-norm features the classifier reads)."""
+
+    engine = "float32"
+
+    def __init__(self, model, device: str = "cpu"):
+        self.model, self.device = model, device
+        self._moved = device == "cpu"
+
+    def __getstate__(self):
+        return {"model": self.model, "device": self.device}
+
+    def __setstate__(self, state):
+        self.__init__(state["model"], state["device"])
+
+    def __call__(self, x) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        if not self._moved:
+            self.model = self.model.to(self.device)
+            self._moved = True
+        with torch.no_grad():
+            feats = self.model.eval().forward_pooled(x.to(self.device))
+            return self.model.head.fc(feats).cpu().numpy(), feats.cpu().numpy()
 
 
 class CRunner:

@@ -20,11 +20,12 @@ from tsptq.evaluation import stats
 from tsptq.atomic import atomic_write, write_json_atomic  # noqa: F401 (write_json_atomic: re-exported)
 from tsptq.quant.observers import record
 from tsptq.evaluation.distributed import Cluster
-from tsptq.evaluation.engines import ENGINES, c_available, resolve
+from tsptq.evaluation.engines import ENGINES, FloatModelRunner, c_available, resolve
 from tsptq.errors import DataError, TsptqError
-from tsptq.quant.quantize import quantize
+from tsptq.quant.quantize import quantize, require_quantizable
 from tsptq.quant.qvit import Graph
 from tsptq.evaluation.shards import ShardPool, batch_grid
+from tsptq.model.swin import SwinTransformer
 from tsptq.model.vit import VisionTransformer
 
 
@@ -74,23 +75,25 @@ def default_batch_size(cfg) -> int:
     return 200 if cfg.img_size <= 64 else 32
 
 
-def evaluate(model: VisionTransformer, calib, eval_set, methods: list[str], bits: str = "W8A8",
+def evaluate(model: VisionTransformer | SwinTransformer, calib, eval_set, methods: list[str], bits: str = "W8A8",
              batch_size: int | None = None, progress: bool = True, labels_valid: bool = True, engine: str = "auto",
              workers: int = 1, cluster: Cluster | None = None, device: str = "cpu",
              timings: bool = True) -> Evaluation | None:
     """One row per method; 'fp32' is always measured first as the reference. ``engine``: see ``tsptq.evaluation.engines``
     (each row says which one measured it). ``workers``: processes on this machine; ``cluster``: this rank's place
     under torchrun (rank 0 calibrates and returns the Evaluation, the other ranks return None). ``timings``: put
-    wall-clock seconds in the rows (False for output that must be identical from run to run)."""
+    wall-clock seconds in the rows (False for output that must be identical from run to run). A Swin (issue 19)
+    takes ``fp32`` only, measured on the torch model itself; its "class token" is the pooled final-norm feature."""
     if len(eval_set) == 0:
         raise DataError("the evaluation set is empty")
     if engine not in ENGINES:
         raise TsptqError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    require_quantizable(model, methods)  # before anything runs: a Swin takes fp32 only
     cluster = cluster or Cluster(device=device)
     main = cluster.is_main
-    graph = Graph.from_model(model)
-    bs = batch_size or default_batch_size(graph.cfg)
-    if engine in ("auto", "c"):
+    graph = None if isinstance(model, SwinTransformer) else Graph.from_model(model)  # None: FP32 runs the torch model
+    bs = batch_size or default_batch_size(model.cfg)
+    if engine in ("auto", "c") and any(m != "fp32" for m in methods):  # FP32 runs no engine
         why = c_available()
         if why and engine == "c":
             raise TsptqError(f"--engine c: the C runtime cannot be built here: {why}")
@@ -107,13 +110,15 @@ def evaluate(model: VisionTransformer, calib, eval_set, methods: list[str], bits
     def make_runner(method):
         """Rank 0: calibrate, quantize and build the runner; (runner, note) go to every rank."""
         if method == "fp32":
+            if graph is None:
+                return FloatModelRunner(model, device), None
             return resolve(quantize(graph, calib, "fp32"), engine, device)[0], None
         if not recorded:
             recorded.append(record(graph, calib, progress=progress))
         fitted[method] = quantize(graph, recorded[0], method, bits, progress=progress)
         return resolve(fitted[method], engine, device)
 
-    with ShardPool(eval_set, graph.cfg, bs, workers, progress=progress and main) as pool:
+    with ShardPool(eval_set, model.cfg, bs, workers, progress=progress and main) as pool:
 
         def measure(method):
             t0 = time.perf_counter()

@@ -1,8 +1,10 @@
-"""Turn a user's model reference (checkpoint file, reference-model name or timm config name) into a VisionTransformer.
+"""Turn a user's model reference (checkpoint file, reference-model name or timm config name) into a VisionTransformer
+(or a SwinTransformer).
 
 Checkpoints are timm/DeiT state dicts (see :mod:`tsptq.model.vit` for the key layout) or Hugging Face ViT/DeiT/DINOv2
 ones (:mod:`tsptq.model.hf_layout`), as a file or a folder (``save_pretrained``'s, a hub snapshot); the architecture is
-read from the tensor shapes. Two things can't be seen in shapes:
+read from the tensor shapes. timm / Microsoft Swin state dicts are recognised by their keys and read by
+:mod:`tsptq.model.swin_layout` (float only: tsptq does not quantize Swin yet). Two things can't be seen in a ViT's shapes:
 
 * the number of heads: defaults to ``embed_dim // 64`` (timm's ViT/DeiT convention), pass ``heads`` otherwise;
 * the preprocessing: defaults to ImageNet mean/std with crop 0.875 (DeiT). timm's ``vit_*`` (augreg) checkpoints
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 from tsptq.errors import ModelError, some_of
+from tsptq.model import swin, swin_layout
 from tsptq.model.vit import NAMED_CONFIGS, ViTConfig, VisionTransformer, create_model
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -312,7 +315,7 @@ def weights_file(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | None = None,
-                    preprocess: dict | None = None) -> VisionTransformer:
+                    preprocess: dict | None = None) -> VisionTransformer | swin.SwinTransformer:
     """Build the model a checkpoint describes and load its weights exactly (no key may be missing or left over).
     ``preprocess`` (any of mean, std, crop_pct, interpolation) wins over what the checkpoint and its folder say."""
     from tsptq.model import hf_layout
@@ -329,14 +332,20 @@ def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | 
         heads, ln_eps = heads or meta["num_heads"], meta["ln_eps"]
     else:
         sd = load_state_dict(weights)
+    swin_masks = None  # not None: a Swin (the shapes of any attn_mask buffers it stored)
+    if not onnx_file and swin_layout.is_swin(sd):
+        sd, swin_masks = swin_layout.to_timm(sd, weights)
     stored = None if onnx_file else _stored_config(weights)
     if onnx_file:
         processor_file = weights.parent / "preprocessor_config.json"
         processor = hf_layout.read_json(processor_file)
         if processor:
             found, origin = hf_layout.preprocess_from_processor(processor, processor_file), processor_file
-    elif stored:  # our own checkpoints say what shapes cannot: heads and preprocessing
-        heads = heads or stored["num_heads"]
+    elif stored:  # our own checkpoints say what shapes cannot: heads (ViT), image size (Swin) and preprocessing
+        if swin_masks is None:
+            heads = heads or stored["num_heads"]
+        else:
+            img_size = img_size or stored.get("img_size")
         found, origin = {k: stored[k] for k in IMAGENET_PREPROCESS if k in stored}, weights
     elif hf_layout.is_hf_layout(sd):
         config = hf_layout.read_json(weights.parent / "config.json") or {}
@@ -364,12 +373,28 @@ def load_checkpoint(path: str | Path, heads: int | None = None, img_size: int | 
         if origin is None or not (found.keys() - (preprocess or {}).keys()):
             raise
         raise ModelError(f"{e} (read from {origin}; pass --mean/--std/--crop-pct/--interpolation to override)") from None
+    if swin_masks is not None:
+        return _load_swin(sd, swin_masks, heads, img_size, merged, in_chans, path)
     model = VisionTransformer(infer_config(sd, heads=heads, img_size=img_size, preprocess=merged, ln_eps=ln_eps))
     _load_strict(model, sd, path)
     if onnx_file:
         from tsptq.model.onnx_import import check_against_onnxruntime
 
         check_against_onnxruntime(model.eval(), weights)
+    return model.eval()
+
+
+def _load_swin(sd: dict[str, torch.Tensor], masks: dict, heads: int | None, img_size: int | None, preprocess: dict,
+               in_chans: int, source: object) -> swin.SwinTransformer:
+    if heads is not None:
+        raise ModelError("--heads does not apply to a Swin checkpoint: its heads per stage are read from the "
+                         "relative_position_bias_table shapes")
+    defaults = {k: getattr(swin.SwinConfig, k) for k in IMAGENET_PREPROCESS}  # timm's Swin cfg (crop 0.9)
+    cfg = swin_layout.infer_config(sd, img_size, check_preprocess({**defaults, **preprocess}, in_chans), masks=masks,
+                                   source=source)
+    model = swin.SwinTransformer(cfg)
+    swin_layout.check_stored_masks(model, masks, source)
+    _load_strict(model, sd, source)
     return model.eval()
 
 
@@ -397,7 +422,7 @@ def _stored_config(path: Path) -> dict | None:
     return json.loads(meta["tsptq_config"]) if "tsptq_config" in meta else None
 
 
-def _load_strict(model: VisionTransformer, sd: dict[str, torch.Tensor], source: object) -> None:
+def _load_strict(model: VisionTransformer | swin.SwinTransformer, sd: dict[str, torch.Tensor], source: object) -> None:
     # timm's extra modules at inference (fc_norm, norm_pre, q_norm/k_norm as Identity, head_drop) have no parameters,
     # so a timm ViT/DeiT state dict matches ours key for key: nothing needs dropping.
     expected = model.state_dict()
@@ -414,7 +439,9 @@ def _load_strict(model: VisionTransformer, sd: dict[str, torch.Tensor], source: 
     model.load_state_dict(sd, strict=True)
 
 
-def _describe(cfg: ViTConfig) -> str:
+def _describe(cfg: ViTConfig | swin.SwinConfig) -> str:
+    if isinstance(cfg, swin.SwinConfig):
+        return cfg.describe()
     return (f"ViT (img {cfg.img_size}, patch {cfg.patch_size}, dim {cfg.embed_dim}, depth {cfg.depth}, "
             f"{cfg.num_heads} heads, {cfg.num_classes} classes{', distilled' if cfg.dist_token else ''}"
             f"{', head on class token + patch mean' if cfg.global_pool == 'token+avg' else ''})")
@@ -423,7 +450,8 @@ def _describe(cfg: ViTConfig) -> str:
 
 
 def resolve_model(name: str | None, checkpoint: str | Path | None = None, heads: int | None = None,
-                  img_size: int | None = None, seed: int = 0, preprocess: dict | None = None) -> VisionTransformer:
+                  img_size: int | None = None, seed: int = 0, preprocess: dict | None = None
+                  ) -> VisionTransformer | swin.SwinTransformer:
     """A checkpoint file if given, else a reference model (trained weights), else a timm config (random weights).
     ``preprocess`` (any of mean, std, crop_pct, interpolation) replaces the model's own preprocessing."""
     if checkpoint is not None:
@@ -434,7 +462,8 @@ def resolve_model(name: str | None, checkpoint: str | Path | None = None, heads:
     return model
 
 
-def _named_model(name: str | None, heads: int | None, img_size: int | None, seed: int) -> VisionTransformer:
+def _named_model(name: str | None, heads: int | None, img_size: int | None, seed: int
+                 ) -> VisionTransformer | swin.SwinTransformer:
     from tsptq.model import zoo  # lazy: pulls in the data set code
 
     if name in zoo.REFERENCE_MODELS:
@@ -450,6 +479,12 @@ def _named_model(name: str | None, heads: int | None, img_size: int | None, seed
         with torch.random.fork_rng(devices=[]):  # deterministic weights without disturbing the caller's RNG
             torch.manual_seed(seed)
             return create_model(name, **overrides).eval()
-    known = ", ".join(sorted(zoo.REFERENCE_MODELS) + sorted(NAMED_CONFIGS))
+    if name in swin.NAMED_CONFIGS:
+        if heads:
+            raise ModelError(f"{name}: --heads does not apply to a Swin (its heads per stage are part of the config)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return swin.create_model(name, **({"img_size": img_size} if img_size else {})).eval()
+    known = ", ".join(sorted(zoo.REFERENCE_MODELS) + sorted(NAMED_CONFIGS) + sorted(swin.NAMED_CONFIGS))
     what = f"unknown model {name!r}" if name else "no model given"
     raise ModelError(f"{what}; known names: {known} (or pass a checkpoint file)")

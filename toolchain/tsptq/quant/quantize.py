@@ -15,6 +15,8 @@ from tsptq.quant import block_select
 
 from tsptq.quant import search
 from tsptq.data.datasets import ImageSet
+from tsptq.errors import QuantizationError
+from tsptq.model.swin import SwinTransformer
 from tsptq.quant.observers import Calibration, record
 from tsptq.quant.methods import Method, get_method, parse_bits
 from tsptq.quant.quantizers import ChannelPow2, Quantizer, Uniform, max_two_scale_ratio
@@ -26,10 +28,21 @@ SEARCH_IMAGES = 8  # post-Softmax: attn x V error over this many images
 SEARCH_ROWS = 2048  # residual, LayerNorm-output and branch codes: scored over this many tokens
 SEARCH_ROWS_GELU = 1024  # post-GELU: fc2 output error over this many tokens (the costliest score)
 
+SWIN_NOT_QUANTIZED = "Swin quantization is not supported yet (issue 19): only --methods fp32 (tsptq eval)"
+
+
+def require_quantizable(model, methods: list[str]) -> None:
+    """Refuse, before any work, the methods a model's architecture has no quantization for: every method of the
+    simulator graph (``qvit.run``) is written for the ViT, so a Swin takes none but ``fp32`` (float evaluation)."""
+    if isinstance(model, SwinTransformer) and (quantized := [m for m in methods if m != "fp32"]):
+        raise QuantizationError(f"{SWIN_NOT_QUANTIZED}; asked for {', '.join(quantized)}")
+
 
 def quantize(model: VisionTransformer | Graph, calib: ImageSet | Calibration, method: str, bits: str = "W8A8",
              batch_size: int = 16, progress: bool = True) -> QuantizedViT:
     """Fit ``method``'s codes on the calibration images (or on tensors already recorded from them)."""
+    if isinstance(model, SwinTransformer):  # not even fp32: the result is a ViT simulator
+        raise QuantizationError(f"{SWIN_NOT_QUANTIZED}; asked for {method}")
     graph = model if isinstance(model, Graph) else Graph.from_model(model)
     spec = get_method(method)
     w_bits, a_bits = parse_bits(bits)
