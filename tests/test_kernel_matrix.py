@@ -3,7 +3,8 @@ runtime, byte for byte against the Python integer model.
 
 The cases are declared once, from exported models rather than from kernel signatures: each exported tiny ViT (one per
 method, so every code kind appears) is cut after the first op of each (op kind, code kinds) pair, so that op's
-output is the cut model's output; RELU, which no model uses yet, comes from tests/test_op_table.py. A new op in
+output is the cut model's output; TSPTQ_TOKEN_MEAN comes from a tiny ViT whose head reads the patch-token mean; RELU,
+which no model uses yet, from tests/test_op_table.py. A new op in
 ``tsptq.intmodel.ops.OPS`` without a case fails ``test_every_op_has_a_case``.
 
 Builds: the x86 variants in process (ctypes); the Arm SIMD paths (NEON on AArch64, the DSP extension's SMLAD on
@@ -55,6 +56,13 @@ def cases() -> dict[str, tuple[bytes, np.ndarray]]:
             name = f"{op.kind}[{kinds}]" if kinds else op.kind
             if name not in out:
                 out[name] = (to_tflite(_cut(im, k)), x)
+    # the head on [class token, patch-token mean]: TSPTQ_TOKEN_MEAN on a channel code (tsptq) and a per-tensor one
+    cfg, graph, cal, imgs = tiny_vit(16, global_pool="token+avg")
+    for method in ("tsptq", "minmax"):
+        im = lower(quantize(graph, cal, method, progress=False))
+        x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+        k = next(k for k, op in enumerate(im.ops) if op.kind == "TSPTQ_TOKEN_MEAN")
+        out[f"TSPTQ_TOKEN_MEAN[{method}]"] = (to_tflite(_cut(im, k)), x)
     for case in ("4d_down", "4d_up", "2d_out_zp_-128"):
         rank, s_in, z_in, s_out, z_out = RELU_CASES[case]
         out[f"RELU[{case}]"] = (to_tflite(relu_model(rank, qp(s_in, z_in), qp(s_out, z_out))), relu_inputs())

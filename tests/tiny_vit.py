@@ -10,11 +10,13 @@ from tsptq.quant.qvit import Graph
 from tsptq.model.vit import ViTConfig, VisionTransformer
 
 
-def tiny_vit(n_images: int):
-    """(config, graph, calibration record, the random images it was calibrated on), seeded."""
+def tiny_vit(n_images: int, global_pool: str = "token"):
+    """(config, graph, calibration record, the random images it was calibrated on), seeded. ``global_pool``: what
+    the head reads (``token+avg``: the class token and the patch-token mean, TSPTQ_TOKEN_MEAN in the file)."""
     torch.manual_seed(0)
     cfg = ViTConfig(img_size=8, patch_size=4, in_chans=3, num_classes=3, embed_dim=16, depth=1, num_heads=2,
-                    mlp_hidden=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+                    mlp_hidden=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0,
+                    global_pool=global_pool)
     graph = Graph.from_model(VisionTransformer(cfg).eval())
     rng = np.random.default_rng(0)
     imgs = datasets.ImageSet(rng.integers(0, 256, (n_images, 8, 8, 3), dtype=np.uint8), np.zeros(n_images, np.int64),
