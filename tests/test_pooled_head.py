@@ -72,7 +72,7 @@ def test_token_mean_rounds_half_away_from_zero_around_the_zero_point():
 
 
 @pytest.mark.parametrize("method", ["minmax", "tsptq"])
-def test_the_integer_model_runs_byte_for_byte_everywhere(pooled, method):
+def test_the_integer_model_runs_byte_for_byte_everywhere(pooled, method, tmp_path):
     """minmax: the norm's per-tensor code, a builtin FULLY_CONNECTED head; tsptq: its channel code (O-2SF), read by
     TSPTQ_FC_2S through a (1, 2D) row whose scales are the norm's twice."""
     _, graph, cal, x = pooled
@@ -105,21 +105,12 @@ def test_the_integer_model_runs_byte_for_byte_everywhere(pooled, method):
     np.testing.assert_array_equal(cls, want)
     np.testing.assert_array_equal(logits, im.dequantize_output(ref))
     litert = pytest.importorskip("ai_edge_litert.interpreter")
-    path = f"/tmp/tsptq-pooled-{method}-{id(data)}.tflite"
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-        it = make_interpreter(path, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-        i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-        got = []
-        for k in range(len(xi)):
-            it.set_tensor(i, xi[k:k + 1])
-            it.invoke()
-            got.append(it.get_tensor(o).copy())
-        np.testing.assert_array_equal(np.concatenate(got), ref)
-    finally:
-        import os
-        os.unlink(path)
+    path = tmp_path / f"pooled-{method}.tflite"
+    path.write_bytes(data)
+    from test_litert_delegate import _run
+
+    it = make_interpreter(path, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    np.testing.assert_array_equal(_run(it, xi), ref)  # LiteRT's reference kernels + the delegate
 
 
 def _mean_model(y_q, y_shape=(1, 1, 3), first=1) -> IntModel:
