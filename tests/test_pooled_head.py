@@ -86,9 +86,23 @@ def test_the_integer_model_runs_byte_for_byte_everywhere(pooled, method, tmp_pat
     xi = im.quantize_input(x.numpy())
     ref = im.run(xi)
     np.testing.assert_array_equal(back.run(xi), ref)
-    # the integer model is the simulator's model: the same top class on most images, logits a few codes apart
-    sim = qm(x).numpy()
-    assert np.mean(im.dequantize_output(ref).argmax(1) == sim.argmax(1)) >= 0.9
+    # the head's input row: the class token, then the mean of tokens 1.. (not 0..) of the norm's codes
+    out, values = im.run(xi, keep=True)
+    norm = im.tensor("norm")
+    codes = values[im.tensors.index(norm)]
+    row = values[im.ops[-1].inputs[0]]
+    np.testing.assert_array_equal(row[:, :16], codes[:, 0])
+    np.testing.assert_array_equal(row[:, 16:], K.token_mean(codes, 1, norm.zp)[:, 0])
+    assert not np.array_equal(K.token_mean(codes, 1, norm.zp), K.token_mean(codes, 0, norm.zp))
+    # the faithful simulator runs the same kernel: the same logits, given the file's input codes
+    from tsptq.intmodel.faithful import faithful_logits
+
+    x_codes = torch.from_numpy(im.quantize_input(x.numpy()).astype(np.float32)).permute(0, 3, 1, 2)
+    x_in = (x_codes - float(im.input.quant.zero_point[0])) * float(im.input.quant.scale[0])
+    faithful = faithful_logits(qm, x_in).numpy()
+    np.testing.assert_array_equal(qm.acts["head"].encode(torch.from_numpy(faithful)).numpy(), ref.astype(np.int32))
+    # and the float32 simulator is the same model up to rounding: the same top class on most images
+    assert np.mean(im.dequantize_output(ref).argmax(1) == qm(x).numpy().argmax(1)) >= 0.9
     if not have_compiler():
         pytest.skip("no C compiler (set CC or install gcc)")
     from tsptq.runtime.c_binding import CModel
@@ -99,8 +113,6 @@ def test_the_integer_model_runs_byte_for_byte_everywhere(pooled, method, tmp_pat
     from tsptq.evaluation.engines import CRunner
 
     logits, cls = CRunner(data)(x)
-    _, values = im.run(xi, keep=True)
-    norm = im.tensor("norm")
     want = (values[im.tensors.index(norm)][:, 0].astype(np.float32) - norm.zp) * norm.quant.scale.astype(np.float32)
     np.testing.assert_array_equal(cls, want)
     np.testing.assert_array_equal(logits, im.dequantize_output(ref))

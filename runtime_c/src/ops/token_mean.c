@@ -47,11 +47,11 @@ static int token_mean_prepare(tq_op_ctx *ctx) {
                x->shape[1], TQ_TOKEN_MEAN_MAX_TOKENS);
     if (!x->has_quant || x->n_scales != y->n_scales || x->zero_point != y->zero_point ||
         x->quant_axis != y->quant_axis)
-        TQ_BADQ(ctx, "op %u (TSPTQ_TOKEN_MEAN): output must have the quantization of the input (the mean keeps the "
+        TQ_BAD(ctx, "op %u (TSPTQ_TOKEN_MEAN): output must have the quantization of the input (the mean keeps the "
                      "input's code)", ctx->k);
     for (i = 0; i < x->n_scales; i++)
         if (tq_scale(x, i) != tq_scale(y, i))
-            TQ_BADQ(ctx, "op %u (TSPTQ_TOKEN_MEAN): output must have the quantization of the input (the mean keeps "
+            TQ_BAD(ctx, "op %u (TSPTQ_TOKEN_MEAN): output must have the quantization of the input (the mean keeps "
                          "the input's code)", ctx->k);
     return 1;
 }

@@ -165,8 +165,9 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
         if cfg.global_pool not in GLOBAL_POOLS:
             raise ValueError(f"global_pool must be one of {', '.join(GLOBAL_POOLS)}, got {cfg.global_pool!r}")
-        if cfg.global_pool != "token" and cfg.dist_token:
-            raise ValueError("a distilled model (two heads) reads the class and distillation tokens: global_pool 'token'")
+        if cfg.global_pool != "token" and (cfg.dist_token or not cfg.num_classes):
+            raise ValueError("global_pool 'token+avg' needs one head (a distilled model reads the class and "
+                             "distillation tokens; a headless model outputs the class token): use 'token'")
         self.head = nn.Linear(cfg.head_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.head_dist = nn.Linear(D, cfg.num_classes) if cfg.dist_token and cfg.num_classes else None
         self._init_weights()
