@@ -2,12 +2,15 @@
 
     python benchmarks/latency.py                          # cifar10-vit, deit_tiny_patch16_224, dinov2-s14
     python benchmarks/latency.py --only cifar10-vit --repeats 50
+    python benchmarks/latency.py --only cifar10-vit --c-variant avx512vnni  # + that C build, same run
 
-For each model: the tsptq C runtime on the tsptq W8A8 file (the runtime is built for the host, -O2, its SIMD path
-on), LiteRT 2.3.0 with XNNPACK on the stock full-integer int8 conversion (PyTorch -> ONNX -> onnx2tf), ONNX Runtime
-on a static int8 quantization (QDQ, per-channel weights) of the same ONNX export, and torch FP32. Every runtime gets
-one thread and the same image; the first runs are warm-up. Ratios are to LiteRT int8, measured in the same run.
-Results go to benchmarks/results/latency-<model>.json and into docs/benchmarks.md (via benchmarks/report.py).
+For each model: the tsptq C runtime on the tsptq W8A8 file (the runtime is built for the host, -O2, its fastest
+SIMD path: c_binding.default_variant, e.g. amx; --c-variant adds rows for other builds of it, timed in turn with the
+host build, run by run), LiteRT 2.3.0 with XNNPACK on the stock full-integer int8 conversion (PyTorch -> ONNX ->
+onnx2tf), ONNX Runtime on a static int8 quantization (QDQ, per-channel weights) of the same ONNX export, and torch
+FP32. Every runtime gets one thread and the same image; the first runs are warm-up. Ratios are to LiteRT int8,
+measured in the same run. Results go to benchmarks/results/latency-<model>.json and into docs/benchmarks.md (via
+benchmarks/report.py).
 """
 from __future__ import annotations
 
@@ -59,10 +62,24 @@ def calibration(name: str, model, n: int = 32):
     return calib, test.images[:1]
 
 
-def bench_model(name: str, repeats: int) -> dict:
+def median_ms_interleaved(fns: dict, repeats: int, warmup: int = 3) -> dict:
+    """median_ms of several functions, run in turn (one run of each per round): the same load for all of them."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: (statistics.median(t), float(np.percentile(t, 90))) for k, t in times.items()}
+
+
+def bench_model(name: str, repeats: int, c_variants: list[str] | None = None) -> dict:
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
-    from tsptq.runtime.c_binding import CModel, profile
+    from tsptq.runtime.c_binding import CModel, default_variant, profile
     from tsptq.tflite.writer import to_tflite
 
     torch.set_num_threads(1)
@@ -74,8 +91,18 @@ def bench_model(name: str, repeats: int) -> dict:
     im = lower(quantize(model, calib, "tsptq", progress=False))
     cm = CModel(to_tflite(im), name=f"{name} tsptq")
     xq = im.quantize_input(x_float.numpy())
-    med, p90 = median_ms(lambda: cm.run(xq), repeats)
+    others = {v: CModel(to_tflite(im), name=f"{name} tsptq {v}", variant=v) for v in c_variants or []}
+    for v, other in others.items():
+        if not np.array_equal(other.run(xq), cm.run(xq)):
+            raise SystemExit(f"the {v} build of the C runtime gives other bytes than the host build on {name}")
+    fns = {"": lambda: cm.run(xq), **{v: (lambda m=m: m.run(xq)) for v, m in others.items()}}
+    timed = median_ms_interleaved(fns, repeats)
+    med, p90 = timed[""]
     rows.append({"runtime": "tsptq C runtime (tsptq W8A8)", "median_ms": med, "p90_ms": p90})
+    for v in others:
+        med, p90 = timed[v]
+        rows.append({"runtime": f"tsptq C runtime (tsptq W8A8), {v} build", "median_ms": med, "p90_ms": p90})
+    info["c_variant"] = os.environ.get("TSPTQ_C_VARIANT") or default_variant()
     info["c_profile"] = profile(cm, xq, repeats)
     info["c_arena_bytes"] = cm.arena_size
     info["c_weight_bytes"] = int(sum(t.nbytes for t in im.tensors if t.data is not None))
@@ -163,13 +190,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=list(MODELS))
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--c-variant", action="append", default=[],
+                    help="also time this build of the C runtime (tsptq.runtime.c_build.VARIANTS), in the same run")
     args = ap.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(),
              "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or 'cpu'}"}
     for name in args.only or MODELS:
         print(f"[latency] {name}", file=sys.stderr)
-        write_json_atomic(RESULTS / f"latency-{name}.json", {**bench_model(name, args.repeats), **stamp})
+        result = bench_model(name, args.repeats, args.c_variant)
+        write_json_atomic(RESULTS / f"latency-{name}.json", {**result, **stamp})
     return report.main([])
 
 

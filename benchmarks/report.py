@@ -249,7 +249,9 @@ def render_latency(results: dict) -> list[str]:
             continue
         out += [f"## Latency: {name}", "",
                 f"Batch 1, one thread, median (and p90) of {r['repeats']} runs on one image after warm-up; measured "
-                f"{r['date']} ({r['machine']}). Ratio = median / LiteRT int8 median in the same run. C runtime arena "
+                f"{r['date']} ({r['machine']}). Ratio = median / LiteRT int8 median in the same run. "
+                + (f"The C runtime is its `{r['c_variant']}` build (the host's default). " if r.get("c_variant") else "")
+                + "C runtime arena "
                 f"{r.get('c_arena_bytes', 0):,} bytes, weights {r.get('c_weight_bytes', 0):,} bytes"
                 + (f"; stock int8 file {r['stock_weight_bytes']:,} bytes." if r.get("stock_weight_bytes") else ".")
                 + (f" Stock path failed: {r['stock_error']}" if r.get("stock_error") else ""), "",

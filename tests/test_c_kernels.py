@@ -2,10 +2,11 @@
 
 A test-backend-ops style matrix: every kernel, random shapes and random quantization parameters made the way
 tsptq.intmodel.lower makes them, edge cases (extreme zero points, multipliers > 1, saturation, D = 1, one row, sizes that
-leave SIMD tails), for every build variant: ``reference`` (portable C), ``avx2`` (when the CPU has it) and
-``avx512vnni`` (skipped when the CPU lacks AVX-512 VNNI) in this process, and ``sanitize`` / ``sanitize-avx2`` /
-``sanitize-avx512vnni`` (ASan + UBSan, aborting on any report) in a child Python that LD_PRELOADs the ASan runtime
-(this file run as a script). Every output must be 100% equal.
+leave SIMD tails), for every build variant: ``reference`` (portable C), ``avx2`` (when the CPU has it),
+``avx512vnni`` (skipped when the CPU lacks AVX-512 VNNI) and ``amx`` (skipped unless the CPU has AMX-INT8 and Linux
+grants the tile state) in this process, and ``sanitize`` / ``sanitize-avx2`` / ``sanitize-avx512vnni`` /
+``sanitize-amx`` (ASan + UBSan, aborting on any report) in a child Python that LD_PRELOADs the ASan runtime (this
+file run as a script). Every output must be 100% equal.
 """
 from __future__ import annotations
 
@@ -460,23 +461,31 @@ def build(variant: str) -> Path:
     return c_build.build_library(variant, sources=kernel_sources())
 
 
-VNNI_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+VNNI_CPU_FLAGS = c_build.AVX512VNNI_CPU_FLAGS
 
 
 def has_vnni() -> bool:
-    return all(c_build.cpu_has(f) for f in VNNI_CPU_FLAGS)
+    return c_build.have_avx512vnni()
+
+
+def has_amx() -> bool:
+    return c_build.amx_usable()[0]
 
 
 def _variants():
     out = ["reference"]
     if c_build.cpu_has("avx2"):
         out.append("avx2")
-    return out + ["avx512vnni"]  # skipped below when the CPU lacks it
+    return out + ["avx512vnni", "amx"]  # skipped below when the CPU lacks them
 
 
 def skip_unless_runnable(variant: str) -> None:
     if variant.endswith("avx512vnni") and not has_vnni():
         pytest.skip(f"the CPU lacks AVX-512 VNNI ({', '.join(VNNI_CPU_FLAGS)})")
+    if variant.endswith("amx"):
+        ok, why = c_build.amx_usable()
+        if not ok:  # the amx build would only run its AVX-512 VNNI code, tested above
+            pytest.skip(f"no AMX here: {why}")
 
 
 @pytest.fixture(scope="module", params=_variants())
@@ -501,7 +510,8 @@ def test_avx2_vs_reference_on_large_fc():
     bias = arr(rng.integers(-(2**16), 2**16, 1152), np.int32)
     mult, shift = (arr(v, np.int32) for v in K.builtin_multipliers(0.02, log_uniform(rng, -3, -2, 1152), 0.5))
     want = K.fully_connected(x, 3, w, bias, mult.astype(np.int64), shift.astype(np.int64), -5, True)
-    for variant in ("reference", "avx2") + (("avx512vnni",) if has_vnni() else ()):
+    variants = ["reference", "avx2"] + (["avx512vnni"] if has_vnni() else []) + (["amx"] if has_amx() else [])
+    for variant in variants:
         y = np.empty((197, 1152), np.int8)
         load(build(variant)).tq_fully_connected(ptr(x), 197, 384, 3, ptr(w), 1152, ptr(bias),
                                                                 ptr(mult), ptr(shift), 1152, 1, -5, ptr(y))
@@ -512,7 +522,7 @@ def _sanitized_variants():
     out = ["sanitize"]
     if c_build.cpu_has("avx2"):
         out.append("sanitize-avx2")
-    return out + ["sanitize-avx512vnni"]
+    return out + ["sanitize-avx512vnni", "sanitize-amx"]
 
 
 @pytest.mark.slow
@@ -655,6 +665,145 @@ def test_arm_simd_matches_reference(tmp_path, path):
                    capture_output=True)
     proc = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "0 mismatches" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+# --- AMX: the amx build against the reference build of the same kernels, on shapes that stress the tiles ------------
+
+AMX_DRIVER = r"""
+/* The amx build against the reference build (renamed ref_*), linked into one program: random shapes with K not a
+ * multiple of 64, N not a multiple of 16 or 32, M tails, B small enough to be packed in one panel and too large for
+ * that (read in place, its last rows from the tail copy), every input code of FC_2S; requantization parameters both
+ * in and out of the short forms' ranges. Prints whether the tiles were used. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include "kernels.h"
+
+int tq_amx_ready(void);
+#define DECL(prefix) \
+void prefix##conv2d_patches(const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *); \
+void prefix##fully_connected(const int8_t *, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int, int32_t, int8_t *); \
+void prefix##batch_matmul(const int8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *); \
+void prefix##fc_2s(const uint8_t *, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *, int32_t *); \
+void prefix##bmm_2s(const uint8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *, int32_t *);
+DECL(ref_)
+
+static uint64_t s = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)(s >> 11); }
+static int32_t ri(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+static int32_t pick(const int32_t *v, int n) { return v[rnd() % (uint32_t)n]; }
+
+#define MAXB (1 << 20)
+static int8_t X[MAXB], W[MAXB], Y1[MAXB], Y2[MAXB];
+static int32_t BIAS[4096], MUL[4096], SH[4096], SC[4096];
+static int8_t INS[4096];
+static const int32_t KS[] = {1, 3, 4, 60, 63, 64, 65, 100, 127, 128, 129, 191, 257, 384, 588, 1000, 1536, 2047, 2048};
+static const int32_t NS[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 63, 65, 100, 129, 384, 385};
+static const int32_t MS[] = {8, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 97, 129, 257};
+
+static int cmp(const char *what, long n, int t, int32_t M, int32_t K, int32_t N) {
+    if (memcmp(Y1, Y2, (size_t)n)) {
+        printf("MISMATCH %s case %d M=%d K=%d N=%d\n", what, t, M, K, N);
+        return 1;
+    }
+    return 0;
+}
+
+/* largest shift s with K * 255 * 128 << s within the int32 accumulator */
+static int32_t max_shift(int32_t K) {
+    int32_t sh = 0;
+    while (sh < 7 && (int64_t)K * 255 * 128 << (sh + 1) <= 2147483647) sh++;
+    return sh;
+}
+
+int main(int argc, char **argv) {
+    int rounds = argc > 1 ? atoi(argv[1]) : 200, t, i, bad = 0;
+    for (t = 0; t < rounds; t++) {
+        int32_t M = pick(MS, sizeof MS / 4), K = pick(KS, sizeof KS / 4), N = pick(NS, sizeof NS / 4);
+        int32_t zp = ri(-128, 127), oz = ri(-128, 127), per = ri(0, 1), m = ri(0, 3), sf = ri(0, 1);
+        int32_t kind = ri(0, 3), big_bias = ri(0, 4) == 0, neg_shift = ri(-3, 1);
+        const int32_t *bias = ri(0, 4) ? BIAS : NULL;
+        while ((long)M * K > MAXB || (long)N * K > MAXB || (long)M * N > MAXB) M = (M + 1) / 2, N = (N + 1) / 2;
+        for (i = 0; i < M * K; i++) X[i] = (int8_t)rnd();
+        for (i = 0; i < N * K; i++) W[i] = (int8_t)rnd();
+        for (i = 0; i < N; i++) {
+            BIAS[i] = big_bias ? (int32_t)rnd() * 2 : ri(-100000, 100000);
+            MUL[i] = ri(0, 9) ? ri(1 << 30, 2147483647) : ri(0, 1 << 20);
+            SH[i] = ri(0, 5) ? ri(-20, -1) : ri(-2, 2);
+        }
+        for (i = 0; i < K; i++) INS[i] = (int8_t)(ri(0, 3) ? 0 : ri(0, max_shift(K)));
+        if (kind == 1) { /* channel_pow2: keep the accumulator in range */
+            int64_t sum = 0;
+            for (i = 0; i < K; i++) sum += (int64_t)255 * 128 << INS[i];
+            if (sum > 2147483647) memset(INS, 0, (size_t)K);
+        }
+        if ((int64_t)K * (127 << m) * 128 > 2147483647) m = 0;
+        tq_fully_connected(X, M, K, zp, W, N, bias, MUL, SH, per ? N : 1, per, oz, Y1);
+        ref_fully_connected(X, M, K, zp, W, N, bias, MUL, SH, per ? N : 1, per, oz, Y2);
+        bad += cmp("fully_connected", (long)M * N, t, M, K, N);
+        tq_fc_2s((const uint8_t *)X, M, K, kind, zp, INS, 8, m, sf, MUL[0], neg_shift, W, N, BIAS, MUL, SH, oz, Y1, SC);
+        ref_fc_2s((const uint8_t *)X, M, K, kind, zp, INS, 8, m, sf, MUL[0], neg_shift, W, N, BIAS, MUL, SH, oz, Y2, SC);
+        bad += cmp(kind == 0 ? "fc_2s uniform" : kind == 1 ? "fc_2s channel_pow2" : kind == 2 ? "fc_2s two_scale"
+                   : "fc_2s sign_split", (long)M * N, t, M, K, N);
+        {   /* batch matmul: a (B, M, K) x b (B, K, N) or (B, N, K) */
+            int32_t B = ri(1, 3), adj = ri(0, 1);
+            while ((long)B * M * K > MAXB || (long)B * N * K > MAXB || (long)B * M * N > MAXB) B = 1, M = (M + 1) / 2;
+            for (i = 0; i < B * N * K; i++) W[i] = (int8_t)rnd();
+            tq_batch_matmul(X, W, B, M, K, N, adj, zp, oz, MUL[0], SH[0], oz, Y1);
+            ref_batch_matmul(X, W, B, M, K, N, adj, zp, oz, MUL[0], SH[0], oz, Y2);
+            bad += cmp(adj ? "batch_matmul adj_y" : "batch_matmul", (long)B * M * N, t, M, K, N);
+        }
+        {   /* attention x V, two-scale probabilities: a (B, K, K) codes, v (B, K, N) */
+            int32_t B = ri(1, 2), m2 = ri(0, 3);
+            while ((long)B * K * K > MAXB) K = (K + 1) / 2;
+            while ((int64_t)K * (127 << m2) * 255 > 2147483647) m2--;
+            for (i = 0; i < B * K * K; i++) X[i] = (int8_t)rnd();
+            for (i = 0; i < B * K * N && i < MAXB; i++) W[i] = (int8_t)rnd();
+            if ((long)B * K * N <= MAXB) {
+                tq_bmm_2s((const uint8_t *)X, W, B, K, N, TQ_TWO_SCALE, 8, m2, sf, 10, zp, MUL[0], SH[0], oz, Y1, SC);
+                ref_bmm_2s((const uint8_t *)X, W, B, K, N, TQ_TWO_SCALE, 8, m2, sf, 10, zp, MUL[0], SH[0], oz, Y2, SC);
+                bad += cmp("bmm_2s", (long)B * K * N, t, K, K, N);
+            }
+        }
+        {   /* patches: p x p x C runs of K = p * p * C */
+            int32_t p = ri(1, 14), C = ri(1, 4), O = pick(NS, sizeof NS / 4), H = p * ri(4, 8), Wd = p * ri(4, 8);
+            for (i = 0; i < H * Wd * C; i++) X[i] = (int8_t)rnd();
+            for (i = 0; i < O * p * p * C; i++) W[i] = (int8_t)rnd();
+            tq_conv2d_patches(X, 1, H, Wd, C, zp, W, O, p, BIAS, MUL, SH, oz, Y1);
+            ref_conv2d_patches(X, 1, H, Wd, C, zp, W, O, p, BIAS, MUL, SH, oz, Y2);
+            bad += cmp("conv2d_patches", (long)(H / p) * (Wd / p) * O, t, (H / p) * (Wd / p), p * p * C, O);
+        }
+    }
+    printf("amx=%d %d rounds, %d mismatches\n", tq_amx_ready(), rounds, bad);
+    return bad != 0;
+}
+"""
+
+
+def test_amx_matches_reference_on_odd_shapes(tmp_path):
+    """The AMX paths (both drivers of amx.h, FC_2S's channel_pow2 planes) give the reference path's bytes on shapes
+    with every tail: the amx build and a reference build with renamed kernels linked into one native program."""
+    ok, why = c_build.amx_usable()
+    if not ok:
+        pytest.skip(f"no AMX here: {why}")
+    cc = c_build.compiler()
+    src = c_build.RUNTIME_DIR / "src"
+    sources = [str(c_build.RUNTIME_DIR / p) for p in kernel_sources()]
+    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(src)]
+    rename = [f"-Dtq_{k}=ref_{k}" for k in KERNEL_NAMES]
+    objs = []
+    for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), ("amx", c_build.VARIANTS["amx"])):
+        d = tmp_path / sub
+        d.mkdir()
+        subprocess.run([cc, *flags, *extra, "-c", *sources], cwd=d, check=True, capture_output=True)
+        objs += sorted(str(p) for p in d.glob("*.o"))
+    (tmp_path / "driver.c").write_text(AMX_DRIVER)
+    exe = tmp_path / "drv"
+    subprocess.run([cc, *flags, "-include", "stdlib.h", str(tmp_path / "driver.c"), *objs, "-o", str(exe), "-lm"],
+                   check=True, capture_output=True)
+    proc = subprocess.run([str(exe), "120"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "amx=1" in proc.stdout and " 0 mismatches" in proc.stdout, \
+        proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 if __name__ == "__main__":  # the sanitized child: python test_c_kernels.py LIB [SCALE]

@@ -102,29 +102,63 @@ static inline int tqv_shifts_ok(const int32_t *shift, int32_t n) {
 
 /* The accumulators are split into even and odd lanes (each in the low dword of a qword), so vpmuldq multiplies them by
  * the int32 multipliers into exact int64 products without widening; the bias enters as the precomputed product
- * bias * M ((acc + bias) * M modulo 2^64, as the scalar code computes it). */
+ * bias * M ((acc + bias) * M modulo 2^64, as the scalar code computes it).
+ *
+ * Short forms (`fast`), taken when every lane in use has parameters in their range (a requantization multiplier
+ * below 1, the usual case), each equal to the scalar function there; p = (acc + bias) * M:
+ *   REQUANT1, shift <= -1 (e = 31 - shift >= 32), |bias| <= 2^30:
+ *     rdbpot64(p, e) = floor((p + 2^(e-1) - [p < 0]) / 2^e) (x / 2^e rounded half away from zero: the rem > thr form
+ *     of tq_rdbpot64 as one sum); |acc + bias| < 1.5 * 2^31 and M < 2^31 keep the sum below 2^63, and flooring by 2^e
+ *     is the high dword floored by 2^(e - 32), below 1.5 * 2^30 in size (so + zp cannot wrap before the saturating
+ *     narrowing);
+ *   MBQM1, shift <= -1 (total = 31 - shift >= 32): (p + 2^(total-1)) >> total (modulo 2^64, as tq_mbqm1) is the high
+ *     dword of that sum shifted right by total - 32, any int32 (so + zp saturates in 16 bits);
+ *   MBQM, shift <= 0 and M >= 0: no left shift, and SRDHM(a, M) = trunc((p + nudge) / 2^31) = floor((p + 2^30) / 2^31)
+ *     (for p < 0, truncating is flooring after adding 2^31 - 1, and 1 - 2^30 + 2^31 - 1 = 2^30; |p| < 2^63 - 2^32,
+ *     so the sum does not wrap; M >= 0 rules out the saturating case), then tq_rdbpot64 as before. */
 typedef struct {
     int how;              /* TQV_REQUANT1, TQV_MBQM, TQV_MBQM1 */
     int sat;              /* MBQM with a multiplier INT32_MIN (SRDHM's saturating case): the lane-by-lane path */
+    int fast;             /* the short form of `how` (above) */
     __m512i bias, mult, shift; /* as given (int32 lanes), for the saturating case */
     __m512i m[2], bm[2];  /* even / odd lanes: the multiplier, bias * multiplier */
     __m512i left[2];      /* MBQM: the left shift */
     __m512i e[2], mask[2], half[2]; /* the rounding right shift e, 2^e - 1, (2^e - 1) >> 1; MBQM1: e and 2^(e-1) */
+    __m512i round[2];     /* fast REQUANT1, MBQM1: 2^(e-1); fast MBQM: 2^30 */
+    __m512i k32;          /* fast REQUANT1, MBQM1: e - 32, as int32 lanes */
     __m512i zp;
+    __m512i zp32;         /* as int32 lanes */
+    __m256i zp16;         /* as int16 lanes */
 } tqv_rq16;
 
 static inline __m512i tqv_even64(__m512i v) { return _mm512_srai_epi64(_mm512_slli_epi64(v, 32), 32); }
 static inline __m512i tqv_odd64(__m512i v) { return _mm512_srai_epi64(v, 32); }
 
-static inline void tqv_rq_prepare(tqv_rq16 *q, int how, __m512i bias, __m512i mult, __m512i shift, int32_t zp) {
+/* Parameters of 16 channels; `lanes` the ones in use (the others' outputs are not stored, and their parameters do
+ * not decide the form). */
+static inline void tqv_rq_prepare(tqv_rq16 *q, int how, __m512i bias, __m512i mult, __m512i shift, int32_t zp,
+                                  __mmask16 lanes) {
     const __m512i one = _mm512_set1_epi64(1), zero = _mm512_setzero_si512();
+    const __m512i minus1 = _mm512_set1_epi32(-1);
     int p;
     q->how = how;
     q->bias = bias;
     q->mult = mult;
     q->shift = shift;
-    q->sat = how == TQV_MBQM && _mm512_cmpeq_epi32_mask(mult, _mm512_set1_epi32(TQ_INT32_MIN)) != 0;
+    q->sat = how == TQV_MBQM && _mm512_mask_cmpeq_epi32_mask(lanes, mult, _mm512_set1_epi32(TQ_INT32_MIN)) != 0;
+    if (how == TQV_MBQM)
+        q->fast = !q->sat && !_mm512_mask_cmpgt_epi32_mask(lanes, shift, zero) &&
+                  !_mm512_mask_cmplt_epi32_mask(lanes, mult, zero);
+    else
+        q->fast = !_mm512_mask_cmpgt_epi32_mask(lanes, shift, minus1) &&
+                  (how == TQV_MBQM1 || !_mm512_mask_cmpgt_epu32_mask(lanes, _mm512_abs_epi32(bias),
+                                                                      _mm512_set1_epi32(1 << 30)));
+    /* lanes not in use get the in-use parameters' form of shift: their values are computed and dropped */
+    shift = _mm512_mask_mov_epi32(_mm512_set1_epi32(how == TQV_MBQM ? 0 : -1), lanes, shift);
     q->zp = _mm512_set1_epi64(zp);
+    q->zp32 = _mm512_set1_epi32(zp);
+    q->zp16 = _mm256_set1_epi16((int16_t)zp);
+    q->k32 = _mm512_sub_epi32(_mm512_set1_epi32(-1), shift);
     for (p = 0; p < 2; p++) {
         const __m512i b = p ? _mm512_srli_epi64(bias, 32) : bias, m = p ? _mm512_srli_epi64(mult, 32) : mult;
         const __m512i sh = p ? tqv_odd64(shift) : tqv_even64(shift);
@@ -138,6 +172,8 @@ static inline void tqv_rq_prepare(tqv_rq16 *q, int how, __m512i bias, __m512i mu
         q->mask[p] = _mm512_sub_epi64(_mm512_sllv_epi64(one, e), one);
         q->half[p] = how == TQV_MBQM1 ? _mm512_sllv_epi64(one, _mm512_sub_epi64(e, one))
                                       : _mm512_srli_epi64(q->mask[p], 1);
+        q->round[p] = how == TQV_MBQM ? _mm512_set1_epi64((int64_t)1 << 30)
+                                      : _mm512_sllv_epi64(one, _mm512_sub_epi64(e, one));
     }
 }
 
@@ -172,8 +208,33 @@ static inline __m512i tqv_rq_half(const tqv_rq16 *q, __m512i acc, int p) {
     return _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(-128)), _mm512_set1_epi64(127));
 }
 
+/* The short forms (see tqv_rq16). */
+static inline __m128i tqv_rq_apply_fast(const tqv_rq16 *q, __m512i acc) {
+    __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(acc, q->m[0]), q->bm[0]);
+    __m512i po = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(acc, 32), q->m[1]), q->bm[1]);
+    __m512i x;
+    if (q->how == TQV_MBQM) {
+        const __m512i he = _mm512_srai_epi64(_mm512_add_epi64(pe, q->round[0]), 31);
+        const __m512i ho = _mm512_srai_epi64(_mm512_add_epi64(po, q->round[1]), 31);
+        const __m512i ve = _mm512_add_epi64(tqv_rdbpot_pre(he, q->e[0], q->mask[0], q->half[0]), q->zp);
+        const __m512i vo = _mm512_add_epi64(tqv_rdbpot_pre(ho, q->e[1], q->mask[1], q->half[1]), q->zp);
+        return _mm_unpacklo_epi8(_mm512_cvtsepi64_epi8(ve), _mm512_cvtsepi64_epi8(vo));
+    }
+    if (q->how == TQV_REQUANT1) { /* - [p < 0] */
+        pe = _mm512_add_epi64(pe, _mm512_srai_epi64(pe, 63));
+        po = _mm512_add_epi64(po, _mm512_srai_epi64(po, 63));
+    }
+    pe = _mm512_add_epi64(pe, q->round[0]);
+    po = _mm512_add_epi64(po, q->round[1]);
+    /* the high dwords: the even lanes' moved down, the odd lanes' in place */
+    x = _mm512_srav_epi32(_mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 32), po), q->k32);
+    if (q->how == TQV_REQUANT1) return _mm512_cvtsepi32_epi8(_mm512_add_epi32(x, q->zp32));
+    return _mm256_cvtsepi16_epi8(_mm256_adds_epi16(_mm512_cvtsepi32_epi16(x), q->zp16));
+}
+
 /* The 16 output bytes of 16 accumulators. */
 static inline __m128i tqv_rq_apply(const tqv_rq16 *q, __m512i acc) {
+    if (q->fast) return tqv_rq_apply_fast(q, acc);
     if (q->sat)
         return tqv_out16(acc, q->bias, q->mult, q->shift, q->how, _mm_cvtsi128_si32(_mm512_castsi512_si128(q->zp)));
     return _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32((__mmask16)0xAAAA, tqv_rq_half(q, acc, 0),

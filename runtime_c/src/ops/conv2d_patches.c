@@ -26,7 +26,7 @@ typedef struct {
 
 static void conv_vnni_rows(const tqv_gemm *g, tqv_tile *t) {
     const conv_vnni_op *f = (const conv_vnni_op *)(const void *)g;
-    const int32_t oh = f->H / f->p, ow = f->W / f->p, seg = f->p * f->C, kpad = (g->K + 3) & ~3;
+    const int32_t oh = f->H / f->p, ow = f->W / f->p, seg = f->p * f->C, kpad = tqv_kspan(g->K);
     int32_t r, ky;
     for (r = 0; r < TQV_MR; r++) {
         const int32_t patch = t->r0 + r, b = patch / (oh * ow), oy = patch / ow % oh, ox = patch % ow;

@@ -9,6 +9,10 @@
  *   -DTSPTQ_USE_AVX512VNNI -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
  *                            x86 AVX-512 VNNI: the blocked vpdpbusd products of vnni.h (TQ_SIMD_VNNI), with the AVX2
  *                            bodies below for the cases they do not take
+ *   -DTSPTQ_USE_AMX -mamx-tile -mamx-int8 (with the AVX-512 VNNI flags above)
+ *                            x86 Intel AMX-INT8: the same blocked products on tiles (TDPBSUD, amx.h: TQ_SIMD_AMX),
+ *                            taken at run time when the CPU has AMX and Linux grants the process the tile state;
+ *                            otherwise (and for the cases it does not take) the AVX-512 VNNI path
  *   __ARM_NEON               AArch64/ARMv7 NEON (vmlal_s16), automatic when the compiler targets NEON
  *   __ARM_FEATURE_DSP        Arm 32-bit SIMD of the DSP extension (SXTAB16 + SMLAD: two 16-bit products per
  *                            instruction), automatic on Cortex-M4/M7/M33 and ARMv7-A without NEON (TQ_SIMD_DSP);
@@ -29,6 +33,14 @@
 #error "TSPTQ_USE_AVX512VNNI needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni (or a -march with them)"
 #endif
 #define TQ_SIMD_VNNI 1
+#if defined(TSPTQ_USE_AMX)
+#if !(defined(__AMX_TILE__) || defined(__AMXTILE__)) || !(defined(__AMX_INT8__) || defined(__AMXINT8__)) /* GCC, clang */
+#error "TSPTQ_USE_AMX needs -mamx-tile -mamx-int8 (or a -march with them)"
+#endif
+#define TQ_SIMD_AMX 1
+#endif
+#elif !defined(TSPTQ_REFERENCE_ONLY) && defined(TSPTQ_USE_AMX)
+#error "TSPTQ_USE_AMX needs TSPTQ_USE_AVX512VNNI too (the AVX-512 VNNI path is its fallback)"
 #endif
 
 #if !defined(TSPTQ_REFERENCE_ONLY) && (defined(TSPTQ_USE_AVX2) || defined(TQ_SIMD_VNNI))

@@ -2,7 +2,8 @@
  * single-rounding per-channel requantization. Each row is decoded once into scratch (4 * I bytes): int32 values on
  * the reference path, int16 values (and, for sign-split, the positive and negative fields as two int16 halves) on the
  * SIMD paths, which fall back to the reference for a row whose decoded values do not fit an int16. With AVX-512
- * VNNI, the blocked products of vnni.h take the whole layer (fc2s_vnni) and the scratch is not used. */
+ * VNNI, the blocked products of vnni.h take the whole layer (fc2s_vnni; on AMX tiles in an AMX build, amx.h) and the
+ * scratch is not used. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -60,21 +61,75 @@ static void fc_2s_row_ref(const uint8_t *xr, int32_t I, int32_t in_kind, int32_t
 }
 
 #if defined(TQ_SIMD_VNNI)
-/* The AVX-512 VNNI path: x's rows are A (as they are for a uniform code; with each shifted channel repeated 2^shift
- * times for channel_pow2; as two planes, fine and coarse or positive and negative, for two_scale and sign_split),
- * w's rows are B. */
+/* The AVX-512 VNNI (and AMX) path: x's rows are A (as they are for a uniform code; for channel_pow2, with each
+ * shifted channel repeated 2^shift times, or as two planes of q << shift; as two planes, fine and coarse or positive
+ * and negative, for two_scale and sign_split), w's rows are B. */
 #define FC2S_MAX_EXT 1024
+#define FC2S_MAX_POW2_O 4096 /* channel_pow2 as planes: the weighted column sums on the stack */
 
-enum { FC2S_RAW, FC2S_EXT, FC2S_PLANES };
+enum { FC2S_RAW, FC2S_EXT, FC2S_PLANES, FC2S_POW2 };
 
 typedef struct {
     tqv_gemm g;
     const uint8_t *x;
     int mode;
     int32_t in_kind, in_zp, bits, m, signed_fine, neg_mult, neg_shift;
+    const int8_t *in_shift;
+    const int32_t *w2; /* FC2S_POW2: sum_i 2^shift_i w[o][i] per output channel */
     tqv_requant q;
     int8_t *y;
 } fc2s_vnni_op;
+
+/* channel_pow2 as two planes (FC2S_POW2): d_i = (q_i - zp) << s_i = v_i - (zp << s_i) with v_i = q_i << s_i, and
+ * |v_i| <= 128 << 7 splits into int8 planes v_i = lo_i + (hi_i << 7), lo_i = v_i & 127 (0..127), hi_i = v_i >> 7
+ * (-128..127). So sum_i d_i w_i = (planes' sums, combined with m = 7) - zp * sum_i 2^s_i w_i, the last a constant of
+ * the output channel (w2, computed once per call). Taken instead of the repeated channels when an AMX product runs
+ * (it reads w in place, so it cannot append columns to it) or when the repeated channels do not fit. */
+static void fc2s_pow2_rows(const fc2s_vnni_op *f, tqv_tile *t) {
+    const int32_t half = TQV_MR / 2, I = f->g.K, n = tqv_kspan(I);
+    int32_t r, k;
+    for (r = 0; r < half; r++) {
+        const int8_t *xr = (const int8_t *)f->x + (ptrdiff_t)(t->r0 + r) * I;
+        __m512i s_lo = _mm512_setzero_si512(), s_hi = s_lo;
+        if (r >= t->nr) {
+            t->a[r] = t->a[0];
+            t->a[half + r] = t->a[half];
+            t->rowsum[r] = t->rowsum[half + r] = 0;
+            continue;
+        }
+        for (k = 0; k < n; k += 32) { /* past I the masked loads give 0: both planes zero up to the read span */
+            const __mmask32 m = I - k >= 32 ? ~(__mmask32)0 : I > k ? (((__mmask32)1 << (I - k)) - 1) : 0;
+            const __m512i sh = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, f->in_shift + k));
+            const __m512i v = _mm512_sllv_epi16(_mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, xr + k)), sh);
+            const __m512i lo = _mm512_and_si512(v, _mm512_set1_epi16(127)), hi = _mm512_srai_epi16(v, 7);
+            _mm256_storeu_si256((__m256i *)(void *)(t->buf[r] + k), _mm512_cvtepi16_epi8(lo));
+            _mm256_storeu_si256((__m256i *)(void *)(t->buf[half + r] + k), _mm512_cvtepi16_epi8(hi));
+            s_lo = _mm512_add_epi32(s_lo, _mm512_madd_epi16(lo, _mm512_set1_epi16(1)));
+            s_hi = _mm512_add_epi32(s_hi, _mm512_madd_epi16(hi, _mm512_set1_epi16(1)));
+        }
+        t->a[r] = t->buf[r];
+        t->a[half + r] = t->buf[half + r];
+        t->rowsum[r] = _mm512_reduce_add_epi32(s_lo);
+        t->rowsum[half + r] = _mm512_reduce_add_epi32(s_hi);
+    }
+}
+
+/* w2[o] = sum_i 2^s_i w[o][i]: vpdpbusd of the powers (unsigned bytes, 1..128) by the weights; exact in int32, as
+ * prepare's accumulator bound (sum_i |w[o][i]| * 255 << s_i < 2^31) bounds it. */
+static void fc2s_pow2_w2(const int8_t *w, int32_t I, int32_t O, const int8_t *in_shift, int32_t *w2) {
+    uint8_t pw[TQV_MAX_K + 64];
+    int32_t i, o;
+    for (i = 0; i < I; i++) pw[i] = (uint8_t)(1u << in_shift[i]);
+    for (o = 0; o < O; o++) {
+        const int8_t *wo = w + (ptrdiff_t)o * I;
+        __m512i sum = _mm512_setzero_si512();
+        for (i = 0; i < I; i += 64) {
+            const __mmask64 m = I - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (I - i)) - 1);
+            sum = _mm512_dpbusd_epi32(sum, _mm512_maskz_loadu_epi8(m, pw + i), _mm512_maskz_loadu_epi8(m, wo + i));
+        }
+        w2[o] = _mm512_reduce_add_epi32(sum);
+    }
+}
 
 /* channel_pow2: channel i, shifted by s, becomes 2^s copies of itself (the first in place, the others appended). */
 static int32_t fc2s_ext_columns(const int8_t *in_shift, int32_t I, int32_t *ext) {
@@ -88,7 +143,7 @@ static int32_t fc2s_ext_columns(const int8_t *in_shift, int32_t I, int32_t *ext)
 }
 
 static void fc2s_ext_rows(const fc2s_vnni_op *f, tqv_tile *t) {
-    const int32_t I = f->g.K, kpad = (I + 3) & ~3, n = kpad + ((f->g.n_ext + 3) & ~3);
+    const int32_t I = f->g.K, kpad = (I + 3) & ~3, n = tqv_kspan(kpad + ((f->g.n_ext + 3) & ~3));
     int32_t r, e;
     for (r = 0; r < TQV_MR; r++) {
         const int8_t *xr = (const int8_t *)f->x + (ptrdiff_t)(t->r0 + r) * I;
@@ -112,6 +167,8 @@ static void fc2s_vnni_rows(const tqv_gemm *g, tqv_tile *t) {
         tqv_matrix_rows((const int8_t *)f->x, g->K, g->M, g->K, t);
     else if (f->mode == FC2S_EXT)
         fc2s_ext_rows(f, t);
+    else if (f->mode == FC2S_POW2)
+        fc2s_pow2_rows(f, t);
     else
         tqv_plane_rows(f->x, g->K, g->K, f->bits, f->in_kind == TQ_TWO_SCALE && f->signed_fine, t);
 }
@@ -151,7 +208,13 @@ static void fc2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t n
     const fc2s_vnni_op *f = (const fc2s_vnni_op *)(const void *)g;
     int8_t *y = f->y + (ptrdiff_t)t->r0 * g->N + n0;
     int32_t colterm[TQV_NR];
-    if (f->mode != FC2S_PLANES) {
+    if (f->mode == FC2S_POW2) {
+        int32_t acc[TQV_MR / 2][TQV_NR], sum[TQV_MR / 2], w2[TQV_NR] = {0}, c;
+        for (c = 0; c < nc; c++) w2[c] = f->w2[n0 + c];
+        tqv_colterm(w2, (int32_t)(0u - (uint32_t)f->in_zp), 0, colterm);
+        tqv_combine_planes(t, 7, acc, sum);
+        tqv_emit(acc, sum, t->nr, 0, colterm, n0, nc, &f->q, y, g->N);
+    } else if (f->mode != FC2S_PLANES) {
         tqv_colterm(colsum, (int32_t)(0u - (uint32_t)f->in_zp), 0, colterm);
         tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, y, g->N);
     } else if (f->in_kind == TQ_TWO_SCALE) {
@@ -168,16 +231,28 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
                      const int8_t *in_shift, int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult,
                      int32_t neg_shift, const int8_t *w, int32_t O, const int32_t *bias, const int32_t *out_mult,
                      const int32_t *out_shift, int32_t out_zp, int8_t *y) {
-    int32_t ext[FC2S_MAX_EXT], n_ext = 0;
+    int32_t ext[FC2S_MAX_EXT], w2[FC2S_MAX_POW2_O], n_ext = 0;
     fc2s_vnni_op f;
     memset(&f, 0, sizeof f);
     if (!tqv_shifts_ok(out_shift, O)) return 0;
     if (in_kind == TQ_UNIFORM) {
         f.mode = FC2S_RAW;
     } else if (in_kind == TQ_CHANNEL_POW2) {
+        int pow2_ok = in_shift != NULL && O <= FC2S_MAX_POW2_O && tqv_fits(I, 0), planes;
+        int32_t i;
+        for (i = 0; pow2_ok && i < I; i++) pow2_ok = in_shift[i] >= 0 && in_shift[i] <= 7;
         n_ext = fc2s_ext_columns(in_shift, I, ext);
-        if (n_ext < 0) return 0;
-        f.mode = n_ext ? FC2S_EXT : FC2S_RAW;
+        planes = n_ext != 0 && pow2_ok && (n_ext < 0 || !tqv_fits(I, n_ext) || tqv_amx_takes(rows, 2));
+        if (planes) {
+            n_ext = 0;
+            fc2s_pow2_w2(w, I, O, in_shift, w2);
+            f.w2 = w2;
+            f.in_shift = in_shift;
+            f.mode = FC2S_POW2;
+        } else {
+            if (n_ext < 0) return 0;
+            f.mode = n_ext ? FC2S_EXT : FC2S_RAW;
+        }
     } else if (in_kind == TQ_TWO_SCALE || in_kind == TQ_SIGN_SPLIT) {
         if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
         if (in_kind == TQ_SIGN_SPLIT && !tqv_shifts_ok(&neg_shift, 1)) return 0;
@@ -193,7 +268,7 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
     f.g.ext = ext;
     f.g.n_ext = n_ext;
     f.g.M = rows;
-    f.g.planes = f.mode == FC2S_PLANES ? 2 : 1;
+    f.g.planes = f.mode == FC2S_PLANES || f.mode == FC2S_POW2 ? 2 : 1;
     f.g.rows = fc2s_vnni_rows;
     f.g.emit = fc2s_vnni_emit;
     f.x = x;

@@ -14,6 +14,8 @@
  * an 8 x 32 tile (8 A rows, 32 channels) in 16 zmm accumulators, so each B load serves 8 rows and each A broadcast
  * serves 32 channels, and no horizontal sums are needed. tqv_gemm_run packs as many blocks as fit in a 64 KB panel
  * once, then runs every tile of A rows against them: each op supplies its A rows (`rows`) and its outputs (`emit`).
+ * With -DTSPTQ_USE_AMX, tqv_gemm_run hands the product to amx.h first, which runs the same packed blocks and the
+ * same rows and emit functions on AMX tiles (and declines when the CPU or the OS does not offer them).
  */
 #ifndef TSPTQ_VNNI_H
 #define TSPTQ_VNNI_H
@@ -31,18 +33,42 @@
 #define TQV_MAX_K 2048         /* longest K (extension columns included) the stack buffers hold */
 #define TQV_PANEL_BYTES 65536  /* packed B per panel */
 #define TQV_PANEL_BLOCKS 16    /* at most this many blocks per panel (their column sums live on the stack) */
+#define TQV_ROW_BYTES (TQV_MAX_K + 64) /* a kernel row an op decodes: room for whole-vector stores past K */
+
+/* A kernel row of n values is read in steps of TQV_KSTEP bytes: 4 (one vpdpbusd broadcast), or 64 (one AMX tile row)
+ * in an AMX build, so it must be readable up to tqv_kspan(n) bytes (<= TQV_MAX_K for n <= TQV_MAX_K). The packed
+ * blocks are zero past the values: whatever the kernel reads there adds nothing. */
+#if defined(TQ_SIMD_AMX)
+#define TQV_KSTEP 64
+#else
+#define TQV_KSTEP 4
+#endif
+static inline int32_t tqv_kspan(int32_t n) { return (n + TQV_KSTEP - 1) & ~(TQV_KSTEP - 1); }
 
 /* ---- packing B ------------------------------------------------------------------------------------------------ */
 
-/* Transpose a 16 x 16 matrix of int32 held in 16 registers: r[i] lane j -> r[j] lane i. */
-static inline void tqv_transpose16(__m512i r[16]) {
+/* Loops over a register array unrolled whole, so that the array stays in registers (GCC's -O2 keeps such loops,
+ * and the array in memory). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TQV_UNROLL _Pragma("GCC unroll 16")
+#elif defined(__clang__)
+#define TQV_UNROLL _Pragma("unroll")
+#else
+#define TQV_UNROLL
+#endif
+
+/* Transpose a 16 x 16 matrix of int32 held in 16 registers: r[i] lane j -> r[j] lane i. Always inlined: called, its
+ * registers would go through memory. */
+static inline __attribute__((always_inline)) void tqv_transpose16(__m512i r[16]) {
     __m512i t[16];
     int i, s;
+    TQV_UNROLL
     for (i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
     }
     /* r[4q + s], 128-bit lane L: rows 4q..4q+3 of column 4L + s */
+    TQV_UNROLL
     for (i = 0; i < 16; i += 4) {
         r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
         r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
@@ -50,6 +76,7 @@ static inline void tqv_transpose16(__m512i r[16]) {
         r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
     }
     /* a 4 x 4 transpose of 128-bit lanes across r[s], r[4 + s], r[8 + s], r[12 + s] */
+    TQV_UNROLL
     for (s = 0; s < 4; s++) {
         const __m512i v0 = _mm512_shuffle_i32x4(r[s], r[4 + s], 0x44), v1 = _mm512_shuffle_i32x4(r[s], r[4 + s], 0xEE);
         const __m512i v2 = _mm512_shuffle_i32x4(r[8 + s], r[12 + s], 0x44),
@@ -59,6 +86,7 @@ static inline void tqv_transpose16(__m512i r[16]) {
         t[8 + s] = _mm512_shuffle_i32x4(v1, v3, 0x88);
         t[12 + s] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
     }
+    TQV_UNROLL
     for (i = 0; i < 16; i++) r[i] = t[i];
 }
 
@@ -72,6 +100,7 @@ static inline void tqv_pack_rows(const int8_t *b, ptrdiff_t ldb, int32_t nc, int
             const __mmask64 valid = n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
             const __m512i bias = _mm512_set1_epi8((char)0x80);
             __m512i r[16];
+            TQV_UNROLL
             for (c = 0; c < 16; c++) {
                 /* b + 128 on the bytes loaded; padding past K and past nc packs as 0 */
                 const int32_t ch = 16 * h + c;
@@ -138,13 +167,14 @@ static inline void tqv_colsum(const uint8_t *bp, int32_t ng, int32_t kvalid, int
 
 /* One tile of output rows r0..r0+nr-1 as TQV_MR kernel rows: one kernel row per output row (planes = 1), or two
  * (planes = 2: output row r's planes are kernel rows r and TQV_MR / 2 + r); their sums, the kernel's raw sums for one
- * block, and room for rows the op decodes (64 bytes past TQV_MAX_K for whole-vector stores). */
+ * block (TQV_MR rows), and room for TQV_MR rows the op decodes. raw and buf point at the driver's stack: the AMX
+ * driver lays several tiles' rows out one after the other. */
 typedef struct {
     int32_t r0, nr;
     const int8_t *a[TQV_MR];
     int32_t rowsum[TQV_MR];
-    int32_t raw[TQV_MR][TQV_NR];
-    int8_t buf[TQV_MR][TQV_MAX_K + 64];
+    int32_t (*raw)[TQV_NR];
+    int8_t (*buf)[TQV_ROW_BYTES];
 } tqv_tile;
 
 /* ---- A rows --------------------------------------------------------------------------------------------------- */
@@ -161,11 +191,11 @@ static inline int32_t tqv_rowsum(const int8_t *a, int32_t n) {
 }
 
 /* The tile's rows of an int8 matrix (row stride ld, `rows` rows, K columns) as kernel rows: in place,
- * except that a row whose padded read (K rounded up to 4) would pass the matrix's end is copied, zero-padded, into
+ * except that a row whose padded read (tqv_kspan(K) bytes) would pass the matrix's end is copied, zero-padded, into
  * the tile. Unused slots repeat the tile's first row. */
 static inline void tqv_matrix_rows(const int8_t *base, ptrdiff_t ld, int32_t rows, int32_t K, tqv_tile *t) {
     const int8_t *end = base + (ptrdiff_t)(rows - 1) * ld + K;
-    const int32_t kpad = (K + 3) & ~3;
+    const int32_t kpad = tqv_kspan(K);
     int32_t r;
     for (r = 0; r < TQV_MR; r++) {
         const int8_t *p = base + (ptrdiff_t)(t->r0 + (r < t->nr ? r : 0)) * ld;
@@ -180,9 +210,9 @@ static inline void tqv_matrix_rows(const int8_t *base, ptrdiff_t ld, int32_t row
 }
 
 /* Two-scale (or sign-split) codes -> two int8 planes, zero-padded to kpad (a multiple of 4, >= n) and on to the next
- * multiple of 64 (lo and hi have room for it): lo = the fine value (flag 0; a (bits-1)-bit two's complement field when
- * signed_fine), hi = the field of flag-1 codes (the coarse value before its << m, or the negative field of a
- * sign-split code). Returns the two planes' sums. */
+ * multiple of 64, which covers tqv_kspan (lo and hi have room for it): lo = the fine value (flag 0; a (bits-1)-bit
+ * two's complement field when signed_fine), hi = the field of flag-1 codes (the coarse value before its << m, or the
+ * negative field of a sign-split code). Returns the two planes' sums. */
 static inline void tqv_split_planes(const uint8_t *q, int32_t n, int32_t kpad, int32_t bits, int32_t signed_fine,
                                     int8_t *lo, int8_t *hi, int32_t *sum_lo, int32_t *sum_hi) {
     const __m512i cmask = _mm512_set1_epi8((char)((1 << bits) - 1)), flag = _mm512_set1_epi8((char)(1 << (bits - 1))),
@@ -281,14 +311,23 @@ static inline void tqv_pack_block(const tqv_gemm *g, int32_t n0, int32_t nc, uin
     tqv_colsum(bp, tqv_groups(g->K, g->n_ext), g->K + g->n_ext, colsum);
 }
 
-/* Stack: the packed panel (64 KB), the tile (about 19 KB) and small arrays. */
-static inline void tqv_gemm_run(const tqv_gemm *g) {
+#if defined(TQ_SIMD_AMX)
+#include "amx.h"
+#endif
+
+/* Stack: the packed panel (64 KB), the tile's rows (about 17 KB) and small arrays. Not inlined, as the AMX driver
+ * is not: the two frames are never on the stack together. */
+static __attribute__((noinline, unused)) void tqv_gemm_vnni(const tqv_gemm *g) {
     uint8_t bp[TQV_PANEL_BYTES] __attribute__((aligned(64)));
     int32_t colsum[TQV_PANEL_BLOCKS][TQV_NR];
+    int32_t raw[TQV_MR][TQV_NR];
+    int8_t buf[TQV_MR][TQV_ROW_BYTES] __attribute__((aligned(64)));
     tqv_tile t;
     const int32_t ng = tqv_groups(g->K, g->n_ext), block = ng * 128, tile_rows = TQV_MR / g->planes;
     const int32_t per_panel = TQV_PANEL_BYTES / block < TQV_PANEL_BLOCKS ? TQV_PANEL_BYTES / block : TQV_PANEL_BLOCKS;
     int32_t n0, i;
+    t.raw = raw;
+    t.buf = buf;
     for (n0 = 0; n0 < g->N; n0 += per_panel * TQV_NR) {
         const int32_t left = (g->N - n0 + TQV_NR - 1) / TQV_NR, nb = left < per_panel ? left : per_panel;
         for (i = 0; i < nb; i++) {
@@ -305,6 +344,24 @@ static inline void tqv_gemm_run(const tqv_gemm *g) {
             }
         }
     }
+}
+
+/* Whether tqv_gemm_run would run a product of M output rows (planes kernel rows each) on AMX tiles. */
+static inline int tqv_amx_takes(int32_t M, int planes) {
+#if defined(TQ_SIMD_AMX)
+    return tqa_takes(M, planes);
+#else
+    (void)M, (void)planes;
+    return 0;
+#endif
+}
+
+/* The product: on AMX tiles where the build and the machine have them, else with vpdpbusd. */
+static inline void tqv_gemm_run(const tqv_gemm *g) {
+#if defined(TQ_SIMD_AMX)
+    if (tqa_gemm_run(g)) return;
+#endif
+    tqv_gemm_vnni(g);
 }
 
 /* ---- epilogues ------------------------------------------------------------------------------------------------ */
@@ -343,13 +400,19 @@ static inline void tqv_emit(int32_t raw[][TQV_NR], const int32_t *rowsum, int32_
         ct = _mm512_loadu_si512((const void *)(colterm + 16 * h));
         tqv_rq_prepare(&rq, q->how, tqv_param(q->bias ? q->bias + c : NULL, m, 0),
                        tqv_param(q->mult ? q->mult + c : NULL, m, q->mult0),
-                       tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp);
-        for (r = 0; r < nr; r++) {
-            const __m512i rk = _mm512_set1_epi32((int32_t)((uint32_t)rowsum[r] * (uint32_t)rowk));
-            const __m512i raw16 = _mm512_loadu_si512((const void *)(raw[r] + 16 * h));
-            const __m512i acc = _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct);
-            _mm_mask_storeu_epi8(y + r * ldy + 16 * h, m, tqv_rq_apply(&rq, acc));
+                       tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp, m);
+#define TQV_EMIT_ROWS(apply)                                                                                           \
+    for (r = 0; r < nr; r++) {                                                                                         \
+        const __m512i rk = _mm512_set1_epi32((int32_t)((uint32_t)rowsum[r] * (uint32_t)rowk));                        \
+        const __m512i raw16 = _mm512_loadu_si512((const void *)(raw[r] + 16 * h));                                     \
+        _mm_mask_storeu_epi8(y + r * ldy + 16 * h, m, apply(&rq, _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct))); \
+    }
+        if (rq.fast) { /* one loop per form: the branch stays out of the loop */
+            TQV_EMIT_ROWS(tqv_rq_apply_fast)
+        } else {
+            TQV_EMIT_ROWS(tqv_rq_apply)
         }
+#undef TQV_EMIT_ROWS
     }
 }
 

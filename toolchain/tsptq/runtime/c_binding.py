@@ -41,10 +41,11 @@ _libs: dict[str, ctypes.CDLL] = {}
 
 
 def default_variant() -> str:
-    from tsptq.runtime.c_build import cpu_has
+    """The fastest build the host runs: AMX tiles, AVX-512 VNNI, AVX2, NEON (native) or the portable C."""
+    from tsptq.runtime.c_build import amx_usable, cpu_has, have_avx512vnni
 
-    if all(cpu_has(f) for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")):
-        return "avx512vnni"
+    if have_avx512vnni():
+        return "amx" if amx_usable()[0] else "avx512vnni"
     return "avx2" if cpu_has("avx2") else "native" if cpu_has("asimd") else "reference"
 
 

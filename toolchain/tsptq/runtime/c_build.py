@@ -7,12 +7,15 @@ same sources and flags returns the cached file without running the compiler. The
 into place, so concurrent builds and interrupted ones never leave a half-written file behind.
 
 Variants (``VARIANTS``): ``reference`` (portable C only), ``avx2`` (x86 AVX2), ``avx512vnni`` (x86 AVX-512 VNNI
-matrix products, AVX2 elsewhere), ``native`` (whatever the host CPU offers, NEON included on ARM), ``sanitize`` /
-``sanitize-avx2`` / ``sanitize-avx512vnni`` (ASan + UBSan, aborting on the first report; a process that loads them
-needs ``sanitizer_preload()`` in ``LD_PRELOAD``).
+matrix products, AVX2 elsewhere), ``amx`` (the matrix products on Intel AMX-INT8 tiles where the CPU and the OS
+allow them at run time, else the ``avx512vnni`` code), ``native`` (whatever the host CPU offers, NEON included on
+ARM), ``sanitize`` / ``sanitize-avx2`` / ``sanitize-avx512vnni`` / ``sanitize-amx`` (ASan + UBSan, aborting on the
+first report; a process that loads them needs ``sanitizer_preload()`` in ``LD_PRELOAD``). ``amx_usable()`` says
+whether this machine runs the AMX code (``have_avx512vnni()``: the AVX-512 VNNI code, which ``amx`` needs too).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -41,15 +44,20 @@ BASE_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 AVX512VNNI_FLAGS = ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
                     "-DTSPTQ_USE_AVX512VNNI"]
+AMX_FLAGS = AVX512VNNI_FLAGS + ["-mamx-tile", "-mamx-int8", "-DTSPTQ_USE_AMX"]
 VARIANTS: dict[str, list[str]] = {
     "reference": ["-DTSPTQ_REFERENCE_ONLY"],
     "avx2": ["-mavx2", "-DTSPTQ_USE_AVX2"],
     "avx512vnni": AVX512VNNI_FLAGS,
+    "amx": AMX_FLAGS,
     "native": ["-march=native"],
     "sanitize": SANITIZE_FLAGS + ["-DTSPTQ_REFERENCE_ONLY"],
     "sanitize-avx2": SANITIZE_FLAGS + ["-mavx2", "-DTSPTQ_USE_AVX2"],
     "sanitize-avx512vnni": SANITIZE_FLAGS + AVX512VNNI_FLAGS,
+    "sanitize-amx": SANITIZE_FLAGS + AMX_FLAGS,
 }
+AVX512VNNI_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
+AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
 
 
 class BuildError(TsptqError):
@@ -148,6 +156,37 @@ def cpu_has(feature: str) -> bool:
     except OSError:
         pass
     return False
+
+
+def have_avx512vnni() -> bool:
+    """Whether the CPU runs the ``avx512vnni`` build (and the AVX-512 code of ``amx``)."""
+    return all(cpu_has(f) for f in AVX512VNNI_CPU_FLAGS)
+
+
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL_X86_64 = 0x1023, 18, 158
+
+
+@functools.lru_cache(maxsize=None)
+def amx_usable() -> tuple[bool, str]:
+    """Whether the ``amx`` build runs its AMX code here, and if not, why: the CPU must list AMX-TILE and AMX-INT8 (and
+    AVX-512 VNNI, the rest of that build) and Linux must grant the tile data state to this process, the request the C
+    runtime makes itself (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); granting it here changes nothing for
+    Python). Where it does not, the ``amx`` build runs its AVX-512 VNNI code (if the CPU has that)."""
+    import ctypes
+    import platform
+
+    missing = [f for f in AMX_CPU_FLAGS + AVX512VNNI_CPU_FLAGS if not cpu_has(f)]
+    if missing:
+        return False, f"the CPU lacks {', '.join(missing)} (/proc/cpuinfo)"
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False, f"the tile state request is Linux x86-64 only ({platform.system()} {platform.machine()})"
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL_X86_64), ctypes.c_long(_ARCH_REQ_XCOMP_PERM),
+                      ctypes.c_long(_XFEATURE_XTILEDATA))
+    if rc != 0:
+        return False, f"Linux refused the AMX tile state: arch_prctl(ARCH_REQ_XCOMP_PERM) = {rc}, " \
+                      f"{os.strerror(ctypes.get_errno())}"
+    return True, "AMX-TILE + AMX-INT8, tile state granted"
 
 
 def sanitizer_preload() -> str:
