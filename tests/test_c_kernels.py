@@ -550,13 +550,9 @@ def test_sanitized_build_is_clean(variant):
 
 # --- NEON: the SIMD build against the reference build of the same sources, on an emulated AArch64 ----------------------
 
-NEON_DRIVER = r"""
-/* NEON (or any SIMD build) against the reference build of the same kernels, on the target: random cases. */
-#include <stdint.h>
-#include <stdio.h>
-#include <string.h>
-#include "kernels.h"
-
+# What both driver programs below start with: the reference kernels' declarations (the reference build, renamed
+# ref_*) and a seeded xorshift.
+_C_REF_DECLS = r"""
 #define DECL(prefix) \
 void prefix##conv2d_patches(const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *); \
 void prefix##fully_connected(const int8_t *, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int, int32_t, int8_t *); \
@@ -564,11 +560,25 @@ void prefix##batch_matmul(const int8_t *, const int8_t *, int32_t, int32_t, int3
 void prefix##fc_2s(const uint8_t *, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *, int32_t *); \
 void prefix##bmm_2s(const uint8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *, int32_t *);
 DECL(ref_)
-
-static uint64_t s = 88172645463325252ull;
+"""
+_C_XORSHIFT = r"""
 static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)(s >> 11); }
 static int32_t ri(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+"""
 
+
+def driver_prologue(seed: str) -> str:
+    return _C_REF_DECLS + f"\nstatic uint64_t s = {seed};\n" + _C_XORSHIFT
+
+
+NEON_DRIVER = r"""
+/* NEON (or any SIMD build) against the reference build of the same kernels, on the target: random cases. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include "kernels.h"
+
+""" + driver_prologue("88172645463325252ull") + r"""
 static int8_t X[70 * 300], W[70 * 300], Y1[80 * 80 * 3], Y2[80 * 80 * 3];
 static uint8_t XU[3 * 80 * 80];
 static int32_t BIAS[70], MUL[70], SH[70], SC[600];
@@ -680,18 +690,7 @@ AMX_DRIVER = r"""
 #include "kernels.h"
 
 int tq_amx_ready(void);
-#define DECL(prefix) \
-void prefix##conv2d_patches(const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *); \
-void prefix##fully_connected(const int8_t *, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int, int32_t, int8_t *); \
-void prefix##batch_matmul(const int8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *); \
-void prefix##fc_2s(const uint8_t *, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *, int32_t *); \
-void prefix##bmm_2s(const uint8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *, int32_t *);
-DECL(ref_)
-
-static uint64_t s = 0x9E3779B97F4A7C15ull;
-static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)(s >> 11); }
-static int32_t ri(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
-static int32_t pick(const int32_t *v, int n) { return v[rnd() % (uint32_t)n]; }
+""" + driver_prologue("0x9E3779B97F4A7C15ull") + r"""static int32_t pick(const int32_t *v, int n) { return v[rnd() % (uint32_t)n]; }
 
 #define MAXB (1 << 20)
 static int8_t X[MAXB], W[MAXB], Y1[MAXB], Y2[MAXB];
