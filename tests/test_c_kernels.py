@@ -726,7 +726,7 @@ int main(int argc, char **argv) {
         for (i = 0; i < M * K; i++) X[i] = (int8_t)rnd();
         for (i = 0; i < N * K; i++) W[i] = (int8_t)rnd();
         for (i = 0; i < N; i++) {
-            BIAS[i] = big_bias ? (int32_t)rnd() * 2 : ri(-100000, 100000);
+            BIAS[i] = big_bias ? (int32_t)(rnd() * 2u) : ri(-100000, 100000);
             MUL[i] = ri(0, 9) ? ri(1 << 30, 2147483647) : ri(0, 1 << 20);
             SH[i] = ri(0, 5) ? ri(-20, -1) : ri(-2, 2);
         }

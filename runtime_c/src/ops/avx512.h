@@ -150,8 +150,9 @@ static inline void tqv_rq_prepare(tqv_rq16 *q, int how, __m512i bias, __m512i mu
         q->fast = !q->sat && !_mm512_mask_cmpgt_epi32_mask(lanes, shift, zero) &&
                   !_mm512_mask_cmplt_epi32_mask(lanes, mult, zero);
     else
-        q->fast = !_mm512_mask_cmpgt_epi32_mask(lanes, shift, minus1) &&
-                  (how == TQV_MBQM1 || !_mm512_mask_cmpgt_epu32_mask(lanes, _mm512_abs_epi32(bias),
+        /* |bias| < 2^30 strictly and M >= 0: at |bias| = 2^30 with M = INT32_MIN the short form's sum wraps */
+        q->fast = !_mm512_mask_cmpgt_epi32_mask(lanes, shift, minus1) && !_mm512_mask_cmplt_epi32_mask(lanes, mult, zero) &&
+                  (how == TQV_MBQM1 || !_mm512_mask_cmpge_epu32_mask(lanes, _mm512_abs_epi32(bias),
                                                                       _mm512_set1_epi32(1 << 30)));
     /* lanes not in use get the in-use parameters' form of shift: their values are computed and dropped */
     shift = _mm512_mask_mov_epi32(_mm512_set1_epi32(how == TQV_MBQM ? 0 : -1), lanes, shift);

@@ -186,7 +186,29 @@ def amx_usable() -> tuple[bool, str]:
     if rc != 0:
         return False, f"Linux refused the AMX tile state: arch_prctl(ARCH_REQ_XCOMP_PERM) = {rc}, " \
                       f"{os.strerror(ctypes.get_errno())}"
+    why = _compiler_lacks_amx()
+    if why:
+        return False, why
     return True, "AMX-TILE + AMX-INT8, tile state granted"
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_lacks_amx() -> str | None:
+    """None when the C compiler builds AMX intrinsics (gcc >= 11, clang >= 12), else why not: an older compiler on an
+    AMX machine keeps the avx512vnni build instead of failing every build."""
+    try:
+        cc = compiler()
+    except BuildError as e:
+        return str(e)
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "amx_probe.c"
+        src.write_text("#include <immintrin.h>\nvoid f(void) { _tile_zero(0); _tile_release(); }\n")
+        proc = subprocess.run([cc, *AMX_FLAGS, "-c", str(src), "-o", str(Path(d) / "amx_probe.o")],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"{cc} does not build AMX intrinsics ({last})"
+    return None
 
 
 def sanitizer_preload() -> str:
