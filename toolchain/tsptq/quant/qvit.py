@@ -7,7 +7,9 @@ embedding's code, every op's output passed through ``hook.act(name, kind, x)``. 
 the float pass (identity), the calibration recorder (keeps the tensors) and the simulator (fake-quantizes
 them with the fitted quantizers). Kinds: ``residual`` (the residual stream = LayerNorm inputs), ``branch``
 (attention and MLP outputs, added into the residual stream), ``norm_out`` (LayerNorm outputs), ``softmax`` and
-``gelu`` (post-Softmax / post-GELU values), ``act`` (everything else: uniform in every method).
+``gelu`` (post-Softmax / post-GELU values), ``act`` (everything else: uniform in every method), and
+``same_code`` for a tensor that is not a point of its own but keeps another point's code (``SAME_CODE``: the
+patch-token mean of a ``token+avg`` head keeps the final norm's).
 """
 from __future__ import annotations
 
