@@ -396,6 +396,101 @@ def case_token_mean(lib, rng, edge):
     return f"token_mean B={B} T={T} D={D} first={first} zp={zp}", y, K.token_mean(x, first, zp)
 
 
+def _pick(rng, edges, lo, hi, p_edge=0.5):
+    """One of `edges` (with probability p_edge) or a uniform integer in [lo, hi]."""
+    return int(rng.choice(edges)) if rng.random() < p_edge else int(rng.integers(lo, hi + 1))
+
+
+def case_add_extreme(lib, rng, edge):
+    """TSPTQ_ADD_2S at the ends of the parameter ranges the x86 paths take, and just past them (multipliers 0, 1..1024,
+    2^31 - 1; input shifts 0 and -31; output shifts up to 31; zero points at the ends): every row holds -128 and
+    127."""
+    rows, C = sizes(rng, edge, 1, 20), int(rng.choice([1, 7, 15, 16, 17, 33, 64, 100]))
+    per_channel = bool(rng.integers(2))
+    n = C if per_channel else 1
+    a = arr(rng.integers(-128, 128, (rows, C)), np.int8)
+    b = arr(rng.integers(-128, 128, (rows, C)), np.int8)
+    a[:, 0], b[:, -1] = -128, 127
+    # mode 0: the whole range; 1: small input multipliers (where SRDHM's result is 0 for some q < zp: the x86 paths
+    # take the sign of q - zp for its sign) and an output that keeps every unit; 2: as 1, smaller still, or one
+    # channel's output shift > 0 (the scalar loop)
+    mode = int(rng.integers(3))
+    params = np.zeros((6, n), np.int64)
+    for c in range(n):
+        for r in range(3):
+            if mode == 0:
+                params[2 * r, c] = _pick(rng, [0, 1025, 2**30, 2**31 - 1], 2**30, 2**31 - 1)
+                params[2 * r + 1, c] = _pick(rng, [0, -1, -31], -31, 0)
+            else:
+                params[2 * r, c] = int(rng.choice([0, 1025, 2048, 4097])) if r < 2 else int(rng.choice([2**30, 2**31 - 1]))
+                params[2 * r + 1, c] = int(rng.integers(-2, 1))
+    if mode == 2:
+        c, r = int(rng.integers(n)), int(rng.integers(3))
+        if r < 2:
+            params[2 * r, c] = int(rng.choice([1, 2, 1023, 1024]))
+        else:
+            params[5, c] = int(rng.integers(1, 32))
+    zps = [-128, 127, 0]
+    a_zp, b_zp, out_zp = (_pick(rng, zps, -128, 127) for _ in range(3))
+    y = np.empty((rows, C), np.int8)
+    p32 = arr(params, np.int32)
+    lib.tq_add(ptr(a), ptr(b), rows, C, a_zp, b_zp, ptr(p32), n, out_zp, ptr(y))
+    want = K.add(a, a_zp, b, b_zp, params, out_zp)
+    return f"add_extreme rows={rows} C={C} per_channel={per_channel} zps={a_zp},{b_zp},{out_zp}", y, want
+
+
+def case_softmax_extreme(lib, rng, edge):
+    """TSPTQ_SOFTMAX_2S with extreme options: multipliers 0 and 2^31 - 1, shifts 0 and 62 (codes saturated either
+    way), every two-scale width and ratio, steep and flat exp tables, tables far below 2^20 (the large 2^50 // E of
+    the scalar fallback), uniform rows."""
+    rows, N = sizes(rng, edge, 1, 6), int(rng.choice([1, 2, 15, 16, 17, 31, 64, 257] + ([2047] if edge else [])))
+    out_kind = int(rng.choice([K.UNIFORM, K.TWO_SCALE, K.LOG2]))
+    x = arr(rng.integers(-128, 128, (rows, N)), np.int8)
+    if rng.random() < 0.3:
+        x[0] = int(rng.integers(-128, 128))  # a uniform row
+    table = rng.integers(4)
+    if table == 3:  # small entries: E < 2^18
+        lut = arr(np.maximum(rng.integers(0, 300, 256), np.arange(256) == 0), np.int32)
+    else:
+        step = [8.0, 1e-4, float(log_uniform(rng, -2.5, 0))][table]
+        lut = arr(np.round(np.exp(-step * np.arange(256, dtype=np.float64)) * 2.0**K.EXP_FRAC_BITS), np.int32)
+    mult = _pick(rng, [0, 1, 2**31 - 1], 2**29, 2**31 - 1)
+    shift = _pick(rng, [0, 1, 30, 62], 0, 62)
+    out_zp = _pick(rng, [-128, 127], -128, 127)
+    bits, m, signed = int(rng.integers(2, 9)), int(rng.integers(0, 9)), int(rng.integers(2))
+    if out_kind == K.LOG2:
+        bits = int(rng.choice([8, 4]))
+    y = np.empty((rows, N), np.uint8)
+    scratch = np.empty(N, np.int32)
+    lib.tq_softmax_2s(ptr(x), rows, N, ptr(lut), out_kind, mult, shift, out_zp, bits, m, signed, ptr(y), ptr(scratch))
+    want = K.softmax_2s(x, lut, out_kind, mult, shift, out_zp, bits, m, bool(signed))
+    return (f"softmax_extreme rows={rows} N={N} kind={out_kind} table={table} mult={mult} shift={shift} bits={bits} "
+            f"m={m} signed={signed}"), y, want
+
+
+def case_layernorm_extreme(lib, rng, edge):
+    """TSPTQ_LAYERNORM_2S with every channel shift 0..7, zero points at the ends, constant and two-valued rows, eps 0
+    to 2^61, gamma up to 2^31 - 1, beta up to 2^62 and output shifts 0..62."""
+    rows = sizes(rng, edge, 1, 8)
+    D = int(rng.choice([1, 2, 15, 16, 17, 31, 33, 383, 384] + ([1024] if edge else [])))
+    in_zp, out_zp = _pick(rng, [-128, 127], -128, 127), _pick(rng, [-128, 127], -128, 127)
+    shifts = arr(rng.integers(0, 8, D) if rng.random() < 0.5 else np.zeros(D), np.int8)
+    x = arr(rng.integers(-128, 128, (rows, D)), np.int8)
+    kind = rng.integers(3)
+    if kind == 1:
+        x[0] = int(rng.integers(-128, 128))  # constant: d = 0
+    elif kind == 2:
+        x[0] = rng.choice([-128, 127], D)  # two values at the ends
+    g = arr(rng.integers(-(2**31) + 1, 2**31, D) if rng.random() < 0.5 else rng.integers(-(2**20), 2**20, D), np.int32)
+    bb = arr(rng.integers(-(2**62), 2**62, D, dtype=np.int64) >> int(rng.integers(0, 40)), np.int64)
+    eps = _pick(rng, [0, 1, 2**40, 2**61], 0, 2**30)
+    out_shift = _pick(rng, [0, 1, 30, 47, 62], 0, 62)
+    y = np.empty((rows, D), np.int8)
+    lib.tq_layernorm_2s(ptr(x), rows, D, in_zp, ptr(shifts), ptr(g), ptr(bb), eps, out_zp, out_shift, ptr(y))
+    want = K.layernorm_2s(x, in_zp, shifts, g, bb, eps, out_zp, out_shift)
+    return f"layernorm_extreme rows={rows} D={D} eps={eps} out_shift={out_shift} kind={kind}", y, want
+
+
 def case_quantize_multiplier(lib, rng, edge):
     reals = np.concatenate([10.0 ** rng.uniform(-12, 4, 200), [0.0, 1.0, 0.5, 2.0**-31, 2.0**-32, 1 - 2.0**-40,
                                                                  -0.3, 3.0 * 2**20]])
@@ -421,6 +516,9 @@ CASES = {
     "softmax_2s_two_scale": (lambda l, r, e: case_softmax_2s(l, r, e, K.TWO_SCALE), 120),
     "softmax_2s_log2": (lambda l, r, e: case_softmax_2s(l, r, e, K.LOG2), 100),
     "lookup": (case_lookup, 80),
+    "add_extreme": (case_add_extreme, 80),
+    "softmax_2s_extreme": (case_softmax_extreme, 100),
+    "layernorm_2s_extreme": (case_layernorm_extreme, 80),
     "fc_2s_uniform": (lambda l, r, e: case_fc_2s(l, r, e, K.UNIFORM), 100),
     "fc_2s_channel_pow2": (lambda l, r, e: case_fc_2s(l, r, e, K.CHANNEL_POW2), 100),
     "fc_2s_two_scale": (lambda l, r, e: case_fc_2s(l, r, e, K.TWO_SCALE), 120),

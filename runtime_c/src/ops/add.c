@@ -1,6 +1,9 @@
 /* ADD (builtin, n_params = 1) and TSPTQ_ADD_2S (n_params = C): TFLite's int8 ADD with left_shift 20, per channel
  * parameters (rows a_mult, a_shift, b_mult, b_shift, out_mult, out_shift of a (6, n_params) table):
- * tsptq.intmodel.kernels.add. With AVX-512 (the avx512vnni build), 16 channels at a time in int64 lanes. */
+ * tsptq.intmodel.kernels.add. On x86 (the avx2 build: 8 channels a vector; avx512vnni, amx: 16) in int32 lanes with
+ * exact int64 products (add_simd, below), the scalar loop otherwise and for parameters outside its range. */
+#include <string.h>
+
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
@@ -8,50 +11,214 @@
 
 #define TQ_ADD_LEFT_SHIFT 20
 
-#if defined(TQ_SIMD_VNNI)
-/* AVX-512: 16 channels at a time in two halves of 8 int64 lanes, the channels' parameters loaded once for all rows. */
-
-/* One input's rescaled value: RDBPOT(SRDHM((code - zp) << 20, M), -shift), 8 lanes. */
-static inline __m512i add_input8(__m512i code, __m512i zp, __m512i mult, __m512i right) {
-    return tqv_rdbpot(tqv_srdhm(_mm512_slli_epi64(_mm512_sub_epi64(code, zp), TQ_ADD_LEFT_SHIFT), mult), right);
-}
-
-static int add_avx512(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
-                      const int32_t *params, int32_t n_params, int32_t out_zp, int8_t *y) {
-    const __m512i azp = _mm512_set1_epi64(a_zp), bzp = _mm512_set1_epi64(b_zp), zero = _mm512_setzero_si512();
-    int32_t c0, r, h, i;
-    for (i = 0; i < n_params; i++)
-        if (params[n_params + i] < -62 || params[n_params + i] > 0 || params[3 * n_params + i] < -62 ||
-            params[3 * n_params + i] > 0)
-            return 0;
-    if (!tqv_shifts_ok(params + 5 * (ptrdiff_t)n_params, n_params)) return 0;
-    for (c0 = 0; c0 < C; c0 += 16) {
-        const __mmask16 m = tqv_lanes(C - c0);
-        __m512i prm[6][2]; /* a_mult, a_right, b_mult, b_right, out_mult, out_shift; low and high 8 channels */
-        for (i = 0; i < 6; i++) {
-            const __m512i v = tqv_param(n_params == 1 ? NULL : params + i * (ptrdiff_t)n_params + c0, m,
-                                        params[i * (ptrdiff_t)n_params]);
-            prm[i][0] = tqv_lo64(v);
-            prm[i][1] = tqv_hi64(v);
-        }
-        for (h = 0; h < 2; h++) { /* the inputs' shifts are right shifts */
-            prm[1][h] = _mm512_sub_epi64(zero, prm[1][h]);
-            prm[3][h] = _mm512_sub_epi64(zero, prm[3][h]);
-        }
-        for (r = 0; r < rows; r++) {
-            const ptrdiff_t at = (ptrdiff_t)r * C + c0;
-            const __m512i av = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + at)),
-                          bv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + at));
-            __m128i out[2];
-            for (h = 0; h < 2; h++) {
-                const __m512i sa = add_input8(h ? tqv_hi64(av) : tqv_lo64(av), azp, prm[0][h], prm[1][h]);
-                const __m512i sb = add_input8(h ? tqv_hi64(bv) : tqv_lo64(bv), bzp, prm[2][h], prm[3][h]);
-                out[h] = tqv_out8(_mm512_add_epi64(sa, sb), prm[4][h], prm[5][h], TQV_MBQM, out_zp);
-            }
-            _mm_mask_storeu_epi8(y + at, m, _mm_unpacklo_epi64(out[0], out[1]));
+#if defined(TQ_SIMD_AVX2)
+/* The x86 paths (AVX-512: 16 channels a vector, AVX2: 8) compute every rescaling below in the exact form
+ *   RDBPOT(SRDHM(x, M), r) = ((2xM + K_r) >> 32 - s) >> r,   K_r = 2^31 + [r >= 1] 2^(31 + r),   s = [r >= 1][h < 0]
+ * with h = SRDHM(x, M), for an int32 x (never INT32_MIN: no saturating case), 0 <= M < 2^31 and 0 <= r <= 31:
+ * for M >= 0, SRDHM(x, M) = trunc((xM + nudge) / 2^31) = floor((xM + 2^30) / 2^31) = floor((2xM + 2^31) / 2^32)
+ * (for xM < 0 truncation adds 2^31 - 1 before flooring, and 1 - 2^30 + 2^31 - 1 = 2^30); RDBPOT(h, r) =
+ * floor((h + c) / 2^r) with c = 2^(r-1) - [h < 0] for r >= 1 and c = 0 for r = 0 (the rem > thr test of tq_rdbpot64
+ * as one sum); floor(floor(y / 2^32) / 2^r) = floor(y / 2^(32 + r)), and subtracting 2^32 from y is subtracting 1
+ * from floor(y / 2^32). h < 0 iff 2xM < -2^31.
+ * Sizes: |q - zp| <= 255, so |2x| = |(q - zp) << 21| < 2^29 for an input, |2xM| < 2^60, 2xM + K_r < 2^63 and
+ * (2xM + K_r) >> 32 fits an int32, as does every rescaled value: |sa|, |sb| <= 255 * 2^20, |sa + sb| < 2^29 (so
+ * 2 (sa + sb) is the int32 x of the output rescaling), |out| < 2^29 (+ out_zp, |out_zp| <= 2^30, fits too).
+ * An input's s is taken as [r >= 1][q < zp]: q >= zp gives x >= 0, h >= 0; q < zp gives xM <= 0, h <= 0, and where
+ * h = 0 the s subtracted changes nothing ((2^(r-1) - 1) >> r = 0 = 2^(r-1) >> r). The output's s is tested on the
+ * product. The zero point folds into K: 2xM + K_r = (q << 21) M + (K_r - (zp << 21) M).
+ * Other parameters (left shifts, shifts below -31, negative multipliers, wide zero points) take the scalar loop. */
+static int add_simd_ok(const int32_t *params, int32_t n_params, int32_t a_zp, int32_t b_zp, int32_t out_zp) {
+    int32_t i, k;
+    if (!tq_zp_ok(a_zp) || !tq_zp_ok(b_zp) || out_zp < -(1 << 30) || out_zp > (1 << 30)) return 0;
+    for (i = 0; i < n_params; i++) {
+        for (k = 0; k < 3; k++) {
+            const int32_t mu = params[2 * k * (ptrdiff_t)n_params + i], sh = params[(2 * k + 1) * (ptrdiff_t)n_params + i];
+            if (mu < 0 || sh < -31 || sh > 0) return 0;
         }
     }
     return 1;
+}
+
+/* One channel's constants of one rescaling (zp = 0 for the output's). */
+static inline void add_rescale_consts(int32_t mult, int32_t shift, int32_t zp, int64_t *K, int32_t *r,
+                                      int32_t *corr) {
+    *r = -shift;
+    *corr = *r >= 1;
+    *K = ((int64_t)1 << 31) + (*r >= 1 ? (int64_t)1 << (31 + *r) : 0) - (int64_t)zp * ((int64_t)1 << 21) * mult;
+}
+#endif
+
+#if defined(TQ_SIMD_VNNI)
+/* AVX-512: 16 channels, their constants loaded once for all rows; int32 lanes, the products in even / odd int64
+ * lanes. */
+/* 16 bytes to p, lanes m (a plain store when all 16: the masked narrowing stores are slow) */
+static inline void add_store16(void *p, __mmask16 m, __m128i v) {
+    if (m == 0xFFFF)
+        _mm_storeu_si128((__m128i *)p, v);
+    else
+        _mm_mask_storeu_epi8(p, m, v);
+}
+
+typedef struct {
+    __m512i m[2], k[2], corr64[2]; /* even / odd channels: the multiplier (low dword), K, s as 2^32 (int64) */
+    __m512i r, corr;               /* int32 lanes: r, [r >= 1] */
+} add_rs16;
+
+static inline __m512i add_even64(const int64_t *v) {
+    return _mm512_permutex2var_epi64(_mm512_loadu_si512(v), _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14),
+                                     _mm512_loadu_si512(v + 8));
+}
+static inline __m512i add_odd64(const int64_t *v) {
+    return _mm512_permutex2var_epi64(_mm512_loadu_si512(v), _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15),
+                                     _mm512_loadu_si512(v + 8));
+}
+
+/* Channels c0.. (the first n of 16) of rescaling k (0: a, 1: b, 2: the output, zp = 0). */
+static inline void add_rs16_load(add_rs16 *rs, const int32_t *params, int32_t n_params, int32_t k, int32_t c0,
+                                 int32_t n, int32_t zp) {
+    int64_t K[16], C64[16];
+    int32_t mu[16], r[16], corr[16], i;
+    for (i = 0; i < 16; i++) {
+        const ptrdiff_t c = n_params == 1 ? 0 : c0 + (i < n ? i : 0);
+        mu[i] = params[2 * k * (ptrdiff_t)n_params + c];
+        add_rescale_consts(mu[i], params[(2 * k + 1) * (ptrdiff_t)n_params + c], zp, &K[i], &r[i], &corr[i]);
+        C64[i] = (int64_t)corr[i] << 32;
+    }
+    rs->m[0] = _mm512_loadu_si512(mu); /* even channels sit in the low dwords already */
+    rs->m[1] = _mm512_srli_epi64(rs->m[0], 32);
+    rs->k[0] = add_even64(K);
+    rs->k[1] = add_odd64(K);
+    rs->corr64[0] = add_even64(C64);
+    rs->corr64[1] = add_odd64(C64);
+    rs->r = _mm512_loadu_si512(r);
+    rs->corr = _mm512_loadu_si512(corr);
+}
+
+/* An input's rescaled value: q << 21 is 2x with the zero point folded into K; h < 0 iff q < zp. */
+static inline __m512i add_input16(const add_rs16 *rs, __m512i q, __m512i zp) {
+    const __m512i x2 = _mm512_slli_epi32(q, 21);
+    const __m512i se = _mm512_add_epi64(_mm512_mul_epi32(x2, rs->m[0]), rs->k[0]);
+    const __m512i so = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x2, 32), rs->m[1]), rs->k[1]);
+    const __m512i hi = _mm512_mask_shuffle_epi32(so, 0x5555, se, _MM_PERM_DDBB); /* the high dwords */
+    return _mm512_srav_epi32(_mm512_mask_sub_epi32(hi, _mm512_cmplt_epi32_mask(q, zp), hi, rs->corr), rs->r);
+}
+
+/* The output rescaling of sa + sb (int32 lanes); h < 0 tested on the products. */
+static inline __m512i add_output16(const add_rs16 *rs, __m512i sum) {
+    const __m512i x2 = _mm512_slli_epi32(sum, 1), lim = _mm512_set1_epi64(-((int64_t)1 << 31));
+    const __m512i pe = _mm512_mul_epi32(x2, rs->m[0]), po = _mm512_mul_epi32(_mm512_srli_epi64(x2, 32), rs->m[1]);
+    __m512i se = _mm512_add_epi64(pe, rs->k[0]), so = _mm512_add_epi64(po, rs->k[1]);
+    se = _mm512_mask_sub_epi64(se, _mm512_cmplt_epi64_mask(pe, lim), se, rs->corr64[0]);
+    so = _mm512_mask_sub_epi64(so, _mm512_cmplt_epi64_mask(po, lim), so, rs->corr64[1]);
+    return _mm512_srav_epi32(_mm512_mask_shuffle_epi32(so, 0x5555, se, _MM_PERM_DDBB), rs->r);
+}
+
+static void add_simd(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
+                     const int32_t *params, int32_t n_params, int32_t out_zp, int8_t *y) {
+    const __m512i za = _mm512_set1_epi32(a_zp), zb = _mm512_set1_epi32(b_zp), zo = _mm512_set1_epi32(out_zp);
+    int32_t c0, r;
+    for (c0 = 0; c0 < C; c0 += 16) {
+        const int32_t n = C - c0 < 16 ? C - c0 : 16;
+        const __mmask16 m = tqv_lanes(n);
+        add_rs16 ra, rb, ro;
+        add_rs16_load(&ra, params, n_params, 0, c0, n, a_zp);
+        add_rs16_load(&rb, params, n_params, 1, c0, n, b_zp);
+        add_rs16_load(&ro, params, n_params, 2, c0, n, 0);
+        for (r = 0; r < rows; r++) {
+            const ptrdiff_t at = (ptrdiff_t)r * C + c0;
+            const __m512i sa = add_input16(&ra, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + at)), za);
+            const __m512i sb = add_input16(&rb, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + at)), zb);
+            add_store16(y + at, m, _mm512_cvtsepi32_epi8(_mm512_add_epi32(add_output16(&ro, _mm512_add_epi32(sa, sb)), zo)));
+        }
+    }
+}
+#elif defined(TQ_SIMD_AVX2)
+/* AVX2: the same, 8 channels a vector. */
+typedef struct {
+    __m256i m[2], k[2], corr64[2];
+    __m256i r, corr;
+} add_rs8;
+
+static inline __m256i add_even64(const int64_t *v) { return _mm256_setr_epi64x(v[0], v[2], v[4], v[6]); }
+static inline __m256i add_odd64(const int64_t *v) { return _mm256_setr_epi64x(v[1], v[3], v[5], v[7]); }
+
+static inline void add_rs8_load(add_rs8 *rs, const int32_t *params, int32_t n_params, int32_t k, int32_t c0,
+                                int32_t n, int32_t zp) {
+    int64_t K[8], C64[8];
+    int32_t mu[8], r[8], corr[8], i;
+    for (i = 0; i < 8; i++) {
+        const ptrdiff_t c = n_params == 1 ? 0 : c0 + (i < n ? i : 0);
+        mu[i] = params[2 * k * (ptrdiff_t)n_params + c];
+        add_rescale_consts(mu[i], params[(2 * k + 1) * (ptrdiff_t)n_params + c], zp, &K[i], &r[i], &corr[i]);
+        C64[i] = (int64_t)corr[i] << 32;
+    }
+    rs->m[0] = _mm256_loadu_si256((const __m256i *)(const void *)mu);
+    rs->m[1] = _mm256_srli_epi64(rs->m[0], 32);
+    rs->k[0] = add_even64(K);
+    rs->k[1] = add_odd64(K);
+    rs->corr64[0] = add_even64(C64);
+    rs->corr64[1] = add_odd64(C64);
+    rs->r = _mm256_loadu_si256((const __m256i *)(const void *)r);
+    rs->corr = _mm256_loadu_si256((const __m256i *)(const void *)corr);
+}
+
+/* the high dwords of the even and odd int64 lanes, in channel order */
+static inline __m256i add_hi8(__m256i se, __m256i so) { return _mm256_blend_epi32(_mm256_srli_epi64(se, 32), so, 0xAA); }
+
+static inline __m256i add_input8(const add_rs8 *rs, __m256i q, __m256i zp) {
+    const __m256i x2 = _mm256_slli_epi32(q, 21);
+    const __m256i se = _mm256_add_epi64(_mm256_mul_epi32(x2, rs->m[0]), rs->k[0]);
+    const __m256i so = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x2, 32), rs->m[1]), rs->k[1]);
+    const __m256i s = _mm256_and_si256(_mm256_cmpgt_epi32(zp, q), rs->corr);
+    return _mm256_srav_epi32(_mm256_sub_epi32(add_hi8(se, so), s), rs->r);
+}
+
+static inline __m256i add_output8(const add_rs8 *rs, __m256i sum) {
+    const __m256i x2 = _mm256_slli_epi32(sum, 1), lim = _mm256_set1_epi64x(-((int64_t)1 << 31));
+    const __m256i pe = _mm256_mul_epi32(x2, rs->m[0]), po = _mm256_mul_epi32(_mm256_srli_epi64(x2, 32), rs->m[1]);
+    const __m256i se = _mm256_sub_epi64(_mm256_add_epi64(pe, rs->k[0]),
+                                        _mm256_and_si256(_mm256_cmpgt_epi64(lim, pe), rs->corr64[0]));
+    const __m256i so = _mm256_sub_epi64(_mm256_add_epi64(po, rs->k[1]),
+                                        _mm256_and_si256(_mm256_cmpgt_epi64(lim, po), rs->corr64[1]));
+    return _mm256_srav_epi32(add_hi8(se, so), rs->r);
+}
+
+/* 8 int32 -> 8 int8, saturating (through int16: the same as saturating at once) */
+static inline __m128i add_narrow8(__m256i v) {
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
+    return _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+}
+
+static void add_simd(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
+                     const int32_t *params, int32_t n_params, int32_t out_zp, int8_t *y) {
+    const __m256i za = _mm256_set1_epi32(a_zp), zb = _mm256_set1_epi32(b_zp), zo = _mm256_set1_epi32(out_zp);
+    int32_t c0, r;
+    for (c0 = 0; c0 < C; c0 += 8) {
+        const int32_t n = C - c0 < 8 ? C - c0 : 8;
+        add_rs8 ra, rb, ro;
+        add_rs8_load(&ra, params, n_params, 0, c0, n, a_zp);
+        add_rs8_load(&rb, params, n_params, 1, c0, n, b_zp);
+        add_rs8_load(&ro, params, n_params, 2, c0, n, 0);
+        for (r = 0; r < rows; r++) {
+            const ptrdiff_t at = (ptrdiff_t)r * C + c0;
+            int8_t ta[8] = {0}, tb[8] = {0}, ty[8];
+            __m128i o;
+            __m256i sa, sb;
+            if (n < 8) { /* the tail */
+                memcpy(ta, a + at, (size_t)n);
+                memcpy(tb, b + at, (size_t)n);
+            }
+            sa = add_input8(&ra, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(n < 8 ? ta : a + at))), za);
+            sb = add_input8(&rb, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(n < 8 ? tb : b + at))), zb);
+            o = add_narrow8(_mm256_add_epi32(add_output8(&ro, _mm256_add_epi32(sa, sb)), zo));
+            if (n < 8) {
+                _mm_storel_epi64((__m128i *)(void *)ty, o);
+                memcpy(y + at, ty, (size_t)n);
+            } else {
+                _mm_storel_epi64((__m128i *)(void *)(y + at), o);
+            }
+        }
+    }
 }
 #endif
 
@@ -61,8 +228,11 @@ void tq_add(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a
                   *bsh = params + 3 * (ptrdiff_t)n_params, *om = params + 4 * (ptrdiff_t)n_params,
                   *osh = params + 5 * (ptrdiff_t)n_params;
     int32_t r, c;
-#if defined(TQ_SIMD_VNNI)
-    if (add_avx512(a, b, rows, C, a_zp, b_zp, params, n_params, out_zp, y)) return;
+#if defined(TQ_SIMD_AVX2)
+    if (add_simd_ok(params, n_params, a_zp, b_zp, out_zp)) {
+        add_simd(a, b, rows, C, a_zp, b_zp, params, n_params, out_zp, y);
+        return;
+    }
 #endif
     for (r = 0; r < rows; r++) {
         const int8_t *ar = a + (ptrdiff_t)r * C, *br = b + (ptrdiff_t)r * C;

@@ -1,6 +1,6 @@
 /* TSPTQ_LAYERNORM_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.layernorm_2s). Three passes over each row (sum, sum of
- * squared deviations, output): no scratch. 64-bit throughout (x_c, d_c are small, V and the products are not). With
- * AVX-512 (the avx512vnni build), the same passes 16 channels at a time (ln_row_avx512). */
+ * squared deviations, output): no scratch. 64-bit throughout (x_c, d_c are small, V and the products are not). On
+ * x86 (ln_row_simd): AVX-512 (avx512vnni, amx) 16 channels at a time, AVX2 its sums 8 at a time. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -11,13 +11,28 @@
 #define TQ_NORM_FRAC_BITS 24
 #define TQ_SIGMA_EXTRA_BITS 20
 
+#if defined(TQ_SIMD_AVX2)
+/* x86: tq_isqrt64 (floor(sqrt(n))) from the double square root, corrected: r^2 <= n < (r + 1)^2 defines it whatever
+ * the estimate; r <= 2^32 - 1 keeps every square in a uint64. */
+static inline int64_t ln_isqrt(uint64_t n) {
+    const uint64_t rmax = 0xFFFFFFFFu;
+    uint64_t r = (uint64_t)_mm_cvtsd_f64(_mm_sqrt_sd(_mm_setzero_pd(), _mm_set_sd((double)n)));
+    if (r > rmax) r = rmax;
+    while (r * r > n) r--;
+    while (r < rmax && (r + 1) * (r + 1) <= n) r++;
+    return (int64_t)r;
+}
+#else
+#define ln_isqrt tq_isqrt64
+#endif
+
 /* e (the extra fraction bits of the standard deviation) and sigma from the row's sum of squared deviations. */
 static int64_t ln_sigma(uint64_t ss, int32_t D, int64_t eps, int *e_out) {
     const int64_t V = (int64_t)(ss / (uint64_t)D) + eps; /* sum >= 0: floor division */
     int e = (62 - tq_bit_length64((uint64_t)V)) / 2;
     int64_t sigma;
     e = e < 0 ? 0 : (e > TQ_SIGMA_EXTRA_BITS ? TQ_SIGMA_EXTRA_BITS : e);
-    sigma = tq_isqrt64((uint64_t)tq_shl64(V, 2 * e));
+    sigma = ln_isqrt((uint64_t)tq_shl64(V, 2 * e));
     *e_out = e;
     return sigma < 1 ? 1 : sigma;
 }
@@ -41,15 +56,16 @@ static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
     }
 }
 
-#if defined(TQ_SIMD_VNNI)
-/* AVX-512: x_c and d_c in int32 lanes (the bounds checked in ln_avx512_ok keep them there), the squares, the division
- * and the output in int64 lanes. The division goes through a double estimate of the quotient, corrected by one step
- * and verified exactly; a row where a quotient cannot be verified is done by ln_row_ref. */
+#if defined(TQ_SIMD_AVX2)
+/* x86 (AVX-512 and AVX2): x_c in int32 lanes (the bounds checked in ln_simd_ok keep x_c, S and d_c there: |x_c| <=
+ * 383 << 7 < 2^16, |S| < 2^28, |d_c| < 2^29), one pass for S and sum x_c^2 (the squares in int64 lanes), then
+ *   sum_c d_c^2 = D^2 sum_c x_c^2 - D S^2   (modulo 2^64, as the reference's uint64 sum: a ring identity),
+ * and (AVX-512) the output pass with the division as a double estimate of the quotient, taken where it is certain
+ * (ln_out8); a row with a quotient that is not is done by ln_row_ref. */
 #define LN_MAX_D 4096
 
-static int ln_avx512_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps, int32_t out_shift) {
+static int ln_simd_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps, int32_t out_shift) {
     int32_t c;
-    /* |x_c| <= 383 << 7 < 2^16, |S| < 2^28, |d_c| < 2^29 */
     if (D < 1 || D > LN_MAX_D || in_zp < -255 || in_zp > 255 || eps < 0 || eps > ((int64_t)1 << 61) || out_shift < 0 ||
         out_shift > 62)
         return 0;
@@ -58,66 +74,163 @@ static int ln_avx512_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_
     return 1;
 }
 
-/* x_c = (q_c - in_zp) << in_shift_c for the 16 channels from c (lanes m) */
+/* sum_c d_c^2 (modulo 2^64) from S and sum x_c^2 */
+static inline uint64_t ln_ss(int32_t D, int64_t S, uint64_t sq) {
+    return (uint64_t)D * (uint64_t)D * sq - (uint64_t)D * ((uint64_t)S * (uint64_t)S);
+}
+#endif
+
+#if defined(TQ_SIMD_VNNI)
+/* x_c = (q_c - in_zp) << in_shift_c for the 16 channels from c (lanes m, 0 elsewhere) */
 static inline __m512i ln_x16(const int8_t *xr, const int8_t *in_shift, int32_t c, __mmask16 m, __m512i zp) {
     const __m512i q = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, xr + c));
     const __m512i sh = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, in_shift + c));
     return _mm512_maskz_sllv_epi32(m, _mm512_sub_epi32(q, zp), sh);
 }
 
-/* sign(a) * ((|a| + sigma / 2) / sigma) of 8 lanes; *ok cleared where the quotient could not be verified. */
-static inline __m512i ln_div_round(__m512i a, int64_t sigma, double inv, __mmask8 *ok) {
-    const __m512i sg = _mm512_set1_epi64(sigma), zero = _mm512_setzero_si512();
-    const __m512i n = _mm512_add_epi64(_mm512_abs_epi64(a), _mm512_set1_epi64(sigma >> 1));
-    __m512i q = _mm512_cvttpd_epi64(_mm512_mul_pd(_mm512_cvtepi64_pd(n), _mm512_set1_pd(inv)));
-    __m512i r = _mm512_sub_epi64(n, _mm512_mullo_epi64(q, sg));
-    const __mmask8 low = _mm512_cmplt_epi64_mask(r, zero), high = _mm512_cmpge_epi64_mask(r, sg);
-    q = _mm512_mask_sub_epi64(q, low, q, _mm512_set1_epi64(1));
-    q = _mm512_mask_add_epi64(q, high, q, _mm512_set1_epi64(1));
-    r = _mm512_sub_epi64(n, _mm512_mullo_epi64(q, sg));
-    *ok &= _mm512_cmpge_epi64_mask(r, zero) & _mm512_cmplt_epi64_mask(r, sg);
-    return _mm512_mask_sub_epi64(q, _mm512_cmplt_epi64_mask(a, zero), zero, q);
+/* The output of 8 channels from their d_c (int32 lanes); *ok cleared where the quotient is not certain.
+ * nrm = div_round(d << s, sigma) = sign(d) floor(t), t = (|d| 2^s + h) / sigma, h = sigma >> 1, s = 24 + e. The
+ * estimate est = fma(|d|, K, H) with K = 2^s / sigma and H = h / sigma (doubles; |d| < 2^29, sigma < 2^32 and 2^s
+ * are exact) has three roundings, each of relative size below 2^-52 in any rounding mode (2^-53 in the default one):
+ * |est - t| < 3.01 * 2^-52 * t, below 2^-19.4 for t < 2^31. Where est <= 2^31 - 4 (so t < 2^31 - 3) and est is at
+ * least 2^-19 from the integers (est - floor(est) is exact), t lies strictly between floor(est) and floor(est) + 1:
+ * floor(t) = floor(est) (= its truncation, est >= 0). Any other lane (about 2^-18 of them, and t = 0, a constant row
+ * with sigma = 1) sends the row to ln_row_ref. */
+static inline __m128i ln_out8(__m256i d, const int32_t *g, const int64_t *bb, __mmask8 mh, __m512d K, __m512d H,
+                              __m128i osh, __m512i omask, __m512i ohalf, __m512i zp, __mmask8 *ok) {
+    const __m512d est = _mm512_fmadd_pd(_mm512_cvtepi32_pd(_mm256_abs_epi32(d)), K, H);
+    const __m512d fr = _mm512_sub_pd(est, _mm512_roundscale_pd(est, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    const __mmask8 sure = _mm512_cmp_pd_mask(fr, _mm512_set1_pd(1.0 / (1 << 19)), _CMP_GE_OQ) &
+                          _mm512_cmp_pd_mask(fr, _mm512_set1_pd(1.0 - 1.0 / (1 << 19)), _CMP_LE_OQ) &
+                          _mm512_cmp_pd_mask(est, _mm512_set1_pd(2147483644.0), _CMP_LE_OQ);
+    const __m256i q = _mm512_cvttpd_epi32(est);
+    const __m256i nrm = _mm256_mask_sub_epi32(q, _mm256_cmplt_epi32_mask(d, _mm256_setzero_si256()),
+                                              _mm256_setzero_si256(), q);
+    /* nrm * gamma (|nrm| < 2^31, an exact vpmuldq) + beta, modulo 2^64 as the reference's numpy int64 */
+    const __m512i v = _mm512_add_epi64(_mm512_mul_epi32(_mm512_cvtepi32_epi64(nrm),
+                                                        _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mh, g))),
+                                       _mm512_maskz_loadu_epi64(mh, bb));
+    /* tq_rdbpot64(v, out_shift) */
+    __m512i o = _mm512_sra_epi64(v, osh);
+    o = _mm512_mask_add_epi64(o, _mm512_cmpgt_epi64_mask(_mm512_and_si512(v, omask),
+                                                         _mm512_add_epi64(ohalf, _mm512_srli_epi64(v, 63))),
+                              o, _mm512_set1_epi64(1));
+    *ok &= (__mmask8)(sure | (__mmask8)~mh); /* lanes past D do not count */
+    return _mm512_cvtsepi64_epi8(_mm512_add_epi64(o, zp));
 }
 
 /* One row; returns 0 (having written nothing) if a quotient could not be verified. */
-static int ln_row_avx512(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
-                         const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
+static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
+                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
+    int32_t xs[LN_MAX_D];
     int8_t out[LN_MAX_D];
     const __m512i zp = _mm512_set1_epi32(in_zp), dd = _mm512_set1_epi32(D);
-    __m512i sum = _mm512_setzero_si512(), ss = sum, S;
-    int64_t sigma;
-    double inv;
+    const __m512i omask = _mm512_set1_epi64((int64_t)(((uint64_t)1 << out_shift) - 1u));
+    const __m512i ohalf = _mm512_srli_epi64(omask, 1), ozp = _mm512_set1_epi64(out_zp);
+    const __m128i osh = _mm_cvtsi32_si128(out_shift);
+    __m512i sum = _mm512_setzero_si512(), sq = sum, S;
+    __m512d K, H;
+    int64_t sigma, Ssum;
     __mmask8 ok = 0xFF;
-    int32_t c, h;
+    int32_t c;
     int e;
-    for (c = 0; c < D; c += 16) sum = _mm512_add_epi32(sum, ln_x16(xr, in_shift, c, tqv_lanes(D - c), zp));
-    S = _mm512_set1_epi32(_mm512_reduce_add_epi32(sum));
     for (c = 0; c < D; c += 16) {
-        const __mmask16 m = tqv_lanes(D - c);
-        const __m512i d = _mm512_maskz_sub_epi32(m, _mm512_mullo_epi32(dd, ln_x16(xr, in_shift, c, m, zp)), S);
-        ss = _mm512_add_epi64(ss, _mm512_mul_epi32(d, d));
-        ss = _mm512_add_epi64(ss, _mm512_mul_epi32(_mm512_srli_epi64(d, 32), _mm512_srli_epi64(d, 32)));
+        const __m512i x = ln_x16(xr, in_shift, c, tqv_lanes(D - c), zp);
+        _mm512_storeu_si512(xs + c, x); /* xs has room for the whole last vector */
+        sum = _mm512_add_epi32(sum, x);
+        sq = _mm512_add_epi64(sq, _mm512_mul_epi32(x, x));
+        sq = _mm512_add_epi64(sq, _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(x, 32)));
     }
-    sigma = ln_sigma((uint64_t)_mm512_reduce_add_epi64(ss), D, eps, &e);
-    inv = 1.0 / (double)sigma;
+    Ssum = _mm512_reduce_add_epi32(sum);
+    sigma = ln_sigma(ln_ss(D, Ssum, (uint64_t)_mm512_reduce_add_epi64(sq)), D, eps, &e);
+    S = _mm512_set1_epi32((int32_t)Ssum);
+    K = _mm512_set1_pd((double)((int64_t)1 << (TQ_NORM_FRAC_BITS + e)) / (double)sigma);
+    H = _mm512_set1_pd((double)(sigma >> 1) / (double)sigma);
     for (c = 0; c < D; c += 16) {
         const __mmask16 m = tqv_lanes(D - c);
-        const __m512i d = _mm512_sub_epi32(_mm512_mullo_epi32(dd, ln_x16(xr, in_shift, c, m, zp)), S);
-        const __m512i g = _mm512_maskz_loadu_epi32(m, gamma_mul + c);
-        __m128i part[2];
-        for (h = 0; h < 2; h++) {
-            const __mmask8 mh = (__mmask8)(h ? m >> 8 : m);
-            const __m512i a = _mm512_sll_epi64(h ? tqv_hi64(d) : tqv_lo64(d), _mm_cvtsi32_si128(TQ_NORM_FRAC_BITS + e));
-            const __m512i nrm = ln_div_round(a, sigma, inv, &ok);
-            const __m512i v = _mm512_add_epi64(_mm512_mullo_epi64(nrm, h ? tqv_hi64(g) : tqv_lo64(g)),
-                                               _mm512_maskz_loadu_epi64(mh, beta_bias + c + 8 * h));
-            __m512i o = _mm512_add_epi64(tqv_rdbpot(v, _mm512_set1_epi64(out_shift)), _mm512_set1_epi64(out_zp));
-            o = _mm512_min_epi64(_mm512_max_epi64(o, _mm512_set1_epi64(-128)), _mm512_set1_epi64(127));
-            part[h] = _mm512_cvtepi64_epi8(o);
-        }
-        _mm_mask_storeu_epi8(out + c, m, _mm_unpacklo_epi64(part[0], part[1]));
+        const __m512i d = _mm512_sub_epi32(_mm512_mullo_epi32(dd, _mm512_loadu_si512(xs + c)), S);
+        const __m128i lo = ln_out8(_mm512_castsi512_si256(d), gamma_mul + c, beta_bias + c, (__mmask8)m, K, H, osh,
+                                   omask, ohalf, ozp, &ok);
+        const __m128i hi = ln_out8(_mm512_extracti64x4_epi64(d, 1), gamma_mul + c + 8, beta_bias + c + 8,
+                                   (__mmask8)(m >> 8), K, H, osh, omask, ohalf, ozp, &ok);
+        _mm_mask_storeu_epi8(out + c, m, _mm_unpacklo_epi64(lo, hi));
     }
     if (ok != 0xFF) return 0;
+    memcpy(yr, out, (size_t)D);
+    return 1;
+}
+#elif defined(TQ_SIMD_AVX2)
+/* AVX2: the sums 8 channels a vector, the output 4 (int64 lanes), the division as with AVX-512 (ln_out8) but with a
+ * separate multiply and add (AVX2 builds have no FMA): four roundings, |est - t| < 4.01 * 2^-52 * t < 2^-18.99 for
+ * t < 2^31, so est must lie 2^-18 from the integers. The arithmetic shift of int64 lanes (none in AVX2) is the
+ * logical one of v ^ sign, ^ sign. */
+static inline int ln_out4(__m128i d, const int32_t *g, const int64_t *bb, __m256d K, __m256d H, __m128i osh,
+                          __m256i omask, __m256i ohalf, int64_t *o) {
+    const __m256d est = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm_abs_epi32(d)), K), H);
+    const __m256d fr = _mm256_sub_pd(est, _mm256_floor_pd(est));
+    const __m256d sure = _mm256_and_pd(
+        _mm256_and_pd(_mm256_cmp_pd(fr, _mm256_set1_pd(1.0 / (1 << 18)), _CMP_GE_OQ),
+                      _mm256_cmp_pd(fr, _mm256_set1_pd(1.0 - 1.0 / (1 << 18)), _CMP_LE_OQ)),
+        _mm256_cmp_pd(est, _mm256_set1_pd(2147483644.0), _CMP_LE_OQ));
+    const __m128i nrm = _mm_sign_epi32(_mm256_cvttpd_epi32(est), d); /* d = 0: t = h / sigma < 1, q = 0 */
+    const __m256i v = _mm256_add_epi64(
+        _mm256_mul_epi32(_mm256_cvtepi32_epi64(nrm), _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(const void *)g))),
+        _mm256_loadu_si256((const __m256i *)(const void *)bb));
+    const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+    __m256i q = _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(v, sign), osh), sign);
+    /* tq_rdbpot64: + (rem > (mask >> 1) + (v < 0)) */
+    q = _mm256_sub_epi64(q, _mm256_cmpgt_epi64(_mm256_and_si256(v, omask), _mm256_sub_epi64(ohalf, sign)));
+    _mm256_storeu_si256((__m256i *)(void *)o, q);
+    return _mm256_movemask_pd(sure) == 0xF;
+}
+
+static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
+                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
+    int32_t xs[LN_MAX_D];
+    int8_t out[LN_MAX_D];
+    const __m256i zp = _mm256_set1_epi32(in_zp);
+    const __m256i omask = _mm256_set1_epi64x((int64_t)(((uint64_t)1 << out_shift) - 1u));
+    const __m256i ohalf = _mm256_srli_epi64(omask, 1);
+    const __m128i osh = _mm_cvtsi32_si128(out_shift);
+    __m256i sum = _mm256_setzero_si256(), sq = sum;
+    __m256d K, H;
+    int64_t sigma, Ssum = 0, lanes64[4];
+    uint64_t sqsum = 0;
+    int32_t lanes32[8], c, j;
+    int e;
+    for (c = 0; c + 8 <= D; c += 8) {
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(xr + c)));
+        const __m256i k = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(in_shift + c)));
+        const __m256i x = _mm256_sllv_epi32(_mm256_sub_epi32(q, zp), k);
+        _mm256_storeu_si256((__m256i *)(void *)(xs + c), x);
+        sum = _mm256_add_epi32(sum, x);
+        sq = _mm256_add_epi64(sq, _mm256_mul_epi32(x, x));
+        sq = _mm256_add_epi64(sq, _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(x, 32)));
+    }
+    _mm256_storeu_si256((__m256i *)(void *)lanes32, sum);
+    _mm256_storeu_si256((__m256i *)(void *)lanes64, sq);
+    for (j = 0; j < 8; j++) Ssum += lanes32[j];
+    for (j = 0; j < 4; j++) sqsum += (uint64_t)lanes64[j];
+    for (; c < D; c++) {
+        xs[c] = (int32_t)tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]);
+        Ssum += xs[c];
+        sqsum += (uint64_t)((int64_t)xs[c] * xs[c]);
+    }
+    sigma = ln_sigma(ln_ss(D, Ssum, sqsum), D, eps, &e);
+    K = _mm256_set1_pd((double)((int64_t)1 << (TQ_NORM_FRAC_BITS + e)) / (double)sigma);
+    H = _mm256_set1_pd((double)(sigma >> 1) / (double)sigma);
+    for (c = 0; c + 4 <= D; c += 4) {
+        const __m128i d = _mm_sub_epi32(_mm_mullo_epi32(_mm_set1_epi32(D), _mm_loadu_si128((const __m128i *)(const void *)(xs + c))),
+                                        _mm_set1_epi32((int32_t)Ssum));
+        int64_t o[4];
+        if (!ln_out4(d, gamma_mul + c, beta_bias + c, K, H, osh, omask, ohalf, o)) return 0;
+        for (j = 0; j < 4; j++) out[c + j] = tq_sat8(o[j] + out_zp);
+    }
+    for (; c < D; c++) {
+        const int64_t d = (int64_t)D * xs[c] - Ssum;
+        const int64_t nrm = tq_div_round(tq_shl64(d, TQ_NORM_FRAC_BITS + e), sigma);
+        out[c] = tq_sat8(tq_rshift_round(nrm * gamma_mul[c] + beta_bias[c], out_shift) + out_zp);
+    }
     memcpy(yr, out, (size_t)D);
     return 1;
 }
@@ -127,14 +240,14 @@ void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, co
                      const int32_t *gamma_mul, const int64_t *beta_bias, int64_t eps, int32_t out_zp,
                      int32_t out_shift, int8_t *y) {
     int32_t r;
-#if defined(TQ_SIMD_VNNI)
-    const int fast = ln_avx512_ok(D, in_zp, in_shift, eps, out_shift);
+#if defined(TQ_SIMD_AVX2)
+    const int fast = ln_simd_ok(D, in_zp, in_shift, eps, out_shift);
 #endif
     for (r = 0; r < rows; r++) {
         const int8_t *xr = x + (ptrdiff_t)r * D;
         int8_t *yr = y + (ptrdiff_t)r * D;
-#if defined(TQ_SIMD_VNNI)
-        if (fast && ln_row_avx512(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr)) continue;
+#if defined(TQ_SIMD_AVX2)
+        if (fast && ln_row_simd(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr)) continue;
 #endif
         ln_row_ref(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr);
     }

@@ -1,6 +1,9 @@
 /* TSPTQ_SOFTMAX_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.softmax_2s / encode_probability / encode_two_scale).
- * scratch: N int32 (the row's exp values). With AVX-512 (the avx512vnni build), the maximum, the exp values and the
- * uniform or two-scale codes are vectorized. */
+ * scratch: N int32 (the row's exp values). On x86 (avx2: 8 lanes; avx512vnni, amx: 16) the maximum, the exp values
+ * and the uniform or two-scale codes are vectorized (the conditions and why they are exact: above softmax_simd_lut_ok).
+ */
+#include <string.h>
+
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
@@ -34,35 +37,78 @@ static inline uint8_t encode_log2(int64_t p, int32_t bits) {
     return (uint8_t)tq_clamp64(q, 0, zero);
 }
 
-#if defined(TQ_SIMD_VNNI)
-/* AVX-512: the probabilities and their uniform or two-scale codes in int64 lanes, 8 at a time (log2 codes stay
- * scalar). */
-static int softmax_avx512_ok(int32_t out_kind, int32_t shift, int32_t bits, int32_t m) {
-    if (shift < 0 || shift > 62) return 0;
-    if (out_kind == TQ_UNIFORM) return 1;
-    return out_kind == TQ_TWO_SCALE && bits >= 2 && bits <= 8 && m >= 0 && m <= 46;
+#if defined(TQ_SIMD_AVX2)
+/* x86 (AVX2, AVX-512): the maximum, the exp values and the uniform or two-scale codes vectorized, exactly:
+ * - every exp table entry in [0, 2^20] (checked once per call; the op's prepare makes sure of it) and N <= 2047 keep
+ *   e_i >= 0 and E = sum e_i < 2^31 (int32 sums), so recip = 2^50 // E >= 0 (0 for E = 0);
+ * - where recip < 2^32 (E >= 2^18, e.g. any table starting at 2^20), e_i recip is an exact 32 x 32 -> 64-bit
+ *   unsigned product (vpmuludq), at most E recip <= 2^50, and p = rshift_round(e recip, 20) = (e recip + 2^19) >> 20
+ *   (rounding half away from zero is half up for x >= 0), p <= 2^30 + 1 < 2^32; a row with a larger recip takes the
+ *   scalar loop;
+ * - 0 <= mult < 2^31 (checked), so p mult is exact unsigned too, < 2^62, and v = rshift_round(p mult, shift) =
+ *   (p mult + half) >> shift (half = 2^(shift - 1), 0 for shift = 0), 0 <= v < 2^62;
+ * - the codes of a v >= 0: uniform: sat8(v + zp) = sat8(min(v, 255) + zp) for -128 <= zp <= 127; two-scale: fine =
+ *   min((v + 2^15) >> 16, hi) (>= 0 >= lo, <= hi <= field_max, so & field_max changes nothing), coarse as the
+ *   scalar code, 2v >= split iff v >= ceil(split / 2) = thr (split >= 0, no wrap: m <= 8 keeps it below 2^32);
+ *   with AVX-512 the codes of v clamped to vmax (below 2^31, see softmax_codes_init) in int32 lanes.
+ * Other options (log2 codes, m > 8) vectorize the maximum and exp values only. */
+static int softmax_simd_lut_ok(const int32_t *exp_lut, int32_t N) {
+    int32_t i;
+    if (N < 1 || N > 2047) return 0;
+    for (i = 0; i < 256; i++)
+        if (exp_lut[i] < 0 || exp_lut[i] > (1 << TQ_EXP_FRAC_BITS)) return 0;
+    return 1;
 }
 
-/* encode_two_scale of 8 lanes */
-static inline __m512i softmax_two_scale8(__m512i v, int32_t bits, int32_t m, int32_t signed_fine) {
-    const int64_t field_max = ((int64_t)1 << (bits - 1)) - 1;
-    const int64_t lo = signed_fine ? -((int64_t)1 << (bits - 2)) : 0;
-    const int64_t hi = signed_fine ? ((int64_t)1 << (bits - 2)) - 1 : field_max;
-    const int64_t c0 = (hi >> m) + 1;
-    const int64_t split = tq_shl64(hi + tq_shl64(c0, m), TQ_TWO_SCALE_FRAC_BITS);
-    const __m512i fine = _mm512_min_epi64(
-        _mm512_max_epi64(tqv_rdbpot(v, _mm512_set1_epi64(TQ_TWO_SCALE_FRAC_BITS)), _mm512_set1_epi64(lo)),
-        _mm512_set1_epi64(hi));
-    const __m512i coarse = _mm512_min_epi64(
-        _mm512_max_epi64(tqv_rdbpot(v, _mm512_set1_epi64(TQ_TWO_SCALE_FRAC_BITS + m)), _mm512_set1_epi64(c0)),
-        _mm512_set1_epi64(field_max));
-    const __mmask8 use_coarse = _mm512_cmpge_epi64_mask(_mm512_slli_epi64(v, 1), _mm512_set1_epi64(split));
-    return _mm512_mask_blend_epi64(use_coarse, _mm512_and_si512(fine, _mm512_set1_epi64(field_max)),
-                                   _mm512_or_si512(coarse, _mm512_set1_epi64((int64_t)1 << (bits - 1))));
+static int softmax_simd_codes_ok(int32_t out_kind, int32_t mult, int32_t shift, int32_t out_zp, int32_t bits,
+                                 int32_t m) {
+    if (mult < 0 || shift < 0 || shift > 62) return 0;
+    if (out_kind == TQ_UNIFORM) return out_zp >= -128 && out_zp <= 127;
+    return out_kind == TQ_TWO_SCALE && bits >= 2 && bits <= 8 && m >= 0 && m <= 8;
+}
+
+/* The per-call constants of the codes. */
+typedef struct {
+    int64_t half, hi, c0, field_max, top, thr, half_m, vmax;
+    int32_t shift, coarse_shift, two_scale, zp;
+} softmax_codes;
+
+static void softmax_codes_init(softmax_codes *k, int32_t out_kind, int32_t shift, int32_t out_zp, int32_t bits,
+                               int32_t m, int32_t signed_fine) {
+    k->two_scale = out_kind == TQ_TWO_SCALE;
+    k->shift = shift;
+    k->half = shift ? (int64_t)1 << (shift - 1) : 0;
+    k->zp = out_zp;
+    k->field_max = ((int64_t)1 << (bits - 1)) - 1;
+    k->hi = signed_fine ? ((int64_t)1 << (bits - 2)) - 1 : k->field_max;
+    k->c0 = (k->hi >> m) + 1;
+    k->top = (int64_t)1 << (bits - 1);
+    k->thr = (((k->hi + (k->c0 << m)) << TQ_TWO_SCALE_FRAC_BITS) + 1) >> 1;
+    k->coarse_shift = TQ_TWO_SCALE_FRAC_BITS + m;
+    k->half_m = (int64_t)1 << (k->coarse_shift - 1);
+    /* uniform: min(v, 255) has the code of v; two-scale: for v >= vmax the fine value is hi, the coarse one
+     * field_max and 2v >= split (each nondecreasing in v), so v and vmax have the same code. bits <= 8, m <= 8 keep
+     * vmax + 2^(15 + m) below 2^31: 127 << 24 + 2^23, thr <= ((127 + (128 << 8)) << 16) / 2 + 1. */
+    k->vmax = 255;
+    if (k->two_scale) {
+        k->vmax = k->hi << TQ_TWO_SCALE_FRAC_BITS;
+        if ((k->field_max << k->coarse_shift) > k->vmax) k->vmax = k->field_max << k->coarse_shift;
+        if (k->thr > k->vmax) k->vmax = k->thr;
+    }
+}
+#endif
+
+#if defined(TQ_SIMD_VNNI)
+/* 16 bytes to p, lanes m (a plain store when all 16: the masked narrowing stores are slow) */
+static inline void softmax_store16(void *p, __mmask16 m, __m128i v) {
+    if (m == 0xFFFF)
+        _mm_storeu_si128((__m128i *)p, v);
+    else
+        _mm_mask_storeu_epi8(p, m, v);
 }
 
 /* The row's largest code. */
-static inline int32_t softmax_max_avx512(const int8_t *xr, int32_t n) {
+static inline int32_t softmax_max_simd(const int8_t *xr, int32_t n) {
     __m512i mx = _mm512_set1_epi8(-128);
     __m256i m32;
     int32_t i;
@@ -75,8 +121,8 @@ static inline int32_t softmax_max_avx512(const int8_t *xr, int32_t n) {
         _mm512_cvtepi8_epi32(_mm_max_epi8(_mm256_castsi256_si128(m32), _mm256_extracti128_si256(m32, 1))));
 }
 
-/* e[i] = exp_lut[mx - x_i] and their sum E (int64). */
-static inline int64_t softmax_exp_avx512(const int8_t *xr, int32_t n, int32_t mx, const int32_t *exp_lut, int32_t *e) {
+/* e[i] = exp_lut[mx - x_i] and their sum E (int32 sums: see above). */
+static inline int64_t softmax_exp_simd(const int8_t *xr, int32_t n, int32_t mx, const int32_t *exp_lut, int32_t *e) {
     const __m512i vmx = _mm512_set1_epi32(mx);
     __m512i E = _mm512_setzero_si512();
     int32_t i;
@@ -85,31 +131,138 @@ static inline int64_t softmax_exp_avx512(const int8_t *xr, int32_t n, int32_t mx
         const __m512i idx = _mm512_sub_epi32(vmx, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, xr + i)));
         const __m512i ev = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, exp_lut, 4);
         _mm512_mask_storeu_epi32(e + i, m, ev);
-        E = _mm512_add_epi64(E, _mm512_add_epi64(tqv_lo64(ev), tqv_hi64(ev)));
+        E = _mm512_add_epi32(E, ev);
     }
-    return _mm512_reduce_add_epi64(E);
+    return _mm512_reduce_add_epi32(E);
 }
 
-/* The codes of one row from its exp values e (n of them) and 2^50 / E. */
-static void softmax_row_avx512(const int32_t *e, int32_t n, int64_t recip, int32_t out_kind, int32_t mult,
-                               int32_t shift, int32_t out_zp, int32_t bits, int32_t m, int32_t signed_fine,
-                               uint8_t *yr) {
-    const __m512i rc = _mm512_set1_epi64(recip), mu = _mm512_set1_epi64(mult), sh = _mm512_set1_epi64(shift),
-                  ef = _mm512_set1_epi64(TQ_EXP_FRAC_BITS);
+/* min(v, vmax) of 8 exp values (each in the low dword of an int64 lane): v < 2^62, vmax < 2^31 */
+static inline __m512i softmax_v8(__m512i e, __m512i rc, __m512i mu, __m512i half, __m128i sh, __m512i vmax) {
+    const __m512i p = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epu32(e, rc), _mm512_set1_epi64(1 << 19)),
+                                        TQ_EXP_FRAC_BITS);
+    return _mm512_min_epu64(_mm512_srl_epi64(_mm512_add_epi64(_mm512_mul_epu32(p, mu), half), sh), vmax);
+}
+
+/* The codes of one row from its exp values e (n of them) and recip = 2^50 // E < 2^32. The codes of 16 lanes in int32
+ * lanes, from v clamped to vmax (softmax_codes_init: a v >= vmax has the code of vmax). */
+static void softmax_row_simd(const int32_t *e, int32_t n, int64_t recip, int32_t mult, const softmax_codes *k,
+                             uint8_t *yr) {
+    const __m512i rc = _mm512_set1_epi64(recip), mu = _mm512_set1_epi64(mult), half = _mm512_set1_epi64(k->half),
+                  vmax = _mm512_set1_epi64(k->vmax);
+    const __m128i sh = _mm_cvtsi32_si128(k->shift), csh = _mm_cvtsi32_si128(k->coarse_shift);
+    const __m512i r15 = _mm512_set1_epi32(1 << 15), hi = _mm512_set1_epi32((int32_t)k->hi),
+                  half_m = _mm512_set1_epi32((int32_t)k->half_m), c0 = _mm512_set1_epi32((int32_t)k->c0),
+                  fm = _mm512_set1_epi32((int32_t)k->field_max), top = _mm512_set1_epi32((int32_t)k->top),
+                  thr = _mm512_set1_epi32((int32_t)k->thr), zp = _mm512_set1_epi32(k->zp);
     int32_t i;
-    for (i = 0; i < n; i += 8) {
-        const __mmask8 lanes = (__mmask8)(n - i >= 8 ? 0xFF : (1u << (n - i)) - 1);
-        const __m512i ev = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(lanes, e + i));
-        const __m512i p = tqv_rdbpot(_mm512_mullo_epi64(ev, rc), ef); /* Q30 */
-        const __m512i v = tqv_rdbpot(_mm512_mullo_epi64(p, mu), sh);
-        __m512i code;
-        if (out_kind == TQ_TWO_SCALE) {
-            code = softmax_two_scale8(v, bits, m, signed_fine);
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 m = tqv_lanes(n - i);
+        const __m512i ev = _mm512_maskz_loadu_epi32(m, e + i);
+        const __m512i ve = softmax_v8(ev, rc, mu, half, sh, vmax);
+        const __m512i vo = softmax_v8(_mm512_srli_epi64(ev, 32), rc, mu, half, sh, vmax);
+        const __m512i v = _mm512_mask_shuffle_epi32(ve, 0xAAAA, vo, _MM_PERM_CCAA); /* 16 int32 lanes */
+        if (k->two_scale) {
+            const __m512i fine = _mm512_min_epi32(_mm512_srli_epi32(_mm512_add_epi32(v, r15), TQ_TWO_SCALE_FRAC_BITS), hi);
+            const __m512i coarse =
+                _mm512_min_epi32(_mm512_max_epi32(_mm512_srl_epi32(_mm512_add_epi32(v, half_m), csh), c0), fm);
+            softmax_store16(yr + i, m, _mm512_cvtepi32_epi8(_mm512_mask_or_epi32(fine, _mm512_cmpge_epi32_mask(v, thr), coarse, top)));
         } else {
-            code = _mm512_add_epi64(v, _mm512_set1_epi64(out_zp));
-            code = _mm512_min_epi64(_mm512_max_epi64(code, _mm512_set1_epi64(-128)), _mm512_set1_epi64(127));
+            softmax_store16(yr + i, m, _mm512_cvtsepi32_epi8(_mm512_add_epi32(v, zp)));
         }
-        _mm_mask_storeu_epi8(yr + i, lanes, _mm512_cvtepi64_epi8(code));
+    }
+}
+#elif defined(TQ_SIMD_AVX2)
+static inline int32_t softmax_max_simd(const int8_t *xr, int32_t n) {
+    __m256i mx = _mm256_set1_epi8(-128);
+    __m128i m16;
+    int32_t i, best;
+    int8_t lanes[16];
+    for (i = 0; i + 32 <= n; i += 32) mx = _mm256_max_epi8(mx, _mm256_loadu_si256((const __m256i *)(const void *)(xr + i)));
+    m16 = _mm_max_epi8(_mm256_castsi256_si128(mx), _mm256_extracti128_si256(mx, 1));
+    _mm_storeu_si128((__m128i *)(void *)lanes, m16);
+    best = -128;
+    for (; i < n; i++)
+        if (xr[i] > best) best = xr[i];
+    for (i = 0; i < 16; i++)
+        if (lanes[i] > best) best = lanes[i];
+    return best;
+}
+
+static inline int64_t softmax_exp_simd(const int8_t *xr, int32_t n, int32_t mx, const int32_t *exp_lut, int32_t *e) {
+    const __m256i vmx = _mm256_set1_epi32(mx);
+    __m256i E = _mm256_setzero_si256();
+    __m128i s;
+    int32_t i, total;
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256i idx =
+            _mm256_sub_epi32(vmx, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(xr + i))));
+        const __m256i ev = _mm256_i32gather_epi32(exp_lut, idx, 4);
+        _mm256_storeu_si256((__m256i *)(void *)(e + i), ev);
+        E = _mm256_add_epi32(E, ev);
+    }
+    s = _mm_add_epi32(_mm256_castsi256_si128(E), _mm256_extracti128_si256(E, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    total = _mm_cvtsi128_si32(s);
+    for (; i < n; i++) {
+        e[i] = exp_lut[mx - xr[i]];
+        total += e[i];
+    }
+    return total;
+}
+
+static inline __m256i softmax_v4(__m256i e, __m256i rc, __m256i mu, __m256i half, __m128i sh) {
+    const __m256i p = _mm256_srli_epi64(
+        _mm256_add_epi64(_mm256_mul_epu32(e, rc), _mm256_set1_epi64x(1 << 19)), TQ_EXP_FRAC_BITS);
+    return _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epu32(p, mu), half), sh);
+}
+
+/* min / max of int64 lanes (AVX2 has no vpminsq) */
+static inline __m256i softmax_min4(__m256i a, __m256i b) { return _mm256_blendv_epi8(a, b, _mm256_cmpgt_epi64(a, b)); }
+static inline __m256i softmax_max4(__m256i a, __m256i b) { return _mm256_blendv_epi8(a, b, _mm256_cmpgt_epi64(b, a)); }
+
+/* codes of 4 lanes, each in [0, 255] (two-scale) or in [-128, 382] (uniform: min(v, 255) + zp, saturated when
+ * narrowed) */
+static inline __m256i softmax_code4(__m256i v, const softmax_codes *k) {
+    if (k->two_scale) {
+        const __m256i fine = softmax_min4(
+            _mm256_srli_epi64(_mm256_add_epi64(v, _mm256_set1_epi64x(1 << 15)), TQ_TWO_SCALE_FRAC_BITS),
+            _mm256_set1_epi64x(k->hi));
+        const __m256i coarse = _mm256_or_si256(
+            softmax_min4(softmax_max4(_mm256_srl_epi64(_mm256_add_epi64(v, _mm256_set1_epi64x(k->half_m)),
+                                                       _mm_cvtsi32_si128(k->coarse_shift)),
+                                      _mm256_set1_epi64x(k->c0)),
+                         _mm256_set1_epi64x(k->field_max)),
+            _mm256_set1_epi64x(k->top));
+        return _mm256_blendv_epi8(fine, coarse, _mm256_cmpgt_epi64(v, _mm256_set1_epi64x(k->thr - 1)));
+    }
+    return _mm256_add_epi64(softmax_min4(v, _mm256_set1_epi64x(255)), _mm256_set1_epi64x(k->zp));
+}
+
+static void softmax_row_simd(const int32_t *e, int32_t n, int64_t recip, int32_t mult, const softmax_codes *k,
+                             uint8_t *yr) {
+    const __m256i rc = _mm256_set1_epi64x(recip), mu = _mm256_set1_epi64x(mult), half = _mm256_set1_epi64x(k->half);
+    const __m128i sh = _mm_cvtsi32_si128(k->shift);
+    int32_t te[8] = {0}, i;
+    uint8_t ty[8];
+    for (i = 0; i < n; i += 8) {
+        const int full = n - i >= 8;
+        __m256i ev, c, w;
+        __m128i b;
+        if (!full) memcpy(te, e + i, sizeof(int32_t) * (size_t)(n - i)); /* the tail: lanes past n are 0 */
+        ev = _mm256_loadu_si256((const __m256i *)(const void *)(full ? e + i : te));
+        c = _mm256_blend_epi32(softmax_code4(softmax_v4(ev, rc, mu, half, sh), k),
+                               _mm256_slli_epi64(softmax_code4(softmax_v4(_mm256_srli_epi64(ev, 32), rc, mu, half, sh), k), 32),
+                               0xAA);
+        w = _mm256_packs_epi32(c, c);
+        w = k->two_scale ? _mm256_packus_epi16(w, w) : _mm256_packs_epi16(w, w);
+        b = _mm_unpacklo_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        if (full) {
+            _mm_storel_epi64((__m128i *)(void *)(yr + i), b);
+        } else {
+            _mm_storel_epi64((__m128i *)(void *)ty, b);
+            memcpy(yr + i, ty, (size_t)(n - i));
+        }
     }
 }
 #endif
@@ -118,25 +271,32 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
                    int32_t mult, int32_t shift, int32_t out_zp, int32_t bits, int32_t m, int32_t signed_fine,
                    uint8_t *y, int32_t *scratch) {
     int32_t r, i;
-#if defined(TQ_SIMD_VNNI)
-    const int fast = softmax_avx512_ok(out_kind, shift, bits, m);
+#if defined(TQ_SIMD_AVX2)
+    const int simd = softmax_simd_lut_ok(exp_lut, N);
+    const int simd_codes = simd && softmax_simd_codes_ok(out_kind, mult, shift, out_zp, bits, m);
+    softmax_codes codes;
+    memset(&codes, 0, sizeof codes);
+    if (simd_codes) softmax_codes_init(&codes, out_kind, shift, out_zp, bits, m, signed_fine);
 #endif
     for (r = 0; r < rows; r++) {
         const int8_t *xr = x + (ptrdiff_t)r * N;
         uint8_t *yr = y + (ptrdiff_t)r * N;
         int32_t mx = -128;
         int64_t E = 0, recip;
-#if defined(TQ_SIMD_VNNI)
-        mx = softmax_max_avx512(xr, N);
-        E = softmax_exp_avx512(xr, N, mx, exp_lut, scratch);
-#else
-        for (i = 0; i < N; i++)
-            if (xr[i] > mx) mx = xr[i];
-        for (i = 0; i < N; i++) {
-            scratch[i] = exp_lut[mx - xr[i]];
-            E += scratch[i];
-        }
+#if defined(TQ_SIMD_AVX2)
+        if (simd) {
+            mx = softmax_max_simd(xr, N);
+            E = softmax_exp_simd(xr, N, mx, exp_lut, scratch);
+        } else
 #endif
+        {
+            for (i = 0; i < N; i++)
+                if (xr[i] > mx) mx = xr[i];
+            for (i = 0; i < N; i++) {
+                scratch[i] = exp_lut[mx - xr[i]];
+                E += scratch[i];
+            }
+        }
         /* 2^50 / E, floor (numpy's // gives 0 for a zero divisor) */
         if (E > 0)
             recip = ((int64_t)1 << (TQ_PROB_FRAC_BITS + TQ_EXP_FRAC_BITS)) / E;
@@ -144,9 +304,9 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
             recip = -((((int64_t)1 << (TQ_PROB_FRAC_BITS + TQ_EXP_FRAC_BITS)) - E - 1) / -E);
         else
             recip = 0;
-#if defined(TQ_SIMD_VNNI)
-        if (fast) {
-            softmax_row_avx512(scratch, N, recip, out_kind, mult, shift, out_zp, bits, m, signed_fine, yr);
+#if defined(TQ_SIMD_AVX2)
+        if (simd_codes && recip <= (int64_t)0xFFFFFFFF) {
+            softmax_row_simd(scratch, N, recip, mult, &codes, yr);
             continue;
         }
 #endif

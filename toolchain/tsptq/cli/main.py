@@ -9,6 +9,7 @@
     tsptq verify --runtime c model.tflite --eval-images 10000
     tsptq emit-c model.tflite --out firmware/
     tsptq profile --target mps2-an386 --port socket://127.0.0.1:4444 model.tflite
+    tsptq npu-report model.tflite --accelerator ethos-u55-128 --out npu/
     tsptq doctor --json doctor.json
 """
 from __future__ import annotations
@@ -249,6 +250,20 @@ def cmd_profile(args) -> int:
     return 0 if deployment_ok(report["result"], opts) else 1
 
 
+def cmd_npu_report(args) -> int:
+    from tsptq.atomic import write_json_atomic
+    from tsptq.npu.vela import compile_report, format_report, write_outputs
+
+    report = compile_report(args.file, args.accelerator, args.system_config, args.memory_mode)
+    print(format_report(report))
+    if args.out:
+        for path in write_outputs(report, args.out):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        write_json_atomic(args.json, report.to_json())
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from tsptq.atomic import write_json_atomic
     from tsptq.deploy.doctor import diagnose, format_report
@@ -396,6 +411,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_board_args(pr)
     pr.set_defaults(fn=cmd_profile)
 
+    from tsptq.npu.vela import ACCELERATORS, DEFAULT_ACCELERATOR
+
+    nr = sub.add_parser("npu-report", help="what Arm's Vela compiler puts on an Ethos-U NPU: ops, MACs, time, memory",
+                        description="Compiles a .tflite file with Arm's Vela compiler (the 'npu' extra: pip install "
+                                    "-e '.[npu]') for an Ethos-U NPU and reports which ops, and what share of the "
+                                    "multiply-accumulates, run on the NPU and which stay on the CPU (with Vela's "
+                                    "reasons), how often the graph switches between them, Vela's estimated "
+                                    "inference time of the NPU part (CPU ops not included) and the SRAM and "
+                                    "off-chip flash it uses. The default system is a Corstone-300 class board: "
+                                    "Ethos-U55-128 at 500 MHz beside a Cortex-M55 (Vela's "
+                                    "Ethos_U55_High_End_Embedded, Shared_Sram). Vela runs in a temporary directory; "
+                                    "nothing is written unless --out or --json is given.")
+    nr.add_argument("file", help="the .tflite file (any: tsptq's, the stock converter's)")
+    nr.add_argument("--accelerator", choices=ACCELERATORS, default=DEFAULT_ACCELERATOR, metavar="CONFIG",
+                    help=f"Vela's --accelerator-config: {', '.join(ACCELERATORS)} (default {DEFAULT_ACCELERATOR})")
+    nr.add_argument("--system-config", default=None,
+                    help="a system configuration of Vela's Arm/vela.ini (default: Ethos_U55_High_End_Embedded for "
+                         "a U55, Ethos_U65_High_End for a U65, Ethos_U85_SYS_DRAM_Mid for a U85)")
+    nr.add_argument("--memory-mode", default=None,
+                    help="a memory mode of Arm/vela.ini (default: Shared_Sram for a U55, Dedicated_Sram otherwise)")
+    nr.add_argument("--out", metavar="DIR",
+                    help="write Vela's compiled FILE_vela.tflite (ready for the Ethos-U driver of TFLite Micro) and "
+                         "its summary and per-layer CSVs into this directory (created)")
+    nr.add_argument("--json", metavar="FILE", help="also write the report here")
+    nr.set_defaults(fn=cmd_npu_report)
+
     dr = sub.add_parser("doctor", help="what this machine has and lacks for each target and feature, with install commands",
                         description="Lists, for every target in targets/ (and its --runtime litert), the C runtime, "
                                     "fuzzing, the Arm SIMD kernel tests, the accuracy data sets, dinov2-s14, the "
@@ -424,6 +465,7 @@ OUTPUTS = {
     "verify": (("--json", "json", False),),
     "emit-c": (("--out", "out", True),),
     "profile": (("--json", "json", False), ("--report", "report", True)),
+    "npu-report": (("--out", "out", True), ("--json", "json", False)),
     "doctor": (("--json", "json", False),),
 }
 
