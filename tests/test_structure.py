@@ -161,7 +161,7 @@ def test_every_module_is_importable_by_its_folder_path(name):
 
 # The chain, bottom layer first: a package imports only the packages before it (and the shared modules).
 SHARED = {"tsptq", "tsptq.errors", "tsptq.paths", "tsptq.atomic"}
-LAYERS = ["data", "model", "quant", "intmodel", "tflite", "runtime", "evaluation", "deploy", "cli"]
+LAYERS = ["data", "model", "quant", "intmodel", "tflite", "runtime", "evaluation", "npu", "deploy", "cli"]
 
 
 def _layer(module: str) -> int | None:
