@@ -62,7 +62,7 @@ static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
  *   sum_c d_c^2 = D^2 sum_c x_c^2 - D S^2   (modulo 2^64, as the reference's uint64 sum: a ring identity),
  * and (AVX-512) the output pass with the division as a double estimate of the quotient, taken where it is certain
  * (ln_out8); a row with a quotient that is not is done by ln_row_ref. */
-#define LN_MAX_D 4096
+#define LN_MAX_D 1024 /* the op's prepare refuses wider rows; 5 KB of stack per row buffer pair */
 
 static int ln_simd_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps, int32_t out_shift) {
     int32_t c;
@@ -103,7 +103,9 @@ static inline __m128i ln_out8(__m256i d, const int32_t *g, const int64_t *bb, __
     const __mmask8 sure = _mm512_cmp_pd_mask(fr, _mm512_set1_pd(1.0 / (1 << 19)), _CMP_GE_OQ) &
                           _mm512_cmp_pd_mask(fr, _mm512_set1_pd(1.0 - 1.0 / (1 << 19)), _CMP_LE_OQ) &
                           _mm512_cmp_pd_mask(est, _mm512_set1_pd(2147483644.0), _CMP_LE_OQ);
-    const __m256i q = _mm512_cvttpd_epi32(est);
+    /* clamped first: a lane past D or a quotient too large to be certain must not raise FE_INVALID in the
+     * conversion (a host with that trap enabled would stop); such lanes are discarded or sent to ln_row_ref */
+    const __m256i q = _mm512_cvttpd_epi32(_mm512_min_pd(est, _mm512_set1_pd(2147483644.0)));
     const __m256i nrm = _mm256_mask_sub_epi32(q, _mm256_cmplt_epi32_mask(d, _mm256_setzero_si256()),
                                               _mm256_setzero_si256(), q);
     /* nrm * gamma (|nrm| < 2^31, an exact vpmuldq) + beta, modulo 2^64 as the reference's numpy int64 */

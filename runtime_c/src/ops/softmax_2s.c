@@ -79,6 +79,9 @@ static void softmax_codes_init(softmax_codes *k, int32_t out_kind, int32_t shift
     k->shift = shift;
     k->half = shift ? (int64_t)1 << (shift - 1) : 0;
     k->zp = out_zp;
+    k->vmax = 255; /* uniform: min(v, 255) has the code of v */
+    if (!k->two_scale) return; /* bits and m mean nothing to a uniform code (softmax_simd_codes_ok checks them for
+                                * two-scale codes only): no shifts by them */
     k->field_max = ((int64_t)1 << (bits - 1)) - 1;
     k->hi = signed_fine ? ((int64_t)1 << (bits - 2)) - 1 : k->field_max;
     k->c0 = (k->hi >> m) + 1;
@@ -86,15 +89,12 @@ static void softmax_codes_init(softmax_codes *k, int32_t out_kind, int32_t shift
     k->thr = (((k->hi + (k->c0 << m)) << TQ_TWO_SCALE_FRAC_BITS) + 1) >> 1;
     k->coarse_shift = TQ_TWO_SCALE_FRAC_BITS + m;
     k->half_m = (int64_t)1 << (k->coarse_shift - 1);
-    /* uniform: min(v, 255) has the code of v; two-scale: for v >= vmax the fine value is hi, the coarse one
+    /* two-scale: for v >= vmax the fine value is hi, the coarse one
      * field_max and 2v >= split (each nondecreasing in v), so v and vmax have the same code. bits <= 8, m <= 8 keep
      * vmax + 2^(15 + m) below 2^31: 127 << 24 + 2^23, thr <= ((127 + (128 << 8)) << 16) / 2 + 1. */
-    k->vmax = 255;
-    if (k->two_scale) {
-        k->vmax = k->hi << TQ_TWO_SCALE_FRAC_BITS;
-        if ((k->field_max << k->coarse_shift) > k->vmax) k->vmax = k->field_max << k->coarse_shift;
-        if (k->thr > k->vmax) k->vmax = k->thr;
-    }
+    k->vmax = k->hi << TQ_TWO_SCALE_FRAC_BITS;
+    if ((k->field_max << k->coarse_shift) > k->vmax) k->vmax = k->field_max << k->coarse_shift;
+    if (k->thr > k->vmax) k->vmax = k->thr;
 }
 #endif
 
