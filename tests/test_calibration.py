@@ -146,6 +146,61 @@ def test_v2sf_gelu_keeps_sign_and_beats_uniform_on_heavy_tails():
     assert err(q.fake(h)) < 0.7 * err(search.mse_uniform(h, 8, err, h).fake(h))
 
 
+@pytest.mark.parametrize("high", [True, False])
+def test_gelu_input_code_clips_the_flat_negative_side_and_beats_one_common_clip(high):
+    """A pre-GELU tensor with a long negative tail (DINOv2's fc1 outputs reach -18 where GELU is 0): scored through
+    GELU and fc2, the low end is clipped far more than the high end, and the fc2 error falls well below the best
+    common clip of both ends scored the same way."""
+    gen = torch.Generator().manual_seed(3)
+    pre = torch.randn(2048, 96, generator=gen) - 1.0
+    pre[:, :4] -= 12 * torch.rand(2048, 4, generator=gen)  # a few channels deep in GELU's flat region
+    pre += (torch.rand(2048, 96, generator=gen) < 0.002) * 6.0
+    w = torch.randn(48, 96, generator=gen) * 0.1
+    err = search.gelu_output_error(pre, w)
+    q = search.asymmetric_uniform(pre, 8, err, pre, high=high)
+    lo, hi = float(pre.min()), float(pre.max())
+    q_lo, q_hi = q.decode(torch.tensor(-128)).item(), q.decode(torch.tensor(127)).item()
+    assert q_lo / lo < q_hi / hi  # the low end gave up more of its range
+    assert err(q.fake(pre)) < 0.6 * err(search.mse_uniform(pre, 8, err, pre).fake(pre))
+
+
+def test_attention_scores_code_keeps_the_top_of_the_range():
+    """Scored through Softmax x V, the scores' code may clip the very negative scores (probability ~0) but keeps
+    their maximum, which the Softmax depends on; and it is no worse than the min/max code."""
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(2, 3, 50, 50, generator=gen) * 2
+    scores[..., 0] += 6  # one key every query attends to strongly
+    scores[:, :, :, 1] -= 20  # a key no query attends to
+    v = torch.randn(2, 3, 50, 16, generator=gen)
+    err = search.softmax_output_error(scores, v)
+    q = search.asymmetric_uniform(scores, 8, err, scores)
+    assert q.decode(torch.tensor(127)).item() >= 0.9 * float(scores.max())
+    assert q.decode(torch.tensor(-128)).item() > 0.8 * float(scores.min())
+    assert err(q.fake(scores)) <= err(search.minmax(scores, 8).fake(scores))
+
+
+@pytest.mark.parametrize("variant", ["tsptq-nl-low", "tsptq-nl-both"])
+def test_nonlinear_input_variants_fit_gelu_and_softmax_inputs_through_them(tiny, images, variant):
+    from tsptq.quant.methods import get_method
+    from tsptq.quant.observers import record
+    from tsptq.quant.quantize import fit_point
+    graph = Graph.from_model(tiny)
+    cal = record(graph, images, progress=False)
+    fc2 = graph.linears["blocks.0.fc2"][0]
+    x = cal.tensors["blocks.0.fc1"].reshape(-1, CFG.mlp_hidden)
+    err = search.gelu_output_error(x, fc2)
+    new = fit_point(get_method(variant), "blocks.0.fc1", "act", cal.tensors, graph, 8)
+    old = fit_point(get_method("tsptq"), "blocks.0.fc1", "act", cal.tensors, graph, 8)
+    assert old.to_dict() == search.mse_uniform(x, 8).to_dict()
+    assert new.to_dict() != old.to_dict() and err(new.fake(x)) <= err(search.minmax(x, 8).fake(x))
+    s = cal.tensors["blocks.1.scores"]
+    new_s = fit_point(get_method(variant), "blocks.1.scores", "act", cal.tensors, graph, 8)
+    if variant == "tsptq-nl-low":  # the high end stays at the observed maximum
+        assert new_s.decode(torch.tensor(127)).item() >= float(s.max()) - float(new_s.scale)
+    err_s = search.softmax_output_error(s[:8], cal.tensors["blocks.1.v"][:8])
+    assert err_s(new_s.fake(s[:8])) <= err_s(search.minmax(s, 8).fake(s[:8]))
+
+
 def test_tsptq_keeps_a_uniform_code_where_two_scales_do_not_pay(tiny, images):
     """On a mild post-GELU distribution a flag bit costs more than it gives: the fit must not be worse than uniform."""
     from tsptq.quant.quantize import fit_point

@@ -24,6 +24,10 @@ class Method:
     output_search: bool = True  # score 2SF candidates by the consumer's output error (else by the tensor's own)
     select: str = "local"  # local: keep each local search's pick | block: choose by the block-output error
     o2sf_levels: bool = False  # O-2SF may give each outlier channel its own shift (else one shift for all)
+    # Uniform codes of GELU and Softmax inputs (fc1 outputs, attention scores), scored through the nonlinearity on
+    # its consumer's output: none (one common clip of both ends, scored on the tensor) | low (the low end clipped
+    # alone) | both (each end clipped on its own)
+    nonlinear_input_clip: str = "none"
     description: str = ""
 
 
@@ -54,6 +58,12 @@ METHODS: dict[str, Method | None] = {
                                    description="TSPTQ with 2SF scales scored on the tensor, not the consumer output"),
     "tsptq-local": replace(_TSPTQ, name="tsptq-local", select="local", o2sf_levels=False,
                            description="TSPTQ without block-output selection (local picks kept), two-level O-2SF"),
+    "tsptq-nl-low": replace(_TSPTQ, name="tsptq-nl-low", nonlinear_input_clip="low",
+                            description="TSPTQ with the low end of the GELU and Softmax inputs' range clipped, "
+                                        "scored through the nonlinearity (candidate for issue 13)"),
+    "tsptq-nl-both": replace(_TSPTQ, name="tsptq-nl-both", nonlinear_input_clip="both",
+                             description="TSPTQ with both ends of the GELU and Softmax inputs' range clipped, each "
+                                         "on its own, scored through the nonlinearity (candidate for issue 13)"),
     "tsptq-two-level": replace(_TSPTQ, name="tsptq-two-level", o2sf_levels=False,
                                description="TSPTQ with one shift for every O-2SF outlier channel"),
     "tsptq-base": replace(_TSPTQ, name="tsptq-base", residual="uniform", softmax="uniform", gelu="uniform",

@@ -105,6 +105,11 @@ def _local_candidates(spec: Method, name: str, kind: str, tensors: dict, graph: 
     if code == "uniform":
         if spec.generic == "mse" and kind in ("residual", "softmax", "gelu"):  # ablations: scored like 2SF codes
             return [search.mse_uniform(x, bits, *_consumer_error(spec, name, kind, x, tensors, graph))]
+        if spec.generic == "mse" and spec.nonlinear_input_clip != "none" and \
+                (nl := _nonlinearity_error(name, tensors, graph)):
+            # the code scored on the tensor itself stays as the runner-up for block-output selection
+            return [search.asymmetric_uniform(x, bits, *nl, high=spec.nonlinear_input_clip == "both"),
+                    _fit_uniform(spec.generic, x, bits)]
         return [_fit_uniform(spec.generic, x, bits)]
     if code == "ptf":
         return [search.ptf(x, bits)]
@@ -135,6 +140,19 @@ def _fit_uniform(generic: str, x: torch.Tensor, bits: int) -> Uniform:
     if generic == "percentile":
         return search.percentile(x, bits)
     return search.mse_uniform(x, bits)
+
+
+def _nonlinearity_error(name: str, tensors: dict, graph: Graph):
+    """(error function, data) through the nonlinearity a point feeds: GELU then fc2 for an fc1 output, Softmax then
+    x V for the attention scores; None for every other point."""
+    blk, which = name.rsplit(".", 1) if name.startswith("blocks.") else (name, "")
+    if which == "fc1":
+        data = search.subsample_rows(tensors[name], SEARCH_ROWS_GELU)
+        return search.gelu_output_error(data, graph.linears[f"{blk}.fc2"][0]), data
+    if which == "scores":
+        data = tensors[name][:SEARCH_IMAGES]
+        return search.softmax_output_error(data, tensors[f"{blk}.v"][:SEARCH_IMAGES]), data
+    return None
 
 
 def _consumer_error(spec: Method, name: str, kind: str, x: torch.Tensor, tensors: dict, graph: Graph):

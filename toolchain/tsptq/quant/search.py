@@ -19,6 +19,8 @@ ErrorFn = Callable[[torch.Tensor], float]
 CLIP_GRID = torch.linspace(1.0, 0.3, 15).tolist()
 MAX_ELEMENTS = 1 << 18
 REFINE_GRID = CLIP_GRID[:10:2]  # 1.0, 0.9, ..., 0.6: the second, finer pass of the two-scale searches
+# Each end of a nonlinearity's input range is clipped on its own: 1.0, 0.95, ..., 0.1 of the observed end.
+END_GRID = torch.linspace(1.0, 0.1, 19).tolist()
 
 
 def subsample(x: torch.Tensor, n: int = MAX_ELEMENTS, seed: int = 0) -> torch.Tensor:
@@ -65,6 +67,21 @@ def mse_uniform(x: torch.Tensor, bits: int, err: ErrorFn | None = None, data: to
     lo, hi = float(x.min()), float(x.max())
     cands = [uniform_from_range(lo * a, hi * a, bits) for a in CLIP_GRID]
     return best_of(cands, err or tensor_error(data), data)
+
+
+def asymmetric_uniform(x: torch.Tensor, bits: int, err: ErrorFn, data: torch.Tensor, high: bool = True) -> Uniform:
+    """Clip the low and the high end of the min/max range independently, by coordinate descent (low end, high end,
+    low end again over ``END_GRID``), keeping the pair with the smallest ``err``; with ``high=False`` only the low end
+    (the high end stays at the observed maximum). For the input of a nonlinearity that flattens its low side (GELU
+    below about -3, Softmax far below the row maximum), the consumer's error lets the flat side go and spends the
+    steps where the output moves."""
+    lo, hi = float(x.min()), float(x.max())
+    a = b = 1.0
+    for end in ("low", "high", "low") if high else ("low",):
+        cands = [(f, b) if end == "low" else (a, f) for f in END_GRID]
+        scored = [(err(uniform_from_range(lo * fa, hi * fb, bits).fake(data)), i) for i, (fa, fb) in enumerate(cands)]
+        a, b = cands[min(scored)[1]]
+    return uniform_from_range(lo * a, hi * b, bits)
 
 
 def top_range_codes(x: torch.Tensor, bits: int, fractions=(0.75, 0.5, 0.35)) -> list[Uniform]:
@@ -204,6 +221,18 @@ def attention_output_error(probs: torch.Tensor, v: torch.Tensor) -> ErrorFn:
 def linear_output_error(x: torch.Tensor, weight: torch.Tensor) -> ErrorFn:
     """Squared error of x @ W^T caused by quantizing x (the bias cancels)."""
     return lambda xq: float(((xq - x) @ weight.T).square().sum())
+
+
+def gelu_output_error(x: torch.Tensor, weight: torch.Tensor) -> ErrorFn:
+    """Squared error of GELU(x) @ W^T (the MLP's second layer) caused by quantizing the GELU's input x."""
+    ref = F.gelu(x)
+    return lambda xq: float(((F.gelu(xq) - ref) @ weight.T).square().sum())
+
+
+def softmax_output_error(scores: torch.Tensor, v: torch.Tensor) -> ErrorFn:
+    """Squared error of softmax(scores) x V caused by quantizing the attention scores."""
+    ref = scores.softmax(-1)
+    return lambda sq: float(((sq.softmax(-1) - ref) @ v).square().sum())
 
 
 def layernorm_output_error(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> ErrorFn:
