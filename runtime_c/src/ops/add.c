@@ -46,6 +46,20 @@ static inline void add_rescale_consts(int32_t mult, int32_t shift, int32_t zp, i
     *corr = *r >= 1;
     *K = ((int64_t)1 << 31) + (*r >= 1 ? (int64_t)1 << (31 + *r) : 0) - (int64_t)zp * ((int64_t)1 << 21) * mult;
 }
+
+/* The constants of rescaling k (0: a, 1: b, 2: the output, zp = 0) for the lanes of channels c0.. (the first n of
+ * `lanes`; the rest repeat channel c0, as a per-tensor rescaling repeats its one channel). */
+static inline void add_rescale_lanes(const int32_t *params, int32_t n_params, int32_t k, int32_t c0, int32_t n,
+                                     int32_t zp, int32_t lanes, int32_t *mu, int64_t *K, int32_t *r, int32_t *corr,
+                                     int64_t *C64) {
+    int32_t i;
+    for (i = 0; i < lanes; i++) {
+        const ptrdiff_t c = n_params == 1 ? 0 : c0 + (i < n ? i : 0);
+        mu[i] = params[2 * k * (ptrdiff_t)n_params + c];
+        add_rescale_consts(mu[i], params[(2 * k + 1) * (ptrdiff_t)n_params + c], zp, &K[i], &r[i], &corr[i]);
+        C64[i] = (int64_t)corr[i] << 32;
+    }
+}
 #endif
 
 #if defined(TQ_SIMD_VNNI)
@@ -77,13 +91,8 @@ static inline __m512i add_odd64(const int64_t *v) {
 static inline void add_rs16_load(add_rs16 *rs, const int32_t *params, int32_t n_params, int32_t k, int32_t c0,
                                  int32_t n, int32_t zp) {
     int64_t K[16], C64[16];
-    int32_t mu[16], r[16], corr[16], i;
-    for (i = 0; i < 16; i++) {
-        const ptrdiff_t c = n_params == 1 ? 0 : c0 + (i < n ? i : 0);
-        mu[i] = params[2 * k * (ptrdiff_t)n_params + c];
-        add_rescale_consts(mu[i], params[(2 * k + 1) * (ptrdiff_t)n_params + c], zp, &K[i], &r[i], &corr[i]);
-        C64[i] = (int64_t)corr[i] << 32;
-    }
+    int32_t mu[16], r[16], corr[16];
+    add_rescale_lanes(params, n_params, k, c0, n, zp, 16, mu, K, r, corr, C64);
     rs->m[0] = _mm512_loadu_si512(mu); /* even channels sit in the low dwords already */
     rs->m[1] = _mm512_srli_epi64(rs->m[0], 32);
     rs->k[0] = add_even64(K);
@@ -145,13 +154,8 @@ static inline __m256i add_odd64(const int64_t *v) { return _mm256_setr_epi64x(v[
 static inline void add_rs8_load(add_rs8 *rs, const int32_t *params, int32_t n_params, int32_t k, int32_t c0,
                                 int32_t n, int32_t zp) {
     int64_t K[8], C64[8];
-    int32_t mu[8], r[8], corr[8], i;
-    for (i = 0; i < 8; i++) {
-        const ptrdiff_t c = n_params == 1 ? 0 : c0 + (i < n ? i : 0);
-        mu[i] = params[2 * k * (ptrdiff_t)n_params + c];
-        add_rescale_consts(mu[i], params[(2 * k + 1) * (ptrdiff_t)n_params + c], zp, &K[i], &r[i], &corr[i]);
-        C64[i] = (int64_t)corr[i] << 32;
-    }
+    int32_t mu[8], r[8], corr[8];
+    add_rescale_lanes(params, n_params, k, c0, n, zp, 8, mu, K, r, corr, C64);
     rs->m[0] = _mm256_loadu_si256((const __m256i *)(const void *)mu);
     rs->m[1] = _mm256_srli_epi64(rs->m[0], 32);
     rs->k[0] = add_even64(K);
