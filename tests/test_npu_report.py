@@ -83,6 +83,37 @@ def test_files_that_are_no_tflite_model_are_one_line_errors(tmp_path, capsys, co
     assert err.startswith(f"tsptq: error: {path}: ") and err.count("\n") == 1
 
 
+def _crafted(edit) -> bytes:
+    """A valid single-op file with one field broken by ``edit(model)``, packed again."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as S
+    m = S.ModelT.InitFromPackedBuf(single_op_tflite("ADD", [T((1, 4, 8)), T((1, 4, 8))], [T((1, 4, 8))]), 0)
+    edit(m)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_crafted_files_are_one_line_errors_or_read_safely(tmp_path, capsys):
+    def bad_opcode(m):
+        m.subgraphs[0].operators[0].opcodeIndex = 5
+
+    def no_inputs(m):
+        m.subgraphs[0].operators[0].inputs = None
+
+    def bad_name(m):
+        m.subgraphs[0].tensors[2].name = b"\xff\xfe"
+
+    path = tmp_path / "x.tflite"
+    path.write_bytes(_crafted(bad_opcode))
+    assert main(["npu-report", str(path)]) == 2
+    assert capsys.readouterr().err == f"tsptq: error: {path}: op 0 names operator code 5; the file has 1\n"
+    # a missing inputs vector has no MACs to count; an undecodable name is replaced, not raised
+    for edit in (no_inputs, bad_name):
+        ops = graph_ops(parse_model(_crafted(edit)))
+        assert [o.type for o in ops] == ["ADD"] and ops[0].macs == 0
+
+
 def test_missing_vela_names_the_extra(fc_path, monkeypatch, capsys):
     monkeypatch.setattr(vela, "vela_version", lambda: None)
     with pytest.raises(VelaError, match=r"Vela \(ethos-u-vela\) is not installed: pip install -e '\.\[npu\]'"):
@@ -189,7 +220,7 @@ def test_tsptq_cifar10_vit_custom_ops_run_on_the_cpu(cifar_vit, tmp_path):
                            "TSPTQ_GELU_2S"}
     assert not any(k.startswith("TSPTQ_") for k in r.ops_npu)
     assert all(f"CUSTOM {k}: Unsupported opType" in r.cpu_reasons for k in custom)
-    assert r.ops_total == 140 and r.macs_total == 58_002_176  # 6 blocks, 64 dims, 65 tokens at 32 px
+    assert r.ops_total == 140 and r.macs_total == 58_002_176  # 6 blocks, 128 dims, 65 tokens at 32 px
     assert r.npu_mac_fraction < 0.1 and r.switches > 40  # issue 18: 6.3%, 49 switches
 
 

@@ -63,12 +63,16 @@ def parse_model(data: bytes, name: str = "file") -> S.ModelT:
     return m
 
 
+def _text(b) -> str:
+    """A name from the file (untrusted bytes): undecodable bytes are replaced, not raised."""
+    return b.decode("utf-8", errors="replace") if isinstance(b, bytes) else str(b)
+
+
 def op_type(m: S.ModelT, op: S.OperatorT) -> str:
     code = m.operatorCodes[op.opcodeIndex]
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == S.BuiltinOperator.CUSTOM:
-        custom = code.customCode
-        return custom.decode() if isinstance(custom, bytes) else str(custom)
+        return _text(code.customCode)
     return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
@@ -82,8 +86,8 @@ def _adj(op: S.OperatorT, field: str) -> bool:
 
 def op_macs(kind: str, sg: S.SubGraphT, op: S.OperatorT) -> int:
     """Multiply-accumulates of one op, from its tensors' shapes (the module docstring's rules)."""
-    ins, outs = list(op.inputs), list(op.outputs)
     try:
+        ins, outs = list(op.inputs), list(op.outputs)
         out = math.prod(_shape(sg, outs[0]))
         if kind == "CONV_2D":
             w = _shape(sg, ins[1])  # [out_ch, kh, kw, in_ch]
@@ -104,15 +108,18 @@ def op_macs(kind: str, sg: S.SubGraphT, op: S.OperatorT) -> int:
     return 0
 
 
-def graph_ops(m: S.ModelT) -> list[GraphOp]:
+def graph_ops(m: S.ModelT, name: str = "file") -> list[GraphOp]:
     """The first subgraph's ops in execution order (Vela's NPU parts are ``ethos-u`` ops with 0 MACs here)."""
     sg = m.subgraphs[0]
     out = []
-    for op in sg.operators or []:
+    for k, op in enumerate(sg.operators or []):
+        n_codes = len(m.operatorCodes or [])
+        if not 0 <= op.opcodeIndex < n_codes:
+            raise ModelFileError(f"{name}: op {k} names operator code {op.opcodeIndex}; the file has {n_codes}")
         kind = op_type(m, op)
         outs = [] if op.outputs is None else list(op.outputs)
-        name = sg.tensors[outs[0]].name if outs and 0 <= outs[0] < len(sg.tensors or []) else b""
-        out.append(GraphOp(kind, op_macs(kind, sg, op), name.decode() if isinstance(name, bytes) else str(name)))
+        tensor = sg.tensors[outs[0]].name if outs and 0 <= outs[0] < len(sg.tensors or []) else b""
+        out.append(GraphOp(kind, op_macs(kind, sg, op), _text(tensor)))
     return out
 
 

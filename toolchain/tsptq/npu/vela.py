@@ -186,7 +186,7 @@ def compile_report(path: str | Path, accelerator: str = DEFAULT_ACCELERATOR, sys
     system_config, memory_mode = system_config or default_config, memory_mode or default_mode
     data, source = read_model(path)  # a missing or non-TFLite file is refused before Vela is looked for
     version = require_vela()
-    ops_in = graph_ops(source)
+    ops_in = graph_ops(source, str(path))
     # Vela names its outputs after the input's stem: give it a plain name in its own directory
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "model"
     with tempfile.TemporaryDirectory(prefix="tsptq-vela-") as tmp:
@@ -209,7 +209,7 @@ def compile_report(path: str | Path, accelerator: str = DEFAULT_ACCELERATOR, sys
         summary = _summary(out_dir, stem)
         vela_files = {p.name[len(stem) + 1:]: p.read_bytes() for p in sorted(out_dir.glob(f"{stem}_*.csv"))}
 
-    ops_out = graph_ops(parse_model(compiled, f"{path} (compiled by Vela)"))
+    ops_out = graph_ops(parse_model(compiled, f"{path} (compiled by Vela)"), f"{path} (compiled by Vela)")
     cpu_ops = [o for o in ops_out if o.type != ETHOS_U_OP]
     ops_cpu = count_types(cpu_ops)
     all_types = count_types(ops_in)
