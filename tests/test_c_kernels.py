@@ -740,6 +740,19 @@ KERNEL_NAMES = ["conv2d_patches", "fully_connected", "batch_matmul", "add", "tra
 ARM_BUILDS = c_build.ARM_SIMD_BUILDS  # path: (compiler, flags, QEMU, the dot.h macro, Debian packages)
 
 
+def _reference_and_variant_objects(cc, flags, sources, tmp_path, variant, variant_flags) -> list[str]:
+    """The kernel sources compiled twice into tmp_path: the reference build with every tq_* kernel renamed ref_*,
+    and the build under test; one driver program links both and compares them call by call."""
+    rename = [f"-Dtq_{k}=ref_{k}" for k in KERNEL_NAMES]
+    objs = []
+    for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), (variant, variant_flags)):
+        d = tmp_path / sub
+        d.mkdir()
+        subprocess.run([cc, *flags, *extra, "-c", *sources], cwd=d, check=True, capture_output=True)
+        objs += sorted(str(p) for p in d.glob("*.o"))
+    return objs
+
+
 @pytest.mark.qemu
 @pytest.mark.slow
 @pytest.mark.parametrize("path", list(ARM_BUILDS))
@@ -760,13 +773,7 @@ def test_arm_simd_matches_reference(tmp_path, path):
     assert f"#define {macro} 1" in probe.stdout, f"{compiler} {arch} does not take the {path} path"
     if macro == "TQ_SIMD_DSP":  # "dsp": the 2x2 kernel's inline assembly; "dsp-c": its C body
         assert f"#define TQ_DSP_ASM {0 if '-DTSPTQ_NO_INLINE_ASM' in arch else 1}" in probe.stdout
-    rename = [f"-Dtq_{k}=ref_{k}" for k in KERNEL_NAMES]
-    objs = []
-    for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), (path, [])):
-        d = tmp_path / sub
-        d.mkdir()
-        subprocess.run([cc, *flags, *extra, "-c", *sources], cwd=d, check=True, capture_output=True)
-        objs += sorted(str(p) for p in d.glob("*.o"))
+    objs = _reference_and_variant_objects(cc, flags, sources, tmp_path, path, [])
     (tmp_path / "driver.c").write_text(NEON_DRIVER)
     exe = tmp_path / "drv"
     subprocess.run([cc, *flags, "-static", str(tmp_path / "driver.c"), *objs, "-o", str(exe), "-lm"], check=True,
@@ -887,13 +894,7 @@ def test_amx_matches_reference_on_odd_shapes(tmp_path):
     src = c_build.RUNTIME_DIR / "src"
     sources = [str(c_build.RUNTIME_DIR / p) for p in kernel_sources()]
     flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(src)]
-    rename = [f"-Dtq_{k}=ref_{k}" for k in KERNEL_NAMES]
-    objs = []
-    for sub, extra in (("ref", ["-DTSPTQ_REFERENCE_ONLY", *rename]), ("amx", c_build.VARIANTS["amx"])):
-        d = tmp_path / sub
-        d.mkdir()
-        subprocess.run([cc, *flags, *extra, "-c", *sources], cwd=d, check=True, capture_output=True)
-        objs += sorted(str(p) for p in d.glob("*.o"))
+    objs = _reference_and_variant_objects(cc, flags, sources, tmp_path, "amx", c_build.VARIANTS["amx"])
     (tmp_path / "driver.c").write_text(AMX_DRIVER)
     exe = tmp_path / "drv"
     subprocess.run([cc, *flags, "-include", "stdlib.h", str(tmp_path / "driver.c"), *objs, "-o", str(exe), "-lm"],
