@@ -276,7 +276,8 @@ def render_boards(results: dict) -> list[str]:
            "(docs/serial-protocol.md) and compare every output with the host integer reference. Latency is per "
            "inference as the board measures it: wall-clock ms on `host` and on the emulated `rpi` (qemu-aarch64 user "
            "mode: emulation speed, not a Pi's), **instructions** on `mps2-an386` (Cortex-M4F) and `mps3-an547` "
-           "(Cortex-M55, its DSP-extension kernels: no Helium kernels yet) (QEMU `-icount shift=0`: SysTick ticks x 40 "
+           "(Cortex-M55: Helium (MVE) kernels for the matrix products, the DSP-extension ones for CONV_2D) "
+           "(QEMU `-icount shift=0`: SysTick ticks x 40 "
            "at 25 MHz, x 31.25 at 32 MHz; QEMU models no cycle timing, so these are not cycle counts). *runtime* `litert`: the board runs "
            "stock ai-edge-litert with `libtsptq_delegate.so` (`--runtime litert`; on the emulated Pi an aarch64 "
            "Debian Python with the aarch64 LiteRT wheel, under `qemu-aarch64 -cpu cortex-a72`), with LiteRT's "
@@ -328,7 +329,10 @@ def render_instructions_per_mac(results: dict) -> list[str]:
     out = ["", "Instructions per multiply-accumulate on the QEMU boards (QEMU `-icount` instruction counts of one "
                "inference, per op kind, divided by the op kind's MACs from the model's shapes). The CMSIS-NN column is "
                "not re-run by this benchmark: it is issue 17's measurement of CMSIS-NN HEAD on the same shapes, "
-               "arm-none-eabi-gcc 12.2 -O2, on mps2-an386 under the same QEMU.", "",
+               "arm-none-eabi-gcc 12.2 -O2, on mps2-an386 under the same QEMU. mps2-an386 runs the DSP-extension "
+               "kernels (2x2 register-blocked SMLAD), mps3-an547 the Helium ones (2x2 blocks of VMLADAVA dot "
+               "products, tail-predicated, with vector requantization; issue 17's bar for the Cortex-M55 FCs is 0.7, "
+               "CMSIS-NN's MVE fully connected kernel 0.54-0.60 by the issue's count).", "",
            "| op kind | MACs | " + " | ".join(f"{t} instr/MAC" for t, _ in boards) + " | CMSIS-NN (M4) |",
            "|---|---:|" + "---:|" * len(boards) + "---:|"]
     for k in kinds:

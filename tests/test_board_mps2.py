@@ -224,20 +224,24 @@ def test_qemu_board_runs_fashion_vit_bit_exact_and_resets(name, fashion, tiny):
 @pytest.mark.slow
 @pytest.mark.qemu
 def test_the_boards_tick_constants_agree(fashion):
-    """Both boards run the same C (the DSP-extension kernels: the M55 has no Helium kernels yet), so their
+    """Built to run the same C (the DSP-extension kernels: the M55 firmware with -DTSPTQ_NO_MVE), both boards'
     instruction counts for one image, read through each target's instructions_per_tick (40 at 25 MHz, 31.25 at
-    32 MHz), must be close: a wrong clock constant would put them 25% or more apart."""
+    32 MHz), must be close: a wrong clock constant would put them 25% or more apart. The M55's default firmware (its
+    Helium kernels) must give the same bytes in clearly fewer instructions."""
     need_tools("arm-none-eabi-gcc", "qemu-system-arm")
     data, x, y, _ = fashion
-    instructions = {}
+    instructions, helium = {}, {}
     for name in QEMU_BOARDS:
         t = load_target(name)
-        rb, _, board = open_board(t, build(t, embed_model=data))
-        with rb:
-            r = board.infer(x[0].tobytes())
-            assert r.output == y[0].tobytes()
-            instructions[name] = r.ticks * t.instructions_per_tick
+        m55 = "-mcpu=cortex-m55" in t.cflags
+        for flags in ((("-DTSPTQ_NO_MVE",), ()) if m55 else ((),)):
+            rb, _, board = open_board(t, build(t, embed_model=data, extra_flags=flags))
+            with rb:
+                r = board.infer(x[0].tobytes())
+                assert r.output == y[0].tobytes()
+            (instructions if flags or not m55 else helium)[name] = r.ticks * t.instructions_per_tick
     assert len(instructions) >= 2 and max(instructions.values()) / min(instructions.values()) < 1.12, instructions
+    assert helium and all(n < 0.9 * instructions[name] for name, n in helium.items()), (helium, instructions)
 
 
 @pytest.mark.slow

@@ -904,6 +904,186 @@ def test_amx_matches_reference_on_odd_shapes(tmp_path):
         proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+# --- Helium (MVE): the Cortex-M55 build against the reference build, on QEMU's mps3-an547 ----------------------------
+
+MVE_DRIVER = r"""
+/* The Cortex-M55 build (MVE + DSP) against the reference build (renamed ref_*), linked into one bare-metal program
+ * for QEMU's mps3-an547 (qemu-arm user mode cannot run M-profile code here): random shapes with every tail (lengths
+ * not multiples of 16 or 8, odd row and column counts, channel chunks past 128), every input code of FC_2S (and
+ * channel_pow2 with few and with many shifted channels), both BATCH_MATMUL layouts, two_scale and log2 BMM_2S; and
+ * dot.h's vector requantizations against fixedpoint.h's. Reports through semihosting; exits QEMU with 0 when every
+ * byte agrees. */
+#include <stdint.h>
+#include <string.h>
+#include "fixedpoint.h"
+#include "kernels.h"
+#include "ops/dot.h"
+
+static int semihost(int op, const void *arg) {
+    register int r0 __asm__("r0") = op;
+    register const void *r1 __asm__("r1") = arg;
+    __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+static void say(const char *s) { semihost(0x04, s); } /* SYS_WRITE0 */
+static void say_int(int v) {
+    char b[16];
+    int n = 15;
+    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
+    b[n] = 0;
+    do b[--n] = (char)('0' + u % 10u); while ((u /= 10u) && n > 1);
+    if (v < 0) b[--n] = '-';
+    say(b + n);
+}
+const char tq_board_name[] = "mps3-an547 (MVE kernel test)";
+void UART0RX_Handler(void);
+void UART0RX_Handler(void) {}
+""" + driver_prologue("0x2545F4914F6CDD1Dull") + r"""
+static int8_t X[9 * 300], W[300 * 300], Y1[3 * 100 * 150], Y2[3 * 100 * 150];
+static uint8_t XU[3 * 100 * 100];
+static int32_t BIAS[300], MUL[300], SH[300], SC[320];
+static int8_t INS[300];
+
+static int cmp(const char *what, int n, int t) {
+    if (memcmp(Y1, Y2, (size_t)n)) { say("MISMATCH "); say(what); say(" case "); say_int(t); say("\n"); return 1; }
+    return 0;
+}
+
+/* The vector requantizations against fixedpoint.h's scalar ones, ties included: multipliers that are powers of two
+ * (or 0), accumulators that are multiples of powers of two, plus or minus a little, and the int32 extremes. */
+static int32_t pick_x(void) {
+    switch (rnd() % 4u) {
+    case 0: return (int32_t)(rnd() ^ (rnd() << 21));
+    case 1: return (int32_t)((uint32_t)ri(-1000, 1000) << ri(0, 21)) + ri(-1, 1);
+    case 2: return ri(0, 1) ? INT32_MIN : INT32_MAX - ri(0, 1);
+    default: return ri(-70000, 70000);
+    }
+}
+static int32_t pick_mult(void) {
+    switch (rnd() % 3u) {
+    case 0: return ri(0, 4) ? (int32_t)(1u << ri(0, 30)) : 0;
+    case 1: return (int32_t)((uint32_t)ri(1, 7) << ri(0, 28));
+    default: return ri(1 << 30, INT32_MAX);
+    }
+}
+static int check_requant(void) {
+    int i, j, bad = 0;
+    for (i = 0; i < 20000; i++) {
+        int32_t x[4], mu[4], sh[4], sm = ri(-31, 0), m0 = pick_mult(), out[4];
+        int32x4_t v;
+        for (j = 0; j < 4; j++) x[j] = pick_x(), mu[j] = pick_mult(), sh[j] = ri(-31, -1);
+        v = vldrwq_s32(x);
+        vstrwq_s32(out, tq_mve_requant1(v, vldrwq_s32(mu), vaddq_n_s32(vldrwq_s32(sh), 1)));
+        for (j = 0; j < 4; j++) bad += out[j] != (int32_t)tq_requant1(x[j], mu[j], sh[j]);
+        vstrwq_s32(out, tq_mve_mbqm(v, m0, sm));
+        for (j = 0; j < 4; j++) bad += out[j] != (int32_t)tq_mbqm(x[j], m0, sm);
+    }
+    if (bad) { say("MISMATCH requantization: "); say_int(bad); say("\n"); }
+    return bad;
+}
+
+static int32_t size(void) { /* lengths around the lane counts and the 128-channel chunks */
+    static const int32_t edge[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65, 127, 128, 129, 255, 256, 257, 300};
+    return ri(0, 1) ? edge[rnd() % 20u] : ri(1, 300);
+}
+
+int main(void) {
+    int t, i, bad = check_requant();
+    for (t = 0; t < ROUNDS; t++) {
+        int32_t rows = ri(1, 9), I = size(), O = size(), zp = ri(-128, 127), oz = ri(-128, 127);
+        int per = ri(0, 1), kind = ri(0, 3), m = ri(0, 3), sf = ri(0, 1), neg_shift = ri(-3, 1), dense = ri(0, 1);
+        /* right shifts only (the vector requantizations) or some left ones too; biases whose int32 sum with the
+         * accumulator can overflow (the int64 fallback) */
+        int32_t sh_hi = ri(0, 1) ? -1 : 1, big = ri(0, 3) == 0;
+        for (i = 0; i < rows * I; i++) { X[i] = (int8_t)ri(-128, 127); XU[i] = (uint8_t)ri(0, 255); }
+        for (i = 0; i < O * I; i++) W[i] = (int8_t)ri(-128, 127);
+        for (i = 0; i < O; i++) {
+            BIAS[i] = big && ri(0, 1) ? (ri(0, 1) ? INT32_MAX - ri(0, 4000000) : INT32_MIN + ri(0, 4000000)) : ri(-100000, 100000);
+            MUL[i] = ri(1 << 30, 2147483647), SH[i] = ri(-14, sh_hi);
+        }
+        /* channel_pow2: a few shifted channels (the int8 form's fix-ups) or many (the int16 form) */
+        for (i = 0; i < I; i++) INS[i] = (int8_t)(ri(0, dense ? 2 : 60) ? 0 : ri(1, 7));
+        tq_fully_connected(X, rows, I, zp, W, O, BIAS, MUL, SH, per ? O : 1, per, oz, Y1);
+        ref_fully_connected(X, rows, I, zp, W, O, BIAS, MUL, SH, per ? O : 1, per, oz, Y2);
+        bad += cmp("fc", rows * O, t);
+        ref_fc_2s(kind < 2 ? (const uint8_t *)X : XU, rows, I, kind, zp, INS, 8, m, sf, MUL[0], neg_shift, W, O, BIAS, MUL, SH, oz, Y2, SC);
+        tq_fc_2s(kind < 2 ? (const uint8_t *)X : XU, rows, I, kind, zp, INS, 8, m, sf, MUL[0], neg_shift, W, O, BIAS, MUL, SH, oz, Y1, SC);
+        bad += cmp("fc_2s", rows * O, t);
+        {   /* batch matmul: a (B, N, K), b (B, K, M) or (B, M, K) */
+            int32_t B = ri(1, 3), N = ri(1, 30), Kd = ri(1, 100), M = ri(1, 150), adj = ri(0, 1);
+            if (B * N * Kd <= (int)sizeof(X) && B * Kd * M <= (int)sizeof(W)) {
+                tq_batch_matmul(X, W, B, N, Kd, M, adj, zp, oz, MUL[0], SH[0], oz, Y1);
+                ref_batch_matmul(X, W, B, N, Kd, M, adj, zp, oz, MUL[0], SH[0], oz, Y2);
+                bad += cmp("bmm", B * N * M, t);
+            }
+        }
+        {   /* attention x V with decoded probabilities: a (B, N, N), V (B, N, M) */
+            int32_t B = ri(1, 3), N = ri(0, 1) ? 65 : ri(1, 100), M = ri(1, 150), k2 = ri(0, 1) ? TQ_LOG2 : TQ_TWO_SCALE;
+            for (i = 0; i < B * N * N; i++) XU[i] = (uint8_t)(k2 == TQ_LOG2 ? (ri(0, 2) ? ri(0, 20) : 255) : ri(0, 255));
+            for (i = 0; i < B * N * M && i < (int)sizeof(W); i++) W[i] = (int8_t)ri(-128, 127);
+            if (B * N * M <= (int)sizeof(W)) {
+                tq_bmm_2s(XU, W, B, N, M, k2, 8, m, sf, 10, zp, MUL[0], SH[0], oz, Y1, SC);
+                ref_bmm_2s(XU, W, B, N, M, k2, 8, m, sf, 10, zp, MUL[0], SH[0], oz, Y2, SC);
+                bad += cmp("bmm_2s", B * N * M, t);
+            }
+        }
+    }
+    say_int(ROUNDS); say(" rounds, "); say_int(bad); say(" mismatches\n");
+    semihost(0x18, (const void *)(bad ? 0x20023 : 0x20026)); /* SYS_EXIT: QEMU exits with 1 / 0 */
+    return bad != 0;
+}
+"""
+MPS3 = c_build.RUNTIME_DIR.parent / "targets" / "mps3-an547"
+
+
+def mve_firmware(tmp_path, rounds: int, variant_flags=()) -> Path:
+    """The MVE driver firmware for mps3-an547: the kernels built with the target's flags (-mcpu=cortex-m55) and,
+    renamed, with -DTSPTQ_REFERENCE_ONLY, the driver, and the target's start-up code and linker script."""
+    from tsptq.deploy.targets import load_target
+
+    target = load_target("mps3-an547")
+    src = c_build.RUNTIME_DIR / "src"
+    common = MPS3.parent / "common"
+    arch = list(target.cflags)  # the TQ_*_CAPACITY defines too: cortex_m.c, the start-up code, needs them
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", *arch, "-I", str(src), "-I", str(src.parent / "include"),
+             "-I", str(common)]
+    probe = subprocess.run([target.cc, *flags, *variant_flags, "-dM", "-E", str(src / "ops" / "dot.h")],
+                           capture_output=True, text=True, check=True)
+    assert "#define TQ_SIMD_MVE 1" in probe.stdout, "the mps3-an547 flags do not take the MVE path"
+    # the column-pair loop's inline assembly, or (-DTSPTQ_NO_INLINE_ASM) its C body
+    assert f"#define TQ_DSP_ASM {0 if '-DTSPTQ_NO_INLINE_ASM' in variant_flags else 1}" in probe.stdout
+    objs = _reference_and_variant_objects(target.cc, flags, [str(c_build.RUNTIME_DIR / s) for s in kernel_sources()],
+                                          tmp_path, "mve", list(variant_flags))
+    (tmp_path / "driver.c").write_text(MVE_DRIVER)
+    exe = tmp_path / "drv.elf"
+    board = [str(MPS3 / "startup.c"), str(common / "cortex_m.c"), str(common / "qemu_fault.c")]
+    link = subprocess.run([target.cc, *flags, f"-DROUNDS={rounds}", str(tmp_path / "driver.c"), *board, *objs,
+                           "-T", str(MPS3 / "mps3-an547.ld"), "-nostartfiles", "--specs=nano.specs",
+                           "-Wl,--gc-sections", "-o", str(exe), "-lm"],
+                          capture_output=True, text=True)
+    assert link.returncode == 0, link.stderr[-3000:]
+    return exe
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("body", ["asm", "c"])
+def test_mve_matches_reference(tmp_path, body):
+    """The Helium (MVE) kernels of FC_2S, FULLY_CONNECTED, BATCH_MATMUL and BMM_2S (automatic under
+    __ARM_FEATURE_MVE, as with -mcpu=cortex-m55) give the reference path's bytes: the two builds linked into one
+    firmware, random cases with every tail, run on QEMU's mps3-an547 (Cortex-M55); with the column-pair loop's
+    inline assembly (DLSTP/LETP) and with its C body (-DTSPTQ_NO_INLINE_ASM)."""
+    import shutil
+    cc, qemu = shutil.which("arm-none-eabi-gcc"), shutil.which("qemu-system-arm")
+    if not cc or not qemu:
+        pytest.skip("needs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
+    exe = mve_firmware(tmp_path, 400, ["-DTSPTQ_NO_INLINE_ASM"] if body == "c" else [])
+    proc = subprocess.run([qemu, "-M", "mps3-an547", "-display", "none", "-monitor", "none", "-serial", "null",
+                           "-semihosting-config", "enable=on,target=native", "-kernel", str(exe)],
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "400 rounds, 0 mismatches" in out, out[-3000:]
+
 if __name__ == "__main__":  # the sanitized child: python test_c_kernels.py LIB [SCALE]
     library = load(Path(sys.argv[1]))
     frac = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0

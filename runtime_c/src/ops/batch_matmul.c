@@ -1,7 +1,8 @@
 /* BATCH_MATMUL (TFLite semantics, adj_x = false): tsptq.intmodel.kernels.batch_matmul. acc = sum_k (a - a_zp)(b - b_zp), MBQM.
  * adj_y (q k^T): both operands run along K, a dot product per output. Otherwise (probabilities x V) the output row
  * is accumulated as a sum of scaled rows of b, in chunks of TQ_BMM_CHUNK int32 accumulators on the stack. With
- * AVX-512 VNNI, both are the blocked products of vnni.h (b's rows or columns packed). */
+ * AVX-512 VNNI, both are the blocked products of vnni.h (b's rows or columns packed); with Helium (MVE), both are
+ * int8 VMLADAVA products against b's rows or its transposed columns. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -111,12 +112,74 @@ static void bmm_dsp_adj_y(const int8_t *at, const int8_t *bt, int32_t N, int32_t
 }
 #endif
 
+#if defined(TQ_SIMD_MVE)
+/* The Helium path: b's rows (adj_y) or its columns, transposed into a stack buffer (TQ_BMM_MVE_BT bytes, as many as
+ * fit), in chunks of up to TQ_MVE_NC, against two rows of a at a time (tq_mve_mm2xn_s8 on the codes in place);
+ * acc = sum_k a_k b_k - b_zp sum_k a_k - a_zp sum_k b_k + K a_zp b_zp, exact in wrapping 32-bit arithmetic (the true
+ * value fits an int32: prepare's K * 255 * 255 <= TQ_ACC_LIMIT), requantized four at a time (tq_mve_mbqm). */
+#define TQ_BMM_MVE_BT 4096
+
+static void bmm_mve_cols(const int8_t *at, int32_t N, int32_t K, const int8_t *bk, int32_t mc, int32_t a_zp,
+                         int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *yt, int32_t ldy) {
+    const uint32_t kzz = (uint32_t)K * (uint32_t)a_zp * (uint32_t)b_zp;
+    const int fast = shift <= 0 && shift >= -31 && mult >= 0;
+    int32_t bc[TQ_MVE_NC], acc[2][TQ_MVE_NC], n, c, r;
+    for (c = 0; c < mc; c++)
+        bc[c] = (int32_t)(kzz - (uint32_t)a_zp * (uint32_t)tq_mve_sum_s8(bk + (ptrdiff_t)c * K, K));
+    for (n = 0; n < N; n += 2) {
+        const int32_t two = n + 1 < N;
+        const int8_t *x0 = at + (ptrdiff_t)n * K, *x1 = two ? x0 + K : x0;
+        tq_mve_mm2xn_s8(x0, x1, bk, K, K, mc, acc);
+        for (r = 0; r <= two; r++) {
+            /* acc + (K a_zp b_zp - a_zp sum_k b_k) - b_zp sum_k a_k */
+            const int32_t corr = (int32_t)((uint32_t)b_zp * (uint32_t)tq_mve_sum_s8(r ? x1 : x0, K));
+            int8_t *dst = yt + (ptrdiff_t)(n + r) * ldy;
+            if (!fast) {
+                for (c = 0; c < mc; c++) acc[r][c] = (int32_t)((uint32_t)acc[r][c] + (uint32_t)bc[c]);
+                bmm_dsp_requant(acc[r], mc, tq_mve_sum_s8(r ? x1 : x0, K), b_zp, mult, shift, out_zp, 0, dst);
+                continue;
+            }
+            for (c = 0; c < mc; c += 4) {
+                const mve_pred16_t p = vctp32q((uint32_t)(mc - c));
+                const int32x4_t v = vsubq_n_s32(vaddq_s32(vldrwq_z_s32(acc[r] + c, p), vldrwq_z_s32(bc + c, p)), corr);
+                tq_mve_store8(dst + c, tq_mve_mbqm(v, mult, shift), out_zp, p);
+            }
+        }
+    }
+}
+
+static int bmm_mve(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
+                   int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y) {
+    int8_t buf[TQ_BMM_MVE_BT];
+    int32_t t, m0, cc = adj_y ? TQ_MVE_NC : TQ_BMM_MVE_BT / (K > 0 ? K : 1);
+    if (K < 1 || cc < 1) return 0;
+    if (cc > TQ_MVE_NC) cc = TQ_MVE_NC;
+    for (t = 0; t < batch; t++) {
+        const int8_t *at = a + (ptrdiff_t)t * N * K, *bt = b + (ptrdiff_t)t * K * M;
+        int8_t *yt = y + (ptrdiff_t)t * N * M;
+        for (m0 = 0; m0 < M; m0 += cc) {
+            const int32_t mc = M - m0 < cc ? M - m0 : cc;
+            const int8_t *bk = bt + (ptrdiff_t)m0 * K;
+            if (!adj_y) { /* columns m0 .. m0 + mc of the (K, M) matrix as mc rows of length K */
+                tq_mve_transpose_s8(bt + m0, M, K, mc, buf, K);
+                bk = buf;
+            }
+            bmm_mve_cols(at, N, K, bk, mc, a_zp, b_zp, mult, shift, out_zp, yt + m0, M);
+        }
+    }
+    return 1;
+}
+#endif
+
 void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
                      int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y) {
     int32_t t, n, m, k;
     const int simd = TQ_SIMD && tq_zp_ok(a_zp) && tq_zp_ok(b_zp);
 #if defined(TQ_SIMD_VNNI)
     if (bmm_vnni(a, b, batch, N, K, M, adj_y, a_zp, b_zp, mult, shift, out_zp, y)) return;
+#endif
+#if defined(TQ_SIMD_MVE)
+    if (bmm_mve(a, b, batch, N, K, M, adj_y, a_zp, b_zp, mult, shift, out_zp, y)) return;
 #endif
     for (t = 0; t < batch; t++) {
         const int8_t *at = a + (ptrdiff_t)t * N * K, *bt = b + (ptrdiff_t)t * K * M;

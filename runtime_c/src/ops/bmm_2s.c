@@ -2,7 +2,8 @@
  * code. Each row of a is decoded once into scratch (N int32); the output row accumulates d_ij * (v_j - b_zp) in
  * chunks of TQ_BMM2S_CHUNK int32 accumulators on the stack. The SIMD paths skip zero weights (most of a log2 row)
  * and pair the rest for vpmaddwd when they fit an int16. With AVX-512 VNNI, a two-scale code is split into its fine
- * and coarse planes for the blocked products of vnni.h (V's columns packed). */
+ * and coarse planes for the blocked products of vnni.h (V's columns packed). The Arm DSP and Helium (MVE) paths
+ * transpose V's columns and run 2x2 blocks of dot products. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -163,6 +164,58 @@ static int bmm2s_dsp(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N
 }
 #endif
 
+#if defined(TQ_SIMD_MVE)
+/* The Helium path, laid out as the DSP one: V's columns transposed into the stack buffer (eight per scatter), two rows
+ * of a decoded into scratch as int16 rows (the 256-entry table, eight halfword gathers at a time, with their sums),
+ * then 2x2 blocks of int16 x int8 VMLADAVA products (tq_mve_mm2xn_s16s8), requantized four at a time. */
+static int bmm2s_mve(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
+                     int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
+                     int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
+    int32_t vt32[TQ_BMM2S_VT / 4]; /* int32: aligned */
+    int8_t *vt = (int8_t *)(void *)vt32;
+    int16_t lut[256], *d0 = (int16_t *)(void *)scratch, *d1 = d0 + N; /* the 4 N bytes of scratch */
+    const int fast = shift < 0 && shift >= -31 && mult >= 0;
+    int32_t acc[2][TQ_MVE_NC], t, i, c0, cc, q, r;
+    if (N < 1 || M < 1 || 2 * N > TQ_BMM2S_VT || bits < 2 || bits > 8 ||
+        (a_kind != TQ_TWO_SCALE && a_kind != TQ_LOG2) || (a_kind == TQ_TWO_SCALE && (m < 0 || m > 31)) ||
+        (a_kind == TQ_LOG2 && (log2_frac < 0 || log2_frac > 30)))
+        return 0;
+    for (q = 0; q < 256; q++) {
+        const int32_t v = decode_prob((uint8_t)q, a_kind, bits, m, signed_fine, log2_frac);
+        if (v < -32768 || v > 32767) return 0;
+        lut[q] = (int16_t)v;
+    }
+    cc = (TQ_BMM2S_VT / N) & ~1;
+    if (cc > TQ_MVE_NC) cc = TQ_MVE_NC;
+    for (t = 0; t < batch; t++) {
+        const uint8_t *at = a + (ptrdiff_t)t * N * N;
+        const int8_t *bt = b + (ptrdiff_t)t * N * M;
+        int8_t *yt = y + (ptrdiff_t)t * N * M;
+        for (c0 = 0; c0 < M; c0 += cc) {
+            const int32_t mc = M - c0 < cc ? M - c0 : cc;
+            tq_mve_transpose_s8(bt + c0, M, N, mc, vt, N); /* N * 7 < 2^16: 2 N <= TQ_BMM2S_VT */
+            for (i = 0; i < N; i += 2) {
+                const int32_t two = i + 1 < N;
+                const uint8_t *ai = at + (ptrdiff_t)i * N;
+                int8_t *yi = yt + (ptrdiff_t)i * M + c0;
+                const int32_t s0 = tq_mve_lut_s16(ai, N, lut, d0), s1 = tq_mve_lut_s16(two ? ai + N : ai, N, lut, d1);
+                tq_mve_mm2xn_s16s8(d0, d1, vt, N, N, mc, acc);
+                for (r = 0; r <= two; r++) {
+                    /* acc = sum_j d_j v_j - b_zp sum_j d_j */
+                    const int32_t corr = (int32_t)((uint32_t)b_zp * (uint32_t)(r ? s1 : s0));
+                    if (!fast) {
+                        bmm2s_dsp_requant(acc[r], mc, r ? s1 : s0, b_zp, mult, shift, out_zp, 0, yi + r * M);
+                        continue;
+                    }
+                    tq_mve_requant1_row(acc[r], mc, corr, mult, shift, out_zp, yi + r * M);
+                }
+            }
+        }
+    }
+    return 1;
+}
+#endif
+
 void tq_bmm_2s(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
                int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
                int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
@@ -170,6 +223,11 @@ void tq_bmm_2s(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int3
     int32_t acc[TQ_BMM2S_CHUNK];
 #if defined(TQ_SIMD_VNNI)
     if (bmm2s_vnni(a, b, batch, N, M, a_kind, bits, m, signed_fine, b_zp, mult, shift, out_zp, y)) return;
+#endif
+#if defined(TQ_SIMD_MVE)
+    if (tq_zp_ok(b_zp) && bmm2s_mve(a, b, batch, N, M, a_kind, bits, m, signed_fine, log2_frac, b_zp, mult, shift,
+                                    out_zp, y, scratch))
+        return;
 #endif
 #if defined(TQ_SIMD_DSP)
     if (tq_zp_ok(b_zp) && bmm2s_dsp(a, b, batch, N, M, a_kind, bits, m, signed_fine, log2_frac, b_zp, mult, shift,

@@ -17,6 +17,10 @@
  *   __ARM_FEATURE_DSP        Arm 32-bit SIMD of the DSP extension (SXTAB16 + SMLAD: two 16-bit products per
  *                            instruction), automatic on Cortex-M4/M7/M33 and ARMv7-A without NEON (TQ_SIMD_DSP);
  *                            (tq_axpy_s8, whose multiplier may exceed 16 bits, keeps its reference body)
+ *   __ARM_FEATURE_MVE        Armv8.1-M Helium (integer MVE: VMLADAVA, 16 int8 or 8 int16 products per instruction),
+ *                            automatic on Cortex-M55/M85 (TQ_SIMD_MVE, on top of TQ_SIMD_DSP: MVE implies the DSP
+ *                            extension, and the ops without an MVE branch keep their DSP one); -DTSPTQ_NO_MVE turns
+ *                            it off (the DSP kernels then run on those cores too)
  *
  * The SIMD paths need zero points in [-128, 127] (so that code - zp fits an int16); the kernels check
  * tq_zp_ok() and use the reference path otherwise.
@@ -61,6 +65,10 @@
 #include "../fixedpoint.h"
 #define TQ_SIMD_DSP 1
 #define TQ_SIMD 1
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(TSPTQ_NO_MVE)
+#include <arm_mve.h>
+#define TQ_SIMD_MVE 1
+#endif
 /* The 2x2 kernel's inline assembly needs 14 free registers: Thumb-2, optimized (at -O0 GCC keeps r7 as the frame
  * pointer; so does -fno-omit-frame-pointer: build such code with -DTSPTQ_NO_INLINE_ASM), else its C body runs. */
 #if defined(__thumb2__) && defined(__OPTIMIZE__) && !defined(TSPTQ_NO_INLINE_ASM)
@@ -679,6 +687,221 @@ static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t 
     tq_axpy_s8_ref(acc, a, b, bz, n);
 }
 
+#endif
+
+#if defined(TQ_SIMD_MVE)
+/* --- Helium (MVE) bodies, used by the MVE branches of fc_2s.c, fully_connected.c, bmm_2s.c and batch_matmul.c ---
+ *
+ * Two operand rows x two weight rows per pass (2x2): every vector loaded feeds two VMLADAVAs. VMLADAVA accumulates
+ * into an even general-purpose register, so a 2x3 or 3x2 block (six sums) leaves GCC 12 shuffling registers inside
+ * the loop; 2x2 keeps the loop at 4 loads + 4 VMLADAVA + LE. A length that is not a multiple of the lane count ends
+ * with one pass of zeroing tail-predicated loads (VCTP): no byte past the rows is read. The sums wrap modulo 2^32
+ * like the hardware's, which is exact wherever the true value fits an int32 (the callers' accumulator bounds). */
+
+#define TQ_MVE_NC 128 /* columns per call of tq_mve_mm2xn_*: the callers' sums are int32 acc[2][TQ_MVE_NC] */
+
+/* On Thumb-2 with optimization (TQ_DSP_ASM, as for the DSP kernel) the loop over column pairs is inline assembly:
+ * a tail-predicated loop (DLSTP/LETP: the last pass loads only the n % 16 (n % 8) remaining elements, zeroing the
+ * others) per pair, 9 instructions per 16 (8) k, and 15 of bookkeeping per pair, where GCC 12's code for the same
+ * loops in C spends about 35 (the four sums in even registers, as VMLADAVA needs, take it most of its registers).
+ * It needs all 14 free registers: the two operand row pointers go onto the stack (PUSH), reloaded with one LDRD per
+ * pair, and acc[1] is addressed as acc[0] + TQ_MVE_NC (STRD with an offset). Odd last column: the C loop. */
+#define TQ_MVE_PAIRS(DLSTP, LDX, LDW, WINC, MLA)                                                                       \
+    "push   {%[p0], %[p1]}\n\t"                                                                                        \
+    "1:\n\t"                                                                                                           \
+    "movs   %[a00], #0\n\t"                                                                                            \
+    "movs   %[a01], #0\n\t"                                                                                            \
+    "movs   %[a10], #0\n\t"                                                                                            \
+    "movs   %[a11], #0\n\t"                                                                                            \
+    "ldrd   %[p0], %[p1], [sp]\n\t"                                                                                    \
+    "mov    %[q0], %[w]\n\t"                                                                                           \
+    "add    %[q1], %[w], %[ldw]\n\t" DLSTP " lr, %[n]\n\t"                                                            \
+    "2:\n\t" LDX " q0, [%[p0]], #16\n\t" LDX " q1, [%[p1]], #16\n\t" LDW " q2, [%[q0]], #" WINC "\n\t" LDW      \
+    " q3, [%[q1]], #" WINC "\n\t"                                                                                      \
+    MLA " %[a00], q0, q2\n\t" MLA " %[a10], q1, q2\n\t" MLA " %[a01], q0, q3\n\t" MLA " %[a11], q1, q3\n\t"         \
+    "letp   lr, 2b\n\t"                                                                                                \
+    "strd   %[a10], %[a11], [%[o], #" TQ_MVE_NC_BYTES "]\n\t"                                                       \
+    "strd   %[a00], %[a01], [%[o]], #8\n\t"                                                                            \
+    "add    %[w], %[w], %[ldw], lsl #1\n\t"                                                                            \
+    "subs   %[cnt], %[cnt], #1\n\t"                                                                                    \
+    "bne    1b\n\t"                                                                                                    \
+    "add    sp, sp, #8\n\t"
+#define TQ_MVE_NC_BYTES "512" /* 4 * TQ_MVE_NC */
+
+#if TQ_DSP_ASM
+/* the register pinning of TQ_MVE_PAIRS (VMLADAVA's accumulators are even registers; p0 below p1 for PUSH/LDRD) */
+#define TQ_MVE_PAIRS_ASM(DLSTP, LDX, LDW, WINC, MLA, X0, X1, W, LDW_BYTES, N, NP, ACC)                                 \
+    do {                                                                                                               \
+        register int32_t a00 __asm__("r0"), a01 __asm__("r2"), a10 __asm__("r4"), a11 __asm__("r6");                  \
+        register const void *p0 __asm__("r1") = (X0), *p1 __asm__("r3") = (X1), *q0 __asm__("r5"), *q1 __asm__("r7");  \
+        register const void *wp __asm__("r8") = (W);                                                                   \
+        register int32_t ldw_ __asm__("r9") = (LDW_BYTES), n_ __asm__("r10") = (N), cnt __asm__("r11") = (NP);       \
+        register int32_t *o __asm__("r12") = (ACC);                                                                    \
+        __asm__ volatile(TQ_MVE_PAIRS(DLSTP, LDX, LDW, WINC, MLA)                                                      \
+                         : [a00] "=&r"(a00), [a01] "=&r"(a01), [a10] "=&r"(a10), [a11] "=&r"(a11), [p0] "+r"(p0),      \
+                           [p1] "+r"(p1), [q0] "=&r"(q0), [q1] "=&r"(q1), [w] "+r"(wp), [cnt] "+r"(cnt), [o] "+r"(o)  \
+                         : [ldw] "r"(ldw_), [n] "r"(n_)                                                                \
+                         : "q0", "q1", "q2", "q3", "lr", "cc", "memory");                                              \
+    } while (0)
+#endif
+
+/* acc[0][c] = sum_k x0[k] w_c[k] and acc[1][c] = sum_k x1[k] w_c[k], w_c = w + c * ldw, for c < nc <= TQ_MVE_NC
+ * (x1 may equal x0): int8 x int8, two columns per pass. Not inlined: the loop nest gets the registers to itself. */
+__attribute__((noinline, unused)) static void tq_mve_mm2xn_s8(const int8_t *x0, const int8_t *x1, const int8_t *w,
+                                                             int32_t ldw, int32_t n, int32_t nc,
+                                                             int32_t (*acc)[TQ_MVE_NC]) {
+    const int32_t nb = n >> 4;
+    const mve_pred16_t tp = vctp8q((uint32_t)(n & 15));
+    int32_t c = 0;
+#if TQ_DSP_ASM
+    if (n > 0 && nc >= 2) {
+        TQ_MVE_PAIRS_ASM("dlstp.8", "vldrb.8", "vldrb.8", "16", "vmladava.s8", x0, x1, w, ldw, n, nc >> 1, acc[0]);
+        c = nc & ~1;
+        w += (ptrdiff_t)c * ldw;
+    }
+#endif
+    for (; c < nc; c += 2, w += 2 * (ptrdiff_t)ldw) {
+        const int8_t *p0 = x0, *p1 = x1, *q0 = w, *q1 = c + 1 < nc ? w + ldw : w; /* an odd last column: repeated */
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0, i;
+        for (i = nb; i > 0; i--, p0 += 16, p1 += 16, q0 += 16, q1 += 16) {
+            const int8x16_t u = vldrbq_s8(p0), v = vldrbq_s8(p1), p = vldrbq_s8(q0), q = vldrbq_s8(q1);
+            a00 = vmladavaq_s8(a00, u, p), a10 = vmladavaq_s8(a10, v, p);
+            a01 = vmladavaq_s8(a01, u, q), a11 = vmladavaq_s8(a11, v, q);
+        }
+        if (n & 15) {
+            const int8x16_t u = vldrbq_z_s8(p0, tp), v = vldrbq_z_s8(p1, tp), p = vldrbq_z_s8(q0, tp),
+                            q = vldrbq_z_s8(q1, tp);
+            a00 = vmladavaq_s8(a00, u, p), a10 = vmladavaq_s8(a10, v, p);
+            a01 = vmladavaq_s8(a01, u, q), a11 = vmladavaq_s8(a11, v, q);
+        }
+        acc[0][c] = a00, acc[1][c] = a10;
+        if (c + 1 < nc) acc[0][c + 1] = a01, acc[1][c + 1] = a11;
+    }
+}
+
+/* The same for int16 rows d0, d1 (2-byte aligned) against int8 columns (sign-extended by the load). */
+__attribute__((noinline, unused)) static void tq_mve_mm2xn_s16s8(const int16_t *d0, const int16_t *d1,
+                                                                const int8_t *w, int32_t ldw, int32_t n, int32_t nc,
+                                                                int32_t (*acc)[TQ_MVE_NC]) {
+    const int32_t nb = n >> 3;
+    const mve_pred16_t tp = vctp16q((uint32_t)(n & 7));
+    int32_t c = 0;
+#if TQ_DSP_ASM
+    if (n > 0 && nc >= 2) {
+        TQ_MVE_PAIRS_ASM("dlstp.16", "vldrh.16", "vldrb.s16", "8", "vmladava.s16", d0, d1, w, ldw, n, nc >> 1, acc[0]);
+        c = nc & ~1;
+        w += (ptrdiff_t)c * ldw;
+    }
+#endif
+    for (; c < nc; c += 2, w += 2 * (ptrdiff_t)ldw) {
+        const int16_t *p0 = d0, *p1 = d1;
+        const int8_t *q0 = w, *q1 = c + 1 < nc ? w + ldw : w;
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0, i;
+        for (i = nb; i > 0; i--, p0 += 8, p1 += 8, q0 += 8, q1 += 8) {
+            const int16x8_t u = vldrhq_s16(p0), v = vldrhq_s16(p1), p = vldrbq_s16(q0), q = vldrbq_s16(q1);
+            a00 = vmladavaq_s16(a00, u, p), a10 = vmladavaq_s16(a10, v, p);
+            a01 = vmladavaq_s16(a01, u, q), a11 = vmladavaq_s16(a11, v, q);
+        }
+        if (n & 7) {
+            const int16x8_t u = vldrhq_z_s16(p0, tp), v = vldrhq_z_s16(p1, tp), p = vldrbq_z_s16(q0, tp),
+                            q = vldrbq_z_s16(q1, tp);
+            a00 = vmladavaq_s16(a00, u, p), a10 = vmladavaq_s16(a10, v, p);
+            a01 = vmladavaq_s16(a01, u, q), a11 = vmladavaq_s16(a11, v, q);
+        }
+        acc[0][c] = a00, acc[1][c] = a10;
+        if (c + 1 < nc) acc[0][c + 1] = a01, acc[1][c + 1] = a11;
+    }
+}
+
+/* Four lanes of tq_requant1(x, m, sh) (fixedpoint.h) for an int32 x, m >= 0 and -31 <= sh <= -1 (the callers check):
+ * x m / 2^(32 + k), k = -1 - sh (negk = -k = sh + 1), rounded half away from zero. VQDMULH gives
+ * g = floor(x m / 2^31) exactly (m >= 0 rules out its one saturating case), so f = g >> k = floor(x m / 2^(31 + k))
+ * and VRSHR #1 of f, (f + 1) >> 1, rounds half up; half away from zero differs only at a negative tie, x m < 0 with
+ * x m = 0 modulo 2^(31 + k) (the low 31 bits of x m, VMUL's low word, and the low k bits of g, g << (32 - k), all
+ * zero; VSHL by 32 gives 0), where it is f >> 1 = (f - 1 + 1) >> 1. The tie is found with lane arithmetic, not
+ * predicates: GCC 12 fails (an internal error at -Os) on the predicate form. */
+static inline int32x4_t tq_mve_requant1(int32x4_t x, int32x4_t m, int32x4_t negk) {
+    const int32x4_t g = vqdmulhq_s32(x, m);
+    const int32x4_t low = vorrq_s32(vshlq_n_s32(vmulq_s32(x, m), 1), vshlq_s32(g, vaddq_n_s32(negk, 32)));
+    /* -1 where x < 0 and low == 0 ((low | -low) < 0 unless low is 0), else 0 */
+    const int32x4_t tie = vbicq_s32(vshrq_n_s32(x, 31), vshrq_n_s32(vorrq_s32(low, vnegq_s32(low)), 31));
+    return vrshrq_n_s32(vaddq_s32(vshlq_s32(g, negk), tie), 1);
+}
+
+/* Four lanes of tq_mbqm(x, m, sh) (fixedpoint.h) for an int32 x, m >= 0 and -31 <= sh <= 0 (callers check): the
+ * SRDHM is VQRDMULH (floor((x m + 2^30) / 2^31) both, see tq_mbqm_dsp), the rounding divide by 2^-sh is VRSHL
+ * (half up) after taking one off the negative values when sh < 0 (half away from zero; saturating, and INT32_MIN
+ * is a multiple of 2^-sh, so it is its own result). */
+static inline int32x4_t tq_mve_mbqm(int32x4_t x, int32_t m, int32_t sh) {
+    int32x4_t v = vqrdmulhq_n_s32(x, m);
+    if (sh < 0) v = vqaddq_s32(v, vshrq_n_s32(v, 31));
+    return vrshlq_n_s32(v, sh);
+}
+
+/* dst[j] = sat8(v_j + zp) for the lanes of p */
+static inline void tq_mve_store8(int8_t *dst, int32x4_t v, int32_t zp, mve_pred16_t p) {
+    v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, zp), vdupq_n_s32(-128)), vdupq_n_s32(127));
+    vstrbq_p_s32(dst, v, p);
+}
+
+/* dst[c] = sat8(tq_requant1(acc[c] - corr, mult, shift) + zp) for c < n (one scale: BMM_2S's rows), with the
+ * conditions of tq_mve_requant1 */
+__attribute__((noinline, unused)) static void tq_mve_requant1_row(const int32_t *acc, int32_t n, int32_t corr,
+                                                                  int32_t mult, int32_t shift, int32_t zp,
+                                                                  int8_t *dst) {
+    const int32x4_t mu = vdupq_n_s32(mult), negk = vdupq_n_s32(shift + 1);
+    int32_t c;
+    for (c = 0; c < n; c += 4) {
+        const mve_pred16_t p = vctp32q((uint32_t)(n - c));
+        tq_mve_store8(dst + c, tq_mve_requant1(vsubq_n_s32(vldrwq_z_s32(acc + c, p), corr), mu, negk), zp, p);
+    }
+}
+
+/* sum_k q[k], int8 */
+static inline int32_t tq_mve_sum_s8(const int8_t *q, int32_t n) {
+    int32_t s = 0, i;
+    for (i = n >> 4; i > 0; i--, q += 16) s = vaddvaq_s8(s, vldrbq_s8(q));
+    if (n & 15) s = vaddvaq_s8(s, vldrbq_z_s8(q, vctp8q((uint32_t)(n & 15))));
+    return s;
+}
+
+/* d[k] = lut[q[k]] (eight halfword lookups per gather); returns sum_k d[k] */
+static inline int32_t tq_mve_lut_s16(const uint8_t *q, int32_t n, const int16_t *lut, int16_t *d) {
+    int32_t s = 0, i;
+    for (i = 0; i < n; i += 8) {
+        const mve_pred16_t t = vctp16q((uint32_t)(n - i));
+        const int16x8_t v = vldrhq_gather_shifted_offset_z_s16(lut, vldrbq_z_u16(q + i, t), t);
+        vstrhq_p_s16(d + i, v, t);
+        s = vaddvaq_s16(s, v); /* inactive lanes are zero */
+    }
+    return s;
+}
+
+/* d[k] = (q[k] - zp) << sh[k] (sh NULL: no shift), |q - zp| <= 255 and 0 <= sh <= 7: every value fits an int16,
+ * so the lane-wise int16 arithmetic is exact */
+static inline void tq_mve_shift_s16(const int8_t *q, int32_t n, int32_t zp, const int8_t *sh, int16_t *d) {
+    int32_t i;
+    for (i = 0; i < n; i += 8) {
+        const mve_pred16_t t = vctp16q((uint32_t)(n - i));
+        int16x8_t v = vsubq_n_s16(vldrbq_z_s16(q + i, t), (int16_t)zp);
+        if (sh) v = vshlq_s16(v, vldrbq_z_s16(sh + i, t));
+        vstrhq_p_s16(d + i, v, t);
+    }
+}
+
+/* dst[c * ld + k] = src[k * lds + c] for k < K, c < nc: nc columns of a K-row int8 matrix as rows of length K
+ * (eight columns per load, scattered with halfword offsets c * ld: ld * 7 < 2^16, checked by the callers) */
+static inline void tq_mve_transpose_s8(const int8_t *src, int32_t lds, int32_t K, int32_t nc, int8_t *dst, int32_t ld) {
+    const uint16x8_t off = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)ld);
+    int32_t k, c;
+    for (k = 0; k < K; k++) {
+        const int8_t *s = src + (ptrdiff_t)k * lds;
+        for (c = 0; c < nc; c += 8) {
+            const mve_pred16_t t = vctp16q((uint32_t)(nc - c));
+            vstrbq_scatter_offset_p_s16(dst + (ptrdiff_t)c * ld + k, off, vldrbq_z_s16(s + c, t), t);
+        }
+    }
+}
 #endif
 
 #if defined(TQ_SIMD_VNNI)

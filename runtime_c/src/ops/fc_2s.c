@@ -3,7 +3,8 @@
  * the reference path, int16 values (and, for sign-split, the positive and negative fields as two int16 halves) on the
  * SIMD paths, which fall back to the reference for a row whose decoded values do not fit an int16. With AVX-512
  * VNNI, the blocked products of vnni.h take the whole layer (fc2s_vnni; on AMX tiles in an AMX build, amx.h) and the
- * scratch is not used. */
+ * scratch is not used. On Arm, the DSP path (fc2s_dsp) and the Helium one (fc2s_mve, int8 codes read in place where
+ * the code is affine) take it two rows at a time. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -401,6 +402,136 @@ static int fc2s_dsp(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, 
 }
 #endif
 
+#if defined(TQ_SIMD_MVE)
+/* The Helium path: two rows against a chunk of up to TQ_MVE_NC output channels per pass, two channels at a
+ * time (tq_mve_mm2xn_*), into int32 sums on the stack, requantized four channels at a time (fc2s_mve_requant, with
+ * the zero point's term). Two forms:
+ *  - int8 (uniform; channel_pow2 with at most TQ_FC2S_MVE_FIX shifted channels): the codes are read in place,
+ *    16 products per VMLADAVA, and sum_i (q_i - zp) 2^s_i w_i = sum_i q_i w_i - zp sum_i w_i
+ *    + sum_{s_i > 0} (q_i - zp)(2^s_i - 1) w_i, the weight sums taken once per chunk, the last term per shifted
+ *    channel (exact in wrapping 32-bit arithmetic: the true value fits an int32, prepare's accumulator bound);
+ *  - int16 (two_scale, through a 256-entry table; channel_pow2 with more shifted channels): two rows decoded into
+ *    scratch (2 * I int16, the 4 * I bytes of scratch), 8 products per VMLADAVA. */
+#define TQ_FC2S_MVE_FIX 8
+
+/* dst[c] for the sums acc[c] - zsum[c] (zsum NULL: 0) of channels o0 + c, four at a time; every channel has
+ * -31 <= out_shift < 0 and out_mult >= 0 (the caller checks; else fc2s_dsp_requant). acc + bias is an int64 in the
+ * reference: four channels whose int32 sum overflows take fc2s_out. One row per call (fewer live vectors), whole
+ * groups of four with plain loads and stores, the last group predicated. */
+#define TQ_FC2S_MVE_RQ(LD, ST)                                                                                         \
+    do {                                                                                                               \
+        int32x4_t a = LD(acc + c), b = LD(bias + o0 + c), x;                                                           \
+        if (zsum) a = vsubq_s32(a, LD(zsum + c));                                                                      \
+        x = vaddq_s32(a, b);                                                                                           \
+        if (vmaxavq_s32(0, vsubq_s32(x, vqaddq_s32(a, b)))) { /* a lane's int32 sum overflowed */                     \
+            for (j = c; j < c + 4 && j < oc; j++)                                                                      \
+                dst[j] = fc2s_out((int32_t)((uint32_t)acc[j] - (zsum ? (uint32_t)zsum[j] : 0u)), o0 + j, bias,    \
+                                  out_mult, out_shift, out_zp);                                                        \
+        } else {                                                                                                       \
+            x = tq_mve_requant1(x, LD(out_mult + o0 + c), vaddq_n_s32(LD(out_shift + o0 + c), 1));                   \
+            x = vminq_s32(vmaxq_s32(vaddq_n_s32(x, out_zp), vdupq_n_s32(-128)), vdupq_n_s32(127));                    \
+            ST(dst + c, x);                                                                                            \
+        }                                                                                                              \
+    } while (0)
+
+__attribute__((noinline)) static void fc2s_mve_requant(const int32_t *acc, const int32_t *zsum, int32_t o0,
+                                                       int32_t oc, const int32_t *bias, const int32_t *out_mult,
+                                                       const int32_t *out_shift, int32_t out_zp, int8_t *dst) {
+    int32_t c, j;
+    for (c = 0; c + 4 <= oc; c += 4) TQ_FC2S_MVE_RQ(vldrwq_s32, vstrbq_s32);
+    if (c < oc) {
+        const mve_pred16_t p = vctp32q((uint32_t)(oc - c));
+#define TQ_LDZ(ptr) vldrwq_z_s32(ptr, p)
+#define TQ_STP(ptr, v) vstrbq_p_s32(ptr, v, p)
+        TQ_FC2S_MVE_RQ(TQ_LDZ, TQ_STP);
+#undef TQ_LDZ
+#undef TQ_STP
+    }
+}
+#undef TQ_FC2S_MVE_RQ
+
+static int fc2s_mve(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
+                    int32_t bits, int32_t m, int32_t signed_fine, const int8_t *w, int32_t O, const int32_t *bias,
+                    const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
+    int16_t lut[256], *d0 = (int16_t *)(void *)scratch, *d1 = d0 + I;
+    int8_t wfix[TQ_FC2S_MVE_FIX][TQ_MVE_NC]; /* the shifted channels' weights, per output channel of the chunk */
+    int32_t fix[TQ_FC2S_MVE_FIX], fmul[TQ_FC2S_MVE_FIX], zsum[TQ_MVE_NC], acc[2][TQ_MVE_NC];
+    int32_t r, o0, c, i, f, nfix = 0, wide = 0;
+    int fast = 1;
+    if (in_kind == TQ_TWO_SCALE) {
+        if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
+        for (i = 0; i < 256; i++) {
+            const int32_t v = decode_in((uint8_t)i, in_kind, in_zp, 0, bits, m, signed_fine);
+            if (v < -32768 || v > 32767) return 0;
+            lut[i] = (int16_t)v;
+        }
+        wide = 1;
+    } else if (in_kind == TQ_UNIFORM || in_kind == TQ_CHANNEL_POW2) {
+        if (!tq_zp_ok(in_zp)) return 0;
+        if (in_kind == TQ_CHANNEL_POW2 && in_shift)
+            for (i = 0; i < I; i++) {
+                if (in_shift[i] < 0 || in_shift[i] > 7) return 0;
+                if (!in_shift[i]) continue;
+                if (nfix < TQ_FC2S_MVE_FIX) fix[nfix] = i, fmul[nfix++] = (1 << in_shift[i]) - 1;
+                else wide = 1;
+            }
+        if (wide) nfix = 0; /* too many shifted channels: all of them decoded into the int16 rows */
+    } else {
+        return 0;
+    }
+    for (o0 = 0; o0 < O; o0++)
+        if (out_shift[o0] >= 0 || out_shift[o0] < -31 || out_mult[o0] < 0) fast = 0;
+    for (o0 = 0; o0 < O; o0 += TQ_MVE_NC) {
+        const int32_t oc = O - o0 < TQ_MVE_NC ? O - o0 : TQ_MVE_NC;
+        const int8_t *wc = w + (ptrdiff_t)o0 * I;
+        if (!wide)
+            for (c = 0; c < oc; c++) {
+                zsum[c] = (int32_t)((uint32_t)in_zp * (uint32_t)tq_mve_sum_s8(wc + (ptrdiff_t)c * I, I));
+                for (f = 0; f < nfix; f++) wfix[f][c] = wc[(ptrdiff_t)c * I + fix[f]];
+            }
+        for (r = 0; r < rows; r += 2) {
+            const int32_t two = r + 1 < rows;
+            const int8_t *x0 = (const int8_t *)x + (ptrdiff_t)r * I, *x1 = two ? x0 + I : x0;
+            int8_t *yr = y + (ptrdiff_t)r * O + o0;
+            if (wide) {
+                if (in_kind == TQ_TWO_SCALE) {
+                    (void)tq_mve_lut_s16((const uint8_t *)x0, I, lut, d0);
+                    (void)tq_mve_lut_s16((const uint8_t *)x1, I, lut, d1);
+                } else {
+                    tq_mve_shift_s16(x0, I, in_zp, in_shift, d0);
+                    tq_mve_shift_s16(x1, I, in_zp, in_shift, d1);
+                }
+                tq_mve_mm2xn_s16s8(d0, d1, wc, I, I, oc, acc);
+            } else {
+                tq_mve_mm2xn_s8(x0, x1, wc, I, I, oc, acc);
+                for (f = 0; f < nfix; f++) { /* plus (q_i - zp)(2^s_i - 1) w_i of each shifted channel */
+                    const int32_t f0 = (int32_t)(((uint32_t)(int32_t)x0[fix[f]] - (uint32_t)in_zp) * (uint32_t)fmul[f]),
+                                  f1 = (int32_t)(((uint32_t)(int32_t)x1[fix[f]] - (uint32_t)in_zp) * (uint32_t)fmul[f]);
+                    for (c = 0; c < oc; c += 4) { /* wrapping lane arithmetic, exact as above */
+                        const mve_pred16_t p = vctp32q((uint32_t)(oc - c));
+                        const int32x4_t wv = vldrbq_z_s32(wfix[f] + c, p);
+                        vstrwq_p_s32(acc[0] + c, vmlaq_n_s32(vldrwq_z_s32(acc[0] + c, p), wv, f0), p);
+                        vstrwq_p_s32(acc[1] + c, vmlaq_n_s32(vldrwq_z_s32(acc[1] + c, p), wv, f1), p);
+                    }
+                }
+            }
+            if (!fast) { /* the general form: minus zp sum_i w_i first */
+                for (c = 0; !wide && c < oc; c++) {
+                    acc[0][c] = (int32_t)((uint32_t)acc[0][c] - (uint32_t)zsum[c]);
+                    acc[1][c] = (int32_t)((uint32_t)acc[1][c] - (uint32_t)zsum[c]);
+                }
+                fc2s_dsp_requant(acc[0], acc[1], two, o0, oc, bias, out_mult, out_shift, out_zp, 0, yr,
+                                 two ? yr + O : NULL);
+                continue;
+            }
+            fc2s_mve_requant(acc[0], wide ? NULL : zsum, o0, oc, bias, out_mult, out_shift, out_zp, yr);
+            if (two) fc2s_mve_requant(acc[1], wide ? NULL : zsum, o0, oc, bias, out_mult, out_shift, out_zp, yr + O);
+        }
+    }
+    return 1;
+}
+#endif
+
 void tq_fc_2s(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
               int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult, int32_t neg_shift, const int8_t *w,
               int32_t O, const int32_t *bias, const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp,
@@ -409,6 +540,11 @@ void tq_fc_2s(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_
 #if defined(TQ_SIMD_VNNI)
     if (fc2s_vnni(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, neg_mult, neg_shift, w, O, bias,
                   out_mult, out_shift, out_zp, y))
+        return;
+#endif
+#if defined(TQ_SIMD_MVE)
+    if (fc2s_mve(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, w, O, bias, out_mult, out_shift, out_zp, y,
+                 scratch))
         return;
 #endif
 #if defined(TQ_SIMD_DSP)

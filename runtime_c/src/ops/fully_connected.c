@@ -1,5 +1,6 @@
 /* FULLY_CONNECTED (TFLite semantics, keep_num_dims): tsptq.intmodel.kernels.fully_connected. With AVX-512 VNNI, the blocked
- * products of vnni.h; otherwise dot products over blocks of 4 output channels and 2 rows. */
+ * products of vnni.h; with Helium (MVE), 2x2 blocks of int8 VMLADAVA products; otherwise dot products over blocks of
+ * 4 output channels and 2 rows. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -66,12 +67,43 @@ static int fc_vnni(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, cons
 }
 #endif
 
+#if defined(TQ_SIMD_MVE)
+/* Helium: two rows against up to TQ_MVE_NC output channels per pass, two channels at a time (tq_mve_mm2xn_s8
+ * on the codes in place, 16 products per VMLADAVA), sum_i (x_i - in_zp) w_i = sum_i x_i w_i - in_zp sum_i w_i with
+ * the weight sums taken once per chunk; exact in wrapping 32-bit arithmetic, as the true value fits an int32
+ * (prepare's accumulator bound). */
+static void fc_mve(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, const int8_t *w, int32_t O,
+                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t n_params, int per_channel,
+                   int32_t out_zp, int8_t *y) {
+    int32_t zsum[TQ_MVE_NC], acc[2][TQ_MVE_NC], o0, r, c, rr;
+    for (o0 = 0; o0 < O; o0 += TQ_MVE_NC) {
+        const int32_t oc = O - o0 < TQ_MVE_NC ? O - o0 : TQ_MVE_NC;
+        const int8_t *wc = w + (ptrdiff_t)o0 * I;
+        for (c = 0; c < oc; c++)
+            zsum[c] = (int32_t)((uint32_t)in_zp * (uint32_t)tq_mve_sum_s8(wc + (ptrdiff_t)c * I, I));
+        for (r = 0; r < rows; r += 2) {
+            const int8_t *x0 = x + (ptrdiff_t)r * I, *x1 = r + 1 < rows ? x0 + I : x0;
+            tq_mve_mm2xn_s8(x0, x1, wc, I, I, oc, acc);
+            for (rr = 0; rr < 2 && r + rr < rows; rr++)
+                for (c = 0; c < oc; c++)
+                    y[(ptrdiff_t)(r + rr) * O + o0 + c] = fc_out((int32_t)((uint32_t)acc[rr][c] - (uint32_t)zsum[c]),
+                                                                 o0 + c, bias, mult, shift, n_params, per_channel,
+                                                                 out_zp);
+        }
+    }
+}
+#endif
+
 void tq_fully_connected(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, const int8_t *w, int32_t O,
                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t n_params,
                         int per_channel, int32_t out_zp, int8_t *y) {
     int32_t r, o = 0;
 #if defined(TQ_SIMD_VNNI)
     if (fc_vnni(x, rows, I, in_zp, w, O, bias, mult, shift, n_params, per_channel, out_zp, y)) return;
+#endif
+#if defined(TQ_SIMD_MVE)
+    fc_mve(x, rows, I, in_zp, w, O, bias, mult, shift, n_params, per_channel, out_zp, y);
+    return;
 #endif
 #if TQ_SIMD
     /* blocks of 4 output channels (their weights stay in L1) against pairs of rows */
