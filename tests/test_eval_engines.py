@@ -160,6 +160,17 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
+def test_the_simulator_state_copies_to_a_device(tiny_vits):
+    """What --device cuda does first (here onto the CPU): the model config inside is a frozen dataclass."""
+    from tsptq.evaluation.engines import _to_device
+
+    cfg, graph, cal, images = tiny_vits(4)
+    qm = quantize(graph, cal, "tsptq", progress=False)
+    moved = _to_device(qm, "cpu")
+    x = datasets.to_model_input(images.images, cfg)
+    assert moved is not qm and moved.graph.cfg == cfg and torch.equal(moved(x), qm(x))
+
+
 @pytest.mark.slow
 def test_when_rank_0_fails_every_rank_stops_with_its_error(tmp_path):
     """Only rank 0 calibrates: its failure must reach the other ranks instead of leaving them in a broadcast."""

@@ -1,4 +1,5 @@
-"""tsptq.model.swin / swin_layout: timm's Swin layout, the window geometry, checkpoints, and FP32-only evaluation."""
+"""tsptq.model.swin / swin_layout: timm's Swin layout, the window geometry, checkpoints, and FP32 evaluation
+(quantization: tests/test_swin_quant.py)."""
 import itertools
 import json
 
@@ -8,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from tsptq.data.datasets import ImageSet
-from tsptq.errors import ModelError, QuantizationError
+from tsptq.errors import ModelError
 from tsptq.model.checkpoint import load_checkpoint, resolve_model
 from tsptq.model.swin import (MASK_VALUE, NAMED_CONFIGS, SwinBlock, SwinConfig, SwinTransformer, merge_2x2,
                               relative_position_index, shifted_window_mask)
@@ -213,20 +214,7 @@ def test_bad_swin_checkpoints_name_the_problem(tmp_path):
         resolve_model("swin_tiny_patch4_window7_224", heads=4)
 
 
-def test_quantized_methods_are_refused():
-    from tsptq.evaluation.evaluate import evaluate
-    from tsptq.quant.quantize import quantize
-
-    model = tiny()
-    images = ImageSet(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.int64), "zeros")
-    with pytest.raises(QuantizationError, match=r"^Swin quantization is not supported yet \(issue 19\): only "
-                                                r"--methods fp32 \(tsptq eval\); asked for minmax$"):
-        evaluate(model, images, images, ["fp32", "minmax"], workers=1, progress=False)
-    with pytest.raises(QuantizationError, match="Swin quantization is not supported yet"):
-        quantize(model, images, "tsptq")
-
-
-def test_fp32_evaluation_and_cli(tmp_path, capsys):
+def test_fp32_evaluation_and_cli(tmp_path):
     from tsptq.cli.main import main
     from tsptq.evaluation.evaluate import evaluate
 
@@ -243,12 +231,4 @@ def test_fp32_evaluation_and_cli(tmp_path, capsys):
             "--calib-images", "2", "--workers", "1", "--quiet"]
     assert main(args + ["--methods", "fp32", "--json", str(tmp_path / "out.json")]) == 0
     assert json.loads((tmp_path / "out.json").read_text())["results"][0]["method"] == "fp32"
-    capsys.readouterr()
-    assert main(args + ["--methods", "fp32,tsptq"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["tsptq: error: Swin quantization is not supported yet (issue 19): only --methods fp32 "
-                   "(tsptq eval); asked for tsptq"]
-    assert main(["export", "--checkpoint", str(tmp_path / "swin.safetensors"), "--data", "bundled",
-                 "--calib-images", "2", "--out", str(tmp_path / "swin.tflite"), "--quiet"]) == 2
-    assert "Swin quantization is not supported yet" in capsys.readouterr().err
-    assert not (tmp_path / "swin.tflite").exists()
+    # Quantized methods, the integer engines and export: tests/test_swin_quant.py

@@ -34,7 +34,7 @@ def cmd_models(args) -> int:
         print(f"  {name:<24}dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, {cfg.img_size}px")
     for name, cfg in SWIN_CONFIGS.items():
         print(f"  {name:<31}Swin, dim {cfg.embed_dim}, depths {'-'.join(map(str, cfg.depths))}, window "
-              f"{cfg.window_size}, {cfg.img_size}px (FP32 only: --methods fp32)")
+              f"{cfg.window_size}, {cfg.img_size}px (float32 simulator only: no export yet)")
     from tsptq.quant.methods import METHODS
 
     print("methods:")
@@ -45,9 +45,9 @@ def cmd_models(args) -> int:
 
 def cmd_eval(args) -> int:
     from tsptq.evaluation.distributed import from_environment
-    from tsptq.evaluation.evaluate import evaluate, format_comparison, format_table, plot_drops, write_json_atomic
+    from tsptq.evaluation.evaluate import (evaluate, format_comparison, format_table, plot_drops, require_engine,
+                                           write_json_atomic)
     from tsptq.quant.methods import parse_bits, parse_methods
-    from tsptq.quant.quantize import require_quantizable
     from tsptq.evaluation.shards import default_workers
 
     methods = parse_methods(args.methods)
@@ -72,13 +72,13 @@ def cmd_eval(args) -> int:
     cluster = from_environment(args.device)
     try:
         model = model_from_args(args)
-        require_quantizable(model, methods)
+        require_engine(model, methods, engine)
         calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images,
                                              args.folder, labels=args.labels, calib_folder=args.calib_folder,
                                              stream=True)
         if cluster.is_main:
             where = f", {cluster.world} ranks" if cluster.world > 1 else ""
-            print(f"{args.model or args.checkpoint}: calibrating on {len(calib)} images ({calib.name}), "
+            print(f"{args.checkpoint or args.model}: calibrating on {len(calib)} images ({calib.name}), "
                   f"evaluating on {len(test)} ({test.name}), {args.bits.upper()}, engine {engine}, "
                   f"{workers} worker{'s' if workers > 1 else ''}{where}", file=sys.stderr)
         result = evaluate(model, calib, test, methods, args.bits, args.batch_size, progress=not args.quiet,
@@ -96,11 +96,11 @@ def cmd_eval(args) -> int:
         # No wall-clock figures: the file is identical for any number of workers and ranks (--json-timings adds them).
         drop = () if args.json_timings else ("calib_seconds", "seconds")
         rows = [{k: v for k, v in r.items() if k not in drop} for r in result.rows]
-        write_json_atomic(args.json, {"model": args.model or args.checkpoint, "bits": args.bits.upper(),
+        write_json_atomic(args.json, {"model": args.checkpoint or args.model, "bits": args.bits.upper(),
                                       "eval_images": len(test), "calib_images": len(calib), "data": test.name,
                                       "results": rows, "comparisons": comparisons})
     if args.plot:
-        plot_drops(result.rows, f"{args.model or args.checkpoint} {args.bits.upper()}, {len(test)} images", args.plot)
+        plot_drops(result.rows, f"{args.checkpoint or args.model} {args.bits.upper()}, {len(test)} images", args.plot)
     return 0
 
 
@@ -108,13 +108,12 @@ def cmd_diagnose(args) -> int:
     from tsptq.data import datasets
     from tsptq.evaluation.diagnose import diagnose, format_budget, plot_budget
     from tsptq.quant.methods import parse_bits
-    from tsptq.quant.quantize import quantize, require_quantizable
+    from tsptq.quant.quantize import quantize
 
     parse_bits(args.bits)
     if args.calib_images < 1 or args.images < 1 or args.batch_size < 1 or (args.top is not None and args.top < 1):
         raise TsptqError("--calib-images, --images, --batch-size and --top must be at least 1")
     model = model_from_args(args)
-    require_quantizable(model, [args.method])
     calib, test, _ = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.images, args.folder,
                                   labels=args.labels, calib_folder=args.calib_folder)
     print(f"{args.checkpoint or args.model}: calibrating {args.method} {args.bits.upper()} on {len(calib)} images, "
@@ -168,10 +167,10 @@ def export_stock(args) -> int:
 
     from tsptq.model.model_data import resolve_data
     from tsptq.evaluation.stock_converter import convert, run_tflite
-    from tsptq.quant.quantize import require_quantizable
+    from tsptq.quant.quantize import require_integer_model
 
     model = model_from_args(args)
-    require_quantizable(model, [args.method])
+    require_integer_model(model)
     calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images or 1,
                                          args.folder, labels=args.labels, calib_folder=args.calib_folder)
     info = convert(model, calib, args.out)

@@ -6,9 +6,11 @@ two runs of the fast simulator on the same images:
 - ``alone``: only that unit quantized, everything else float: what the unit costs on its own;
 - ``left_float``: everything quantized except that unit: what leaving it in float would win back.
 
-Each run is measured against FP32 by top-1 agreement and the final-norm class-token cosine. Runs start at the
-block that holds the unit's first point, from the cached residual stream entering it (float for ``alone``,
-quantized for ``left_float``), so a point late in the network costs a fraction of a whole forward.
+Each run is measured against FP32 by top-1 agreement and the final-norm class-token cosine (a Swin: the pooled
+final-norm features its head reads). Runs start at the block (a unit of the graph: ``graph.units()``, the
+embedding, each block, each Swin patch merging, the final norm and head) that holds the unit's first point, from the
+cached residual stream entering it (float for ``alone``, quantized for ``left_float``), so a point late in the
+network costs a fraction of a whole forward.
 """
 from __future__ import annotations
 
@@ -18,8 +20,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tsptq.quant import qvit
-
 from tsptq.evaluation import stats
 from tsptq.atomic import atomic_write
 from tsptq.evaluation.engines import class_token_tap
@@ -27,7 +27,6 @@ from tsptq.errors import TsptqError
 from tsptq.quant.qvit import QuantizedViT, SimHook
 
 GROUPINGS = ("point", "block", "role")
-CONST = "pos_embed"
 
 
 @dataclass(frozen=True)
@@ -35,34 +34,31 @@ class Unit:
     name: str
     points: tuple[str, ...]  # activation quantization points
     layers: tuple[str, ...]  # linear layers whose weights (and int32 biases) are quantized
-    consts: tuple[str, ...]  # quantized constants (the position embedding)
+    consts: tuple[str, ...]  # quantized constants (the position embedding, Swin's relative position biases)
     kind: str  # the point's kind, 'weight', 'const', or 'group'
     code: str  # the code the method chose ('uniform', 'two_scale', 'channel_pow2', ...), or 'mixed'
-
-    @property
-    def first_block(self) -> int:
-        blocks = [qvit.block_of(p) for p in self.points] + [qvit.block_of(layer) for layer in self.layers]
-        return -1 if self.consts else min(blocks)
+    first_block: int  # where its runs start: the graph unit of its first member, numbered from -1 (the embedding)
 
 
 def units(qm: QuantizedViT, by: str = "point") -> list[Unit]:
     """The units of the budget: every point, weight and constant alone (``point``), or grouped per block
-    (``embed``, ``blocks.i``, ``final``) or per role (``norm1``, ``softmax``, ``qkv.weight`` ... over all blocks)."""
+    (``embed``, ``blocks.i``, ..., ``final``) or per role (``norm1``, ``softmax``, ``qkv.weight`` ... over all
+    blocks: ``graph.role_of``)."""
     if by not in GROUPINGS:
         raise TsptqError(f"unknown grouping {by!r} (known: {', '.join(GROUPINGS)})")
-    singles = [Unit(name, (name,), (), (), kind, qm.acts[name].to_dict()["kind"])
-               for name, kind in qvit.point_names(qm.graph.cfg) if name in qm.acts]
-    singles += [Unit(f"{layer}.weight", (), (layer,), (), "weight", "uniform") for layer in qm.weights]
-    singles += [Unit(CONST, (), (), (CONST,), "const", "uniform")] if CONST in qm.consts else []
+    g = qm.graph
+    blocks = [name for name, _, _ in g.units()]
+    start = {name: k - 1 for k, name in enumerate(blocks)}
+    singles = [Unit(name, (name,), (), (), kind, qm.acts[name].to_dict()["kind"], start[g.unit_of(name)])
+               for name, kind in g.points() if name in qm.acts]
+    singles += [Unit(f"{layer}.weight", (), (layer,), (), "weight", "uniform", start[g.unit_of(layer)])
+                for layer in qm.weights]
+    singles += [Unit(c, (), (), (c,), "const", "uniform", start[g.unit_of(c)]) for c in g.int8_consts if c in qm.consts]
     if by == "point":
         return singles
-    depth = qm.graph.cfg.depth
 
     def key(u: Unit) -> str:
-        if by == "block":
-            b = u.first_block
-            return "embed" if b < 0 else "final" if b >= depth else f"blocks.{b}"
-        return ".".join(u.name.split(".")[2:]) if u.name.startswith("blocks.") else u.name
+        return blocks[u.first_block + 1] if by == "block" else g.role_of(u.name)
 
     groups: dict[str, list[Unit]] = {}
     for u in singles:
@@ -76,7 +72,7 @@ def units(qm: QuantizedViT, by: str = "point") -> list[Unit]:
         kinds = {m.kind for m in members}
         out.append(Unit(name, sum((m.points for m in members), ()), sum((m.layers for m in members), ()),
                         sum((m.consts for m in members), ()), kinds.pop() if len(kinds) == 1 else "group",
-                        codes.pop() if len(codes) == 1 else "mixed"))
+                        codes.pop() if len(codes) == 1 else "mixed", min(m.first_block for m in members)))
     return out
 
 
@@ -86,7 +82,6 @@ class _Runs:
 
     def __init__(self, qm: QuantizedViT, batches: list[torch.Tensor]):
         self.qm, self.g, self.batches = qm, qm.graph, batches
-        self.depth = self.g.cfg.depth
         self.ref = self._cache(set(), set(), set())
         self.quant = self._cache(set(qm.acts), set(qm.weights), set(qm.consts))
 
@@ -94,21 +89,23 @@ class _Runs:
         """(hook that quantizes ``points`` and keeps the class token, linear layers, constants)."""
         qm = self.qm
         hook = class_token_tap(SimHook)({p: qm.acts[p] for p in points})
-        hook.cls = []
+        hook.cls, hook.features = [], self.g.features
         linears = {k: (qm._linears[k] if k in layers else v) for k, v in self.g.linears.items()}
         cs = {k: (qm._consts[k] if k in consts else v) for k, v in self.g.consts.items()}
         return hook, linears, cs
 
     @torch.no_grad()
     def _cache(self, points, layers, consts):
-        """(the residual streams entering each block, per batch; logits; class tokens) of one configuration."""
+        """(the residual streams entering each block after the embedding, per batch; logits; class tokens) of one
+        configuration."""
         hook, linears, cs = self._config(points, layers, consts)
+        *blocks, (_, final, _) = self.g.units(cs)
         streams, logits = [], []
         for x in self.batches:
-            per_block = [qvit.embed(self.g, x, hook, linears, cs)]
-            for i in range(self.depth):
-                per_block.append(qvit.block(self.g, i, per_block[-1], hook, linears))
-            logits.append(qvit.final(self.g, per_block[-1], hook, linears).float().numpy())
+            per_block = []
+            for _, run, _ in blocks:
+                per_block.append(run(per_block[-1] if per_block else x, hook, linears))
+            logits.append(final(per_block[-1], hook, linears).float().numpy())
             streams.append(per_block)
         return streams, np.concatenate(logits), torch.cat(hook.cls).numpy()
 
@@ -116,17 +113,17 @@ class _Runs:
     def run(self, points, layers, consts, start: int, cache) -> tuple[np.ndarray, np.ndarray]:
         """(logits, class tokens) over every batch, starting at block ``start`` (-1: from the image)."""
         hook, linears, cs = self._config(points, layers, consts)
+        units = self.g.units(cs)
         logits = []
         for x, streams in zip(self.batches, cache[0]):
             if start < 0:
-                t = qvit.embed(self.g, x, hook, linears, cs)
-                start_block = 0
-            else:
-                start_block = min(start, self.depth)
-                t = streams[start_block]
-            for i in range(start_block, self.depth):
-                t = qvit.block(self.g, i, t, hook, linears)
-            logits.append(qvit.final(self.g, t, hook, linears).float().numpy())
+                t, first = x, 0
+            else:  # streams[i] enters unit i + 1 (block i of a ViT)
+                i = min(start, len(units) - 2)
+                t, first = streams[i], i + 1
+            for _, run, _ in units[first:]:
+                t = run(t, hook, linears)
+            logits.append(t.float().numpy())
         return np.concatenate(logits), torch.cat(hook.cls).numpy()
 
 

@@ -8,12 +8,11 @@ An engine turns a fitted quantization into a *runner*: a picklable callable that
   image by image: the outputs are the bytes ``tsptq verify --runtime c`` checks. The class token is read from the
   head's input after each invoke (``tsptq_tensor_data``).
 - ``faithful``: the float64 simulator with TFLite's rounding at the builtin ops (``tsptq.intmodel.faithful``).
-- ``float32``: the fake-quantized float32 simulator (``tsptq.quant.qvit``); also the FP32 reference and every A<8 method.
-  The FP32 reference of an architecture without a simulator graph (Swin, issue 19) is the torch model itself
-  (``FloatModelRunner``), its "class token" the final-norm features the head pools.
+- ``float32``: the fake-quantized float32 simulator (``tsptq.quant.qvit``, ``tsptq.quant.qswin``); also the FP32
+  reference and every A<8 method. A Swin's "class token" is the pooled final-norm features its head reads.
 
-Not every method has an integer model (A<8, distilled DeiT): ``resolve`` falls back c -> faithful -> float32 and
-each row says which engine measured it.
+Not every method has an integer model (A<8, distilled DeiT, any Swin: issue 19): ``resolve`` falls back
+c -> faithful -> float32 and each row says which engine measured it.
 """
 from __future__ import annotations
 
@@ -27,15 +26,22 @@ from tsptq.errors import QuantizationError, TsptqError
 ENGINES = ("auto", "c", "faithful", "float32")
 
 
+def _vit_class_token(name, x):
+    return x[:, 0] if name == "norm" else None
+
+
 @functools.lru_cache(maxsize=None)
 def class_token_tap(base):
-    """A simulator hook class that also keeps the final-norm class token."""
+    """A simulator hook class that also keeps the final-norm class token (``features``: the graph's ``features``,
+    which picks it from the points; a Swin's is the pooled final-norm features)."""
 
     class Tap(base):
+        features = staticmethod(_vit_class_token)
+
         def act(self, name, kind, x):
             x = super().act(name, kind, x)
-            if name == "norm":
-                self.cls.append(x[:, 0].float().clone())
+            if (feature := self.features(name, x)) is not None:
+                self.cls.append(feature.float().clone())
             return x
 
     return Tap
@@ -65,38 +71,11 @@ class SimulatorRunner:
             self.qm = _to_device(self.qm, self.device)
             self._moved = True
         hook = class_token_tap(FaithfulHook)(self.qm) if self.faithful else class_token_tap(SimHook)(self.qm.acts)
-        hook.cls = []
+        hook.cls, hook.features = [], self.qm.graph.features
         with torch.no_grad():
             x = x.to(self.device)
             logits = faithful_logits(self.qm, x, hook).float() if self.faithful else self.qm(x, hook)
             return logits.cpu().numpy(), torch.cat(hook.cls).cpu().numpy()
-
-
-class FloatModelRunner:
-    """The float torch model itself, for models the simulator graph does not cover (Swin): (logits, the pooled
-    final-norm features the classifier reads)."""
-
-    engine = "float32"
-
-    def __init__(self, model, device: str = "cpu"):
-        self.model, self.device = model, device
-        self._moved = device == "cpu"
-
-    def __getstate__(self):
-        return {"model": self.model, "device": self.device}
-
-    def __setstate__(self, state):
-        self.__init__(state["model"], state["device"])
-
-    def __call__(self, x) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        if not self._moved:
-            self.model = self.model.to(self.device)
-            self._moved = True
-        with torch.no_grad():
-            feats = self.model.eval().forward_pooled(x.to(self.device))
-            return self.model.head.fc(feats).cpu().numpy(), feats.cpu().numpy()
 
 
 class CRunner:
@@ -166,7 +145,8 @@ def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
     note = None
     if want == "c":
         if not faithful_applies(qm):
-            want, note = "faithful", f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model"
+            why = qm.graph.no_integer_model or f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model"
+            want, note = "faithful", why
         else:
             try:
                 from tsptq.intmodel.lower import lower
@@ -179,7 +159,8 @@ def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
                 kind = "no integer model" if isinstance(e, QuantizationError) else "the C runtime refused its file"
                 want, note = "faithful", f"{qm.method}: {kind} ({str(e).splitlines()[0]})"
     if want == "faithful" and not faithful_applies(qm):
-        want, note = "float32", note or f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model to be faithful to"
+        want, note = "float32", note or qm.graph.no_integer_model or \
+            f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model to be faithful to"
     # The faithful simulator decodes codes through numpy: it runs on the CPU whatever --device says.
     return SimulatorRunner(qm, faithful=want == "faithful", device="cpu" if want == "faithful" else device), note
 
@@ -202,8 +183,8 @@ def _to_device(obj, device: str, _seen=None):
     elif hasattr(obj, "__dict__") and not isinstance(obj, type):
         out = copy.copy(obj)
         _seen[id(obj)] = out
-        for k, v in vars(obj).items():
-            setattr(out, k, _to_device(v, device, _seen))
+        for k, v in vars(obj).items():  # (object.__setattr__: frozen dataclasses too, the model configs)
+            object.__setattr__(out, k, _to_device(v, device, _seen))
         return out
     else:
         return obj

@@ -20,10 +20,9 @@ from tsptq.evaluation import stats
 from tsptq.atomic import atomic_write, write_json_atomic  # noqa: F401 (write_json_atomic: re-exported)
 from tsptq.quant.observers import record
 from tsptq.evaluation.distributed import Cluster
-from tsptq.evaluation.engines import ENGINES, FloatModelRunner, c_available, resolve
-from tsptq.errors import DataError, TsptqError
-from tsptq.quant.quantize import quantize, require_quantizable
-from tsptq.quant.qvit import Graph
+from tsptq.evaluation.engines import ENGINES, c_available, resolve
+from tsptq.errors import DataError, QuantizationError, TsptqError
+from tsptq.quant.quantize import graph_of, quantize, require_integer_model
 from tsptq.evaluation.shards import ShardPool, batch_grid
 from tsptq.model.swin import SwinTransformer
 from tsptq.model.vit import VisionTransformer
@@ -75,6 +74,16 @@ def default_batch_size(cfg) -> int:
     return 200 if cfg.img_size <= 64 else 32
 
 
+def require_engine(model, methods: list[str], engine: str) -> None:
+    """Refuse, before any work, an engine that needs an integer model (``c``, ``faithful``) for a quantized method of
+    a model that has none yet (a Swin)."""
+    if engine in ("c", "faithful") and any(m != "fp32" for m in methods):
+        try:
+            require_integer_model(model)
+        except QuantizationError as e:
+            raise TsptqError(f"--engine {engine}: {e}") from None
+
+
 def evaluate(model: VisionTransformer | SwinTransformer, calib, eval_set, methods: list[str], bits: str = "W8A8",
              batch_size: int | None = None, progress: bool = True, labels_valid: bool = True, engine: str = "auto",
              workers: int = 1, cluster: Cluster | None = None, device: str = "cpu",
@@ -82,18 +91,25 @@ def evaluate(model: VisionTransformer | SwinTransformer, calib, eval_set, method
     """One row per method; 'fp32' is always measured first as the reference. ``engine``: see ``tsptq.evaluation.engines``
     (each row says which one measured it). ``workers``: processes on this machine; ``cluster``: this rank's place
     under torchrun (rank 0 calibrates and returns the Evaluation, the other ranks return None). ``timings``: put
-    wall-clock seconds in the rows (False for output that must be identical from run to run). A Swin (issue 19)
-    takes ``fp32`` only, measured on the torch model itself; its "class token" is the pooled final-norm feature."""
+    wall-clock seconds in the rows (False for output that must be identical from run to run). A Swin runs every
+    method in the float32 simulator only (no integer model yet, issue 19: ``auto`` measures with float32, ``c`` and
+    ``faithful`` are refused); its "class token" is the pooled final-norm feature its head reads."""
     if len(eval_set) == 0:
         raise DataError("the evaluation set is empty")
     if engine not in ENGINES:
         raise TsptqError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
-    require_quantizable(model, methods)  # before anything runs: a Swin takes fp32 only
+    require_engine(model, methods, engine)
+    graph = graph_of(model)
+    quantized = any(m != "fp32" for m in methods)
     cluster = cluster or Cluster(device=device)
     main = cluster.is_main
-    graph = None if isinstance(model, SwinTransformer) else Graph.from_model(model)  # None: FP32 runs the torch model
+    if graph.no_integer_model and quantized and engine == "auto":
+        if main:
+            why = graph.no_integer_model.split(";")[0]
+            tqdm.write(f"note: {why}; measuring with the float32 simulator", file=sys.stderr)
+        engine = "float32"
     bs = batch_size or default_batch_size(model.cfg)
-    if engine in ("auto", "c") and any(m != "fp32" for m in methods):  # FP32 runs no engine
+    if engine in ("auto", "c") and quantized:  # FP32 runs no engine
         why = c_available()
         if why and engine == "c":
             raise TsptqError(f"--engine c: the C runtime cannot be built here: {why}")
@@ -110,8 +126,6 @@ def evaluate(model: VisionTransformer | SwinTransformer, calib, eval_set, method
     def make_runner(method):
         """Rank 0: calibrate, quantize and build the runner; (runner, note) go to every rank."""
         if method == "fp32":
-            if graph is None:
-                return FloatModelRunner(model, device), None
             return resolve(quantize(graph, calib, "fp32"), engine, device)[0], None
         if not recorded:
             recorded.append(record(graph, calib, progress=progress))

@@ -158,9 +158,9 @@ def convert(model: nn.Module, calib_images, out_path: str | Path, work_dir: str 
     and its log (``onnx2tf.log``); by default a temporary folder is used and removed. ``threads`` sets the
     converter's OMP/TF thread counts (default: inherited). Returns op histogram, float ops and timings (see analyze).
     """
-    from tsptq.quant.quantize import require_quantizable
+    from tsptq.quant.quantize import require_integer_model
 
-    require_quantizable(model, ["tflite-converter"])
+    require_integer_model(model)
     _require()
     cfg = model.cfg
     x = _model_input(calib_images, cfg)

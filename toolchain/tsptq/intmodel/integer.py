@@ -51,11 +51,11 @@ def build(src: Source, progress: bool = True) -> tuple[IntModel, QuantizedViT]:
     from tsptq.model.checkpoint import resolve_model
     from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
-    from tsptq.quant.quantize import quantize, require_quantizable
+    from tsptq.quant.quantize import quantize, require_integer_model
 
     src.validate()
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
-    require_quantizable(model, [src.method])
+    require_integer_model(model)
     calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
                                calib_folder=src.calib_folder)
     qm = quantize(model, calib, src.method, src.bits, progress=progress)

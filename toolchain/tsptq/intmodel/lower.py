@@ -275,6 +275,8 @@ class _Builder:
 
 def lower(qm: QuantizedViT) -> IntModel:
     """The integer model of a fitted quantization (W<=8, A8)."""
+    if qm.graph.no_integer_model:  # a Swin: simulated only, for now
+        raise QuantizationError(qm.graph.no_integer_model)
     cfg = qm.graph.cfg
     if qm.method == "fp32" or not qm.acts:
         raise QuantizationError("fp32 has no integer model: pick a quantization method")

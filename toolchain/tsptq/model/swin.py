@@ -1,4 +1,5 @@
-"""A timm-compatible Swin Transformer (float side only: tsptq does not quantize Swin yet, issue 19).
+"""A timm-compatible Swin Transformer (the float model; :mod:`tsptq.quant.qswin` is its quantization graph, for the
+float32 simulator: no integer model or export yet, issue 19).
 
 Same module tree and state-dict keys as timm's ``SwinTransformer`` (timm >= 0.9 layout, read from
 timm/models/swin_transformer.py): ``patch_embed.{proj,norm}``; per stage ``layers.N.downsample.{norm,reduction}``

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from tsptq.data.datasets import ImageSet, iterate_batches
 from tsptq.errors import QuantizationError
-from tsptq.quant.qvit import Graph, run
+from tsptq.quant.qvit import Graph
 
 
 class Recorder:
@@ -47,5 +47,5 @@ def record(graph: Graph, calib: ImageSet, batch_size: int = 16, progress: bool =
     batches = iterate_batches(calib.images, graph.cfg, batch_size)
     total = -(-len(calib) // batch_size)
     for x in tqdm(batches, total=total, desc="calibrate", unit="batch", disable=not progress, leave=False):
-        run(graph, x, rec)
+        graph.forward(x, rec)
     return Calibration(rec.finish(), len(calib), time.perf_counter() - t0)

@@ -1,8 +1,11 @@
-"""Calibrate and quantize: float ViT + calibration images + method -> QuantizedViT.
+"""Calibrate and quantize: float ViT or Swin + calibration images + method -> QuantizedViT.
 
 1. record every quantization point's float tensor on the calibration images (``calib.observers``);
 2. fit each point's code with the method's search for its kind (``calib.search``);
 3. fit the weight codes (symmetric per output channel) and the constants.
+
+The model is first flattened into its simulator graph (``graph_of``: ``qvit.Graph`` or ``qswin.SwinGraph``); every
+step below reads the graph through the interface the two share (points, consumers, units), never the architecture.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from tsptq.model.swin import SwinTransformer
 from tsptq.quant.observers import Calibration, record
 from tsptq.quant.methods import Method, get_method, parse_bits
 from tsptq.quant.quantizers import ChannelPow2, Quantizer, Uniform, max_two_scale_ratio
-from tsptq.quant.qvit import Graph, QuantizedViT, point_names
+from tsptq.quant.qswin import SwinGraph
+from tsptq.quant.qvit import Graph, QuantizedViT
 from tsptq.model.vit import VisionTransformer
 
 # Output-error searches look at a subsample (enough to rank candidates, bounded cost on large models).
@@ -28,22 +32,25 @@ SEARCH_IMAGES = 8  # post-Softmax: attn x V error over this many images
 SEARCH_ROWS = 2048  # residual, LayerNorm-output and branch codes: scored over this many tokens
 SEARCH_ROWS_GELU = 1024  # post-GELU: fc2 output error over this many tokens (the costliest score)
 
-SWIN_NOT_QUANTIZED = "Swin quantization is not supported yet (issue 19): only --methods fp32 (tsptq eval)"
+
+def graph_of(model: VisionTransformer | SwinTransformer | Graph | SwinGraph) -> Graph | SwinGraph:
+    """The simulator graph of a model (a graph is returned as it is)."""
+    if isinstance(model, (Graph, SwinGraph)):
+        return model
+    return SwinGraph.from_model(model) if isinstance(model, SwinTransformer) else Graph.from_model(model)
 
 
-def require_quantizable(model, methods: list[str]) -> None:
-    """Refuse, before any work, the methods a model's architecture has no quantization for: every method of the
-    simulator graph (``qvit.run``) is written for the ViT, so a Swin takes none but ``fp32`` (float evaluation)."""
-    if isinstance(model, SwinTransformer) and (quantized := [m for m in methods if m != "fp32"]):
-        raise QuantizationError(f"{SWIN_NOT_QUANTIZED}; asked for {', '.join(quantized)}")
+def require_integer_model(model) -> None:
+    """Refuse, before any work, a model whose architecture has no integer model yet (export, the C and faithful
+    engines, deployment): a Swin, which the float32 simulator quantizes with every method."""
+    if isinstance(model, (SwinTransformer, SwinGraph)):
+        raise QuantizationError(SwinGraph.no_integer_model)
 
 
-def quantize(model: VisionTransformer | Graph, calib: ImageSet | Calibration, method: str, bits: str = "W8A8",
-             batch_size: int = 16, progress: bool = True) -> QuantizedViT:
+def quantize(model: VisionTransformer | SwinTransformer | Graph | SwinGraph, calib: ImageSet | Calibration,
+             method: str, bits: str = "W8A8", batch_size: int = 16, progress: bool = True) -> QuantizedViT:
     """Fit ``method``'s codes on the calibration images (or on tensors already recorded from them)."""
-    if isinstance(model, SwinTransformer):  # not even fp32: the result is a ViT simulator
-        raise QuantizationError(f"{SWIN_NOT_QUANTIZED}; asked for {method}")
-    graph = model if isinstance(model, Graph) else Graph.from_model(model)
+    graph = graph_of(model)
     spec = get_method(method)
     w_bits, a_bits = parse_bits(bits)
     if spec is None:  # fp32: the same graph, no codes
@@ -51,13 +58,12 @@ def quantize(model: VisionTransformer | Graph, calib: ImageSet | Calibration, me
     cal = calib if isinstance(calib, Calibration) else record(graph, calib, batch_size, progress)
     t0 = time.perf_counter()
     acts: dict[str, Quantizer] = {}
-    points = point_names(graph.cfg)
+    points = graph.points()
     candidates = {}
     for name, kind in tqdm(points, desc=f"search {method}", unit="tensor", disable=not progress, leave=False):
         candidates[name] = fit_candidates(spec, name, kind, cal.tensors, graph, a_bits)
     weights = {layer: search.weight_code(w, w_bits, spec.weight_search) for layer, (w, _) in graph.linears.items()}
-    pos = graph.consts["pos_embed"]
-    consts = {"pos_embed": Uniform(pos.abs().max().clamp_min(1e-8) / 127, torch.tensor(0.0), 8)}
+    consts = {k: _int8_const(graph.consts[k]) for k in graph.int8_consts}
     info = {"calib_images": cal.images}
     if spec.select == "block":
         weight_cands = {layer: block_select.unique([q, search.weight_code(graph.linears[layer][0], w_bits, False)])
@@ -65,12 +71,17 @@ def quantize(model: VisionTransformer | Graph, calib: ImageSet | Calibration, me
         fake_consts = {k: (consts[k].fake(v) if k in consts else v) for k, v in graph.consts.items()}
         acts, weights, changed = block_select.select(graph, cal.tensors, candidates, weight_cands, fake_consts,
                                                      progress)
-        info["block_select"] = {"images": block_select.scoring_images(graph.cfg, cal.images), "changed": changed}
+        info["block_select"] = {"images": block_select.scoring_images(graph, cal.images), "changed": changed}
     else:
         acts = {name: c[0] for name, c in candidates.items()}
     info["calib_seconds"] = round(cal.seconds + time.perf_counter() - t0, 2)
     info["two_scale"] = _two_scale_summary(acts)
     return QuantizedViT(graph, method, w_bits, a_bits, acts, weights, consts, info)
+
+
+def _int8_const(c: torch.Tensor) -> Uniform:
+    """A constant's code: symmetric int8, per tensor (the position embedding, Swin's relative position biases)."""
+    return Uniform(c.abs().max().clamp_min(1e-8) / 127, torch.tensor(0.0), 8)
 
 
 def fit_candidates(spec: Method, name: str, kind: str, tensors: dict, graph: Graph, bits: int) -> list[Quantizer]:
@@ -143,27 +154,33 @@ def _fit_uniform(generic: str, x: torch.Tensor, bits: int) -> Uniform:
 
 
 def _nonlinearity_error(name: str, tensors: dict, graph: Graph):
-    """(error function, data) through the nonlinearity a point feeds: GELU then fc2 for an fc1 output, Softmax then
-    x V for the attention scores; None for every other point."""
-    blk, which = name.rsplit(".", 1) if name.startswith("blocks.") else (name, "")
+    """(error function, data) through the nonlinearity a point feeds: GELU then fc2 for an fc1 output, Softmax
+    (after the block's shifted-window mask, if any) then x V for the attention scores; None for every other point."""
+    blk, _, which = name.rpartition(".")
     if which == "fc1":
         data = search.subsample_rows(tensors[name], SEARCH_ROWS_GELU)
         return search.gelu_output_error(data, graph.linears[f"{blk}.fc2"][0]), data
     if which == "scores":
         data = tensors[name][:SEARCH_IMAGES]
-        return search.softmax_output_error(data, tensors[f"{blk}.v"][:SEARCH_IMAGES]), data
+        return search.softmax_output_error(data, tensors[f"{blk}.v"][:SEARCH_IMAGES], graph.score_mask(name)), data
     return None
 
 
 def _consumer_error(spec: Method, name: str, kind: str, x: torch.Tensor, tensors: dict, graph: Graph):
     """(error function, the data it scores) for a two-scale point: the consuming layer's output error (attn x V,
     the next linear layer, the LayerNorm), or the tensor's own error when the method says so. Branch outputs are
-    scored on themselves: their consumer, the residual add, passes the error on unchanged."""
+    scored on themselves: their consumer, the residual add, passes the error on unchanged. A residual point's rows
+    are sampled as its LayerNorm reads them (Swin's patch merging: four neighbours' channels side by side), then cut
+    back to the point's own channels for the candidates."""
     if kind == "softmax":
         data = x[:SEARCH_IMAGES]
         v = tensors[name.replace(".softmax", ".v")][:SEARCH_IMAGES]
         return (search.attention_output_error(data, v) if spec.output_search else search.tensor_error(data)), data
-    data = search.subsample_rows(x, SEARCH_ROWS_GELU if kind == "gelu" else SEARCH_ROWS)
+    if kind == "residual":
+        rows = search.subsample_rows(graph.norm_input(name, x), SEARCH_ROWS)
+        data = rows.reshape(-1, x.shape[-1])
+    else:
+        data = search.subsample_rows(x, SEARCH_ROWS_GELU if kind == "gelu" else SEARCH_ROWS)
     if not spec.output_search:
         return search.tensor_error(data), data
     if kind in ("gelu", "norm_out"):
@@ -172,7 +189,7 @@ def _consumer_error(spec: Method, name: str, kind: str, x: torch.Tensor, tensors
     if kind == "branch":
         return search.tensor_error(data), data
     gamma, beta = graph.norms[graph.consumer_norm(name)]
-    return search.layernorm_output_error(data, gamma, beta, graph.cfg.ln_eps), data
+    return search.layernorm_output_error(rows, gamma, beta, graph.cfg.ln_eps), data
 
 
 def _two_scale_summary(acts: dict[str, Quantizer]) -> dict:

@@ -73,6 +73,58 @@ class Graph:
         blk, which = point.rsplit(".", 1)
         return {"gelu": f"{blk}.fc2", "norm1": f"{blk}.qkv", "norm2": f"{blk}.fc1"}[which]
 
+    # --- the interface the calibration, the searches, block-output selection and the engines use, shared with the
+    # Swin graph (tsptq.quant.qswin.SwinGraph) ----------------------------------------------------------------------
+
+    int8_consts = ("pos_embed",)  # the constants the methods quantize to int8 (symmetric, per tensor)
+    no_integer_model = None  # (the Swin graph says here why it has no integer model yet)
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.cfg.num_tokens
+
+    def points(self) -> list[tuple[str, str]]:
+        return point_names(self.cfg)
+
+    def forward(self, x: torch.Tensor, hook, linears=None, consts=None) -> torch.Tensor:
+        return run(self, x, hook, linears, consts)
+
+    def units(self, consts=None) -> list[tuple[str, object, str | None]]:
+        """The forward cut where the residual stream is stored: (name, run(t, hook, linears), the point that stores
+        its output, None for the last). Block-output selection scores each unit's output at that point's consumer."""
+        depth = self.cfg.depth
+        units = [("embed", lambda t, hook, lin: embed(self, t, hook, lin, consts),
+                  "blocks.0.in" if depth else "norm.in")]
+        for i in range(depth):
+            units.append((f"blocks.{i}", lambda t, hook, lin, i=i: block(self, i, t, hook, lin),
+                          f"blocks.{i + 1}.in" if i + 1 < depth else "norm.in"))
+        units.append(("final", lambda t, hook, lin: final(self, t, hook, lin), None))
+        return units
+
+    def unit_of(self, name: str) -> str:
+        """The unit (see ``units``) a point, a linear layer or a constant belongs to."""
+        b = -1 if name in self.consts else block_of(name)
+        return "embed" if b < 0 else "final" if b >= self.cfg.depth else f"blocks.{b}"
+
+    def role_of(self, name: str) -> str:
+        """What a point, weight or constant is in every block alike (``blocks.3.norm1`` -> ``norm1``)."""
+        return ".".join(name.split(".")[2:]) if name.startswith("blocks.") else name
+
+    def norm_input(self, residual_point: str, x: torch.Tensor) -> torch.Tensor:
+        """What the consuming LayerNorm reads, from the point's tensor: the tensor itself in a ViT."""
+        return x
+
+    def linear_input(self, layer: str) -> str:
+        return linear_input(self.cfg, layer)
+
+    def score_mask(self, scores_point: str) -> None:
+        """The additive mask the Softmax sees after a ``.scores`` point: none in a ViT."""
+        return None
+
+    def features(self, name: str, x: torch.Tensor) -> torch.Tensor | None:
+        """What evaluation compares as the class token: the final-norm class token."""
+        return x[:, 0] if name == "norm" else None
+
 
 class FloatHook:
     def act(self, name: str, kind: str, x: torch.Tensor) -> torch.Tensor:
@@ -184,7 +236,8 @@ class SimHook:
 
 @dataclass
 class QuantizedViT:
-    """A fitted quantization of a ViT: activation codes per point, weight codes per layer, fake-quantized params."""
+    """A fitted quantization of a ViT (or a Swin: ``graph`` is then a ``qswin.SwinGraph``): activation codes per
+    point, weight codes per layer, fake-quantized params."""
 
     graph: Graph
     method: str
@@ -199,7 +252,7 @@ class QuantizedViT:
         self._linears = {}
         for name, (w, b) in self.graph.linears.items():
             wq = self.weights[name].fake(w) if name in self.weights else w
-            in_q = self.acts.get(linear_input(self.graph.cfg, name))
+            in_q = self.acts.get(self.graph.linear_input(name))
             if in_q is not None and name in self.weights:  # int32 bias at scale s_in * s_w
                 bias_q = Uniform(in_q.base_scale * self.weights[name].scale, torch.zeros_like(b), 32, axis=0)
                 b = bias_q.fake(b)
@@ -210,4 +263,4 @@ class QuantizedViT:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, hook: SimHook | None = None) -> torch.Tensor:
         """Logits of the quantized model; ``hook`` (a SimHook over ``self.acts``) can also observe the points."""
-        return run(self.graph, x, hook or self._hook, self._linears, self._consts)
+        return self.graph.forward(x, hook or self._hook, self._linears, self._consts)

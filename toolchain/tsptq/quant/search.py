@@ -229,12 +229,19 @@ def gelu_output_error(x: torch.Tensor, weight: torch.Tensor) -> ErrorFn:
     return lambda xq: float(((F.gelu(xq) - ref) @ weight.T).square().sum())
 
 
-def softmax_output_error(scores: torch.Tensor, v: torch.Tensor) -> ErrorFn:
-    """Squared error of softmax(scores) x V caused by quantizing the attention scores."""
-    ref = scores.softmax(-1)
-    return lambda sq: float(((sq.softmax(-1) - ref) @ v).square().sum())
+def softmax_output_error(scores: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> ErrorFn:
+    """Squared error of softmax(scores) x V caused by quantizing the attention scores. ``mask``: the additive mask
+    the Softmax sees after the scores' code (Swin's shifted windows), the same for the float and the quantized."""
+    if mask is None:
+        ref = scores.softmax(-1)
+        return lambda sq: float(((sq.softmax(-1) - ref) @ v).square().sum())
+    ref = (scores + mask).softmax(-1)
+    return lambda sq: float((((sq + mask).softmax(-1) - ref) @ v).square().sum())
 
 
 def layernorm_output_error(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> ErrorFn:
+    """Squared error of the LayerNorm's output over the rows ``x`` it reads. A candidate may come as the same
+    values in rows of fewer channels (Swin's patch merging normalizes four neighbours' channels side by side)."""
     ref = F.layer_norm(x, (x.shape[-1],), gamma, beta, eps)
-    return lambda xq: float((F.layer_norm(xq, (x.shape[-1],), gamma, beta, eps) - ref).square().sum())
+    return lambda xq: float((F.layer_norm(xq.reshape(x.shape), (x.shape[-1],), gamma, beta, eps) - ref)
+                            .square().sum())
