@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tsptq.intmodel import kernels as K
-from tsptq.intmodel.ops import OPS
+from tsptq.intmodel.ops import ALL_OPS
 from tsptq.errors import TsptqError
 
 
@@ -35,7 +35,7 @@ class QuantParams:
 class Tensor:
     name: str
     shape: tuple[int, ...]
-    dtype: str  # int8 | uint8 | int32 | int64
+    dtype: str  # int8 | uint8 | int32 | int64 (| int16: the NPU variant)
     quant: QuantParams | None = None
     data: np.ndarray | None = None  # constants only
 
@@ -54,7 +54,7 @@ class Tensor:
 
 @dataclass
 class Op:
-    kind: str  # a key of tsptq.intmodel.ops.OPS
+    kind: str  # a key of tsptq.intmodel.ops.OPS (or NPU_OPS: the NPU variant)
     inputs: list[int]
     outputs: list[int]
     options: dict = field(default_factory=dict)
@@ -96,7 +96,7 @@ class IntModel:
                              f"got {x.dtype} {tuple(x.shape)}")
         vals: dict[int, np.ndarray] = {self.inputs[0]: x}
         for op in self.ops:
-            vals[op.outputs[0]] = OPS[op.kind].kernel(self, op, [self._value(i, vals) for i in op.inputs])
+            vals[op.outputs[0]] = ALL_OPS[op.kind].kernel(self, op, [self._value(i, vals) for i in op.inputs])
         out = vals[self.outputs[0]]
         return (out, vals) if keep else out
 

@@ -46,8 +46,10 @@ class Source:
             raise TsptqError("--calib-images must be at least 1")
 
 
-def build(src: Source, progress: bool = True) -> tuple[IntModel, QuantizedViT]:
-    """Calibrate, quantize and lower: the in-memory integer model and the simulator it was lowered from."""
+def build(src: Source, progress: bool = True, npu: bool = False,
+          split_pv: bool = True) -> tuple[IntModel, QuantizedViT]:
+    """Calibrate, quantize and lower: the in-memory integer model and the simulator it was lowered from. ``npu``,
+    ``split_pv``: lower to the NPU variant (``tsptq.intmodel.lower.lower(qm, npu=True, split_pv=...)``)."""
     from tsptq.model.checkpoint import resolve_model
     from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
@@ -59,7 +61,7 @@ def build(src: Source, progress: bool = True) -> tuple[IntModel, QuantizedViT]:
     calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
                                calib_folder=src.calib_folder)
     qm = quantize(model, calib, src.method, src.bits, progress=progress)
-    im = lower(qm)
+    im = lower(qm, npu=True, split_pv=split_pv) if npu else lower(qm)
     im.metadata["source"] = src.to_dict()
     return im, qm
 

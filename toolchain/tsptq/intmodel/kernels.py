@@ -258,3 +258,45 @@ def bmm_2s(a, kind, bits, m, signed_fine, log2_frac, b, b_zp, mult, shift, out_z
     """Attention x V with a two-scale or log2 probability code: acc = sum_j d(a_ij) * (v_j - zp)."""
     d = decode_operand(a, kind, 0, None, bits, m, signed_fine, log2_frac)
     return requantize_single(exact_matmul(d, b.astype(np.int64) - b_zp), mult, shift, out_zp)
+
+
+# --- the NPU variant (``lower(qm, npu=True)``, docs/integer-semantics.md "The NPU variant") -------------------------
+
+def fully_connected_16x8(x, w, bias, mult, shift):
+    """FULLY_CONNECTED 16x8 as LiteRT's reference kernel computes it: x (..., I) int16 (zero point 0), w (O, I) int8,
+    bias (O,) int64, 64-bit accumulator, then one rounding half away from zero, ``rshift_round(acc * M, 31 - shift)``
+    (the custom ops' ``requant1``; measured against LiteRT 2.3's BUILTIN_REF at exact ties, where it differs from the
+    int8 kernel's half-up form), per-channel and per-tensor weights alike, saturated to int16 (zero point 0)."""
+    acc = _accumulate(x, 0, w, bias)
+    return saturate(rshift_round(acc * np.asarray(mult, np.int64), 31 - np.asarray(shift, np.int64)), np.int16)
+
+
+def requantize_same_scale(x, in_zp: int, out_zp: int, dtype) -> np.ndarray:
+    """QUANTIZE between two codes of the same scale: x - in_zp + out_zp, saturated (TFLite's Requantize with the
+    multiplier of 1.0, M = 2^30 and shift 1, which is exact)."""
+    return saturate(np.asarray(x, np.int64) - in_zp + out_zp, dtype)
+
+
+def layernorm_2s_i16(x, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, out_ch_shift):
+    """TSPTQ_LAYERNORM_2S_I16: TSPTQ_LAYERNORM_2S's int8 output code y_c, decoded onto the output code's base scale
+    as int16: (y_c - out_zp) << out_ch_shift_c (|value| <= 255 << 7 < 2^15)."""
+    y = layernorm_2s(x, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift)
+    return ((y.astype(np.int64) - out_zp) << out_ch_shift.astype(np.int64)).astype(np.int16)
+
+
+def add_i16(a, a_zp, b, b_zp, params, out_zp):
+    """TSPTQ_ADD_2S_I16: TSPTQ_ADD_2S with its operand b given as an int16 value v before its int8 code: the code is
+    sat8(v + b_zp), and the add is TSPTQ_ADD_2S's (TFLite's ADD per channel, left shift 20) on it."""
+    code = saturate(np.asarray(b, np.int64) + b_zp, np.int8)
+    return add(a, a_zp, code, b_zp, params, out_zp)
+
+
+def plane_2s(code, plane: int, bits: int, signed_fine: bool) -> np.ndarray:
+    """TSPTQ_PLANE_2S: one int8 plane of a V-2SF code, d = fine + (coarse << m): plane 0 the fine value (flag 0,
+    else 0), plane 1 the coarse field (flag 1, else 0). Each is an int8 operand of its own BATCH_MATMUL."""
+    code = np.asarray(code).astype(np.int64) & ((1 << bits) - 1)
+    flag, field = code >> (bits - 1), code & ((1 << (bits - 1)) - 1)
+    if plane == 0:
+        fine = np.where(field >= (1 << (bits - 2)), field - (1 << (bits - 1)), field) if signed_fine else field
+        return np.where(flag == 0, fine, 0).astype(np.int8)
+    return np.where(flag == 1, field, 0).astype(np.int8)

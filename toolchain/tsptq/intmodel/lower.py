@@ -89,9 +89,17 @@ def _max_operand(t: Tensor) -> int:
     return 255
 
 
+def _i16(scale: float) -> QuantParams:
+    """An int16 tensor's quantization: one scale, zero point 0 (TFLite's int16 activations are symmetric)."""
+    return QuantParams(np.array([scale], np.float32), np.zeros(1, np.int64))
+
+
 class _Builder:
-    def __init__(self, qm: QuantizedViT):
+    def __init__(self, qm: QuantizedViT, npu: bool = False, split_pv: bool = True):
         self.qm = qm
+        self.npu = npu  # the NPU variant: every MAC op a builtin (docs/integer-semantics.md "The NPU variant")
+        self.split_pv = split_pv  # NPU variant: P x V of a V-2SF P as two int8 BATCH_MATMULs (else TSPTQ_BMM_2S)
+        self.code_of: dict[int, QuantParams] = {}  # NPU variant: int16 FC outputs -> the O-2SF code they stand for
         self.tensors: list[Tensor] = []
         self.ops: list[Op] = []
 
@@ -135,8 +143,12 @@ class _Builder:
         name = name or layer
         xt = self.t(x)
         fan_in = codes.shape[1]
-        if fan_in * _max_operand(xt) * 128 > ACC_LIMIT:
+        # an int16 input (the NPU variant) holds the decoded value of its producer's code: bound it by that code
+        bound = Tensor("", (fan_in,), *code_params(in_q, fan_in)) if xt.dtype == "int16" else xt
+        if fan_in * _max_operand(bound) * 128 > ACC_LIMIT:
             raise QuantizationError(f"{name}: the int32 accumulator could overflow (fan-in {fan_in})")
+        if self.npu:
+            return self._linear_npu(name, x, codes, w_scale, bias, out_point, out_shape)
         wi = self.add(f"{name}.weight", codes.shape, "int8",
                       QuantParams(w_scale, np.zeros(len(w_scale), np.int64), axis=0), codes)
         bi = self.add(f"{name}.bias", bias.shape, "int32",
@@ -159,6 +171,8 @@ class _Builder:
                        neg_mult=neg[0], neg_shift=neg[1], out_zp=yt.zp)
 
     def residual_add(self, a: int, b: int, out_point: str, shape) -> int:
+        if self.npu and self.t(b).dtype == "int16":
+            return self._residual_add_npu(a, b, out_point, shape)
         y = self.act(out_point, shape)
         ta, tb, ty = self.t(a), self.t(b), self.t(y)
         if all(t.quant.details is None for t in (ta, tb, ty)):
@@ -192,7 +206,21 @@ class _Builder:
         eps = min(round(D * D * qm.graph.cfg.ln_eps / _unit(xt) ** 2), 2**62)
         ins = [x, self.add(f"{norm}.in_shift", (D,), "int8", data=shifts), self.const_i32(f"{norm}.gamma_mul", g),
                self.add(f"{norm}.beta_bias", (D,), "int64", data=b.astype(np.int64))]
+        if self.npu:  # the output code decoded onto its base scale, int16: (y_c - zp) << k_c
+            y = self._decoded_norm_output(y)
+            yt_d = yt.quant.details or {}
+            ins.append(self.add(f"{norm}.out_shift", (D,), "int8",
+                                data=np.asarray(yt_d.get("shifts", [0] * D), np.int8)))
+            return self.op("TSPTQ_LAYERNORM_2S_I16", ins, y, in_zp=xt.zp, eps=int(eps), out_zp=yt.zp,
+                           out_shift=out_shift)
         return self.op("TSPTQ_LAYERNORM_2S", ins, y, in_zp=xt.zp, eps=int(eps), out_zp=yt.zp, out_shift=out_shift)
+
+    def _decoded_norm_output(self, y: int) -> int:
+        """Replace the LayerNorm's int8 output tensor by its int16 decoded form on the code's base scale (O-2SF: s;
+        uniform: its scale), zero point 0."""
+        yt = self.t(y)
+        self.tensors[y] = Tensor(yt.name, yt.shape, "int16", _i16(_unit(yt)))
+        return y
 
     def softmax(self, point: str, scores: int, shape, beta: float) -> int:
         st = self.t(scores)
@@ -224,6 +252,12 @@ class _Builder:
         table = out_q.encode(F.gelu(in_q.decode(codes))).numpy()
         y = self.act(point, shape)
         yt = self.t(y)
+        if self.npu and isinstance(out_q, TwoScale):  # the table holds the decoded value d on the fine scale, int16
+            table = K.decode_two_scale(table, out_q.bits, out_q.m, bool(out_q.signed_fine))
+            self.tensors[y] = Tensor(yt.name, yt.shape, "int16", _i16(_unit(yt)))
+            yt = self.t(y)
+        elif self.npu and not isinstance(out_q, Uniform):
+            raise QuantizationError(f"--npu: {point}: no NPU form for a {type(out_q).__name__} GELU output code")
         lut = self.add(f"{point}.lut", (256,), yt.dtype, data=table)
         return self.op("TSPTQ_GELU_2S", [x, lut], y)
 
@@ -244,6 +278,8 @@ class _Builder:
             unit = d["fine_scale"]
             if tokens * _max_operand(pt) * 255 > ACC_LIMIT:
                 raise QuantizationError(f"{point}: the int32 accumulator could overflow ({tokens} tokens)")
+            if self.npu and self.split_pv:
+                return self._attention_values_planes(point, probs, v, y, d)
         else:
             raise QuantizationError(f"{point}: no integer attention x V for a {d['kind']} code")
         mult, shift = K.builtin_multipliers(unit, vt.quant.scale[:1], yt.quant.scale[:1])
@@ -263,6 +299,84 @@ class _Builder:
         row = self.add("norm.pooled", (1, 2 * D), self.t(n).dtype, q)
         return self.op("RESHAPE", [pair, self.const_i32("norm.pooled.shape", (1, 2 * D))], row, new_shape=[1, 2 * D])
 
+    # --- the NPU variant ---------------------------------------------------------------------------------------------
+
+    def _linear_npu(self, name, x, codes, w_scale, bias, out_point, out_shape) -> int:
+        """The NPU variant's FC: a builtin FULLY_CONNECTED, int8 when input and output are per-tensor int8 codes, else
+        16x8. The int16 input holds the decoded operand d on its unit (the two-scale producers write it); the int8
+        weights and the bias are TSPTQ_FC_2S's, so the accumulator is TSPTQ_FC_2S's, and LiteRT's 16x8 rounding is
+        TSPTQ_FC_2S's (requant1). The int16 output holds TSPTQ_FC_2S's output code before its zero point and its int8
+        saturation:
+        - uniform output code: the int16 output has the code's scale, then QUANTIZE int16 -> int8 at that scale adds
+          the zero point and saturates: TSPTQ_FC_2S's bytes;
+        - O-2SF output code (steps s * 2^k_o): the int16 output has the base scale s, and the weight scales carry
+          2^-k_o (exact in float32), which gives TSPTQ_FC_2S's multipliers; TSPTQ_ADD_2S_I16 saturates it into the
+          code."""
+        xt = self.t(x)
+        out_q = self.qm.acts[out_point]
+        out_kind = "uniform" if isinstance(out_q, Uniform) else type(out_q).__name__
+        if out_kind not in ("uniform", "ChannelPow2"):
+            raise QuantizationError(f"--npu: {name}: no NPU form for a {out_kind} output code")
+        if xt.dtype == "int8" and xt.quant.details is None and out_kind == "uniform":
+            wi = self.add(f"{name}.weight", codes.shape, "int8",
+                          QuantParams(w_scale, np.zeros(len(w_scale), np.int64), axis=0), codes)
+            bi = self.add(f"{name}.bias", bias.shape, "int32",
+                          QuantParams((np.float32(_unit(xt)) * w_scale).astype(np.float32),
+                                      np.zeros(len(w_scale), np.int64)), bias)
+            return self.op("FULLY_CONNECTED", [x, wi, bi], self.act(out_point, out_shape), keep_num_dims=True)
+        if xt.dtype == "int8" and xt.quant.details is None:  # a uniform int8 code: x - zp as int16, exactly
+            x = self.op("QUANTIZE", [x], self.add(f"{name}.in16", xt.shape, "int16", _i16(_unit(xt))))
+            xt = self.t(x)
+        if xt.dtype != "int16":
+            raise QuantizationError(f"--npu: {name}: no NPU form for a {xt.quant.kind} input code "
+                                    "(its producer has no int16 decoded output)")
+        unit = float(xt.quant.scale[0])
+        if out_kind == "ChannelPow2":  # fold the output code's channel steps 2^k_o into the weight scales
+            shifts = out_q.shifts.numpy().astype(np.int64)
+            w0 = np.broadcast_to(w_scale, shifts.shape).astype(np.float64)
+            w_scale = np.ldexp(w0, -shifts).astype(np.float32)
+            if np.any(np.ldexp(w_scale.astype(np.float64), shifts) != w0):  # exact: no float32 underflow
+                raise QuantizationError(f"--npu: {name}: cannot fold the output's channel steps into the weights")
+        wi = self.add(f"{name}.weight", codes.shape, "int8",
+                      QuantParams(w_scale, np.zeros(len(w_scale), np.int64), axis=0), codes)
+        bi = self.add(f"{name}.bias", bias.shape, "int64",
+                      QuantParams((np.float32(unit) * w_scale).astype(np.float32), np.zeros(len(w_scale), np.int64)),
+                      bias.astype(np.int64))
+        if out_kind == "uniform":
+            y16 = self.add(f"{name}.out16", out_shape, "int16", _i16(float(out_q.scale)))
+            self.op("FULLY_CONNECTED_16X8", [x, wi, bi], y16, keep_num_dims=True)
+            return self.op("QUANTIZE", [y16], self.act(out_point, out_shape))
+        y16 = self.add(out_point, out_shape, "int16", _i16(float(np.float32(out_q.scale))))
+        self.code_of[y16] = code_params(out_q, out_shape[-1])[1]  # the O-2SF code TSPTQ_ADD_2S_I16 saturates into
+        return self.op("FULLY_CONNECTED_16X8", [x, wi, bi], y16, keep_num_dims=True)
+
+    def _attention_values_planes(self, point: str, probs: int, v: int, y: int, d: dict) -> int:
+        """P x V for a V-2SF P on the NPU (int8 BATCH_MATMUL only, on a U55): P's fine and coarse planes (d = fine +
+        (coarse << m), TSPTQ_PLANE_2S) each times V in a BATCH_MATMUL whose int8 output has the context code's scale
+        and zero point 0, then ADD into the context code (an ADD of equal scales rounds nothing: a + b + zp)."""
+        pt, yt = self.t(probs), self.t(y)
+        s = np.float32(d["fine_scale"])
+        s_ctx = QuantParams(yt.quant.scale[:1].copy(), np.zeros(1, np.int64))
+        parts = []
+        for plane, (label, scale) in enumerate((("fine", s), ("coarse", s * np.float32(2.0 ** d["ratio_log2"])))):
+            a = self.op("TSPTQ_PLANE_2S", [probs], self.add(f"{point}.p_{label}", pt.shape, "int8",
+                                                             QuantParams(np.array([scale], np.float32),
+                                                                         np.zeros(1, np.int64))),
+                        plane=plane, bits=d["bits"], signed_fine=int(d.get("signed_fine", False)))
+            parts.append(self.op("BATCH_MATMUL", [a, v], self.add(f"{point}.{label}", yt.shape, "int8", s_ctx),
+                                 adj_x=False, adj_y=False))
+        return self.op("ADD", parts, y)
+
+    def _residual_add_npu(self, a: int, b: int, out_point: str, shape) -> int:
+        """The residual add of an int16 branch (an FC's output before its O-2SF code's zero point and saturation):
+        TSPTQ_ADD_2S_I16, which is TSPTQ_ADD_2S on that code, sat8(b + b_zp)."""
+        y = self.act(out_point, shape)
+        ta, ty = self.t(a), self.t(y)
+        code = self.code_of[b]
+        params = K.add_params(_channel_scales(ta), code.scale.astype(np.float32), _channel_scales(ty))
+        pi = self.const_i32(f"{out_point}.add_params", params)
+        return self.op("TSPTQ_ADD_2S_I16", [a, b, pi], y, a_zp=ta.zp, b_zp=int(code.zero_point[0]), out_zp=ty.zp)
+
     def reshape(self, name: str, x: int, shape) -> int:
         y = self.like(name, x, shape)
         return self.op("RESHAPE", [x, self.const_i32(f"{name}.shape", shape)], y, new_shape=list(shape))
@@ -273,8 +387,24 @@ class _Builder:
         return self.op("TRANSPOSE", [x, self.const_i32(f"{name}.perm", perm)], y)
 
 
-def lower(qm: QuantizedViT) -> IntModel:
-    """The integer model of a fitted quantization (W<=8, A8)."""
+NPU_VARIANT = "npu-ethos-u-step1"  # the 'variant' of the metadata: FCs as builtins, the rest still TSPTQ_* ops
+
+
+def require_npu_variant(qm: QuantizedViT) -> None:
+    """The NPU variant's preconditions, as one-line errors."""
+    if (qm.w_bits, qm.a_bits) != (8, 8):
+        raise QuantizationError(f"--npu ethos-u: the NPU variant is W8A8 only (Ethos-U's FULLY_CONNECTED takes 8-bit "
+                                f"weights and 8/16-bit activations), got W{qm.w_bits}A{qm.a_bits}")
+    cfg = qm.graph.cfg
+    if cfg.global_pool == "token+avg" and cfg.num_classes:
+        raise QuantizationError("--npu ethos-u: heads over the patch-token mean (global_pool token+avg, "
+                                "TSPTQ_TOKEN_MEAN) have no NPU variant yet")
+
+
+def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntModel:
+    """The integer model of a fitted quantization (W<=8, A8). ``npu``: the NPU variant (``tsptq export --npu
+    ethos-u``), W8A8 only: every FC a builtin FULLY_CONNECTED (16x8 where a two-scale code feeds it), the two-scale
+    producers writing the decoded int16 value (docs/integer-semantics.md "The NPU variant")."""
     if qm.graph.no_integer_model:  # a Swin: simulated only, for now
         raise QuantizationError(qm.graph.no_integer_model)
     cfg = qm.graph.cfg
@@ -285,7 +415,9 @@ def lower(qm: QuantizedViT) -> IntModel:
                                 "is simulated only")
     if "head_dist" in qm.graph.linears:
         raise QuantizationError("distilled DeiT models (two heads) have no integer export yet")
-    b = _Builder(qm)
+    if npu:
+        require_npu_variant(qm)
+    b = _Builder(qm, npu, split_pv)
     H, D, hd, p = cfg.num_heads, cfg.embed_dim, cfg.head_dim, cfg.patch_size
     gh, gw = cfg.img_size // p, cfg.img_size // p
     n_prefix = qm.graph.consts["prefix"].shape[1]
@@ -354,4 +486,6 @@ def lower(qm: QuantizedViT) -> IntModel:
     calibration = {k: v for k, v in qm.info.items() if k != "calib_seconds"}
     meta = {"method": qm.method, "bits": f"W{qm.w_bits}A{qm.a_bits}", "calibration": calibration,
             "config": cfg.to_dict()}
+    if npu:
+        meta["variant"] = NPU_VARIANT
     return IntModel(b.tensors, b.ops, [x], [out], meta)

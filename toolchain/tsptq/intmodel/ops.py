@@ -277,3 +277,48 @@ OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 BUILTIN_OPS = tuple(n for n, s in OPS.items() if not s.custom)
 CUSTOM_OPS = tuple(n for n, s in OPS.items() if s.custom)
 BUILTIN_KINDS = {OPS[n].builtin[0]: n for n in BUILTIN_OPS}  # BuiltinOperator code -> kind
+
+
+# --- the NPU variant's ops (``tsptq.intmodel.lower.lower(qm, npu=True)``) -------------------------------------------
+# Not in the C runtime's op table (OPS mirrors it): the C runtime does not load the variant. The interpreter, the
+# writer and the planner look ops up in ALL_OPS.
+
+def _fully_connected_16x8(model, op, v):
+    mult, shift = _conv_fc_multipliers(model, op)
+    return K.fully_connected_16x8(v[0], v[1], v[2], mult, shift)
+
+
+def _quantize(model, op, v):
+    x, y = _t(model, op, 0), _t(model, op, 0, out=True)
+    if x.quant.scale[0] != y.quant.scale[0]:
+        raise ModelFileError(f"QUANTIZE {y.name!r}: the integer model defines QUANTIZE between equal scales only")
+    return K.requantize_same_scale(v[0], x.zp, y.zp, np.dtype(y.dtype))
+
+
+def _layernorm_2s_i16(model, op, v):
+    o = op.options
+    return K.layernorm_2s_i16(v[0], o["in_zp"], v[1], v[2], v[3], o["eps"], o["out_zp"], o["out_shift"], v[4])
+
+
+def _add_2s_i16(model, op, v):
+    o = op.options
+    return K.add_i16(v[0], o["a_zp"], v[1], o["b_zp"], v[2].astype(np.int64), o["out_zp"])
+
+
+def _plane_2s(model, op, v):
+    o = op.options
+    return K.plane_2s(v[0], o["plane"], o["bits"], bool(o["signed_fine"]))
+
+
+_NPU_SPECS = (
+    # int16 activations x int8 weights, int64 bias, int16 output: FULLY_CONNECTED's 16x8 form (op version 7)
+    OpSpec("FULLY_CONNECTED_16X8", 3, _fully_connected_16x8, (_B.FULLY_CONNECTED, 7), "FullyConnectedOptions",
+           persistent=_per_weight_scale),
+    OpSpec("QUANTIZE", 1, _quantize, (_B.QUANTIZE, 2), elementwise=True),
+    OpSpec("TSPTQ_LAYERNORM_2S_I16", 5, _layernorm_2s_i16, option_keys=("in_zp", "eps", "out_zp", "out_shift"),
+           params_from=1),
+    OpSpec("TSPTQ_ADD_2S_I16", 3, _add_2s_i16, option_keys=("a_zp", "b_zp", "out_zp"), params_from=2),
+    OpSpec("TSPTQ_PLANE_2S", 1, _plane_2s, option_keys=("plane", "bits", "signed_fine"), elementwise=True),
+)
+NPU_OPS: dict[str, OpSpec] = {s.name: s for s in _NPU_SPECS}
+ALL_OPS: dict[str, OpSpec] = {**OPS, **NPU_OPS}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from tsptq.errors import ModelFileError
 from tsptq.intmodel.graph import IntModel
-from tsptq.intmodel.ops import OPS
+from tsptq.intmodel.ops import ALL_OPS as OPS  # the NPU variant's ops too
 
 ALIGN = 16
 MAX_ARENA = 0x7FFFFFF0  # runtime_c/src/runtime.h TQ_MAX_ARENA: persistent + activations

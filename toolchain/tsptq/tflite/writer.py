@@ -20,7 +20,7 @@ from flatbuffers import Builder, flexbuffers
 
 from tsptq.atomic import atomic_write
 from tsptq.intmodel.graph import IntModel
-from tsptq.intmodel.ops import OPS
+from tsptq.intmodel.ops import ALL_OPS
 
 METADATA_NAME = "tsptq"
 METADATA_VERSION = 1
@@ -31,20 +31,20 @@ FILE_IDENTIFIER = b"TFL3"
 SIGNATURE_KEY = "serving_default"
 
 TENSOR_TYPES = {"int8": S.TensorType.INT8, "uint8": S.TensorType.UINT8, "int32": S.TensorType.INT32,
-                "int64": S.TensorType.INT64}
+                "int64": S.TensorType.INT64, "int16": S.TensorType.INT16}  # int16: the NPU variant
 
 
 def _builtin_options(kind: str, o: dict):
     """(BuiltinOptions union type, options object) of a builtin op: the table its op spec names, with the fields tsptq
     sets (ops without fields get the empty table; ops without a table, none)."""
-    spec = OPS[kind]
+    spec = ALL_OPS[kind]
     if spec.options is None:
         return spec.options_type, None
     opt = getattr(S, f"{spec.options}T")()
     if kind == "CONV_2D":
         opt.padding, opt.strideH, opt.strideW = S.Padding.VALID, o["stride_h"], o["stride_w"]
         opt.dilationHFactor = opt.dilationWFactor = 1
-    elif kind == "FULLY_CONNECTED":
+    elif spec.options == "FullyConnectedOptions":  # FULLY_CONNECTED and the NPU variant's 16x8 form
         opt.keepNumDims = bool(o.get("keep_num_dims", True))
     elif kind == "BATCH_MATMUL":
         opt.adjX, opt.adjY = bool(o.get("adj_x", False)), bool(o.get("adj_y", False))
@@ -125,7 +125,7 @@ def to_tflite(model: IntModel) -> bytes:
 
     codes, code_index, operators = [], {}, []
     for op in model.ops:
-        spec = OPS.get(op.kind)
+        spec = ALL_OPS.get(op.kind)
         builtin = spec is not None and not spec.custom  # any other kind is written as a custom op of that name
         if op.kind not in code_index:
             oc = S.OperatorCodeT()

@@ -1,0 +1,237 @@
+"""The NPU variant (issue 18, first working step): ``lower(qm, npu=True)`` / ``tsptq export --npu ethos-u``.
+
+Every multiply-accumulate op is a builtin that Vela maps to an Ethos-U55 (FULLY_CONNECTED, 16x8 where a two-scale code
+feeds it); LayerNorm, Softmax, GELU, the residual adds and (for a V-2SF softmax) attention x V stay TSPTQ_* ops.
+
+- every builtin op of the variant, run by LiteRT's reference kernels (``OpResolverType.BUILTIN_REF``) inside a whole
+  model run (``tsptq.npu.litert_check.MixedRun``: builtins by LiteRT, custom ops by the Python kernels), gives the
+  Python integer model's bytes: a tiny random ViT, and cifar10-vit (V-2SF GELU into fc2, O-2SF LayerNorm outputs
+  into qkv/fc1/head) on 2 bundled test images (slow);
+- single FULLY_CONNECTED 16x8 files (per-channel and per-tensor weights, ties of the rounding, saturation) against
+  LiteRT's reference kernel;
+- without the P x V split (``split_pv=False``, ``--pv-on-cpu``) the variant gives the default file's bytes (tiny ViT
+  with forged V-2SF/O-2SF codes; cifar10-vit on 100 bundled images, slow); with the split its predictions agree on
+  most images;
+- Vela puts every MAC of the tiny variant on an Ethos-U55-128, and `tsptq export --npu ethos-u` writes the variant,
+  the compiled file and the report with >= 95% of fashion-vit's MACs on the NPU (skip without ethos-u-vela);
+- one-line refusals: --npu with W4A8, with the stock converter, an unknown accelerator, --pv-on-cpu without --npu,
+  a token+avg head.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tsptq.cli.main import main
+from tsptq.data import datasets
+from tsptq.errors import QuantizationError
+from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+from tsptq.intmodel.lower import lower
+from tsptq.intmodel.ops import ALL_OPS
+from tsptq.npu import vela
+from tsptq.npu.litert_check import MixedRun
+from tsptq.quant.quantize import quantize
+from tsptq.tflite.writer import to_tflite
+
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+needs_vela = pytest.mark.skipif(vela.vela_version() is None,
+                                reason=f"ethos-u-vela is not importable (the 'npu' extra: {vela.INSTALL_HINT})")
+slow = pytest.mark.slow
+
+MAC_OPS = {"CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED_16X8", "BATCH_MATMUL", "TSPTQ_FC_2S", "TSPTQ_BMM_2S"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_vits):
+    cfg, graph, cal, imgs = tiny_vits(8)
+    qm = quantize(graph, cal, "tsptq", progress=False)
+    x = lower(qm).quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    return qm, x
+
+
+def test_every_fc_of_the_variant_is_a_builtin(tiny):
+    qm, _ = tiny
+    im = lower(qm, npu=True)
+    kinds = [o.kind for o in im.ops]
+    assert "TSPTQ_FC_2S" not in kinds and "FULLY_CONNECTED_16X8" in kinds
+    assert im.metadata["variant"] == "npu-ethos-u-step1"
+    for o in im.ops:  # 16x8: int16 input and output, zero point 0, int64 bias
+        if o.kind == "FULLY_CONNECTED_16X8":
+            x, w, b, y = (im.tensors[i] for i in (*o.inputs, o.outputs[0]))
+            assert (x.dtype, w.dtype, b.dtype, y.dtype) == ("int16", "int8", "int64", "int16")
+            assert x.zp == 0 and y.zp == 0
+
+
+def test_tiny_variant_in_litert_reference_kernels_is_byte_identical(tiny):
+    qm, x = tiny
+    im = lower(qm, npu=True)
+    got = MixedRun(im).run(x, check=True)  # check: every builtin op's LiteRT output = its Python kernel's
+    want = im.run(x)
+    assert got.dtype == want.dtype == np.int8
+    assert np.array_equal(got, want)
+
+
+def _forge_two_scale_codes(qm):
+    """The tiny model's calibration picks uniform softmax and GELU codes: give it the V-2SF and O-2SF codes
+    cifar10-vit uses (softmax V-2SF m=4, GELU V-2SF signed fine m=3, LayerNorm outputs O-2SF with shifts 0/1/2), so
+    every decode of the variant runs: the softmax planes (TSPTQ_PLANE_2S into two BATCH_MATMULs and an ADD), the
+    int16 GELU table, the int16 LayerNorm outputs."""
+    from tsptq.quant.quantizers import ChannelPow2, TwoScale
+
+    qm.acts["blocks.0.softmax"] = TwoScale(1.0 / (127 << 4), 4, 8)
+    g = qm.acts["blocks.0.gelu"]
+    qm.acts["blocks.0.gelu"] = TwoScale(float(g.scale) * (127 - int(g.zero_point)) / (63 << 3), 3, 8, True)
+    for norm in ("blocks.0.norm1", "blocks.0.norm2", "norm"):
+        u = qm.acts[norm]
+        D = qm.graph.cfg.embed_dim
+        qm.acts[norm] = ChannelPow2(float(u.base_scale) / 2, int(getattr(u, "zero_point", 0)), [c % 3 for c in range(D)])
+    return qm
+
+
+def test_two_scale_decodes_in_litert_reference_kernels_are_byte_identical(tiny_vits):
+    cfg, graph, cal, imgs = tiny_vits(8)
+    qm = _forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False))
+    im = lower(qm, npu=True)
+    kinds = [o.kind for o in im.ops]
+    assert kinds.count("TSPTQ_PLANE_2S") == 2 and "TSPTQ_BMM_2S" not in kinds
+    assert im.tensor("blocks.0.gelu").dtype == im.tensor("blocks.0.norm1").dtype == "int16"
+    x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    assert np.array_equal(MixedRun(im).run(x, check=True), im.run(x))
+    # the planes are the V-2SF decode: fine + (coarse << m) = d, and without the split TSPTQ_BMM_2S stays
+    _, vals = im.run(x, keep=True)
+    from tsptq.intmodel import kernels as K
+
+    code = vals[im.tensors.index(im.tensor("blocks.0.softmax"))]
+    fine, coarse = (vals[im.tensors.index(im.tensor(f"blocks.0.ctx.p_{p}"))] for p in ("fine", "coarse"))
+    assert np.array_equal(fine.astype(np.int64) + (coarse.astype(np.int64) << 4), K.decode_two_scale(code, 8, 4, False))
+    whole = lower(qm, npu=True, split_pv=False)
+    assert "TSPTQ_BMM_2S" in [o.kind for o in whole.ops]
+    # without the split the variant computes the default file's bytes: the FCs' accumulators and roundings are
+    # TSPTQ_FC_2S's, the decoded int16 operands exact, the O-2SF branches saturated into their codes by the add
+    assert np.array_equal(whole.run(x), lower(qm).run(x))
+    assert np.array_equal(MixedRun(whole).run(x, check=True), lower(qm).run(x))
+
+
+@slow
+def test_cifar10_vit_variant_in_litert_reference_kernels_is_byte_identical(cifar_vit):
+    """cifar10-vit's tsptq codes exercise both decodes: the O-2SF LayerNorm outputs (TSPTQ_LAYERNORM_2S_I16) and the
+    V-2SF GELU table (int16 decoded values) into 16x8 FCs."""
+    qm = cifar_vit.quantized("tsptq")
+    im = lower(qm, npu=True)
+    gelu = [im.tensors[o.outputs[0]] for o in im.ops if o.kind == "TSPTQ_GELU_2S"]
+    assert gelu and all(t.dtype == "int16" for t in gelu)
+    assert "TSPTQ_LAYERNORM_2S_I16" in {o.kind for o in im.ops}
+    test = cifar_vit.test.take(2)
+    x = im.quantize_input(datasets.to_model_input(test.images, cifar_vit.cfg).numpy())
+    assert np.array_equal(MixedRun(im).run(x, check=True), im.run(x))
+
+
+@slow
+def test_cifar10_vit_variant_agrees_with_the_custom_op_file(cifar_vit):
+    """Without the P x V split the variant gives the default file's bytes; the split rounds the context twice
+    (docs/npu.md has the 1000-image numbers), which changes a few predictions."""
+    qm = cifar_vit.quantized("tsptq")
+    im0 = lower(qm)
+    test = cifar_vit.test.take(100)
+    x = im0.quantize_input(datasets.to_model_input(test.images, cifar_vit.cfg).numpy())
+    ref = im0.run(x)
+    assert np.array_equal(lower(qm, npu=True, split_pv=False).run(x), ref)
+    a, b = ref.argmax(1), lower(qm, npu=True).run(x).argmax(1)
+    assert np.mean(a == b) >= 0.96
+    assert abs(np.mean(a == test.labels) - np.mean(b == test.labels)) <= 0.03
+
+
+def _fc16x8_model(x_scale, w, w_scale, bias, y_scale) -> IntModel:
+    O, I = w.shape
+    ws = np.atleast_1d(np.asarray(w_scale, np.float32))
+    tensors = [Tensor("x", (1, 4, I), "int16", QuantParams(np.array([x_scale], np.float32), np.zeros(1, np.int64))),
+               Tensor("w", (O, I), "int8", QuantParams(ws, np.zeros(len(ws), np.int64)), w),
+               Tensor("b", (O,), "int64", QuantParams((np.float32(x_scale) * ws).astype(np.float32),
+                                                      np.zeros(len(ws), np.int64)), bias.astype(np.int64)),
+               Tensor("y", (1, 4, O), "int16", QuantParams(np.array([y_scale], np.float32), np.zeros(1, np.int64)))]
+    return IntModel(tensors, [Op("FULLY_CONNECTED_16X8", [0, 1, 2], [3], {"keep_num_dims": True})], [0], [3],
+                    {"method": "test"})
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("y_scale", [1.0, 0.25, 0.004])  # exact ties (power-of-two ratios), plain, saturating
+def test_fully_connected_16x8_matches_litert_reference(per_channel, y_scale):
+    rng = np.random.default_rng(int(y_scale * 1000) + per_channel)
+    O, I = 24, 40
+    w = rng.integers(-127, 128, (O, I)).astype(np.int8)
+    w_scale = np.exp2(rng.integers(-9, -5, O)).astype(np.float32) if per_channel else np.float32(2.0**-7)
+    im = _fc16x8_model(2.0**-5, w, w_scale, rng.integers(-5000, 5000, O), y_scale)
+    x = rng.integers(-32640, 32641, (6, 4, I)).astype(np.int16)  # (images, tokens, features): batch 1 per file
+    x[0] = rng.integers(-3, 4, (4, I))  # small values: many exact halves at the power-of-two scales
+    got = MixedRun(im).run(x, check=True)  # check: LiteRT's output = the kernel's, op by op
+    op = im.ops[0]
+    want = ALL_OPS[op.kind].kernel(im, op, [x, im.tensors[1].data, im.tensors[2].data])
+    assert got.dtype == want.dtype == np.int16 and np.array_equal(got, want)
+    if y_scale == 0.004:
+        assert np.any(np.abs(want) == 32767)  # the saturation is exercised
+
+
+@needs_vela
+def test_vela_puts_every_mac_of_the_tiny_variant_on_the_npu(tiny, tmp_path):
+    qm, _ = tiny
+    path = tmp_path / "tiny-npu.tflite"
+    path.write_bytes(to_tflite(lower(qm, npu=True)))
+    r = vela.compile_report(path)
+    assert r.macs_total > 0
+    assert r.npu_mac_fraction >= 0.999, vela.format_report(r)
+    assert r.ops_npu.get("FULLY_CONNECTED", 0) == 7  # q, k, v, proj, fc1, fc2, head
+    assert set(r.ops_cpu) <= {"TSPTQ_LAYERNORM_2S_I16", "TSPTQ_ADD_2S", "TSPTQ_ADD_2S_I16", "TSPTQ_SOFTMAX_2S",
+                              "TSPTQ_GELU_2S", "TSPTQ_BMM_2S"}, r.ops_cpu
+    # and the default file leaves its TSPTQ_FC_2S MACs on the CPU
+    path0 = tmp_path / "tiny.tflite"
+    path0.write_bytes(to_tflite(lower(qm)))
+    assert vela.compile_report(path0).npu_mac_fraction < 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bits", "W4A8"], "--npu ethos-u: the NPU variant is W8A8 only (Ethos-U's FULLY_CONNECTED takes 8-bit "
+                         "weights and 8/16-bit activations), got W4A8"),
+    (["--method", "tflite-converter"], "--npu applies to tsptq's own export"),
+    (["--accelerator", "ethos-u99"], "--accelerator: unknown Ethos-U configuration 'ethos-u99'"),
+])
+def test_cli_refusals_are_one_line(args, message, tmp_path, capsys):
+    assert main(["export", "--npu", "ethos-u", "--quiet", "--out", str(tmp_path / "m.tflite"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_npu_only_options_need_npu(tmp_path, capsys):
+    assert main(["export", "--pv-on-cpu", "--quiet", "--out", str(tmp_path / "m.tflite")]) == 2
+    assert "--pv-on-cpu and --accelerator apply to --npu only" in capsys.readouterr().err
+
+
+def test_library_refuses_what_the_variant_cannot_hold(tiny_vits):
+    cfg, graph, cal, _ = tiny_vits(8)
+    with pytest.raises(QuantizationError, match="W8A8 only.*got W4A8"):
+        lower(quantize(graph, cal, "tsptq", "W4A8", progress=False), npu=True)
+    from tiny_vit import tiny_vit
+
+    cfg2, graph2, cal2, _ = tiny_vit(8, global_pool="token+avg")
+    with pytest.raises(QuantizationError, match="token\\+avg.*no NPU variant yet"):
+        lower(quantize(graph2, cal2, "tsptq", progress=False), npu=True)
+
+
+@needs_vela
+def test_cli_export_npu_writes_the_variant_the_compiled_file_and_the_report(tmp_path, capsys):
+    """`tsptq export --npu ethos-u` on fashion-vit (4 blocks, 16 patches): the variant, Vela's compiled file, CSVs
+    and the JSON report beside it; at least 95% of the MACs on the NPU (the FCs, q.k^T and the P x V planes)."""
+    import json
+
+    out = tmp_path / "fashion-npu.tflite"
+    assert main(["export", "--model", "fashion-vit", "--npu", "ethos-u", "--calib-images", "8", "--quiet",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "the NPU variant" in text and "MACs on the NPU" in text
+    assert (tmp_path / "fashion-npu_vela.tflite").stat().st_size > 0
+    report = json.loads((tmp_path / "fashion-npu_npu.json").read_text())
+    assert report["npu_mac_fraction"] >= 0.95, report
+    assert "TSPTQ_FC_2S" not in report["ops_cpu"] and report["ops_npu"]["FULLY_CONNECTED"] == 4 * 6 + 1
+    from tsptq.npu.graph_ops import parse_model
+
+    assert parse_model(out.read_bytes()).metadata is not None  # a TFLite file the schema reads
