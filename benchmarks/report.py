@@ -80,9 +80,11 @@ def render(results: dict) -> str:
            "70.35% on the same 2000), whose agreement and drop are not comparable with the new one's. The class-token "
            "cosine is measured before the probe; it changes with the probe only through a method's head-aware "
            "choices (tsptq's final-stage selection scores logits): on the 2000 CIFAR-10 images tsptq's stayed 0.9953.", "",
-           "tsptq changed in issue 13 (block-output selection, per-channel O-2SF levels, docs/method.md). Sections "
-           "measured before that show the previous form as `tsptq-local`, with a note; the latency, board and "
-           "delegate sections time files of the previous form (the same op kinds).", ""]
+           "tsptq changed twice in issue 13 (docs/method.md): block-output selection and per-channel O-2SF levels "
+           "(the form before them is `tsptq-local`), then the GELU and Softmax inputs' low end clipped through the "
+           "nonlinearity (the form before it is `tsptq-self-clip`). Sections measured before a change say so in a "
+           "note; the latency, board and delegate sections time files of earlier forms (the same op kinds and "
+           "shapes: only some scales differ).", ""]
     for section in ACCURACY_SECTIONS:
         r = results.get(section)
         if not r:

@@ -173,13 +173,13 @@ def test_attention_scores_code_keeps_the_top_of_the_range():
     scores[:, :, :, 1] -= 20  # a key no query attends to
     v = torch.randn(2, 3, 50, 16, generator=gen)
     err = search.softmax_output_error(scores, v)
-    q = search.asymmetric_uniform(scores, 8, err, scores, high=False)  # tsptq-nl-low's search
+    q = search.asymmetric_uniform(scores, 8, err, scores, high=False)  # tsptq's search
     assert abs(q.decode(torch.tensor(127)).item() - float(scores.max())) <= float(q.scale)
     assert q.decode(torch.tensor(-128)).item() > 0.8 * float(scores.min())
     assert err(q.fake(scores)) <= err(search.minmax(scores, 8).fake(scores))
 
 
-@pytest.mark.parametrize("variant", ["tsptq-nl-low", "tsptq-nl-both"])
+@pytest.mark.parametrize("variant", ["tsptq", "tsptq-nl-both"])
 def test_nonlinear_input_variants_fit_gelu_and_softmax_inputs_through_them(tiny, images, variant):
     from tsptq.quant.methods import get_method
     from tsptq.quant.observers import record
@@ -190,12 +190,12 @@ def test_nonlinear_input_variants_fit_gelu_and_softmax_inputs_through_them(tiny,
     x = cal.tensors["blocks.0.fc1"].reshape(-1, CFG.mlp_hidden)
     err = search.gelu_output_error(x, fc2)
     new = fit_point(get_method(variant), "blocks.0.fc1", "act", cal.tensors, graph, 8)
-    old = fit_point(get_method("tsptq"), "blocks.0.fc1", "act", cal.tensors, graph, 8)
+    old = fit_point(get_method("tsptq-self-clip"), "blocks.0.fc1", "act", cal.tensors, graph, 8)
     assert old.to_dict() == search.mse_uniform(x, 8).to_dict()
     assert new.to_dict() != old.to_dict() and err(new.fake(x)) <= err(search.minmax(x, 8).fake(x))
     s = cal.tensors["blocks.1.scores"]
     new_s = fit_point(get_method(variant), "blocks.1.scores", "act", cal.tensors, graph, 8)
-    if variant == "tsptq-nl-low":  # the high end stays at the observed maximum
+    if variant == "tsptq":  # the high end stays at the observed maximum
         assert new_s.decode(torch.tensor(127)).item() >= float(s.max()) - float(new_s.scale)
     err_s = search.softmax_output_error(s[:8], cal.tensors["blocks.1.v"][:8])
     assert err_s(new_s.fake(s[:8])) <= err_s(search.minmax(s, 8).fake(s[:8]))

@@ -53,7 +53,7 @@ def test_weights_load_into_the_timm_layout():
     assert torch.isfinite(model(torch.zeros(1, 1, 28, 28))).all()
 
 
-ROBUSTNESS = ("robust-ls-mlp2", "robust-p8-distilled", "robust-fashion-deep")
+ROBUSTNESS = ("robust-ls-mlp2", "robust-p8-distilled", "robust-fashion-deep", "robust-heldout-avg")
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@
     python -m tsptq.model.train_reference robust-ls-mlp2 --threads 1   # robustness models: minutes each
     python -m tsptq.model.train_reference robust-p8-distilled --threads 1
     python -m tsptq.model.train_reference robust-fashion-deep --threads 1
-    python -m tsptq.model.train_reference cifar10-swin --threads 1     # Swin (FP32 only for now, issue 19); not run yet
+    python -m tsptq.model.train_reference robust-heldout-avg --threads 1    # held out from the method's choice
+    python -m tsptq.model.train_reference cifar10-swin --threads 1     # Swin (no integer model yet, issue 19); not run yet
 
 Writes ``calib/models/<name>.safetensors`` + ``<name>.json`` (config and training record) atomically.
 """
@@ -35,6 +36,7 @@ RECIPES = {
                            layer_scale_init=0.1),
     "robust-p8-distilled": dict(epochs=5, batch=64, lr=5e-4, wd=0.1, warmup=1, pad=0, flip=False, smoothing=0.0),
     "robust-fashion-deep": dict(epochs=4, batch=256, lr=4e-3, wd=0.01, warmup=1, pad=0, flip=False, smoothing=0.1),
+    "robust-heldout-avg": dict(epochs=5, batch=128, lr=3e-3, wd=0.1, warmup=1, pad=4, flip=True, smoothing=0.0),
     # The tiny Swin (zoo.py): cifar10-vit's recipe shape (cosine with warmup, crop + flip, smoothing) plus a cooldown.
     "cifar10-swin": dict(epochs=30, batch=128, lr=1e-3, wd=0.05, warmup=2, pad=4, flip=True, smoothing=0.1,
                          cooldown=3, cooldown_lr=5e-5),

