@@ -1,7 +1,8 @@
 """The NPU variant (issue 18, first working step): ``lower(qm, npu=True)`` / ``tsptq export --npu ethos-u``.
 
 Every multiply-accumulate op is a builtin that Vela maps to an Ethos-U55 (FULLY_CONNECTED, 16x8 where a two-scale code
-feeds it); LayerNorm, Softmax, GELU, the residual adds and (for a V-2SF softmax) attention x V stay TSPTQ_* ops.
+feeds it; attention x V of a V-2SF softmax as two int8 BATCH_MATMULs on its fine and coarse planes); LayerNorm,
+Softmax, GELU and the residual adds stay TSPTQ_* ops.
 
 - every builtin op of the variant, run by LiteRT's reference kernels (``OpResolverType.BUILTIN_REF``) inside a whole
   model run (``tsptq.npu.litert_check.MixedRun``: builtins by LiteRT, custom ops by the Python kernels), gives the
@@ -193,6 +194,8 @@ def test_vela_puts_every_mac_of_the_tiny_variant_on_the_npu(tiny, tmp_path):
                          "weights and 8/16-bit activations), got W4A8"),
     (["--method", "tflite-converter"], "--npu applies to tsptq's own export"),
     (["--accelerator", "ethos-u99"], "--accelerator: unknown Ethos-U configuration 'ethos-u99'"),
+    (["--method", "twin"], "--npu ethos-u: twin's sign-split GELU code has no NPU form"),
+    (["--model", "dinov2-s14"], "--npu ethos-u: heads over the patch-token mean"),
 ])
 def test_cli_refusals_are_one_line(args, message, tmp_path, capsys):
     assert main(["export", "--npu", "ethos-u", "--quiet", "--out", str(tmp_path / "m.tflite"), *args]) == 2
@@ -215,6 +218,32 @@ def test_library_refuses_what_the_variant_cannot_hold(tiny_vits):
     cfg2, graph2, cal2, _ = tiny_vit(8, global_pool="token+avg")
     with pytest.raises(QuantizationError, match="token\\+avg.*no NPU variant yet"):
         lower(quantize(graph2, cal2, "tsptq", progress=False), npu=True)
+    # a headless model: its final LayerNorm would be the output, as an int16 decoded value
+    import dataclasses
+
+    headless = quantize(graph, cal, "minmax", progress=False)
+    headless.graph = dataclasses.replace(graph, cfg=dataclasses.replace(cfg, num_classes=0))
+    with pytest.raises(QuantizationError, match="without a classifier head have no NPU variant yet"):
+        lower(headless, npu=True)
+
+
+def test_a_vela_failure_writes_nothing(tmp_path, monkeypatch):
+    """Vela compiles a staged copy: when it fails, neither the variant nor a report is written, and an earlier
+    run's report beside it is left as it was."""
+    from tsptq.errors import TsptqError
+    from tsptq.intmodel.integer import Source
+    from tsptq.npu.export import export_npu
+
+    def fail(*a, **k):
+        raise TsptqError("m.tflite: Vela failed: RuntimeError: Compilation failed")
+
+    monkeypatch.setattr(vela, "vela_version", lambda: "5.2.0")
+    monkeypatch.setattr(vela, "compile_report", fail)
+    (tmp_path / "m_npu.json").write_text("{}")
+    with pytest.raises(TsptqError, match="Vela failed"):
+        export_npu(Source(model="fashion-vit", calib_images=2), tmp_path / "m.tflite", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_npu.json"]
+    assert (tmp_path / "m_npu.json").read_text() == "{}"
 
 
 @needs_vela

@@ -121,14 +121,11 @@ static int32_t bmm2s_dsp_decode(const uint8_t *ar, int32_t N, const int16_t *lut
     return sum;
 }
 
-static int bmm2s_dsp(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
-                     int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
-                     int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
-    int32_t vt32[TQ_BMM2S_VT / 4]; /* int32: aligned */
-    int8_t *vt = (int8_t *)(void *)vt32;
-    int16_t lut[256], *xy = (int16_t *)(void *)scratch;
-    const int fast = shift < 0 && shift >= -31 && mult >= 0;
-    int32_t acc[2][TQ_BMM2S_DSP_CHUNK], t, i, j, c, c0, cc, q;
+/* The DSP and Helium paths' shape/parameter check and their 256-entry decode table (each code's int16 value); 0
+ * when they don't apply (the scalar kernel then runs). */
+static int bmm2s_decode_table(int32_t N, int32_t M, int32_t a_kind, int32_t bits, int32_t m, int32_t signed_fine,
+                              int32_t log2_frac, int16_t lut[256]) {
+    int32_t q;
     if (N < 1 || M < 1 || 2 * N > TQ_BMM2S_VT || bits < 2 || bits > 8 ||
         (a_kind != TQ_TWO_SCALE && a_kind != TQ_LOG2) || (a_kind == TQ_TWO_SCALE && (m < 0 || m > 31)) ||
         (a_kind == TQ_LOG2 && (log2_frac < 0 || log2_frac > 30)))
@@ -138,6 +135,18 @@ static int bmm2s_dsp(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N
         if (v < -32768 || v > 32767) return 0;
         lut[q] = (int16_t)v;
     }
+    return 1;
+}
+
+static int bmm2s_dsp(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
+                     int32_t bits, int32_t m, int32_t signed_fine, int32_t log2_frac, int32_t b_zp, int32_t mult,
+                     int32_t shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
+    int32_t vt32[TQ_BMM2S_VT / 4]; /* int32: aligned */
+    int8_t *vt = (int8_t *)(void *)vt32;
+    int16_t lut[256], *xy = (int16_t *)(void *)scratch;
+    const int fast = shift < 0 && shift >= -31 && mult >= 0;
+    int32_t acc[2][TQ_BMM2S_DSP_CHUNK], t, i, j, c, c0, cc;
+    if (!bmm2s_decode_table(N, M, a_kind, bits, m, signed_fine, log2_frac, lut)) return 0;
     cc = (TQ_BMM2S_VT / N) & ~1;
     if (cc > TQ_BMM2S_DSP_CHUNK) cc = TQ_BMM2S_DSP_CHUNK;
     for (t = 0; t < batch; t++) {
@@ -175,16 +184,8 @@ static int bmm2s_mve(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N
     int8_t *vt = (int8_t *)(void *)vt32;
     int16_t lut[256], *d0 = (int16_t *)(void *)scratch, *d1 = d0 + N; /* the 4 N bytes of scratch */
     const int fast = shift < 0 && shift >= -31 && mult >= 0;
-    int32_t acc[2][TQ_MVE_NC], t, i, c0, cc, q, r;
-    if (N < 1 || M < 1 || 2 * N > TQ_BMM2S_VT || bits < 2 || bits > 8 ||
-        (a_kind != TQ_TWO_SCALE && a_kind != TQ_LOG2) || (a_kind == TQ_TWO_SCALE && (m < 0 || m > 31)) ||
-        (a_kind == TQ_LOG2 && (log2_frac < 0 || log2_frac > 30)))
-        return 0;
-    for (q = 0; q < 256; q++) {
-        const int32_t v = decode_prob((uint8_t)q, a_kind, bits, m, signed_fine, log2_frac);
-        if (v < -32768 || v > 32767) return 0;
-        lut[q] = (int16_t)v;
-    }
+    int32_t acc[2][TQ_MVE_NC], t, i, c0, cc, r;
+    if (!bmm2s_decode_table(N, M, a_kind, bits, m, signed_fine, log2_frac, lut)) return 0;
     cc = (TQ_BMM2S_VT / N) & ~1;
     if (cc > TQ_MVE_NC) cc = TQ_MVE_NC;
     for (t = 0; t < batch; t++) {

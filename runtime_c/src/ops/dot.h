@@ -22,8 +22,9 @@
  *                            extension, and the ops without an MVE branch keep their DSP one); -DTSPTQ_NO_MVE turns
  *                            it off (the DSP kernels then run on those cores too)
  *
- * The SIMD paths need zero points in [-128, 127] (so that code - zp fits an int16); the kernels check
- * tq_zp_ok() and use the reference path otherwise.
+ * The SIMD paths that form code - zp as an int16 need zero points in [-128, 127]; they check tq_zp_ok() and use
+ * the reference path otherwise. The Helium int8 paths never form it (the zero point is removed through weight sums,
+ * in wrapping int32 arithmetic that is exact under prepare's accumulator bounds), so they take any zero point.
  */
 #ifndef TSPTQ_DOT_H
 #define TSPTQ_DOT_H

@@ -358,6 +358,19 @@ static void fc2s_dsp_decode(const uint8_t *xr, int32_t I, int32_t in_kind, int32
     }
 }
 
+/* The DSP and Helium paths' decode table of a two-scale input code (each code's int16 value); 0 when the
+ * parameters don't fit it (the scalar kernel then runs). */
+static int fc2s_two_scale_table(int32_t in_zp, int32_t bits, int32_t m, int32_t signed_fine, int16_t lut[256]) {
+    int32_t i;
+    if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
+    for (i = 0; i < 256; i++) {
+        const int32_t v = decode_in((uint8_t)i, TQ_TWO_SCALE, in_zp, 0, bits, m, signed_fine);
+        if (v < -32768 || v > 32767) return 0;
+        lut[i] = (int16_t)v;
+    }
+    return 1;
+}
+
 static int fc2s_dsp(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
                     int32_t bits, int32_t m, int32_t signed_fine, const int8_t *w, int32_t O, const int32_t *bias,
                     const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp, int8_t *y, int32_t *scratch) {
@@ -365,12 +378,7 @@ static int fc2s_dsp(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, 
     int32_t acc[2][TQ_FC2S_DSP_CHUNK], r, o, i, nfix = 0;
     int fast = 1;
     if (in_kind == TQ_TWO_SCALE) {
-        if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
-        for (i = 0; i < 256; i++) {
-            const int32_t v = decode_in((uint8_t)i, in_kind, in_zp, 0, bits, m, signed_fine);
-            if (v < -32768 || v > 32767) return 0;
-            lut[i] = (int16_t)v;
-        }
+        if (!fc2s_two_scale_table(in_zp, bits, m, signed_fine, lut)) return 0;
     } else if (in_kind == TQ_UNIFORM || in_kind == TQ_CHANNEL_POW2) {
         if (!tq_zp_ok(in_zp)) return 0;
         if (in_kind == TQ_CHANNEL_POW2 && in_shift)
@@ -459,12 +467,7 @@ static int fc2s_mve(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, 
     int32_t r, o0, c, i, f, nfix = 0, wide = 0;
     int fast = 1;
     if (in_kind == TQ_TWO_SCALE) {
-        if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
-        for (i = 0; i < 256; i++) {
-            const int32_t v = decode_in((uint8_t)i, in_kind, in_zp, 0, bits, m, signed_fine);
-            if (v < -32768 || v > 32767) return 0;
-            lut[i] = (int16_t)v;
-        }
+        if (!fc2s_two_scale_table(in_zp, bits, m, signed_fine, lut)) return 0;
         wide = 1;
     } else if (in_kind == TQ_UNIFORM || in_kind == TQ_CHANNEL_POW2) {
         if (!tq_zp_ok(in_zp)) return 0;

@@ -58,6 +58,10 @@ def build(src: Source, progress: bool = True, npu: bool = False,
     src.validate()
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
     require_integer_model(model)
+    if npu:
+        from tsptq.intmodel.lower import require_npu_config
+
+        require_npu_config(model.cfg)  # before calibrating
     calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
                                calib_folder=src.calib_folder)
     qm = quantize(model, calib, src.method, src.bits, progress=progress)

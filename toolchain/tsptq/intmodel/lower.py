@@ -387,7 +387,18 @@ class _Builder:
         return self.op("TRANSPOSE", [x, self.const_i32(f"{name}.perm", perm)], y)
 
 
-NPU_VARIANT = "npu-ethos-u-step1"  # the 'variant' of the metadata: FCs as builtins, the rest still TSPTQ_* ops
+# the 'variant' of the metadata: FCs and attention x V as builtins; LayerNorm, Softmax, GELU, the residual adds (and
+# attention x V with split_pv=False) still TSPTQ_* ops
+NPU_VARIANT = "npu-ethos-u-step1"
+
+
+def require_npu_config(cfg) -> None:
+    """The model shapes the NPU variant covers, as one-line errors (checked before calibration too)."""
+    if not cfg.num_classes:  # the final LayerNorm would be the output, as an int16 decoded value
+        raise QuantizationError("--npu ethos-u: models without a classifier head have no NPU variant yet")
+    if cfg.global_pool == "token+avg":
+        raise QuantizationError("--npu ethos-u: heads over the patch-token mean (global_pool token+avg, "
+                                "TSPTQ_TOKEN_MEAN) have no NPU variant yet")
 
 
 def require_npu_variant(qm: QuantizedViT) -> None:
@@ -395,10 +406,7 @@ def require_npu_variant(qm: QuantizedViT) -> None:
     if (qm.w_bits, qm.a_bits) != (8, 8):
         raise QuantizationError(f"--npu ethos-u: the NPU variant is W8A8 only (Ethos-U's FULLY_CONNECTED takes 8-bit "
                                 f"weights and 8/16-bit activations), got W{qm.w_bits}A{qm.a_bits}")
-    cfg = qm.graph.cfg
-    if cfg.global_pool == "token+avg" and cfg.num_classes:
-        raise QuantizationError("--npu ethos-u: heads over the patch-token mean (global_pool token+avg, "
-                                "TSPTQ_TOKEN_MEAN) have no NPU variant yet")
+    require_npu_config(qm.graph.cfg)
 
 
 def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntModel:

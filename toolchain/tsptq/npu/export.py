@@ -3,15 +3,17 @@ report beside it.
 
 The variant (``tsptq.intmodel.lower.lower(qm, npu=True)``, docs/integer-semantics.md "The NPU variant") makes every
 multiply-accumulate op a TFLite builtin that Vela maps to an Ethos-U55 (FULLY_CONNECTED, 16x8 where a two-scale
-code feeds it); LayerNorm, Softmax, GELU, the residual adds and attention x V stay ``TSPTQ_*`` custom ops on the CPU
-for now. Files written next to ``out`` (``model.tflite``):
+code feeds it; attention x V as two int8 BATCH_MATMULs, or a ``TSPTQ_BMM_2S`` custom op with ``split_pv=False``);
+LayerNorm, Softmax, GELU and the residual adds stay ``TSPTQ_*`` custom ops on the CPU for now. Files written next to
+``out`` (``model.tflite``), all or none:
 
 - ``model.tflite``: the variant;
 - ``model_vela.tflite``: Vela's compiled file (for TFLite Micro with the Ethos-U driver; the custom ops still need
   kernels there), and Vela's CSVs (``model_summary_*.csv``, ``model_per-layer.csv`` ...);
 - ``model_npu.json``: the report (``tsptq.npu.vela.VelaReport.to_json``).
 
-Without Vela only the variant is written, and the result says so.
+Vela compiles a staged copy first, so a Vela failure writes nothing. Without Vela only the variant is written, and
+the result says so.
 """
 from __future__ import annotations
 
@@ -34,9 +36,10 @@ class NpuExport:
 
 def check_npu_request(target: str, method: str, bits: str, accelerator: str | None = None) -> None:
     """The one-line refusals that need no calibration: an unknown target or accelerator, the stock converter, a bit
-    setting other than W8A8."""
+    setting other than W8A8, a method whose codes have no NPU form (the model's own: ``lower.require_npu_config``,
+    checked by ``build`` before calibrating)."""
     from tsptq.npu.vela import ACCELERATORS
-    from tsptq.quant.methods import parse_bits
+    from tsptq.quant.methods import get_method, parse_bits
 
     if accelerator is not None and accelerator not in ACCELERATORS:
         raise TsptqError(f"--accelerator: unknown Ethos-U configuration {accelerator!r} (one of {', '.join(ACCELERATORS)})")
@@ -49,6 +52,9 @@ def check_npu_request(target: str, method: str, bits: str, accelerator: str | No
     if (w, a) != (8, 8):
         raise TsptqError(f"--npu {target}: the NPU variant is W8A8 only (Ethos-U's FULLY_CONNECTED takes 8-bit "
                          f"weights and 8/16-bit activations), got {bits.upper()}")
+    spec = get_method(method) if method != "fp32" else None
+    if spec is not None and spec.gelu == "twin":  # checked before calibration; lowering refuses it too
+        raise TsptqError(f"--npu {target}: {method}'s sign-split GELU code has no NPU form (use tsptq or minmax)")
 
 
 def export_npu(src, out: str | Path, target: str = "ethos-u", accelerator: str | None = None,
@@ -56,23 +62,33 @@ def export_npu(src, out: str | Path, target: str = "ethos-u", accelerator: str |
     """Calibrate, quantize, lower to the NPU variant, write it, and run Vela on it when it is installed.
     ``split_pv=False`` keeps attention x V of a V-2SF probability code as TSPTQ_BMM_2S on the CPU: the file then
     computes the default file's bytes (docs/npu.md)."""
-    from tsptq.atomic import write_json_atomic
+    import json
+    import tempfile
+
+    from tsptq.atomic import atomic_write_group, make_dir
     from tsptq.intmodel.integer import build
-    from tsptq.npu.vela import DEFAULT_ACCELERATOR, compile_report, vela_version, write_outputs
-    from tsptq.tflite.writer import export
+    from tsptq.npu.vela import DEFAULT_ACCELERATOR, compile_report, output_files, vela_version
+    from tsptq.tflite.writer import to_tflite
 
     check_npu_request(target, src.method, src.bits, accelerator)
     src.validate()
     im, _ = build(src, progress=progress, npu=True, split_pv=split_pv)
     out = Path(out)
-    size = export(im, out)
+    data = to_tflite(im)
+    items = [(out, data)]
+    report, note = None, ""
     if not run_vela:
-        return NpuExport(out, size, None, [out], "Vela not run")
-    if vela_version() is None:
-        return NpuExport(out, size, None, [out], "Vela (ethos-u-vela) is not installed: no compiled file "
-                                                 "(pip install -e '.[npu]')")
-    report = compile_report(out, accelerator or DEFAULT_ACCELERATOR)
-    written = [out] + write_outputs(report, out.parent)
-    js = out.parent / f"{out.stem}_npu.json"
-    write_json_atomic(js, report.to_json())
-    return NpuExport(out, size, report, written + [js])
+        note = "Vela not run"
+    elif vela_version() is None:
+        note = "Vela (ethos-u-vela) is not installed: no compiled file (pip install -e '.[npu]')"
+    else:  # Vela compiles a staged copy first: if it fails, nothing is written and no old report is left beside
+        with tempfile.TemporaryDirectory(prefix="tsptq-npu-") as tmp:
+            staged = Path(tmp) / out.name
+            staged.write_bytes(data)
+            report = compile_report(staged, accelerator or DEFAULT_ACCELERATOR)
+        report.file = str(out)
+        items += output_files(report, out.parent)
+        items.append((out.parent / f"{out.stem}_npu.json", json.dumps(report.to_json(), indent=1).encode()))
+    make_dir(out.parent)
+    atomic_write_group((p, (lambda tmp, d=d: Path(tmp).write_bytes(d))) for p, d in items)
+    return NpuExport(out, len(data), report, [p for p, _ in items], note)

@@ -235,17 +235,19 @@ def compiled_name(path: str | Path) -> str:
     return f"{Path(path).stem}_vela.tflite"
 
 
+def output_files(report: VelaReport, out_dir: Path) -> list[tuple[Path, bytes]]:
+    """Vela's CSVs and, last, its compiled file, as (path in ``out_dir``, bytes)."""
+    stem = Path(report.file).stem
+    items = [(out_dir / f"{stem}_{suffix}", data) for suffix, data in report.vela_files.items()]
+    return items + [(out_dir / compiled_name(report.file), report.compiled)]
+
+
 def write_outputs(report: VelaReport, out_dir: str | Path) -> list[Path]:
     """Write the compiled file and Vela's CSVs into ``out_dir`` (created), all or none (``atomic_write_group``);
     the compiled file is written last. Returns their paths."""
     from tsptq.atomic import atomic_write_group, make_dir
 
-    out_dir = make_dir(out_dir)
-    stem = Path(report.file).stem
-    items = []
-    for suffix, data in report.vela_files.items():
-        items.append((out_dir / f"{stem}_{suffix}", data))
-    items.append((out_dir / compiled_name(report.file), report.compiled))
+    items = output_files(report, make_dir(out_dir))
     atomic_write_group((p, (lambda tmp, d=d: Path(tmp).write_bytes(d))) for p, d in items)
     return [p for p, _ in items]
 

@@ -137,7 +137,10 @@ def _indices(values, n: int, what: str) -> list[int]:
 def _tensor(i: int, t, buffers) -> Tensor:
     name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name or f"tensor{i}")
     if t.type not in DTYPES:
-        raise UnsupportedOpError(f"tensor {i} ({name}): dtype {TYPE_NAMES.get(t.type, t.type)} is not used by tsptq models")
+        hint = ("; an NPU variant (tsptq export --npu) has int16 tensors and is read by tsptq npu-report only"
+                if TYPE_NAMES.get(t.type) == "INT16" else "")
+        raise UnsupportedOpError(f"tensor {i} ({name}): dtype {TYPE_NAMES.get(t.type, t.type)} is not used by tsptq "
+                                 f"models{hint}")
     shape = tuple(int(s) for s in (t.shape if t.shape is not None else []))
     if any(not 0 < s <= MAX_DIM for s in shape) or len(shape) > 6:
         raise ModelFileError(f"tensor {i} ({name}): invalid shape {shape}")
