@@ -142,7 +142,9 @@ def render_robustness(results: dict) -> list[str]:
            "draws with the smallest and largest in brackets. Below each model's table: the paired top-1 difference "
            "tsptq minus minmax per draw with its 95% interval, and all draws pooled (approximate: the draws share "
            "their evaluation images, so the pooled interval is narrower than an image-level one). "
-           "`tsptq-local` is tsptq without block-output selection and with two-level O-2SF (tsptq before issue 13). "
+           "`tsptq-local` is tsptq without block-output selection and with two-level O-2SF (tsptq before issue 13, "
+           "with today's clipping of the GELU and Softmax inputs). robust-heldout-avg was trained after tsptq's "
+           "default was chosen on the other five: the held-out check. "
            f"Measured {r['date']} ({r['machine']})." + (f" *{r['note']}*" if r.get("note") else ""), ""]
     for m in r["models"]:
         out += [f"**{m['model']}**: {m['description']}; FP32 top-1 {m['fp32_top1']:.2f}%.", "",
