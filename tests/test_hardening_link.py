@@ -444,7 +444,9 @@ def test_a_signal_during_a_deploy_stops_the_board_and_says_so_in_one_line(comman
         argv = ["-m", "tsptq.cli.deploy", "--target", "host", "--method", "minmax", "--calib-images", "4"]
     else:
         argv = ["-m", "tsptq.cli.main", "profile", str(request.getfixturevalue("small_model")), "--target", "host"]
-    proc = subprocess.Popen([sys.executable, *argv, "--eval-images", "2000", "--quiet"],
+    # 10,000 images: the run must still be going when the signal comes, 1.5 s after the agent starts (2000 were
+    # done by then once in a full run)
+    proc = subprocess.Popen([sys.executable, *argv, "--eval-images", "10000", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     everything: list[int] = []
     try:
