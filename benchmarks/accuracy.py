@@ -4,7 +4,7 @@
     python benchmarks/accuracy.py --only dinov2-s14    # one section; the others keep their last results
     python benchmarks/accuracy.py --render-only        # measure nothing: the same as python benchmarks/report.py
 
-Sections: the robustness table (every method on five small ViTs, three calibration draws), W8A8 and W6A6 tables for cifar10-vit, fashion-vit and dinov2-s14 (probe top-1 on CIFAR-10 at 224 and
+Sections: the robustness table (every method on six small ViTs, three calibration draws), W8A8 and W6A6 tables for cifar10-vit, fashion-vit and dinov2-s14 (probe top-1 on CIFAR-10 at 224 and
 class-token cosine, plus cosine on the ImageNet sample), the TSPTQ ablation, and calibration wall time of
 deit_small_patch16_224 (random weights, 32 images at 224) for tsptq next to minmax. Each section's numbers are
 kept in benchmarks/results/<section>.json; the Markdown is rebuilt from all of them (benchmarks/report.py).
