@@ -322,6 +322,13 @@ def small_model(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A test suite started in the background (`make test &`,
+    nohup) runs with SIGINT ignored, the children inherit that, and Python then installs no KeyboardInterrupt handler:
+    the Ctrl-C these tests send would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.cc
 def test_profile_through_the_fault_proxy_at_1_percent_with_the_cli_defaults(small_model, tmp_path):
     """The bar of issue 14: `tsptq profile` through `python -m tsptq.deploy.fault_proxy` at about 1% damaged bytes (0.33%
@@ -339,7 +346,7 @@ def test_profile_through_the_fault_proxy_at_1_percent_with_the_cli_defaults(smal
         proxy = subprocess.Popen([sys.executable, "-m", "tsptq.deploy.fault_proxy", "--board", running.url,
                                   "--drop", "0.0033", "--flip", "0.0033", "--dup", "0.0033",
                                   "--stall-after", "10000", "--stall-seconds", "2.5", "--seed", "7"],
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         try:
             url = proxy.stdout.readline().split()[2].rstrip(";")  # "listening on socket://127.0.0.1:N; ..."
             t = time.monotonic()
@@ -444,10 +451,9 @@ def test_a_signal_during_a_deploy_stops_the_board_and_says_so_in_one_line(comman
         argv = ["-m", "tsptq.cli.deploy", "--target", "host", "--method", "minmax", "--calib-images", "4"]
     else:
         argv = ["-m", "tsptq.cli.main", "profile", str(request.getfixturevalue("small_model")), "--target", "host"]
-    # 10,000 images: the run must still be going when the signal comes, 1.5 s after the agent starts (2000 were
-    # done by then once in a full run)
-    proc = subprocess.Popen([sys.executable, *argv, "--eval-images", "10000", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen([sys.executable, *argv, "--eval-images", "2000", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=_default_sigint)
     everything: list[int] = []
     try:
         deadline, kids = time.monotonic() + 300, []
