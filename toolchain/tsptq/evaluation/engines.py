@@ -26,18 +26,13 @@ from tsptq.errors import QuantizationError, TsptqError
 ENGINES = ("auto", "c", "faithful", "float32")
 
 
-def _vit_class_token(name, x):
-    return x[:, 0] if name == "norm" else None
-
-
 @functools.lru_cache(maxsize=None)
 def class_token_tap(base):
-    """A simulator hook class that also keeps the final-norm class token (``features``: the graph's ``features``,
-    which picks it from the points; a Swin's is the pooled final-norm features)."""
+    """A simulator hook class that also keeps the final-norm class token. The caller sets ``hook.features`` to the
+    graph's ``features``, which picks it from the points (a Swin's is the pooled final-norm features), and
+    ``hook.cls = []``."""
 
     class Tap(base):
-        features = staticmethod(_vit_class_token)
-
         def act(self, name, kind, x):
             x = super().act(name, kind, x)
             if (feature := self.features(name, x)) is not None:
