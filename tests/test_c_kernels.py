@@ -191,6 +191,9 @@ def case_transpose(lib, rng, edge):
     rank = int(rng.integers(1, 7))
     shape = [int(v) for v in rng.integers(1, 5 if rank > 3 else 9, rank)]
     perm = [int(v) for v in rng.permutation(rank)]
+    if edge and rank >= 2:  # the attention layout: a contiguous last axis of a head's 16/32/64 channels (fixed copies)
+        shape[-1] = int(rng.choice([16, 32, 64]))
+        perm = [int(v) for v in rng.permutation(rank - 1)] + [rank - 1]
     x = arr(rng.integers(0, 256, shape), np.uint8)
     y = np.empty([shape[p] for p in perm], np.uint8)
     shape_a, perm_a = arr(shape, np.int32), arr(perm, np.int32)  # kept alive across the call
