@@ -280,3 +280,27 @@ def test_tsptq_records_its_selection_and_tsptq_local_keeps_every_local_pick(tiny
         assert (full.acts[name].to_dict() == first.to_dict()) == (name not in full.info["block_select"]["changed"])
         if kind in ("residual", "norm_out", "branch"):  # a plain pick stays a channel code: TSPTQ_* ops in the file
             assert full.acts[name].to_dict()["kind"] == "channel_pow2"
+
+
+def test_bias_correction_gives_each_block_linear_the_float_mean_output_on_the_calibration_tokens(tiny, images):
+    from tsptq.quant.observers import record
+    from tsptq.quant.quantize import _tokens_by_channels
+
+    graph = Graph.from_model(tiny)
+    cal = record(graph, images, 8, False)
+    plain = quantize(graph, cal, "tsptq", progress=False)
+    bc = quantize(graph, cal, "tsptq-bc", progress=False)
+    assert _dicts(bc) == _dicts(plain)  # the same codes: only the biases move
+    assert set(bc.info["bias_correction"]) == {k for k in graph.linears if k.startswith("blocks.")}
+    assert graph.linears["head"][1] is bc.graph.linears["head"][1]  # the head and the patch embedding stay
+    for layer in ("blocks.0.qkv", "blocks.0.proj", "blocks.1.fc2"):
+        w, b = graph.linears[layer]
+        point = graph.linear_input(layer)
+        x = _tokens_by_channels(cal.tensors[point], point).double()
+        x_hat = _tokens_by_channels(bc.acts[point].fake(cal.tensors[point]), point).double()
+        w_hat = bc.weights[layer].fake(w).double()
+        want = (x @ w.double().T + b.double()).mean(0)
+        before = (x_hat @ w_hat.T + b.double()).mean(0)
+        after = (x_hat @ w_hat.T + bc.graph.linears[layer][1].double()).mean(0)
+        assert (after - want).abs().max() < 1e-5 * max(1.0, float(want.abs().max()))
+        assert (before - want).abs().max() > 10 * (after - want).abs().max()  # there was a shift to correct

@@ -28,6 +28,9 @@ class Method:
     # its consumer's output: none (one common clip of both ends, scored on the tensor) | low (the low end clipped
     # alone) | both (each end clipped on its own)
     nonlinear_input_clip: str = "none"
+    # Bias correction (issue 13's candidate): each block linear's bias absorbs the mean shift its quantized input and
+    # weights cause on the calibration tokens (quantize.bias_corrected)
+    bias_correction: bool = False
     description: str = ""
 
 
@@ -69,6 +72,9 @@ METHODS: dict[str, Method | None] = {
                              description="TSPTQ with both ends of the GELU and Softmax inputs' range clipped, each "
                                          "on its own, scored through the nonlinearity (a candidate that overfits: "
                                          "docs/method.md)"),
+    "tsptq-bc": replace(_TSPTQ, name="tsptq-bc", bias_correction=True,
+                        description="TSPTQ with bias correction: each block linear's bias absorbs the mean output "
+                                    "shift that its quantized input and weights cause on the calibration tokens"),
     "tsptq-two-level": replace(_TSPTQ, name="tsptq-two-level", o2sf_levels=False,
                                description="TSPTQ with one shift for every O-2SF outlier channel"),
     "tsptq-base": replace(_TSPTQ, name="tsptq-base", residual="uniform", softmax="uniform", gelu="uniform",

@@ -10,6 +10,7 @@ step below reads the graph through the interface the two share (points, consumer
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 from tqdm import tqdm
@@ -74,9 +75,39 @@ def quantize(model: VisionTransformer | SwinTransformer | Graph | SwinGraph, cal
         info["block_select"] = {"images": block_select.scoring_images(graph, cal.images), "changed": changed}
     else:
         acts = {name: c[0] for name, c in candidates.items()}
+    if spec.bias_correction:
+        graph, info["bias_correction"] = bias_corrected(graph, cal.tensors, acts, weights)
     info["calib_seconds"] = round(cal.seconds + time.perf_counter() - t0, 2)
     info["two_scale"] = _two_scale_summary(acts)
     return QuantizedViT(graph, method, w_bits, a_bits, acts, weights, consts, info)
+
+
+def _tokens_by_channels(x: torch.Tensor, point: str) -> torch.Tensor:
+    """A recorded linear input as (tokens, channels): the attention context is recorded per head (B, H, T, hd)."""
+    if point.endswith(".ctx"):
+        x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+    return x.reshape(-1, x.shape[-1])
+
+
+@torch.no_grad()
+def bias_corrected(graph: Graph, tensors: dict, acts: dict[str, Quantizer],
+                   weights: dict[str, Quantizer]) -> tuple[Graph, dict]:
+    """A copy of the graph whose block linears' biases absorb their mean output error on the calibration tokens:
+    b' = b + E[x] W^T - E[x_hat] W_hat^T, with x_hat the input's code applied to the recorded float input and W_hat
+    the weight code (a linear layer's mean output is linear in its mean input, so the means suffice). The patch
+    embedding and the head are left as they are (the head sees one token per image: 32 samples are too few).
+    Returns the graph and {layer: mean |correction| / mean |bias|}."""
+    linears, report = dict(graph.linears), {}
+    for layer, (w, b) in graph.linears.items():
+        if not layer.startswith("blocks."):
+            continue
+        point = graph.linear_input(layer)
+        x = _tokens_by_channels(tensors[point], point).double()
+        x_hat = _tokens_by_channels(acts[point].fake(tensors[point]), point).double()
+        shift = x.mean(0) @ w.double().T - x_hat.mean(0) @ weights[layer].fake(w).double().T
+        linears[layer] = (w, (b.double() + shift).to(b.dtype))
+        report[layer] = round(float(shift.abs().mean() / b.double().abs().mean().clamp_min(1e-12)), 4)
+    return (replace(graph, linears=linears) if report else graph), report
 
 
 def _int8_const(c: torch.Tensor) -> Uniform:
