@@ -243,8 +243,9 @@ def test_integer_paths_refuse_a_swin_in_one_line(swin, calib, tmp_path):
                                 "simulator runs every method (tsptq eval --engine float32)")
     runner, note = resolve(qm, "c")
     assert runner.engine == "float32" and note == NO_INTEGER_MODEL
-    with pytest.raises(QuantizationError, match="^Swin: the integer model and export are not built yet"):
+    with pytest.raises(TsptqError, match="^Swin: the stock converter's export .* covers the ViT layout only"):
         convert(swin, calib, tmp_path / "stock.tflite")
+    assert not (tmp_path / "stock.tflite").exists()
     path = tmp_path / "swin.safetensors"
     save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, path,
               metadata={"tsptq_config": json.dumps(swin.cfg.to_dict())})
@@ -272,7 +273,9 @@ def test_cli_evaluates_a_swin_and_refuses_its_export(swin, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [f"tsptq: error: {line}"]
     assert not (tmp_path / "swin.tflite").exists()
     assert main(["export", *args, "--method", "tflite-converter", "--out", str(tmp_path / "stock.tflite")]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"tsptq: error: {line}"]
+    from tsptq.evaluation.stock_converter import STOCK_SWIN
+
+    assert capsys.readouterr().err.strip().splitlines() == [f"tsptq: error: {STOCK_SWIN}"]
     capsys.readouterr()
     assert main(["diagnose", *args, "--method", "minmax", "--images", "2", "--by", "block"]) == 0
     assert "layers.1.downsample" in capsys.readouterr().out

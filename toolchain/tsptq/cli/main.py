@@ -191,11 +191,10 @@ def export_stock(args) -> int:
     import numpy as np
 
     from tsptq.model.model_data import resolve_data
-    from tsptq.evaluation.stock_converter import convert, run_tflite
-    from tsptq.quant.quantize import require_integer_model
+    from tsptq.evaluation.stock_converter import convert, require_convertible, run_tflite
 
     model = model_from_args(args)
-    require_integer_model(model)
+    require_convertible(model)
     calib, test, labelled = resolve_data(args.model, model.cfg, args.data, args.calib_images, args.eval_images or 1,
                                          args.folder, labels=args.labels, calib_folder=args.calib_folder)
     info = convert(model, calib, args.out)
