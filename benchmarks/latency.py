@@ -3,14 +3,17 @@
     python benchmarks/latency.py                          # cifar10-vit, deit_tiny_patch16_224, dinov2-s14
     python benchmarks/latency.py --only cifar10-vit --repeats 50
     python benchmarks/latency.py --only cifar10-vit --c-variant avx512vnni  # + that C build, same run
+    python benchmarks/latency.py --only cifar10-vit --threads 4      # + the C runtime on 4 threads, same run
 
 For each model: the tsptq C runtime on the tsptq W8A8 file (the runtime is built for the host, -O2, its fastest
 SIMD path: c_binding.default_variant, e.g. amx; --c-variant adds rows for other builds of it, timed in turn with the
 host build, run by run), LiteRT 2.3.0 with XNNPACK on the stock full-integer int8 conversion (PyTorch -> ONNX ->
 onnx2tf), ONNX Runtime on a static int8 quantization (QDQ, per-channel weights) of the same ONNX export, and torch
-FP32. Every runtime gets one thread and the same image; the first runs are warm-up. Ratios are to LiteRT int8,
-measured in the same run. Results go to benchmarks/results/latency-<model>.json and into docs/benchmarks.md (via
-benchmarks/report.py).
+FP32. Every runtime gets one thread and the same image; the first runs are warm-up. --threads N (N > 1) adds a row
+"tsptq C runtime, N threads" (the host build with tsptq_set_threads(N), bit-exact with the one-thread run, timed in
+its own block after the one-thread rows: its pool's workers poll between invokes and would take a core from them).
+Ratios are to LiteRT int8, measured in the same run. Results go to benchmarks/results/latency-<model>.json and into
+docs/benchmarks.md (via benchmarks/report.py).
 """
 from __future__ import annotations
 
@@ -76,7 +79,7 @@ def median_ms_interleaved(fns: dict, repeats: int, warmup: int = 3) -> dict:
     return {k: (statistics.median(t), float(np.percentile(t, 90))) for k, t in times.items()}
 
 
-def bench_model(name: str, repeats: int, c_variants: list[str] | None = None) -> dict:
+def bench_model(name: str, repeats: int, c_variants: list[str] | None = None, threads: int = 1) -> dict:
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
     from tsptq.runtime.c_binding import CModel, default_variant, profile
@@ -102,6 +105,14 @@ def bench_model(name: str, repeats: int, c_variants: list[str] | None = None) ->
     for v in others:
         med, p90 = timed[v]
         rows.append({"runtime": f"tsptq C runtime (tsptq W8A8), {v} build", "median_ms": med, "p90_ms": p90})
+    if threads > 1:
+        cmt = CModel(to_tflite(im), name=f"{name} tsptq, {threads} threads", threads=threads)
+        if not np.array_equal(cmt.run(xq), cm.run(xq)):
+            raise SystemExit(f"the C runtime on {threads} threads gives other bytes than on one thread on {name}")
+        med, p90 = median_ms(lambda: cmt.run(xq), repeats)
+        del cmt  # its workers go back to sleep: they poll only right after an invoke
+        rows.append({"runtime": f"tsptq C runtime, {threads} threads", "median_ms": med, "p90_ms": p90})
+        info["c_threads"] = threads
     info["c_variant"] = os.environ.get("TSPTQ_C_VARIANT") or default_variant()
     info["c_profile"] = profile(cm, xq, repeats)
     info["c_arena_bytes"] = cm.arena_size
@@ -192,13 +203,18 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--c-variant", action="append", default=[],
                     help="also time this build of the C runtime (tsptq.runtime.c_build.VARIANTS), in the same run")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="N > 1: also time the C runtime on N threads (its static thread pool, at most 8), in the "
+                         "same run; the one-thread rows stay")
     args = ap.parse_args(argv)
+    if not 1 <= args.threads <= 8:
+        ap.error(f"--threads must be 1 to 8, got {args.threads}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(),
              "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or 'cpu'}"}
     for name in args.only or MODELS:
         print(f"[latency] {name}", file=sys.stderr)
-        result = bench_model(name, args.repeats, args.c_variant)
+        result = bench_model(name, args.repeats, args.c_variant, args.threads)
         write_json_atomic(RESULTS / f"latency-{name}.json", {**result, **stamp})
     return report.main([])
 

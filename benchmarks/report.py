@@ -255,6 +255,9 @@ def render_latency(results: dict) -> list[str]:
                 f"Batch 1, one thread, median (and p90) of {r['repeats']} runs on one image after warm-up; measured "
                 f"{r['date']} ({r['machine']}). Ratio = median / LiteRT int8 median in the same run. "
                 + (f"The C runtime is its `{r['c_variant']}` build (the host's default). " if r.get("c_variant") else "")
+                + (f"The row \"tsptq C runtime, {r['c_threads']} threads\" is the one exception to one thread: the "
+                   f"same build on {r['c_threads']} threads (its static thread pool, `--threads`), timed after the "
+                   "others. " if r.get("c_threads") else "")
                 + "C runtime arena "
                 f"{r.get('c_arena_bytes', 0):,} bytes, weights {r.get('c_weight_bytes', 0):,} bytes"
                 + (f"; stock int8 file {r['stock_weight_bytes']:,} bytes." if r.get("stock_weight_bytes") else ".")

@@ -44,6 +44,15 @@ extern "C" {
 #ifndef TSPTQ_MAX_OPS
 #define TSPTQ_MAX_OPS 512
 #endif
+/* Threads (the static pool of src/threads.c): TSPTQ_THREADS=1 builds it (POSIX threads: Linux hosts and boards,
+ * link with -pthread); 0 (the default: bare metal, any C99 compiler) leaves it out, and the runtime is single-threaded
+ * with no reference to pthreads. TSPTQ_MAX_THREADS bounds tsptq_set_threads (the caller's thread included). */
+#ifndef TSPTQ_THREADS
+#define TSPTQ_THREADS 0
+#endif
+#ifndef TSPTQ_MAX_THREADS
+#define TSPTQ_MAX_THREADS 8
+#endif
 #define TSPTQ_MAX_RANK 6
 #define TSPTQ_MAX_OP_INPUTS 6
 #define TSPTQ_MAX_OPTIONS 10
@@ -120,6 +129,7 @@ typedef struct {
     int loaded, prepared;
     tsptq_clock_fn clock;       /* per-op profiling (tsptq_set_profiler); NULL: off */
     uint32_t *op_ticks;
+    uint32_t threads;           /* tsptq_set_threads; 0 (after tsptq_load) means 1 */
     tsptq_tensor tensors[TSPTQ_MAX_TENSORS];
     tsptq_op ops[TSPTQ_MAX_OPS];
     /* planner workspace */
@@ -158,6 +168,16 @@ int tsptq_invoke(tsptq_model *model, const void *input, size_t input_len, void *
 void tsptq_set_profiler(tsptq_model *model, tsptq_clock_fn clock, uint32_t *ticks);
 /* The op's name ("FULLY_CONNECTED", "TSPTQ_SOFTMAX_2S", ...) for reports; NULL for k out of range. */
 const char *tsptq_op_name(const tsptq_model *model, size_t k);
+
+/* Threads: tsptq_invoke splits the matrix products (FULLY_CONNECTED, TSPTQ_FC_2S: rows; BATCH_MATMUL,
+ * TSPTQ_BMM_2S: heads and rows) and the row-wise ops over n threads, the caller's and n - 1 workers of a process-wide
+ * static pool (started here, the first time a count needs them; they wait for work between invokes and never exit).
+ * Rows are independent, so the output bytes do not depend on n. Call it after tsptq_load (which resets the count to
+ * 1). TSPTQ_ERR_ARGUMENT for n < 1, n > tsptq_max_threads(), or when a worker cannot be started. Two models may be
+ * invoked at once from two threads: the pool runs one op at a time, and the other runs its op on its own thread. */
+int tsptq_set_threads(tsptq_model *model, int n, tsptq_status *status);
+int tsptq_threads(const tsptq_model *model);   /* the count in use (1 when not loaded) */
+int tsptq_max_threads(void);                   /* TSPTQ_MAX_THREADS, or 1 in a build without TSPTQ_THREADS */
 
 /* Input/output description. `shape` receives up to TSPTQ_MAX_RANK dims; the return value is the rank (0 if not
  * loaded). */

@@ -6,6 +6,7 @@
 #include "op_table.h"
 #include "ops/op_util.h"
 #include "runtime.h"
+#include "threads.h"
 
 size_t tsptq_arena_size(const tsptq_model *m) {
     return m && m->loaded ? (size_t)m->persistent_size + m->activation_size : 0;
@@ -113,7 +114,70 @@ int tsptq_prepare_with_params(tsptq_model *m, const void *params, size_t params_
 
 /* ---- invoke --------------------------------------------------------------------------------------------------- */
 
-static void run_op(tsptq_model *m, const tsptq_op *op) { tq_op_table[op->kind]->eval(m, op); }
+#if TSPTQ_THREADS
+#ifndef TQ_PARTS_PER_THREAD
+#define TQ_PARTS_PER_THREAD 4
+#endif
+/* One op split over the pool: part p runs grains [p * grains / parts, (p + 1) * grains / parts). */
+typedef struct {
+    tsptq_model *m;
+    const tsptq_op *op;
+    int64_t units, grain, grains;
+    uint32_t parts;
+} tq_split;
+
+static void run_part(void *ctx, uint32_t p, uint32_t t) {
+    const tq_split *s = (const tq_split *)ctx;
+    int64_t u0 = s->grains * p / s->parts * s->grain, u1 = s->grains * (p + 1) / s->parts * s->grain;
+    if (u1 > s->units) u1 = s->units;
+    if (u0 < u1) /* scratch: the thread's own (the caller's is the op's arena scratch) */
+        tq_op_table[s->op->kind]->eval_part(s->m, s->op, u0, u1, t ? tq_pool_scratch(t) : tq_scratch(s->m, s->op));
+}
+
+/* 1: the op ran split over m->threads threads; 0: it did not run (no split, too little work, the pool busy). */
+static int run_split(tsptq_model *m, const tsptq_op *op, const tq_op_def *d) {
+    tq_split s;
+    int64_t grain = 1;
+    if (!d->units || !d->eval_part || op->scratch_len > TSPTQ_THREAD_SCRATCH) return 0;
+    s.units = d->units(m, op, &grain);
+    if (grain < 1) grain = 1;
+    s.grain = grain;
+    s.grains = (s.units + grain - 1) / grain;
+    /* up to TQ_PARTS_PER_THREAD parts a thread: a thread that loses its core (more threads than free cores) then
+     * holds back a smaller part, and the others claim the rest */
+    s.parts = s.grains < (int64_t)m->threads * TQ_PARTS_PER_THREAD ? (uint32_t)s.grains
+                                                                    : m->threads * TQ_PARTS_PER_THREAD;
+    if (s.parts < 2) return 0;
+    s.m = m;
+    s.op = op;
+    return tq_pool_run(m->threads, s.parts, run_part, &s);
+}
+#endif
+
+static void run_op(tsptq_model *m, const tsptq_op *op) {
+    const tq_op_def *d = tq_op_table[op->kind];
+#if TSPTQ_THREADS
+    if (m->threads > 1 && run_split(m, op, d)) return;
+#endif
+    d->eval(m, op);
+}
+
+int tsptq_max_threads(void) { return TSPTQ_THREADS ? TSPTQ_MAX_THREADS : 1; }
+int tsptq_threads(const tsptq_model *m) { return m && m->loaded && m->threads > 1 ? (int)m->threads : 1; }
+
+int tsptq_set_threads(tsptq_model *m, int n, tsptq_status *st) {
+    tq_ok(st);
+    if (!m || !m->loaded) return tq_fail(st, TSPTQ_ERR_ARGUMENT, "tsptq_set_threads: load the model first");
+    if (n < 1 || n > tsptq_max_threads())
+        return tq_fail(st, TSPTQ_ERR_ARGUMENT, "%d threads: this build runs 1 to %d%s", n, tsptq_max_threads(),
+                       TSPTQ_THREADS ? " (TSPTQ_MAX_THREADS)" : " (built without TSPTQ_THREADS)");
+#if TSPTQ_THREADS
+    if (!tq_pool_reserve((uint32_t)n))
+        return tq_fail(st, TSPTQ_ERR_ARGUMENT, "%d threads: starting a worker thread failed", n);
+#endif
+    m->threads = (uint32_t)n;
+    return TSPTQ_OK;
+}
 
 /* Run op k alone on the arena as it stands (the LiteRT delegate copies the op's inputs in, then its output out). */
 int tq_run_one(tsptq_model *m, uint32_t k) {

@@ -57,6 +57,11 @@ typedef struct tq_op_def {
     void (*multiplier)(const tsptq_model *m, const tsptq_op *op, uint32_t c, int32_t *mult, int32_t *shift);
     /* Run the op on the prepared arena. */
     void (*eval)(tsptq_model *m, const tsptq_op *op);
+    /* Optional, for the thread pool (TSPTQ_THREADS, tsptq_set_threads): the op's work as `units` independent parts
+     * (output rows, or rows of heads), split in whole grains (*grain units: a SIMD kernel's row block); eval_part
+     * runs units [u0, u1) with `scratch` (op->scratch_len bytes, its own). Every split writes the bytes eval does. */
+    int64_t (*units)(const tsptq_model *m, const tsptq_op *op, int64_t *grain);
+    void (*eval_part)(tsptq_model *m, const tsptq_op *op, int64_t u0, int64_t u1, int32_t *scratch);
 } tq_op_def;
 
 /* What load_options and prepare see of op k being loaded. */

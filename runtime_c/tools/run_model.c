@@ -3,6 +3,7 @@
  *
  *   run_model MODEL.tflite                 print the arena plan
  *   run_model MODEL.tflite IN.bin OUT.bin  run every image of IN.bin (concatenated int8 inputs), write the outputs
+ *   run_model --threads N MODEL ...        the same on N threads (tsptq_set_threads; a TSPTQ_THREADS=1 build)
  *
  * Exit status: 0 on success, 2 + the tsptq error code on a runtime error (the message goes to stderr). */
 #include <stdio.h>
@@ -36,8 +37,15 @@ int main(int argc, char **argv) {
     size_t len = 0, in_len = 0, ib, ob, i, n;
     unsigned char *bytes, *inputs = NULL, *arena, *outputs;
     FILE *out;
+    int threads = 1;
+    if (argc >= 3 && !strcmp(argv[1], "--threads")) {
+        threads = atoi(argv[2]);
+        argv[2] = argv[0];
+        argv += 2;
+        argc -= 2;
+    }
     if (argc != 2 && argc != 4) {
-        fprintf(stderr, "usage: %s MODEL.tflite [IN.bin OUT.bin]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--threads N] MODEL.tflite [IN.bin OUT.bin]\n", argv[0]);
         return 1;
     }
     bytes = read_file(argv[1], &len);
@@ -46,6 +54,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (tsptq_load(&model, bytes, len, &st) != TSPTQ_OK) {
+        fprintf(stderr, "%s: %s\n", tsptq_error_name(st.code), st.message);
+        return 2 + st.code;
+    }
+    if (tsptq_set_threads(&model, threads, &st) != TSPTQ_OK) {
         fprintf(stderr, "%s: %s\n", tsptq_error_name(st.code), st.message);
         return 2 + st.code;
     }

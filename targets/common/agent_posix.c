@@ -2,6 +2,7 @@
  * docs/serial-protocol.md on a serial port or pseudo-terminal (--port), or on stdin/stdout (--stdio, for SSH).
  *
  *   agent --port /dev/ttyUSB0 [--baud 115200] [--board rpi] [--model-capacity BYTES] [--arena-capacity BYTES]
+ *         [--threads N]  (N threads per inference: the runtime's thread pool, a TSPTQ_THREADS=1 build)
  *   agent --stdio [--model FILE]        (--model: start with this model committed, as a board with it in flash)
  *
  * Built with -DTQ_EMBEDDED_MODEL (and tsptq.deploy.targets' generated tq_embedded_model), it starts with that model.
@@ -149,9 +150,21 @@ static uint32_t read_model_file(const char *path, uint8_t *buf, uint32_t capacit
     return (uint32_t)n;
 }
 
+/* --threads: 1 to tsptq_max_threads() (the runtime's pool: 1 in a build without TSPTQ_THREADS) */
+static uint32_t parse_threads(const char *s) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 1 || v > tsptq_max_threads()) {
+        fprintf(stderr, "agent: --threads %s: this build runs 1 to %d threads\n", s, tsptq_max_threads());
+        exit(2);
+    }
+    return (uint32_t)v;
+}
+
 int main(int argc, char **argv) {
     const char *port = NULL, *model_path = NULL;
     int use_stdio = 0, in_fd;
+    uint32_t threads = 1;
     long baud = 115200;
     static tq_board board;
     static uint8_t chunk[4096];
@@ -175,12 +188,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "--model-capacity")) board.model_capacity = parse_size(v, a);
         else if (!strcmp(a, "--arena-capacity")) board.arena_capacity = parse_size(v, a);
+        else if (!strcmp(a, "--threads")) threads = parse_threads(v);
         else die("unknown option", a);
         i++;
     }
     if (!port == !use_stdio) {
         fprintf(stderr, "usage: agent (--port TTY [--baud N] | --stdio) [--board NAME] [--model FILE]\n"
-                        "             [--model-capacity BYTES] [--arena-capacity BYTES]\n");
+                        "             [--model-capacity BYTES] [--arena-capacity BYTES] [--threads N]\n");
         return 2;
     }
     board.model_buf = buffer(model_mem, DEFAULT_MODEL_CAPACITY, board.model_capacity);
@@ -199,10 +213,12 @@ int main(int argc, char **argv) {
         if (in_fd < 0) die(port, strerror(errno));
         make_raw(in_fd, baud);
     }
-    fprintf(stderr, "agent: board %s on %s, model capacity %u B, arena capacity %u B\n", board.board,
-            use_stdio ? "stdio" : port, (unsigned)board.model_capacity, (unsigned)board.arena_capacity);
+    fprintf(stderr, "agent: board %s on %s, model capacity %u B, arena capacity %u B, %u thread(s)\n", board.board,
+            use_stdio ? "stdio" : port, (unsigned)board.model_capacity, (unsigned)board.arena_capacity,
+            (unsigned)threads);
 
     tq_device_init(&dev, &board);
+    dev.threads = threads;
 #ifdef TQ_EMBEDDED_MODEL
     if (!model_path && tq_device_set_model(&dev, tq_embedded_model, tq_embedded_model_len) != TQ_OK)
         fprintf(stderr, "agent: the embedded model was rejected: %.*s\n", (int)dev.tx_len - 3, (const char *)dev.tx + 3);

@@ -140,6 +140,8 @@ static int commit(tq_device *d, const uint8_t *bytes, uint32_t size, uint32_t cr
 
     drop_model(d);
     if (tsptq_load(&d->model, bytes, size, &st) != TSPTQ_OK) return fail_runtime(d, TQ_MODEL_REJECTED, &st);
+    if (d->threads > 1 && tsptq_set_threads(&d->model, (int)d->threads, &st) != TSPTQ_OK)
+        return fail_runtime(d, TQ_MODEL_REJECTED, &st);
     need = (uint64_t)tsptq_arena_size(&d->model);
     in = (uint64_t)tsptq_input_bytes(&d->model);
     out = (uint64_t)tsptq_output_bytes(&d->model);

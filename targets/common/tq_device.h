@@ -92,6 +92,9 @@ typedef struct {
     /* the model given by tq_device_set_model, restored by a soft reset while an upload has not overwritten it */
     const uint8_t *boot_model;
     uint32_t boot_size, boot_crc;
+    /* threads per inference, given to tsptq_set_threads after each load (the POSIX agent's --threads, set after
+     * tq_device_init); 0 or 1: one, what bare-metal boards run */
+    uint32_t threads;
 } tq_device;
 
 void tq_device_init(tq_device *dev, const tq_board *board);

@@ -303,10 +303,27 @@ static void add_eval(tsptq_model *m, const tsptq_op *op) {
            y->zero_point, (int8_t *)tq_act(m, op->output));
 }
 
+/* The thread pool's split of ADD and TSPTQ_ADD_2S: rows (the parameter table is per channel, the same for every
+ * row). */
+static void add_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
+    const tsptq_tensor *y = &m->tensors[op->output];
+    const int64_t C = tq_last_dim(y);
+    int32_t params[6], i;
+    (void)scratch;
+    for (i = 0; i < 6; i++) params[i] = TQ_O32(op->opt[i]);
+    tq_add((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * C, (const int8_t *)tq_ptr(m, op->inputs[1]) + r0 * C,
+           (int32_t)(r1 - r0), (int32_t)C, m->tensors[op->inputs[0]].zero_point,
+           m->tensors[op->inputs[1]].zero_point, params, 1, y->zero_point, (int8_t *)tq_act(m, op->output) + r0 * C);
+}
+static int64_t add_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    return tq_row_units(&m->tensors[op->output], grain);
+}
+
 const tq_op_def TQ_OP_DEF(tq_add, _op) = {
     .name = "ADD", .builtin_code = 0, .options_type = 11 /* AddOptions */, .min_inputs = 2, .max_inputs = 2,
     .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(add_slots), .option_keys = add_slots,
-    .load_options = add_load_options, .prepare = add_prepare, .eval = add_eval};
+    .load_options = add_load_options, .prepare = add_prepare, .eval = add_eval, .units = add_units,
+    .eval_part = add_eval_part};
 
 /* TSPTQ_ADD_2S: a, b, and the (6, C or 1) int32 parameter table of the kernel */
 enum { TQ_ADD2S_A_ZP = 0, TQ_ADD2S_B_ZP, TQ_ADD2S_OUT_ZP };
@@ -344,7 +361,17 @@ static void add2s_eval(tsptq_model *m, const tsptq_op *op) {
            p->shape[1], TQ_O32(o[TQ_ADD2S_OUT_ZP]), (int8_t *)tq_act(m, op->output));
 }
 
+static void add2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
+    const tsptq_tensor *y = &m->tensors[op->output], *p = &m->tensors[op->inputs[2]];
+    const int64_t *o = op->opt, C = tq_last_dim(y);
+    (void)scratch;
+    tq_add((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * C, (const int8_t *)tq_ptr(m, op->inputs[1]) + r0 * C,
+           (int32_t)(r1 - r0), (int32_t)C, TQ_O32(o[TQ_ADD2S_A_ZP]), TQ_O32(o[TQ_ADD2S_B_ZP]),
+           (const int32_t *)(const void *)p->data, p->shape[1], TQ_O32(o[TQ_ADD2S_OUT_ZP]),
+           (int8_t *)tq_act(m, op->output) + r0 * C);
+}
+
 const tq_op_def TQ_OP_DEF(tq_add, _2s_op) = {
     .name = "TSPTQ_ADD_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 3, .max_inputs = 3, .n_outputs = 1,
     .const_from = 2, .n_option_keys = TQ_COUNT_OF(add2s_keys), .option_keys = add2s_keys, .prepare = add2s_prepare,
-    .eval = add2s_eval};
+    .eval = add2s_eval, .units = add_units, .eval_part = add2s_eval_part};

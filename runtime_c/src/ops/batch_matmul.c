@@ -276,6 +276,31 @@ static int bmm_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
+/* The thread pool's split (op_table.h): units are the rows of every head (batch * N). Whole heads when they share
+ * out evenly (each part packs only its own heads' b), else rows in the SIMD kernels' row blocks. */
+static void bmm_eval_part(tsptq_model *m, const tsptq_op *op, int64_t u0, int64_t u1, int32_t *scratch) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
+    const int64_t *o = op->opt;
+    const int64_t N = x->shape[x->rank - 2], K = tq_last_dim(x), M = tq_last_dim(y);
+    const int8_t *a = (const int8_t *)tq_ptr(m, op->inputs[0]), *b = (const int8_t *)tq_ptr(m, op->inputs[1]);
+    int8_t *out = (int8_t *)tq_act(m, op->output);
+    (void)scratch;
+    while (u0 < u1) { /* one head's rows [r0, r1) at a time */
+        const int64_t h = u0 / N, r0 = u0 % N, r1 = (u1 - h * N < N) ? u1 - h * N : N;
+        tq_batch_matmul(a + (h * N + r0) * K, b + h * K * M, 1, (int32_t)(r1 - r0), (int32_t)K, (int32_t)M,
+                        (int)o[TQ_BMMB_ADJ_Y], x->zero_point, m->tensors[op->inputs[1]].zero_point,
+                        TQ_O32(o[TQ_BMMB_MULT]), TQ_O32(o[TQ_BMMB_SHIFT]), y->zero_point, out + (h * N + r0) * M);
+        u0 = h * N + r1;
+    }
+}
+
+static int64_t bmm_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    const int64_t batch = tq_lead(x, 2), N = x->shape[x->rank - 2];
+    *grain = m->threads > 1 && batch % m->threads == 0 ? N : 16;
+    return batch * N;
+}
+
 static void bmm_eval(tsptq_model *m, const tsptq_op *op) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
     const int64_t *o = op->opt;
@@ -288,4 +313,5 @@ static void bmm_eval(tsptq_model *m, const tsptq_op *op) {
 const tq_op_def TQ_OP_DEF(tq_batch_matmul, _op) = {
     .name = "BATCH_MATMUL", .builtin_code = 126, .options_type = 101 /* BatchMatMulOptions */, .min_inputs = 2,
     .max_inputs = 2, .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(bmm_slots), .option_keys = bmm_slots,
-    .load_options = bmm_load_options, .prepare = bmm_prepare, .eval = bmm_eval};
+    .load_options = bmm_load_options, .prepare = bmm_prepare, .eval = bmm_eval, .units = bmm_units,
+    .eval_part = bmm_eval_part};

@@ -321,7 +321,25 @@ static void bmm2s_eval(tsptq_model *m, const tsptq_op *op) {
               (int8_t *)tq_act(m, op->output), tq_scratch(m, op));
 }
 
+/* The thread pool's split (op_table.h): by heads (a's rows are also its K: the kernel takes whole heads), each
+ * part with its own scratch. */
+static void bmm2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t h0, int64_t h1, int32_t *scratch) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
+    const int64_t *o = op->opt;
+    const int64_t N = tq_last_dim(x), M = tq_last_dim(y);
+    tq_bmm_2s(tq_ptr(m, op->inputs[0]) + h0 * N * N, (const int8_t *)tq_ptr(m, op->inputs[1]) + h0 * N * M,
+              (int32_t)(h1 - h0), (int32_t)N, (int32_t)M, TQ_O32(o[TQ_BMM_A_KIND]), TQ_O32(o[TQ_BMM_BITS]),
+              TQ_O32(o[TQ_BMM_M]), TQ_O32(o[TQ_BMM_SIGNED_FINE]), TQ_O32(o[TQ_BMM_LOG2_FRAC]), TQ_O32(o[TQ_BMM_B_ZP]),
+              TQ_O32(o[TQ_BMM_MULT]), TQ_O32(o[TQ_BMM_SHIFT]), TQ_O32(o[TQ_BMM_OUT_ZP]),
+              (int8_t *)tq_act(m, op->output) + h0 * N * M, scratch);
+}
+
+static int64_t bmm2s_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    *grain = 1;
+    return tq_lead(&m->tensors[op->inputs[0]], 2);
+}
+
 const tq_op_def TQ_OP_DEF(tq_bmm_2s, _op) = {
     .name = "TSPTQ_BMM_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 2, .max_inputs = 2, .n_outputs = 1,
     .const_from = 2, .n_option_keys = TQ_COUNT_OF(bmm2s_keys), .option_keys = bmm2s_keys, .prepare = bmm2s_prepare,
-    .scratch = tq_row_scratch, .eval = bmm2s_eval};
+    .scratch = tq_row_scratch, .eval = bmm2s_eval, .units = bmm2s_units, .eval_part = bmm2s_eval_part};

@@ -654,18 +654,37 @@ static int fc2s_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-static void fc2s_eval(tsptq_model *m, const tsptq_op *op) {
+/* The thread pool's split (op_table.h): by rows, in the row blocks of the SIMD kernels (an AMX pass takes 32 rows,
+ * VNNI blocks 8; the Arm kernels two). Each part decodes into its own scratch. */
+#if defined(TQ_SIMD_AMX)
+#define FC2S_GRAIN 32
+#elif defined(TQ_SIMD_VNNI)
+#define FC2S_GRAIN 16
+#else
+#define FC2S_GRAIN 2
+#endif
+
+static void fc2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
     const int64_t *o = op->opt;
-    tq_fc_2s(tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), TQ_O32(o[TQ_FC_IN_KIND]), TQ_O32(o[TQ_FC_IN_ZP]),
-             (const int8_t *)tq_ptr(m, op->inputs[5]), TQ_O32(o[TQ_FC_BITS]), TQ_O32(o[TQ_FC_M]),
-             TQ_O32(o[TQ_FC_SIGNED_FINE]), TQ_O32(o[TQ_FC_NEG_MULT]), TQ_O32(o[TQ_FC_NEG_SHIFT]),
-             (const int8_t *)tq_ptr(m, op->inputs[1]), m->tensors[op->inputs[1]].shape[0], tq_in32(m, op, 2),
-             tq_in32(m, op, 3), tq_in32(m, op, 4), TQ_O32(o[TQ_FC_OUT_ZP]), (int8_t *)tq_act(m, op->output),
-             tq_scratch(m, op));
+    const int32_t I = tq_last_dim(x), O = m->tensors[op->inputs[1]].shape[0];
+    tq_fc_2s(tq_ptr(m, op->inputs[0]) + r0 * I, (int32_t)(r1 - r0), I, TQ_O32(o[TQ_FC_IN_KIND]),
+             TQ_O32(o[TQ_FC_IN_ZP]), (const int8_t *)tq_ptr(m, op->inputs[5]), TQ_O32(o[TQ_FC_BITS]),
+             TQ_O32(o[TQ_FC_M]), TQ_O32(o[TQ_FC_SIGNED_FINE]), TQ_O32(o[TQ_FC_NEG_MULT]), TQ_O32(o[TQ_FC_NEG_SHIFT]),
+             (const int8_t *)tq_ptr(m, op->inputs[1]), O, tq_in32(m, op, 2), tq_in32(m, op, 3), tq_in32(m, op, 4),
+             TQ_O32(o[TQ_FC_OUT_ZP]), (int8_t *)tq_act(m, op->output) + r0 * O, scratch);
+}
+
+static void fc2s_eval(tsptq_model *m, const tsptq_op *op) {
+    fc2s_eval_part(m, op, 0, tq_rows(&m->tensors[op->inputs[0]]), tq_scratch(m, op));
+}
+
+static int64_t fc2s_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    *grain = FC2S_GRAIN;
+    return tq_rows(&m->tensors[op->inputs[0]]);
 }
 
 const tq_op_def TQ_OP_DEF(tq_fc_2s, _op) = {
     .name = "TSPTQ_FC_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 6, .max_inputs = 6, .n_outputs = 1,
     .const_from = 1, .n_option_keys = TQ_COUNT_OF(fc2s_keys), .option_keys = fc2s_keys, .prepare = fc2s_prepare,
-    .scratch = tq_row_scratch, .eval = fc2s_eval};
+    .scratch = tq_row_scratch, .eval = fc2s_eval, .units = fc2s_units, .eval_part = fc2s_eval_part};

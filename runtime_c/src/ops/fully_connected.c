@@ -187,18 +187,37 @@ static void fc_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, 
     tq_builtin_multiplier(m, op, c, mult, shift);
 }
 
-static void fc_eval(tsptq_model *m, const tsptq_op *op) {
+/* The thread pool's split (op_table.h): by rows, in the SIMD kernels' row blocks (as TSPTQ_FC_2S). */
+#if defined(TQ_SIMD_AMX)
+#define FC_GRAIN 32
+#elif defined(TQ_SIMD_VNNI)
+#define FC_GRAIN 16
+#else
+#define FC_GRAIN 2
+#endif
+
+static void fc_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]], *w = &m->tensors[op->inputs[1]];
     const int32_t *mult = tq_params(m, op);
-    const int32_t n = TQ_O32(op->opt[TQ_FCB_N_PARAMS]);
-    tq_fully_connected((const int8_t *)tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), x->zero_point,
-                       (const int8_t *)tq_ptr(m, op->inputs[1]), w->shape[0], tq_in32(m, op, 2), mult, mult + n, n,
+    const int32_t n = TQ_O32(op->opt[TQ_FCB_N_PARAMS]), I = tq_last_dim(x), O = w->shape[0];
+    (void)scratch;
+    tq_fully_connected((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * I, (int32_t)(r1 - r0), I, x->zero_point,
+                       (const int8_t *)tq_ptr(m, op->inputs[1]), O, tq_in32(m, op, 2), mult, mult + n, n,
                        (int)op->opt[TQ_FCB_PER_CHANNEL], m->tensors[op->output].zero_point,
-                       (int8_t *)tq_act(m, op->output));
+                       (int8_t *)tq_act(m, op->output) + r0 * O);
+}
+
+static void fc_eval(tsptq_model *m, const tsptq_op *op) {
+    fc_eval_part(m, op, 0, tq_rows(&m->tensors[op->inputs[0]]), NULL);
+}
+
+static int64_t fc_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    *grain = FC_GRAIN;
+    return tq_rows(&m->tensors[op->inputs[0]]);
 }
 
 const tq_op_def TQ_OP_DEF(tq_fully_connected, _op) = {
     .name = "FULLY_CONNECTED", .builtin_code = 9, .options_type = 8 /* FullyConnectedOptions */, .min_inputs = 3,
     .max_inputs = 3, .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(fc_slots), .option_keys = fc_slots,
     .load_options = fc_load_options, .prepare = fc_prepare, .persistent = fc_persistent,
-    .multiplier = fc_multiplier, .eval = fc_eval};
+    .multiplier = fc_multiplier, .eval = fc_eval, .units = fc_units, .eval_part = fc_eval_part};

@@ -296,7 +296,22 @@ static void layernorm_eval(tsptq_model *m, const tsptq_op *op) {
                     TQ_O32(o[TQ_LN_OUT_ZP]), TQ_O32(o[TQ_LN_OUT_SHIFT]), (int8_t *)tq_act(m, op->output));
 }
 
+/* The thread pool's split: rows. */
+static void layernorm_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    const int64_t *o = op->opt, D = tq_last_dim(x);
+    (void)scratch;
+    tq_layernorm_2s((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * D, (int32_t)(r1 - r0), (int32_t)D,
+                    TQ_O32(o[TQ_LN_IN_ZP]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_in32(m, op, 2),
+                    tq_in64(m, op, 3), o[TQ_LN_EPS], TQ_O32(o[TQ_LN_OUT_ZP]), TQ_O32(o[TQ_LN_OUT_SHIFT]),
+                    (int8_t *)tq_act(m, op->output) + r0 * D);
+}
+static int64_t layernorm_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    return tq_row_units(&m->tensors[op->inputs[0]], grain);
+}
+
 const tq_op_def TQ_OP_DEF(tq_layernorm_2s, _op) = {
     .name = "TSPTQ_LAYERNORM_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 4, .max_inputs = 4, .n_outputs = 1,
     .const_from = 1, .n_option_keys = TQ_COUNT_OF(layernorm_keys), .option_keys = layernorm_keys,
-    .prepare = layernorm_prepare, .eval = layernorm_eval};
+    .prepare = layernorm_prepare, .eval = layernorm_eval, .units = layernorm_units,
+    .eval_part = layernorm_eval_part};

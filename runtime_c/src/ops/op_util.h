@@ -164,4 +164,13 @@ static inline uint64_t tq_row_scratch(const tsptq_model *m, const tsptq_op *op) 
 
 #define TQ_O32(v) ((int32_t)(v))
 
+/* The thread pool's split of a row-wise op (op_table.h units/eval_part): rows of x in grains of at least
+ * TQ_PART_MIN_ELEMS elements, so that an op too small to pay for the handover stays on one thread. */
+#define TQ_PART_MIN_ELEMS 4096
+static inline int64_t tq_row_units(const tsptq_tensor *x, int64_t *grain) {
+    const int64_t len = tq_last_dim(x) > 0 ? tq_last_dim(x) : 1;
+    *grain = (TQ_PART_MIN_ELEMS + len - 1) / len;
+    return tq_rows(x);
+}
+
 #endif

@@ -366,7 +366,21 @@ static void softmax_eval(tsptq_model *m, const tsptq_op *op) {
                   tq_scratch(m, op));
 }
 
+/* The thread pool's split: rows, each part with its own scratch. */
+static void softmax_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    const int64_t *o = op->opt, N = tq_last_dim(x);
+    tq_softmax_2s((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * N, (int32_t)(r1 - r0), (int32_t)N, tq_in32(m, op, 1),
+                  TQ_O32(o[TQ_SM_OUT_KIND]), TQ_O32(o[TQ_SM_MULT]), TQ_O32(o[TQ_SM_SHIFT]), TQ_O32(o[TQ_SM_OUT_ZP]),
+                  TQ_O32(o[TQ_SM_BITS]), TQ_O32(o[TQ_SM_M]), TQ_O32(o[TQ_SM_SIGNED_FINE]),
+                  tq_act(m, op->output) + r0 * N, scratch);
+}
+static int64_t softmax_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    return tq_row_units(&m->tensors[op->inputs[0]], grain);
+}
+
 const tq_op_def TQ_OP_DEF(tq_softmax_2s, _op) = {
     .name = "TSPTQ_SOFTMAX_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 2, .max_inputs = 2, .n_outputs = 1,
     .const_from = 1, .n_option_keys = TQ_COUNT_OF(softmax_keys), .option_keys = softmax_keys,
-    .prepare = softmax_prepare, .scratch = tq_row_scratch, .eval = softmax_eval};
+    .prepare = softmax_prepare, .scratch = tq_row_scratch, .eval = softmax_eval, .units = softmax_units,
+    .eval_part = softmax_eval_part};

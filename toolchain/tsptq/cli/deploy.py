@@ -2,6 +2,7 @@
 
     tsptq-deploy --target host                       # the bundled cifar10-vit on the bundled images, this machine
     tsptq-deploy --target rpi                        # the same on an emulated Raspberry Pi (qemu-aarch64-static)
+    tsptq-deploy --target host --threads 2           # each inference on 2 threads (Linux targets)
     tsptq-deploy --target rpi --port /dev/ttyUSB0    # a real Pi running the agent on its serial port
     tsptq-deploy --target rpi --ssh pi@raspberrypi   # copy the agent over SSH, talk to it over its stdio
     tsptq-deploy --target mps2-an386                 # Cortex-M4F firmware under qemu-system-arm
@@ -44,6 +45,9 @@ def add_board_args(ap) -> None:
     ap.add_argument("--retries", type=int, default=5,
                     help="a request gives up after retries+1 tries and (retries+1) x timeout seconds without its "
                          "reply (default 5: 12 s); a board started here is reported at once when its program exits")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="Linux targets (host, rpi), --runtime tsptq: run each inference on N threads (the C "
+                         "runtime's static thread pool, 1 to 8; the output bytes do not change; default 1)")
     ap.add_argument("--json", help="write the whole report as JSON here")
     ap.add_argument("--report", help="directory for report.md and ops.png (per-op time plot)")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
@@ -76,7 +80,8 @@ def board_options(args) -> BoardOptions:
     return BoardOptions(target=args.target, runtime=args.runtime, litert_kernels=args.litert_kernels, port=args.port,
                         baudrate=args.baudrate, ssh=getattr(args, "ssh", None), ssh_dir=getattr(args, "ssh_dir", None),
                         load=getattr(args, "load", None), flash_tool=getattr(args, "flash_tool", False),
-                        eval_images=args.eval_images, timeout=args.timeout, retries=args.retries, quiet=args.quiet)
+                        eval_images=args.eval_images, timeout=args.timeout, retries=args.retries, quiet=args.quiet,
+                        threads=getattr(args, "threads", 1))
 
 
 def main(argv=None) -> int:

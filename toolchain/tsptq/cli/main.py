@@ -230,11 +230,13 @@ def cmd_verify(args) -> int:
     if args.batch_size < 1:
         raise TsptqError(f"--batch-size must be at least 1 (got {args.batch_size})")
     data = eval_data_from_args(args)
+    if args.threads != 1 and args.runtime != "c":
+        raise TsptqError("--threads applies to --runtime c (the C runtime's thread pool)")
     if args.runtime == "c":
         from tsptq.runtime.c_binding import format_verify_c
         from tsptq.evaluation.verify import verify_c
 
-        result = verify_c(args.file, data, batch_size=args.batch_size, quiet=args.quiet)
+        result = verify_c(args.file, data, batch_size=args.batch_size, quiet=args.quiet, threads=args.threads)
         text, ok = format_verify_c(result), result["bit_exact_fraction"] == 1.0
     else:
         from tsptq.evaluation.verify import format_result, verify
@@ -416,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--runtime", choices=("python", "c"), default="python",
                     help="c: run the C runtime (built for this host) and compare it byte for byte with the Python "
                          "integer reference (bit-exact fraction, top-1)")
+    ve.add_argument("--threads", type=int, default=1,
+                    help="--runtime c: run each image on N threads (the C runtime's thread pool, 1 to 8; default 1)")
     ve.add_argument("--json", help="write the results here")
     ve.add_argument("--quiet", action="store_true", help="no progress bars")
     ve.set_defaults(fn=cmd_verify)

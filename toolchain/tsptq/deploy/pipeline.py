@@ -34,7 +34,8 @@ class BoardOptions:
     targets only; ``litert_kernels`` ``reference`` by default, or ``optimized``). ``port``: a pyserial URL of a board
     already running (default: start it here); ``ssh``: USER@HOST to copy the agent to. ``load``: ``flash`` (model baked
     into the program) or ``upload`` (over the link); None: upload on Linux targets, flash on microcontrollers.
-    ``timeout``/``retries``: the link's (``tsptq.deploy.serial_link.Link``)."""
+    ``timeout``/``retries``: the link's (``tsptq.deploy.serial_link.Link``). ``threads``: how many threads the C
+    runtime's agent runs each inference on (its static thread pool, Linux targets only: 1 to ``MAX_THREADS``)."""
     target: str
     runtime: str = "tsptq"
     litert_kernels: str | None = None
@@ -48,6 +49,10 @@ class BoardOptions:
     timeout: float | None = None
     retries: int = 5
     quiet: bool = False
+    threads: int = 1
+
+
+MAX_THREADS = 8  # TSPTQ_MAX_THREADS of the agent builds (runtime_c/include/tsptq.h)
 
 
 class DoesNotFitError(TsptqError):
@@ -174,10 +179,10 @@ def connect(target, program, opts: BoardOptions):
     if opts.ssh:
         litert_files = ({"files": bundle_files(program), "remote_command": remote_command(target, opts.litert_kernels)}
                         if litert else {})
-        running = ssh_agent(target, program, opts.ssh, remote_dir=opts.ssh_dir, **litert_files)
+        running = ssh_agent(target, program, opts.ssh, remote_dir=opts.ssh_dir, args=agent_args(opts), **litert_files)
         return running.serial, running.url, running
     command = local_command(target, program, opts.litert_kernels) if litert else None
-    running = start_board(target, program, command=command)
+    running = start_board(target, program, command=command, args=agent_args(opts))
     return running.serial, running.url, running
 
 
@@ -229,8 +234,31 @@ def check_board_fits(info, needs: dict, port_name: str) -> None:
                               f"has {info.arena_capacity:,} B")
 
 
+def agent_args(opts: BoardOptions) -> tuple[str, ...]:
+    """What the tsptq agent started here (or over SSH) is given besides its port: ``--threads N`` when N > 1."""
+    return ("--threads", str(opts.threads)) if opts.threads != 1 else ()
+
+
+def check_threads(target, opts: BoardOptions) -> None:
+    """--threads: a count the agent runs (1..MAX_THREADS), on a Linux target whose agent this run starts."""
+    n = opts.threads
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise TsptqError(f"--threads must be 1 to {MAX_THREADS}, got {n!r}")
+    if n == 1:
+        return
+    if target.kind != "posix":
+        raise TsptqError(f"--threads runs the C runtime's thread pool on the Linux targets (host, rpi); {target.name} "
+                         "is bare metal: one thread")
+    if opts.runtime != "tsptq":
+        raise TsptqError("--threads applies to --runtime tsptq (the C runtime's agent)")
+    if opts.port:
+        raise TsptqError("--threads with --port: the agent already runs on the board; start it there with "
+                         f"`--threads {n}`")
+
+
 def check_runtime_choice(target, opts: BoardOptions) -> BoardOptions:
     """The options with the runtime's defaults filled in, or an error for a choice the target cannot take."""
+    check_threads(target, opts)
     if opts.litert_kernels is not None and opts.runtime != "litert":
         raise TsptqError("--litert-kernels applies to --runtime litert only")
     if opts.runtime != "litert":
@@ -293,7 +321,8 @@ def deploy(src: Source, opts: BoardOptions) -> dict:
         result = evaluate_on_board(board, im, images, cfg, labelled, unit, progress=not quiet)
         counters = dict(link.counters)
     return {
-        "target": target.name, "runtime": runtime_name(opts), "model": src.model or src.checkpoint,
+        "target": target.name, "runtime": runtime_name(opts), "threads": opts.threads,
+        "model": src.model or src.checkpoint,
         "method": src.method, "bits": src.bits,
         "calib_images": src.calib_images, "port": port_name, "delivery": delivery,
         "model_crc32": crc32(model_bytes),  # equals a `tsptq export` of the same model, method and images

@@ -427,7 +427,7 @@ def _check_destination(destination: str) -> None:
 
 def ssh_agent(target: Target, program: Path, destination: str, timeout: float = 60.0,
               files: list[Path] | None = None, remote_command: str | None = None,
-              remote_dir: str | None = None) -> RunningBoard:
+              remote_dir: str | None = None, args: tuple[str, ...] = ()) -> RunningBoard:
     """Copy the device program to ``destination`` (user@host) over ssh and start it there with ``--stdio``.
 
     files / remote_command: another device program (the LiteRT agent): the files copied into the remote directory
@@ -466,6 +466,8 @@ def ssh_agent(target: Target, program: Path, destination: str, timeout: float = 
         with open(f, "rb") as data:
             run(f"cat > {d}/{name} && chmod {mode:o} {d}/{name}", stdin=data)
     remote = f"{remote_command.format(dir=d)} --stdio --board {shlex.quote(target.name)}"
+    if args:  # the agent's own options (--threads N)
+        remote += " " + shlex.join(args)
     if temporary:  # the directory goes when the agent ends (its input closed, or the session hung up)
         remote = f"""d={d}; trap 'rm -rf -- "$d"' EXIT; trap 'exit 129' HUP INT TERM; {remote}"""
     agent = subprocess.Popen(ssh_argv(destination, remote, timeout),

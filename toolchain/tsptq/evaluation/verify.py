@@ -68,18 +68,21 @@ def verify(file, data: EvalData = EvalData(), *, batch_size: int = 50, rebuild: 
     return result
 
 
-def verify_c(file, data: EvalData = EvalData(), *, batch_size: int = 50, quiet: bool = False) -> dict:
+def verify_c(file, data: EvalData = EvalData(), *, batch_size: int = 50, quiet: bool = False,
+             threads: int = 1) -> dict:
     """The C runtime against the Python integer reference on the evaluation images (``bit_exact_fraction`` 1.0 when
-    every image's output bytes are equal)."""
+    every image's output bytes are equal); ``threads``: per image, in the C runtime (1 to 8)."""
     from tsptq.runtime.c_binding import verify_c as run_both
     from tsptq.tflite.reader import read_tflite
 
     if batch_size < 1:
         raise TsptqError(f"--batch-size must be at least 1 (got {batch_size})")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 8:
+        raise TsptqError(f"--threads must be 1 to 8 (the C runtime's TSPTQ_MAX_THREADS), got {threads!r}")
     fm = read_tflite(file)
     _, cfg, test, labelled = file_eval_set(fm, file, data)
     print(f"{file}: C runtime vs the integer reference on {len(test)} images ({test.name})", file=sys.stderr)
-    result = run_both(file, test, cfg, batch_size=batch_size, progress=not quiet)
+    result = run_both(file, test, cfg, batch_size=batch_size, progress=not quiet, threads=threads)
     if not labelled:
         result.pop("top1_c", None)
         result.pop("top1_reference", None)

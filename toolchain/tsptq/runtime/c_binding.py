@@ -88,6 +88,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "tsptq_error_name": (ctypes.c_char_p, [ctypes.c_int]), "tsptq_version": (ctypes.c_char_p, []),
         "tsptq_set_profiler": (None, [vp, vp, vp]), "tsptq_op_name": (ctypes.c_char_p, [vp, sz]),
         "tsptq_op_table_size": (ctypes.c_uint32, []),
+        "tsptq_set_threads": (ctypes.c_int, [vp, ctypes.c_int, st]), "tsptq_threads": (ctypes.c_int, [vp]),
+        "tsptq_max_threads": (ctypes.c_int, []),
         "tsptq_op_info": (ctypes.c_int, [ctypes.c_uint32, ctypes.POINTER(OpInfo)]),
     }
     for name, (res, args) in sigs.items():
@@ -132,10 +134,11 @@ def _raise(status: Status, what: str) -> None:
 
 class CModel:
     """One model loaded into the C runtime. The file's bytes (kept here, 64-byte aligned), the model struct and the
-    arena are numpy buffers owned by this object."""
+    arena are numpy buffers owned by this object. ``threads``: how many threads each invoke uses (tsptq_set_threads:
+    the caller's and workers of the runtime's static pool; 1 to ``max_threads()``; the outputs do not depend on it)."""
 
     def __init__(self, data: bytes, name: str = "model", variant: str | None = None, arena_size: int | None = None,
-                 library: str | Path | None = None):
+                 library: str | Path | None = None, threads: int = 1):
         self.lib = load_library(variant, library)
         self.name = name
         self._bytes = _aligned(len(data))
@@ -150,6 +153,8 @@ class CModel:
         rc = self.lib.tsptq_prepare(self._m, self._arena.ctypes.data, len(self._arena), ctypes.byref(self._status))
         if rc != 0:
             _raise(self._status, name)
+        if threads != 1:
+            self.set_threads(threads)
         self.input_shape = self._shape(self.lib.tsptq_input_shape)
         self.output_shape = self._shape(self.lib.tsptq_output_shape)
         self.input_dtype = DTYPES[self.lib.tsptq_input_type(self._m)]
@@ -174,6 +179,26 @@ class CModel:
         buf = (ctypes.c_int32 * 6)()
         rank = fn(self._m, buf)
         return tuple(int(buf[i]) for i in range(rank))
+
+    def set_threads(self, n: int) -> None:
+        """Use n threads per invoke (tsptq_set_threads); RuntimeCError (TSPTQ_ERR_ARGUMENT) for n < 1 or n >
+        ``max_threads()``."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise RuntimeCError(f"{self.name}: threads must be an integer, got {n!r}", code=ERRORS["TSPTQ_ERR_ARGUMENT"],
+                                name="TSPTQ_ERR_ARGUMENT")
+        n = int(n)
+        if not -2**31 <= n < 2**31:
+            n = 0 if n < 0 else 2**31 - 1  # out of C int's range: still refused by the runtime, with its message
+        if self.lib.tsptq_set_threads(self._m, n, ctypes.byref(self._status)) != 0:
+            _raise(self._status, self.name)
+
+    @property
+    def threads(self) -> int:
+        return int(self.lib.tsptq_threads(self._m))
+
+    def max_threads(self) -> int:
+        """The most threads this build runs (TSPTQ_MAX_THREADS; 1 without the pool)."""
+        return int(self.lib.tsptq_max_threads())
 
     @property
     def arena_size(self) -> int:
@@ -280,7 +305,7 @@ def profile(cm: "CModel", x: np.ndarray, repeats: int = 20) -> list[dict]:
 
 
 def verify_c(path: str | Path, images, cfg, batch_size: int = 50, progress: bool = False,
-             variant: str | None = None) -> dict:
+             variant: str | None = None, threads: int = 1) -> dict:
     """The C runtime against the Python integer reference (``read_tflite(path).run``) on a whole image set.
 
     Returns {images, bit_exact_fraction (images whose output bytes are all equal), equal_byte_fraction, top1_c,
@@ -290,7 +315,7 @@ def verify_c(path: str | Path, images, cfg, batch_size: int = 50, progress: bool
     from tsptq.tflite.reader import read_tflite
 
     fm = read_tflite(path)
-    cm = CModel.from_file(path, variant=variant)
+    cm = CModel.from_file(path, variant=variant, threads=threads)
     outs_c, outs_ref = [], []
     t_c = t_ref = 0.0
     done = 0
@@ -313,7 +338,7 @@ def verify_c(path: str | Path, images, cfg, batch_size: int = 50, progress: bool
     result = {"file": str(path), "images": n, "bit_exact_fraction": float(same.all(-1).mean()),
               "equal_byte_fraction": float(same.mean()),
               "c_ms_per_image": round(t_c / max(n, 1) * 1e3, 4), "reference_ms_per_image": round(t_ref / max(n, 1) * 1e3, 4),
-              "arena_bytes": cm.arena_size, "activation_bytes": cm.activation_size,
+              "threads": cm.threads, "arena_bytes": cm.arena_size, "activation_bytes": cm.activation_size,
               "activation_lower_bound": cm.activation_lower_bound}
     labels = getattr(images, "labels", None)
     if labels is not None and len(labels) == n and c.ndim == 2:
@@ -327,8 +352,9 @@ def format_verify_c(r: dict) -> str:
              f"bit-exact {r['bit_exact_fraction'] * 100:.3f}% of images ({r['equal_byte_fraction'] * 100:.4f}% of bytes)"]
     if "top1_c" in r:
         lines.append(f"top-1 C {r['top1_c']:.2f}%   reference {r['top1_reference']:.2f}%")
-    lines.append(f"latency per image: C {r['c_ms_per_image']:.3f} ms, Python reference {r['reference_ms_per_image']:.3f} ms "
-                 f"(batched)")
+    threads = f" on {r['threads']} threads" if r.get("threads", 1) > 1 else ""
+    lines.append(f"latency per image: C {r['c_ms_per_image']:.3f} ms{threads}, Python reference "
+                 f"{r['reference_ms_per_image']:.3f} ms (batched)")
     lines.append(f"arena {r['arena_bytes']:,} B (activations {r['activation_bytes']:,} B, lower bound "
                  f"{r['activation_lower_bound']:,} B)")
     return "\n".join(lines)

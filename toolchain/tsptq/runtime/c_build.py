@@ -10,7 +10,8 @@ Variants (``VARIANTS``): ``reference`` (portable C only), ``avx2`` (x86 AVX2), `
 matrix products, AVX2 elsewhere), ``amx`` (the matrix products on Intel AMX-INT8 tiles where the CPU and the OS
 allow them at run time, else the ``avx512vnni`` code), ``native`` (whatever the host CPU offers, NEON included on
 ARM), ``sanitize`` / ``sanitize-avx2`` / ``sanitize-avx512vnni`` / ``sanitize-amx`` (ASan + UBSan, aborting on the
-first report; a process that loads them needs ``sanitizer_preload()`` in ``LD_PRELOAD``). ``amx_usable()`` says
+first report; a process that loads them needs ``sanitizer_preload()`` in ``LD_PRELOAD``); every variant has the
+thread pool (``THREAD_FLAGS``: ``tsptq_set_threads``, ``CModel(threads=N)``). ``amx_usable()`` says
 whether this machine runs the AMX code (``have_avx512vnni()``: the AVX-512 VNNI code, which ``amx`` needs too).
 """
 from __future__ import annotations
@@ -45,16 +46,19 @@ SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "
 AVX512VNNI_FLAGS = ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
                     "-DTSPTQ_USE_AVX512VNNI"]
 AMX_FLAGS = AVX512VNNI_FLAGS + ["-mamx-tile", "-mamx-int8", "-DTSPTQ_USE_AMX"]
+# Every variant is a build for this (Linux/POSIX) host: the static thread pool of tsptq_set_threads is in
+# (runtime_c/src/threads.c; bare-metal builds leave TSPTQ_THREADS at 0 and never see pthreads).
+THREAD_FLAGS = ["-pthread", "-DTSPTQ_THREADS=1"]
 VARIANTS: dict[str, list[str]] = {
-    "reference": ["-DTSPTQ_REFERENCE_ONLY"],
-    "avx2": ["-mavx2", "-DTSPTQ_USE_AVX2"],
-    "avx512vnni": AVX512VNNI_FLAGS,
-    "amx": AMX_FLAGS,
-    "native": ["-march=native"],
-    "sanitize": SANITIZE_FLAGS + ["-DTSPTQ_REFERENCE_ONLY"],
-    "sanitize-avx2": SANITIZE_FLAGS + ["-mavx2", "-DTSPTQ_USE_AVX2"],
-    "sanitize-avx512vnni": SANITIZE_FLAGS + AVX512VNNI_FLAGS,
-    "sanitize-amx": SANITIZE_FLAGS + AMX_FLAGS,
+    "reference": ["-DTSPTQ_REFERENCE_ONLY"] + THREAD_FLAGS,
+    "avx2": ["-mavx2", "-DTSPTQ_USE_AVX2"] + THREAD_FLAGS,
+    "avx512vnni": AVX512VNNI_FLAGS + THREAD_FLAGS,
+    "amx": AMX_FLAGS + THREAD_FLAGS,
+    "native": ["-march=native"] + THREAD_FLAGS,
+    "sanitize": SANITIZE_FLAGS + ["-DTSPTQ_REFERENCE_ONLY"] + THREAD_FLAGS,
+    "sanitize-avx2": SANITIZE_FLAGS + ["-mavx2", "-DTSPTQ_USE_AVX2"] + THREAD_FLAGS,
+    "sanitize-avx512vnni": SANITIZE_FLAGS + AVX512VNNI_FLAGS + THREAD_FLAGS,
+    "sanitize-amx": SANITIZE_FLAGS + AMX_FLAGS + THREAD_FLAGS,
 }
 AVX512VNNI_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
 AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
