@@ -173,7 +173,8 @@ def export_npu_variant(args) -> int:
     src = source_from_args(args)
     res = export_npu(src, args.out, args.npu, args.accelerator, progress=not args.quiet,
                      split_pv=not args.pv_on_cpu)
-    pv = "attention x V kept on the CPU" if args.pv_on_cpu else "attention x V as two int8 BATCH_MATMULs"
+    pv = ("attention x V kept on the CPU" if args.pv_on_cpu
+          else "attention x V as two int8 BATCH_MATMULs with int32 outputs")
     print(f"{res.path}: {res.size:,} bytes, the NPU variant ({args.npu}: every FC a builtin FULLY_CONNECTED, {pv}; "
           f"{src.method} {src.bits}, calibrated on {src.calib_images} images)")
     if res.report is None:
@@ -383,15 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--npu", choices=("ethos-u",), default=None,
                     help="write the NPU variant (W8A8): every multiply-accumulate op a builtin that Vela maps to "
                          "an Ethos-U (FULLY_CONNECTED, 16x8 where a two-scale code feeds it; attention x V as two "
-                         "int8 BATCH_MATMULs), LayerNorm/Softmax/GELU/residual adds still TSPTQ_* ops on the CPU; "
+                         "int8 BATCH_MATMULs with int32 outputs), LayerNorm/Softmax/GELU/residual adds and the sum of "
+                         "attention x V's two parts still TSPTQ_* ops on the CPU; the file computes the default "
+                         "file's bytes; "
                          "with Vela installed (the npu extra) also its compiled OUT_vela.tflite, CSVs and "
                          "OUT_npu.json report beside --out (docs/npu.md)")
     ex.add_argument("--accelerator", default=None, metavar="CONFIG",
                     help="with --npu: Vela's --accelerator-config (default ethos-u55-128, see tsptq npu-report)")
     ex.add_argument("--pv-on-cpu", action="store_true",
                     help="with --npu: keep attention x V of a two-scale softmax code as a TSPTQ_BMM_2S custom op "
-                         "on the CPU instead of splitting it into two int8 BATCH_MATMULs; the file then computes "
-                         "the default file's bytes exactly (cifar10-vit: 94.4%% of its MACs on the NPU, not 100%%)")
+                         "on the CPU instead of splitting it into two int8 BATCH_MATMULs (the same bytes; "
+                         "cifar10-vit: 94.4%% of its MACs on the NPU, not 100%%)")
     ex.add_argument("--quiet", action="store_true", help="no progress bars")
     ex.set_defaults(fn=cmd_export)
 

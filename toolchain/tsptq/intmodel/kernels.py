@@ -300,3 +300,30 @@ def plane_2s(code, plane: int, bits: int, signed_fine: bool) -> np.ndarray:
         fine = np.where(field >= (1 << (bits - 2)), field - (1 << (bits - 1)), field) if signed_fine else field
         return np.where(flag == 0, fine, 0).astype(np.int8)
     return np.where(flag == 1, field, 0).astype(np.int8)
+
+
+def add_i16_equal_scales(a, b) -> np.ndarray:
+    """ADD int16 + int16 -> int16, all three of one scale, zero point 0: sat16(a + b). TFLite's int16 ADD then rescales
+    by exactly 0.5 (inputs, after the left shift 15) and 2^-14 (output), and its power-of-two form (a scale within 1e-3
+    of 2^k in log2) shifts by 0: neither rounds (checked against LiteRT 2.3's BUILTIN_REF by tests/test_npu_variant.py;
+    the power-of-two form aborts on a broadcast operand, so the lowering gives it a full-shape constant)."""
+    return saturate(np.asarray(a, np.int64) + np.asarray(b, np.int64), np.int16)
+
+
+def batch_matmul_i32(a, b) -> np.ndarray:
+    """BATCH_MATMUL int8 x int8 -> int32 as LiteRT's reference kernel computes it: the raw products, summed in int32,
+    **no zero point applied** (of either input) and no requantization (measured against LiteRT 2.3's BUILTIN_REF)."""
+    acc = exact_matmul(a, b)
+    if np.abs(acc).max(initial=0) > 2**31 - 1:
+        raise ValueError("BATCH_MATMUL int32: the accumulator overflows int32")
+    return acc.astype(np.int32)
+
+
+def pv_sum_2s(acc_fine, acc_coarse, code, bits, m, signed_fine, b_zp, mult, shift, out_zp):
+    """TSPTQ_PV_SUM_2S: attention x V of a V-2SF P from its two planes' int32 products (BATCH_MATMUL int8 -> int32,
+    raw: acc_fine = fine . v, acc_coarse = coarse . v), with one rounding: acc = acc_fine + (acc_coarse << m) -
+    b_zp * sum_j d_j, where sum_j d_j is the row sum of P's decoded values, then TSPTQ_BMM_2S's requantization. Since
+    d = fine + (coarse << m), acc is TSPTQ_BMM_2S's accumulator sum_j d_j (v_j - b_zp) and the output is its bytes."""
+    rows = decode_two_scale(code, bits, m, signed_fine).sum(axis=-1, keepdims=True)
+    acc = acc_fine.astype(np.int64) + (acc_coarse.astype(np.int64) << m) - b_zp * rows
+    return requantize_single(acc, mult, shift, out_zp)

@@ -95,11 +95,10 @@ def _i16(scale: float) -> QuantParams:
 
 
 class _Builder:
-    def __init__(self, qm: QuantizedViT, npu: bool = False, split_pv: bool = True):
+    """The default lowering. The NPU variant is ``_NpuBuilder``, which overrides the steps it changes."""
+
+    def __init__(self, qm: QuantizedViT):
         self.qm = qm
-        self.npu = npu  # the NPU variant: every MAC op a builtin (docs/integer-semantics.md "The NPU variant")
-        self.split_pv = split_pv  # NPU variant: P x V of a V-2SF P as two int8 BATCH_MATMULs (else TSPTQ_BMM_2S)
-        self.code_of: dict[int, QuantParams] = {}  # NPU variant: int16 FC outputs -> the O-2SF code they stand for
         self.tensors: list[Tensor] = []
         self.ops: list[Op] = []
 
@@ -147,8 +146,12 @@ class _Builder:
         bound = Tensor("", (fan_in,), *code_params(in_q, fan_in)) if xt.dtype == "int16" else xt
         if fan_in * _max_operand(bound) * 128 > ACC_LIMIT:
             raise QuantizationError(f"{name}: the int32 accumulator could overflow (fan-in {fan_in})")
-        if self.npu:
-            return self._linear_npu(name, x, codes, w_scale, bias, out_point, out_shape)
+        return self._fc(name, x, codes, w_scale, bias, out_point, out_shape)
+
+    def _fc(self, name, x, codes, w_scale, bias, out_point, out_shape) -> int:
+        """The FC op of ``linear``: FULLY_CONNECTED for per-tensor int8 codes in and out, else TSPTQ_FC_2S."""
+        xt = self.t(x)
+        fan_in = codes.shape[1]
         wi = self.add(f"{name}.weight", codes.shape, "int8",
                       QuantParams(w_scale, np.zeros(len(w_scale), np.int64), axis=0), codes)
         bi = self.add(f"{name}.bias", bias.shape, "int32",
@@ -171,8 +174,6 @@ class _Builder:
                        neg_mult=neg[0], neg_shift=neg[1], out_zp=yt.zp)
 
     def residual_add(self, a: int, b: int, out_point: str, shape) -> int:
-        if self.npu and self.t(b).dtype == "int16":
-            return self._residual_add_npu(a, b, out_point, shape)
         y = self.act(out_point, shape)
         ta, tb, ty = self.t(a), self.t(b), self.t(y)
         if all(t.quant.details is None for t in (ta, tb, ty)):
@@ -206,21 +207,10 @@ class _Builder:
         eps = min(round(D * D * qm.graph.cfg.ln_eps / _unit(xt) ** 2), 2**62)
         ins = [x, self.add(f"{norm}.in_shift", (D,), "int8", data=shifts), self.const_i32(f"{norm}.gamma_mul", g),
                self.add(f"{norm}.beta_bias", (D,), "int64", data=b.astype(np.int64))]
-        if self.npu:  # the output code decoded onto its base scale, int16: (y_c - zp) << k_c
-            y = self._decoded_norm_output(y)
-            yt_d = yt.quant.details or {}
-            ins.append(self.add(f"{norm}.out_shift", (D,), "int8",
-                                data=np.asarray(yt_d.get("shifts", [0] * D), np.int8)))
-            return self.op("TSPTQ_LAYERNORM_2S_I16", ins, y, in_zp=xt.zp, eps=int(eps), out_zp=yt.zp,
-                           out_shift=out_shift)
-        return self.op("TSPTQ_LAYERNORM_2S", ins, y, in_zp=xt.zp, eps=int(eps), out_zp=yt.zp, out_shift=out_shift)
+        return self._layernorm_op(norm, ins, y, in_zp=xt.zp, eps=int(eps), out_zp=yt.zp, out_shift=out_shift)
 
-    def _decoded_norm_output(self, y: int) -> int:
-        """Replace the LayerNorm's int8 output tensor by its int16 decoded form on the code's base scale (O-2SF: s;
-        uniform: its scale), zero point 0."""
-        yt = self.t(y)
-        self.tensors[y] = Tensor(yt.name, yt.shape, "int16", _i16(_unit(yt)))
-        return y
+    def _layernorm_op(self, norm: str, ins: list, y: int, **options) -> int:
+        return self.op("TSPTQ_LAYERNORM_2S", ins, y, **options)
 
     def softmax(self, point: str, scores: int, shape, beta: float) -> int:
         st = self.t(scores)
@@ -251,15 +241,13 @@ class _Builder:
         codes = torch.arange(-128, 128, dtype=torch.int32)
         table = out_q.encode(F.gelu(in_q.decode(codes))).numpy()
         y = self.act(point, shape)
-        yt = self.t(y)
-        if self.npu and isinstance(out_q, TwoScale):  # the table holds the decoded value d on the fine scale, int16
-            table = K.decode_two_scale(table, out_q.bits, out_q.m, bool(out_q.signed_fine))
-            self.tensors[y] = Tensor(yt.name, yt.shape, "int16", _i16(_unit(yt)))
-            yt = self.t(y)
-        elif self.npu and not isinstance(out_q, Uniform):
-            raise QuantizationError(f"--npu: {point}: no NPU form for a {type(out_q).__name__} GELU output code")
-        lut = self.add(f"{point}.lut", (256,), yt.dtype, data=table)
+        table = self._gelu_table(point, y, table, out_q)
+        lut = self.add(f"{point}.lut", (256,), self.t(y).dtype, data=table)
         return self.op("TSPTQ_GELU_2S", [x, lut], y)
+
+    def _gelu_table(self, point: str, y: int, table: np.ndarray, out_q) -> np.ndarray:
+        """The GELU table's entries for the output tensor ``y`` (the default: the output codes themselves)."""
+        return table
 
     def attention_values(self, point: str, probs: int, v: int, shape) -> int:
         pt, vt = self.t(probs), self.t(v)
@@ -278,11 +266,11 @@ class _Builder:
             unit = d["fine_scale"]
             if tokens * _max_operand(pt) * 255 > ACC_LIMIT:
                 raise QuantizationError(f"{point}: the int32 accumulator could overflow ({tokens} tokens)")
-            if self.npu and self.split_pv:
-                return self._attention_values_planes(point, probs, v, y, d)
         else:
             raise QuantizationError(f"{point}: no integer attention x V for a {d['kind']} code")
         mult, shift = K.builtin_multipliers(unit, vt.quant.scale[:1], yt.quant.scale[:1])
+        if kind == K.TWO_SCALE and self._splits_pv():
+            return self._attention_values_planes(point, probs, v, y, d, int(mult[0]), int(shift[0]))
         return self.op("TSPTQ_BMM_2S", [probs, v], y, a_kind=kind, bits=d["bits"], ratio_log2=d.get("ratio_log2", 0),
                        signed_fine=int(d.get("signed_fine", False)), log2_frac=log2_frac, b_zp=vt.zp,
                        mult=int(mult[0]), shift=int(shift[0]), out_zp=yt.zp)
@@ -299,9 +287,70 @@ class _Builder:
         row = self.add("norm.pooled", (1, 2 * D), self.t(n).dtype, q)
         return self.op("RESHAPE", [pair, self.const_i32("norm.pooled.shape", (1, 2 * D))], row, new_shape=[1, 2 * D])
 
-    # --- the NPU variant ---------------------------------------------------------------------------------------------
+    def _splits_pv(self) -> bool:
+        """Whether attention x V of a V-2SF P is split into its planes (the NPU variant) instead of TSPTQ_BMM_2S."""
+        return False
 
-    def _linear_npu(self, name, x, codes, w_scale, bias, out_point, out_shape) -> int:
+    def reshape(self, name: str, x: int, shape) -> int:
+        y = self.like(name, x, shape)
+        return self.op("RESHAPE", [x, self.const_i32(f"{name}.shape", shape)], y, new_shape=list(shape))
+
+    def transpose(self, name: str, x: int, perm) -> int:
+        shape = [self.t(x).shape[p] for p in perm]
+        y = self.like(name, x, shape)
+        return self.op("TRANSPOSE", [x, self.const_i32(f"{name}.perm", perm)], y)
+
+
+class _NpuBuilder(_Builder):
+    """The NPU variant (docs/integer-semantics.md "The NPU variant"): every MAC op a builtin. It overrides the steps
+    that change (the FCs, the LayerNorm and GELU outputs, the residual adds of int16 branches, attention x V of a V-2SF
+    P); everything else is the default lowering's."""
+
+    def __init__(self, qm: QuantizedViT, split_pv: bool = True):
+        super().__init__(qm)
+        self.split_pv = split_pv  # P x V of a V-2SF P as two int8 BATCH_MATMULs with int32 outputs (else TSPTQ_BMM_2S)
+        self.code_of: dict[int, QuantParams] = {}  # int16 FC outputs -> the O-2SF code they stand for
+
+    def _splits_pv(self) -> bool:
+        return self.split_pv
+
+    def _fc(self, name, x, codes, w_scale, bias, out_point, out_shape) -> int:
+        return self._linear_npu(name, x, codes, w_scale, bias, out_point, out_shape,
+                                zp_free=self._split_values(out_point))
+
+    def residual_add(self, a: int, b: int, out_point: str, shape) -> int:
+        if self.t(b).dtype == "int16":
+            return self._residual_add_npu(a, b, out_point, shape)
+        return super().residual_add(a, b, out_point, shape)
+
+    def _layernorm_op(self, norm: str, ins: list, y: int, **options) -> int:
+        """The output code decoded onto its base scale, int16: (y_c - zp) << k_c (O-2SF: base scale s; uniform: its
+        scale), zero point 0."""
+        yt = self.t(y)
+        self.tensors[y] = Tensor(yt.name, yt.shape, "int16", _i16(_unit(yt)))
+        D = yt.shape[-1]
+        ins.append(self.add(f"{norm}.out_shift", (D,), "int8",
+                            data=np.asarray((yt.quant.details or {}).get("shifts", [0] * D), np.int8)))
+        return self.op("TSPTQ_LAYERNORM_2S_I16", ins, y, **options)
+
+    def _gelu_table(self, point: str, y: int, table: np.ndarray, out_q) -> np.ndarray:
+        """A V-2SF output: the table holds the decoded value d on the fine scale, int16."""
+        if isinstance(out_q, TwoScale):
+            yt = self.t(y)
+            self.tensors[y] = Tensor(yt.name, yt.shape, "int16", _i16(_unit(yt)))
+            return K.decode_two_scale(table, out_q.bits, out_q.m, bool(out_q.signed_fine))
+        if not isinstance(out_q, Uniform):
+            raise QuantizationError(f"--npu: {point}: no NPU form for a {type(out_q).__name__} GELU output code")
+        return table
+
+    def _split_values(self, point: str) -> bool:
+        """Whether ``point`` is the V of an attention x V that the NPU variant splits (a V-2SF softmax code)."""
+        parts = point.split(".")
+        if not (self.split_pv and len(parts) == 3 and parts[0] == "blocks" and parts[2] == "v"):
+            return False
+        return isinstance(self.qm.acts.get(f"blocks.{parts[1]}.softmax"), TwoScale)
+
+    def _linear_npu(self, name, x, codes, w_scale, bias, out_point, out_shape, zp_free: bool = False) -> int:
         """The NPU variant's FC: a builtin FULLY_CONNECTED, int8 when input and output are per-tensor int8 codes, else
         16x8. The int16 input holds the decoded operand d on its unit (the two-scale producers write it); the int8
         weights and the bias are TSPTQ_FC_2S's, so the accumulator is TSPTQ_FC_2S's, and LiteRT's 16x8 rounding is
@@ -311,7 +360,11 @@ class _Builder:
           the zero point and saturates: TSPTQ_FC_2S's bytes;
         - O-2SF output code (steps s * 2^k_o): the int16 output has the base scale s, and the weight scales carry
           2^-k_o (exact in float32), which gives TSPTQ_FC_2S's multipliers; TSPTQ_ADD_2S_I16 saturates it into the
-          code."""
+          code.
+        ``zp_free`` (V of a split attention x V): the int8 output holds the code's bytes q but declares zero point 0,
+        so that the int32 BATCH_MATMULs of the planes take q as it is on every engine (LiteRT's int32 BATCH_MATMUL
+        applies no zero point, the Ethos-U applies the declared one): an int16 ADD of the constant zp (exact) before
+        the QUANTIZE; TSPTQ_PV_SUM_2S subtracts zp times P's row sums."""
         xt = self.t(x)
         out_q = self.qm.acts[out_point]
         out_kind = "uniform" if isinstance(out_q, Uniform) else type(out_q).__name__
@@ -345,27 +398,45 @@ class _Builder:
         if out_kind == "uniform":
             y16 = self.add(f"{name}.out16", out_shape, "int16", _i16(float(out_q.scale)))
             self.op("FULLY_CONNECTED_16X8", [x, wi, bi], y16, keep_num_dims=True)
+            zp = int(out_q.zero_point)
+            if zp_free and zp:  # q = sat8(y16 + zp), declared with zero point 0
+                # LiteRT takes its power-of-two int16 ADD for a scale within 1e-3 of 2^k in log2, which refuses
+                # broadcasting (it aborts): give that case the constant at full shape
+                frac = abs(math.log2(float(out_q.scale)) - round(math.log2(float(out_q.scale))))
+                zshape = tuple(out_shape) if frac < 2e-3 else (1,)
+                zc = self.add(f"{name}.zero_point", zshape, "int16", _i16(float(out_q.scale)), np.full(zshape, zp))
+                y16 = self.op("ADD", [y16, zc], self.add(f"{name}.out16_zp", out_shape, "int16",
+                                                          _i16(float(out_q.scale))))
+                q0 = QuantParams(np.array([float(out_q.scale)], np.float32), np.zeros(1, np.int64))  # zero point 0
+                return self.op("QUANTIZE", [y16], self.add(out_point, out_shape, "int8", q0))
             return self.op("QUANTIZE", [y16], self.act(out_point, out_shape))
         y16 = self.add(out_point, out_shape, "int16", _i16(float(np.float32(out_q.scale))))
         self.code_of[y16] = code_params(out_q, out_shape[-1])[1]  # the O-2SF code TSPTQ_ADD_2S_I16 saturates into
         return self.op("FULLY_CONNECTED_16X8", [x, wi, bi], y16, keep_num_dims=True)
 
-    def _attention_values_planes(self, point: str, probs: int, v: int, y: int, d: dict) -> int:
-        """P x V for a V-2SF P on the NPU (int8 BATCH_MATMUL only, on a U55): P's fine and coarse planes (d = fine +
-        (coarse << m), TSPTQ_PLANE_2S) each times V in a BATCH_MATMUL whose int8 output has the context code's scale
-        and zero point 0, then ADD into the context code (an ADD of equal scales rounds nothing: a + b + zp)."""
-        pt, yt = self.t(probs), self.t(y)
+    def _attention_values_planes(self, point: str, probs: int, v: int, y: int, d: dict, mult: int, shift: int) -> int:
+        """P x V for a V-2SF P on the NPU (int8 x int8 BATCH_MATMUL only, on a U55), with TSPTQ_BMM_2S's one rounding:
+        P's fine and coarse planes (d = fine + (coarse << m), TSPTQ_PLANE_2S) each times V in a BATCH_MATMUL with an
+        int32 output (the raw products, no requantization; V's tensor holds its code's bytes with zero point 0, see
+        _linear_npu), then TSPTQ_PV_SUM_2S adds them (the coarse one shifted by m), subtracts V's zero point times P's
+        row sums and requantizes once, as TSPTQ_BMM_2S does: the same bytes."""
+        pt, vt = self.t(probs), self.t(v)
+        if vt.zp:
+            raise QuantizationError(f"--npu: {point}: V's tensor must declare zero point 0 for the int32 products")
         s = np.float32(d["fine_scale"])
-        s_ctx = QuantParams(yt.quant.scale[:1].copy(), np.zeros(1, np.int64))
         parts = []
         for plane, (label, scale) in enumerate((("fine", s), ("coarse", s * np.float32(2.0 ** d["ratio_log2"])))):
             a = self.op("TSPTQ_PLANE_2S", [probs], self.add(f"{point}.p_{label}", pt.shape, "int8",
                                                              QuantParams(np.array([scale], np.float32),
                                                                          np.zeros(1, np.int64))),
                         plane=plane, bits=d["bits"], signed_fine=int(d.get("signed_fine", False)))
-            parts.append(self.op("BATCH_MATMUL", [a, v], self.add(f"{point}.{label}", yt.shape, "int8", s_ctx),
+            acc = QuantParams(np.array([np.float32(scale * vt.quant.scale[0])], np.float32), np.zeros(1, np.int64))
+            parts.append(self.op("BATCH_MATMUL", [a, v], self.add(f"{point}.{label}", self.t(y).shape, "int32", acc),
                                  adj_x=False, adj_y=False))
-        return self.op("ADD", parts, y)
+        v_zp = int(self.qm.acts[vt.name.rsplit(".", 1)[0]].zero_point)  # the code's own (V's tensors declare 0)
+        return self.op("TSPTQ_PV_SUM_2S", [*parts, probs], y, bits=d["bits"], ratio_log2=d["ratio_log2"],
+                       signed_fine=int(d.get("signed_fine", False)), b_zp=v_zp, mult=mult, shift=shift,
+                       out_zp=self.t(y).zp)
 
     def _residual_add_npu(self, a: int, b: int, out_point: str, shape) -> int:
         """The residual add of an int16 branch (an FC's output before its O-2SF code's zero point and saturation):
@@ -377,18 +448,9 @@ class _Builder:
         pi = self.const_i32(f"{out_point}.add_params", params)
         return self.op("TSPTQ_ADD_2S_I16", [a, b, pi], y, a_zp=ta.zp, b_zp=int(code.zero_point[0]), out_zp=ty.zp)
 
-    def reshape(self, name: str, x: int, shape) -> int:
-        y = self.like(name, x, shape)
-        return self.op("RESHAPE", [x, self.const_i32(f"{name}.shape", shape)], y, new_shape=list(shape))
 
-    def transpose(self, name: str, x: int, perm) -> int:
-        shape = [self.t(x).shape[p] for p in perm]
-        y = self.like(name, x, shape)
-        return self.op("TRANSPOSE", [x, self.const_i32(f"{name}.perm", perm)], y)
-
-
-# the 'variant' of the metadata: FCs and attention x V as builtins; LayerNorm, Softmax, GELU, the residual adds (and
-# attention x V with split_pv=False) still TSPTQ_* ops
+# the 'variant' of the metadata: FCs and attention x V's products as builtins; LayerNorm, Softmax, GELU, the residual
+# adds, the sum of attention x V's two products (and attention x V with split_pv=False) still TSPTQ_* ops
 NPU_VARIANT = "npu-ethos-u-step1"
 
 
@@ -425,7 +487,7 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntMode
         raise QuantizationError("distilled DeiT models (two heads) have no integer export yet")
     if npu:
         require_npu_variant(qm)
-    b = _Builder(qm, npu, split_pv)
+    b = _NpuBuilder(qm, split_pv) if npu else _Builder(qm)
     H, D, hd, p = cfg.num_heads, cfg.embed_dim, cfg.head_dim, cfg.patch_size
     gh, gw = cfg.img_size // p, cfg.img_size // p
     n_prefix = qm.graph.consts["prefix"].shape[1]

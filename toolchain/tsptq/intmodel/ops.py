@@ -99,12 +99,19 @@ def _fully_connected(model, op, v):
 
 def _batch_matmul(model, op, v):
     a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    if y.dtype == "int32":  # the NPU variant's P x V planes: raw int32 products, no zero points (LiteRT's reference)
+        return K.batch_matmul_i32(v[0], v[1])
     mult, shift = K.bmm_multiplier(a.quant.scale[0], b.quant.scale[0], y.quant.scale[0])
     return K.batch_matmul(v[0], a.zp, v[1], b.zp, mult, shift, y.zp, op.options.get("adj_y", False))
 
 
 def _add(model, op, v):
     a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    if y.dtype == "int16":  # the NPU variant: int16 operands of one scale, zero point 0 (an exact sum)
+        if not a.quant.scale[0] == b.quant.scale[0] == y.quant.scale[0] or a.zp or b.zp or y.zp:
+            raise ModelFileError(f"ADD {y.name!r}: the integer model defines int16 ADD between equal scales, "
+                                 "zero point 0, only")
+        return K.add_i16_equal_scales(v[0], v[1])
     params = K.add_params(a.quant.scale[:1], b.quant.scale[:1], y.quant.scale[:1])
     return K.add(v[0], a.zp, v[1], b.zp, params, y.zp)
 
@@ -310,6 +317,12 @@ def _plane_2s(model, op, v):
     return K.plane_2s(v[0], o["plane"], o["bits"], bool(o["signed_fine"]))
 
 
+def _pv_sum_2s(model, op, v):
+    o = op.options
+    return K.pv_sum_2s(v[0], v[1], v[2], o["bits"], o["ratio_log2"], bool(o["signed_fine"]), o["b_zp"], o["mult"],
+                       o["shift"], o["out_zp"])
+
+
 _NPU_SPECS = (
     # int16 activations x int8 weights, int64 bias, int16 output: FULLY_CONNECTED's 16x8 form (op version 7)
     OpSpec("FULLY_CONNECTED_16X8", 3, _fully_connected_16x8, (_B.FULLY_CONNECTED, 7), "FullyConnectedOptions",
@@ -319,6 +332,9 @@ _NPU_SPECS = (
            params_from=1),
     OpSpec("TSPTQ_ADD_2S_I16", 3, _add_2s_i16, option_keys=("a_zp", "b_zp", "out_zp"), params_from=2),
     OpSpec("TSPTQ_PLANE_2S", 1, _plane_2s, option_keys=("plane", "bits", "signed_fine"), elementwise=True),
+    # the two planes' int32 products (BATCH_MATMUL int8 -> int32) and the V-2SF code of P -> the context code
+    OpSpec("TSPTQ_PV_SUM_2S", 3, _pv_sum_2s,
+           option_keys=("bits", "ratio_log2", "signed_fine", "b_zp", "mult", "shift", "out_zp")),
 )
 NPU_OPS: dict[str, OpSpec] = {s.name: s for s in _NPU_SPECS}
 ALL_OPS: dict[str, OpSpec] = {**OPS, **NPU_OPS}

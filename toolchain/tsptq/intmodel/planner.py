@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from tsptq.errors import ModelFileError
 from tsptq.intmodel.graph import IntModel
-from tsptq.intmodel.ops import ALL_OPS as OPS  # the NPU variant's ops too
+from tsptq.intmodel.ops import ALL_OPS  # the C runtime's op table and the NPU variant's ops
 
 ALIGN = 16
 MAX_ARENA = 0x7FFFFFF0  # runtime_c/src/runtime.h TQ_MAX_ARENA: persistent + activations
@@ -61,18 +61,18 @@ class Plan:
 
 
 def scratch_bytes(model: IntModel, op) -> int:
-    size = OPS[op.kind].scratch
+    size = ALL_OPS[op.kind].scratch
     return size([model.tensors[i] for i in op.inputs]) if size else 0
 
 
 def persistent_bytes(model: IntModel, op) -> int:
-    size = OPS[op.kind].persistent
+    size = ALL_OPS[op.kind].persistent
     return size([model.tensors[i] for i in op.inputs]) if size else 0
 
 
 def _aliases(model: IntModel, op, const: list[bool]) -> bool:
     """The op's output shares its input's bytes (a RESHAPE of an activation)."""
-    return OPS[op.kind].alias and not const[op.inputs[0]]
+    return ALL_OPS[op.kind].alias and not const[op.inputs[0]]
 
 
 def persistent_params(model: IntModel) -> bytes:

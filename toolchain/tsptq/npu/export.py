@@ -3,7 +3,8 @@ report beside it.
 
 The variant (``tsptq.intmodel.lower.lower(qm, npu=True)``, docs/integer-semantics.md "The NPU variant") makes every
 multiply-accumulate op a TFLite builtin that Vela maps to an Ethos-U55 (FULLY_CONNECTED, 16x8 where a two-scale
-code feeds it; attention x V as two int8 BATCH_MATMULs, or a ``TSPTQ_BMM_2S`` custom op with ``split_pv=False``);
+code feeds it; attention x V as two int8 BATCH_MATMULs with int32 outputs, summed and requantized once by
+``TSPTQ_PV_SUM_2S`` on the CPU, or a ``TSPTQ_BMM_2S`` custom op with ``split_pv=False``: the same bytes either way);
 LayerNorm, Softmax, GELU and the residual adds stay ``TSPTQ_*`` custom ops on the CPU for now. Files written next to
 ``out`` (``model.tflite``), all or none:
 
@@ -60,8 +61,8 @@ def check_npu_request(target: str, method: str, bits: str, accelerator: str | No
 def export_npu(src, out: str | Path, target: str = "ethos-u", accelerator: str | None = None,
                progress: bool = True, run_vela: bool = True, split_pv: bool = True) -> NpuExport:
     """Calibrate, quantize, lower to the NPU variant, write it, and run Vela on it when it is installed.
-    ``split_pv=False`` keeps attention x V of a V-2SF probability code as TSPTQ_BMM_2S on the CPU: the file then
-    computes the default file's bytes (docs/npu.md)."""
+    ``split_pv=False`` keeps attention x V of a V-2SF probability code as TSPTQ_BMM_2S on the CPU (the same bytes,
+    fewer MACs on the NPU: docs/npu.md)."""
     import json
     import tempfile
 
