@@ -4,15 +4,20 @@
     python benchmarks/latency.py --only cifar10-vit --repeats 50
     python benchmarks/latency.py --only cifar10-vit --c-variant avx512vnni  # + that C build, same run
     python benchmarks/latency.py --only cifar10-vit --threads 4      # + the C runtime on 4 threads, same run
+    python benchmarks/latency.py --no-peers                # without the peer toolchains (benchmarks/peers.py)
 
 For each model: the tsptq C runtime on the tsptq W8A8 file (the runtime is built for the host, -O2, its fastest
 SIMD path: c_binding.default_variant, e.g. amx; --c-variant adds rows for other builds of it, timed in turn with the
 host build, run by run), LiteRT 2.3.0 with XNNPACK on the stock full-integer int8 conversion (PyTorch -> ONNX ->
 onnx2tf), ONNX Runtime on a static int8 quantization (QDQ, per-channel weights) of the same ONNX export, and torch
-FP32. Every runtime gets one thread and the same image; the first runs are warm-up. --threads N (N > 1) adds a row
-"tsptq C runtime, N threads" (the host build with tsptq_set_threads(N), bit-exact with the one-thread run, timed in
-its own block after the one-thread rows: its pool's workers poll between invokes and would take a core from them).
-Ratios are to LiteRT int8, measured in the same run. Results go to benchmarks/results/latency-<model>.json and into
+FP32. With the `peers` extra (pip install -e '.[peers]'; benchmarks/peers.py), the peer toolchains in the same run:
+litert-torch PT2E int8, litert-torch FP32 and litert-torch + ai-edge-quantizer full int8 (in LiteRT), ExecuTorch
+XNNPACK int8 (the model as is, and with its attention written out); without it one line says which rows are skipped
+(--no-peers skips them). Every runtime gets one thread and the same image; the first runs are warm-up. --threads N
+(N > 1) adds a row "tsptq C runtime, N threads" (the host build with tsptq_set_threads(N), bit-exact with the
+one-thread run, timed in its own block after the one-thread rows: its pool's workers poll between invokes and would
+take a core from them). Ratios are to LiteRT int8, measured in the same run. Results go to
+benchmarks/results/latency-<model>.json and into
 docs/benchmarks.md (via benchmarks/report.py).
 """
 from __future__ import annotations
@@ -42,6 +47,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # keep the names in step with report.LATENCY_MODELS (the page's order)
 MODELS = {"cifar10-vit": "cifar10", "deit_tiny_patch16_224": "imagenet", "dinov2-s14": "cifar10"}
 report.check_page_order("latency", MODELS, report.LATENCY_MODELS)
+RUN_PEERS = True  # main() clears it for --no-peers
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> tuple[float, float]:
@@ -144,13 +150,41 @@ def bench_model(name: str, repeats: int, c_variants: list[str] | None = None, th
         except Exception as e:  # the converter extra is optional: report what failed instead of a number
             info["stock_error"] = f"{type(e).__name__}: {str(e)[:300]}"
 
+    rows += _peer_rows(model, calib, x_float, repeats, info)
+    _file_bytes(rows, len(to_tflite(im)), info.get("stock_weight_bytes"))
+
     with torch.no_grad():
         med, p90 = median_ms(lambda: model(x_float), repeats)
     rows.append({"runtime": "torch FP32", "median_ms": med, "p90_ms": p90})
     base = next((r["median_ms"] for r in rows if r["runtime"].startswith("LiteRT + XNNPACK")), None)
     for r in rows:
-        r["ratio_to_litert_int8"] = None if base is None else r["median_ms"] / base
+        r["ratio_to_litert_int8"] = None if base is None or r["median_ms"] is None else r["median_ms"] / base
     return {"model": name, "rows": rows, **info, "repeats": repeats}
+
+
+def _peer_rows(model, calib, x_float, repeats: int, info: dict) -> list[dict]:
+    """The peer toolchains (benchmarks/peers.py) on the same calibration images and image, one thread each."""
+    import peers
+
+    if not RUN_PEERS:
+        return []
+    absent = peers.missing()
+    if absent:
+        info["peers_skipped"] = peers.skip_message(absent).removeprefix("[latency] ")
+    info["peers"] = peers.versions()
+    out = peers.rows(model, datasets.to_model_input(calib.images, model.cfg), x_float, repeats, median_ms,
+                     log=lambda line: print(line, file=sys.stderr))
+    torch.set_num_threads(1)  # whatever a peer's import did to torch's thread count
+    return out
+
+
+def _file_bytes(rows: list[dict], tsptq_bytes: int, stock_bytes: int | None) -> None:
+    """The size of the file each row runs (the peers set their own)."""
+    for r in rows:
+        if "tsptq W8A8" in r["runtime"]:
+            r.setdefault("file_bytes", tsptq_bytes)
+        elif r["runtime"].startswith("LiteRT + XNNPACK (stock") and stock_bytes:
+            r.setdefault("file_bytes", stock_bytes)
 
 
 def _litert_with_delegate(model_bytes: bytes, xq: np.ndarray, repeats: int) -> dict:
@@ -206,9 +240,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="N > 1: also time the C runtime on N threads (its static thread pool, at most 8), in the "
                          "same run; the one-thread rows stay")
+    ap.add_argument("--no-peers", action="store_true", help="skip the peer toolchains (benchmarks/peers.py)")
     args = ap.parse_args(argv)
     if not 1 <= args.threads <= 8:
         ap.error(f"--threads must be 1 to 8, got {args.threads}")
+    global RUN_PEERS
+    RUN_PEERS = not args.no_peers
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(),
              "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or 'cpu'}"}

@@ -261,15 +261,52 @@ def render_latency(results: dict) -> list[str]:
                 + "C runtime arena "
                 f"{r.get('c_arena_bytes', 0):,} bytes, weights {r.get('c_weight_bytes', 0):,} bytes"
                 + (f"; stock int8 file {r['stock_weight_bytes']:,} bytes." if r.get("stock_weight_bytes") else ".")
-                + (f" Stock path failed: {r['stock_error']}" if r.get("stock_error") else ""), "",
-                "| runtime | median ms | p90 ms | ratio to LiteRT int8 |", "|---|---:|---:|---:|"]
-        for row in r["rows"]:
-            ratio = "-" if row["ratio_to_litert_int8"] is None else f"{row['ratio_to_litert_int8']:.2f}x"
-            out.append(f"| {row['runtime']} | {row['median_ms']:.2f} | {row['p90_ms']:.2f} | {ratio} |")
+                + (f" Stock path failed: {r['stock_error']}" if r.get("stock_error") else "")
+                + _latency_peers(r), ""]
+        out += _latency_table(r["rows"])
         if r.get("c_profile"):
             out += ["", "Where the C runtime's time goes (per-op host clock, summed by op kind): " + ", ".join(
                 f"{p['op']} {p['share'] * 100:.0f}%" for p in r["c_profile"] if p["share"] >= 0.005) + "."]
         out.append("")
+    return out
+
+
+def _latency_peers(r: dict) -> str:
+    """The intro's sentence on the peer toolchains (benchmarks/peers.py), when latency.py ran them or said why not."""
+    v = r.get("peers") or {}
+    out = ""
+    if v:
+        out += (f" Peer toolchains, same calibration images and image, one thread: litert-torch "
+                f"{v.get('litert-torch', '?')} (PT2E static int8, per-channel weights; and FP32), its FP32 file "
+                f"through ai-edge-quantizer {v.get('ai-edge-quantizer', '?')} (static_wi8_ai8: full int8), all three "
+                f"in LiteRT (XNNPACK); ExecuTorch {v.get('executorch', '?')} (XNNPACKQuantizer int8, XNNPACK "
+                "partitions, executorch.runtime with a one-thread threadpool), on the model as is (its fused "
+                "attention becomes a masked softmax outside XNNPACK) and with the attention written out as "
+                "softmax(q k^T * scale) v. The note counts a LiteRT file's float ops, or what ExecuTorch runs outside "
+                "XNNPACK. Agreement = top-1 same as torch FP32 on the calibration images (a check of the conversion, "
+                "not an accuracy).")
+    if r.get("peers_skipped"):
+        out += f" {r['peers_skipped']}"
+    return out
+
+
+def _latency_table(rows: list[dict]) -> list[str]:
+    """The latency rows; the file size and note columns when a row has them (the peer rows do)."""
+    extra = any("file_bytes" in row or row.get("note") or "agree_fp32" in row for row in rows)
+    out = ["| runtime | median ms | p90 ms | ratio to LiteRT int8 |" + (" file bytes | note |" if extra else ""),
+           "|---|---:|---:|---:|" + ("---:|---|" if extra else "")]
+    for row in rows:
+        ratio = "-" if row.get("ratio_to_litert_int8") is None else f"{row['ratio_to_litert_int8']:.2f}x"
+        med = "-" if row.get("median_ms") is None else f"{row['median_ms']:.2f}"
+        p90 = "-" if row.get("p90_ms") is None else f"{row['p90_ms']:.2f}"
+        line = f"| {row['runtime']} | {med} | {p90} | {ratio} |"
+        if extra:
+            note = row.get("note", "")
+            if "agree_fp32" in row:
+                note = f"agreement {row['agree_fp32'] * 100:.0f}%" + (f"; {note}" if note else "")
+            size = f"{row['file_bytes']:,}" if row.get("file_bytes") else "-"
+            line += f" {size} | {note.replace('|', '/')} |"
+        out.append(line)
     return out
 
 
