@@ -304,3 +304,34 @@ def test_bias_correction_gives_each_block_linear_the_float_mean_output_on_the_ca
         after = (x_hat @ w_hat.T + bc.graph.linears[layer][1].double()).mean(0)
         assert (after - want).abs().max() < 1e-5 * max(1.0, float(want.abs().max()))
         assert (before - want).abs().max() > 10 * (after - want).abs().max()  # there was a shift to correct
+
+
+def test_fc1_o2sf_is_simulated_only_and_refused_by_every_integer_path_in_one_line(tiny, images):
+    from tsptq.evaluation.engines import resolve
+    from tsptq.intmodel.faithful import applies
+    from tsptq.intmodel.integer import Source, build
+    from tsptq.intmodel.lower import lower
+    from tsptq.quant.quantizers import ChannelPow2
+
+    from tsptq.quant.methods import get_method
+    from tsptq.quant.observers import record
+    from tsptq.quant.quantize import fit_candidates
+    from tsptq.quant.quantizers import Uniform
+
+    graph = Graph.from_model(tiny)
+    cal = record(graph, images, 8, False)
+    cands = fit_candidates(get_method("tsptq-fc1-o2sf"), "blocks.0.fc1", "act", cal.tensors, graph, 8)
+    assert isinstance(cands[0], ChannelPow2) and cands[0].shifts.numel() == CFG.mlp_hidden  # per channel first
+    assert any(isinstance(c, Uniform) for c in cands[1:])  # the uniform low-end clip stays for selection to pick
+    assert isinstance(fit_candidates(get_method("tsptq"), "blocks.0.fc1", "act", cal.tensors, graph, 8)[0], Uniform)
+    qm = quantize(graph, cal, "tsptq-fc1-o2sf", progress=False)
+    line = ("tsptq-fc1-o2sf: the integer GELU reads one code per tensor, not per-channel fc1 outputs (simulated "
+            "only: --engine float32)")
+    with pytest.raises(QuantizationError) as e:
+        lower(qm)
+    assert str(e.value) == line
+    assert not applies(qm)
+    runner, note = resolve(qm, "auto")
+    assert runner.engine == "float32" and note == line
+    with pytest.raises(QuantizationError, match="^tsptq-fc1-o2sf: the integer GELU"):  # before any calibration
+        build(Source(model="no-such-model", method="tsptq-fc1-o2sf"), progress=False)

@@ -16,6 +16,7 @@ from tsptq.intmodel import kernels as K
 from tsptq.errors import QuantizationError
 from tsptq.intmodel.fixedpoint import fixed_multiplier, quantize_multiplier
 from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+from tsptq.quant.methods import simulated_only
 from tsptq.quant.quantizers import ChannelPow2, Log2, SignSplit, TwoScale, Uniform
 from tsptq.quant.qvit import QuantizedViT, linear_input
 
@@ -477,6 +478,8 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntMode
     producers writing the decoded int16 value (docs/integer-semantics.md "The NPU variant")."""
     if qm.graph.no_integer_model:  # a Swin: simulated only, for now
         raise QuantizationError(qm.graph.no_integer_model)
+    if why := simulated_only(qm.method):
+        raise QuantizationError(why)
     cfg = qm.graph.cfg
     if qm.method == "fp32" or not qm.acts:
         raise QuantizationError("fp32 has no integer model: pick a quantization method")

@@ -144,6 +144,9 @@ def _local_candidates(spec: Method, name: str, kind: str, tensors: dict, graph: 
     """The local search's pick, followed by its runner-up where it compared a two-scale and a uniform code."""
     x = tensors[name]
     code = _code_for(spec, kind)
+    if spec.fc1_code == "o2sf" and name.endswith(".fc1") and (nl := _nonlinearity_error(name, tensors, graph)):
+        return [search.o2sf(x, bits, *nl, spec.o2sf_levels),
+                search.asymmetric_uniform(x, bits, *nl, high=spec.nonlinear_input_clip == "both")]
     if code == "uniform":
         if spec.generic == "mse" and kind in ("residual", "softmax", "gelu"):  # ablations: scored like 2SF codes
             return [search.mse_uniform(x, bits, *_consumer_error(spec, name, kind, x, tensors, graph))]
