@@ -3,8 +3,9 @@ split over a static pthread pool give the one-thread bytes, on every host build;
 without TSPTQ_THREADS (bare metal's) has no pool and refuses n > 1; the pool under ASan + UBSan and under
 ThreadSanitizer (a standalone run_model, `--threads 3`).
 
-The model is a random 2-block ViT on 32x32 inputs (65 tokens, 4 heads): enough rows that every split op splits
-(FC blocks of 16 rows on AVX-512 VNNI / AMX), small enough to calibrate in a second.
+The model is a random 2-block ViT on 32x32 inputs (65 tokens, 4 heads): enough rows that the split ops split (FC
+blocks of 16 rows on AVX-512 VNNI, 32 on AMX; the tests count the pool's jobs), small enough to calibrate in a
+second.
 """
 from __future__ import annotations
 
@@ -67,14 +68,26 @@ def _variants():
     return out
 
 
+def _jobs(cm) -> int:
+    """Jobs the library's pool has run split (tq_pool_jobs): the byte checks below mean something only if ops split."""
+    import ctypes
+
+    cm.lib.tq_pool_jobs.restype = ctypes.c_uint32
+    return int(cm.lib.tq_pool_jobs())
+
+
 @pytest.mark.parametrize("variant", _variants())
 def test_threads_give_the_one_thread_bytes(vit, variant):
     data, x, want = vit
     for n in (1, 2, 3, 4):
         cm = CModel(data, variant=variant, threads=n)
         assert cm.threads == n
+        before = _jobs(cm)
         got = cm.run(x)
         assert np.array_equal(got, want), f"{variant}, {n} threads"
+        split = _jobs(cm) - before
+        # one thread never uses the pool; more split every FC, BATCH_MATMUL, softmax, LayerNorm and ADD of each image
+        assert split == 0 if n == 1 else split >= 2 * 4 * len(x), f"{variant}, {n} threads: {split} split ops"
     cm.set_threads(1)  # back to one thread: the same bytes again
     assert cm.threads == 1 and np.array_equal(cm.run(x), want)
 
@@ -84,6 +97,41 @@ def test_two_models_with_different_counts_share_the_pool(vit):
     a, b = CModel(data, threads=4), CModel(data, threads=2)
     for _ in range(3):
         assert np.array_equal(a.run(x), want) and np.array_equal(b.run(x), want)
+
+
+def test_models_invoked_from_two_python_threads_at_once_give_their_bytes(vit):
+    """One job at a time: the second caller finds the pool busy and runs its op alone (the same bytes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data, x, want = vit
+    models = [CModel(data, threads=2), CModel(data, threads=3)]
+
+    def work(cm):
+        return all(np.array_equal(cm.run(x), want) for _ in range(5))
+
+    with ThreadPoolExecutor(2) as ex:  # ctypes releases the GIL during the call: the two invokes overlap
+        assert all(ex.map(work, models))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_starts_its_own_pool(vit):
+    """The pool's fork handlers: the child has none of the parent's workers, starts its own, and gets the bytes."""
+    data, x, want = vit
+    cm = CModel(data, threads=3)
+    assert np.array_equal(cm.run(x), want)
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest from here on, only an exit status
+        ok = False
+        try:
+            cm.set_threads(2)
+            before = _jobs(cm)
+            ok = np.array_equal(cm.run(x), want) and _jobs(cm) > before and \
+                np.array_equal(CModel(data, threads=4).run(x), want)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert np.array_equal(cm.run(x), want)  # the parent's pool still runs
 
 
 def test_bad_thread_counts_are_refused(vit):

@@ -118,6 +118,9 @@ int tsptq_prepare_with_params(tsptq_model *m, const void *params, size_t params_
 #ifndef TQ_PARTS_PER_THREAD
 #define TQ_PARTS_PER_THREAD 4
 #endif
+#if TSPTQ_MAX_THREADS * TQ_PARTS_PER_THREAD > 255
+#error "TSPTQ_MAX_THREADS * TQ_PARTS_PER_THREAD: a job has at most 255 parts (the pool's job word)"
+#endif
 /* One op split over the pool: part p runs grains [p * grains / parts, (p + 1) * grains / parts). */
 typedef struct {
     tsptq_model *m;

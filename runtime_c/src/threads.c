@@ -53,7 +53,8 @@ static uint32_t tqp_done;             /* atomic: parts of the running job finish
 static tq_task_fn tqp_fn;
 static void *tqp_ctx;
 static int tqp_atfork;
-static uint64_t tqp_scratch[TSPTQ_MAX_THREADS - 1][TSPTQ_THREAD_SCRATCH / 8] __attribute__((aligned(64)));
+static uint64_t tqp_scratch[TSPTQ_MAX_THREADS - 1][(TSPTQ_THREAD_SCRATCH + 7) / 8] __attribute__((aligned(64)));
+static uint32_t tqp_jobs;             /* atomic: jobs run split over the pool (tq_pool_jobs) */
 
 static inline void tqp_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -115,9 +116,24 @@ static void *tqp_worker(void *arg) {
     return NULL;
 }
 
-/* A forked child has none of the parent's workers: start again from none (a job running in another thread of the
- * parent at the fork leaves tqp_use locked in the child, which then runs every op alone). */
+/* fork: the prepare handler takes the pool's locks (in the order tq_pool_reserve takes them), so no job, no worker
+ * start and no worker going to sleep is half done when the process is copied; the parent lets them go; the child,
+ * which has none of the parent's workers, starts again from none with fresh locks and condition (a worker's wait
+ * may have been under way in the parent: the copied condition's bookkeeping is not the child's). */
+static void tqp_prepare(void) {
+    pthread_mutex_lock(&tqp_use);
+    pthread_mutex_lock(&tqp_mu);
+}
+
+static void tqp_parent(void) {
+    pthread_mutex_unlock(&tqp_mu);
+    pthread_mutex_unlock(&tqp_use);
+}
+
 static void tqp_child(void) {
+    pthread_mutex_init(&tqp_use, NULL);
+    pthread_mutex_init(&tqp_mu, NULL);
+    pthread_cond_init(&tqp_wake, NULL);
     tqp_started = 0;
     tqp_sleepers = 0;
 }
@@ -130,7 +146,7 @@ static int tqp_start(uint32_t n) {
     if (!pthread_attr_getstacksize(&attr, &stack) && stack < TQP_STACK) pthread_attr_setstacksize(&attr, TQP_STACK);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_mutex_lock(&tqp_mu);
-    if (!tqp_atfork) tqp_atfork = pthread_atfork(NULL, NULL, tqp_child) == 0;
+    if (!tqp_atfork) tqp_atfork = pthread_atfork(tqp_prepare, tqp_parent, tqp_child) == 0;
     while (ok && tqp_started + 1 < n) {
         const uint32_t t = tqp_started + 1;
         __atomic_store_n(&tqp_first[t], __atomic_load_n(&tqp_word, __ATOMIC_SEQ_CST), __ATOMIC_RELEASE);
@@ -174,6 +190,7 @@ int tq_pool_run(uint32_t threads, uint32_t n, tq_task_fn fn, void *ctx) {
         pthread_cond_broadcast(&tqp_wake);
         pthread_mutex_unlock(&tqp_mu);
     }
+    __atomic_add_fetch(&tqp_jobs, 1, __ATOMIC_RELAXED);
     tqp_claim(w, 0);
     while (__atomic_load_n(&tqp_done, __ATOMIC_ACQUIRE) != n) { /* parts claimed by workers, still running */
         if (tqp_spin(spins++, &t0)) tqp_relax();
@@ -182,6 +199,8 @@ int tq_pool_run(uint32_t threads, uint32_t n, tq_task_fn fn, void *ctx) {
     pthread_mutex_unlock(&tqp_use);
     return 1;
 }
+
+uint32_t tq_pool_jobs(void) { return __atomic_load_n(&tqp_jobs, __ATOMIC_RELAXED); }
 
 int32_t *tq_pool_scratch(uint32_t t) {
     return (int32_t *)(void *)tqp_scratch[t >= 1 && t < TSPTQ_MAX_THREADS ? t - 1 : 0];

@@ -655,7 +655,7 @@ static int fc2s_prepare(tq_op_ctx *ctx) {
 }
 
 /* The thread pool's split (op_table.h): by rows, in the row blocks of the SIMD kernels (an AMX pass takes 32 rows,
- * VNNI blocks 8; the Arm kernels two). Each part decodes into its own scratch. */
+ * VNNI 16, two of its 8-row tiles; the Arm kernels two). Each part decodes into its own scratch. */
 #if defined(TQ_SIMD_AMX)
 #define FC2S_GRAIN 32
 #elif defined(TQ_SIMD_VNNI)
