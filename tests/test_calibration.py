@@ -284,7 +284,11 @@ def test_tsptq_records_its_selection_and_tsptq_local_keeps_every_local_pick(tiny
 
 def test_bias_correction_gives_each_block_linear_the_float_mean_output_on_the_calibration_tokens(tiny, images):
     from tsptq.quant.observers import record
-    from tsptq.quant.quantize import _tokens_by_channels
+
+    def tokens_by_channels(t, point):  # the layer's input as it reads it: the context is recorded per head (B,H,T,hd)
+        if point.endswith(".ctx"):
+            t = t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1)
+        return t.reshape(-1, t.shape[-1])
 
     graph = Graph.from_model(tiny)
     cal = record(graph, images, 8, False)
@@ -296,8 +300,8 @@ def test_bias_correction_gives_each_block_linear_the_float_mean_output_on_the_ca
     for layer in ("blocks.0.qkv", "blocks.0.proj", "blocks.1.fc2"):
         w, b = graph.linears[layer]
         point = graph.linear_input(layer)
-        x = _tokens_by_channels(cal.tensors[point], point).double()
-        x_hat = _tokens_by_channels(bc.acts[point].fake(cal.tensors[point]), point).double()
+        x = tokens_by_channels(cal.tensors[point], point).double()
+        x_hat = tokens_by_channels(bc.acts[point].fake(cal.tensors[point]), point).double()
         w_hat = bc.weights[layer].fake(w).double()
         want = (x @ w.double().T + b.double()).mean(0)
         before = (x_hat @ w_hat.T + b.double()).mean(0)

@@ -369,6 +369,8 @@ class _NpuBuilder(_Builder):
         xt = self.t(x)
         out_q = self.qm.acts[out_point]
         out_kind = "uniform" if isinstance(out_q, Uniform) else type(out_q).__name__
+        if zp_free and out_kind != "uniform":  # the int32 BATCH_MATMULs read V's int8 bytes: a uniform code's only
+            raise QuantizationError(f"--npu: {name}: a split attention x V needs a uniform V code, not {out_kind}")
         if out_kind not in ("uniform", "ChannelPow2"):
             raise QuantizationError(f"--npu: {name}: no NPU form for a {out_kind} output code")
         if xt.dtype == "int8" and xt.quant.details is None and out_kind == "uniform":
@@ -475,7 +477,9 @@ def require_npu_variant(qm: QuantizedViT) -> None:
 def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntModel:
     """The integer model of a fitted quantization (W<=8, A8). ``npu``: the NPU variant (``tsptq export --npu
     ethos-u``), W8A8 only: every FC a builtin FULLY_CONNECTED (16x8 where a two-scale code feeds it), the two-scale
-    producers writing the decoded int16 value (docs/integer-semantics.md "The NPU variant")."""
+    producers writing the decoded int16 value (docs/integer-semantics.md "The NPU variant"). ``split_pv`` (NPU variant
+    only, ignored otherwise): attention x V of a V-2SF softmax as two int8 x int8 -> int32 BATCH_MATMULs summed by
+    TSPTQ_PV_SUM_2S (else the custom TSPTQ_BMM_2S, on the CPU: ``--pv-on-cpu``)."""
     if qm.graph.no_integer_model:  # a Swin: simulated only, for now
         raise QuantizationError(qm.graph.no_integer_model)
     if why := simulated_only(qm.method):

@@ -100,7 +100,14 @@ def _fully_connected(model, op, v):
 def _batch_matmul(model, op, v):
     a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
     if y.dtype == "int32":  # the NPU variant's P x V planes: raw int32 products, no zero points (LiteRT's reference)
-        return K.batch_matmul_i32(v[0], v[1])
+        # LiteRT ignores the inputs' zero points here and Vela applies them: the integer model takes only zero ones
+        if a.zp or b.zp or op.options.get("adj_y", False):
+            raise ModelFileError(f"BATCH_MATMUL {y.name!r}: the integer model defines int32 BATCH_MATMUL with zero "
+                                 "point 0 inputs and adj_y false only")
+        try:
+            return K.batch_matmul_i32(v[0], v[1])
+        except ValueError as e:
+            raise ModelFileError(f"BATCH_MATMUL {y.name!r}: {e}") from None
     mult, shift = K.bmm_multiplier(a.quant.scale[0], b.quant.scale[0], y.quant.scale[0])
     return K.batch_matmul(v[0], a.zp, v[1], b.zp, mult, shift, y.zp, op.options.get("adj_y", False))
 

@@ -56,6 +56,8 @@ def quantize(model: VisionTransformer | SwinTransformer | Graph | SwinGraph, cal
     w_bits, a_bits = parse_bits(bits)
     if spec is None:  # fp32: the same graph, no codes
         return QuantizedViT(graph, "fp32", 32, 32, {}, {}, {})
+    if spec.bias_correction and isinstance(graph, SwinGraph):
+        raise QuantizationError(f"{method}: bias correction covers the ViT layout only, not a Swin")
     cal = calib if isinstance(calib, Calibration) else record(graph, calib, batch_size, progress)
     t0 = time.perf_counter()
     acts: dict[str, Quantizer] = {}
