@@ -24,7 +24,6 @@ typedef struct {
     const int8_t *a;
     int32_t a_zp, b_zp;
     tqv_requant q;
-    tqv_rq16 rq; /* q's per-tensor parameters, prepared once */
     int8_t *y;
 } bmm_vnni_op;
 
@@ -62,7 +61,6 @@ static int bmm_vnni(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, 
     f.q.shift0 = shift;
     f.q.how = TQV_MBQM;
     f.q.zp = out_zp;
-    tqv_requant_once(&f.q, &f.rq);
     for (t = 0; t < batch; t++) {
         f.a = a + (ptrdiff_t)t * N * K;
         f.g.b = b + (ptrdiff_t)t * K * M;

@@ -33,7 +33,6 @@ typedef struct {
     const uint8_t *a;
     int32_t bits, m, signed_fine, b_zp;
     tqv_requant q;
-    tqv_rq16 rq; /* q's per-tensor parameters, prepared once */
     int8_t *y;
 } bmm2s_vnni_op;
 
@@ -76,7 +75,6 @@ static int bmm2s_vnni(const uint8_t *a, const int8_t *b, int32_t batch, int32_t 
     f.q.shift0 = shift;
     f.q.how = TQV_REQUANT1;
     f.q.zp = out_zp;
-    tqv_requant_once(&f.q, &f.rq);
     for (t = 0; t < batch; t++) {
         f.a = a + (ptrdiff_t)t * N * N;
         f.g.b = b + (ptrdiff_t)t * N * M;

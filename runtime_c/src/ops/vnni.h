@@ -373,17 +373,7 @@ typedef struct {
     int32_t mult0, shift0;
     int how;                     /* TQV_REQUANT1, TQV_MBQM, TQV_MBQM1 */
     int32_t zp;
-    const tqv_rq16 *pre;         /* per-tensor parameters prepared once (tqv_requant_once), or NULL */
 } tqv_requant;
-
-/* Per-tensor parameters (no bias, one multiplier and shift) are the same in every lane: prepare them once for the
- * whole product into *store, instead of once per tile (a lane not in use computes a value that is not stored). */
-static inline void tqv_requant_once(tqv_requant *q, tqv_rq16 *store) {
-    if (q->bias || q->mult || q->shift) return;
-    tqv_rq_prepare(store, q->how, _mm512_setzero_si512(), _mm512_set1_epi32(q->mult0), _mm512_set1_epi32(q->shift0),
-                   q->zp, (__mmask16)0xFFFF);
-    q->pre = store;
-}
 
 /* colterm[n] = c0 + coef * colsum[n] (modulo 2^32): the zero-point terms that depend on the channel only. */
 static inline void tqv_colterm(const int32_t colsum[TQV_NR], int32_t coef, int32_t c0, int32_t colterm[TQV_NR]) {
@@ -405,23 +395,19 @@ static inline void tqv_emit(int32_t raw[][TQV_NR], const int32_t *rowsum, int32_
         const int32_t c = n0 + 16 * h;
         const __mmask16 m = tqv_lanes(nc - 16 * h);
         __m512i ct;
-        tqv_rq16 local;
-        const tqv_rq16 *rq = q->pre;
+        tqv_rq16 rq;
         if (!m) continue;
         ct = _mm512_loadu_si512((const void *)(colterm + 16 * h));
-        if (!rq) {
-            tqv_rq_prepare(&local, q->how, tqv_param(q->bias ? q->bias + c : NULL, m, 0),
-                           tqv_param(q->mult ? q->mult + c : NULL, m, q->mult0),
-                           tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp, m);
-            rq = &local;
-        }
+        tqv_rq_prepare(&rq, q->how, tqv_param(q->bias ? q->bias + c : NULL, m, 0),
+                       tqv_param(q->mult ? q->mult + c : NULL, m, q->mult0),
+                       tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp, m);
 #define TQV_EMIT_ROWS(apply)                                                                                           \
     for (r = 0; r < nr; r++) {                                                                                         \
         const __m512i rk = _mm512_set1_epi32((int32_t)((uint32_t)rowsum[r] * (uint32_t)rowk));                        \
         const __m512i raw16 = _mm512_loadu_si512((const void *)(raw[r] + 16 * h));                                     \
-        _mm_mask_storeu_epi8(y + r * ldy + 16 * h, m, apply(rq, _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct)));  \
+        _mm_mask_storeu_epi8(y + r * ldy + 16 * h, m, apply(&rq, _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct))); \
     }
-        if (rq->fast) { /* one loop per form: the branch stays out of the loop */
+        if (rq.fast) { /* one loop per form: the branch stays out of the loop */
             TQV_EMIT_ROWS(tqv_rq_apply_fast)
         } else {
             TQV_EMIT_ROWS(tqv_rq_apply)
