@@ -294,17 +294,8 @@ static int add_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-static void add_eval(tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *y = &m->tensors[op->output];
-    int32_t params[6], i;
-    for (i = 0; i < 6; i++) params[i] = TQ_O32(op->opt[i]);
-    tq_add((const int8_t *)tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_rows(y),
-           tq_last_dim(y), m->tensors[op->inputs[0]].zero_point, m->tensors[op->inputs[1]].zero_point, params, 1,
-           y->zero_point, (int8_t *)tq_act(m, op->output));
-}
-
-/* The thread pool's split of ADD and TSPTQ_ADD_2S: rows (the parameter table is per channel, the same for every
- * row). */
+/* Rows [r0, r1): the thread pool's part (op_table.h) and, over every row, the op (the parameter table is per
+ * channel, the same for every row). */
 static void add_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *y = &m->tensors[op->output];
     const int64_t C = tq_last_dim(y);
@@ -314,6 +305,9 @@ static void add_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_
     tq_add((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * C, (const int8_t *)tq_ptr(m, op->inputs[1]) + r0 * C,
            (int32_t)(r1 - r0), (int32_t)C, m->tensors[op->inputs[0]].zero_point,
            m->tensors[op->inputs[1]].zero_point, params, 1, y->zero_point, (int8_t *)tq_act(m, op->output) + r0 * C);
+}
+static void add_eval(tsptq_model *m, const tsptq_op *op) {
+    add_eval_part(m, op, 0, tq_rows(&m->tensors[op->output]), NULL);
 }
 static int64_t add_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
     return tq_row_units(&m->tensors[op->output], grain);
@@ -353,14 +347,6 @@ static int add2s_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-static void add2s_eval(tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *y = &m->tensors[op->output], *p = &m->tensors[op->inputs[2]];
-    const int64_t *o = op->opt;
-    tq_add((const int8_t *)tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_rows(y),
-           tq_last_dim(y), TQ_O32(o[TQ_ADD2S_A_ZP]), TQ_O32(o[TQ_ADD2S_B_ZP]), (const int32_t *)(const void *)p->data,
-           p->shape[1], TQ_O32(o[TQ_ADD2S_OUT_ZP]), (int8_t *)tq_act(m, op->output));
-}
-
 static void add2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *y = &m->tensors[op->output], *p = &m->tensors[op->inputs[2]];
     const int64_t *o = op->opt, C = tq_last_dim(y);
@@ -369,6 +355,10 @@ static void add2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int6
            (int32_t)(r1 - r0), (int32_t)C, TQ_O32(o[TQ_ADD2S_A_ZP]), TQ_O32(o[TQ_ADD2S_B_ZP]),
            (const int32_t *)(const void *)p->data, p->shape[1], TQ_O32(o[TQ_ADD2S_OUT_ZP]),
            (int8_t *)tq_act(m, op->output) + r0 * C);
+}
+
+static void add2s_eval(tsptq_model *m, const tsptq_op *op) {
+    add2s_eval_part(m, op, 0, tq_rows(&m->tensors[op->output]), NULL);
 }
 
 const tq_op_def TQ_OP_DEF(tq_add, _2s_op) = {

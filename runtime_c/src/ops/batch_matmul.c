@@ -276,7 +276,8 @@ static int bmm_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-/* The thread pool's split (op_table.h): units are the rows of every head (batch * N). Whole heads when they share
+/* Units [u0, u1) of the rows of every head (batch * N): the thread pool's part (op_table.h) and, over every unit,
+ * the op. Whole heads when they share
  * out evenly (each part packs only its own heads' b), else rows in the SIMD kernels' row blocks. */
 static void bmm_eval_part(tsptq_model *m, const tsptq_op *op, int64_t u0, int64_t u1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
@@ -301,13 +302,9 @@ static int64_t bmm_units(const tsptq_model *m, const tsptq_op *op, int64_t *grai
     return batch * N;
 }
 
-static void bmm_eval(tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
-    const int64_t *o = op->opt;
-    tq_batch_matmul((const int8_t *)tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_lead(x, 2),
-                    x->shape[x->rank - 2], tq_last_dim(x), tq_last_dim(y), (int)o[TQ_BMMB_ADJ_Y], x->zero_point,
-                    m->tensors[op->inputs[1]].zero_point, TQ_O32(o[TQ_BMMB_MULT]), TQ_O32(o[TQ_BMMB_SHIFT]),
-                    y->zero_point, (int8_t *)tq_act(m, op->output));
+static void bmm_eval(tsptq_model *m, const tsptq_op *op) { /* every head's rows, as one part */
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    bmm_eval_part(m, op, 0, tq_lead(x, 2) * x->shape[x->rank - 2], NULL);
 }
 
 const tq_op_def TQ_OP_DEF(tq_batch_matmul, _op) = {

@@ -311,18 +311,8 @@ static int bmm2s_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-static void bmm2s_eval(tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
-    const int64_t *o = op->opt;
-    tq_bmm_2s(tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_lead(x, 2), tq_last_dim(x),
-              tq_last_dim(y), TQ_O32(o[TQ_BMM_A_KIND]), TQ_O32(o[TQ_BMM_BITS]), TQ_O32(o[TQ_BMM_M]),
-              TQ_O32(o[TQ_BMM_SIGNED_FINE]), TQ_O32(o[TQ_BMM_LOG2_FRAC]), TQ_O32(o[TQ_BMM_B_ZP]),
-              TQ_O32(o[TQ_BMM_MULT]), TQ_O32(o[TQ_BMM_SHIFT]), TQ_O32(o[TQ_BMM_OUT_ZP]),
-              (int8_t *)tq_act(m, op->output), tq_scratch(m, op));
-}
-
-/* The thread pool's split (op_table.h): by heads (a's rows are also its K: the kernel takes whole heads), each
- * part with its own scratch. */
+/* Heads [h0, h1) with `scratch`: the thread pool's part (op_table.h: by heads, as a's rows are also its K and the
+ * kernel takes whole heads; each part its own scratch) and, over every head with the op's arena scratch, the op. */
 static void bmm2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t h0, int64_t h1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
     const int64_t *o = op->opt;
@@ -332,6 +322,10 @@ static void bmm2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t h0, int6
               TQ_O32(o[TQ_BMM_M]), TQ_O32(o[TQ_BMM_SIGNED_FINE]), TQ_O32(o[TQ_BMM_LOG2_FRAC]), TQ_O32(o[TQ_BMM_B_ZP]),
               TQ_O32(o[TQ_BMM_MULT]), TQ_O32(o[TQ_BMM_SHIFT]), TQ_O32(o[TQ_BMM_OUT_ZP]),
               (int8_t *)tq_act(m, op->output) + h0 * N * M, scratch);
+}
+
+static void bmm2s_eval(tsptq_model *m, const tsptq_op *op) {
+    bmm2s_eval_part(m, op, 0, tq_lead(&m->tensors[op->inputs[0]], 2), tq_scratch(m, op));
 }
 
 static int64_t bmm2s_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {

@@ -81,6 +81,16 @@
 #define TQ_SIMD 0
 #endif
 
+/* The thread pool's row grain for the FC kernels (FULLY_CONNECTED, TSPTQ_FC_2S): the SIMD kernels' row blocks (an AMX
+ * pass takes 32 rows, the VNNI kernel two tiles of 8; the Arm kernels two). */
+#if defined(TQ_SIMD_AMX)
+#define TQ_FC_ROW_GRAIN 32
+#elif defined(TQ_SIMD_VNNI)
+#define TQ_FC_ROW_GRAIN 16
+#else
+#define TQ_FC_ROW_GRAIN 2
+#endif
+
 static inline int tq_zp_ok(int32_t zp) { return zp >= -128 && zp <= 127; }
 
 /* --- reference bodies ------------------------------------------------------------------------------------------ */

@@ -654,15 +654,8 @@ static int fc2s_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-/* The thread pool's split (op_table.h): by rows, in the row blocks of the SIMD kernels (an AMX pass takes 32 rows,
- * VNNI 16, two of its 8-row tiles; the Arm kernels two). Each part decodes into its own scratch. */
-#if defined(TQ_SIMD_AMX)
-#define FC2S_GRAIN 32
-#elif defined(TQ_SIMD_VNNI)
-#define FC2S_GRAIN 16
-#else
-#define FC2S_GRAIN 2
-#endif
+/* The thread pool's split (op_table.h): by rows, in TQ_FC_ROW_GRAIN blocks. Each part decodes into its own
+ * scratch. */
 
 static void fc2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
@@ -680,7 +673,7 @@ static void fc2s_eval(tsptq_model *m, const tsptq_op *op) {
 }
 
 static int64_t fc2s_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
-    *grain = FC2S_GRAIN;
+    *grain = TQ_FC_ROW_GRAIN;
     return tq_rows(&m->tensors[op->inputs[0]]);
 }
 

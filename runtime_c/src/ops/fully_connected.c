@@ -187,14 +187,7 @@ static void fc_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, 
     tq_builtin_multiplier(m, op, c, mult, shift);
 }
 
-/* The thread pool's split (op_table.h): by rows, in the SIMD kernels' row blocks (as TSPTQ_FC_2S). */
-#if defined(TQ_SIMD_AMX)
-#define FC_GRAIN 32
-#elif defined(TQ_SIMD_VNNI)
-#define FC_GRAIN 16
-#else
-#define FC_GRAIN 2
-#endif
+/* The thread pool's split (op_table.h): by rows, in TQ_FC_ROW_GRAIN blocks (dot.h); over every row, the op. */
 
 static void fc_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]], *w = &m->tensors[op->inputs[1]];
@@ -212,7 +205,7 @@ static void fc_eval(tsptq_model *m, const tsptq_op *op) {
 }
 
 static int64_t fc_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
-    *grain = FC_GRAIN;
+    *grain = TQ_FC_ROW_GRAIN;
     return tq_rows(&m->tensors[op->inputs[0]]);
 }
 

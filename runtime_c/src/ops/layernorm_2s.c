@@ -288,15 +288,7 @@ static int layernorm_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-static void layernorm_eval(tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
-    const int64_t *o = op->opt;
-    tq_layernorm_2s((const int8_t *)tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), TQ_O32(o[TQ_LN_IN_ZP]),
-                    (const int8_t *)tq_ptr(m, op->inputs[1]), tq_in32(m, op, 2), tq_in64(m, op, 3), o[TQ_LN_EPS],
-                    TQ_O32(o[TQ_LN_OUT_ZP]), TQ_O32(o[TQ_LN_OUT_SHIFT]), (int8_t *)tq_act(m, op->output));
-}
-
-/* The thread pool's split: rows. */
+/* Rows [r0, r1): the thread pool's part (op_table.h) and, over every row, the op. */
 static void layernorm_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
     const int64_t *o = op->opt, D = tq_last_dim(x);
@@ -305,6 +297,9 @@ static void layernorm_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, 
                     TQ_O32(o[TQ_LN_IN_ZP]), (const int8_t *)tq_ptr(m, op->inputs[1]), tq_in32(m, op, 2),
                     tq_in64(m, op, 3), o[TQ_LN_EPS], TQ_O32(o[TQ_LN_OUT_ZP]), TQ_O32(o[TQ_LN_OUT_SHIFT]),
                     (int8_t *)tq_act(m, op->output) + r0 * D);
+}
+static void layernorm_eval(tsptq_model *m, const tsptq_op *op) {
+    layernorm_eval_part(m, op, 0, tq_rows(&m->tensors[op->inputs[0]]), NULL);
 }
 static int64_t layernorm_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
     return tq_row_units(&m->tensors[op->inputs[0]], grain);

@@ -357,16 +357,8 @@ static int softmax_prepare(tq_op_ctx *ctx) {
     return 1;
 }
 
-static void softmax_eval(tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
-    const int64_t *o = op->opt;
-    tq_softmax_2s((const int8_t *)tq_ptr(m, op->inputs[0]), tq_rows(x), tq_last_dim(x), tq_in32(m, op, 1),
-                  TQ_O32(o[TQ_SM_OUT_KIND]), TQ_O32(o[TQ_SM_MULT]), TQ_O32(o[TQ_SM_SHIFT]), TQ_O32(o[TQ_SM_OUT_ZP]),
-                  TQ_O32(o[TQ_SM_BITS]), TQ_O32(o[TQ_SM_M]), TQ_O32(o[TQ_SM_SIGNED_FINE]), tq_act(m, op->output),
-                  tq_scratch(m, op));
-}
-
-/* The thread pool's split: rows, each part with its own scratch. */
+/* Rows [r0, r1) with `scratch` (a row's exp values): the thread pool's part (op_table.h, each part its own
+ * scratch) and, over every row with the op's arena scratch, the op. */
 static void softmax_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
     const int64_t *o = op->opt, N = tq_last_dim(x);
@@ -374,6 +366,9 @@ static void softmax_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, in
                   TQ_O32(o[TQ_SM_OUT_KIND]), TQ_O32(o[TQ_SM_MULT]), TQ_O32(o[TQ_SM_SHIFT]), TQ_O32(o[TQ_SM_OUT_ZP]),
                   TQ_O32(o[TQ_SM_BITS]), TQ_O32(o[TQ_SM_M]), TQ_O32(o[TQ_SM_SIGNED_FINE]),
                   tq_act(m, op->output) + r0 * N, scratch);
+}
+static void softmax_eval(tsptq_model *m, const tsptq_op *op) {
+    softmax_eval_part(m, op, 0, tq_rows(&m->tensors[op->inputs[0]]), tq_scratch(m, op));
 }
 static int64_t softmax_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
     return tq_row_units(&m->tensors[op->inputs[0]], grain);
