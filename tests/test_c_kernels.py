@@ -38,6 +38,7 @@ SIGNATURES = {
     "tq_layernorm_2s": [P, I32, I32, I32, P, P, P, I64, I32, I32, P],
     "tq_softmax_2s": [P, I32, I32, P, I32, I32, I32, I32, I32, I32, I32, P, P],
     "tq_lookup": [P, SZ, INT, P, P],
+    "tq_lookup_channels": [P, SZ, SZ, INT, P, P, P],
     "tq_fc_2s": [P, I32, I32, I32, I32, P, I32, I32, I32, I32, I32, P, I32, P, P, P, I32, P, P],
     "tq_bmm_2s": [P, P, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32, P, P],
     "tq_relu": [P, I32, I32, I32, I32, I32, P],
@@ -302,6 +303,18 @@ def case_lookup(lib, rng, edge):
     return f"lookup n={n} signed={signed}", y, K.lookup(x, lut)
 
 
+def case_lookup_channels(lib, rng, edge):
+    rows, channels = sizes(rng, edge, 1, 40), sizes(rng, edge, 1, 300)
+    signed = bool(rng.integers(2))
+    x = arr(rng.integers(-128, 128, (rows, channels)) if signed else rng.integers(0, 256, (rows, channels)),
+            np.int8 if signed else np.uint8)
+    in_shift = arr(rng.integers(0, int(rng.integers(1, 9)), channels), np.int8)  # levels 0..7
+    lut = arr(rng.integers(0, 256, 256 * (int(in_shift.max()) + 1)), np.uint8)
+    y = np.empty((rows, channels), np.uint8)
+    lib.tq_lookup_channels(ptr(x), rows, channels, int(signed), ptr(lut), ptr(in_shift), ptr(y))
+    return f"lookup_channels rows={rows} channels={channels} signed={signed}", y, K.lookup(x, lut, in_shift)
+
+
 def case_fc_2s(lib, rng, edge, kind=None):
     if kind is None:
         kind = int(rng.choice([K.UNIFORM, K.CHANNEL_POW2, K.TWO_SCALE, K.SIGN_SPLIT]))
@@ -519,6 +532,7 @@ CASES = {
     "softmax_2s_two_scale": (lambda l, r, e: case_softmax_2s(l, r, e, K.TWO_SCALE), 120),
     "softmax_2s_log2": (lambda l, r, e: case_softmax_2s(l, r, e, K.LOG2), 100),
     "lookup": (case_lookup, 80),
+    "lookup_channels": (case_lookup_channels, 60),
     "add_extreme": (case_add_extreme, 80),
     "softmax_2s_extreme": (case_softmax_extreme, 100),
     "layernorm_2s_extreme": (case_layernorm_extreme, 80),

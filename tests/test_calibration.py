@@ -310,17 +310,13 @@ def test_bias_correction_gives_each_block_linear_the_float_mean_output_on_the_ca
         assert (before - want).abs().max() > 10 * (after - want).abs().max()  # there was a shift to correct
 
 
-def test_fc1_o2sf_is_simulated_only_and_refused_by_every_integer_path_in_one_line(tiny, images):
+def test_fc1_o2sf_fits_a_per_channel_fc1_code_and_has_an_integer_model(tiny, images):
     from tsptq.evaluation.engines import resolve
     from tsptq.intmodel.faithful import applies
-    from tsptq.intmodel.integer import Source, build
-    from tsptq.intmodel.lower import lower
-    from tsptq.quant.quantizers import ChannelPow2
-
     from tsptq.quant.methods import get_method
     from tsptq.quant.observers import record
     from tsptq.quant.quantize import fit_candidates
-    from tsptq.quant.quantizers import Uniform
+    from tsptq.quant.quantizers import ChannelPow2, Uniform
 
     graph = Graph.from_model(tiny)
     cal = record(graph, images, 8, False)
@@ -329,13 +325,6 @@ def test_fc1_o2sf_is_simulated_only_and_refused_by_every_integer_path_in_one_lin
     assert any(isinstance(c, Uniform) for c in cands[1:])  # the uniform low-end clip stays for selection to pick
     assert isinstance(fit_candidates(get_method("tsptq"), "blocks.0.fc1", "act", cal.tensors, graph, 8)[0], Uniform)
     qm = quantize(graph, cal, "tsptq-fc1-o2sf", progress=False)
-    line = ("tsptq-fc1-o2sf: the integer GELU reads one code per tensor, not per-channel fc1 outputs (simulated "
-            "only: --engine float32)")
-    with pytest.raises(QuantizationError) as e:
-        lower(qm)
-    assert str(e.value) == line
-    assert not applies(qm)
-    runner, note = resolve(qm, "auto")
-    assert runner.engine == "float32" and note == line
-    with pytest.raises(QuantizationError, match="^tsptq-fc1-o2sf: the integer GELU"):  # before any calibration
-        build(Source(model="no-such-model", method="tsptq-fc1-o2sf"), progress=False)
+    assert applies(qm)  # the integer model's GELU reads a table per shift level (tests/test_gelu_channels.py)
+    runner, note = resolve(qm, "faithful")
+    assert runner.engine == "faithful" and note is None

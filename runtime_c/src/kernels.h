@@ -70,6 +70,11 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
 /* TSPTQ_GELU_2S: y[i] = lut[x[i] + 128] (input_signed) or lut[x[i]]. */
 void tq_lookup(const uint8_t *x, size_t n, int input_signed, const uint8_t *lut, uint8_t *y);
 
+/* TSPTQ_GELU_2S with in_shift (a per-channel power-of-two input code): x (rows, channels); channel c reads the
+ * 256 entries of its shift level, y[r][c] = lut[256 * in_shift[c] + x[r][c] (+ 128 when input_signed)]. */
+void tq_lookup_channels(const uint8_t *x, size_t rows, size_t channels, int input_signed, const uint8_t *lut,
+                        const int8_t *in_shift, uint8_t *y);
+
 /* TSPTQ_FC_2S: x (rows, I) codes (int8 for uniform/channel_pow2, uint8 for two_scale/sign_split),
  * w (O, I), bias (O), out_mult/out_shift (O), in_shift (I). Requantization: requant1 (single rounding, half away).
  * scratch: 4 * I bytes (the row's decoded input). */

@@ -51,25 +51,58 @@ void tq_lookup(const uint8_t *x, size_t n, int input_signed, const uint8_t *lut,
     }
 }
 
+/* Plain loop: the level varies along the row, which the SIMD table above (one level in four vectors) does not. */
+void tq_lookup_channels(const uint8_t *x, size_t rows, size_t channels, int input_signed, const uint8_t *lut,
+                        const int8_t *in_shift, uint8_t *y) {
+    const uint8_t flip = input_signed ? 0x80u : 0u; /* int8 q + 128 */
+    size_t r, c;
+    for (r = 0; r < rows; r++, x += channels, y += channels)
+        for (c = 0; c < channels; c++) y[c] = lut[((size_t)(uint8_t)in_shift[c] << 8) + (uint8_t)(x[c] ^ flip)];
+}
+
 /* ---- the op: TSPTQ_GELU_2S (op_table.h) -------------------------------------------------------------------------- */
 
 static int gelu_prepare(tq_op_ctx *ctx) {
     tsptq_tensor *const *in = ctx->in, *out = ctx->out;
     const uint32_t k = ctx->k;
     tsptq_tensor *x = in[0], *lut = in[1];
-    if (!tq_is_byte(x) || lut->rank != 1 || lut->shape[0] != 256 || !tq_is_byte(lut) || out->type != lut->type ||
-        !tq_same_shape(x, out))
-        TQ_BAD(ctx, "op %u (TSPTQ_GELU_2S): needs a byte input, a 256-entry table and an output of the table's "
-                    "type", k);
+    int64_t levels = 1;
+    if (!tq_is_byte(x) || lut->rank != 1 || !tq_is_byte(lut) || out->type != lut->type || !tq_same_shape(x, out) ||
+        x->rank < 1)
+        TQ_BAD(ctx, "op %u (TSPTQ_GELU_2S): needs a byte input, a byte table and an output of the table's type", k);
+    if (ctx->op->n_inputs == 3) { /* in_shift: the per-channel input code's shift levels */
+        const tsptq_tensor *ish = in[2];
+        const int64_t D = x->shape[x->rank - 1];
+        int64_t c;
+        if (D < 1 || ish->type != TSPTQ_INT8 || ish->rank != 1 || ish->shape[0] != D)
+            TQ_BAD(ctx, "op %u (TSPTQ_GELU_2S): in_shift must be int8 with one entry per input channel (%L)", k, D);
+        for (c = 0; c < D; c++) {
+            const int8_t s = ((const int8_t *)ish->data)[c];
+            if (s < 0 || s > 7) TQ_BAD(ctx, "op %u (TSPTQ_GELU_2S): in_shift entries must be in 0..7", k);
+            if (s + 1 > levels) levels = s + 1;
+        }
+        if (!tq_in_shift_agrees(ctx, x, ish, D)) return 0;
+    } else if (x->n_scales > 1) {
+        TQ_BAD(ctx, "op %u (TSPTQ_GELU_2S): a per-channel input code needs the in_shift input", k);
+    }
+    if (lut->shape[0] != 256 * levels)
+        TQ_BAD(ctx, "op %u (TSPTQ_GELU_2S): the lookup table must have %L entries (256 per shift level)", k,
+               256 * levels);
     return 1;
 }
 
 static void gelu_eval(tsptq_model *m, const tsptq_op *op) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    if (op->n_inputs == 3) {
+        const size_t channels = (size_t)x->shape[x->rank - 1];
+        tq_lookup_channels(tq_ptr(m, op->inputs[0]), x->nbytes / channels, channels, x->type == TSPTQ_INT8,
+                           tq_ptr(m, op->inputs[1]), (const int8_t *)tq_ptr(m, op->inputs[2]), tq_act(m, op->output));
+        return;
+    }
     tq_lookup(tq_ptr(m, op->inputs[0]), x->nbytes, x->type == TSPTQ_INT8, tq_ptr(m, op->inputs[1]),
               tq_act(m, op->output));
 }
 
 const tq_op_def TQ_OP_DEF(tq_lookup, _gelu_2s_op) = {
-    .name = "TSPTQ_GELU_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 2, .max_inputs = 2, .n_outputs = 1,
+    .name = "TSPTQ_GELU_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 2, .max_inputs = 3, .n_outputs = 1,
     .const_from = 1, .prepare = gelu_prepare, .eval = gelu_eval};

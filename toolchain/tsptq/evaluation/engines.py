@@ -133,7 +133,6 @@ def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
     """(runner, note): the requested engine where the method has what it needs, else the next one down; the note
     says why a fallback was taken (None when none was)."""
     from tsptq.intmodel.faithful import applies as faithful_applies
-    from tsptq.quant.methods import simulated_only
 
     if qm.method == "fp32":
         return SimulatorRunner(qm, faithful=False, device=device), None
@@ -141,7 +140,7 @@ def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
     note = None
     if want == "c":
         if not faithful_applies(qm):
-            why = qm.graph.no_integer_model or simulated_only(qm.method) or \
+            why = qm.graph.no_integer_model or \
                 f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model"
             want, note = "faithful", why
         else:
@@ -156,7 +155,7 @@ def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
                 kind = "no integer model" if isinstance(e, QuantizationError) else "the C runtime refused its file"
                 want, note = "faithful", f"{qm.method}: {kind} ({str(e).splitlines()[0]})"
     if want == "faithful" and not faithful_applies(qm):
-        want, note = "float32", note or qm.graph.no_integer_model or simulated_only(qm.method) or \
+        want, note = "float32", note or qm.graph.no_integer_model or \
             f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model to be faithful to"
     # The faithful simulator decodes codes through numpy: it runs on the CPU whatever --device says.
     return SimulatorRunner(qm, faithful=want == "faithful", device="cpu" if want == "faithful" else device), note

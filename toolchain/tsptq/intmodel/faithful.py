@@ -76,11 +76,9 @@ class FaithfulHook(SimHook):
 
 def applies(qm: QuantizedViT) -> bool:
     """Whether the quantization has an integer model to be faithful to (what ``lower`` accepts: A8, one head, not
-    a Swin yet, not a simulated-only method)."""
-    from tsptq.quant.methods import simulated_only
-
+    a Swin yet)."""
     return (qm.method != "fp32" and bool(qm.acts) and qm.a_bits == 8 and "head_dist" not in qm.graph.linears
-            and qm.graph.no_integer_model is None and simulated_only(qm.method) is None)
+            and qm.graph.no_integer_model is None)
 
 
 @torch.no_grad()

@@ -54,12 +54,9 @@ def build(src: Source, progress: bool = True, npu: bool = False,
     from tsptq.model.checkpoint import resolve_model
     from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
-    from tsptq.quant.methods import simulated_only
     from tsptq.quant.quantize import quantize, require_integer_model
 
     src.validate()
-    if why := simulated_only(src.method):  # before loading and calibrating
-        raise QuantizationError(why)
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
     require_integer_model(model)
     if npu:

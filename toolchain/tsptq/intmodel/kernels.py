@@ -219,9 +219,13 @@ def token_mean(x, first: int, zp: int):
     return (div_round((tokens - zp).sum(1, keepdims=True), tokens.shape[1]) + zp).astype(np.int8)
 
 
-def lookup(x, lut):
-    """GELU_2S: out = lut[q + 128] for int8 q (uint8 q indexes directly)."""
+def lookup(x, lut, in_shift=None):
+    """GELU_2S: out = lut[q + 128] for int8 q (uint8 q indexes directly). With ``in_shift`` (a per-channel
+    power-of-two input code: one shift per channel of the last axis), the table holds 256 entries per shift level
+    and channel c reads level in_shift[c]: out = lut[256 * in_shift[c] + q + 128]."""
     idx = x.astype(np.int64) + (128 if x.dtype == np.int8 else 0)
+    if in_shift is not None:
+        idx = idx + 256 * np.asarray(in_shift, np.int64)
     return lut[idx]
 
 

@@ -16,7 +16,6 @@ from tsptq.intmodel import kernels as K
 from tsptq.errors import QuantizationError
 from tsptq.intmodel.fixedpoint import fixed_multiplier, quantize_multiplier
 from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
-from tsptq.quant.methods import simulated_only
 from tsptq.quant.quantizers import ChannelPow2, Log2, SignSplit, TwoScale, Uniform
 from tsptq.quant.qvit import QuantizedViT, linear_input
 
@@ -236,15 +235,26 @@ class _Builder:
                        ratio_log2=d.get("ratio_log2", 0), signed_fine=int(d.get("signed_fine", False)), beta=beta)
 
     def gelu(self, point: str, x: int, shape) -> int:
-        """GELU_2S: a 256-entry table from the int8 input code to the output code, made with the simulator's math."""
+        """GELU_2S: a 256-entry table from the int8 input code to the output code, made with the simulator's math.
+        A per-channel power-of-two input (O-2SF on the fc1 outputs) gets 256 entries per shift level 0..max, and
+        the in_shift input tells each channel its level."""
         qm = self.qm
         in_q, out_q = qm.acts[self.t(x).name], qm.acts[point]
         codes = torch.arange(-128, 128, dtype=torch.int32)
-        table = out_q.encode(F.gelu(in_q.decode(codes))).numpy()
+        if isinstance(in_q, ChannelPow2):
+            levels = torch.arange(int(in_q.shifts.max()) + 1)
+            per_level = ChannelPow2(in_q.scale, in_q.zero_point, levels, in_q.bits)  # column k decodes at shift k
+            real = per_level.decode(codes[:, None].expand(256, len(levels))).T.reshape(-1)
+        else:
+            real = in_q.decode(codes)
+        table = out_q.encode(F.gelu(real)).numpy()
         y = self.act(point, shape)
         table = self._gelu_table(point, y, table, out_q)
-        lut = self.add(f"{point}.lut", (256,), self.t(y).dtype, data=table)
-        return self.op("TSPTQ_GELU_2S", [x, lut], y)
+        ins = [x, self.add(f"{point}.lut", table.shape, self.t(y).dtype, data=table)]
+        if isinstance(in_q, ChannelPow2):
+            shifts = in_q.shifts.numpy().astype(np.int8)
+            ins.append(self.add(f"{point}.in_shift", shifts.shape, "int8", data=shifts))
+        return self.op("TSPTQ_GELU_2S", ins, y)
 
     def _gelu_table(self, point: str, y: int, table: np.ndarray, out_q) -> np.ndarray:
         """The GELU table's entries for the output tensor ``y`` (the default: the output codes themselves)."""
@@ -472,6 +482,9 @@ def require_npu_variant(qm: QuantizedViT) -> None:
         raise QuantizationError(f"--npu ethos-u: the NPU variant is W8A8 only (Ethos-U's FULLY_CONNECTED takes 8-bit "
                                 f"weights and 8/16-bit activations), got W{qm.w_bits}A{qm.a_bits}")
     require_npu_config(qm.graph.cfg)
+    if any(isinstance(q, ChannelPow2) for name, q in qm.acts.items() if name.endswith(".fc1")):
+        raise QuantizationError(f"--npu ethos-u: {qm.method}'s per-channel fc1 code (the GELU input) has no NPU form "
+                                "yet (use tsptq or minmax)")
 
 
 def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntModel:
@@ -482,8 +495,6 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntMode
     TSPTQ_PV_SUM_2S (else the custom TSPTQ_BMM_2S, on the CPU: ``--pv-on-cpu``)."""
     if qm.graph.no_integer_model:  # a Swin: simulated only, for now
         raise QuantizationError(qm.graph.no_integer_model)
-    if why := simulated_only(qm.method):
-        raise QuantizationError(why)
     cfg = qm.graph.cfg
     if qm.method == "fp32" or not qm.acts:
         raise QuantizationError("fp32 has no integer model: pick a quantization method")

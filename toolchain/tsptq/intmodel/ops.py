@@ -63,6 +63,19 @@ class OpSpec:
     # the op's own checks (the C op's prepare), for an op that keeps them in its entry; the loader mirror runs them
     # after the generic ones (the checks of the older ops are branches of tsptq.tflite.checks)
     check: Check | None = None
+    optional_inputs: int = 0  # how many of the last inputs a file may leave out (C: min_inputs < max_inputs)
+
+    @property
+    def input_counts(self) -> range:
+        return range(self.inputs - self.optional_inputs, self.inputs + 1)
+
+    def input_count_problem(self, n: int) -> str | None:
+        """The loaders' words for a wrong input count (loader.c check_op), or None."""
+        if n in self.input_counts:
+            return None
+        if self.optional_inputs == 0:
+            return f"{n} inputs, expected {self.inputs}"
+        return f"{n} inputs, expected {self.input_counts[0]} to {self.inputs}"
 
     @property
     def custom(self) -> bool:
@@ -155,7 +168,7 @@ def _softmax_2s(model, op, v):
 
 
 def _gelu_2s(model, op, v):
-    return K.lookup(v[0], v[1])
+    return K.lookup(v[0], v[1], v[2] if len(v) > 2 else None)
 
 
 def _fc_2s(model, op, v):
@@ -275,7 +288,7 @@ _SPECS = (
     OpSpec("TSPTQ_SOFTMAX_2S", 2, _softmax_2s,
            option_keys=("out_kind", "mult", "shift", "out_zp", "bits", "ratio_log2", "signed_fine"), params_from=1,
            scratch=_row_scratch),
-    OpSpec("TSPTQ_GELU_2S", 2, _gelu_2s, params_from=1),
+    OpSpec("TSPTQ_GELU_2S", 3, _gelu_2s, params_from=1, optional_inputs=1),  # in_shift: a per-channel input code
     OpSpec("TSPTQ_FC_2S", 6, _fc_2s,
            option_keys=("in_kind", "in_zp", "bits", "ratio_log2", "signed_fine", "neg_mult", "neg_shift", "out_zp"),
            params_from=1, scratch=_row_scratch),

@@ -32,7 +32,7 @@ class Method:
     # weights cause on the calibration tokens (quantize.bias_corrected)
     bias_correction: bool = False
     # fc1 outputs (GELU inputs): uniform | o2sf (per-channel power-of-two steps, scored through GELU and fc2; the
-    # float32 simulator only: the integer GELU takes one code per tensor)
+    # integer GELU reads a table of 256 entries per shift level)
     fc1_code: str = "uniform"
     description: str = ""
 
@@ -80,7 +80,7 @@ METHODS: dict[str, Method | None] = {
                                     "shift that its quantized input and weights cause on the calibration tokens"),
     "tsptq-fc1-o2sf": replace(_TSPTQ, name="tsptq-fc1-o2sf", fc1_code="o2sf",
                               description="TSPTQ with O-2SF (per-channel power-of-two steps) on the fc1 outputs, "
-                                          "scored through GELU and fc2 (float32 simulator only: an experiment)"),
+                                          "scored through GELU and fc2"),
     "tsptq-two-level": replace(_TSPTQ, name="tsptq-two-level", o2sf_levels=False,
                                description="TSPTQ with one shift for every O-2SF outlier channel"),
     "tsptq-base": replace(_TSPTQ, name="tsptq-base", residual="uniform", softmax="uniform", gelu="uniform",
@@ -90,15 +90,6 @@ METHODS: dict[str, Method | None] = {
 
 MAIN_METHODS = ("fp32", "minmax", "percentile", "ptf-log2", "twin", "tsptq")
 ABLATIONS = ("tsptq", "tsptq-self-clip", "tsptq-local", "tsptq-two-level", "tsptq-no-o2sf", "tsptq-no-v2sf-softmax", "tsptq-no-v2sf-gelu", "tsptq-tensor-search", "tsptq-base")
-
-
-def simulated_only(method: str) -> str | None:
-    """Why a method has no integer model (the float32 simulator runs it), or None."""
-    spec = METHODS.get(method)
-    if spec is not None and spec.fc1_code != "uniform":
-        return (f"{method}: the integer GELU reads one code per tensor, not per-channel fc1 outputs (simulated only: "
-                "--engine float32)")
-    return None
 
 
 def get_method(name: str) -> Method | None:

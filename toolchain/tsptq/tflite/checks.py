@@ -572,8 +572,8 @@ class _CLoaderChecks:
             raise UnsupportedOpError(f"{where}: {msg}")
 
         spec = OPS[kind]
-        if len(x) != spec.inputs:
-            bad(f"{len(x)} inputs, expected {spec.inputs}")
+        if problem := spec.input_count_problem(len(x)):
+            bad(problem)
         if out.is_const:
             bad(f"writes into constant tensor {out.name!r}")
         if not out.has_quant and spec.quantized_output:
@@ -752,10 +752,25 @@ class _CLoaderChecks:
                     or not _in_range(o["ratio_log2"], 0, 8) or not _in_range(o["signed_fine"], 0, 1)):
                 badq("options out of range")
         elif kind == "TSPTQ_GELU_2S":
-            xx, lut = x
-            if (not is_byte(xx) or lut.rank != 1 or lut.dim(0) != 256 or not is_byte(lut) or out.type != lut.type
-                    or not same_shape(xx, out)):
-                bad("needs a byte input, a 256-entry table and an output of the table's type")
+            xx, lut = x[:2]
+            levels = 1
+            if (not is_byte(xx) or lut.rank != 1 or not is_byte(lut) or out.type != lut.type
+                    or not same_shape(xx, out) or xx.rank < 1):
+                bad("needs a byte input, a byte table and an output of the table's type")
+            if len(x) == 3:
+                ish, D = x[2], xx.dim(-1)
+                if D < 1 or ish.type != _INT8 or ish.rank != 1 or ish.dim(0) != D:
+                    bad(f"in_shift must be int8 with one entry per input channel ({D})")
+                if np.any((ish.data < 0) | (ish.data > 7)):
+                    bad("in_shift entries must be in 0..7")
+                levels = int(ish.data.max()) + 1
+                problem = _in_shift_problem(xx, ish, D)
+                if problem:
+                    badq(problem)
+            elif xx.n_scales > 1:
+                bad("a per-channel input code needs the in_shift input")
+            if lut.dim(0) != 256 * levels:
+                bad(f"the lookup table must have {256 * levels} entries (256 per shift level)")
         elif kind == "TSPTQ_FC_2S":
             xx, w, b, mu, sh, ish = x
             I, O, in_kind = (xx.dim(-1) if xx.rank else 0), w.dim(0), o["in_kind"]

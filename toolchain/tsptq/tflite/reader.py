@@ -278,9 +278,8 @@ def _check_op(op: Op, tensors: list[Tensor], k: int) -> None:
     out = tensors[op.outputs[0]]
     where = f"op {k} ({op.kind})"
     spec = OPS[op.kind]
-    need = spec.inputs
-    if len(ins) != need:
-        raise ModelFileError(f"{where}: {len(ins)} inputs, expected {need}")
+    if problem := spec.input_count_problem(len(ins)):
+        raise ModelFileError(f"{where}: {problem}")
     if out.data is not None:
         raise ModelFileError(f"{where}: writes into constant tensor {out.name!r}")
     if out.quant is None and spec.quantized_output:
@@ -306,12 +305,13 @@ def _check_op(op: Op, tensors: list[Tensor], k: int) -> None:
         raise ModelFileError(f"{where}: permutation {ins[1].data.tolist()} does not fit rank {len(ins[0].shape)}")
     if op.kind == "RESHAPE" and int(np.prod(ins[0].shape)) != int(np.prod(out.shape)):
         raise ModelFileError(f"{where}: cannot reshape {ins[0].shape} into {out.shape}")
-    if op.kind in ("TSPTQ_SOFTMAX_2S", "TSPTQ_GELU_2S") and ins[1].shape != (256,):
+    if op.kind == "TSPTQ_SOFTMAX_2S" and ins[1].shape != (256,):
         raise ModelFileError(f"{where}: the lookup table must have 256 entries, has shape {ins[1].shape}")
     if op.kind == "TSPTQ_LAYERNORM_2S" and any(t.shape != (ins[0].shape[-1],) for t in ins[1:]):
         raise ModelFileError(f"{where}: per-channel parameters must have {ins[0].shape[-1]} entries")
-    if op.kind in ("TSPTQ_FC_2S", "TSPTQ_LAYERNORM_2S"):  # in_shift: a copy of the input's O-2SF shifts
-        x, in_shift = ins[0], ins[5 if op.kind == "TSPTQ_FC_2S" else 1]
+    in_shift_at = {"TSPTQ_FC_2S": 5, "TSPTQ_LAYERNORM_2S": 1, "TSPTQ_GELU_2S": 2}.get(op.kind)
+    if in_shift_at is not None and in_shift_at < len(ins):  # in_shift: a copy of the input's O-2SF shifts
+        x, in_shift = ins[0], ins[in_shift_at]
         d = x.quant.details if x.quant is not None else None
         if d and d["kind"] == "channel_pow2":
             differ = [c for c, (a, b) in enumerate(zip(in_shift.data.tolist(), d["shifts"])) if a != b]
