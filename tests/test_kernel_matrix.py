@@ -3,7 +3,8 @@ runtime, byte for byte against the Python integer model.
 
 The cases are declared once, from exported models rather than from kernel signatures: each exported tiny ViT (one per
 method, so every code kind appears) is cut after the first op of each (op kind, code kinds) pair, so that op's
-output is the cut model's output; TSPTQ_TOKEN_MEAN comes from a tiny ViT whose head reads the patch-token mean; RELU,
+output is the cut model's output; TSPTQ_TOKEN_MEAN comes from a tiny ViT whose head reads the patch-token mean,
+TSPTQ_BMM_BIAS and TSPTQ_SOFTMAX_MASK_2S from a tiny Swin (tests/test_swin_integer.py); RELU,
 which no model uses yet, from tests/test_op_table.py. A new op in
 ``tsptq.intmodel.ops.OPS`` without a case fails ``test_every_op_has_a_case``.
 
@@ -63,6 +64,24 @@ def cases() -> dict[str, tuple[bytes, np.ndarray]]:
         x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
         k = next(k for k, op in enumerate(im.ops) if op.kind == "TSPTQ_TOKEN_MEAN")
         out[f"TSPTQ_TOKEN_MEAN[{method}]"] = (to_tflite(_cut(im, k)), x)
+    # Swin's scores and masked Softmax (TSPTQ_BMM_BIAS, TSPTQ_SOFTMAX_MASK_2S), in every softmax code kind
+    from test_swin_integer import sharp
+    from test_swin_quant import SHIFTED, images
+
+    from tsptq.quant.observers import record
+    from tsptq.quant.qswin import SwinGraph
+
+    graph = SwinGraph.from_model(sharp())  # its tsptq Softmax codes are V-2SF
+    cal = record(graph, images(8), 8, False)
+    x_swin = datasets.to_model_input(images(4, seed=1).images, SHIFTED).numpy()
+    for method in ("tsptq", "minmax", "ptf-log2"):
+        im = lower(quantize(graph, cal, method, progress=False))
+        for k, op in enumerate(im.ops):
+            if op.kind in ("TSPTQ_BMM_BIAS", "TSPTQ_SOFTMAX_MASK_2S"):
+                kinds = ",".join(f"{o}={op.options[o]}" for o in CODE_OPTIONS if o in op.options)
+                name = f"{op.kind}[{kinds}]" if kinds else op.kind
+                if name not in out:
+                    out[name] = (to_tflite(_cut(im, k)), im.quantize_input(x_swin))
     for case in ("4d_down", "4d_up", "2d_out_zp_-128"):
         rank, s_in, z_in, s_out, z_out = RELU_CASES[case]
         out[f"RELU[{case}]"] = (to_tflite(relu_model(rank, qp(s_in, z_in), qp(s_out, z_out))), relu_inputs())

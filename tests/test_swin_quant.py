@@ -1,6 +1,7 @@
 """Swin in the quantization simulator (tsptq.quant.qswin): the graph's forward is the model's, every method fits
-and runs on it, W8A8 stays close to FP32, diagnose's budget runs on it, and the integer paths (engines c/faithful,
-export, deployment, the stock converter) refuse a Swin in one line."""
+and runs on it, W8A8 stays close to FP32, diagnose's budget runs on it; the CLI exports, verifies and deploys its
+integer model (tests/test_swin_integer.py tests that model), and what covers the ViT layout only (the faithful
+simulator, the NPU variant, the stock converter) refuses a Swin in one line."""
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from tsptq.errors import QuantizationError, TsptqError
 from tsptq.model.swin import MASK_VALUE, SwinConfig, SwinTransformer
 from tsptq.quant.methods import METHODS
 from tsptq.quant.observers import record
-from tsptq.quant.qswin import NO_INTEGER_MODEL, SwinGraph
+from tsptq.quant.qswin import NO_FAITHFUL, SwinGraph
 from tsptq.quant.qvit import FloatHook
 from tsptq.quant.quantize import quantize
 
@@ -191,21 +192,19 @@ def test_w8a8_is_close_to_fp32_and_w4a4_minmax_is_not(swin, calib, x):
     assert 1 - cos["minmax", "W4A4"] > 20 * (1 - cos["minmax", "W8A8"])
 
 
-def test_evaluate_runs_every_main_method_in_the_float32_simulator(swin, calib, capsys):
+def test_evaluate_runs_every_main_method_in_the_float32_simulator(swin, calib):
     from tsptq.evaluation.evaluate import evaluate
 
     ev = images(6, seed=2)
-    result = evaluate(swin, calib, ev, ["fp32", "minmax", "tsptq"], workers=1, progress=False, timings=False)
+    result = evaluate(swin, calib, ev, ["fp32", "minmax", "tsptq"], engine="float32", workers=1, progress=False,
+                      timings=False)
     rows = {r["method"]: r for r in result.rows}
     assert rows["fp32"]["cosine_min"] == pytest.approx(1.0) and rows["fp32"]["agreement"] == 100.0
     assert rows["minmax"]["engine"] == rows["tsptq"]["engine"] == "float32"
     assert rows["tsptq"]["cosine_mean"] > 0.99  # the pooled final-norm features, what the head reads
-    assert "note: Swin: the integer model and export are not built yet (issue 19); measuring with the float32 " \
-           "simulator" in capsys.readouterr().err
-    for engine in ("c", "faithful"):
-        with pytest.raises(TsptqError, match=rf"^--engine {engine}: Swin: the integer model and export are not built"):
-            evaluate(swin, calib, ev, ["fp32", "minmax"], engine=engine, workers=1, progress=False)
-    assert evaluate(swin, calib, ev, ["fp32"], engine="c", workers=1, progress=False).rows[0]["method"] == "fp32"
+    with pytest.raises(TsptqError, match=r"^--engine faithful: Swin: the faithful simulator covers the ViT layout"):
+        evaluate(swin, calib, ev, ["fp32", "minmax"], engine="faithful", workers=1, progress=False)
+    assert evaluate(swin, calib, ev, ["fp32"], engine="faithful", workers=1, progress=False).rows[0]["method"] == "fp32"
 
 
 def test_the_error_budget_runs_unit_by_unit(swin, calib):
@@ -231,7 +230,9 @@ def test_the_error_budget_runs_unit_by_unit(swin, calib):
     assert result["quantized"]["agreement"] == 100.0 and result["quantized"]["cosine_mean"] > 0.99
 
 
-def test_integer_paths_refuse_a_swin_in_one_line(swin, calib, tmp_path):
+def test_what_swin_still_lacks_is_refused_in_one_line(swin, calib, tmp_path):
+    """Swin has an integer model (tests/test_swin_integer.py); the faithful simulator, the NPU variant and the stock
+    converter's export cover the ViT layout only."""
     from tsptq.evaluation.engines import resolve
     from tsptq.evaluation.stock_converter import convert
     from tsptq.intmodel.faithful import applies
@@ -240,42 +241,47 @@ def test_integer_paths_refuse_a_swin_in_one_line(swin, calib, tmp_path):
 
     qm = quantize(swin, calib, "tsptq", progress=False)
     assert not applies(qm)
-    with pytest.raises(QuantizationError) as e:
-        lower(qm)
-    assert str(e.value) == NO_INTEGER_MODEL
-    assert NO_INTEGER_MODEL == ("Swin: the integer model and export are not built yet (issue 19); the float32 "
-                                "simulator runs every method (tsptq eval --engine float32)")
-    runner, note = resolve(qm, "c")
-    assert runner.engine == "float32" and note == NO_INTEGER_MODEL
+    assert NO_FAITHFUL == ("Swin: the faithful simulator covers the ViT layout only (issue 19); --engine c runs "
+                           "Swin's integer model, --engine float32 the simulator")
+    runner, note = resolve(qm, "faithful")
+    assert runner.engine == "float32" and note == NO_FAITHFUL
+    with pytest.raises(QuantizationError, match="^--npu ethos-u: Swin has no NPU variant yet"):
+        lower(qm, npu=True)
     with pytest.raises(TsptqError, match="^Swin: the stock converter's export .* covers the ViT layout only"):
         convert(swin, calib, tmp_path / "stock.tflite")
     assert not (tmp_path / "stock.tflite").exists()
     path = tmp_path / "swin.safetensors"
     save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, path,
               metadata={"tsptq_config": json.dumps(swin.cfg.to_dict())})
-    with pytest.raises(QuantizationError, match="^Swin: the integer model and export are not built yet"):  # export
-        build(Source(model=None, checkpoint=str(path), data="bundled", calib_images=2), progress=False)
+    with pytest.raises(QuantizationError, match="^--npu ethos-u: Swin has no NPU variant yet"):  # before calibrating
+        build(Source(model=None, checkpoint=str(path), data="bundled", calib_images=2), progress=False, npu=True)
 
 
-def test_cli_evaluates_a_swin_and_refuses_its_export(swin, tmp_path, capsys):
+def test_cli_evaluates_exports_and_verifies_a_swin(swin, tmp_path, capsys):
     from tsptq.cli.main import main
+    from tsptq.tflite.reader import read_tflite
 
     path = tmp_path / "swin.safetensors"
     save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, path,
               metadata={"tsptq_config": json.dumps(swin.cfg.to_dict())})
     args = ["--checkpoint", str(path), "--data", "bundled", "--calib-images", "2", "--quiet"]
     ev = ["eval", *args, "--eval-images", "6", "--workers", "1"]
-    assert main(ev + ["--methods", "fp32,minmax", "--json", str(tmp_path / "out.json")]) == 0
+    assert main(ev + ["--methods", "fp32,minmax", "--engine", "float32", "--json", str(tmp_path / "out.json")]) == 0
     rows = json.loads((tmp_path / "out.json").read_text())["results"]
     assert [(r["method"], r["engine"]) for r in rows] == [("fp32", "-"), ("minmax", "float32")]
     capsys.readouterr()
-    line = "Swin: the integer model and export are not built yet (issue 19); the float32 simulator runs every " \
-           "method (tsptq eval --engine float32)"
-    assert main(ev + ["--methods", "fp32,tsptq", "--engine", "c"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"tsptq: error: --engine c: {line}"]
-    assert main(["export", *args, "--out", str(tmp_path / "swin.tflite")]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"tsptq: error: {line}"]
-    assert not (tmp_path / "swin.tflite").exists()
+    assert main(ev + ["--methods", "fp32,tsptq", "--engine", "faithful"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"tsptq: error: --engine faithful: {NO_FAITHFUL}"]
+    out = tmp_path / "swin.tflite"
+    assert main(["export", *args, "--out", str(out)]) == 0
+    kinds = {op.kind for op in read_tflite(out).ops}
+    assert {"TSPTQ_BMM_BIAS", "TSPTQ_SOFTMAX_MASK_2S"} <= kinds and "CONV_2D" not in kinds
+    capsys.readouterr()
+    assert main(["verify", str(out), "--quiet", "--eval-images", "20"]) == 0  # rebuilt byte for byte from its source
+    assert "output bytes equal to the in-memory integer model: yes" in capsys.readouterr().out
+    assert main(["export", *args, "--npu", "ethos-u", "--out", str(tmp_path / "npu.tflite")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "tsptq: error: --npu ethos-u: Swin has no NPU variant yet (issue 19)"]
     assert main(["export", *args, "--method", "tflite-converter", "--out", str(tmp_path / "stock.tflite")]) == 2
     from tsptq.evaluation.stock_converter import STOCK_SWIN
 
@@ -286,12 +292,12 @@ def test_cli_evaluates_a_swin_and_refuses_its_export(swin, tmp_path, capsys):
 
 
 @pytest.mark.cc
-def test_deploy_refuses_a_swin_in_one_line(swin, tmp_path, capsys):
+def test_deploy_runs_a_swin_on_the_host(swin, tmp_path, capsys):
     from tsptq.cli.deploy import main
 
     path = tmp_path / "swin.safetensors"
     save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, path,
               metadata={"tsptq_config": json.dumps(swin.cfg.to_dict())})
     assert main(["--target", "host", "--checkpoint", str(path), "--data", "bundled", "--calib-images", "2",
-                 "--quiet"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"tsptq-deploy: error: {NO_INTEGER_MODEL}"]
+                 "--quiet"]) == 0
+    assert "TSPTQ_SOFTMAX_MASK_2S" in capsys.readouterr().out

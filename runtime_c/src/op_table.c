@@ -24,7 +24,9 @@
     X(tq_fc_2s_op)           /* TSPTQ_FC_2S */                                                                      \
     X(tq_bmm_2s_op)          /* TSPTQ_BMM_2S */                                                                     \
     X(tq_add_2s_op)          /* TSPTQ_ADD_2S (ops/add.c) */                                                         \
-    X(tq_token_mean_op)      /* TSPTQ_TOKEN_MEAN */
+    X(tq_token_mean_op)      /* TSPTQ_TOKEN_MEAN */                                                                 \
+    X(tq_bmm_bias_op)        /* TSPTQ_BMM_BIAS (Swin's scores) */                                                   \
+    X(tq_softmax_mask_2s_op) /* TSPTQ_SOFTMAX_MASK_2S (Swin's shifted windows) */
 
 #define TQ_DECLARE(def) extern const tq_op_def def;
 #define TQ_ENTRY(def) &def,

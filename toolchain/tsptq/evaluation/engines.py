@@ -11,8 +11,8 @@ An engine turns a fitted quantization into a *runner*: a picklable callable that
 - ``float32``: the fake-quantized float32 simulator (``tsptq.quant.qvit``, ``tsptq.quant.qswin``); also the FP32
   reference and every A<8 method. A Swin's "class token" is the pooled final-norm features its head reads.
 
-Not every method has an integer model (A<8, distilled DeiT, any Swin: issue 19): ``resolve`` falls back
-c -> faithful -> float32 and each row says which engine measured it.
+Not every method has an integer model (A<8, distilled DeiT), and the faithful simulator covers the ViT layout only
+(not a Swin: issue 19): ``resolve`` falls back c -> faithful -> float32 and each row says which engine measured it.
 """
 from __future__ import annotations
 
@@ -104,8 +104,10 @@ class CRunner:
         if t.quant is None or t.quant.kind not in ("uniform", "channel_pow2") or t.dtype != "int8":
             raise TsptqError(f"c engine: the class token ({t.name}) has a {t.quant.kind if t.quant else 'missing'} "
                              "code, not an affine int8 one")
-        # A head on [class token, patch-token mean] (global_pool token+avg) reads the class token first.
-        width = fm.metadata.get("config", {}).get("embed_dim", t.shape[-1])
+        # A head on [class token, patch-token mean] (global_pool token+avg) reads the class token first; a Swin's
+        # head reads the pooled features alone.
+        config = fm.metadata.get("config", {})
+        width = t.shape[-1] if config.get("arch") == "swin" else config.get("embed_dim", t.shape[-1])
         scale = np.broadcast_to(np.asarray(t.quant.scale, np.float32), (t.shape[-1],))[:width].copy()
         self._state = (fm, cm, tap, scale, int(t.quant.zero_point[0]))
 
@@ -132,16 +134,15 @@ def c_available() -> str | None:
 def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
     """(runner, note): the requested engine where the method has what it needs, else the next one down; the note
     says why a fallback was taken (None when none was)."""
-    from tsptq.intmodel.faithful import applies as faithful_applies
+    from tsptq.intmodel.faithful import applies as faithful_applies, has_integer_model
 
     if qm.method == "fp32":
         return SimulatorRunner(qm, faithful=False, device=device), None
     want = "c" if engine == "auto" else engine
     note = None
     if want == "c":
-        if not faithful_applies(qm):
-            why = qm.graph.no_integer_model or \
-                f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model"
+        if not has_integer_model(qm):
+            why = f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model"
             want, note = "faithful", why
         else:
             try:
@@ -155,7 +156,7 @@ def resolve(qm, engine: str, device: str = "cpu") -> tuple[object, str | None]:
                 kind = "no integer model" if isinstance(e, QuantizationError) else "the C runtime refused its file"
                 want, note = "faithful", f"{qm.method}: {kind} ({str(e).splitlines()[0]})"
     if want == "faithful" and not faithful_applies(qm):
-        want, note = "float32", note or qm.graph.no_integer_model or \
+        want, note = "float32", note or qm.graph.no_faithful or \
             f"{qm.method} W{qm.w_bits}A{qm.a_bits}: no integer model to be faithful to"
     # The faithful simulator decodes codes through numpy: it runs on the CPU whatever --device says.
     return SimulatorRunner(qm, faithful=want == "faithful", device="cpu" if want == "faithful" else device), note

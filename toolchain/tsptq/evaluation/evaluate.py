@@ -21,8 +21,8 @@ from tsptq.atomic import atomic_write, write_json_atomic  # noqa: F401 (write_js
 from tsptq.quant.observers import record
 from tsptq.evaluation.distributed import Cluster
 from tsptq.evaluation.engines import ENGINES, c_available, resolve
-from tsptq.errors import DataError, QuantizationError, TsptqError
-from tsptq.quant.quantize import graph_of, quantize, require_integer_model
+from tsptq.errors import DataError, TsptqError
+from tsptq.quant.quantize import graph_of, quantize
 from tsptq.evaluation.shards import ShardPool, batch_grid
 from tsptq.model.swin import SwinTransformer
 from tsptq.model.vit import VisionTransformer
@@ -75,13 +75,9 @@ def default_batch_size(cfg) -> int:
 
 
 def require_engine(model, methods: list[str], engine: str) -> None:
-    """Refuse, before any work, an engine that needs an integer model (``c``, ``faithful``) for a quantized method of
-    a model that has none yet (a Swin)."""
-    if engine in ("c", "faithful") and any(m != "fp32" for m in methods):
-        try:
-            require_integer_model(model)
-        except QuantizationError as e:
-            raise TsptqError(f"--engine {engine}: {e}") from None
+    """Refuse, before any work, the faithful engine for a quantized method of a model it does not cover (a Swin)."""
+    if engine == "faithful" and any(m != "fp32" for m in methods) and (why := graph_of(model).no_faithful):
+        raise TsptqError(f"--engine faithful: {why}")
 
 
 def evaluate(model: VisionTransformer | SwinTransformer, calib, eval_set, methods: list[str], bits: str = "W8A8",
@@ -91,9 +87,9 @@ def evaluate(model: VisionTransformer | SwinTransformer, calib, eval_set, method
     """One row per method; 'fp32' is always measured first as the reference. ``engine``: see ``tsptq.evaluation.engines``
     (each row says which one measured it). ``workers``: processes on this machine; ``cluster``: this rank's place
     under torchrun (rank 0 calibrates and returns the Evaluation, the other ranks return None). ``timings``: put
-    wall-clock seconds in the rows (False for output that must be identical from run to run). A Swin runs every
-    method in the float32 simulator only (no integer model yet, issue 19: ``auto`` measures with float32, ``c`` and
-    ``faithful`` are refused); its "class token" is the pooled final-norm feature its head reads."""
+    wall-clock seconds in the rows (False for output that must be identical from run to run). A Swin runs in the C
+    runtime and the float32 simulator, not the faithful one (issue 19: ``faithful`` is refused, and ``auto`` without
+    a C runtime measures with float32); its "class token" is the pooled final-norm feature its head reads."""
     if len(eval_set) == 0:
         raise DataError("the evaluation set is empty")
     if engine not in ENGINES:
@@ -103,19 +99,15 @@ def evaluate(model: VisionTransformer | SwinTransformer, calib, eval_set, method
     quantized = any(m != "fp32" for m in methods)
     cluster = cluster or Cluster(device=device)
     main = cluster.is_main
-    if graph.no_integer_model and quantized and engine == "auto":
-        if main:
-            why = graph.no_integer_model.split(";")[0]
-            tqdm.write(f"note: {why}; measuring with the float32 simulator", file=sys.stderr)
-        engine = "float32"
     bs = batch_size or default_batch_size(model.cfg)
     if engine in ("auto", "c") and quantized:  # FP32 runs no engine
         why = c_available()
         if why and engine == "c":
             raise TsptqError(f"--engine c: the C runtime cannot be built here: {why}")
         if why:
-            tqdm.write(f"note: no C runtime here ({why}); measuring with the faithful simulator", file=sys.stderr)
-            engine = "faithful"
+            fallback = "float32" if graph.no_faithful else "faithful"  # (a Swin: not the faithful one)
+            tqdm.write(f"note: no C runtime here ({why}); measuring with the {fallback} simulator", file=sys.stderr)
+            engine = fallback
     labels = eval_set.labels if labels_valid else None
     n_batches = len(batch_grid(len(eval_set), bs))
     first, last = cluster.share(n_batches)

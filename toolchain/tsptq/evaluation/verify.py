@@ -14,13 +14,15 @@ def file_eval_set(fm, file, want: EvalData):
     """(recorded source or None, model config, evaluation set, whether labels are valid) of the model of ``file``
     (read as ``fm``): the data recorded in the file's metadata unless ``want`` says otherwise."""
     from tsptq.intmodel.integer import Source
+    from tsptq.model.swin import SwinConfig
     from tsptq.model.vit import ViTConfig
 
     if want.images is not None and want.images < 1:
         raise TsptqError("--eval-images must be at least 1")
     try:
         src = Source(**fm.metadata["source"]) if "source" in fm.metadata else None
-        cfg = ViTConfig.from_dict(fm.metadata["config"]) if "config" in fm.metadata else None
+        config = fm.metadata.get("config")
+        cfg = None if config is None else (SwinConfig if config.get("arch") == "swin" else ViTConfig).from_dict(config)
     except (TypeError, ValueError, KeyError) as e:
         raise TsptqError(f"{file}: unreadable source or config in the metadata ({e})") from None
     if cfg is None:
@@ -39,6 +41,7 @@ def verify(file, data: EvalData = EvalData(), *, batch_size: int = 50, rebuild: 
            quiet: bool = False) -> dict:
     """Run the file's integer model on the evaluation images; with ``rebuild`` rebuild the in-memory model from the
     source recorded in the file and compare outputs byte for byte, and both simulators' predictions."""
+    from tsptq.intmodel.faithful import applies as faithful_applies
     from tsptq.intmodel.integer import build, compare, run_batches, run_faithful, run_simulator
     from tsptq.tflite.reader import read_tflite
 
@@ -64,7 +67,8 @@ def verify(file, data: EvalData = EvalData(), *, batch_size: int = 50, rebuild: 
         result["bytes_equal_to_in_memory"] = bool(np.array_equal(out_mem, out_file))
         result["equal_output_fraction"] = float(np.mean(out_mem == out_file))
         result["simulator"] = compare(logits_file, run_simulator(qm, test, batch_size, progress), labels)
-        result["faithful_simulator"] = compare(logits_file, run_faithful(qm, test, batch_size, progress), labels)
+        if faithful_applies(qm):  # (not a Swin)
+            result["faithful_simulator"] = compare(logits_file, run_faithful(qm, test, batch_size, progress), labels)
     return result
 
 
@@ -102,7 +106,7 @@ def format_result(r: dict) -> str:
             lines.append(f"top-1 of the simulator              {s['top1_simulator']:.2f}%")
         lines.append(f"prediction agreement with the simulator {s['agreement']:.2f}%, "
                      f"logit |error| mean {s['logit_abs_err_mean']:.4f} max {s['logit_abs_err_max']:.4f}")
-        f = r["faithful_simulator"]
-        lines.append(f"  with the faithful simulator (float64, TFLite rounding at builtins) {f['agreement']:.2f}%, "
-                     f"logit |error| mean {f['logit_abs_err_mean']:.4f} max {f['logit_abs_err_max']:.4f}")
+        if f := r.get("faithful_simulator"):  # (none for a Swin)
+            lines.append(f"  with the faithful simulator (float64, TFLite rounding at builtins) {f['agreement']:.2f}%, "
+                         f"logit |error| mean {f['logit_abs_err_mean']:.4f} max {f['logit_abs_err_max']:.4f}")
     return "\n".join(lines)

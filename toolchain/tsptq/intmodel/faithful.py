@@ -75,10 +75,13 @@ class FaithfulHook(SimHook):
 
 
 def applies(qm: QuantizedViT) -> bool:
-    """Whether the quantization has an integer model to be faithful to (what ``lower`` accepts: A8, one head, not
-    a Swin yet)."""
-    return (qm.method != "fp32" and bool(qm.acts) and qm.a_bits == 8 and "head_dist" not in qm.graph.linears
-            and qm.graph.no_integer_model is None)
+    """Whether the quantization has an integer model and this simulator covers its graph (not a Swin)."""
+    return has_integer_model(qm) and qm.graph.no_faithful is None
+
+
+def has_integer_model(qm: QuantizedViT) -> bool:
+    """Whether ``lower`` accepts the quantization (A8, one head)."""
+    return qm.method != "fp32" and bool(qm.acts) and qm.a_bits == 8 and "head_dist" not in qm.graph.linears
 
 
 @torch.no_grad()

@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from tsptq.data import datasets
-from tsptq.errors import QuantizationError
 from tsptq.intmodel.graph import IntModel
 from tsptq.quant.qvit import QuantizedViT
 
@@ -54,11 +53,10 @@ def build(src: Source, progress: bool = True, npu: bool = False,
     from tsptq.model.checkpoint import resolve_model
     from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
-    from tsptq.quant.quantize import quantize, require_integer_model
+    from tsptq.quant.quantize import quantize
 
     src.validate()
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
-    require_integer_model(model)
     if npu:
         from tsptq.intmodel.lower import require_npu_config
 

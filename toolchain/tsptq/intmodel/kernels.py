@@ -183,6 +183,19 @@ def softmax_2s(x, exp_lut, out_kind, mult, shift, out_zp, bits, m, signed_fine):
     return encode_probability(p, out_kind, mult, shift, out_zp, bits, m, signed_fine)
 
 
+def softmax_mask_2s(x, mask, exp_lut, out_kind, mult, shift, out_zp, bits, m, signed_fine):
+    """TSPTQ_SOFTMAX_MASK_2S: TSPTQ_SOFTMAX_2S over the pairs a mask keeps (Swin's shifted windows). x (B, W, H, N, N)
+    int8 scores, mask (W, N, N) int8, 1 where the pair takes part, 0 where it does not (every row keeps one at
+    least): the maximum and the sum run over the kept pairs only, a masked pair gets p = 0 exactly (the code of 0)."""
+    keep = np.asarray(mask).astype(bool)[:, None]  # (W, 1, N, N): the same mask for every image and head
+    q = x.astype(np.int64)
+    mx = np.where(keep, q, -128).max(-1, keepdims=True)
+    e = np.where(keep, exp_lut.astype(np.int64)[np.where(keep, mx - q, 0)], 0)
+    recip = (np.int64(1) << (PROB_FRAC_BITS + EXP_FRAC_BITS)) // e.sum(-1, keepdims=True)
+    p = rshift_round(e * recip, EXP_FRAC_BITS)  # Q30, 0 where masked
+    return encode_probability(p, out_kind, mult, shift, out_zp, bits, m, signed_fine)
+
+
 def encode_probability(p, out_kind, mult, shift, out_zp, bits, m, signed_fine):
     if out_kind == UNIFORM:
         return saturate(rshift_round(p * mult, shift) + out_zp, np.int8)
@@ -262,6 +275,15 @@ def bmm_2s(a, kind, bits, m, signed_fine, log2_frac, b, b_zp, mult, shift, out_z
     """Attention x V with a two-scale or log2 probability code: acc = sum_j d(a_ij) * (v_j - zp)."""
     d = decode_operand(a, kind, 0, None, bits, m, signed_fine, log2_frac)
     return requantize_single(exact_matmul(d, b.astype(np.int64) - b_zp), mult, shift, out_zp)
+
+
+def bmm_bias(a, a_zp, b, b_zp, bias, bias_shift, mult, shift, out_zp):
+    """TSPTQ_BMM_BIAS (Swin's scores): acc = sum_k (a_ik - a_zp) (b_jk - b_zp); t = (acc << bias_shift) + bias (bias
+    int32 in units of the accumulator's unit / 2^bias_shift, the output's trailing dims, broadcast over the leading
+    ones; |t| < 2^31); y = sat8(rshift_round(t * mult, 31 - shift + bias_shift) + out_zp): one rounding."""
+    acc = exact_matmul(a.astype(np.int64) - a_zp, np.swapaxes(b.astype(np.int64) - b_zp, -1, -2))
+    total = (acc << bias_shift) + bias.astype(np.int64)
+    return saturate(rshift_round(total * np.int64(mult), 31 - shift + bias_shift) + out_zp, np.int8)
 
 
 # --- the NPU variant (``lower(qm, npu=True)``, docs/integer-semantics.md "The NPU variant") -------------------------

@@ -17,7 +17,8 @@ from tsptq.errors import QuantizationError
 from tsptq.intmodel.fixedpoint import fixed_multiplier, quantize_multiplier
 from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
 from tsptq.quant.quantizers import ChannelPow2, Log2, SignSplit, TwoScale, Uniform
-from tsptq.quant.qvit import QuantizedViT, linear_input
+from tsptq.quant.qswin import SwinGraph
+from tsptq.quant.qvit import QuantizedViT
 
 ACC_LIMIT = 2**31 - 1  # every accumulator is an int32 in the C runtime
 
@@ -136,7 +137,7 @@ class _Builder:
         wq = qm.weights[layer]
         codes = wq.encode(w)[rows].numpy()
         w_scale = wq.scale[rows].numpy().astype(np.float32)
-        in_q = qm.acts[linear_input(qm.graph.cfg, layer)]
+        in_q = qm.acts[qm.graph.linear_input(layer)]
         bias_q = Uniform(in_q.base_scale * wq.scale, torch.zeros_like(b), 32, axis=0)
         bias = bias_q.encode(b)[rows].numpy()
         name = name or layer
@@ -182,11 +183,11 @@ class _Builder:
         pi = self.const_i32(f"{out_point}.add_params", params)
         return self.op("TSPTQ_ADD_2S", [a, b, pi], y, a_zp=ta.zp, b_zp=tb.zp, out_zp=ty.zp)
 
-    def layernorm(self, norm: str, x: int, shape) -> int:
+    def layernorm(self, norm: str, x: int, shape, out_point: str | None = None) -> int:
         qm = self.qm
         gamma, beta = (t.double().numpy() for t in qm.graph.norms[norm])
         xt = self.t(x)
-        y = self.act(norm, shape)
+        y = self.act(out_point or norm, shape)  # (Swin's patch embedding norm writes the next point's code)
         yt = self.t(y)
         D = shape[-1]
         if D > 1024:
@@ -469,6 +470,10 @@ NPU_VARIANT = "npu-ethos-u-step1"
 
 def require_npu_config(cfg) -> None:
     """The model shapes the NPU variant covers, as one-line errors (checked before calibration too)."""
+    if not hasattr(cfg, "global_pool"):  # a Swin
+        from tsptq.intmodel.lower_swin import NO_NPU
+
+        raise QuantizationError(NO_NPU)
     if not cfg.num_classes:  # the final LayerNorm would be the output, as an int16 decoded value
         raise QuantizationError("--npu ethos-u: models without a classifier head have no NPU variant yet")
     if cfg.global_pool == "token+avg":
@@ -493,14 +498,16 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntMode
     producers writing the decoded int16 value (docs/integer-semantics.md "The NPU variant"). ``split_pv`` (NPU variant
     only, ignored otherwise): attention x V of a V-2SF softmax as two int8 x int8 -> int32 BATCH_MATMULs summed by
     TSPTQ_PV_SUM_2S (else the custom TSPTQ_BMM_2S, on the CPU: ``--pv-on-cpu``)."""
-    if qm.graph.no_integer_model:  # a Swin: simulated only, for now
-        raise QuantizationError(qm.graph.no_integer_model)
     cfg = qm.graph.cfg
     if qm.method == "fp32" or not qm.acts:
         raise QuantizationError("fp32 has no integer model: pick a quantization method")
     if qm.a_bits != 8:
         raise QuantizationError(f"the integer model and the .tflite file hold 8-bit activations; A{qm.a_bits} "
                                 "is simulated only")
+    if isinstance(qm.graph, SwinGraph):  # the same steps, its own graph (tsptq.intmodel.lower_swin)
+        from tsptq.intmodel.lower_swin import lower_swin
+
+        return lower_swin(_Builder(qm), patch_embed_codes(qm), npu)
     if "head_dist" in qm.graph.linears:
         raise QuantizationError("distilled DeiT models (two heads) have no integer export yet")
     if npu:

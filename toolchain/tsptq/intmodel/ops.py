@@ -252,6 +252,83 @@ def _token_mean_check(ins, out, options):
     return None
 
 
+# --- Swin's ops (tsptq.intmodel.lower_swin; docs/integer-semantics.md "Swin"): their kernels, checks and C files ----
+
+ACC_LIMIT = 2**31 - 1  # int32 accumulators
+
+def _bmm_bias(model, op, v):
+    o = op.options
+    return K.bmm_bias(v[0], o["a_zp"], v[1], o["b_zp"], v[2], o["bias_shift"], o["mult"], o["shift"], o["out_zp"])
+
+
+def _bmm_bias_check(ins, out, o):
+    """runtime_c/src/ops/bmm_bias.c's prepare."""
+    a, b, bias = ins
+    R, RB = a.rank, bias.rank
+    if (a.type != S.TensorType.INT8 or b.type != S.TensorType.INT8 or out.type != S.TensorType.INT8 or R < 2
+            or b.rank != R or out.rank != R):
+        return "operands must be int8 tensors of one rank"
+    if any(b.shape[d] != a.shape[d] or out.shape[d] != a.shape[d] for d in range(R - 2)):
+        return "batch dimensions differ"
+    K_ = a.shape[R - 1]
+    if b.shape[R - 1] != K_ or out.shape[R - 2] != a.shape[R - 2] or out.shape[R - 1] != b.shape[R - 2]:
+        return "shapes do not fit (a (..., N, K), b (..., M, K), output (..., N, M))"
+    if bias.type != S.TensorType.INT32 or not 2 <= RB <= R - 1 or tuple(bias.shape) != tuple(out.shape[R - RB:]):
+        return "the bias must be int32 with the output's trailing dimensions"
+    if (not all(-128 <= o[k] <= 127 for k in ("a_zp", "b_zp", "out_zp")) or not 0 <= o["bias_shift"] <= 30
+            or not 0 <= o["mult"] <= ACC_LIMIT or not -31 <= o["shift"] <= 31
+            or not 1 <= 31 - o["shift"] + o["bias_shift"] <= 62):
+        return "options out of range"
+    maxb = int(np.abs(bias.data.astype(np.int64)).max(initial=0))
+    if (K_ * 255 * 255) << o["bias_shift"] > ACC_LIMIT or ((K_ * 255 * 255) << o["bias_shift"]) + maxb > ACC_LIMIT:
+        return "the int32 accumulator could overflow"
+    return None
+
+
+def _softmax_mask_2s(model, op, v):
+    o = op.options
+    return K.softmax_mask_2s(v[0], v[2], v[1], o["out_kind"], o["mult"], o["shift"], o["out_zp"], o["bits"],
+                             o["ratio_log2"], bool(o["signed_fine"]))
+
+
+def _softmax_mask_check(ins, out, o):
+    """runtime_c/src/ops/softmax_mask_2s.c's prepare."""
+    x, lut, mask = ins
+    if x.type != S.TensorType.INT8 or x.rank != 5 or tuple(x.shape) != tuple(out.shape) or x.shape[3] != x.shape[4]:
+        return "input must be int8 (batch, windows, heads, N, N), output of its shape"
+    N = x.shape[4]
+    if not 1 <= N <= 2047:
+        return f"{N} tokens, 1 to 2047"
+    if lut.rank != 1 or lut.shape[0] != 256 or lut.type != S.TensorType.INT32:
+        return "the lookup table must have 256 int32 entries"
+    kind = o["out_kind"]
+    if kind not in (K.UNIFORM, K.TWO_SCALE, K.LOG2):
+        return f"output code kind {kind}"
+    if out.type != (S.TensorType.INT8 if kind == K.UNIFORM else S.TensorType.UINT8):
+        return "output dtype does not fit the code kind"
+    if int(lut.data[0]) != 1 << 20:
+        return "exp table must start at 2^20"
+    bad = (lut.data < 0) | (lut.data > (1 << 20))
+    if bad.any():
+        return f"exp table entry {int(np.argmax(bad))} out of range"
+    if (not 0 <= o["mult"] <= ACC_LIMIT or not 0 <= o["shift"] <= 62 or not -128 <= o["out_zp"] <= 127
+            or not 2 <= o["bits"] <= 8 or not 0 <= o["ratio_log2"] <= 8 or not 0 <= o["signed_fine"] <= 1):
+        return "options out of range"
+    if mask.type != S.TensorType.INT8 or tuple(mask.shape) != (x.shape[1], N, N):
+        return "the mask must be int8 (windows, N, N)"
+    m = mask.data.reshape(-1, N)
+    if ((m != 0) & (m != 1)).any():
+        return "mask entries must be 0 or 1"
+    if not m.any(-1).all():
+        return "a mask row keeps no pair"
+    return None
+
+
+def _mask_scratch(ins) -> int:
+    """TSPTQ_SOFTMAX_MASK_2S: TSPTQ_SOFTMAX_2S's int32 row, then the gathered row and its codes (2 N bytes)."""
+    return 6 * ins[0].shape[-1]
+
+
 # --- arena sizes (the C planner's, runtime_c/src/planner.c) ---------------------------------------------------------
 
 def _row_scratch(ins) -> int:
@@ -297,6 +374,13 @@ _SPECS = (
            scratch=_row_scratch),  # both inputs are activations
     OpSpec("TSPTQ_ADD_2S", 3, _add_2s, option_keys=("a_zp", "b_zp", "out_zp"), params_from=2),
     OpSpec("TSPTQ_TOKEN_MEAN", 1, _token_mean, option_keys=("first",), check=_token_mean_check),
+    # Swin's scores: q.k^T plus the relative position bias (int32, in 2^-bias_shift of the accumulator's unit)
+    OpSpec("TSPTQ_BMM_BIAS", 3, _bmm_bias, option_keys=("a_zp", "b_zp", "bias_shift", "mult", "shift", "out_zp"),
+           params_from=2, check=_bmm_bias_check),
+    # TSPTQ_SOFTMAX_2S over the pairs a constant 0/1 mask keeps (Swin's shifted windows); the mask is the last input
+    OpSpec("TSPTQ_SOFTMAX_MASK_2S", 3, _softmax_mask_2s,
+           option_keys=("out_kind", "mult", "shift", "out_zp", "bits", "ratio_log2", "signed_fine"), params_from=1,
+           scratch=_mask_scratch, check=_softmax_mask_check),
 )
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 
@@ -357,4 +441,5 @@ _NPU_SPECS = (
            option_keys=("bits", "ratio_log2", "signed_fine", "b_zp", "mult", "shift", "out_zp")),
 )
 NPU_OPS: dict[str, OpSpec] = {s.name: s for s in _NPU_SPECS}
+
 ALL_OPS: dict[str, OpSpec] = {**OPS, **NPU_OPS}

@@ -4,8 +4,8 @@
 Checkpoints are timm/DeiT state dicts (see :mod:`tsptq.model.vit` for the key layout) or Hugging Face ViT/DeiT/DINOv2
 ones (:mod:`tsptq.model.hf_layout`), as a file or a folder (``save_pretrained``'s, a hub snapshot); the architecture is
 read from the tensor shapes. timm / Microsoft Swin state dicts are recognised by their keys and read by
-:mod:`tsptq.model.swin_layout` (quantized in the float32 simulator, :mod:`tsptq.quant.qswin`; no integer model or
-export yet, issue 19). Two things can't be seen in a ViT's shapes:
+:mod:`tsptq.model.swin_layout` (quantized by :mod:`tsptq.quant.qswin`, lowered by :mod:`tsptq.intmodel.lower_swin`).
+Two things can't be seen in a ViT's shapes:
 
 * the number of heads: defaults to ``embed_dim // 64`` (timm's ViT/DeiT convention), pass ``heads`` otherwise;
 * the preprocessing: defaults to ImageNet mean/std with crop 0.875 (DeiT). timm's ``vit_*`` (augreg) checkpoints

@@ -1,5 +1,5 @@
-"""A timm-compatible Swin Transformer (the float model; :mod:`tsptq.quant.qswin` is its quantization graph, for the
-float32 simulator: no integer model or export yet, issue 19).
+"""A timm-compatible Swin Transformer (the float model; :mod:`tsptq.quant.qswin` is its quantization graph,
+:mod:`tsptq.intmodel.lower_swin` its integer model).
 
 Same module tree and state-dict keys as timm's ``SwinTransformer`` (timm >= 0.9 layout, read from
 timm/models/swin_transformer.py): ``patch_embed.{proj,norm}``; per stage ``layers.N.downsample.{norm,reduction}``

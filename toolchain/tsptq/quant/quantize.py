@@ -41,13 +41,6 @@ def graph_of(model: VisionTransformer | SwinTransformer | Graph | SwinGraph) -> 
     return SwinGraph.from_model(model) if isinstance(model, SwinTransformer) else Graph.from_model(model)
 
 
-def require_integer_model(model) -> None:
-    """Refuse, before any work, a model whose architecture has no integer model yet (export, the C and faithful
-    engines, deployment): a Swin, which the float32 simulator quantizes with every method."""
-    if isinstance(model, (SwinTransformer, SwinGraph)):
-        raise QuantizationError(SwinGraph.no_integer_model)
-
-
 def quantize(model: VisionTransformer | SwinTransformer | Graph | SwinGraph, calib: ImageSet | Calibration,
              method: str, bits: str = "W8A8", batch_size: int = 16, progress: bool = True) -> QuantizedViT:
     """Fit ``method``'s codes on the calibration images (or on tensors already recorded from them)."""

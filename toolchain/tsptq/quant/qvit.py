@@ -77,7 +77,7 @@ class Graph:
     # Swin graph (tsptq.quant.qswin.SwinGraph) ----------------------------------------------------------------------
 
     int8_consts = ("pos_embed",)  # the constants the methods quantize to int8 (symmetric, per tensor)
-    no_integer_model = None  # (the Swin graph says here why it has no integer model yet)
+    no_faithful = None  # (the Swin graph says here why the faithful simulator does not cover it)
 
     @property
     def tokens_per_image(self) -> int:
