@@ -39,6 +39,7 @@ from tsptq.data import datasets
 from tsptq.model.checkpoint import resolve_model
 from tsptq.model.model_data import resolve_data
 from tsptq.evaluation.evaluate import write_json_atomic
+from tsptq.runtime.c_binding import MAX_THREADS
 
 import report  # benchmarks/report.py (this folder is sys.path[0] when a benchmark runs): writes docs/benchmarks.md
 
@@ -238,12 +239,12 @@ def main(argv=None) -> int:
     ap.add_argument("--c-variant", action="append", default=[],
                     help="also time this build of the C runtime (tsptq.runtime.c_build.VARIANTS), in the same run")
     ap.add_argument("--threads", type=int, default=1,
-                    help="N > 1: also time the C runtime on N threads (its static thread pool, at most 8), in the "
-                         "same run; the one-thread rows stay")
+                    help=f"N > 1: also time the C runtime on N threads (its static thread pool, at most "
+                         f"{MAX_THREADS}), in the same run; the one-thread rows stay")
     ap.add_argument("--no-peers", action="store_true", help="skip the peer toolchains (benchmarks/peers.py)")
     args = ap.parse_args(argv)
-    if not 1 <= args.threads <= 8:
-        ap.error(f"--threads must be 1 to 8, got {args.threads}")
+    if not 1 <= args.threads <= MAX_THREADS:
+        ap.error(f"--threads must be 1 to {MAX_THREADS}, got {args.threads}")
     global RUN_PEERS
     RUN_PEERS = not args.no_peers
     RESULTS.mkdir(parents=True, exist_ok=True)

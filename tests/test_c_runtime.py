@@ -1,7 +1,8 @@
 """The C runtime (runtime_c/): loader, planner, interpreter and the ctypes binding against the Python integer model.
 
 (a) byte-identical outputs to the Python integer model on 100 bundled CIFAR-10 test images, for every method's file;
-(b) the arena equals the Python planner's and the activation plan is within 10% of the lower bound;
+(b) the arena equals the Python planner's (plus, in the AVX-512 VNNI and AMX builds, exactly the FC weights they
+    prepack) and the activation plan is within 10% of the lower bound;
 (c) bad files and bad calls give the specific error code and a readable message, never a crash;
 (d) `emit-c` output compiles with -std=c99 -Wall -Wextra -Werror into a program whose outputs equal Python's;
 (e) the core under AddressSanitizer + UBSan, as a standalone program, on valid and bad files;
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as S
 
+from tsptq.runtime import c_build
 from tsptq.runtime.c_build import build_library, compiler, cpu_has, have_compiler
 from tsptq.data import datasets
 from tsptq.errors import RuntimeCError, TsptqError
@@ -129,8 +131,9 @@ def test_per_op_profile_covers_every_op_and_leaves_outputs_unchanged(cifar):
 def test_arena_equals_python_planner_and_is_near_the_bound(cifar, tiny, method):
     for data in (cifar[0][method], tiny[0][method]):
         cm, p = CModel(data), plan(parse_tflite(data))
-        assert (cm.arena_size, cm.persistent_size, cm.activation_size, cm.activation_lower_bound) == \
-               (p.arena_size, p.persistent_size, p.activation_size, p.lower_bound)
+        # the prepacked FC weights of the AVX-512 VNNI / AMX builds come on top (test_prepacked_weights_*)
+        assert (cm.arena_size - cm.prepacked_size, cm.persistent_size, cm.activation_size,
+                cm.activation_lower_bound) == (p.arena_size, p.persistent_size, p.activation_size, p.lower_bound)
         assert p.lower_bound <= p.activation_size <= 1.10 * p.lower_bound, p.to_dict()
     # measured on cifar10-vit: 50,736 B planned for a 50,700 B bound (+0.07%)
     assert CModel(cifar[0][method]).activation_size <= 1.001 * CModel(cifar[0][method]).activation_lower_bound
@@ -263,7 +266,8 @@ def test_bad_zero_point_and_custom_option_range(tiny):
 
 
 def test_arena_too_small_names_the_size(tiny):
-    need = CModel(tiny[0]["tsptq"]).arena_size
+    cm = CModel(tiny[0]["tsptq"])
+    need = cm.arena_size - cm.prepacked_size  # the least it runs in (without the prepacked weights, test_prepacked_*)
     e = c_error(tiny[0]["tsptq"], arena_size=need - 16)
     assert e.name == "TSPTQ_ERR_ARENA_TOO_SMALL" and f"{need} bytes needed" in str(e)
 
@@ -303,6 +307,73 @@ def test_precomputed_params_match_and_shrink_the_arena(cifar, method):
     with pytest.raises(RuntimeCError) as e:
         cm.use_params(params, arena_size=cm.activation_size - 16)
     assert e.value.name == "TSPTQ_ERR_ARENA_TOO_SMALL" and f"{cm.activation_size} bytes needed" in str(e.value)
+
+
+def expected_prepacked(data: bytes, variant: str) -> int:
+    """The prepacked bytes a build asks for (runtime_c/src/ops/vnni.h tqv_prepack_size, loader.c): per FC whose
+    weights its products take (K = I <= 2048), blocks of 32 channels, each 32 column sums and the packed groups of 4 k
+    (128 bytes each; to a whole 64-k step of 2048 bytes in the amx build), each op's at a multiple of 64 bytes, plus
+    64 to align the region. The avx512vnni build appends a channel_pow2 FC_2S's shifted channels (2^s - 1 columns
+    each, at most 1024) as groups of their own. Every other build (reference, AVX2, Arm, bare metal), and the amx
+    build where the AMX tiles run (its tile drivers pack per call): 0."""
+    if variant not in ("avx512vnni", "amx") or (variant == "amx" and c_build.amx_usable()[0]):
+        return 0
+    m = parse_tflite(data)
+    total = 0
+    for op in m.ops:
+        if op.kind not in ("FULLY_CONNECTED", "TSPTQ_FC_2S"):
+            continue
+        O, I = m.tensors[op.inputs[1]].shape
+        ng = (I + 3) // 4
+        if 4 * ng > 2048:
+            continue
+        if op.kind == "TSPTQ_FC_2S" and op.options["in_kind"] == 1 and variant == "avx512vnni":
+            s = np.asarray(m.tensors[op.inputs[5]].data, np.int64)
+            n_ext = int(((1 << s) - 1).sum())
+            if 0 < n_ext <= 1024 and 4 * (ng + (n_ext + 3) // 4) <= 2048:
+                ng += (n_ext + 3) // 4
+        block = (ng + 15) // 16 * 2048 if variant == "amx" else ng * 128
+        total += -(-((O + 31) // 32 * (128 + block)) // 64) * 64
+    return total + 64 if total else 0
+
+
+def _prepack_variants() -> list[str]:
+    from tsptq.runtime.c_build import have_avx512vnni
+    return ["reference"] + (["avx2"] if cpu_has("avx2") else []) + (["avx512vnni", "amx"] if have_avx512vnni() else [])
+
+
+@pytest.mark.parametrize("variant", _prepack_variants())
+def test_prepacked_weights_grow_the_arena_by_exactly_their_bytes(tiny, variant):
+    """The AVX-512 VNNI and AMX builds prepack the FC weights once, at tsptq_prepare, into the arena's prepacked part:
+    the arena grows by exactly those bytes (the activation plan and the multipliers stay the Python planner's), none
+    in the other builds; the outputs stay the Python integer model's, on 1 and 2 threads, image after image (the
+    activations never overwrite the packed weights); an arena without room for them runs without them (tsptq_prepare
+    and tsptq_prepare_with_params alike: emit-c's arena holds the activations only)."""
+    files, xs = tiny
+    for method in ("tsptq", "minmax"):  # any int8 codes are a valid input: the tsptq file's for both
+        data, x = files[method], xs[:4]
+        m, p = parse_tflite(data), plan(parse_tflite(data))
+        want = m.run(x)
+        cm = CModel(data, variant=variant)
+        assert cm.prepacked_size == expected_prepacked(data, variant)
+        assert (variant in ("avx512vnni", "amx") and not (variant == "amx" and c_build.amx_usable()[0])) == \
+            (cm.prepacked_size > 0)
+        assert cm.arena_size == p.arena_size + cm.prepacked_size
+        assert (cm.persistent_size, cm.activation_size) == (p.persistent_size, p.activation_size)
+        for threads in (1, 2):
+            cm.set_threads(threads)
+            assert np.array_equal(cm.run(x), want), (method, threads)
+        cm.set_threads(1)
+        if cm.prepacked_size:  # an arena without room for them runs without them; one smaller is refused
+            short = cm.persistent_size + cm.activation_size
+            for arena in (short, cm.arena_size - 8):
+                assert np.array_equal(CModel(data, variant=variant, arena_size=arena).run(x), want), (method, arena)
+            e = c_error(data, variant=variant, arena_size=short - 8)
+            assert e.name == "TSPTQ_ERR_ARENA_TOO_SMALL" and f"{short} bytes needed" in str(e)
+        params = persistent_params(m)
+        for arena in (cm.activation_size, cm.activation_size + cm.prepacked_size):
+            cm.use_params(params, arena_size=arena)
+            assert np.array_equal(cm.run(x), want), (method, arena)
 
 
 def test_too_many_tensors(tiny):

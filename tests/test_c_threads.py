@@ -10,6 +10,7 @@ second.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -26,7 +27,7 @@ CORE_SOURCES = sorted(str(p) for p in (RUNTIME / "src").rglob("*.c"))
 pytestmark = [pytest.mark.skipif(not have_compiler(), reason="no C compiler (set CC or install gcc)"), pytest.mark.cc]
 slow = pytest.mark.slow
 
-from tsptq.runtime.c_binding import CModel, default_variant  # noqa: E402
+from tsptq.runtime.c_binding import MAX_THREADS, CModel, default_variant  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,12 @@ def test_bad_thread_counts_are_refused(vit):
     data, x, want = vit
     cm = CModel(data, threads=2)
     top = cm.max_threads()
-    assert top == 8  # TSPTQ_MAX_THREADS of the host builds
+    # the one Python bound of --threads (tsptq.runtime.c_binding.MAX_THREADS: the pipeline's, benchmarks/latency.py's)
+    # is the header's TSPTQ_MAX_THREADS and the built library's
+    header = (RUNTIME / "include" / "tsptq.h").read_text()
+    assert re.search(r"#define TSPTQ_MAX_THREADS (\d+)", header).group(1) == str(MAX_THREADS) == str(top)
+    from tsptq.deploy import pipeline
+    assert pipeline.MAX_THREADS is MAX_THREADS
     for n in (0, -1, top + 1, 2**40):
         with pytest.raises(RuntimeCError) as e:
             cm.set_threads(n)

@@ -276,7 +276,8 @@ def test_the_file_runs_in_the_c_runtime_byte_for_byte(cfg, method):
         cm = CModel(data, variant=variant)
         assert np.array_equal(cm.run(x), want), variant
     p = plan(back)
-    assert (cm.arena_size, cm.activation_size) == (p.arena_size, p.activation_size)
+    # the arena is the Python planner's, plus the FC weights a host SIMD build prepacks (none in the reference one)
+    assert (cm.arena_size, cm.activation_size) == (p.arena_size + cm.prepacked_size, p.activation_size)
 
 
 @pytest.mark.cc

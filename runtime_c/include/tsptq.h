@@ -108,6 +108,7 @@ typedef struct {
     int32_t output;
     uint32_t params_offset, params_len; /* persistent per-channel multipliers (bytes in the persistent region) */
     uint32_t scratch_offset, scratch_len; /* short-lived scratch (bytes in the activation region) */
+    uint32_t packed_offset, packed_len;   /* prepacked constants (bytes in the prepacked region; 0: none) */
     uint8_t kind, n_inputs;              /* kind: the index of the op in the op table (tsptq_op_info) */
 } tsptq_op;
 
@@ -120,12 +121,14 @@ typedef struct {
     uint32_t n_tensors, n_ops;
     int32_t input, output;
     uint32_t persistent_size;   /* precomputed multipliers, at the arena's start */
+    uint32_t prepacked_size;    /* prepacked constants (host SIMD builds' FC weights), after them; 0 elsewhere */
     uint32_t activation_size;   /* the planned activation region (tensors + scratch), after it */
     uint32_t lower_bound;       /* max over the schedule of the live tensors' + scratch bytes (unaligned) */
     uint8_t *arena;
     size_t arena_len;
     const uint8_t *params;      /* the persistent multipliers: in the arena, or the caller's constant copy */
     uint8_t *activations;       /* the activation region */
+    uint8_t *packed;            /* the prepacked region (64-byte aligned), or NULL: the kernels pack per call */
     int loaded, prepared;
     tsptq_clock_fn clock;       /* per-op profiling (tsptq_set_profiler); NULL: off */
     uint32_t *op_ticks;
@@ -142,19 +145,27 @@ typedef struct {
 /* Parse and validate `bytes` (a tsptq .tflite file), plan the arena. Zero copy: `bytes` must outlive `model`. */
 int tsptq_load(tsptq_model *model, const void *bytes, size_t len, tsptq_status *status);
 
-/* Arena bytes tsptq_prepare needs (persistent multipliers + activation plan); 0 if the model is not loaded. */
+/* Arena bytes tsptq_prepare needs (persistent multipliers + prepacked constants + activation plan); 0 if the model is
+ * not loaded. */
 size_t tsptq_arena_size(const tsptq_model *model);
-/* The two parts, and the lower bound of the activation part (the largest total of simultaneously live tensors). */
+/* The three parts, and the lower bound of the activation part (the largest total of simultaneously live tensors).
+ * The prepacked part is the FC weights as the host SIMD builds' matrix products read them (AVX-512 VNNI, AMX),
+ * made once by tsptq_prepare instead of on every invoke; 0 in every other build (reference, AVX2, Arm). */
 size_t tsptq_persistent_size(const tsptq_model *model);
+size_t tsptq_prepacked_size(const tsptq_model *model);
 size_t tsptq_activation_size(const tsptq_model *model);
 size_t tsptq_activation_lower_bound(const tsptq_model *model);
 
-/* Bind the arena (TSPTQ_ARENA_ALIGNMENT-aligned, at least tsptq_arena_size bytes) and precompute multipliers. */
+/* Bind the arena (TSPTQ_ARENA_ALIGNMENT-aligned) and precompute multipliers. tsptq_arena_size bytes hold the
+ * prepacked constants too; an arena of only tsptq_persistent_size + tsptq_activation_size bytes runs without them
+ * (the same output bytes, the kernels packing per call); a smaller one is refused (TSPTQ_ERR_ARENA_TOO_SMALL). */
 int tsptq_prepare(tsptq_model *model, void *arena, size_t arena_len, tsptq_status *status);
 
 /* The same with the multipliers supplied precomputed (`params`, exactly tsptq_persistent_size bytes, e.g. a const
  * array in flash written by `tsptq emit-c`): the arena then needs only tsptq_activation_size bytes. The params are
- * checked against the model once (TSPTQ_ERR_BAD_QUANTIZATION if they do not match). */
+ * checked against the model once (TSPTQ_ERR_BAD_QUANTIZATION if they do not match). An arena of at least
+ * tsptq_prepacked_size + tsptq_activation_size bytes holds the prepacked constants too, at its start; a smaller one
+ * runs without them (the same bytes, the kernels packing per call). */
 int tsptq_prepare_with_params(tsptq_model *model, const void *params, size_t params_len, void *arena,
                               size_t arena_len, tsptq_status *status);
 

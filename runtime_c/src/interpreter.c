@@ -1,6 +1,6 @@
-/* tsptq runtime: prepare (bind the arena, precompute the builtin ops' multipliers) and invoke (run the schedule,
- * each op through its definition's eval, batch 1), plus the model accessors. No allocation, no float math per
- * invoke. */
+/* tsptq runtime: prepare (bind the arena, precompute the builtin ops' multipliers, prepack the weights the kernels of
+ * the build read prepacked) and invoke (run the schedule, each op through its definition's eval, batch 1), plus the
+ * model accessors. No allocation, no float math per invoke. */
 #include <string.h>
 
 #include "op_table.h"
@@ -9,9 +9,10 @@
 #include "threads.h"
 
 size_t tsptq_arena_size(const tsptq_model *m) {
-    return m && m->loaded ? (size_t)m->persistent_size + m->activation_size : 0;
+    return m && m->loaded ? (size_t)m->persistent_size + m->prepacked_size + m->activation_size : 0;
 }
 size_t tsptq_persistent_size(const tsptq_model *m) { return m && m->loaded ? m->persistent_size : 0; }
+size_t tsptq_prepacked_size(const tsptq_model *m) { return m && m->loaded ? m->prepacked_size : 0; }
 size_t tsptq_activation_size(const tsptq_model *m) { return m && m->loaded ? m->activation_size : 0; }
 size_t tsptq_activation_lower_bound(const tsptq_model *m) { return m && m->loaded ? m->lower_bound : 0; }
 size_t tsptq_num_tensors(const tsptq_model *m) { return m && m->loaded ? m->n_tensors : 0; }
@@ -60,13 +61,27 @@ static int bind(tsptq_model *m, void *arena, size_t arena_len, size_t need, tspt
     return TSPTQ_OK;
 }
 
+/* The prepacked region at `region` (prepacked_size bytes, its start aligned up to TQ_PACK_ALIGNMENT inside them), each
+ * op's bytes made by its prepack; NULL: none (the kernels pack per call). */
+static void prepack(tsptq_model *m, uint8_t *region) {
+    uint32_t k;
+    m->packed = NULL;
+    if (!region || !m->prepacked_size) return;
+    m->packed = region + (TQ_PACK_ALIGNMENT - (uintptr_t)region % TQ_PACK_ALIGNMENT) % TQ_PACK_ALIGNMENT;
+    for (k = 0; k < m->n_ops; k++) {
+        const tsptq_op *op = &m->ops[k];
+        if (op->packed_len) tq_op_table[op->kind]->prepack(m, op, m->packed + op->packed_offset);
+    }
+}
+
 int tsptq_prepare(tsptq_model *m, void *arena, size_t arena_len, tsptq_status *st) {
     uint32_t k, c;
     int rc;
     tq_ok(st);
     if (!m || !m->loaded) return tq_fail(st, TSPTQ_ERR_ARGUMENT, "tsptq_prepare: the model is not loaded");
     m->prepared = 0;
-    rc = bind(m, arena, arena_len, tsptq_arena_size(m), st);
+    /* the prepacked constants only speed the products up: an arena without room for them runs without them */
+    rc = bind(m, arena, arena_len, (size_t)m->persistent_size + m->activation_size, st);
     if (rc != TSPTQ_OK) return rc;
     for (k = 0; k < m->n_ops; k++) {
         const tsptq_op *op = &m->ops[k];
@@ -75,7 +90,13 @@ int tsptq_prepare(tsptq_model *m, void *arena, size_t arena_len, tsptq_status *s
         for (c = 0; c < n; c++) tq_op_table[op->kind]->multiplier(m, op, c, &mult[c], &shift[c]);
     }
     m->params = m->arena;
-    m->activations = m->arena + m->persistent_size;
+    if (arena_len >= tsptq_arena_size(m)) {
+        prepack(m, m->arena + m->persistent_size);
+        m->activations = m->arena + m->persistent_size + m->prepacked_size;
+    } else {
+        prepack(m, NULL);
+        m->activations = m->arena + m->persistent_size;
+    }
     m->prepared = 1;
     return TSPTQ_OK;
 }
@@ -107,7 +128,14 @@ int tsptq_prepare_with_params(tsptq_model *m, const void *params, size_t params_
         }
     }
     m->params = (const uint8_t *)params;
-    m->activations = m->arena;
+    /* [prepacked | activations] where the arena holds both, else the activations alone */
+    if (m->prepacked_size && arena_len - m->activation_size >= m->prepacked_size) {
+        prepack(m, m->arena);
+        m->activations = m->arena + m->prepacked_size;
+    } else {
+        prepack(m, NULL);
+        m->activations = m->arena;
+    }
     m->prepared = 1;
     return TSPTQ_OK;
 }

@@ -33,6 +33,25 @@ void tq_fully_connected(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp,
                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t n_params,
                         int per_channel, int32_t out_zp, int8_t *y);
 
+/* The weights of FULLY_CONNECTED and TSPTQ_FC_2S (w: O rows of I int8) prepacked once for the host SIMD builds'
+ * matrix products (AVX-512 VNNI, AMX: vnni.h tqv_prepack), which otherwise pack them on every call:
+ * tq_fc_prepack_size is the bytes (64-bit), 0 where the build has no such product (the reference, AVX2 and Arm builds)
+ * or I is beyond it; tq_fc_prepack writes them into dst (64-byte aligned). TSPTQ_FC_2S's depend on its input code
+ * (the AVX-512 VNNI build appends a channel_pow2 code's shifted channels as columns). tq_fully_connected_pre /
+ * tq_fc_2s_pre are the kernels reading them (pre: the prepack of this w, input code and shifts, or NULL), with the
+ * same output bytes. */
+uint64_t tq_fc_prepack_size(int32_t I, int32_t O);
+void tq_fc_prepack(const int8_t *w, int32_t I, int32_t O, void *dst);
+uint64_t tq_fc_2s_prepack_size(int32_t I, int32_t O, int32_t in_kind, const int8_t *in_shift);
+void tq_fc_2s_prepack(const int8_t *w, int32_t I, int32_t O, int32_t in_kind, const int8_t *in_shift, void *dst);
+void tq_fully_connected_pre(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, const int8_t *w, int32_t O,
+                            const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t n_params,
+                            int per_channel, int32_t out_zp, int8_t *y, const void *pre);
+void tq_fc_2s_pre(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
+                  int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult, int32_t neg_shift, const int8_t *w,
+                  int32_t O, const int32_t *bias, const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp,
+                  int8_t *y, int32_t *scratch, const void *pre);
+
 /* BATCH_MATMUL: a (batch, N, K) int8, b (batch, K, M) or (batch, M, K) when adj_y; MBQM. y (batch, N, M). */
 void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
                      int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y);

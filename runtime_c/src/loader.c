@@ -401,7 +401,7 @@ static int check_schedule(ld *L) {
     tsptq_model *m = L->m;
     tsptq_tensor *x = &m->tensors[m->input], *y = &m->tensors[m->output];
     uint32_t k, i;
-    uint64_t total;
+    uint64_t total, packed_total;
     if (x->is_const || x->type != TSPTQ_INT8 || !x->has_quant || x->rank != 4)
         return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the graph input must be a quantized int8 NHWC image");
     x->written = 1;
@@ -442,21 +442,28 @@ static int check_schedule(ld *L) {
             if (t->last > root->last) root->last = t->last;
         }
     }
-    /* persistent multipliers and scratch: 64-bit sums, each checked before it is stored in 32 bits */
-    total = 0;
+    /* persistent multipliers, prepacked constants and scratch: 64-bit sums, each checked before it is stored in 32
+     * bits */
+    total = packed_total = 0;
     for (k = 0; k < m->n_ops; k++) {
         tsptq_op *op = &m->ops[k];
-        uint64_t params = tq_op_persistent(m, op), scratch = tq_op_scratch(m, op);
-        if (params > TQ_MAX_TENSOR_BYTES || scratch > TQ_MAX_TENSOR_BYTES)
-            return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "op %u (%s): its parameters or scratch need more than 2 GB", k,
-                          tq_op_table[op->kind]->name);
+        uint64_t params = tq_op_persistent(m, op), scratch = tq_op_scratch(m, op), packed = tq_op_prepacked(m, op);
+        if (params > TQ_MAX_TENSOR_BYTES || scratch > TQ_MAX_TENSOR_BYTES || packed > TQ_MAX_TENSOR_BYTES)
+            return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "op %u (%s): its parameters, prepacked weights or scratch need more "
+                                                   "than 2 GB", k, tq_op_table[op->kind]->name);
         op->params_offset = (uint32_t)total;
         op->params_len = (uint32_t)params;
         op->scratch_len = (uint32_t)scratch;
+        op->packed_offset = (uint32_t)packed_total;
+        op->packed_len = (uint32_t)packed;
         total += TQ_ALIGN_UP(params, TSPTQ_TENSOR_ALIGNMENT);
-        if (total > TQ_MAX_TENSOR_BYTES) return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the model needs more than 2 GB");
+        packed_total += TQ_ALIGN_UP(packed, TQ_PACK_ALIGNMENT);
+        if (total > TQ_MAX_TENSOR_BYTES || packed_total > TQ_MAX_TENSOR_BYTES)
+            return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the model needs more than 2 GB");
     }
     m->persistent_size = (uint32_t)total;
+    /* + the alignment of the region's start (planner.c) */
+    m->prepacked_size = packed_total ? (uint32_t)(packed_total + TQ_PACK_ALIGNMENT) : 0;
     return 1;
 }
 
@@ -563,7 +570,7 @@ static int load(ld *L, tsptq_model *m, const uint8_t *b, size_t len, tsptq_statu
         return tq_fail(st, TSPTQ_ERR_CORRUPTED, "corrupted file: graph input/output refers to a tensor out of range "
                                                 "(%u tensors)", m->n_tensors);
     if (!check_schedule(L)) return st->code;
-    if (!tq_plan(m) || (uint64_t)m->persistent_size + m->activation_size > TQ_MAX_ARENA)
+    if (!tq_plan(m) || (uint64_t)m->persistent_size + m->prepacked_size + m->activation_size > TQ_MAX_ARENA)
         return tq_fail(st, TSPTQ_ERR_INVALID_MODEL, "the model needs an arena of more than 2 GB");
     return TSPTQ_OK;
 }

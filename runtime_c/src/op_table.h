@@ -7,9 +7,9 @@
  * the options into tsptq_op.opt[] (custom: the flexbuffer keys option_keys[] in that order, each an integer;
  * builtin: load_options, which reads the options table), checks what every op shares (input count, an output that
  * is not constant, quantized unless TQ_OPF_ANY_OUTPUT, constant parameter inputs from const_from on, the output
- * of input 0's shape if TQ_OPF_ELEMENTWISE), then calls prepare. After the whole graph: scratch and persistent give
- * the op's arena bytes. tsptq_prepare fills the persistent bytes with multiplier (per channel c: an int32 multiplier
- * and shift); tsptq_invoke calls eval.
+ * of input 0's shape if TQ_OPF_ELEMENTWISE), then calls prepare. After the whole graph: scratch, persistent and
+ * prepacked give the op's arena bytes. tsptq_prepare fills the persistent bytes with multiplier (per channel c: an
+ * int32 multiplier and shift) and the prepacked ones with prepack; tsptq_invoke calls eval.
  *
  * The op files reach the rest of the runtime only through tq_op_ctx and header-only helpers (ops/op_util.h): the
  * kernel library (the .c files of src/ops and quantize_multiplier.c, tests/test_c_kernels.py) links without the
@@ -53,6 +53,12 @@ typedef struct tq_op_def {
     /* Arena bytes (64-bit; NULL: none): scratch, live during the op only; persistent, the multipliers below. */
     uint64_t (*scratch)(const tsptq_model *m, const tsptq_op *op);
     uint64_t (*persistent)(const tsptq_model *m, const tsptq_op *op);
+    /* Optional: prepacked bytes (64-bit; NULL or 0: none), a form of the op's constant inputs that its kernel reads
+     * instead of making it on every call (the host SIMD builds' packed FC weights: only builds whose kernels read
+     * them ask), and the function that writes them (dst: 64-byte aligned, in the arena's prepacked region) once, at
+     * tsptq_prepare. Read-only afterwards (the thread pool's parts share them). */
+    uint64_t (*prepacked)(const tsptq_model *m, const tsptq_op *op);
+    void (*prepack)(const tsptq_model *m, const tsptq_op *op, uint8_t *dst);
     /* The persistent (mult, shift) pair of channel c (NULL when persistent is). */
     void (*multiplier)(const tsptq_model *m, const tsptq_op *op, uint32_t c, int32_t *mult, int32_t *shift);
     /* Run the op on the prepared arena. */

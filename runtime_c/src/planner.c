@@ -1,7 +1,11 @@
 /* tsptq runtime: the static arena planner (mirrored in toolchain/tsptq/intmodel/planner.py; the two must give the same offsets).
  *
- * The arena is [persistent | activations]. The persistent part holds the builtin ops' per-channel multipliers
- * (computed once by tsptq_prepare). The activation part is planned over the op schedule:
+ * The arena is [persistent | prepacked | activations]. The persistent part holds the builtin ops' per-channel
+ * multipliers (computed once by tsptq_prepare); the prepacked part, the constants that the kernels of this build read
+ * in another layout (the FC weights of the AVX-512 VNNI / AMX builds: op_table.h `prepacked`), each op's at a multiple
+ * of TQ_PACK_ALIGNMENT, plus TQ_PACK_ALIGNMENT bytes to align the part itself (the arena is 8-byte aligned); none in
+ * other builds, whose arena is what the Python planner computes. The activation part is planned over the op
+ * schedule:
  * - buffers: every activation tensor that is not an alias (a RESHAPE of an activation shares its input's bytes),
  *   live from the op that writes it (op 0 for the graph input) to the last op that reads it or any of its aliases
  *   (the last op for the graph output); plus each op's kernel scratch, live during that op only;
@@ -26,6 +30,12 @@ uint64_t tq_op_scratch(const tsptq_model *m, const tsptq_op *op) {
 uint64_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op) {
     const tq_op_def *d = tq_op_table[op->kind];
     return d->persistent && d->multiplier ? d->persistent(m, op) : 0;
+}
+
+/* The prepacked bytes: none without a prepack function. */
+uint64_t tq_op_prepacked(const tsptq_model *m, const tsptq_op *op) {
+    const tq_op_def *d = tq_op_table[op->kind];
+    return d->prepacked && d->prepack ? d->prepacked(m, op) : 0;
 }
 
 /* Item i: tensors 0..n_tensors-1 (only activation roots take part), then op scratch n_tensors + k. `size` (raw

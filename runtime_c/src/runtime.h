@@ -11,7 +11,8 @@
 #include "../include/tsptq.h"
 #include "le.h"
 
-#define TQ_MAX_ARENA 0x7FFFFFF0u /* bytes (persistent + activations) */
+#define TQ_MAX_ARENA 0x7FFFFFF0u /* bytes (persistent + prepacked + activations) */
+#define TQ_PACK_ALIGNMENT 64     /* each op's prepacked bytes (AVX-512 aligned loads) */
 #define TQ_MAX_DIM (1 << 24)              /* every tensor dimension */
 #define TQ_MAX_TENSOR_BYTES 0x7FFFFFF0u   /* one tensor, the file, the persistent part, an op's scratch */
 #define TQ_ACC_LIMIT 2147483647LL         /* int32 accumulators: bounds the checks keep sums under */
@@ -53,6 +54,8 @@ int tq_plan(tsptq_model *m); /* 0: the arena would exceed TQ_MAX_ARENA */
 uint64_t tq_op_scratch(const tsptq_model *m, const tsptq_op *op);
 /* Persistent bytes (per-channel mult/shift int32 pairs) an op needs (64-bit, as tq_op_scratch). */
 uint64_t tq_op_persistent(const tsptq_model *m, const tsptq_op *op);
+/* Prepacked bytes an op's kernel reads in this build (64-bit, as tq_op_scratch; 0: none). */
+uint64_t tq_op_prepacked(const tsptq_model *m, const tsptq_op *op);
 
 /* interpreter.c: run op k alone (the LiteRT delegate); the bytes of tensor i after prepare. */
 int tq_run_one(tsptq_model *m, uint32_t k);

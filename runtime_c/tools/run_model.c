@@ -61,8 +61,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", tsptq_error_name(st.code), st.message);
         return 2 + st.code;
     }
-    printf("arena %lu persistent %lu activations %lu lower_bound %lu\n", (unsigned long)tsptq_arena_size(&model),
-           (unsigned long)tsptq_persistent_size(&model), (unsigned long)tsptq_activation_size(&model),
+    printf("arena %lu persistent %lu prepacked %lu activations %lu lower_bound %lu\n",
+           (unsigned long)tsptq_arena_size(&model), (unsigned long)tsptq_persistent_size(&model),
+           (unsigned long)tsptq_prepacked_size(&model), (unsigned long)tsptq_activation_size(&model),
            (unsigned long)tsptq_activation_lower_bound(&model));
     arena = (unsigned char *)malloc(tsptq_arena_size(&model) + 1);
     if (!arena || tsptq_prepare(&model, arena, tsptq_arena_size(&model), &st) != TSPTQ_OK) {

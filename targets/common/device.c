@@ -133,6 +133,18 @@ static void drop_model(tq_device *d) {
  *   [runtime arena | input | output | op ticks], each part 16-byte aligned, all within board->arena_capacity.
  * Every size and offset is computed in 64 bits and compared with the capacity before anything is written: the
  * runtime accepts models whose plan is up to 2 GB, and input + output of such a model can pass 4 GB. */
+/* Where the runtime's part (need bytes), the input, the output and the profile lie in the arena, each 16-byte
+ * aligned; the total, or all ones when it is not a size a 32-bit arena_capacity can hold (the runtime never gives
+ * one). */
+static uint64_t layout(uint64_t need, uint64_t in, uint64_t out, uint64_t n_ops, uint64_t *input_at,
+                       uint64_t *output_at, uint64_t *ticks_at) {
+    if (need > 0xFFFFFFFFu || in > 0xFFFFFFFFu || out > 0xFFFFFFFFu || n_ops > 0xFFFFFFFFu) return ~(uint64_t)0;
+    *input_at = align16(need);
+    *output_at = align16(*input_at + in);
+    *ticks_at = align16(*output_at + out);
+    return *ticks_at + 4u * n_ops; /* < 2^35: no wrap in 64 bits */
+}
+
 static int commit(tq_device *d, const uint8_t *bytes, uint32_t size, uint32_t crc) {
     const tq_board *b = d->board;
     tsptq_status st;
@@ -146,13 +158,11 @@ static int commit(tq_device *d, const uint8_t *bytes, uint32_t size, uint32_t cr
     in = (uint64_t)tsptq_input_bytes(&d->model);
     out = (uint64_t)tsptq_output_bytes(&d->model);
     n_ops = (uint64_t)tsptq_num_ops(&d->model);
-    if (need > 0xFFFFFFFFu || in > 0xFFFFFFFFu || out > 0xFFFFFFFFu || n_ops > 0xFFFFFFFFu) {
-        total = ~(uint64_t)0; /* not a size a 32-bit arena_capacity can hold (the runtime never gives one) */
-    } else {
-        input_at = align16(need);
-        output_at = align16(input_at + in);
-        ticks_at = align16(output_at + out);
-        total = ticks_at + 4u * n_ops; /* < 2^35: no wrap in 64 bits */
+    total = layout(need, in, out, n_ops, &input_at, &output_at, &ticks_at);
+    if (total > b->arena_capacity && tsptq_prepacked_size(&d->model)) {
+        /* without the prepacked weights (host SIMD builds): the same bytes, packed per call */
+        need -= (uint64_t)tsptq_prepacked_size(&d->model);
+        total = layout(need, in, out, n_ops, &input_at, &output_at, &ticks_at);
     }
     if (total > b->arena_capacity) {
         status(d, TQ_ARENA_TOO_SMALL);

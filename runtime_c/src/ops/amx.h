@@ -18,6 +18,7 @@
  *                    rows from a zero-padded copy where a whole-step read would pass B's end): no packing of B at all.
  *                    The kernel rows are packed instead, as the column tiles, once per pass; TDPBSSD gives the exact
  *                    sums channel by row, which are transposed and given 128 * the row's sum to make raw.
+ * Neither reads B prepacked at prepare time: where the tiles run, tqv_prepack_size asks for none (vnni.h).
  *
  * Tile state: Linux hands a process the AMX tile data only after arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)
  * (a tile instruction before that faults); tq_amx_ready (amx.c) asks once per process and says whether the tiles

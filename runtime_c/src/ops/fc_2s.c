@@ -228,10 +228,25 @@ static void fc2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t n
     }
 }
 
+/* The extension columns (ext, their count) that the prepacked weights hold: a channel_pow2 code's shifted channels
+ * where the AVX-512 VNNI build's product appends them (FC2S_EXT, whatever the rows: an AMX build takes such a product
+ * as two planes on the tiles, which read the weights without them, and prepacks none); 0 otherwise. */
+static int32_t fc2s_pre_ext(int32_t in_kind, const int8_t *in_shift, int32_t I, int32_t *ext) {
+#if !defined(TQ_SIMD_AMX)
+    if (in_kind == TQ_CHANNEL_POW2 && in_shift) {
+        const int32_t n = fc2s_ext_columns(in_shift, I, ext);
+        if (n > 0 && tqv_fits(I, n)) return n;
+    }
+#else
+    (void)in_kind, (void)in_shift, (void)I, (void)ext;
+#endif
+    return 0;
+}
+
 static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp,
                      const int8_t *in_shift, int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult,
                      int32_t neg_shift, const int8_t *w, int32_t O, const int32_t *bias, const int32_t *out_mult,
-                     const int32_t *out_shift, int32_t out_zp, int8_t *y) {
+                     const int32_t *out_shift, int32_t out_zp, int8_t *y, const void *pre) {
     int32_t ext[FC2S_MAX_EXT], w2[FC2S_MAX_POW2_O], n_ext = 0;
     fc2s_vnni_op f;
     memset(&f, 0, sizeof f);
@@ -270,6 +285,8 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
     f.g.n_ext = n_ext;
     f.g.M = rows;
     f.g.planes = f.mode == FC2S_PLANES || f.mode == FC2S_POW2 ? 2 : 1;
+    f.g.pre = (const uint8_t *)pre; /* read where its extension columns are the product's (tqv_pre_ok) */
+    f.g.pre_n_ext = fc2s_pre_ext(in_kind, in_shift, I, ext);
     f.g.rows = fc2s_vnni_rows;
     f.g.emit = fc2s_vnni_emit;
     f.x = x;
@@ -535,15 +552,44 @@ static int fc2s_mve(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, 
 }
 #endif
 
+uint64_t tq_fc_2s_prepack_size(int32_t I, int32_t O, int32_t in_kind, const int8_t *in_shift) {
+#if defined(TQ_SIMD_VNNI)
+    int32_t ext[FC2S_MAX_EXT];
+    return tqv_prepack_size(I, fc2s_pre_ext(in_kind, in_shift, I, ext), O);
+#else
+    (void)I, (void)O, (void)in_kind, (void)in_shift;
+    return 0;
+#endif
+}
+
+void tq_fc_2s_prepack(const int8_t *w, int32_t I, int32_t O, int32_t in_kind, const int8_t *in_shift, void *dst) {
+#if defined(TQ_SIMD_VNNI)
+    int32_t ext[FC2S_MAX_EXT], n_ext = fc2s_pre_ext(in_kind, in_shift, I, ext);
+    if (tqv_prepack_size(I, n_ext, O)) tqv_prepack(w, I, ext, n_ext, O, (uint8_t *)dst);
+#else
+    (void)w, (void)I, (void)O, (void)in_kind, (void)in_shift, (void)dst;
+#endif
+}
+
 void tq_fc_2s(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
               int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult, int32_t neg_shift, const int8_t *w,
               int32_t O, const int32_t *bias, const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp,
               int8_t *y, int32_t *scratch) {
+    tq_fc_2s_pre(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, neg_mult, neg_shift, w, O, bias, out_mult,
+                 out_shift, out_zp, y, scratch, NULL);
+}
+
+void tq_fc_2s_pre(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp, const int8_t *in_shift,
+                  int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult, int32_t neg_shift, const int8_t *w,
+                  int32_t O, const int32_t *bias, const int32_t *out_mult, const int32_t *out_shift, int32_t out_zp,
+                  int8_t *y, int32_t *scratch, const void *pre) {
     int32_t r;
 #if defined(TQ_SIMD_VNNI)
     if (fc2s_vnni(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, neg_mult, neg_shift, w, O, bias,
-                  out_mult, out_shift, out_zp, y))
+                  out_mult, out_shift, out_zp, y, pre))
         return;
+#else
+    (void)pre;
 #endif
 #if defined(TQ_SIMD_MVE)
     if (fc2s_mve(x, rows, I, in_kind, in_zp, in_shift, bits, m, signed_fine, w, O, bias, out_mult, out_shift, out_zp, y,
@@ -661,11 +707,25 @@ static void fc2s_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
     const int64_t *o = op->opt;
     const int32_t I = tq_last_dim(x), O = m->tensors[op->inputs[1]].shape[0];
-    tq_fc_2s(tq_ptr(m, op->inputs[0]) + r0 * I, (int32_t)(r1 - r0), I, TQ_O32(o[TQ_FC_IN_KIND]),
-             TQ_O32(o[TQ_FC_IN_ZP]), (const int8_t *)tq_ptr(m, op->inputs[5]), TQ_O32(o[TQ_FC_BITS]),
-             TQ_O32(o[TQ_FC_M]), TQ_O32(o[TQ_FC_SIGNED_FINE]), TQ_O32(o[TQ_FC_NEG_MULT]), TQ_O32(o[TQ_FC_NEG_SHIFT]),
-             (const int8_t *)tq_ptr(m, op->inputs[1]), O, tq_in32(m, op, 2), tq_in32(m, op, 3), tq_in32(m, op, 4),
-             TQ_O32(o[TQ_FC_OUT_ZP]), (int8_t *)tq_act(m, op->output) + r0 * O, scratch);
+    tq_fc_2s_pre(tq_ptr(m, op->inputs[0]) + r0 * I, (int32_t)(r1 - r0), I, TQ_O32(o[TQ_FC_IN_KIND]),
+                 TQ_O32(o[TQ_FC_IN_ZP]), (const int8_t *)tq_ptr(m, op->inputs[5]), TQ_O32(o[TQ_FC_BITS]),
+                 TQ_O32(o[TQ_FC_M]), TQ_O32(o[TQ_FC_SIGNED_FINE]), TQ_O32(o[TQ_FC_NEG_MULT]),
+                 TQ_O32(o[TQ_FC_NEG_SHIFT]), (const int8_t *)tq_ptr(m, op->inputs[1]), O, tq_in32(m, op, 2),
+                 tq_in32(m, op, 3), tq_in32(m, op, 4), TQ_O32(o[TQ_FC_OUT_ZP]), (int8_t *)tq_act(m, op->output) + r0 * O,
+                 scratch, tq_prepacked(m, op));
+}
+
+/* The weights prepacked (tq_fc_2s_prepack) where this build's product reads them. */
+static uint64_t fc2s_prepacked(const tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *w = &m->tensors[op->inputs[1]];
+    return tq_fc_2s_prepack_size(w->shape[1], w->shape[0], TQ_O32(op->opt[TQ_FC_IN_KIND]),
+                                 (const int8_t *)m->tensors[op->inputs[5]].data);
+}
+
+static void fc2s_prepack(const tsptq_model *m, const tsptq_op *op, uint8_t *dst) {
+    const tsptq_tensor *w = &m->tensors[op->inputs[1]];
+    tq_fc_2s_prepack((const int8_t *)w->data, w->shape[1], w->shape[0], TQ_O32(op->opt[TQ_FC_IN_KIND]),
+                     (const int8_t *)m->tensors[op->inputs[5]].data, dst);
 }
 
 static void fc2s_eval(tsptq_model *m, const tsptq_op *op) {
@@ -680,4 +740,5 @@ static int64_t fc2s_units(const tsptq_model *m, const tsptq_op *op, int64_t *gra
 const tq_op_def TQ_OP_DEF(tq_fc_2s, _op) = {
     .name = "TSPTQ_FC_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 6, .max_inputs = 6, .n_outputs = 1,
     .const_from = 1, .n_option_keys = TQ_COUNT_OF(fc2s_keys), .option_keys = fc2s_keys, .prepare = fc2s_prepare,
-    .scratch = tq_row_scratch, .eval = fc2s_eval, .units = fc2s_units, .eval_part = fc2s_eval_part};
+    .scratch = tq_row_scratch, .prepacked = fc2s_prepacked, .prepack = fc2s_prepack, .eval = fc2s_eval,
+    .units = fc2s_units, .eval_part = fc2s_eval_part};

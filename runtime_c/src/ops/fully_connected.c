@@ -40,7 +40,7 @@ static void fc_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t nc,
 
 static int fc_vnni(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, const int8_t *w, int32_t O,
                    const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t n_params, int per_channel,
-                   int32_t out_zp, int8_t *y) {
+                   int32_t out_zp, int8_t *y, const void *pre) {
     fc_vnni_op f;
     if (!tqv_fits(I, 0) || !tqv_shifts_ok(shift, n_params)) return 0;
     memset(&f, 0, sizeof f);
@@ -50,6 +50,7 @@ static int fc_vnni(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, cons
     f.g.K = I;
     f.g.M = rows;
     f.g.planes = 1;
+    f.g.pre = (const uint8_t *)pre;
     f.g.rows = fc_vnni_rows;
     f.g.emit = fc_vnni_emit;
     f.x = x;
@@ -94,12 +95,37 @@ static void fc_mve(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, cons
 }
 #endif
 
+uint64_t tq_fc_prepack_size(int32_t I, int32_t O) {
+#if defined(TQ_SIMD_VNNI)
+    return tqv_prepack_size(I, 0, O);
+#else
+    (void)I, (void)O;
+    return 0;
+#endif
+}
+
+void tq_fc_prepack(const int8_t *w, int32_t I, int32_t O, void *dst) {
+#if defined(TQ_SIMD_VNNI)
+    if (tqv_prepack_size(I, 0, O)) tqv_prepack(w, I, NULL, 0, O, (uint8_t *)dst);
+#else
+    (void)w, (void)I, (void)O, (void)dst;
+#endif
+}
+
 void tq_fully_connected(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, const int8_t *w, int32_t O,
                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t n_params,
                         int per_channel, int32_t out_zp, int8_t *y) {
+    tq_fully_connected_pre(x, rows, I, in_zp, w, O, bias, mult, shift, n_params, per_channel, out_zp, y, NULL);
+}
+
+void tq_fully_connected_pre(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, const int8_t *w, int32_t O,
+                            const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t n_params,
+                            int per_channel, int32_t out_zp, int8_t *y, const void *pre) {
     int32_t r, o = 0;
 #if defined(TQ_SIMD_VNNI)
-    if (fc_vnni(x, rows, I, in_zp, w, O, bias, mult, shift, n_params, per_channel, out_zp, y)) return;
+    if (fc_vnni(x, rows, I, in_zp, w, O, bias, mult, shift, n_params, per_channel, out_zp, y, pre)) return;
+#else
+    (void)pre;
 #endif
 #if defined(TQ_SIMD_MVE)
     fc_mve(x, rows, I, in_zp, w, O, bias, mult, shift, n_params, per_channel, out_zp, y);
@@ -187,6 +213,17 @@ static void fc_multiplier(const tsptq_model *m, const tsptq_op *op, uint32_t c, 
     tq_builtin_multiplier(m, op, c, mult, shift);
 }
 
+/* the weights as the host SIMD builds' products read them (tq_fc_prepack; none in other builds) */
+static uint64_t fc_prepacked(const tsptq_model *m, const tsptq_op *op) {
+    const tsptq_tensor *w = &m->tensors[op->inputs[1]];
+    return tq_fc_prepack_size(w->shape[1], w->shape[0]);
+}
+
+static void fc_prepack(const tsptq_model *m, const tsptq_op *op, uint8_t *dst) {
+    const tsptq_tensor *w = &m->tensors[op->inputs[1]];
+    tq_fc_prepack((const int8_t *)w->data, w->shape[1], w->shape[0], dst);
+}
+
 /* The thread pool's split (op_table.h): by rows, in TQ_FC_ROW_GRAIN blocks (dot.h); over every row, the op. */
 
 static void fc_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
@@ -194,10 +231,10 @@ static void fc_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t
     const int32_t *mult = tq_params(m, op);
     const int32_t n = TQ_O32(op->opt[TQ_FCB_N_PARAMS]), I = tq_last_dim(x), O = w->shape[0];
     (void)scratch;
-    tq_fully_connected((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * I, (int32_t)(r1 - r0), I, x->zero_point,
-                       (const int8_t *)tq_ptr(m, op->inputs[1]), O, tq_in32(m, op, 2), mult, mult + n, n,
-                       (int)op->opt[TQ_FCB_PER_CHANNEL], m->tensors[op->output].zero_point,
-                       (int8_t *)tq_act(m, op->output) + r0 * O);
+    tq_fully_connected_pre((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * I, (int32_t)(r1 - r0), I, x->zero_point,
+                           (const int8_t *)tq_ptr(m, op->inputs[1]), O, tq_in32(m, op, 2), mult, mult + n, n,
+                           (int)op->opt[TQ_FCB_PER_CHANNEL], m->tensors[op->output].zero_point,
+                           (int8_t *)tq_act(m, op->output) + r0 * O, tq_prepacked(m, op));
 }
 
 static void fc_eval(tsptq_model *m, const tsptq_op *op) {
@@ -213,4 +250,5 @@ const tq_op_def TQ_OP_DEF(tq_fully_connected, _op) = {
     .name = "FULLY_CONNECTED", .builtin_code = 9, .options_type = 8 /* FullyConnectedOptions */, .min_inputs = 3,
     .max_inputs = 3, .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(fc_slots), .option_keys = fc_slots,
     .load_options = fc_load_options, .prepare = fc_prepare, .persistent = fc_persistent,
-    .multiplier = fc_multiplier, .eval = fc_eval, .units = fc_units, .eval_part = fc_eval_part};
+    .multiplier = fc_multiplier, .prepacked = fc_prepacked, .prepack = fc_prepack, .eval = fc_eval, .units = fc_units,
+    .eval_part = fc_eval_part};

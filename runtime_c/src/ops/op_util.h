@@ -140,6 +140,11 @@ static inline const int64_t *tq_in64(const tsptq_model *m, const tsptq_op *op, i
 static inline const int32_t *tq_params(const tsptq_model *m, const tsptq_op *op) {
     return (const int32_t *)(const void *)(m->params + op->params_offset);
 }
+/* The op's prepacked bytes (op_table.h `prepack`), or NULL: none in this build, or an arena without them
+ * (tsptq_prepare_with_params). */
+static inline const void *tq_prepacked(const tsptq_model *m, const tsptq_op *op) {
+    return m->packed && op->packed_len ? m->packed + op->packed_offset : NULL;
+}
 /* The op's scratch in the arena. */
 static inline int32_t *tq_scratch(const tsptq_model *m, const tsptq_op *op) {
     return (int32_t *)(void *)(m->activations + op->scratch_offset);

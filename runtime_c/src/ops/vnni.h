@@ -288,6 +288,8 @@ struct tqv_gemm {
     int32_t n_ext;
     int32_t M;           /* output rows */
     int planes;          /* kernel rows per output row, 1 or 2 (see tqv_tile) */
+    const uint8_t *pre;  /* B prepacked once by tqv_prepack (rows layout), or NULL: packed here */
+    int32_t pre_n_ext;   /* how many extension columns (ext's) pre was packed with: pre is read only if n_ext */
     tqv_rows_fn rows;
     tqv_emit_fn emit;
 };
@@ -311,6 +313,65 @@ static inline void tqv_pack_block(const tqv_gemm *g, int32_t n0, int32_t nc, uin
     tqv_colsum(bp, tqv_groups(g->K, g->n_ext), g->K + g->n_ext, colsum);
 }
 
+/* ---- B prepacked once (at prepare time: tsptq_prepare's prepacked region, op_table.h `prepack`) ------------------ */
+
+/* Bytes of one prepacked block of K values and n_ext extension columns: the packed groups, zero up to a whole AMX
+ * step in an AMX build (the AMX kernel reads whole steps; the VNNI kernel reads the block's groups either way). */
+static inline int64_t tqv_pre_block(int32_t K, int32_t n_ext) {
+#if defined(TQ_SIMD_AMX)
+    return ((int64_t)tqv_groups(K, n_ext) + 15) / 16 * 2048;
+#else
+    return (int64_t)tqv_groups(K, n_ext) * 128;
+#endif
+}
+
+/* Bytes tqv_prepack writes for B of N rows of K int8 values, with n_ext extension columns (0 for a product the
+ * drivers do not take): the column sums of every block (32 int32 each), then the blocks, each tqv_pre_block bytes.
+ * A multiple of 128. */
+#if defined(TQ_SIMD_AMX)
+int tq_amx_ready(void); /* amx.c */
+#endif
+static inline uint64_t tqv_prepack_size(int32_t K, int32_t n_ext, int32_t N) {
+    if (!tqv_fits(K, n_ext) || n_ext < 0 || N <= 0) return 0;
+#if defined(TQ_SIMD_AMX)
+    /* Where the tiles run, the AMX drivers pack B per call as before: a driver reading prepacked blocks on tiles has
+     * not been run on an AMX machine yet, so none is taken (only the VNNI fallback of an AMX build reads them). */
+    if (tq_amx_ready()) return 0;
+#endif
+    return (uint64_t)((N + TQV_NR - 1) / TQV_NR) * (uint64_t)(4 * TQV_NR + tqv_pre_block(K, n_ext));
+}
+
+/* Pack B (N rows of K int8 values, row stride K; columns ext[0..n_ext) appended) into pre (tqv_prepack_size bytes,
+ * 64-byte aligned): for each block the bytes and the column sums tqv_pack_block makes, zero to the block's end. */
+static inline void tqv_prepack(const int8_t *b, int32_t K, const int32_t *ext, int32_t n_ext, int32_t N,
+                               uint8_t *pre) {
+    const int32_t nblocks = (N + TQV_NR - 1) / TQV_NR, ng = tqv_groups(K, n_ext);
+    const int64_t block = tqv_pre_block(K, n_ext);
+    int32_t *colsum = (int32_t *)(void *)pre;
+    uint8_t *bp = pre + (size_t)nblocks * TQV_NR * 4;
+    tqv_gemm g;
+    int32_t i;
+    memset(&g, 0, sizeof g);
+    g.b = b;
+    g.ldb = K;
+    g.N = N;
+    g.K = K;
+    g.ext = ext;
+    g.n_ext = n_ext;
+    for (i = 0; i < nblocks; i++) {
+        const int32_t c0 = i * TQV_NR;
+        uint8_t *bi = bp + (size_t)i * (size_t)block;
+        /* (a channel past N packs as 0: its sum, -128 K, is never stored) */
+        tqv_pack_block(&g, c0, N - c0 < TQV_NR ? N - c0 : TQV_NR, bi, colsum + c0);
+        memset(bi + (size_t)ng * 128, 0, (size_t)(block - (int64_t)ng * 128));
+    }
+}
+
+/* Whether the product may read B from g->pre: B as rows, with the extension columns pre holds. */
+static inline int tqv_pre_ok(const tqv_gemm *g) {
+    return g->pre != NULL && !g->b_cols && g->n_ext == g->pre_n_ext;
+}
+
 #if defined(TQ_SIMD_AMX)
 #include "amx.h"
 #endif
@@ -325,22 +386,29 @@ static __attribute__((noinline, unused)) void tqv_gemm_vnni(const tqv_gemm *g) {
     tqv_tile t;
     const int32_t ng = tqv_groups(g->K, g->n_ext), block = ng * 128, tile_rows = TQV_MR / g->planes;
     const int32_t per_panel = TQV_PANEL_BYTES / block < TQV_PANEL_BLOCKS ? TQV_PANEL_BYTES / block : TQV_PANEL_BLOCKS;
+    const int pre = tqv_pre_ok(g);
+    /* prepacked: the blocks in place (stride tqv_pre_block), their column sums before them */
+    const int32_t *pre_sum = pre ? (const int32_t *)(const void *)g->pre : NULL;
+    const uint8_t *pre_bp = pre ? g->pre + (size_t)((g->N + TQV_NR - 1) / TQV_NR) * TQV_NR * 4 : NULL;
+    const size_t stride = pre ? (size_t)tqv_pre_block(g->K, g->n_ext) : (size_t)block;
     int32_t n0, i;
     t.raw = raw;
     t.buf = buf;
     for (n0 = 0; n0 < g->N; n0 += per_panel * TQV_NR) {
         const int32_t left = (g->N - n0 + TQV_NR - 1) / TQV_NR, nb = left < per_panel ? left : per_panel;
-        for (i = 0; i < nb; i++) {
-            const int32_t c0 = n0 + i * TQV_NR;
-            tqv_pack_block(g, c0, g->N - c0 < TQV_NR ? g->N - c0 : TQV_NR, bp + (size_t)i * block, colsum[i]);
-        }
+        const uint8_t *panel = pre ? pre_bp + (size_t)(n0 / TQV_NR) * stride : bp;
+        if (!pre)
+            for (i = 0; i < nb; i++) {
+                const int32_t c0 = n0 + i * TQV_NR;
+                tqv_pack_block(g, c0, g->N - c0 < TQV_NR ? g->N - c0 : TQV_NR, bp + (size_t)i * block, colsum[i]);
+            }
         for (t.r0 = 0; t.r0 < g->M; t.r0 += tile_rows) {
             t.nr = g->M - t.r0 < tile_rows ? g->M - t.r0 : tile_rows;
             g->rows(g, &t);
             for (i = 0; i < nb; i++) {
                 const int32_t c0 = n0 + i * TQV_NR;
-                tqv_kernel(t.a, bp + (size_t)i * block, ng, t.raw);
-                g->emit(g, &t, c0, g->N - c0 < TQV_NR ? g->N - c0 : TQV_NR, colsum[i]);
+                tqv_kernel(t.a, panel + (size_t)i * stride, ng, t.raw);
+                g->emit(g, &t, c0, g->N - c0 < TQV_NR ? g->N - c0 : TQV_NR, pre ? pre_sum + c0 : colsum[i]);
             }
         }
     }
@@ -401,18 +469,25 @@ static inline void tqv_emit(int32_t raw[][TQV_NR], const int32_t *rowsum, int32_
         tqv_rq_prepare(&rq, q->how, tqv_param(q->bias ? q->bias + c : NULL, m, 0),
                        tqv_param(q->mult ? q->mult + c : NULL, m, q->mult0),
                        tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp, m);
-#define TQV_EMIT_ROWS(apply)                                                                                           \
+/* STORE: a whole 16 bytes where every lane is in use (a masked byte store costs more on some cores) */
+#define TQV_EMIT_ROWS(apply, STORE)                                                                                    \
     for (r = 0; r < nr; r++) {                                                                                         \
         const __m512i rk = _mm512_set1_epi32((int32_t)((uint32_t)rowsum[r] * (uint32_t)rowk));                        \
         const __m512i raw16 = _mm512_loadu_si512((const void *)(raw[r] + 16 * h));                                     \
-        _mm_mask_storeu_epi8(y + r * ldy + 16 * h, m, apply(&rq, _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct))); \
+        STORE(y + r * ldy + 16 * h, apply(&rq, _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct)));                  \
     }
-        if (rq.fast) { /* one loop per form: the branch stays out of the loop */
-            TQV_EMIT_ROWS(tqv_rq_apply_fast)
+#define TQV_STORE_ALL(p, v) _mm_storeu_si128((__m128i *)(void *)(p), v)
+#define TQV_STORE_SOME(p, v) _mm_mask_storeu_epi8(p, m, v)
+        if (rq.fast && m == (__mmask16)0xFFFF) { /* one loop per form: the branches stay out of the loop */
+            TQV_EMIT_ROWS(tqv_rq_apply_fast, TQV_STORE_ALL)
+        } else if (rq.fast) {
+            TQV_EMIT_ROWS(tqv_rq_apply_fast, TQV_STORE_SOME)
         } else {
-            TQV_EMIT_ROWS(tqv_rq_apply)
+            TQV_EMIT_ROWS(tqv_rq_apply, TQV_STORE_SOME)
         }
 #undef TQV_EMIT_ROWS
+#undef TQV_STORE_ALL
+#undef TQV_STORE_SOME
     }
 }
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from tsptq.model.model_data import EvalData, resolve_data
 from tsptq.errors import TsptqError
 from tsptq.deploy.wire import crc32
+from tsptq.runtime.c_binding import MAX_THREADS  # TSPTQ_MAX_THREADS of the agent builds too (the same header)
 
 if TYPE_CHECKING:  # the parser of `tsptq` imports this module: no torch at import time (`tsptq inspect` needs none)
     from tsptq.intmodel.integer import Source
@@ -50,9 +51,6 @@ class BoardOptions:
     retries: int = 5
     quiet: bool = False
     threads: int = 1
-
-
-MAX_THREADS = 8  # TSPTQ_MAX_THREADS of the agent builds (runtime_c/include/tsptq.h)
 
 
 class DoesNotFitError(TsptqError):

@@ -23,6 +23,9 @@ import numpy as np
 from tsptq.errors import RuntimeCError, TsptqError
 
 MESSAGE_SIZE = 256  # TSPTQ_MESSAGE_SIZE
+# TSPTQ_MAX_THREADS of the builds with the thread pool (runtime_c/include/tsptq.h; tests/test_c_threads.py checks the
+# header and the built library against it): the one bound of every --threads (pipeline, benchmarks/latency.py)
+MAX_THREADS = 8
 ERROR_NAMES = ("TSPTQ_OK", "TSPTQ_ERR_ARGUMENT", "TSPTQ_ERR_BAD_IDENTIFIER", "TSPTQ_ERR_CORRUPTED",
                "TSPTQ_ERR_INVALID_MODEL", "TSPTQ_ERR_UNSUPPORTED_OP", "TSPTQ_ERR_BAD_QUANTIZATION", "TSPTQ_ERR_VERSION",
                "TSPTQ_ERR_TOO_MANY", "TSPTQ_ERR_ALIGNMENT", "TSPTQ_ERR_ARENA_TOO_SMALL", "TSPTQ_ERR_INPUT_SIZE",
@@ -77,6 +80,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "tsptq_prepare_with_params": (ctypes.c_int, [vp, vp, sz, vp, sz, st]),
         "tsptq_invoke": (ctypes.c_int, [vp, vp, sz, vp, sz, st]),
         "tsptq_arena_size": (sz, [vp]), "tsptq_persistent_size": (sz, [vp]), "tsptq_activation_size": (sz, [vp]),
+        "tsptq_prepacked_size": (sz, [vp]),
         "tsptq_activation_lower_bound": (sz, [vp]), "tsptq_input_bytes": (sz, [vp]), "tsptq_output_bytes": (sz, [vp]),
         "tsptq_input_shape": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_int32)]),
         "tsptq_output_shape": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_int32)]),
@@ -93,8 +97,14 @@ def _declare(lib: ctypes.CDLL) -> None:
         "tsptq_op_info": (ctypes.c_int, [ctypes.c_uint32, ctypes.POINTER(OpInfo)]),
     }
     for name, (res, args) in sigs.items():
+        if name in _OPTIONAL and not hasattr(lib, name):
+            continue
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
+
+
+# Functions a library built from an older runtime may lack (a same-process A/B of two builds loads one)
+_OPTIONAL = ("tsptq_prepacked_size",)
 
 
 class OpInfo(ctypes.Structure):
@@ -209,6 +219,13 @@ class CModel:
         return int(self.lib.tsptq_persistent_size(self._m))
 
     @property
+    def prepacked_size(self) -> int:
+        """The arena's prepacked part: the FC weights as the AVX-512 VNNI / AMX builds' products read them, packed
+        once by tsptq_prepare (0 in other builds, and in a library from before it)."""
+        fn = getattr(self.lib, "tsptq_prepacked_size", None) if hasattr(self.lib, "tsptq_prepacked_size") else None
+        return int(fn(self._m)) if fn is not None else 0
+
+    @property
     def activation_size(self) -> int:
         return int(self.lib.tsptq_activation_size(self._m))
 
@@ -227,7 +244,8 @@ class CModel:
 
     def use_params(self, params: bytes, arena_size: int | None = None) -> None:
         """Re-prepare with precomputed multipliers (tsptq_prepare_with_params, as emitted C code does): the arena
-        then holds the activations only."""
+        then holds the activations only (with ``arena_size`` >= prepacked_size + activation_size, the prepacked
+        weights too)."""
         self._params = _aligned(max(len(params), 1))[:len(params)]
         self._params[:] = np.frombuffer(params, np.uint8)
         self._arena = _aligned(self.activation_size if arena_size is None else arena_size)

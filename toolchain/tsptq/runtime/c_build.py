@@ -47,18 +47,20 @@ AVX512VNNI_FLAGS = ["-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512
                     "-DTSPTQ_USE_AVX512VNNI"]
 AMX_FLAGS = AVX512VNNI_FLAGS + ["-mamx-tile", "-mamx-int8", "-DTSPTQ_USE_AMX"]
 # Every variant is a build for this (Linux/POSIX) host: the static thread pool of tsptq_set_threads is in
-# (runtime_c/src/threads.c; bare-metal builds leave TSPTQ_THREADS at 0 and never see pthreads).
+# (runtime_c/src/threads.c; bare-metal builds leave TSPTQ_THREADS at 0 and never see pthreads). build_library adds
+# these after the variant's own flags.
 THREAD_FLAGS = ["-pthread", "-DTSPTQ_THREADS=1"]
+# The variants' own flags: the SIMD path (and the sanitizers).
 VARIANTS: dict[str, list[str]] = {
-    "reference": ["-DTSPTQ_REFERENCE_ONLY"] + THREAD_FLAGS,
-    "avx2": ["-mavx2", "-DTSPTQ_USE_AVX2"] + THREAD_FLAGS,
-    "avx512vnni": AVX512VNNI_FLAGS + THREAD_FLAGS,
-    "amx": AMX_FLAGS + THREAD_FLAGS,
-    "native": ["-march=native"] + THREAD_FLAGS,
-    "sanitize": SANITIZE_FLAGS + ["-DTSPTQ_REFERENCE_ONLY"] + THREAD_FLAGS,
-    "sanitize-avx2": SANITIZE_FLAGS + ["-mavx2", "-DTSPTQ_USE_AVX2"] + THREAD_FLAGS,
-    "sanitize-avx512vnni": SANITIZE_FLAGS + AVX512VNNI_FLAGS + THREAD_FLAGS,
-    "sanitize-amx": SANITIZE_FLAGS + AMX_FLAGS + THREAD_FLAGS,
+    "reference": ["-DTSPTQ_REFERENCE_ONLY"],
+    "avx2": ["-mavx2", "-DTSPTQ_USE_AVX2"],
+    "avx512vnni": AVX512VNNI_FLAGS,
+    "amx": AMX_FLAGS,
+    "native": ["-march=native"],
+    "sanitize": SANITIZE_FLAGS + ["-DTSPTQ_REFERENCE_ONLY"],
+    "sanitize-avx2": SANITIZE_FLAGS + ["-mavx2", "-DTSPTQ_USE_AVX2"],
+    "sanitize-avx512vnni": SANITIZE_FLAGS + AVX512VNNI_FLAGS,
+    "sanitize-amx": SANITIZE_FLAGS + AMX_FLAGS,
 }
 AVX512VNNI_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni")
 AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
@@ -118,14 +120,15 @@ def build_library(variant: str = "reference", extra_flags: list[str] | None = No
                   sources: list[str] | None = None, name: str = "libtsptq_kernels.so") -> Path:
     """Compile the runtime into a cached shared library and return its path.
 
-    variant: a key of VARIANTS (its flags come after BASE_FLAGS); extra_flags: appended (e.g. ``-DNDEBUG``);
+    variant: a key of VARIANTS (its flags come after BASE_FLAGS, then THREAD_FLAGS); extra_flags: appended (e.g.
+    ``-DNDEBUG``);
     sources: .c files relative to runtime_c/ (default: all of runtime_c/src/**/*.c).
     """
     if variant not in VARIANTS:
         raise BuildError(f"unknown build variant {variant!r} (known: {', '.join(VARIANTS)})")
     cc = compiler()
     srcs = runtime_sources(sources)
-    flags = BASE_FLAGS + VARIANTS[variant] + list(extra_flags or [])
+    flags = BASE_FLAGS + VARIANTS[variant] + THREAD_FLAGS + list(extra_flags or [])
     out_dir = cache_root() / f"{variant}-{_digest(cc, flags, srcs)}"
     target = out_dir / name
     if target.is_file():

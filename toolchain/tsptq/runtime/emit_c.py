@@ -66,9 +66,11 @@ def _check(data: bytes, path: Path, check_with_c: bool):
         except BuildError:
             cm = None
         if cm is not None:
-            if cm.arena_size != p.arena_size:
-                raise TsptqError(f"{path}: the C planner's arena ({cm.arena_size} B) differs from the Python "
-                                 f"planner's ({p.arena_size} B)")
+            # the host build's prepacked FC weights aside (the emitted arena holds the activations only, which the
+            # runtime then runs without them)
+            if cm.arena_size - cm.prepacked_size != p.arena_size:
+                raise TsptqError(f"{path}: the C planner's arena ({cm.arena_size - cm.prepacked_size} B without "
+                                 f"prepacked weights) differs from the Python planner's ({p.arena_size} B)")
             cm.use_params(params)  # raises if the C runtime computes other multipliers
     return model, p, params
 
