@@ -268,7 +268,8 @@ def case_strided_slice(lib, rng, edge):
 
 
 def case_layernorm_2s(lib, rng, edge):
-    rows, D = sizes(rng, edge, 1, 20), int(rng.choice([1, 2, 3, 64, 384, 1024])) if edge else int(rng.integers(1, 400))
+    rows = sizes(rng, edge, 1, 20)
+    D = int(rng.choice([1, 2, 3, 64, 384, 1024, 1536, 2048, 2049, 3072, 4096])) if edge else int(rng.integers(1, 400))
     in_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
     pow2 = bool(rng.integers(2))
     shifts = arr(rng.integers(0, 8, D) * (rng.random(D) < 0.1) if pow2 else np.zeros(D), np.int8)
@@ -522,7 +523,7 @@ def case_layernorm_extreme(lib, rng, edge):
     """TSPTQ_LAYERNORM_2S with every channel shift 0..7, zero points at the ends, constant and two-valued rows, eps 0
     to 2^61, gamma up to 2^31 - 1, beta up to 2^62 and output shifts 0..62."""
     rows = sizes(rng, edge, 1, 8)
-    D = int(rng.choice([1, 2, 15, 16, 17, 31, 33, 383, 384] + ([1024] if edge else [])))
+    D = int(rng.choice([1, 2, 15, 16, 17, 31, 33, 383, 384] + ([1024, 1536, 2047, 2048, 2049, 4096] if edge else [])))
     in_zp, out_zp = _pick(rng, [-128, 127], -128, 127), _pick(rng, [-128, 127], -128, 127)
     shifts = arr(rng.integers(0, 8, D) if rng.random() < 0.5 else np.zeros(D), np.int8)
     x = arr(rng.integers(-128, 128, (rows, D)), np.int8)

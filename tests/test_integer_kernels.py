@@ -101,6 +101,48 @@ def test_integer_layernorm_is_the_float_layernorm_to_one_code(seed, shifts_on):
     assert np.mean(diff == 0) >= 0.999
 
 
+def _layernorm_exact(x, in_zp, in_shift, g, b, eps, out_zp, out_shift):
+    """TSPTQ_LAYERNORM_2S as written in docs/integer-semantics.md, in Python integers (no int64 to overflow)."""
+    def div_round(a, b):  # half away from zero
+        q = (abs(a) + b // 2) // b
+        return q if a >= 0 else -q
+
+    out = []
+    for row in x.reshape(-1, x.shape[-1]).tolist():
+        D = len(row)
+        xs = [(q - in_zp) << int(k) for q, k in zip(row, in_shift)]
+        d = [D * v - sum(xs) for v in xs]
+        V = sum(v * v for v in d) // D + eps
+        e = min(max((62 - V.bit_length()) // 2, 0), K.SIGMA_EXTRA_BITS)
+        sigma = max(math.isqrt(V << 2 * e), 1)
+        for c in range(D):
+            v = div_round(d[c] << (K.NORM_FRAC_BITS + e), sigma) * int(g[c]) + int(b[c])
+            y = div_round(v, 1 << out_shift) if out_shift else v
+            out.append(min(max(y + out_zp, -128), 127))
+    return np.array(out).reshape(x.shape)
+
+
+@pytest.mark.parametrize("D", [1024, 3072, 4096])
+def test_integer_layernorm_is_exact_up_to_its_widest_rows(D):
+    """The widest rows (up to kernels.LN_MAX_CHANNELS) at the largest |x_c| (every shift 7, values at the code's
+    ends, eps up to 2^61): int64 holds every intermediate, the result is the big-integer one (sum_c d_c^2, which the
+    kernel no longer forms, passes 2^63 at D = 4096 on the two-valued rows)."""
+    rng = np.random.default_rng(D)
+    x = np.where(rng.random((4, D)) < 0.5, -128, 127).astype(np.int8)
+    x[1] = rng.integers(-128, 128, D)
+    x[2, : D // 2] = -128
+    x[2, D // 2:] = 127
+    x[3] = 5  # constant
+    in_shift = np.full(D, 7, np.int8)
+    in_shift[::3] = rng.integers(0, 8, len(in_shift[::3]))
+    g = rng.integers(-(2**31) + 1, 2**31, D).astype(np.int32)
+    b = rng.integers(-(2**62), 2**62, D, dtype=np.int64)
+    assert D <= K.LN_MAX_CHANNELS
+    for in_zp, eps, out_shift in ((127, 0, 62), (-128, 2**61, 55), (0, 12345, 40)):
+        got = K.layernorm_2s(x, in_zp, in_shift, g, b, eps, -3, out_shift)
+        np.testing.assert_array_equal(got, _layernorm_exact(x, in_zp, in_shift, g, b, eps, -3, out_shift))
+
+
 @pytest.mark.parametrize("kind", ["uniform", "two_scale", "log2"])
 def test_integer_softmax_is_the_float_softmax_encoded(kind):
     rng = np.random.default_rng(3)

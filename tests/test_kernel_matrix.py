@@ -85,7 +85,40 @@ def cases() -> dict[str, tuple[bytes, np.ndarray]]:
     for case in ("4d_down", "4d_up", "2d_out_zp_-128"):
         rank, s_in, z_in, s_out, z_out = RELU_CASES[case]
         out[f"RELU[{case}]"] = (to_tflite(relu_model(rank, qp(s_in, z_in), qp(s_out, z_out))), relu_inputs())
+    # LayerNorm rows wider than any tiny model's, up to the bound (4096): the SIMD rows (<= 2048 on x86) and the
+    # reference ones, on O-2SF inputs with every shift 0..7
+    for D in (1536, 2049, 4096):
+        out[f"TSPTQ_LAYERNORM_2S[D={D}]"] = wide_layernorm(D)
     return out
+
+
+def wide_layernorm(D: int) -> tuple[bytes, np.ndarray]:
+    """A lone TSPTQ_LAYERNORM_2S over D channels of a (1, 2, 3, D) O-2SF image (shifts 0..7, as the exporter's
+    gamma/beta folding), and 8 images: random, constant rows, rows at the code's two ends."""
+    from tsptq.intmodel import kernels as K
+    from tsptq.intmodel.graph import Op, QuantParams, Tensor
+
+    rng = np.random.default_rng(D)
+    shifts = np.where(rng.random(D) < 0.5, rng.integers(0, 8, D), 0)
+    s_in, zp = 0.02, -3
+    x_q = QuantParams(np.float32(s_in) * np.exp2(shifts).astype(np.float32), np.full(D, zp, np.int64), axis=-1,
+                      details={"kind": "channel_pow2", "bits": 8, "base_scale": float(np.float32(s_in)),
+                               "shifts": shifts.tolist()})
+    s_out = 0.03
+    gamma, beta = rng.normal(1.0, 0.5, D), rng.normal(0.0, 0.5, D)
+    g_bits = 30 - max(0, int(np.ceil(np.log2(np.abs(gamma / s_out).max()))))
+    out_shift = K.NORM_FRAC_BITS + g_bits
+    tensors = [Tensor("x", (1, 2, 3, D), "int8", x_q),
+               Tensor("in_shift", (D,), "int8", None, shifts.astype(np.int8)),
+               Tensor("gamma_mul", (D,), "int32", None, np.round(gamma / s_out * 2.0**g_bits).astype(np.int32)),
+               Tensor("beta_bias", (D,), "int64", None, np.round(beta / s_out * 2.0**out_shift).astype(np.int64)),
+               Tensor("y", (1, 2, 3, D), "int8", QuantParams(np.array([s_out], np.float32), np.array([5], np.int64)))]
+    eps = round(D * D * 1e-5 / s_in**2)
+    op = Op("TSPTQ_LAYERNORM_2S", [0, 1, 2, 3], [4], {"in_zp": zp, "eps": eps, "out_zp": 5, "out_shift": out_shift})
+    x = rng.integers(-128, 128, (8, 2, 3, D))
+    x[1, 0, 0] = 17  # a constant row
+    x[2] = np.where(rng.random((2, 3, D)) < 0.5, -128, 127)  # two values at the ends: the widest variance
+    return to_tflite(IntModel(tensors, [op], [0], [4], {"method": "test"})), x.astype(np.int8)
 
 
 @functools.lru_cache(maxsize=None)

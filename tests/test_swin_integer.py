@@ -319,3 +319,61 @@ def test_evaluate_measures_a_swin_with_the_c_engine():
     assert rows["c"]["engine"] == "c" and rows["float32"]["engine"] == "float32"
     assert rows["c"]["agreement"] == rows["float32"]["agreement"]
     assert abs(rows["c"]["cosine_mean"] - rows["float32"]["cosine_mean"]) < 1e-3 and rows["c"]["cosine_mean"] > 0.999
+
+
+@pytest.mark.cc
+def test_a_random_swin_tiny_at_224_runs_in_the_c_runtime_byte_for_byte():
+    """Issue 19's bar: swin_tiny_patch4_window7_224 itself (timm layout, random weights from tsptq's own configs:
+    224 px, embed 96, depths 2/2/6/2, heads 3/6/12/24, window 7), minmax on 2 random images, exported and run by the
+    C runtime (the portable build and this machine's fastest) byte for byte as the Python integer model. Its last
+    patch merging normalizes 4 * 384 = 1536 channels (the integer LayerNorm's bound was 1024); about 1000 tensors and
+    420 ops. Measured: 8 s on 2 shared cores (the C libraries already built)."""
+    from tsptq.model.checkpoint import resolve_model
+    from tsptq.runtime.c_binding import CModel
+    from tsptq.runtime.c_build import have_compiler
+    from tsptq.tflite.writer import to_tflite
+
+    if not have_compiler():
+        pytest.skip("no C compiler")
+    model = resolve_model("swin_tiny_patch4_window7_224")
+    cfg = model.cfg
+    assert (cfg.img_size, cfg.embed_dim, cfg.depths, cfg.num_heads, cfg.window_size) == (224, 96, (2, 2, 6, 2),
+                                                                                        (3, 6, 12, 24), 7)
+    graph = SwinGraph.from_model(model)
+    im = lower(quantize(graph, record(graph, images(2, 224), 2, False), "minmax", progress=False))
+    widths = {im.tensors[op.inputs[0]].shape[-1] for op in im.ops if op.kind == "TSPTQ_LAYERNORM_2S"}
+    assert max(widths) == 1536 and sum(op.kind == "TSPTQ_SOFTMAX_MASK_2S" for op in im.ops) == 5
+    data = to_tflite(im)
+    x = im.quantize_input(to_model_input(images(1, 224, seed=1).images, cfg).numpy())
+    want = im.run(x)
+    assert want.shape == (1, 1000) and len(np.unique(want)) > 20  # not a constant output
+    for variant in ("reference", None):  # the portable C and this machine's fastest build
+        assert np.array_equal(CModel(data, variant=variant).run(x), want), variant
+
+
+@pytest.mark.cc
+@pytest.mark.slow
+def test_a_swin_small_loads_in_a_hosted_build_and_a_bare_metal_one_says_why_not():
+    """swin_small_patch4_window7_224 (depths 2/2/18/2, as Swin-B/L): ~2000 tensors and ~830 ops, past the bare-metal
+    default capacity (1024 / 512, tsptq.h), within the hosted one (4096 / 2048): the host library loads and runs it,
+    a build at the boards' capacity refuses it in one line naming its limit. Measured: ~6 s."""
+    from tsptq.errors import RuntimeCError
+    from tsptq.model.checkpoint import resolve_model
+    from tsptq.runtime.c_binding import CModel
+    from tsptq.runtime.c_build import build_library, have_compiler
+    from tsptq.tflite.writer import to_tflite
+
+    if not have_compiler():
+        pytest.skip("no C compiler")
+    graph = SwinGraph.from_model(resolve_model("swin_small_patch4_window7_224"))
+    im = lower(quantize(graph, record(graph, images(2, 224), 2, False), "minmax", progress=False))
+    assert 1024 < len(im.tensors) <= 4096 and 512 < len(im.ops) <= 2048
+    data = to_tflite(im)
+    x = im.quantize_input(to_model_input(images(1, 224, seed=1).images, graph.cfg).numpy())
+    assert CModel(data).run(x).shape == (1, 1000)
+    lib = build_library("reference", extra_flags=["-DTSPTQ_MAX_TENSORS=1024", "-DTSPTQ_MAX_OPS=512"],
+                        name="libtsptq.so")
+    with pytest.raises(RuntimeCError) as e:
+        CModel(data, library=lib)
+    assert e.value.name == "TSPTQ_ERR_TOO_MANY"
+    assert f"the model has {len(im.tensors)} tensors; this build holds 1024 (raise TSPTQ_MAX_TENSORS)" in str(e.value)

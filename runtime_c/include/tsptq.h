@@ -37,12 +37,20 @@ extern "C" {
 #define TSPTQ_METADATA_VERSION 1
 #define TSPTQ_SCHEMA_VERSION 3
 
-/* Capacity of a tsptq_model (raise them before including this header, for every file that includes it). */
+/* Capacity of a tsptq_model (set them before including this header, for every file that includes it, e.g. with -D:
+ * the bare-metal targets do, in their target.toml). The defaults: 4096 / 2048 on an OS (Linux, Unix, macOS, Windows:
+ * host and Raspberry Pi builds: ~800 KiB of tsptq_model, room for a Swin-B), 1024 / 512 elsewhere (bare metal,
+ * ~190 KiB). A model with more is refused with TSPTQ_ERR_TOO_MANY, naming the build's limit. */
+#if defined(__linux__) || defined(__unix__) || defined(__APPLE__) || defined(_WIN32)
+#define TSPTQ_HOSTED_BUILD 1
+#else
+#define TSPTQ_HOSTED_BUILD 0
+#endif
 #ifndef TSPTQ_MAX_TENSORS
-#define TSPTQ_MAX_TENSORS 1024
+#define TSPTQ_MAX_TENSORS (TSPTQ_HOSTED_BUILD ? 4096 : 1024)
 #endif
 #ifndef TSPTQ_MAX_OPS
-#define TSPTQ_MAX_OPS 512
+#define TSPTQ_MAX_OPS (TSPTQ_HOSTED_BUILD ? 2048 : 512)
 #endif
 /* Threads (the static pool of src/threads.c): TSPTQ_THREADS=1 builds it (POSIX threads: Linux hosts and boards,
  * link with -pthread); 0 (the default: bare metal, any C99 compiler) leaves it out, and the runtime is single-threaded

@@ -75,7 +75,7 @@ void tq_strided_slice(const uint8_t *x, const int32_t *shape, int32_t rank, cons
 
 /* --- TSPTQ custom ops ------------------------------------------------------------------------------------------ */
 
-/* TSPTQ_LAYERNORM_2S over the last axis D (<= 1024). */
+/* TSPTQ_LAYERNORM_2S over the last axis D (<= 4096: the int64 bounds in ops/layernorm_2s.c). */
 void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, const int8_t *in_shift,
                      const int32_t *gamma_mul, const int64_t *beta_bias, int64_t eps, int32_t out_zp,
                      int32_t out_shift, int8_t *y);

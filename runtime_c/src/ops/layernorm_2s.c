@@ -1,6 +1,14 @@
-/* TSPTQ_LAYERNORM_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.layernorm_2s). Three passes over each row (sum, sum of
- * squared deviations, output): no scratch. 64-bit throughout (x_c, d_c are small, V and the products are not). On
- * x86 (ln_row_simd): AVX-512 (avx512vnni, amx) 16 channels at a time, AVX2 its sums 8 at a time. */
+/* TSPTQ_LAYERNORM_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.layernorm_2s). Two passes over each row (S and
+ * sum x_c^2, then the output): no scratch. 64-bit throughout (x_c, d_c are small, V and the products are not). For
+ * D <= LN_MAX_D = 4096 and |q - in_zp| <= 255, in_shift <= 7 (the op's prepare): |x_c| <= 255 << 7 < 2^15 and, one
+ * zero point, |x_c - x_j| <= 255 << 7, so |S| < 2^27, |d_c| = |sum_j (x_c - x_j)| < 2^27, sum x_c^2 < 2^42, and
+ *   V = sum_c d_c^2 / D + eps = D sum_c x_c^2 - S^2 + eps   (exact: sum d_c^2 = D (D sum x_c^2 - S^2);
+ *                                                             sum d_c^2 itself passes 2^63 for D > 3260)
+ * with D sum x_c^2 < 2^54 and D sum x_c^2 - S^2 = D^2 (the row's variance) <= D^2 (255 << 6)^2 < 2^52: V < 2^63. Then
+ * V << 2e < 2^63, sigma < 2^31.5, and |d_c| 2^(24 + e) <= sqrt(D V) 2^(24 + e) < sqrt(D) 2^55.5 <= 2^61.5
+ * (d_c^2 <= D (V - eps)); |n_c| <= sqrt(D) 2^24 (1 + 2^-19) + 1 < 2^30.01, |n_c g_c| < 2^61.01, and with |beta| <=
+ * 2^62 the sum stays below 2^63. On x86 (ln_row_simd, rows up to LN_SIMD_MAX_D channels): AVX-512 (avx512vnni, amx)
+ * 16 channels at a time, AVX2 its sums 8 at a time; wider rows take ln_row_ref. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -10,6 +18,7 @@
 
 #define TQ_NORM_FRAC_BITS 24
 #define TQ_SIGMA_EXTRA_BITS 20
+#define LN_MAX_D 4096 /* the op's prepare refuses wider rows (the bounds above; tsptq.intmodel.kernels.LN_MAX_CHANNELS) */
 
 #if defined(TQ_SIMD_AVX2)
 /* x86: tq_isqrt64 (floor(sqrt(n))) from the double square root, corrected: r^2 <= n < (r + 1)^2 defines it whatever
@@ -26,9 +35,10 @@ static inline int64_t ln_isqrt(uint64_t n) {
 #define ln_isqrt tq_isqrt64
 #endif
 
-/* e (the extra fraction bits of the standard deviation) and sigma from the row's sum of squared deviations. */
-static int64_t ln_sigma(uint64_t ss, int32_t D, int64_t eps, int *e_out) {
-    const int64_t V = (int64_t)(ss / (uint64_t)D) + eps; /* sum >= 0: floor division */
+/* e (the extra fraction bits of the standard deviation) and sigma from the row's S = sum x_c and sq = sum x_c^2:
+ * V = D sq - S^2 + eps (the bounds above). */
+static int64_t ln_sigma(int64_t S, int64_t sq, int32_t D, int64_t eps, int *e_out) {
+    const int64_t V = (int64_t)D * sq - S * S + eps;
     int e = (62 - tq_bit_length64((uint64_t)V)) / 2;
     int64_t sigma;
     e = e < 0 ? 0 : (e > TQ_SIGMA_EXTRA_BITS ? TQ_SIGMA_EXTRA_BITS : e);
@@ -39,16 +49,15 @@ static int64_t ln_sigma(uint64_t ss, int32_t D, int64_t eps, int *e_out) {
 
 static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
                        const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
-    int64_t S = 0, sigma;
-    uint64_t ss = 0;
+    int64_t S = 0, sq = 0, sigma;
     int32_t c;
     int e;
-    for (c = 0; c < D; c++) S += tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]);
     for (c = 0; c < D; c++) {
-        int64_t d = (int64_t)D * tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]) - S;
-        ss += (uint64_t)(d * d);
+        const int64_t x = tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]);
+        S += x;
+        sq += x * x;
     }
-    sigma = ln_sigma(ss, D, eps, &e);
+    sigma = ln_sigma(S, sq, D, eps, &e);
     for (c = 0; c < D; c++) {
         int64_t d = (int64_t)D * tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]) - S;
         int64_t nrm = tq_div_round(tq_shl64(d, TQ_NORM_FRAC_BITS + e), sigma);
@@ -58,25 +67,20 @@ static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
 
 #if defined(TQ_SIMD_AVX2)
 /* x86 (AVX-512 and AVX2): x_c in int32 lanes (the bounds checked in ln_simd_ok keep x_c, S and d_c there: |x_c| <=
- * 383 << 7 < 2^16, |S| < 2^28, |d_c| < 2^29), one pass for S and sum x_c^2 (the squares in int64 lanes), then
- *   sum_c d_c^2 = D^2 sum_c x_c^2 - D S^2   (modulo 2^64, as the reference's uint64 sum: a ring identity),
- * and (AVX-512) the output pass with the division as a double estimate of the quotient, taken where it is certain
- * (ln_out8); a row with a quotient that is not is done by ln_row_ref. */
-#define LN_MAX_D 1024 /* the op's prepare refuses wider rows; 5 KB of stack per row buffer pair */
+ * 383 << 7 < 2^16, |S| < 2^27, |d_c| < 2^28 for D <= 2048), one pass for S and sum x_c^2 (the squares in int64
+ * lanes, the sum below 2^43), V as the reference's (ln_sigma), and (AVX-512) the output pass with the division as a
+ * double estimate of the quotient, taken where it is certain (ln_out8); a row with a quotient that is not, or wider
+ * than LN_SIMD_MAX_D, is done by ln_row_ref. */
+#define LN_SIMD_MAX_D 2048 /* 10 KB of stack for the row buffers (x86 only: the pool's threads get 2 MB) */
 
 static int ln_simd_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps, int32_t out_shift) {
     int32_t c;
-    if (D < 1 || D > LN_MAX_D || in_zp < -255 || in_zp > 255 || eps < 0 || eps > ((int64_t)1 << 61) || out_shift < 0 ||
-        out_shift > 62)
+    if (D < 1 || D > LN_SIMD_MAX_D || in_zp < -255 || in_zp > 255 || eps < 0 || eps > ((int64_t)1 << 61) ||
+        out_shift < 0 || out_shift > 62)
         return 0;
     for (c = 0; c < D; c++)
         if (in_shift[c] < 0 || in_shift[c] > 7) return 0;
     return 1;
-}
-
-/* sum_c d_c^2 (modulo 2^64) from S and sum x_c^2 */
-static inline uint64_t ln_ss(int32_t D, int64_t S, uint64_t sq) {
-    return (uint64_t)D * (uint64_t)D * sq - (uint64_t)D * ((uint64_t)S * (uint64_t)S);
 }
 #endif
 
@@ -124,8 +128,8 @@ static inline __m128i ln_out8(__m256i d, const int32_t *g, const int64_t *bb, __
 /* One row; returns 0 (having written nothing) if a quotient could not be verified. */
 static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
                        const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
-    int32_t xs[LN_MAX_D];
-    int8_t out[LN_MAX_D];
+    int32_t xs[LN_SIMD_MAX_D];
+    int8_t out[LN_SIMD_MAX_D];
     const __m512i zp = _mm512_set1_epi32(in_zp), dd = _mm512_set1_epi32(D);
     const __m512i omask = _mm512_set1_epi64((int64_t)(((uint64_t)1 << out_shift) - 1u));
     const __m512i ohalf = _mm512_srli_epi64(omask, 1), ozp = _mm512_set1_epi64(out_zp);
@@ -144,7 +148,7 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
         sq = _mm512_add_epi64(sq, _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(x, 32)));
     }
     Ssum = _mm512_reduce_add_epi32(sum);
-    sigma = ln_sigma(ln_ss(D, Ssum, (uint64_t)_mm512_reduce_add_epi64(sq)), D, eps, &e);
+    sigma = ln_sigma(Ssum, _mm512_reduce_add_epi64(sq), D, eps, &e);
     S = _mm512_set1_epi32((int32_t)Ssum);
     K = _mm512_set1_pd((double)((int64_t)1 << (TQ_NORM_FRAC_BITS + e)) / (double)sigma);
     H = _mm512_set1_pd((double)(sigma >> 1) / (double)sigma);
@@ -188,16 +192,15 @@ static inline int ln_out4(__m128i d, const int32_t *g, const int64_t *bb, __m256
 
 static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
                        const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
-    int32_t xs[LN_MAX_D];
-    int8_t out[LN_MAX_D];
+    int32_t xs[LN_SIMD_MAX_D];
+    int8_t out[LN_SIMD_MAX_D];
     const __m256i zp = _mm256_set1_epi32(in_zp);
     const __m256i omask = _mm256_set1_epi64x((int64_t)(((uint64_t)1 << out_shift) - 1u));
     const __m256i ohalf = _mm256_srli_epi64(omask, 1);
     const __m128i osh = _mm_cvtsi32_si128(out_shift);
     __m256i sum = _mm256_setzero_si256(), sq = sum;
     __m256d K, H;
-    int64_t sigma, Ssum = 0, lanes64[4];
-    uint64_t sqsum = 0;
+    int64_t sigma, Ssum = 0, lanes64[4], sqsum = 0;
     int32_t lanes32[8], c, j;
     int e;
     for (c = 0; c + 8 <= D; c += 8) {
@@ -212,13 +215,13 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
     _mm256_storeu_si256((__m256i *)(void *)lanes32, sum);
     _mm256_storeu_si256((__m256i *)(void *)lanes64, sq);
     for (j = 0; j < 8; j++) Ssum += lanes32[j];
-    for (j = 0; j < 4; j++) sqsum += (uint64_t)lanes64[j];
+    for (j = 0; j < 4; j++) sqsum += lanes64[j];
     for (; c < D; c++) {
         xs[c] = (int32_t)tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]);
         Ssum += xs[c];
-        sqsum += (uint64_t)((int64_t)xs[c] * xs[c]);
+        sqsum += (int64_t)xs[c] * xs[c];
     }
-    sigma = ln_sigma(ln_ss(D, Ssum, sqsum), D, eps, &e);
+    sigma = ln_sigma(Ssum, sqsum, D, eps, &e);
     K = _mm256_set1_pd((double)((int64_t)1 << (TQ_NORM_FRAC_BITS + e)) / (double)sigma);
     H = _mm256_set1_pd((double)(sigma >> 1) / (double)sigma);
     for (c = 0; c + 4 <= D; c += 4) {
@@ -269,7 +272,7 @@ static int layernorm_prepare(tq_op_ctx *ctx) {
     int64_t D = x->rank ? x->shape[x->rank - 1] : 0, c;
     if (x->type != TSPTQ_INT8 || out->type != TSPTQ_INT8 || !tq_same_shape(x, out) || D < 1)
         TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): input and output must be int8 of the same shape", k);
-    if (D > 1024) TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): %L channels, at most 1024", k, D);
+    if (D > LN_MAX_D) TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): %L channels, at most %d", k, D, LN_MAX_D);
     for (i = 1; i < 4; i++)
         if (in[i]->rank != 1 || in[i]->shape[0] != D)
             TQ_BAD(ctx, "op %u (TSPTQ_LAYERNORM_2S): per-channel parameters must have %L entries", k, D);

@@ -34,7 +34,7 @@ def cmd_models(args) -> int:
         print(f"  {name:<24}dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, {cfg.img_size}px")
     for name, cfg in SWIN_CONFIGS.items():
         print(f"  {name:<31}Swin, dim {cfg.embed_dim}, depths {'-'.join(map(str, cfg.depths))}, window "
-              f"{cfg.window_size}, {cfg.img_size}px (float32 simulator only: no export yet)")
+              f"{cfg.window_size}, {cfg.img_size}px")
     from tsptq.quant.methods import METHODS
 
     print("methods:")

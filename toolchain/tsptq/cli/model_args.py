@@ -9,7 +9,7 @@ def add_model_args(p, bits_help: str = "weight and activation bits (the file hol
     p.add_argument("--model", default="cifar10-vit", help="reference model or timm config name (see `tsptq models`)")
     p.add_argument("--checkpoint", help="a checkpoint file (.pth/.pt/.bin/.safetensors) or folder (save_pretrained's, "
                                         "a hub snapshot): timm ViT/DeiT, or Hugging Face ViT/DeiT/DINOv2 layouts; "
-                                        "timm/Microsoft Swin (tsptq eval's float32 simulator only, no export yet) "
+                                        "timm/Microsoft Swin (no faithful engine and no --npu variant yet) "
                                         "(overrides --model)")
     p.add_argument("--onnx", dest="checkpoint", metavar="MODEL.onnx",
                    help="an ONNX export of a pre-norm ViT (timm's or transformers' torch.onnx.export, opset >= 17), "

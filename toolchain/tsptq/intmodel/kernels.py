@@ -22,6 +22,7 @@ PROB_FRAC_BITS = 30  # probabilities are Q30 between the reciprocal and the outp
 TWO_SCALE_FRAC_BITS = 16  # a two-scale output is first computed in Q16 units of its fine step
 NORM_FRAC_BITS = 24  # LayerNorm's normalized value (x - mean) / std is Q24
 SIGMA_EXTRA_BITS = 20  # LayerNorm's standard deviation carries up to 20 extra fraction bits
+LN_MAX_CHANNELS = 4096  # the integer LayerNorm's widest row (its int64 bounds; runtime_c layernorm_2s.c's LN_MAX_D)
 
 
 def saturate(x: np.ndarray, dtype) -> np.ndarray:
@@ -149,14 +150,15 @@ def add(a, a_zp, b, b_zp, params, out_zp, left_shift: int = 20):
 def layernorm_2s(x, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift):
     """Integer LayerNorm over the last axis; input channels aligned by shift (O-2SF), output per-channel folded.
 
-    x_c = (q_c - zp) << k_c; d_c = D x_c - sum(x); V = sum(d^2) / D + eps (= (D sigma)^2 in input units);
-    sigma = isqrt(V << 2e) with e extra fraction bits; n_c = round(d_c * 2^(24 + e) / sigma) (Q24);
-    y_c = round((n_c * g_c + b_c) / 2^out_shift) + out_zp.
+    x_c = (q_c - zp) << k_c; S = sum(x); d_c = D x_c - S; V = sum(d^2) / D + eps = D sum(x^2) - S^2 + eps
+    (= (D sigma)^2 in input units; exact, and below 2^54 + eps for D <= 4096); sigma = isqrt(V << 2e) with e extra
+    fraction bits; n_c = round(d_c * 2^(24 + e) / sigma) (Q24); y_c = round((n_c * g_c + b_c) / 2^out_shift) + out_zp.
     """
     D = x.shape[-1]
     xs = (x.astype(np.int64) - in_zp) << in_shift.astype(np.int64)
-    d = D * xs - xs.sum(-1, keepdims=True)
-    var = (d * d).sum(-1, keepdims=True) // D + eps
+    S = xs.sum(-1, keepdims=True)
+    d = D * xs - S
+    var = D * (xs * xs).sum(-1, keepdims=True) - S * S + eps
     extra = np.clip((62 - bit_length(var)) // 2, 0, SIGMA_EXTRA_BITS)
     sigma = np.maximum(isqrt(var << (2 * extra)), 1)
     n = div_round(d << (NORM_FRAC_BITS + extra), sigma)

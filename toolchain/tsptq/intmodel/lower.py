@@ -190,8 +190,9 @@ class _Builder:
         y = self.act(out_point or norm, shape)  # (Swin's patch embedding norm writes the next point's code)
         yt = self.t(y)
         D = shape[-1]
-        if D > 1024:
-            raise QuantizationError(f"{norm}: the integer LayerNorm is bounded to 1024 channels, got {D}")
+        if D > K.LN_MAX_CHANNELS:
+            raise QuantizationError(f"{norm}: the integer LayerNorm is bounded to {K.LN_MAX_CHANNELS} channels, "
+                                    f"got {D}")
         shifts = np.asarray((xt.quant.details or {}).get("shifts", [0] * D), np.int8)
         s_out = np.broadcast_to(_channel_scales(yt).astype(np.float64), (D,))
         ratio = np.abs(gamma / s_out).max()

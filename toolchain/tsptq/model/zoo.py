@@ -107,8 +107,8 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
         SwinConfig(img_size=32, patch_size=2, in_chans=3, num_classes=10, embed_dim=48, depths=(2, 2, 2),
                    num_heads=(3, 6, 12), window_size=4, **CIFAR_NORM),
         lambda split: datasets.load_cifar10(split),
-        "Swin, patch 2, window 4, dim 48, depths 2-2-2, heads 3-6-12 on CIFAR-10 (float32 simulator only, no export "
-        "yet; recipe only, not trained yet: python -m tsptq.model.train_reference cifar10-swin)",
+        "Swin, patch 2, window 4, dim 48, depths 2-2-2, heads 3-6-12 on CIFAR-10 (recipe only, not trained yet: "
+        "python -m tsptq.model.train_reference cifar10-swin)",
     ),
 }
 

@@ -33,6 +33,7 @@ from ai_edge_litert import schema_py_generated as S
 from tsptq.errors import ModelFileError, UnsupportedOpError
 from tsptq.intmodel.fixedpoint import quantize_multiplier
 from tsptq.intmodel.graph import IntModel
+from tsptq.intmodel.kernels import LN_MAX_CHANNELS
 from tsptq.intmodel.ops import BUILTIN_KINDS, BUILTIN_OPS, CUSTOM_OPS, OPS
 from tsptq.tflite.writer import FORMAT_MAGIC, FORMAT_NAME, METADATA_NAME, METADATA_VERSION, SCHEMA_VERSION
 
@@ -714,8 +715,8 @@ class _CLoaderChecks:
             D = xx.dim(-1) if xx.rank else 0
             if xx.type != _INT8 or out.type != _INT8 or not same_shape(xx, out) or D < 1:
                 bad("input and output must be int8 of the same shape")
-            if D > 1024:
-                bad(f"{D} channels, at most 1024")
+            if D > LN_MAX_CHANNELS:
+                bad(f"{D} channels, at most {LN_MAX_CHANNELS}")
             if any(t.rank != 1 or t.dim(0) != D for t in x[1:]):
                 bad(f"per-channel parameters must have {D} entries")
             if x[1].type != _INT8 or x[2].type != _INT32 or x[3].type != _INT64:
