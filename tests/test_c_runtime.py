@@ -312,9 +312,8 @@ def test_precomputed_params_match_and_shrink_the_arena(cifar, method):
 def expected_prepacked(data: bytes, variant: str) -> int:
     """The prepacked bytes a build asks for (runtime_c/src/ops/vnni.h tqv_prepack_size, loader.c): per FC whose
     weights its products take (K = I <= 2048), blocks of 32 channels, each 32 column sums and the packed groups of 4 k
-    (128 bytes each; to a whole 64-k step of 2048 bytes in the amx build), each op's at a multiple of 64 bytes, plus
-    64 to align the region. The avx512vnni build appends a channel_pow2 FC_2S's shifted channels (2^s - 1 columns
-    each, at most 1024) as groups of their own. Every other build (reference, AVX2, Arm, bare metal), and the amx
+    (128 bytes each), each op's at a multiple of 64 bytes, plus 64 to align the region, with a channel_pow2 FC_2S's
+    shifted channels (2^s - 1 columns each, at most 1024) appended as groups of their own. Every other build (reference, AVX2, Arm, bare metal), and the amx
     build where the AMX tiles run (its tile drivers pack per call): 0."""
     if variant not in ("avx512vnni", "amx") or (variant == "amx" and c_build.amx_usable()[0]):
         return 0
@@ -327,12 +326,12 @@ def expected_prepacked(data: bytes, variant: str) -> int:
         ng = (I + 3) // 4
         if 4 * ng > 2048:
             continue
-        if op.kind == "TSPTQ_FC_2S" and op.options["in_kind"] == 1 and variant == "avx512vnni":
+        if op.kind == "TSPTQ_FC_2S" and op.options["in_kind"] == 1:
             s = np.asarray(m.tensors[op.inputs[5]].data, np.int64)
             n_ext = int(((1 << s) - 1).sum())
             if 0 < n_ext <= 1024 and 4 * (ng + (n_ext + 3) // 4) <= 2048:
                 ng += (n_ext + 3) // 4
-        block = (ng + 15) // 16 * 2048 if variant == "amx" else ng * 128
+        block = ng * 128
         total += -(-((O + 31) // 32 * (128 + block)) // 64) * 64
     return total + 64 if total else 0
 

@@ -293,14 +293,18 @@ def test_both_loaders_refuse_a_mask_row_that_keeps_nothing():
 
     im = lower(fitted(tiny()))
     mask = next(t for t in im.tensors if t.name.endswith(".attn_mask"))
-    mask.data = mask.data.copy()
-    mask.data[0, 0] = 0
-    data = to_tflite(im)
-    message = r"\(TSPTQ_SOFTMAX_MASK_2S\): a mask row keeps no pair"
-    with pytest.raises(ModelFileError, match=message):
-        parse_tflite(data)
-    with pytest.raises(RuntimeCError, match=message):
-        CModel(data)
+    good = mask.data.copy()
+    for fault, message in (("empty row", "a mask row keeps no pair"),
+                           ("empty row, then an entry 2", "mask entries must be 0 or 1")):  # entries are checked first
+        mask.data = good.copy()
+        mask.data[0, 0] = 0
+        if fault != "empty row":
+            mask.data.reshape(-1)[-1] = 2
+        data = to_tflite(im)
+        with pytest.raises(ModelFileError, match=rf"\(TSPTQ_SOFTMAX_MASK_2S\): {message}$"):
+            parse_tflite(data)
+        with pytest.raises(RuntimeCError, match=rf"\(TSPTQ_SOFTMAX_MASK_2S\): {message}"):
+            CModel(data)
 
 
 @pytest.mark.cc

@@ -396,6 +396,13 @@ static int check_op(ld *L, tq_op_ctx *c) {
 
 /* ---- schedule, lifetimes, aliases ----------------------------------------------------------------------------- */
 
+/* No prepacked part: the kernels pack per call (the same bytes). */
+static void drop_prepacked(tsptq_model *m) {
+    uint32_t k;
+    for (k = 0; k < m->n_ops; k++) m->ops[k].packed_offset = m->ops[k].packed_len = 0;
+    m->prepacked_size = 0;
+}
+
 static int check_schedule(ld *L) {
     tq_fb_rd *r = &L->r;
     tsptq_model *m = L->m;
@@ -448,9 +455,10 @@ static int check_schedule(ld *L) {
     for (k = 0; k < m->n_ops; k++) {
         tsptq_op *op = &m->ops[k];
         uint64_t params = tq_op_persistent(m, op), scratch = tq_op_scratch(m, op), packed = tq_op_prepacked(m, op);
-        if (params > TQ_MAX_TENSOR_BYTES || scratch > TQ_MAX_TENSOR_BYTES || packed > TQ_MAX_TENSOR_BYTES)
-            return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "op %u (%s): its parameters, prepacked weights or scratch need more "
-                                                   "than 2 GB", k, tq_op_table[op->kind]->name);
+        if (params > TQ_MAX_TENSOR_BYTES || scratch > TQ_MAX_TENSOR_BYTES)
+            return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "op %u (%s): its parameters or scratch need more than 2 GB", k,
+                          tq_op_table[op->kind]->name);
+        if (packed > TQ_MAX_TENSOR_BYTES) packed = 0; /* optional (a speed-up): never a reason to refuse a model */
         op->params_offset = (uint32_t)total;
         op->params_len = (uint32_t)params;
         op->scratch_len = (uint32_t)scratch;
@@ -458,12 +466,12 @@ static int check_schedule(ld *L) {
         op->packed_len = (uint32_t)packed;
         total += TQ_ALIGN_UP(params, TSPTQ_TENSOR_ALIGNMENT);
         packed_total += TQ_ALIGN_UP(packed, TQ_PACK_ALIGNMENT);
-        if (total > TQ_MAX_TENSOR_BYTES || packed_total > TQ_MAX_TENSOR_BYTES)
-            return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the model needs more than 2 GB");
+        if (total > TQ_MAX_TENSOR_BYTES) return OPFAIL(TSPTQ_ERR_INVALID_MODEL, "the model needs more than 2 GB");
     }
     m->persistent_size = (uint32_t)total;
     /* + the alignment of the region's start (planner.c) */
-    m->prepacked_size = packed_total ? (uint32_t)(packed_total + TQ_PACK_ALIGNMENT) : 0;
+    if (packed_total > TQ_MAX_TENSOR_BYTES - TQ_PACK_ALIGNMENT) drop_prepacked(m);
+    else m->prepacked_size = packed_total ? (uint32_t)(packed_total + TQ_PACK_ALIGNMENT) : 0;
     return 1;
 }
 
@@ -570,8 +578,10 @@ static int load(ld *L, tsptq_model *m, const uint8_t *b, size_t len, tsptq_statu
         return tq_fail(st, TSPTQ_ERR_CORRUPTED, "corrupted file: graph input/output refers to a tensor out of range "
                                                 "(%u tensors)", m->n_tensors);
     if (!check_schedule(L)) return st->code;
-    if (!tq_plan(m) || (uint64_t)m->persistent_size + m->prepacked_size + m->activation_size > TQ_MAX_ARENA)
+    if (!tq_plan(m) || (uint64_t)m->persistent_size + m->activation_size > TQ_MAX_ARENA)
         return tq_fail(st, TSPTQ_ERR_INVALID_MODEL, "the model needs an arena of more than 2 GB");
+    /* the limit is every build's (and the Python reader's): the prepacked part comes on top only where it fits */
+    if ((uint64_t)m->persistent_size + m->prepacked_size + m->activation_size > TQ_MAX_ARENA) drop_prepacked(m);
     return TSPTQ_OK;
 }
 

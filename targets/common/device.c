@@ -129,10 +129,6 @@ static void drop_model(tq_device *d) {
     d->output_len_valid = 0;
 }
 
-/* Load and prepare `bytes`, carve the input, output and op-tick buffers after the runtime's arena:
- *   [runtime arena | input | output | op ticks], each part 16-byte aligned, all within board->arena_capacity.
- * Every size and offset is computed in 64 bits and compared with the capacity before anything is written: the
- * runtime accepts models whose plan is up to 2 GB, and input + output of such a model can pass 4 GB. */
 /* Where the runtime's part (need bytes), the input, the output and the profile lie in the arena, each 16-byte
  * aligned; the total, or all ones when it is not a size a 32-bit arena_capacity can hold (the runtime never gives
  * one). */
@@ -145,6 +141,11 @@ static uint64_t layout(uint64_t need, uint64_t in, uint64_t out, uint64_t n_ops,
     return *ticks_at + 4u * n_ops; /* < 2^35: no wrap in 64 bits */
 }
 
+/* Load and prepare `bytes`, carve the input, output and op-tick buffers after the runtime's arena
+ * (without the prepacked weights of a host SIMD build where the capacity lacks room for them):
+ *   [runtime arena | input | output | op ticks], each part 16-byte aligned, all within board->arena_capacity.
+ * Every size and offset is computed in 64 bits and compared with the capacity before anything is written: the
+ * runtime accepts models whose plan is up to 2 GB, and input + output of such a model can pass 4 GB. */
 static int commit(tq_device *d, const uint8_t *bytes, uint32_t size, uint32_t crc) {
     const tq_board *b = d->board;
     tsptq_status st;

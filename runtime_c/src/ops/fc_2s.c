@@ -229,17 +229,13 @@ static void fc2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t n
 }
 
 /* The extension columns (ext, their count) that the prepacked weights hold: a channel_pow2 code's shifted channels
- * where the AVX-512 VNNI build's product appends them (FC2S_EXT, whatever the rows: an AMX build takes such a product
- * as two planes on the tiles, which read the weights without them, and prepacks none); 0 otherwise. */
+ * where the VNNI product appends them (FC2S_EXT; the AMX tiles, which take such a product as two planes, never read
+ * prepacked weights: where they run, none are made, vnni.h tqv_prepack_size); 0 otherwise. */
 static int32_t fc2s_pre_ext(int32_t in_kind, const int8_t *in_shift, int32_t I, int32_t *ext) {
-#if !defined(TQ_SIMD_AMX)
     if (in_kind == TQ_CHANNEL_POW2 && in_shift) {
         const int32_t n = fc2s_ext_columns(in_shift, I, ext);
         if (n > 0 && tqv_fits(I, n)) return n;
     }
-#else
-    (void)in_kind, (void)in_shift, (void)I, (void)ext;
-#endif
     return 0;
 }
 

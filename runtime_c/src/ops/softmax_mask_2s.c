@@ -69,13 +69,11 @@ static int softmax_mask_prepare(tq_op_ctx *ctx) {
         mask->shape[2] != N)
         TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_MASK_2S): the mask must be int8 (windows, N, N)", ctx->k);
     rows = (int64_t)mask->shape[0] * N;
+    for (r = 0; r < rows * N; r++) /* every entry first, then the rows: the Python mirror's order */
+        if (mk[r] != 0 && mk[r] != 1) TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_MASK_2S): mask entries must be 0 or 1", ctx->k);
     for (r = 0; r < rows; r++) {
         int64_t kept = 0;
-        for (j = 0; j < N; j++) {
-            if (mk[r * N + j] != 0 && mk[r * N + j] != 1)
-                TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_MASK_2S): mask entries must be 0 or 1", ctx->k);
-            kept += mk[r * N + j];
-        }
+        for (j = 0; j < N; j++) kept += mk[r * N + j];
         if (!kept) TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_MASK_2S): a mask row keeps no pair", ctx->k);
     }
     return 1;

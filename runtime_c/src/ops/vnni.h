@@ -315,15 +315,9 @@ static inline void tqv_pack_block(const tqv_gemm *g, int32_t n0, int32_t nc, uin
 
 /* ---- B prepacked once (at prepare time: tsptq_prepare's prepacked region, op_table.h `prepack`) ------------------ */
 
-/* Bytes of one prepacked block of K values and n_ext extension columns: the packed groups, zero up to a whole AMX
- * step in an AMX build (the AMX kernel reads whole steps; the VNNI kernel reads the block's groups either way). */
-static inline int64_t tqv_pre_block(int32_t K, int32_t n_ext) {
-#if defined(TQ_SIMD_AMX)
-    return ((int64_t)tqv_groups(K, n_ext) + 15) / 16 * 2048;
-#else
-    return (int64_t)tqv_groups(K, n_ext) * 128;
-#endif
-}
+/* Bytes of one prepacked block of K values and n_ext extension columns: the packed groups (only the VNNI kernel reads
+ * prepacked blocks, in every build). */
+static inline int64_t tqv_pre_block(int32_t K, int32_t n_ext) { return (int64_t)tqv_groups(K, n_ext) * 128; }
 
 /* Bytes tqv_prepack writes for B of N rows of K int8 values, with n_ext extension columns (0 for a product the
  * drivers do not take): the column sums of every block (32 int32 each), then the blocks, each tqv_pre_block bytes.

@@ -158,8 +158,9 @@ class _SwinBuilder:
         bi = self.add(f"{p}.rel_bias", bias.shape, "int32",
                       QuantParams(np.array([unit * 2.0**-e], np.float32), np.zeros(1, np.int64)), bias.astype(np.int32))
         mult, shift = quantize_multiplier(unit / float(yt.quant.scale[0]))
-        if 31 - shift + e > 62:
-            raise QuantizationError(f"{p}.scores: the scores scale is too large for the q.k unit")
+        if not (-31 <= shift <= 31 and 1 <= 31 - shift + e <= 62 and 0 <= mult <= ACC_LIMIT):  # the op's bounds
+            raise QuantizationError(f"{p}.scores: the scores scale ({float(yt.quant.scale[0]):.3g}) is out of the "
+                                    f"requantization's range for the q.k unit ({unit:.3g})")
         return self.op("TSPTQ_BMM_BIAS", [q, k, bi], y, a_zp=qt.zp, b_zp=kt.zp, bias_shift=e, mult=mult, shift=shift,
                        out_zp=yt.zp)
 
