@@ -146,8 +146,8 @@ def asan_agent(tmp_path_factory) -> Path:
     return compile_agent(cc, tmp_path_factory.mktemp("asan") / "agent", SANITIZE)
 
 
-@pytest.fixture
-def asan_rig(asan_agent, tmp_path, monkeypatch):
+def _rigs(agent: Path, tmp_path, monkeypatch):
+    """Yields make(*agent options) -> a Rig running the sanitized agent; closes them all afterwards."""
     from test_board_host import Rig
 
     monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
@@ -157,12 +157,29 @@ def asan_rig(asan_agent, tmp_path, monkeypatch):
     def make(*args: str) -> "Rig":
         d = tmp_path / f"rig{len(rigs)}"
         d.mkdir()
-        rigs.append(Rig(d, [str(asan_agent), *args], timeout=2.0, retries=3))
+        rigs.append(Rig(d, [str(agent), *args], timeout=2.0, retries=3))
         return rigs[-1]
 
     yield make
     for r in rigs:
         r.close()
+
+
+@pytest.fixture
+def asan_rig(asan_agent, tmp_path, monkeypatch):
+    yield from _rigs(asan_agent, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def vnni_asan_rig(asan_agent, tmp_path, monkeypatch):
+    """The same agent built for AVX-512 VNNI (whose FC weights are prepacked at prepare)."""
+    from test_board_host import compile_agent
+    from tsptq.runtime import c_build
+
+    if not c_build.have_avx512vnni():
+        pytest.skip("no AVX-512 VNNI here: no build prepacks its weights")
+    agent = compile_agent(os.environ.get("CC", "cc"), tmp_path / "agent", SANITIZE + c_build.AVX512VNNI_FLAGS)
+    yield from _rigs(agent, tmp_path, monkeypatch)
 
 
 def assert_clean(rig) -> None:
@@ -220,46 +237,27 @@ def test_host_agent_capacity_check_is_exact(asan_rig, tiny):
 
 @pytest.mark.slow
 @pytest.mark.cc
-def test_host_agent_runs_without_the_prepacked_weights_where_they_do_not_fit(tiny, tmp_path, monkeypatch):
-    """An AVX-512 VNNI agent (whose FC weights are prepacked at prepare) with a capacity too small for the prepacked
-    part but enough for the rest: the upload succeeds with the smaller arena and the outputs stay the same; any
-    smaller capacity is ARENA_TOO_SMALL, naming the smaller need. ASan + UBSan watch it."""
-    from test_board_host import Rig, compile_agent
+def test_host_agent_runs_without_the_prepacked_weights_where_they_do_not_fit(vnni_asan_rig, tiny):
+    """An AVX-512 VNNI agent with a capacity too small for the prepacked weights but enough for the rest: the upload
+    succeeds with the smaller arena and the outputs stay the same; any smaller capacity is ARENA_TOO_SMALL, naming
+    the smaller need. ASan + UBSan watch it."""
     from tsptq.deploy.serial_link import DeviceError
-    from tsptq.runtime import c_build
     from tsptq.runtime.c_binding import CModel
 
-    if not c_build.have_avx512vnni():
-        pytest.skip("no AVX-512 VNNI here: no build prepacks its weights")
-    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
-    monkeypatch.setenv("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
-    agent = compile_agent(os.environ.get("CC", "cc"), tmp_path / "agent", SANITIZE + c_build.AVX512VNNI_FLAGS)
     data, x, y = tiny
-    cm = CModel(data, variant="avx512vnni")
-    assert cm.prepacked_size > 0
-    rigs = []
-
-    def rig(*args: str) -> Rig:
-        d = tmp_path / f"rig{len(rigs)}"
-        d.mkdir()
-        rigs.append(Rig(d, [str(agent), *args], timeout=2.0, retries=3))
-        return rigs[-1]
-
-    try:
-        full = rig().board.upload(data).arena_size
-        lean = full - cm.prepacked_size  # the device's own part drops by exactly the prepacked bytes
-        fits = rig("--arena-capacity", str(full - 1))
-        assert fits.board.upload(data).arena_size == lean
-        assert fits.board.infer(x[0].tobytes()).output == y[0].tobytes()
-        short = rig("--arena-capacity", str(lean - 1))
-        with pytest.raises(DeviceError) as e:
-            short.board.upload(data)
-        assert e.value.status_name == "ARENA_TOO_SMALL" and f"needs {lean} bytes" in e.value.message
-        for r in rigs:
-            assert_clean(r)
-    finally:
-        for r in rigs:
-            r.close()
+    prepacked = CModel(data, variant="avx512vnni").prepacked_size
+    assert prepacked > 0
+    full = vnni_asan_rig().board.upload(data).arena_size
+    lean = full - prepacked  # the device's own part drops by exactly the prepacked bytes
+    fits = vnni_asan_rig("--arena-capacity", str(full - 1))
+    assert fits.board.upload(data).arena_size == lean
+    assert fits.board.infer(x[0].tobytes()).output == y[0].tobytes()
+    short = vnni_asan_rig("--arena-capacity", str(lean - 1))
+    with pytest.raises(DeviceError) as e:
+        short.board.upload(data)
+    assert e.value.status_name == "ARENA_TOO_SMALL" and f"needs {lean} bytes" in e.value.message
+    for rig in (fits, short):
+        assert_clean(rig)
 
 
 # ---- (b) mps2-an386 under QEMU --------------------------------------------------------------------------------------

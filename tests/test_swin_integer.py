@@ -23,12 +23,7 @@ from tsptq.quant.quantize import quantize
 from tsptq.quant.qvit import SimHook
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_swin_quant import one_thread  # noqa: E402,F401  (autouse: one torch thread for these small tensors)
 
 
 def sharp(cfg=SHIFTED):
