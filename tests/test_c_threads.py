@@ -5,7 +5,8 @@ ThreadSanitizer (a standalone run_model, `--threads 3`).
 
 The model is a random 2-block ViT on 32x32 inputs (65 tokens, 4 heads): enough rows that the split ops split (FC
 blocks of 16 rows on AVX-512 VNNI, 32 on AMX; the tests count the pool's jobs), small enough to calibrate in a
-second.
+second. A random tiny Swin (tests/test_swin_quant.py's) checks Swin's two ops, TSPTQ_BMM_BIAS and
+TSPTQ_SOFTMAX_MASK_2S, split by rows the same way.
 """
 from __future__ import annotations
 
@@ -91,6 +92,49 @@ def test_threads_give_the_one_thread_bytes(vit, variant):
         assert split == 0 if n == 1 else split >= 2 * 4 * len(x), f"{variant}, {n} threads: {split} split ops"
     cm.set_threads(1)  # back to one thread: the same bytes again
     assert cm.threads == 1 and np.array_equal(cm.run(x), want)
+
+
+@pytest.fixture(scope="module")
+def swin():
+    """A random tiny Swin (tests/test_swin_quant.py's shifted 32x32 one: stage 0 has 16 windows of 16 tokens, 2
+    heads, so its TSPTQ_BMM_BIAS and TSPTQ_SOFTMAX_MASK_2S have rows enough to split): (.tflite bytes, 4 quantized
+    inputs, the Python integer model's outputs)."""
+    from test_swin_integer import fitted
+    from test_swin_quant import SHIFTED, images, tiny
+    from tsptq.data.datasets import to_model_input
+    from tsptq.intmodel.lower import lower
+    from tsptq.tflite.writer import to_tflite
+
+    im = lower(fitted(tiny(SHIFTED)))
+    x = im.quantize_input(to_model_input(images(4, SHIFTED.img_size, seed=1).images, SHIFTED).numpy())
+    return to_tflite(im), x, im.run(x)
+
+
+SWIN_OPS = ("TSPTQ_BMM_BIAS", "TSPTQ_SOFTMAX_MASK_2S")
+
+
+@pytest.mark.parametrize("variant", _variants())
+def test_swin_ops_split_and_give_the_one_thread_bytes(swin, variant):
+    """Swin's scores (TSPTQ_BMM_BIAS) and masked softmax (TSPTQ_SOFTMAX_MASK_2S) split by rows: 1, 2 and 3 threads
+    give the same bytes, and each of the two ops, run alone (tq_run_one) on 2 threads, runs split jobs."""
+    import ctypes
+
+    data, x, want = swin
+    for n in (1, 2, 3):
+        assert np.array_equal(CModel(data, variant=variant, threads=n).run(x), want), f"{variant}, {n} threads"
+    cm = CModel(data, variant=variant, threads=2)
+    cm.run(x)
+    cm.lib.tq_run_one.restype = ctypes.c_int
+    cm.lib.tq_run_one.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    split = dict.fromkeys(SWIN_OPS, 0)
+    for k in range(cm.num_ops):
+        name = cm.lib.tsptq_op_name(cm._m, k).decode()
+        if name in split:  # its inputs are whatever the arena holds now: only the job count matters here
+            before = _jobs(cm)
+            assert cm.lib.tq_run_one(cm._m, k) == 0
+            split[name] += _jobs(cm) - before
+    assert all(split[op] >= 1 for op in SWIN_OPS), f"{variant}: split jobs {split}"
+    assert np.array_equal(cm.run(x), want)  # the invoke after them writes the bytes again
 
 
 def test_two_models_with_different_counts_share_the_pool(vit):
@@ -203,19 +247,22 @@ SIMD_FLAGS = {"reference": ["-DTSPTQ_REFERENCE_ONLY"], "avx2": ["-mavx2", "-DTSP
 
 
 @slow
-def test_pool_under_asan_ubsan(vit, tmp_path):
-    """The split ops (per-thread scratch, row ranges) under AddressSanitizer + UBSan, 3 threads, the host's SIMD."""
+def test_pool_under_asan_ubsan(vit, swin, tmp_path):
+    """The split ops (per-thread scratch, row ranges) under AddressSanitizer + UBSan, 3 threads, the host's SIMD: the
+    ViT and the Swin (its TSPTQ_BMM_BIAS, TSPTQ_SOFTMAX_MASK_2S)."""
     flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
     exe = _driver(tmp_path, "run_model_asan", flags + SIMD_FLAGS.get(default_variant(), []))
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1")
-    proc = _run_driver(exe, vit, tmp_path, env)
-    assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+    for model in (vit, swin):
+        proc = _run_driver(exe, model, tmp_path, env)
+        assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr
 
 
 @slow
 @pytest.mark.parametrize("simd", ["reference", "host"])
-def test_pool_under_thread_sanitizer(vit, tmp_path, simd):
-    """No data race in the pool or the split ops: ThreadSanitizer (-fsanitize=thread), 2 and 3 threads. By hand:
+def test_pool_under_thread_sanitizer(vit, swin, tmp_path, simd):
+    """No data race in the pool or the split ops (the ViT's, the Swin's): ThreadSanitizer (-fsanitize=thread), 2 and
+    3 threads. By hand:
     cc -std=c99 -g -O1 -fsanitize=thread -DTSPTQ_THREADS=1 -pthread -I runtime_c/include -I runtime_c/src
     runtime_c/tools/run_model.c runtime_c/src/*.c runtime_c/src/ops/*.c -lm && ./a.out --threads 3 M.tflite IN OUT"""
     flags = SIMD_FLAGS["reference"] if simd == "reference" else SIMD_FLAGS.get(default_variant(), [])
@@ -224,9 +271,10 @@ def test_pool_under_thread_sanitizer(vit, tmp_path, simd):
     if "FATAL: ThreadSanitizer" in probe.stderr:  # e.g. an unsupported memory layout (ASLR) on this kernel
         pytest.skip(f"ThreadSanitizer does not run here: {probe.stderr.strip()[:200]}")
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1:exitcode=66")
-    for n in (2, 3):
-        proc = _run_driver(exe, vit, tmp_path, env, threads=n)
-        assert "WARNING: ThreadSanitizer" not in proc.stderr, proc.stderr[-4000:]
+    for model in (vit, swin):
+        for n in (2, 3):
+            proc = _run_driver(exe, model, tmp_path, env, threads=n)
+            assert "WARNING: ThreadSanitizer" not in proc.stderr, proc.stderr[-4000:]
 
 
 def test_verify_c_on_threads(vit, tmp_path, capsys):

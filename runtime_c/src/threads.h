@@ -5,7 +5,8 @@
 #include <stdint.h>
 
 /* Bytes of scratch each worker has for an op's parts (static, TSPTQ_MAX_THREADS - 1 of them): an op whose scratch
- * (op->scratch_len: 4 * the row length for FC_2S, BMM_2S, SOFTMAX_2S) is larger runs on the caller's thread alone. */
+ * (op->scratch_len: 4 * the row length for FC_2S, BMM_2S, SOFTMAX_2S; 6 * it for SOFTMAX_MASK_2S) is larger runs on
+ * the caller's thread alone. */
 #ifndef TSPTQ_THREAD_SCRATCH
 #define TSPTQ_THREAD_SCRATCH 32768
 #endif

@@ -6,12 +6,13 @@
  * log2: the zero code 2^bits - 1). Scratch: 4 N bytes (tq_softmax_2s's) then 2 N (the gathered row and its codes). */
 #include "op_util.h"
 
-/* Exported for the kernel tests; no other file calls it. */
-void tq_softmax_mask_2s(const int8_t *x, int32_t rows, int32_t W, int32_t H, int32_t N, const int8_t *mask,
+/* Exported for the kernel tests; no other file calls it. Rows [r0, r1) of x (counted over the whole tensor: row r's
+ * mask row is ((r / (H N)) mod W, r mod N)), so that a part of the thread pool runs its own rows with the same code. */
+void tq_softmax_mask_2s(const int8_t *x, int64_t r0, int64_t r1, int32_t W, int32_t H, int32_t N, const int8_t *mask,
                         const int32_t *exp_lut, int32_t out_kind, int32_t mult, int32_t shift, int32_t out_zp,
                         int32_t bits, int32_t m, int32_t signed_fine, uint8_t *y, int32_t *scratch);
 
-void tq_softmax_mask_2s(const int8_t *x, int32_t rows, int32_t W, int32_t H, int32_t N, const int8_t *mask,
+void tq_softmax_mask_2s(const int8_t *x, int64_t r0, int64_t r1, int32_t W, int32_t H, int32_t N, const int8_t *mask,
                         const int32_t *exp_lut, int32_t out_kind, int32_t mult, int32_t shift, int32_t out_zp,
                         int32_t bits, int32_t m, int32_t signed_fine, uint8_t *y, int32_t *scratch) {
     int8_t *kept = (int8_t *)(void *)(scratch + N);
@@ -19,11 +20,12 @@ void tq_softmax_mask_2s(const int8_t *x, int32_t rows, int32_t W, int32_t H, int
     const uint8_t zero = out_kind == TQ_UNIFORM ? (uint8_t)tq_sat8(out_zp)
                          : out_kind == TQ_LOG2  ? (uint8_t)((1 << bits) - 1)
                                                 : 0;
-    int32_t r, j;
-    for (r = 0; r < rows; r++) {
-        const int8_t *xr = x + (int64_t)r * N;
-        const int8_t *keep = mask + ((int64_t)((r / (H * N)) % W) * N + r % N) * N;
-        uint8_t *yr = y + (int64_t)r * N;
+    int64_t r;
+    int32_t j;
+    for (r = r0; r < r1; r++) {
+        const int8_t *xr = x + r * N;
+        const int8_t *keep = mask + ((r / ((int64_t)H * N)) % W * N + r % N) * N;
+        uint8_t *yr = y + r * N;
         int32_t n = 0, c = 0;
         for (j = 0; j < N; j++)
             if (keep[j]) kept[n++] = xr[j];
@@ -83,17 +85,30 @@ static uint64_t softmax_mask_scratch(const tsptq_model *m, const tsptq_op *op) {
     return 6u * (uint64_t)(uint32_t)tq_last_dim(&m->tensors[op->inputs[0]]);
 }
 
-static void softmax_mask_eval(tsptq_model *m, const tsptq_op *op) {
+/* Rows [r0, r1) with `scratch` (softmax_mask_scratch's 6 N bytes): the thread pool's part (op_table.h: rows are
+ * independent, each part its own scratch; 6 N <= 12282 bytes, within the default TSPTQ_THREAD_SCRATCH, and the
+ * interpreter keeps an op whose scratch a worker's cannot hold on one thread) and, over every row with the arena
+ * scratch, the op. */
+static void softmax_mask_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
     const int64_t *o = op->opt;
-    tq_softmax_mask_2s((const int8_t *)tq_ptr(m, op->inputs[0]), tq_rows(x), x->shape[1], x->shape[2], x->shape[4],
+    tq_softmax_mask_2s((const int8_t *)tq_ptr(m, op->inputs[0]), r0, r1, x->shape[1], x->shape[2], x->shape[4],
                        (const int8_t *)tq_ptr(m, op->inputs[2]), tq_in32(m, op, 1), TQ_O32(o[TQ_SMM_OUT_KIND]),
                        TQ_O32(o[TQ_SMM_MULT]), TQ_O32(o[TQ_SMM_SHIFT]), TQ_O32(o[TQ_SMM_OUT_ZP]),
                        TQ_O32(o[TQ_SMM_BITS]), TQ_O32(o[TQ_SMM_M]), TQ_O32(o[TQ_SMM_SIGNED_FINE]),
-                       tq_act(m, op->output), tq_scratch(m, op));
+                       tq_act(m, op->output), scratch);
+}
+
+static void softmax_mask_eval(tsptq_model *m, const tsptq_op *op) {
+    softmax_mask_eval_part(m, op, 0, tq_rows(&m->tensors[op->inputs[0]]), tq_scratch(m, op));
+}
+
+static int64_t softmax_mask_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    return tq_row_units(&m->tensors[op->inputs[0]], grain);
 }
 
 const tq_op_def TQ_OP_DEF(tq_softmax_mask_2s, _op) = {
     .name = "TSPTQ_SOFTMAX_MASK_2S", .builtin_code = TQ_CUSTOM, .min_inputs = 3, .max_inputs = 3, .n_outputs = 1,
     .const_from = 1, .n_option_keys = TQ_COUNT_OF(softmax_mask_keys), .option_keys = softmax_mask_keys,
-    .prepare = softmax_mask_prepare, .scratch = softmax_mask_scratch, .eval = softmax_mask_eval};
+    .prepare = softmax_mask_prepare, .scratch = softmax_mask_scratch, .eval = softmax_mask_eval,
+    .units = softmax_mask_units, .eval_part = softmax_mask_eval_part};
