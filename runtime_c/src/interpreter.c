@@ -74,6 +74,18 @@ static void prepack(tsptq_model *m, uint8_t *region) {
     }
 }
 
+/* From `base` on, `room` bytes (bind checked room >= activation_size): [prepacked | activations] where they hold
+ * both, else the activations alone (the kernels then pack per call: the same bytes). */
+static void place_activations(tsptq_model *m, uint8_t *base, size_t room) {
+    if (m->prepacked_size && room - m->activation_size >= m->prepacked_size) {
+        prepack(m, base);
+        m->activations = base + m->prepacked_size;
+    } else {
+        prepack(m, NULL);
+        m->activations = base;
+    }
+}
+
 int tsptq_prepare(tsptq_model *m, void *arena, size_t arena_len, tsptq_status *st) {
     uint32_t k, c;
     int rc;
@@ -90,13 +102,7 @@ int tsptq_prepare(tsptq_model *m, void *arena, size_t arena_len, tsptq_status *s
         for (c = 0; c < n; c++) tq_op_table[op->kind]->multiplier(m, op, c, &mult[c], &shift[c]);
     }
     m->params = m->arena;
-    if (arena_len >= tsptq_arena_size(m)) {
-        prepack(m, m->arena + m->persistent_size);
-        m->activations = m->arena + m->persistent_size + m->prepacked_size;
-    } else {
-        prepack(m, NULL);
-        m->activations = m->arena + m->persistent_size;
-    }
+    place_activations(m, m->arena + m->persistent_size, arena_len - m->persistent_size);
     m->prepared = 1;
     return TSPTQ_OK;
 }
@@ -128,14 +134,7 @@ int tsptq_prepare_with_params(tsptq_model *m, const void *params, size_t params_
         }
     }
     m->params = (const uint8_t *)params;
-    /* [prepacked | activations] where the arena holds both, else the activations alone */
-    if (m->prepacked_size && arena_len - m->activation_size >= m->prepacked_size) {
-        prepack(m, m->arena);
-        m->activations = m->arena + m->prepacked_size;
-    } else {
-        prepack(m, NULL);
-        m->activations = m->arena;
-    }
+    place_activations(m, m->arena, arena_len);
     m->prepared = 1;
     return TSPTQ_OK;
 }

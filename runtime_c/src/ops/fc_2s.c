@@ -228,22 +228,21 @@ static void fc2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t n
     }
 }
 
-/* The extension columns (ext, their count) that the prepacked weights hold: a channel_pow2 code's shifted channels
+/* How many of a channel_pow2 code's n shifted-channel columns (fc2s_ext_columns) the prepacked weights hold: all,
  * where the VNNI product appends them (FC2S_EXT; the AMX tiles, which take such a product as two planes, never read
- * prepacked weights: where they run, none are made, vnni.h tqv_prepack_size); 0 otherwise. */
+ * prepacked weights: where they run, none are made, vnni.h tqv_prepack_size); else 0. */
+static int32_t fc2s_pre_ext_count(int32_t n, int32_t I) { return n > 0 && tqv_fits(I, n) ? n : 0; }
+
+/* The extension columns (ext, their count) that the prepacked weights hold. */
 static int32_t fc2s_pre_ext(int32_t in_kind, const int8_t *in_shift, int32_t I, int32_t *ext) {
-    if (in_kind == TQ_CHANNEL_POW2 && in_shift) {
-        const int32_t n = fc2s_ext_columns(in_shift, I, ext);
-        if (n > 0 && tqv_fits(I, n)) return n;
-    }
-    return 0;
+    return in_kind == TQ_CHANNEL_POW2 && in_shift ? fc2s_pre_ext_count(fc2s_ext_columns(in_shift, I, ext), I) : 0;
 }
 
 static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, int32_t in_zp,
                      const int8_t *in_shift, int32_t bits, int32_t m, int32_t signed_fine, int32_t neg_mult,
                      int32_t neg_shift, const int8_t *w, int32_t O, const int32_t *bias, const int32_t *out_mult,
                      const int32_t *out_shift, int32_t out_zp, int8_t *y, const void *pre) {
-    int32_t ext[FC2S_MAX_EXT], w2[FC2S_MAX_POW2_O], n_ext = 0;
+    int32_t ext[FC2S_MAX_EXT], w2[FC2S_MAX_POW2_O], n_ext = 0, pre_n_ext = 0;
     fc2s_vnni_op f;
     memset(&f, 0, sizeof f);
     if (!tqv_shifts_ok(out_shift, O)) return 0;
@@ -254,6 +253,7 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
         int32_t i;
         for (i = 0; pow2_ok && i < I; i++) pow2_ok = in_shift[i] >= 0 && in_shift[i] <= 7;
         n_ext = fc2s_ext_columns(in_shift, I, ext);
+        pre_n_ext = fc2s_pre_ext_count(n_ext, I);
         planes = n_ext != 0 && pow2_ok && (n_ext < 0 || !tqv_fits(I, n_ext) || tqv_amx_takes(rows, 2));
         if (planes) {
             n_ext = 0;
@@ -282,7 +282,7 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
     f.g.M = rows;
     f.g.planes = f.mode == FC2S_PLANES || f.mode == FC2S_POW2 ? 2 : 1;
     f.g.pre = (const uint8_t *)pre; /* read where its extension columns are the product's (tqv_pre_ok) */
-    f.g.pre_n_ext = fc2s_pre_ext(in_kind, in_shift, I, ext);
+    f.g.pre_n_ext = pre_n_ext;
     f.g.rows = fc2s_vnni_rows;
     f.g.emit = fc2s_vnni_emit;
     f.x = x;
