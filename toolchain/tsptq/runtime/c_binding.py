@@ -222,7 +222,7 @@ class CModel:
     def prepacked_size(self) -> int:
         """The arena's prepacked part: the FC weights as the AVX-512 VNNI / AMX builds' products read them, packed
         once by tsptq_prepare (0 in other builds, and in a library from before it)."""
-        fn = getattr(self.lib, "tsptq_prepacked_size", None) if hasattr(self.lib, "tsptq_prepacked_size") else None
+        fn = getattr(self.lib, "tsptq_prepacked_size", None)
         return int(fn(self._m)) if fn is not None else 0
 
     @property
