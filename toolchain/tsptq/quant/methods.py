@@ -34,6 +34,9 @@ class Method:
     # fc1 outputs (GELU inputs): uniform | o2sf (per-channel power-of-two steps, scored through GELU and fc2; the
     # integer GELU reads a table of 256 entries per shift level)
     fc1_code: str = "uniform"
+    # Attention scores (Softmax inputs): tensor (one uniform code) | head (one uniform code per head, each head's low
+    # end clipped through the Softmax on its own; where the graph has no integer model for it, one code per tensor)
+    scores_code: str = "tensor"
     description: str = ""
 
 
@@ -81,6 +84,9 @@ METHODS: dict[str, Method | None] = {
     "tsptq-fc1-o2sf": replace(_TSPTQ, name="tsptq-fc1-o2sf", fc1_code="o2sf",
                               description="TSPTQ with O-2SF (per-channel power-of-two steps) on the fc1 outputs, "
                                           "scored through GELU and fc2"),
+    "tsptq-heads": replace(_TSPTQ, name="tsptq-heads", fc1_code="o2sf", scores_code="head",
+                           description="tsptq-fc1-o2sf with one uniform code per attention head on the scores "
+                                       "(DINOv2's heads differ up to 40x in their score ranges)"),
     "tsptq-two-level": replace(_TSPTQ, name="tsptq-two-level", o2sf_levels=False,
                                description="TSPTQ with one shift for every O-2SF outlier channel"),
     "tsptq-base": replace(_TSPTQ, name="tsptq-base", residual="uniform", softmax="uniform", gelu="uniform",

@@ -71,6 +71,7 @@ class SwinGraph:
     stages: list[list[BlockGeometry]]
 
     no_faithful = NO_FAITHFUL  # why the faithful simulator (tsptq.intmodel.faithful) refuses it
+    scores_head_axis = None  # per-head scores codes: no integer model for a Swin's windowed scores yet
 
     @classmethod
     def from_model(cls, model: SwinTransformer) -> "SwinGraph":

@@ -142,6 +142,10 @@ def _local_candidates(spec: Method, name: str, kind: str, tensors: dict, graph: 
     if spec.fc1_code == "o2sf" and name.endswith(".fc1") and (nl := _nonlinearity_error(name, tensors, graph)):
         return [search.o2sf(x, bits, *nl, spec.o2sf_levels),
                 search.asymmetric_uniform(x, bits, *nl, high=spec.nonlinear_input_clip == "both")]
+    if spec.scores_code == "head" and name.endswith(".scores") and graph.scores_head_axis is not None and \
+            (nl := _nonlinearity_error(name, tensors, graph)):
+        per_tensor = search.asymmetric_uniform(x, bits, *nl, high=spec.nonlinear_input_clip == "both")
+        return [_per_head_scores(spec, name, x, tensors, graph, bits), per_tensor]
     if code == "uniform":
         if spec.generic == "mse" and kind in ("residual", "softmax", "gelu"):  # ablations: scored like 2SF codes
             return [search.mse_uniform(x, bits, *_consumer_error(spec, name, kind, x, tensors, graph))]
@@ -167,6 +171,22 @@ def _local_candidates(spec: Method, name: str, kind: str, tensors: dict, graph: 
     uniform = search.mse_uniform(x, bits, err, data)
     best = search.best_of([two_scale, uniform], err, data)
     return [best, uniform if best is two_scale else two_scale]
+
+
+def _per_head_scores(spec: Method, name: str, x: torch.Tensor, tensors: dict, graph: Graph, bits: int) -> Uniform:
+    """One uniform code per attention head (the ``graph.scores_head_axis`` of the scores), each head's ends clipped
+    as the per-tensor code's, scored through the Softmax on that head's own attn x V."""
+    axis = graph.scores_head_axis
+    v = tensors[name.rpartition(".")[0] + ".v"][:SEARCH_IMAGES]
+    scales, zero_points = [], []
+    for h in range(x.shape[axis]):
+        xh = x.narrow(axis, h, 1)
+        data = xh[:SEARCH_IMAGES]
+        err = search.softmax_output_error(data, v.narrow(axis, h, 1))
+        code = search.asymmetric_uniform(xh, bits, err, data, high=spec.nonlinear_input_clip == "both")
+        scales.append(float(code.scale))
+        zero_points.append(float(code.zero_point))
+    return Uniform(torch.tensor(scales), torch.tensor(zero_points), bits, axis=axis)
 
 
 def _code_for(spec: Method, kind: str) -> str:

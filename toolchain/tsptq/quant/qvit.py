@@ -78,6 +78,9 @@ class Graph:
 
     int8_consts = ("pos_embed",)  # the constants the methods quantize to int8 (symmetric, per tensor)
     no_faithful = None  # (the Swin graph says here why the faithful simulator does not cover it)
+    # The axis of the attention scores that holds the heads, where a per-head scores code has an integer model
+    # (TSPTQ_BMM_HEADS and a softmax table per head); None where it has none (the Swin graph)
+    scores_head_axis = 1
 
     @property
     def tokens_per_image(self) -> int:
