@@ -54,10 +54,13 @@ def run_robustness(calib_n: int = 32) -> dict:
             "models": models}
 
 
-def compare_candidates(candidates: list[str], calib_n: int = 32, models: tuple[str, ...] = MODELS) -> dict:
+def compare_candidates(candidates: list[str], calib_n: int = 32, models: tuple[str, ...] = MODELS,
+                       engine: str = "auto") -> dict:
     """minmax, tsptq and candidate methods under this section's protocol (the same models, draws and images), with
     each candidate's agreement with FP32 pooled over the draws and its paired difference to minmax and to tsptq.
-    Nothing is stored in benchmarks/results: the section's table stays that of the methods above."""
+    ``engine``: ``auto`` as the section (the C runtime where there is one); ``float32`` screens a candidate that
+    has no integer model yet. Nothing is stored in benchmarks/results: the section's table stays that of the
+    methods above."""
     methods = ["minmax", "tsptq", *[c for c in candidates if c not in ("minmax", "tsptq")]]
     out = {}
     for name in models:
@@ -66,7 +69,7 @@ def compare_candidates(candidates: list[str], calib_n: int = 32, models: tuple[s
         agree, rows = {m: [] for m in methods}, []
         for seed in SEEDS:
             print(f"[robustness --compare] {name}, calibration draw {seed}", file=sys.stderr)
-            ev = evaluate(model, train.balanced(calib_n, seed), test, ["fp32", *methods], "W8A8",
+            ev = evaluate(model, train.balanced(calib_n, seed), test, ["fp32", *methods], "W8A8", engine=engine,
                           workers=default_workers())
             for m in methods:
                 agree[m].append(ev.predictions[m] == ev.predictions["fp32"])
@@ -100,13 +103,16 @@ if __name__ == "__main__":
     ap.add_argument("--compare", required=True, help="comma-separated methods, e.g. tsptq-self-clip,tsptq-nl-both")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of the section's models")
     ap.add_argument("--calib-images", type=int, default=32)
+    ap.add_argument("--engine", choices=("auto", "float32"), default="auto",
+                    help="auto: the section's engines (the C runtime where the model has an integer model); float32: "
+                         "the simulator, to screen a candidate quickly or one without an integer model yet")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     from tsptq.quant.methods import parse_methods
     models = tuple(m.strip() for m in a.models.split(",") if m.strip())
     if unknown := [m for m in models if m not in MODELS]:
         ap.error(f"unknown model(s) {', '.join(unknown)}; the section's: {', '.join(MODELS)}")
-    result = compare_candidates(parse_methods(a.compare), a.calib_images, models)
+    result = compare_candidates(parse_methods(a.compare), a.calib_images, models, a.engine)
     if a.json:
         from tsptq.atomic import write_json_atomic
         write_json_atomic(a.json, result)
