@@ -34,12 +34,14 @@ SIGNATURES = {
     "tq_conv2d_patches": [P, I32, I32, I32, I32, I32, P, I32, I32, P, P, P, I32, P],
     "tq_fully_connected": [P, I32, I32, I32, P, I32, P, P, P, I32, INT, I32, P],
     "tq_batch_matmul": [P, P, I32, I32, I32, I32, INT, I32, I32, I32, I32, I32, P],
+    "tq_bmm_heads": [P, P, I64, I64, I32, I32, I32, I32, I32, I32, P, P, P, P],
     "tq_add": [P, P, I32, I32, I32, I32, P, I32, I32, P],
     "tq_transpose": [P, P, I32, P, P],
     "tq_concatenation": [P, P, I32, I32, I32, P],
     "tq_strided_slice": [P, P, I32, P, P, P, P],
     "tq_layernorm_2s": [P, I32, I32, I32, P, P, P, I64, I32, I32, P],
     "tq_softmax_2s": [P, I32, I32, P, I32, I32, I32, I32, I32, I32, I32, P, P],
+    "tq_softmax_2s_heads": [P, I64, I64, I32, I64, I32, P, I32, I32, I32, I32, I32, I32, I32, P, P],
     "tq_lookup": [P, SZ, INT, P, P],
     "tq_lookup_channels": [P, SZ, SZ, INT, P, P, P],
     "tq_fc_2s": [P, I32, I32, I32, I32, P, I32, I32, I32, I32, I32, P, I32, P, P, P, I32, P, P],
@@ -197,6 +199,74 @@ def case_batch_matmul(lib, rng, edge):
     lib.tq_batch_matmul(ptr(a), ptr(b), batch, N, Kd, M, int(adj_y), a_zp, b_zp, mult, shift, out_zp, ptr(y))
     want = K.batch_matmul(a, a_zp, b, b_zp, mult, shift, out_zp, adj_y)
     return f"bmm batch={batch} N={N} K={Kd} M={M} adj_y={adj_y}", y, want
+
+
+def row_range(rng, rows, edge):
+    """Rows [r0, r1) of `rows` for a kernel that runs a part of the thread pool: every row, or a random run of them
+    (starting and ending inside a head's rows)."""
+    if edge or rows < 2 or rng.random() < 0.3:
+        return 0, rows
+    r0 = int(rng.integers(0, rows))
+    return r0, int(rng.integers(r0 + 1, rows + 1))
+
+
+def in_rows(want, got_init, r0, r1):
+    """The whole output as a kernel writing rows [r0, r1) leaves it: those rows of `want`, elsewhere its first bytes."""
+    out = got_init.copy()
+    out.reshape(-1, out.shape[-1])[r0:r1] = np.asarray(want).astype(out.dtype).reshape(-1, out.shape[-1])[r0:r1]
+    return out
+
+
+def case_bmm_heads(lib, rng, edge):
+    B, H = int(rng.integers(1, 3)), int(rng.integers(1, 5))
+    N, Kd, M = sizes(rng, edge, 1, 40), sizes(rng, edge, 1, 70), sizes(rng, edge, 1, 40)
+    a = arr(rng.integers(-128, 128, (B, H, N, Kd)), np.int8)
+    b = arr(rng.integers(-128, 128, (B, H, M, Kd)), np.int8)
+    a_zp, b_zp = zero_point(rng, edge), zero_point(rng, edge)
+    out_zp = arr([zero_point(rng, edge) for _ in range(H)], np.int32)
+    s_a, s_b = log_uniform(rng, -2, 0), log_uniform(rng, -2, 0)
+    s_out = f32([out_scale(rng, float(s_a) * float(s_b),
+                           acc_of(a[0, h].astype(np.int64) - a_zp, (b[0, h].astype(np.int64) - b_zp).T), edge)
+                 for h in range(H)])
+    mult, shift = (arr(v, np.int32) for v in K.bmm_heads_multipliers(s_a, s_b, s_out))
+    r0, r1 = row_range(rng, B * H * N, edge)
+    y0 = arr(rng.integers(-128, 128, (B, H, N, M)), np.int8)  # rows outside [r0, r1) must keep these bytes
+    y = y0.copy()
+    lib.tq_bmm_heads(ptr(a), ptr(b), r0, r1, N, Kd, M, H, a_zp, b_zp, ptr(mult), ptr(shift), ptr(out_zp), ptr(y))
+    want = K.bmm_heads(a, a_zp, b, b_zp, mult, shift, out_zp)
+    return f"bmm_heads B={B} H={H} N={N} K={Kd} M={M} rows={r0}:{r1}", y, in_rows(want, y0, r0, r1)
+
+
+def case_softmax_2s_heads(lib, rng, edge):
+    """TSPTQ_SOFTMAX_2S over x (B, L, R, N) with one exp table per head (L of them, or one), rows [r0, r1)."""
+    B, L, R = int(rng.integers(1, 3)), int(rng.integers(1, 5)), sizes(rng, edge, 1, 12)
+    N = int(rng.choice([1, 2, 17, 197])) if edge else int(rng.integers(1, 120))
+    tables = 1 if rng.random() < 0.25 else L
+    out_kind = int(rng.choice([K.UNIFORM, K.TWO_SCALE, K.LOG2]))
+    x = arr(rng.integers(-128, 128, (B, L, R, N)), np.int8)
+    steps = [float(v) for v in log_uniform(rng, -2.5, 0, tables)]
+    lut = arr(np.concatenate([np.round(np.exp(-s * np.arange(256, dtype=np.float64)) * 2.0**K.EXP_FRAC_BITS)
+                              for s in steps]), np.int32)
+    mult = shift = out_zp = m = signed = 0
+    bits = 8
+    if out_kind == K.UNIFORM:
+        out_zp = -128 if rng.random() < 0.7 else zero_point(rng, edge)
+        mult, shift = fixed_multiplier(1.0 / (2.0**K.PROB_FRAC_BITS * float(f32(10.0 ** rng.uniform(-4, -1.5)))))
+    elif out_kind == K.TWO_SCALE:
+        m, signed = int(rng.integers(0, 9)), int(rng.integers(2))
+        fine = float(f32(10.0 ** rng.uniform(-4.5, -2)))
+        mult, shift = fixed_multiplier(1.0 / (2.0**K.PROB_FRAC_BITS * fine), K.TWO_SCALE_FRAC_BITS)
+    else:
+        bits = int(rng.choice([8, 8, 4]))
+    r0, r1 = row_range(rng, B * L * R, edge)
+    y0 = arr(rng.integers(0, 256, (B, L, R, N)), np.uint8)
+    y = y0.copy()
+    scratch = np.empty(N, np.int32)
+    lib.tq_softmax_2s_heads(ptr(x), r0, r1, N, R if tables > 1 else int(rng.integers(1, 9)), tables, ptr(lut),
+                            out_kind, mult, shift, out_zp, bits, m, signed, ptr(y), ptr(scratch))
+    want = K.softmax_2s(x, lut, out_kind, mult, shift, out_zp, bits, m, bool(signed))
+    return (f"softmax_2s_heads B={B} L={L} R={R} N={N} tables={tables} kind={out_kind} rows={r0}:{r1}", y,
+            in_rows(want, y0, r0, r1))
 
 
 def case_add(lib, rng, edge):
@@ -559,6 +629,7 @@ CASES = {
     "fully_connected_prepacked": (lambda l, r, e: case_fully_connected(l, r, e, pre=True), 100),
     "conv2d_patches": (case_conv2d_patches, 100),
     "batch_matmul": (case_batch_matmul, 160),
+    "bmm_heads": (case_bmm_heads, 100),
     "add": (case_add, 160),
     "transpose": (case_transpose, 120),
     "concatenation": (case_concatenation, 120),
@@ -567,6 +638,7 @@ CASES = {
     "softmax_2s_uniform": (lambda l, r, e: case_softmax_2s(l, r, e, K.UNIFORM), 100),
     "softmax_2s_two_scale": (lambda l, r, e: case_softmax_2s(l, r, e, K.TWO_SCALE), 120),
     "softmax_2s_log2": (lambda l, r, e: case_softmax_2s(l, r, e, K.LOG2), 100),
+    "softmax_2s_heads": (case_softmax_2s_heads, 100),
     "lookup": (case_lookup, 80),
     "lookup_channels": (case_lookup_channels, 60),
     "add_extreme": (case_add_extreme, 80),

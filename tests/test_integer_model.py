@@ -57,7 +57,8 @@ def fashion():
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["minmax", "percentile", "ptf-log2", "twin", "tsptq"] + list(ABLATIONS[1:]))
+@pytest.mark.parametrize("method", ["minmax", "percentile", "ptf-log2", "twin", "tsptq"] + list(ABLATIONS[1:])
+                         + ["tsptq-heads"])  # a per-head scores code: TSPTQ_BMM_HEADS, an exp table per head
 def test_every_method_has_an_integer_model_close_to_its_simulator(fashion, method):
     graph, cal, test, x = fashion
     qm = quantize(graph, cal, method, progress=False)

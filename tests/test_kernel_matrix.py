@@ -4,7 +4,8 @@ runtime, byte for byte against the Python integer model.
 The cases are declared once, from exported models rather than from kernel signatures: each exported tiny ViT (one per
 method, so every code kind appears) is cut after the first op of each (op kind, code kinds) pair, so that op's
 output is the cut model's output; TSPTQ_TOKEN_MEAN comes from a tiny ViT whose head reads the patch-token mean,
-TSPTQ_BMM_BIAS and TSPTQ_SOFTMAX_MASK_2S from a tiny Swin (tests/test_swin_integer.py); RELU,
+TSPTQ_BMM_HEADS and a TSPTQ_SOFTMAX_2S with an exp table per head from one with a per-head scores code
+(tsptq-heads), TSPTQ_BMM_BIAS and TSPTQ_SOFTMAX_MASK_2S from a tiny Swin (tests/test_swin_integer.py); RELU,
 which no model uses yet, from tests/test_op_table.py. A new op in
 ``tsptq.intmodel.ops.OPS`` without a case fails ``test_every_op_has_a_case``.
 
@@ -64,6 +65,17 @@ def cases() -> dict[str, tuple[bytes, np.ndarray]]:
         x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
         k = next(k for k, op in enumerate(im.ops) if op.kind == "TSPTQ_TOKEN_MEAN")
         out[f"TSPTQ_TOKEN_MEAN[{method}]"] = (to_tflite(_cut(im, k)), x)
+    # a per-head scores code (tsptq-heads): TSPTQ_BMM_HEADS and TSPTQ_SOFTMAX_2S with an exp table per head, the heads'
+    # steps forced apart
+    from tiny_vit import force_per_head_scores
+
+    cfg, graph, cal, imgs = tiny_vit(16)
+    im = lower(force_per_head_scores(quantize(graph, cal, "tsptq-heads", progress=False)))
+    x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    for k, op in enumerate(im.ops):
+        if op.kind == "TSPTQ_BMM_HEADS" or (op.kind == "TSPTQ_SOFTMAX_2S" and im.tensors[op.inputs[1]].shape[0] > 256):
+            name = op.kind + ("" if op.kind == "TSPTQ_BMM_HEADS" else f"[heads,out_kind={op.options['out_kind']}]")
+            out.setdefault(name, (to_tflite(_cut(im, k)), x))
     # Swin's scores and masked Softmax (TSPTQ_BMM_BIAS, TSPTQ_SOFTMAX_MASK_2S), in every softmax code kind
     from test_swin_integer import sharp
     from test_swin_quant import SHIFTED, images

@@ -32,7 +32,7 @@ from tsptq.errors import ModelFileError, TsptqError
 from tsptq.tflite.reader import parse_tflite, read_tflite
 
 METHODS = ("tsptq", "minmax", "ptf-log2", "twin")
-BYTE_MUTANTS, FIELD_MUTANTS = 100, 55  # per method file: 620 mutants in all
+BYTE_MUTANTS, FIELD_MUTANTS = 100, 55  # per method file (and the per-head scores file): 775 mutants in all
 
 # Why the Python reader may refuse a file the C loader accepts (each documented in tsptq.tflite.reader).
 PYTHON_STRICTER = {
@@ -61,8 +61,13 @@ def tiny_files():
     from tsptq.quant.quantize import quantize
     from tsptq.tflite.writer import to_tflite
 
+    from tiny_vit import force_per_head_scores
+
     _, graph, cal, _ = tiny_vit(16)
-    return {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
+    files = {m: to_tflite(lower(quantize(graph, cal, m, progress=False))) for m in METHODS}
+    # a per-head scores code: TSPTQ_BMM_HEADS, per-head scales and zero points, an exp table per head
+    files["tsptq-heads"] = to_tflite(lower(force_per_head_scores(quantize(graph, cal, "tsptq-heads", progress=False))))
+    return files
 
 
 def py_load(data: bytes):

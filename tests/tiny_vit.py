@@ -22,3 +22,16 @@ def tiny_vit(n_images: int, global_pool: str = "token"):
     imgs = datasets.ImageSet(rng.integers(0, 256, (n_images, 8, 8, 3), dtype=np.uint8), np.zeros(n_images, np.int64),
                              "random")
     return cfg, graph, record(graph, imgs, 8, False), imgs
+
+
+def force_per_head_scores(qm, ratio: float = 3.0):
+    """Every block's scores code made a per-head one (tsptq-heads' form, whatever the selection kept): head h's step
+    is head 0's times ratio^h, the zero points kept. Returns qm (changed in place)."""
+    from tsptq.quant.quantizers import Uniform
+
+    heads = qm.graph.cfg.num_heads
+    for point in [p for p in qm.acts if p.endswith(".scores")]:
+        q = qm.acts[point]
+        step, zps = float(q.scale.reshape(-1)[0]), q.zero_point.reshape(-1).expand(heads).clone()
+        qm.acts[point] = Uniform(step * ratio ** torch.arange(heads, dtype=torch.float32), zps, q.bits, axis=1)
+    return qm

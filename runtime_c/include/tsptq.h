@@ -97,6 +97,8 @@ enum { TSPTQ_INT32 = 2, TSPTQ_UINT8 = 3, TSPTQ_INT64 = 4, TSPTQ_INT8 = 9 };
 typedef struct {
     const uint8_t *data;      /* constant tensors: the bytes inside the model buffer; NULL for activations */
     const uint8_t *scales;    /* float32 scale vector inside the model buffer (little endian), NULL if unquantized */
+    const uint8_t *zero_points; /* int64 zero points inside the model buffer (little endian, n_scales of them), NULL
+                                 * when the file gives none (all 0) */
     const uint8_t *name;      /* inside the model buffer (not NUL-terminated) */
     uint32_t nbytes;
     uint32_t n_scales;

@@ -56,6 +56,13 @@ void tq_fc_2s_pre(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, in
 void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
                      int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y);
 
+/* TSPTQ_BMM_HEADS (q.k^T, one output code per head): a (batch, N, K), b (batch, M, K) int8, where batch runs over
+ * (..., H) and matrix t is head t % H; rows [r0, r1) of the output (batch * N rows of M, row 0 at y), each run of
+ * one head's rows a tq_batch_matmul (adj_y) with that head's mult[h], shift[h] and out_zp[h]; MBQM. */
+void tq_bmm_heads(const int8_t *a, const int8_t *b, int64_t r0, int64_t r1, int32_t N, int32_t K, int32_t M,
+                  int32_t H, int32_t a_zp, int32_t b_zp, const int32_t *mult, const int32_t *shift,
+                  const int32_t *out_zp, int8_t *y);
+
 /* ADD (builtin: n_params = 1) and TSPTQ_ADD_2S (n_params = C): params is (6, n_params) int32, rows
  * a_mult, a_shift, b_mult, b_shift, out_mult, out_shift; left shift 20. a, b, y (rows, C). */
 void tq_add(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
@@ -85,6 +92,13 @@ void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, co
 void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_lut, int32_t out_kind,
                    int32_t mult, int32_t shift, int32_t out_zp, int32_t bits, int32_t m, int32_t signed_fine,
                    uint8_t *y, int32_t *scratch);
+
+/* TSPTQ_SOFTMAX_2S with one exp table per head: rows [r0, r1) of x (rows of N, row 0 at x and y), row r reading the
+ * 256 entries of table (r / R) % L (x (..., L, R, N); L = 1: every row table 0, R unused), each run of one head's
+ * rows a tq_softmax_2s call with its table. scratch: 4 * N bytes. */
+void tq_softmax_2s_heads(const int8_t *x, int64_t r0, int64_t r1, int32_t N, int64_t R, int32_t L,
+                         const int32_t *exp_lut, int32_t out_kind, int32_t mult, int32_t shift, int32_t out_zp,
+                         int32_t bits, int32_t m, int32_t signed_fine, uint8_t *y, int32_t *scratch);
 
 /* TSPTQ_GELU_2S: y[i] = lut[x[i] + 128] (input_signed) or lut[x[i]]. */
 void tq_lookup(const uint8_t *x, size_t n, int input_signed, const uint8_t *lut, uint8_t *y);

@@ -187,6 +187,7 @@ static int load_quant(ld *L, uint32_t i, tsptq_tensor *t, const tq_fb_tbl *tt) {
     }
     t->has_quant = 1;
     t->scales = r->b + scale.start;
+    t->zero_points = zp.len ? r->b + zp.start : NULL;
     t->n_scales = scale.len;
     t->quant_axis = (uint8_t)(scale.len > 1 ? axis : 0);
     return 1;

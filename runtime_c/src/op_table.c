@@ -26,7 +26,8 @@
     X(tq_add_2s_op)          /* TSPTQ_ADD_2S (ops/add.c) */                                                         \
     X(tq_token_mean_op)      /* TSPTQ_TOKEN_MEAN */                                                                 \
     X(tq_bmm_bias_op)        /* TSPTQ_BMM_BIAS (Swin's scores) */                                                   \
-    X(tq_softmax_mask_2s_op) /* TSPTQ_SOFTMAX_MASK_2S (Swin's shifted windows) */
+    X(tq_softmax_mask_2s_op) /* TSPTQ_SOFTMAX_MASK_2S (Swin's shifted windows) */                                   \
+    X(tq_bmm_heads_op)       /* TSPTQ_BMM_HEADS (scores with one code per head) */
 
 #define TQ_DECLARE(def) extern const tq_op_def def;
 #define TQ_ENTRY(def) &def,

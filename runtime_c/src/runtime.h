@@ -47,6 +47,14 @@ static inline float tq_scale(const tsptq_tensor *t, uint32_t i) {
     return f;
 }
 
+/* The i-th zero point of a tensor (its first when i is out of range; 0 when the file gives none). The loader
+ * checked each against the range of the tensor's dtype. */
+static inline int32_t tq_zero_point(const tsptq_tensor *t, uint32_t i) {
+    if (!t->zero_points || !t->n_scales) return 0;
+    if (i >= t->n_scales) i = 0;
+    return (int32_t)tq_le_s(t->zero_points + 8 * (size_t)i, 8);
+}
+
 /* planner.c: lifetimes, aliases, scratch and persistent sizes are set by the loader; this assigns offsets. */
 int tq_plan(tsptq_model *m); /* 0: the arena would exceed TQ_MAX_ARENA */
 /* Scratch bytes an op needs in the arena during its run (its op definition's `scratch`). 64-bit: the loader checks

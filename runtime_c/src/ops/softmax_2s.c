@@ -1,7 +1,8 @@
 /* TSPTQ_SOFTMAX_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.softmax_2s / encode_probability / encode_two_scale).
  * scratch: N int32 (the row's exp values). On x86 (avx2: 8 lanes; avx512vnni, amx: 16) the maximum, the exp values
  * and the uniform or two-scale codes are vectorized (the conditions and why they are exact: above softmax_simd_lut_ok).
- */
+ * A per-head scores code comes with one exp table per head (256 * heads entries): the op runs each head's rows with
+ * its own table (tq_softmax_2s_heads). */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -322,6 +323,18 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
     }
 }
 
+void tq_softmax_2s_heads(const int8_t *x, int64_t r0, int64_t r1, int32_t N, int64_t R, int32_t L,
+                         const int32_t *exp_lut, int32_t out_kind, int32_t mult, int32_t shift, int32_t out_zp,
+                         int32_t bits, int32_t m, int32_t signed_fine, uint8_t *y, int32_t *scratch) {
+    while (r0 < r1) { /* one head's rows at a time: the SIMD path checks the table it reads (softmax_simd_lut_ok) */
+        const int64_t end = L > 1 && (r0 / R + 1) * R < r1 ? (r0 / R + 1) * R : r1;
+        const int64_t h = L > 1 ? (r0 / R) % L : 0;
+        tq_softmax_2s(x + r0 * N, (int32_t)(end - r0), N, exp_lut + 256 * h, out_kind, mult, shift, out_zp, bits, m,
+                      signed_fine, y + r0 * N, scratch);
+        r0 = end;
+    }
+}
+
 /* ---- the op: TSPTQ_SOFTMAX_2S (op_table.h) ----------------------------------------------------------------------- */
 
 enum { TQ_SM_OUT_KIND = 0, TQ_SM_MULT, TQ_SM_SHIFT, TQ_SM_OUT_ZP, TQ_SM_BITS, TQ_SM_M, TQ_SM_SIGNED_FINE };
@@ -332,23 +345,34 @@ static int softmax_prepare(tq_op_ctx *ctx) {
     tsptq_tensor *const *in = ctx->in, *out = ctx->out;
     const uint32_t k = ctx->k;
     int64_t *o = ctx->op->opt;
-    int i;
+    int64_t i;
     tsptq_tensor *x = in[0], *lut = in[1];
     int64_t N = x->rank ? x->shape[x->rank - 1] : 0, kind = o[TQ_SM_OUT_KIND];
+    /* one exp table, or one per head (a per-head scores code): x (..., L, R, N), 256 * L entries */
+    const int64_t L = x->rank >= 3 ? x->shape[x->rank - 3] : 1;
+    const int32_t *e = (const int32_t *)(const void *)lut->data;
+    int64_t tables, h;
     if (x->type != TSPTQ_INT8 || !tq_same_shape(x, out) || N < 1)
         TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): input must be int8, output of the same shape", k);
     if (N > 2047) TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): %L tokens, at most 2047", k, N);
-    if (lut->rank != 1 || lut->shape[0] != 256 || lut->type != TSPTQ_INT32)
-        TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): the lookup table must have 256 int32 entries", k);
+    if (lut->rank != 1 || lut->type != TSPTQ_INT32 || (lut->shape[0] != 256 && lut->shape[0] != 256 * L)) {
+        if (L == 1) TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): the lookup table must have 256 int32 entries", k);
+        TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): the lookup table must have 256 or %L int32 entries (one table, or one "
+                    "per head)", k, 256 * L);
+    }
     if (kind != TQ_UNIFORM && kind != TQ_TWO_SCALE && kind != TQ_LOG2)
         TQ_REFUSE(ctx, TSPTQ_ERR_UNSUPPORTED_OP, "op %u (TSPTQ_SOFTMAX_2S): output code kind %L", k, kind);
     if (out->type != (kind == TQ_UNIFORM ? TSPTQ_INT8 : TSPTQ_UINT8))
         TQ_BAD(ctx, "op %u (TSPTQ_SOFTMAX_2S): output dtype does not fit the code kind", k);
-    if (((const int32_t *)lut->data)[0] != (1 << 20))
-        TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): exp table must start at 2^20", k);
-    for (i = 0; i < 256; i++)
-        if (!tq_in_range(((const int32_t *)lut->data)[i], 0, 1 << 20))
-            TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): exp table entry %d out of range", k, i);
+    tables = lut->shape[0] / 256;
+    for (h = 0; h < tables; h++)
+        if (e[256 * h] != (1 << 20)) {
+            if (tables == 1) TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): exp table must start at 2^20", k);
+            TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): the exp table of head %L must start at 2^20", k, h);
+        }
+    for (i = 0; i < 256 * tables; i++)
+        if (!tq_in_range(e[i], 0, 1 << 20))
+            TQ_BADQ(ctx, "op %u (TSPTQ_SOFTMAX_2S): exp table entry %L out of range", k, i);
     if (!tq_in_range(o[TQ_SM_MULT], 0, TQ_ACC_LIMIT) || !tq_in_range(o[TQ_SM_SHIFT], 0, 62) ||
         !tq_in_range(o[TQ_SM_OUT_ZP], -128, 127) || !tq_in_range(o[TQ_SM_BITS], 2, 8) ||
         !tq_in_range(o[TQ_SM_M], 0, 8) ||
@@ -361,11 +385,11 @@ static int softmax_prepare(tq_op_ctx *ctx) {
  * scratch) and, over every row with the op's arena scratch, the op. */
 static void softmax_eval_part(tsptq_model *m, const tsptq_op *op, int64_t r0, int64_t r1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]];
-    const int64_t *o = op->opt, N = tq_last_dim(x);
-    tq_softmax_2s((const int8_t *)tq_ptr(m, op->inputs[0]) + r0 * N, (int32_t)(r1 - r0), (int32_t)N, tq_in32(m, op, 1),
-                  TQ_O32(o[TQ_SM_OUT_KIND]), TQ_O32(o[TQ_SM_MULT]), TQ_O32(o[TQ_SM_SHIFT]), TQ_O32(o[TQ_SM_OUT_ZP]),
-                  TQ_O32(o[TQ_SM_BITS]), TQ_O32(o[TQ_SM_M]), TQ_O32(o[TQ_SM_SIGNED_FINE]),
-                  tq_act(m, op->output) + r0 * N, scratch);
+    const int64_t *o = op->opt, N = tq_last_dim(x), L = m->tensors[op->inputs[1]].shape[0] / 256;
+    tq_softmax_2s_heads((const int8_t *)tq_ptr(m, op->inputs[0]), r0, r1, (int32_t)N,
+                        L > 1 ? x->shape[x->rank - 2] : 1, (int32_t)L, tq_in32(m, op, 1), TQ_O32(o[TQ_SM_OUT_KIND]),
+                        TQ_O32(o[TQ_SM_MULT]), TQ_O32(o[TQ_SM_SHIFT]), TQ_O32(o[TQ_SM_OUT_ZP]), TQ_O32(o[TQ_SM_BITS]),
+                        TQ_O32(o[TQ_SM_M]), TQ_O32(o[TQ_SM_SIGNED_FINE]), tq_act(m, op->output), scratch);
 }
 static void softmax_eval(tsptq_model *m, const tsptq_op *op) {
     softmax_eval_part(m, op, 0, tq_rows(&m->tensors[op->inputs[0]]), tq_scratch(m, op));

@@ -1,11 +1,12 @@
 """The simulator made faithful to the file: float64, and TFLite's own requantization at the builtin ops.
 
 The plain simulator rounds every op's real result once, in float32. The integer model differs from that in two
-places by design: builtin CONV_2D and BATCH_MATMUL requantize the way TFLite does (two roundings,
-``MultiplyByQuantizedMultiplier``), and it computes exactly. A quantized ViT is sensitive to single-LSB changes
-(a 1e-7 relative change of the input flips about 1.5% of cifar10-vit's predictions), so the comparison that
-proves the integer model right uses this simulator: float64 everywhere, and at the builtin conv and matmul outputs
-the exact integer accumulator requantized with TFLite's arithmetic. Everything else stays the simulator's math.
+places by design: builtin CONV_2D and BATCH_MATMUL (and TSPTQ_BMM_HEADS, BATCH_MATMUL with a multiplier per head
+for a per-head scores code) requantize the way TFLite does (two roundings, ``MultiplyByQuantizedMultiplier``), and it
+computes exactly. A quantized ViT is sensitive to single-LSB changes (a 1e-7 relative change of the input flips about
+1.5% of cifar10-vit's predictions), so the comparison that proves the integer model right uses this simulator:
+float64 everywhere, and at the builtin conv and matmul outputs the exact integer accumulator requantized with TFLite's
+arithmetic. Everything else stays the simulator's math.
 """
 from __future__ import annotations
 
@@ -63,15 +64,20 @@ class FaithfulHook(SimHook):
         return self._decode("patch_embed", np.concatenate([prefix, tokens], 1))
 
     def _matmul(self, name, a_name, b_name, adj: bool) -> torch.Tensor:
-        from tsptq.intmodel.lower import scores_scale
+        from tsptq.intmodel.lower import scores_params
 
         qa, qb, qo = self.q[a_name], self.q[b_name], self.q[name]
         a = self.codes[a_name].double() - float(qa.zero_point)
         b = self.codes[b_name].double() - float(qb.zero_point)
         acc = (a @ (b.transpose(-2, -1) if adj else b)).round().long().numpy()
-        out_scale = scores_scale(self.qm, int(name.split(".")[1])) if adj else float(qo.scale)
-        mult, shift = K.bmm_multiplier(float(qa.scale), float(qb.scale), out_scale)
-        return self._decode(name, K.requantize(acc, mult, shift, int(qo.zero_point)))
+        if not adj:
+            mult, shift = K.bmm_multiplier(float(qa.scale), float(qb.scale), float(qo.scale))
+            return self._decode(name, K.requantize(acc, mult, shift, int(qo.zero_point)))
+        # the scores: BATCH_MATMUL, or TSPTQ_BMM_HEADS for a per-head code (a multiplier and zero point per head)
+        out = scores_params(self.qm, int(name.split(".")[1]))
+        mult, shift = K.bmm_heads_multipliers(float(qa.scale), float(qb.scale), out.scale)
+        per_head = lambda v: np.asarray(v, np.int64).reshape(-1, 1, 1)  # noqa: E731 (a single value broadcasts)
+        return self._decode(name, K.requantize(acc, per_head(mult), per_head(shift), per_head(out.zero_point)))
 
 
 def applies(qm: QuantizedViT) -> bool:

@@ -122,6 +122,20 @@ def batch_matmul(a, a_zp, b, b_zp, mult, shift, out_zp, adj_y: bool):
     return requantize(acc, mult, shift, out_zp)
 
 
+def bmm_heads_multipliers(a_scale, b_scale, out_scales) -> tuple[np.ndarray, np.ndarray]:
+    """TSPTQ_BMM_HEADS: BATCH_MATMUL's (M, shift) for each head's output scale (``bmm_multiplier``)."""
+    pairs = [bmm_multiplier(a_scale, b_scale, s) for s in np.atleast_1d(np.asarray(out_scales, np.float32))]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def bmm_heads(a, a_zp, b, b_zp, mult, shift, out_zp):
+    """TSPTQ_BMM_HEADS (q.k^T with one output code per head): a (..., H, N, K), b (..., H, M, K) -> (..., H, N, M);
+    head h is BATCH_MATMUL (adj_y) with its own multiplier, shift and output zero point (length-H arrays)."""
+    per_head = lambda v: np.asarray(v, np.int64).reshape(-1, 1, 1)  # noqa: E731
+    acc = exact_matmul(a.astype(np.int64) - a_zp, np.swapaxes(b.astype(np.int64) - b_zp, -1, -2))
+    return requantize(acc, per_head(mult), per_head(shift), per_head(out_zp))
+
+
 def add_params(a_scale, b_scale, out_scale, left_shift: int = 20) -> np.ndarray:
     """TFLite ADD's Prepare, per channel: rows a_mult, a_shift, b_mult, b_shift, out_mult, out_shift."""
     a_scale, b_scale, out_scale = (np.atleast_1d(np.asarray(s, np.float32)) for s in (a_scale, b_scale, out_scale))
@@ -177,9 +191,12 @@ def bit_length(v: np.ndarray) -> np.ndarray:
 
 def softmax_2s(x, exp_lut, out_kind, mult, shift, out_zp, bits, m, signed_fine):
     """Integer softmax over the last axis: exp from a 256-entry table of (max - q), Q30 probabilities, then the
-    output code (uniform, V-2SF or log2)."""
+    output code (uniform, V-2SF or log2). ``exp_lut`` holds one table (256 entries) or one per head (256 * L
+    entries, L = x.shape[-3], a per-head scores code): x (..., L, R, N), the rows of head l read table l."""
     q = x.astype(np.int64)
-    e = exp_lut.astype(np.int64)[q.max(-1, keepdims=True) - q]
+    tables = np.asarray(exp_lut).astype(np.int64).reshape(-1, 256)
+    idx = q.max(-1, keepdims=True) - q
+    e = tables[0][idx] if len(tables) == 1 else tables[np.arange(len(tables)).reshape(-1, 1, 1), idx]
     recip = (np.int64(1) << (PROB_FRAC_BITS + EXP_FRAC_BITS)) // e.sum(-1, keepdims=True)
     p = rshift_round(e * recip, EXP_FRAC_BITS)  # Q30
     return encode_probability(p, out_kind, mult, shift, out_zp, bits, m, signed_fine)

@@ -32,9 +32,37 @@ def patch_embed_codes(qm: QuantizedViT) -> tuple[np.ndarray, np.ndarray, np.ndar
             bias_q.encode(bias).numpy().astype(np.int32))
 
 
+def per_head_code(q) -> bool:
+    """Whether an attention scores code is a per-head one (tsptq-heads: a uniform code with a scale per head)."""
+    return isinstance(q, Uniform) and q.scale.ndim > 0
+
+
+def scores_scales(qm: QuantizedViT, block: int) -> np.ndarray:
+    """The scores tensor's declared scales (float32), one per head for a per-head code, else one: each holds q.k
+    (beta = hd^-0.5 is applied by the softmax)."""
+    q = qm.acts[f"blocks.{block}.scores"]
+    root = math.sqrt(qm.graph.cfg.head_dim)
+    return np.array([np.float32(float(s) * root) for s in np.atleast_1d(q.scale.numpy())], np.float32)
+
+
 def scores_scale(qm: QuantizedViT, block: int) -> float:
-    """The scores tensor's declared scale: it holds q.k (beta = hd^-0.5 is applied by the softmax)."""
-    return float(np.float32(float(qm.acts[f"blocks.{block}.scores"].scale) * math.sqrt(qm.graph.cfg.head_dim)))
+    """The scores tensor's declared scale, for a per-tensor code (a per-head code: ``scores_scales``)."""
+    if per_head_code(qm.acts[f"blocks.{block}.scores"]):
+        raise QuantizationError(f"blocks.{block}.scores: a per-head code has one scale per head (scores_scales)")
+    return float(scores_scales(qm, block)[0])
+
+
+def scores_params(qm: QuantizedViT, block: int) -> QuantParams:
+    """The scores tensor's quantization: per tensor, or per head along the heads axis (1 of (1, H, T, T))."""
+    q = qm.acts[f"blocks.{block}.scores"]
+    scales = scores_scales(qm, block)
+    if not per_head_code(q):
+        return QuantParams(scales, np.array([int(q.zero_point)], np.int64))
+    H, axis = qm.graph.cfg.num_heads, qm.graph.scores_head_axis
+    if q.axis != axis or len(scales) != H or q.zero_point.shape != q.scale.shape:
+        raise QuantizationError(f"blocks.{block}.scores: a per-head code needs {H} scales and zero points along axis "
+                                f"{axis}, got {len(scales)} along axis {q.axis}")
+    return QuantParams(scales, np.array([int(z) for z in q.zero_point.tolist()], np.int64), axis=axis)
 
 
 def code_params(q, channels: int) -> tuple[str, QuantParams]:
@@ -215,9 +243,13 @@ class _Builder:
         return self.op("TSPTQ_LAYERNORM_2S", ins, y, **options)
 
     def softmax(self, point: str, scores: int, shape, beta: float) -> int:
+        """TSPTQ_SOFTMAX_2S: an exp table from the scores' step, or one per head (256 entries each) for a per-head
+        scores code."""
         st = self.t(scores)
-        step = float(st.quant.scale[0]) * beta  # the real step of a score code
-        lut = np.round(np.exp(-step * np.arange(256, dtype=np.float64)) * 2.0**K.EXP_FRAC_BITS)
+        if st.n_scales > 1 and st.quant.axis % len(shape) != len(shape) - 3:
+            raise QuantizationError(f"{point}: per-head scores scales must lie along the heads axis")
+        lut = np.concatenate([np.round(np.exp(-(float(s) * beta) * np.arange(256, dtype=np.float64))  # s * beta: a
+                                       * 2.0**K.EXP_FRAC_BITS) for s in st.quant.scale])  # score code's real step
         y = self.act(point, shape)
         yt = self.t(y)
         kind = yt.quant.kind
@@ -488,6 +520,9 @@ def require_npu_variant(qm: QuantizedViT) -> None:
         raise QuantizationError(f"--npu ethos-u: the NPU variant is W8A8 only (Ethos-U's FULLY_CONNECTED takes 8-bit "
                                 f"weights and 8/16-bit activations), got W{qm.w_bits}A{qm.a_bits}")
     require_npu_config(qm.graph.cfg)
+    if any(per_head_code(q) for name, q in qm.acts.items() if name.endswith(".scores")):
+        raise QuantizationError(f"--npu ethos-u: {qm.method}'s per-head scores code has no NPU form yet (use tsptq or "
+                                "minmax)")
     if any(isinstance(q, ChannelPow2) for name, q in qm.acts.items() if name.endswith(".fc1")):
         raise QuantizationError(f"--npu ethos-u: {qm.method}'s per-channel fc1 code (the GELU input) has no NPU form "
                                 "yet (use tsptq or minmax)")
@@ -553,10 +588,12 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntMode
             y = b.reshape(f"{pfx}.{part}.heads", y, (1, T, H, hd))
             heads[part] = b.transpose(f"{pfx}.{part}.bhtd", y, (0, 2, 1, 3))
         # The scores tensor holds q.k (its declared scale includes sqrt(hd)); the softmax applies beta = hd^-0.5.
-        scores = b.add(f"{pfx}.scores", (1, H, T, T), "int8",
-                       QuantParams(np.array([scores_scale(qm, i)], np.float32),
-                                   np.array([int(qm.acts[f"{pfx}.scores"].zero_point)], np.int64)))
-        b.op("BATCH_MATMUL", [heads["q"], heads["k"]], scores, adj_x=False, adj_y=True)
+        # A per-head code (tsptq-heads): a scale per head, which TSPTQ_BMM_HEADS requantizes to (BATCH_MATMUL has one).
+        scores = b.add(f"{pfx}.scores", (1, H, T, T), "int8", scores_params(qm, i))
+        if b.t(scores).n_scales > 1:
+            b.op("TSPTQ_BMM_HEADS", [heads["q"], heads["k"]], scores)
+        else:
+            b.op("BATCH_MATMUL", [heads["q"], heads["k"]], scores, adj_x=False, adj_y=True)
         probs = b.softmax(f"{pfx}.softmax", scores, (1, H, T, T), hd ** -0.5)
         ctx = b.attention_values(f"{pfx}.ctx", probs, heads["v"], (1, H, T, hd))
         ctx = b.transpose(f"{pfx}.ctx.bthd", ctx, (0, 2, 1, 3))

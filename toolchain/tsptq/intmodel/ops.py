@@ -59,6 +59,9 @@ class OpSpec:
     alias: bool = False  # the output shares its input's bytes in the arena when the input is an activation
     scratch: ByteSize | None = None  # kernel scratch in the activation arena, live during the op only
     persistent: ByteSize | None = None  # (multiplier, shift) pairs the runtime derives once, in the persistent arena
+    # (model, op) -> the (mult, shift) arrays of those pairs (the C op's `multiplier`); None: CONV_2D's and
+    # FULLY_CONNECTED's, TFLite's Prepare from input 0, the weights (input 1) and the output
+    multipliers: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
     elementwise: bool = False  # the output has the shape of input 0 (both loaders check it, before the op's checks)
     # the op's own checks (the C op's prepare), for an op that keeps them in its entry; the loader mirror runs them
     # after the generic ones (the checks of the older ops are branches of tsptq.tflite.checks)
@@ -285,6 +288,58 @@ def _bmm_bias_check(ins, out, o):
     return None
 
 
+# --- TSPTQ_BMM_HEADS: q.k^T with one output code per head (a per-head scores code; runtime_c/src/ops/bmm_heads.c) ---
+
+def _bmm_heads_multipliers(model, op) -> tuple[np.ndarray, np.ndarray]:
+    """BATCH_MATMUL's (M, shift) for each head's output scale (the output's scales lie along its heads axis)."""
+    a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    return K.bmm_heads_multipliers(a.quant.scale[0], b.quant.scale[0],
+                                   np.broadcast_to(y.quant.scale, (a.shape[-3],)))
+
+
+def _bmm_heads(model, op, v):
+    a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    mult, shift = _bmm_heads_multipliers(model, op)
+    return K.bmm_heads(v[0], a.zp, v[1], b.zp, mult, shift, np.broadcast_to(y.quant.zero_point, mult.shape))
+
+
+def _bmm_heads_check(ins, out, o):
+    """runtime_c/src/ops/bmm_heads.c's prepare."""
+    a, b = ins
+    R = a.rank
+    if (not a.has_quant or not b.has_quant or not out.has_quant or a.type != S.TensorType.INT8
+            or b.type != S.TensorType.INT8 or out.type != S.TensorType.INT8):
+        return "operands must be quantized int8 tensors"
+    if R < 3 or b.rank != R or out.rank != R:
+        return "operand ranks do not fit (a (..., H, N, K): at least 3 dimensions)"
+    if any(b.shape[d] != a.shape[d] or out.shape[d] != a.shape[d] for d in range(R - 2)):
+        return "batch dimensions differ (broadcasting is not supported)"
+    H, N, K_ = a.shape[R - 3], a.shape[R - 2], a.shape[R - 1]
+    if b.shape[R - 1] != K_ or out.shape[R - 2] != N or out.shape[R - 1] != b.shape[R - 2]:
+        return "shapes do not fit (a (..., H, N, K), b (..., H, M, K), output (..., H, N, M))"
+    if a.n_scales != 1 or b.n_scales != 1:
+        return "bad quantization: the inputs must be quantized per tensor"
+    if out.n_scales != H or (H > 1 and out.quant_axis != R - 3):
+        return f"bad quantization: the output needs {H} scales along its heads axis ({R - 3})"
+    if K_ * 255 * 255 > ACC_LIMIT:
+        return "the int32 accumulator could overflow"
+    for h in range(H):
+        mult, shift = K.bmm_multiplier(a.scale(0), b.scale(0), out.scale(h))
+        if mult < 0 or not -31 <= shift <= 31:
+            return f"bad quantization: requantization multiplier of head {h} out of range"
+    return None
+
+
+def _heads_scratch(ins) -> int:
+    """TSPTQ_BMM_HEADS: the heads' output zero points as int32 (read from the output's quantization per part)."""
+    return 4 * ins[0].shape[-3]
+
+
+def _per_head(ins) -> int:
+    """TSPTQ_BMM_HEADS: an int32 multiplier and shift per head."""
+    return 8 * ins[0].shape[-3]
+
+
 def _softmax_mask_2s(model, op, v):
     o = op.options
     return K.softmax_mask_2s(v[0], v[2], v[1], o["out_kind"], o["mult"], o["shift"], o["out_zp"], o["bits"],
@@ -381,6 +436,9 @@ _SPECS = (
     OpSpec("TSPTQ_SOFTMAX_MASK_2S", 3, _softmax_mask_2s,
            option_keys=("out_kind", "mult", "shift", "out_zp", "bits", "ratio_log2", "signed_fine"), params_from=1,
            scratch=_mask_scratch, check=_softmax_mask_check),
+    # q.k^T with one output code per head (a per-head scores code): BATCH_MATMUL's arithmetic, head h's multiplier
+    OpSpec("TSPTQ_BMM_HEADS", 2, _bmm_heads, scratch=_heads_scratch, persistent=_per_head,
+           multipliers=_bmm_heads_multipliers, check=_bmm_heads_check),  # both inputs are activations
 )
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 

@@ -1,13 +1,13 @@
 """The C runtime's static arena plan, computed in Python (the same algorithm as ``runtime_c/src/planner.c``).
 
 The arena is ``[persistent | activations]``. The persistent part holds the per-channel multipliers the builtin
-CONV_2D / FULLY_CONNECTED ops derive from their scales (8 bytes per channel, each op's block 16-byte aligned). The
-activation part is planned over the op schedule:
+CONV_2D / FULLY_CONNECTED ops derive from their scales, and TSPTQ_BMM_HEADS's per head (8 bytes per channel, each
+op's block 16-byte aligned). The activation part is planned over the op schedule:
 
 - buffers: every activation tensor except aliases (a RESHAPE of an activation shares its input's bytes), live from
   the op that writes it (op 0 for the graph input) to the last op reading it or one of its aliases (the last op for
   the graph output); plus the kernels' scratch (softmax / FC_2S / BMM_2S: 4 bytes per element of the input's last
-  axis), live during its op only;
+  axis; BMM_HEADS: 4 bytes per head), live during its op only;
 - which ops alias, and each op's scratch and persistent bytes, are its entry in the op table (tsptq.intmodel.ops);
 - sizes rounded up to 16 bytes; each buffer in turn goes to the lowest offset where it overlaps no placed buffer
   whose lifetime overlaps its own (TFLM's greedy-by-size planner), in two orders: largest first, and larger
@@ -77,8 +77,8 @@ def _aliases(model: IntModel, op, const: list[bool]) -> bool:
 
 def persistent_params(model: IntModel) -> bytes:
     """The persistent region as tsptq_prepare fills it: per op (CONV_2D: every output channel; FULLY_CONNECTED: one
-    pair per weight scale) int32 multipliers then int32 shifts, TFLite's Prepare from the float32 scales, each op's
-    block 16-byte aligned (zero padded). `tsptq emit-c` stores it as constant data."""
+    pair per weight scale; TSPTQ_BMM_HEADS: one per head) int32 multipliers then int32 shifts, TFLite's Prepare from
+    the float32 scales, each op's block 16-byte aligned (zero padded). `tsptq emit-c` stores it as constant data."""
     import numpy as np
 
     from tsptq.intmodel import kernels as K
@@ -88,8 +88,12 @@ def persistent_params(model: IntModel) -> bytes:
         n = persistent_bytes(model, op) // 8
         if not n:
             continue
-        x, w, y = (model.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
-        mult, shift = K.builtin_multipliers(x.quant.scale[0], w.quant.scale, y.quant.scale[0])
+        spec = ALL_OPS[op.kind]
+        if spec.multipliers is not None:
+            mult, shift = spec.multipliers(model, op)
+        else:
+            x, w, y = (model.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+            mult, shift = K.builtin_multipliers(x.quant.scale[0], w.quant.scale, y.quant.scale[0])
         idx = np.arange(n) % len(mult)
         out += np.concatenate([mult[idx], shift[idx]]).astype("<i4").tobytes()
         out += bytes(_align(len(out)) - len(out))

@@ -56,6 +56,8 @@ def check_npu_request(target: str, method: str, bits: str, accelerator: str | No
     spec = get_method(method) if method != "fp32" else None
     if spec is not None and spec.gelu == "twin":  # checked before calibration; lowering refuses it too
         raise TsptqError(f"--npu {target}: {method}'s sign-split GELU code has no NPU form (use tsptq or minmax)")
+    if spec is not None and spec.scores_code != "tensor":  # before fc1_code: tsptq-heads has both
+        raise TsptqError(f"--npu {target}: {method}'s per-head scores code has no NPU form yet (use tsptq or minmax)")
     if spec is not None and spec.fc1_code != "uniform":
         raise TsptqError(f"--npu {target}: {method}'s per-channel fc1 code (the GELU input) has no NPU form yet (use "
                          "tsptq or minmax)")

@@ -733,19 +733,25 @@ class _CLoaderChecks:
         elif kind == "TSPTQ_SOFTMAX_2S":
             xx, lut = x
             N = xx.dim(-1) if xx.rank else 0
+            L = xx.dim(-3) if xx.rank >= 3 else 1  # one exp table, or one per head (x (..., L, R, N))
             out_kind = o["out_kind"]
             if xx.type != _INT8 or not same_shape(xx, out) or N < 1:
                 bad("input must be int8, output of the same shape")
             if N > 2047:
                 bad(f"{N} tokens, at most 2047")
-            if lut.rank != 1 or lut.dim(0) != 256 or lut.type != _INT32:
-                bad("the lookup table must have 256 int32 entries")
+            if lut.rank != 1 or lut.type != _INT32 or lut.dim(0) not in (256, 256 * L):
+                if L == 1:
+                    bad("the lookup table must have 256 int32 entries")
+                bad(f"the lookup table must have 256 or {256 * L} int32 entries (one table, or one per head)")
             if out_kind not in (_UNIFORM, _TWO_SCALE, _LOG2):
                 unsupported(f"output code kind {out_kind}")
             if out.type != (_INT8 if out_kind == _UNIFORM else _UINT8):
                 bad("output dtype does not fit the code kind")
-            if int(lut.data[0]) != 1 << 20:
-                badq("exp table must start at 2^20")
+            tables = lut.dim(0) // 256
+            for h in range(tables):
+                if int(lut.data[256 * h]) != 1 << 20:
+                    badq("exp table must start at 2^20" if tables == 1 else f"the exp table of head {h} must start "
+                         "at 2^20")
             if np.any((lut.data < 0) | (lut.data > (1 << 20))):
                 badq(f"exp table entry {int(np.argmax((lut.data < 0) | (lut.data > (1 << 20))))} out of range")
             if (not _in_range(o["mult"], 0, ACC_LIMIT) or not _in_range(o["shift"], 0, 62)

@@ -272,6 +272,11 @@ def _options(kind: str, o, k: int) -> dict:
     return {}
 
 
+def _heads(shape) -> int:
+    """The heads of a softmax input (..., heads, rows, N): its third axis from the end (1 below rank 3)."""
+    return shape[-3] if len(shape) >= 3 else 1
+
+
 def _check_op(op: Op, tensors: list[Tensor], k: int) -> None:
     """Shapes, dtypes and quantization each kernel relies on."""
     ins = [tensors[i] for i in op.inputs]
@@ -305,8 +310,9 @@ def _check_op(op: Op, tensors: list[Tensor], k: int) -> None:
         raise ModelFileError(f"{where}: permutation {ins[1].data.tolist()} does not fit rank {len(ins[0].shape)}")
     if op.kind == "RESHAPE" and int(np.prod(ins[0].shape)) != int(np.prod(out.shape)):
         raise ModelFileError(f"{where}: cannot reshape {ins[0].shape} into {out.shape}")
-    if op.kind == "TSPTQ_SOFTMAX_2S" and ins[1].shape != (256,):
-        raise ModelFileError(f"{where}: the lookup table must have 256 entries, has shape {ins[1].shape}")
+    if op.kind == "TSPTQ_SOFTMAX_2S" and ins[1].shape not in ((256,), (256 * _heads(ins[0].shape),)):
+        raise ModelFileError(f"{where}: the lookup table must have 256 entries, or 256 per head, has shape "
+                             f"{ins[1].shape}")
     if op.kind == "TSPTQ_LAYERNORM_2S" and any(t.shape != (ins[0].shape[-1],) for t in ins[1:]):
         raise ModelFileError(f"{where}: per-channel parameters must have {ins[0].shape[-1]} entries")
     in_shift_at = {"TSPTQ_FC_2S": 5, "TSPTQ_LAYERNORM_2S": 1, "TSPTQ_GELU_2S": 2}.get(op.kind)
