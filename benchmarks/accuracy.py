@@ -3,11 +3,14 @@
     python benchmarks/accuracy.py                      # every section (about an hour on 2 cores)
     python benchmarks/accuracy.py --only dinov2-s14    # one section; the others keep their last results
     python benchmarks/accuracy.py --render-only        # measure nothing: the same as python benchmarks/report.py
+    python benchmarks/accuracy.py --only cifar10-swin --eval-images 200  # a quick check on fewer images
 
-Sections: the robustness table (every method on six small ViTs, three calibration draws), W8A8 and W6A6 tables for cifar10-vit, fashion-vit and dinov2-s14 (probe top-1 on CIFAR-10 at 224 and
-class-token cosine, plus cosine on the ImageNet sample), the TSPTQ ablation, and calibration wall time of
-deit_small_patch16_224 (random weights, 32 images at 224) for tsptq next to minmax. Each section's numbers are
-kept in benchmarks/results/<section>.json; the Markdown is rebuilt from all of them (benchmarks/report.py).
+Sections: the robustness table (every method on six small ViTs, three calibration draws), W8A8 and W6A6 tables for
+cifar10-vit, fashion-vit, cifar10-swin and dinov2-s14 (probe top-1 on CIFAR-10 at 224 and class-token cosine, plus
+cosine on the ImageNet sample), the integer model against the simulators, the C runtime against the Python integer
+model byte for byte (bitexact-cifar10-swin), the TSPTQ ablation, and calibration wall time of deit_small_patch16_224
+(random weights, 32 images at 224) for tsptq next to minmax. Each section's numbers are kept in
+benchmarks/results/<section>.json; the Markdown is rebuilt from all of them (benchmarks/report.py).
 """
 from __future__ import annotations
 
@@ -34,12 +37,17 @@ import report  # benchmarks/report.py (this folder is sys.path[0] when a benchma
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = [m for m in MAIN_METHODS if m != "fp32"]
+EVAL_IMAGES = None  # main() sets it for --eval-images: every section's evaluation count
 
 # (section, model, data, eval images, bit widths, methods). The names (here and in the lists below) fix the page's
-# order: keep them in step with report.ACCURACY_SECTIONS, INTEGER_SECTIONS, STOCK_SECTIONS, ENGINE_SECTIONS.
+# order: keep them in step with report.ACCURACY_SECTIONS, INTEGER_SECTIONS, BITEXACT_SECTIONS, STOCK_SECTIONS,
+# ENGINE_SECTIONS.
 ACCURACY_SECTIONS = [
     ("cifar10-vit", "cifar10-vit", "cifar10", None, ("W8A8", "W6A6"), METHODS),
     ("fashion-vit", "fashion-vit", "fashion", None, ("W8A8", "W6A6"), METHODS),
+    # The Swin (windowed attention, patch merging): W8A8 in the C engine (the faithful simulator does not cover a
+    # Swin); W6A6 has no integer model and runs in the float32 simulator.
+    ("cifar10-swin", "cifar10-swin", "cifar10", 2000, ("W8A8", "W6A6"), METHODS),
     # DINOv2 W8A8 runs in the C engine (~15 images/s per core): 2000 images for the headline. W6A6 and W4A8 have
     # no integer model (activations under 8 bits; W4A8 is not exported) and run in the float32 simulator: 500 images.
     ("dinov2-s14", "dinov2-s14", "cifar10", 2000, ("W8A8",), METHODS),
@@ -51,6 +59,7 @@ ACCURACY_SECTIONS = [
 
 
 def run_accuracy(section, model_name, data, eval_n, bit_widths, methods, calib_n):
+    eval_n = EVAL_IMAGES or eval_n
     model = resolve_model(model_name)
     calib, test, labelled = resolve_data(model_name, model.cfg, data, calib_n, eval_n, None)
     tables = {}
@@ -76,6 +85,7 @@ def run_integer(section, model_name, data, eval_n, methods, calib_n):
     from tsptq.intmodel.integer import compare, run_batches, run_faithful, run_simulator
     from tsptq.intmodel.lower import lower
 
+    eval_n = EVAL_IMAGES or eval_n
     model = resolve_model(model_name)
     calib, test, labelled = resolve_data(model_name, model.cfg, data, calib_n, eval_n, None)
     rows = []
@@ -97,6 +107,50 @@ def run_integer(section, model_name, data, eval_n, methods, calib_n):
         stock = run_stock(model, calib, test, labelled)
     return {"section": section, "model": model_name, "data": test.name, "eval_images": len(test),
             "calib_images": len(calib), "rows": rows, "stock": stock}
+
+
+# (section, model, data, eval images, methods): the C runtime against the Python integer model, byte for byte, for a
+# model the faithful simulator does not cover (a Swin). What `tsptq verify --runtime c` and `tsptq verify` report on
+# the method's exported file: the C runtime vs the file's integer model (tsptq.runtime.c_binding.verify_c), and the
+# file's integer model vs the in-memory one rebuilt from the file's recorded source (byte for byte) and vs the float32
+# simulator (tsptq.evaluation.verify.verify).
+BITEXACT_SECTIONS = [("bitexact-cifar10-swin", "cifar10-swin", "cifar10", 1000, ["tsptq"])]
+
+
+def run_bitexact(section, model_name, data, eval_n, methods, calib_n):
+    import tempfile
+
+    from tsptq.evaluation.verify import verify, verify_c
+    from tsptq.intmodel.integer import Source, build
+    from tsptq.model.model_data import EvalData
+    from tsptq.tflite.writer import to_tflite
+
+    eval_n = EVAL_IMAGES or eval_n
+    rows = []
+    for method in methods:
+        src = Source(model=model_name, method=method, bits="W8A8", data=data, calib_images=calib_n)
+        print(f"[{section}] {method}: {calib_n} calibration / {eval_n} evaluation images", file=sys.stderr)
+        im, _ = build(src, progress=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{model_name}-{method}.tflite"
+            path.write_bytes(to_tflite(im))
+            want = EvalData(data=data, images=eval_n)
+            t0 = time.perf_counter()
+            c = verify_c(path, want, quiet=True)  # tsptq verify --runtime c
+            c_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            py = verify(path, want, quiet=True)  # tsptq verify (rebuilds the in-memory model from the recorded source)
+            py_seconds = time.perf_counter() - t0
+        c.pop("file", None)
+        py.pop("file", None)
+        n = c["images"]
+        rows.append({"method": method, "bits": "W8A8", "images": n,
+                     "images_differing": n - int(round(c["bit_exact_fraction"] * n)), "c_runtime": c,
+                     "verify": py, "verify_c_seconds": round(c_seconds, 1), "verify_seconds": round(py_seconds, 1)})
+        print(f"[{section}] {method}: C runtime vs the Python integer model: {rows[-1]['images_differing']} of {n} "
+              f"images differ; file = in-memory: {py.get('bytes_equal_to_in_memory')}", file=sys.stderr)
+    return {"section": section, "model": model_name, "data": c["data"], "eval_images": n, "calib_images": calib_n,
+            "rows": rows}
 
 
 # The stock path alone on the real pretrained ViT (its conversion takes about 13 minutes here).
@@ -140,6 +194,7 @@ def run_stock(model, calib, test, labelled):
 ENGINE_SECTIONS = [("engines-dinov2-s14", "dinov2-s14", "cifar10", 2000, ["minmax", "tsptq"], ("c", "faithful"))]
 report.check_page_order("accuracy", [s[0] for s in ACCURACY_SECTIONS], report.ACCURACY_SECTIONS)
 report.check_page_order("accuracy", [s[0] for s in INTEGER_SECTIONS], report.INTEGER_SECTIONS)
+report.check_page_order("accuracy", [s[0] for s in BITEXACT_SECTIONS], report.BITEXACT_SECTIONS)
 report.check_page_order("accuracy", [s[0] for s in STOCK_SECTIONS], report.STOCK_SECTIONS)
 report.check_page_order("accuracy", [s[0] for s in ENGINE_SECTIONS], report.ENGINE_SECTIONS)
 
@@ -183,14 +238,21 @@ def run_calibration_time(calib_n: int = 32, repeats: int = 2):
 
 
 def main(argv=None) -> int:
-    names = ([s[0] for s in ACCURACY_SECTIONS] + [s[0] for s in INTEGER_SECTIONS] + [s[0] for s in STOCK_SECTIONS]
-             + [s[0] for s in ENGINE_SECTIONS] + ["robustness", "calibration-time"])
+    names = ([s[0] for s in ACCURACY_SECTIONS] + [s[0] for s in INTEGER_SECTIONS] + [s[0] for s in BITEXACT_SECTIONS]
+             + [s[0] for s in STOCK_SECTIONS] + [s[0] for s in ENGINE_SECTIONS] + ["robustness", "calibration-time"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=names, help="run only these sections (repeatable)")
     ap.add_argument("--calib-images", type=int, default=32)
+    ap.add_argument("--eval-images", type=int, default=None,
+                    help="evaluate this many images instead of each section's own count (a quick check: the result "
+                         "files record the count; the accuracy, integer and bitexact sections)")
     ap.add_argument("--render-only", action="store_true",
                     help="rebuild the Markdown from stored results (the same as python benchmarks/report.py)")
     args = ap.parse_args(argv)
+    if args.eval_images is not None and args.eval_images < 1:
+        ap.error("--eval-images must be at least 1")
+    global EVAL_IMAGES
+    EVAL_IMAGES = args.eval_images
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(),
              "machine": f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"}
@@ -208,6 +270,9 @@ def main(argv=None) -> int:
             elif section.startswith("stock-"):
                 spec = next(s for s in STOCK_SECTIONS if s[0] == section)
                 res = run_stock_section(*spec, calib_n=args.calib_images)
+            elif section.startswith("bitexact-"):
+                spec = next(s for s in BITEXACT_SECTIONS if s[0] == section)
+                res = run_bitexact(*spec, calib_n=args.calib_images)
             elif section.startswith("integer-"):
                 spec = next(s for s in INTEGER_SECTIONS if s[0] == section)
                 res = run_integer(*spec, calib_n=args.calib_images)

@@ -1,6 +1,8 @@
 """Latency benchmark: batch-1, single-thread median latency of the same network in four runtimes, in one run.
 
-    python benchmarks/latency.py                          # cifar10-vit, deit_tiny_patch16_224, dinov2-s14
+    python benchmarks/latency.py                          # cifar10-vit, cifar10-swin, deit_tiny_patch16_224,
+                                                          # dinov2-s14
+    python benchmarks/latency.py --only cifar10-swin      # one model; the others keep their last results
     python benchmarks/latency.py --only cifar10-vit --repeats 50
     python benchmarks/latency.py --only cifar10-vit --c-variant avx512vnni  # + that C build, same run
     python benchmarks/latency.py --only cifar10-vit --threads 4      # + the C runtime on 4 threads, same run
@@ -46,7 +48,8 @@ import report  # benchmarks/report.py (this folder is sys.path[0] when a benchma
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # keep the names in step with report.LATENCY_MODELS (the page's order)
-MODELS = {"cifar10-vit": "cifar10", "deit_tiny_patch16_224": "imagenet", "dinov2-s14": "cifar10"}
+MODELS = {"cifar10-vit": "cifar10", "cifar10-swin": "cifar10", "deit_tiny_patch16_224": "imagenet",
+          "dinov2-s14": "cifar10"}
 report.check_page_order("latency", MODELS, report.LATENCY_MODELS)
 RUN_PEERS = True  # main() clears it for --no-peers
 
@@ -68,7 +71,8 @@ def calibration(name: str, model, n: int = 32):
         rng = np.random.default_rng(0)
         imgs = rng.integers(0, 256, (n + 1, model.cfg.img_size, model.cfg.img_size, 3), dtype=np.uint8)
         return datasets.ImageSet(imgs[:n], np.zeros(n, np.int64), "random"), imgs[n:]
-    calib, test, _ = resolve_data(name if name in ("cifar10-vit", "dinov2-s14") else None, model.cfg, data, n, 1, None)
+    calib, test, _ = resolve_data(name if name in ("cifar10-vit", "cifar10-swin", "dinov2-s14") else None, model.cfg,
+                                  data, n, 1, None)
     return calib, test.images[:1]
 
 
@@ -124,13 +128,17 @@ def bench_model(name: str, repeats: int, c_variants: list[str] | None = None, th
     info["c_profile"] = profile(cm, xq, repeats)
     info["c_arena_bytes"] = cm.arena_size
     info["c_weight_bytes"] = int(sum(t.nbytes for t in im.tensors if t.data is not None))
-    rows.append(_litert_with_delegate(to_tflite(im), xq, repeats))
+    try:
+        rows.append(_litert_with_delegate(to_tflite(im), xq, repeats))
+    except Exception as e:  # the delegate or LiteRT refuses the file (or is not installed): say why in the row
+        rows.append({"runtime": "LiteRT + tsptq delegate (tsptq W8A8)", "median_ms": None, "p90_ms": None,
+                     "note": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"})
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             from ai_edge_litert.interpreter import Interpreter
 
-            from tsptq.evaluation.stock_converter import convert, export_onnx
+            from tsptq.evaluation.stock_converter import convert
 
             stock = Path(tmp) / "stock.tflite"
             conv = convert(model, calib, stock)
@@ -147,9 +155,15 @@ def bench_model(name: str, repeats: int, c_variants: list[str] | None = None, th
             med, p90 = median_ms(litert, repeats)
             rows.append({"runtime": "LiteRT + XNNPACK (stock int8)", "median_ms": med, "p90_ms": p90})
             info["stock_weight_bytes"] = conv["bytes"]
-            rows.append(_ort_int8(model, calib, x_float, Path(tmp), export_onnx, repeats))
         except Exception as e:  # the converter extra is optional: report what failed instead of a number
             info["stock_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        try:  # (its own attempt: the ONNX export may take a model the stock converter refuses, a Swin)
+            from tsptq.evaluation.stock_converter import export_onnx
+
+            rows.append(_ort_int8(model, calib, x_float, Path(tmp), export_onnx, repeats))
+        except Exception as e:
+            rows.append({"runtime": "ONNX Runtime (static int8 QDQ)", "median_ms": None, "p90_ms": None,
+                         "note": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"})
 
     rows += _peer_rows(model, calib, x_float, repeats, info)
     _file_bytes(rows, len(to_tflite(im)), info.get("stock_weight_bytes"))

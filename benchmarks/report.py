@@ -6,7 +6,7 @@ Every measuring script (accuracy.py, latency.py, boards.py, litert_delegate.py) 
 benchmarks/results/<section>.json and then calls this module, so the page always shows every stored section. This
 module holds every section's renderer and imports none of the measuring scripts: the section names below fix the
 page's order and must match the names those scripts write (accuracy.ACCURACY_SECTIONS, INTEGER_SECTIONS,
-STOCK_SECTIONS, ENGINE_SECTIONS; latency.MODELS; boards.CONFIGS).
+BITEXACT_SECTIONS, STOCK_SECTIONS, ENGINE_SECTIONS; latency.MODELS; boards.CONFIGS and boards.MODELS).
 """
 from __future__ import annotations
 
@@ -24,13 +24,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 # Section names in page order (the measuring scripts' specs carry the same names).
-ACCURACY_SECTIONS = ("cifar10-vit", "fashion-vit", "dinov2-s14", "dinov2-s14-low-bits", "dinov2-s14-imagenet",
-                     "ablation-dinov2-s14", "ablation-cifar10-vit")  # accuracy.ACCURACY_SECTIONS
+ACCURACY_SECTIONS = ("cifar10-vit", "fashion-vit", "cifar10-swin", "dinov2-s14", "dinov2-s14-low-bits",
+                     "dinov2-s14-imagenet", "ablation-dinov2-s14", "ablation-cifar10-vit")  # accuracy.ACCURACY_SECTIONS
 INTEGER_SECTIONS = ("integer-cifar10-vit", "integer-cifar10-vit-methods")  # accuracy.INTEGER_SECTIONS
+BITEXACT_SECTIONS = ("bitexact-cifar10-swin",)  # accuracy.BITEXACT_SECTIONS
 STOCK_SECTIONS = ("stock-dinov2-s14",)  # accuracy.STOCK_SECTIONS
 ENGINE_SECTIONS = ("engines-dinov2-s14",)  # accuracy.ENGINE_SECTIONS
-LATENCY_MODELS = ("cifar10-vit", "deit_tiny_patch16_224", "dinov2-s14")  # latency.MODELS
+LATENCY_MODELS = ("cifar10-vit", "cifar10-swin", "deit_tiny_patch16_224", "dinov2-s14")  # latency.MODELS
 BOARD_CONFIGS = ("host", "rpi", "mps2-an386", "mps3-an547", "rpi-litert", "rpi-litert-optimized")  # boards.CONFIGS
+# boards.MODELS (--model): the first one's results are board-<config>.json, the others' board-<config>-<model>.json;
+# each model is a section of its own
+BOARD_MODELS = ("cifar10-vit", "cifar10-swin")
+# The bars an accuracy section is held to, under its W8A8 table: section -> (FP32 top-1 at least, tsptq's W8A8
+# agreement with FP32 at least), in percent (the Swin's issue: fp32 >= 80% on CIFAR-10, tsptq W8A8 agreement >= 97%).
+ACCURACY_BARS = {"cifar10-swin": (80.0, 97.0)}
 # TFLM's person_detect on Corstone-300 (M4 config, CMSIS-NN), published figures, for scale.
 PERSON_DETECT = {"model_bytes": 300_568, "arena_bytes": 84_436}
 
@@ -94,12 +101,16 @@ def render(results: dict) -> str:
                 f"images; measured {r['date']} ({r['machine']})." + (f" *{r['note']}*" if r.get("note") else ""), ""]
         for bits, rows in r["tables"].items():
             out += [f"**{bits}**", ""] + accuracy_table(rows)
+            if bits == "W8A8" and section in ACCURACY_BARS:
+                out += ["", accuracy_bars(rows, *ACCURACY_BARS[section])]
             out += ["", f"![{section} {bits}](accuracy-{section}-{bits}.png)", ""]
     out += render_robustness(results)
     out += render_engines(results)
     out += render_integer(results)
+    out += render_bitexact(results)
     out += render_latency(results)
-    out += render_boards(results)
+    for model in BOARD_MODELS:
+        out += render_boards(results, model)
     out += render_litert_delegate(results)
     out += render_calibration_time(results)
     return "\n".join(out)
@@ -120,6 +131,17 @@ def accuracy_table(rows: list[dict]) -> list[str]:
                    f"{row['agreement']:.2f}{_ci(row.get('agreement_ci'))} | {row['cosine_mean']:.4f} | "
                    f"{row['cosine_min']:.4f} | {row.get('calib_seconds', 0.0):.1f} | {engine} |")
     return out
+
+
+def accuracy_bars(rows: list[dict], fp32_top1: float, agreement: float) -> str:
+    """One line: FP32's top-1 and tsptq's agreement with FP32 against their bars, each met or not."""
+    by = {row["method"]: row for row in rows}
+
+    def bar(value, least):
+        return "-" if value is None else f"{value:.2f}, {'met' if value >= least else '**not met**'}"
+
+    return (f"Bars: FP32 top-1 >= {fp32_top1:g}%: {bar(by.get('fp32', {}).get('top1'), fp32_top1)}; tsptq W8A8 "
+            f"agreement with FP32 >= {agreement:g}%: {bar(by.get('tsptq', {}).get('agreement'), agreement)}.")
 
 
 def _spread(values) -> str:
@@ -245,6 +267,44 @@ def render_integer(results: dict) -> list[str]:
     return out
 
 
+def render_bitexact(results: dict) -> list[str]:
+    """The C runtime against the Python integer model on the same file, byte for byte, and the integer model against
+    the float32 simulator (what `tsptq verify --runtime c` and `tsptq verify` report)."""
+    out = []
+    for section in BITEXACT_SECTIONS:
+        r = results.get(section)
+        if not r:
+            continue
+        out += [f"## {section}: the C runtime against the Python integer model", "",
+                f"{r['model']} on {r['eval_images']} images of `{r['data']}`, calibrated on {r['calib_images']} images; "
+                f"measured {r['date']} ({r['machine']}). The method's exported `.tflite` file run by the C runtime "
+                "and by tsptq's Python integer model (`tsptq verify --runtime c`): *images differing* counts the "
+                "images whose output bytes are not all equal (the bar is 0). *file = in-memory*: the file's integer "
+                "model against the one rebuilt from the source recorded in the file, byte for byte (`tsptq verify`); "
+                "*simulator* = the float32 fake-quantized simulator (the faithful one does not cover a Swin). Logit "
+                "error is in logit units, integer model against the simulator."
+                + (f" *{r['note']}*" if r.get("note") else ""), "",
+                "| method | images | images differing | bytes equal | file = in-memory | top-1 C | top-1 integer "
+                "| top-1 simulator | agreement int/sim | logit err mean | logit err max | C ms / image | arena B |",
+                "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in r["rows"]:
+            c, v = row["c_runtime"], row["verify"]
+            sim = v.get("simulator", {})
+            same = v.get("bytes_equal_to_in_memory")
+            same = "-" if same is None else ("yes" if same else "**no**")
+            out.append(f"| {row['method']} {row['bits']} | {row['images']:,} | {row['images_differing']:,} | "
+                       f"{100 * c['equal_byte_fraction']:.4f}% | {same} | "
+                       f"{_fmt(c.get('top1_c'))} | {_fmt(v.get('top1_file'))} | {_fmt(sim.get('top1_simulator'))} | "
+                       f"{_fmt(sim.get('agreement'))} | {_fmt(sim.get('logit_abs_err_mean'), '.4f')} | "
+                       f"{_fmt(sim.get('logit_abs_err_max'), '.4f')} | {c['c_ms_per_image']:.2f} | "
+                       f"{c['arena_bytes']:,} |")
+        met = all(row["images_differing"] == 0 and row["verify"].get("bytes_equal_to_in_memory", True)
+                  for row in r["rows"])
+        out += ["", f"Bar: the C runtime's output bytes equal the Python integer model's on every image: "
+                    f"{'met' if met else '**not met**'}.", ""]
+    return out
+
+
 def render_latency(results: dict) -> list[str]:
     out = []
     for name in LATENCY_MODELS:
@@ -261,7 +321,7 @@ def render_latency(results: dict) -> list[str]:
                 + "C runtime arena "
                 f"{r.get('c_arena_bytes', 0):,} bytes, weights {r.get('c_weight_bytes', 0):,} bytes"
                 + (f"; stock int8 file {r['stock_weight_bytes']:,} bytes." if r.get("stock_weight_bytes") else ".")
-                + (f" Stock path failed: {r['stock_error']}" if r.get("stock_error") else "")
+                + (f" Stock path failed: {r['stock_error'].rstrip('.')}." if r.get("stock_error") else "")
                 + _latency_peers(r), ""]
         out += _latency_table(r["rows"])
         if r.get("c_profile"):
@@ -310,10 +370,18 @@ def _latency_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def render_boards(results: dict) -> list[str]:
-    rows = [(t, results[f"board-{t}"]) for t in BOARD_CONFIGS if results.get(f"board-{t}")]
+def board_key(config: str, model: str = BOARD_MODELS[0]) -> str:
+    """The results name of a board run: board-<config> for the first model (cifar10-vit), else
+    board-<config>-<model> (boards.py writes benchmarks/results/<name>.json)."""
+    return f"board-{config}" if model == BOARD_MODELS[0] else f"board-{config}-{model}"
+
+
+def render_boards(results: dict, model: str = BOARD_MODELS[0]) -> list[str]:
+    rows = [(t, results[board_key(t, model)]) for t in BOARD_CONFIGS if results.get(board_key(t, model))]
     if not rows:
         return []
+    if model != BOARD_MODELS[0]:
+        return _render_other_boards(results, model, rows)
     out = ["## On the boards: cifar10-vit through `tsptq-deploy`", "",
            "`python benchmarks/boards.py`: quantize (tsptq W8A8, 32 calibration images), export, build the device "
            "program for the target, flash or upload, stream bundled CIFAR-10 test images over the serial protocol "
@@ -330,17 +398,9 @@ def render_boards(results: dict) -> list[str]:
            "| target | runtime | images | top-1 board | top-1 host ref | bit-exact | largest diff (codes) | "
            "latency median | p90 | model B | arena B | firmware text+data B | measured |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for _, r in rows:
-        res, mem, lat = r["result"], r["memory"], r["result"]["latency"]
-        fw = mem.get("firmware") or {}
-        fw_txt = f"{fw['text'] + fw['data']:,}" if fw else "-"
-        diff = res.get("max_abs_diff_codes", "-")
-        out.append(f"| {r['target']} | {r.get('runtime', 'tsptq')} | {res['images']} | {res['top1_board']:.2f} | "
-                   f"{res['top1_reference']:.2f} | {res['bit_exact_fraction']:.4f} | {diff} | "
-                   f"{lat['median']:,.3g} {lat['unit']} | {lat['p90']:,.3g} | "
-                   f"{mem['model_bytes']:,} | {mem['arena_bytes'] + mem['io_bytes']:,} | {fw_txt} | {r['date']} |")
+    out += [_board_row(r) for _, r in rows]
     mps2 = results.get("board-mps2-an386")
-    if mps2:
+    if mps2 and "result" in mps2:
         mem = mps2["memory"]
         arena = mem["arena_bytes"] + mem["io_bytes"]
         out += ["", f"For scale: TFLM's `person_detect` (a 250 KB-class CNN) on Corstone-300 needs a "
@@ -356,36 +416,97 @@ def render_boards(results: dict) -> list[str]:
     return out
 
 
+def _board_row(r: dict) -> str:
+    """One row of a boards table. A deployment stopped by the fit check (boards.py writes ``does_not_fit``) says why
+    in the latency column, with what the model and arena need and, in brackets, what the board holds."""
+    mem = r["memory"]
+    arena = mem["arena_bytes"] + mem["io_bytes"]
+    if "result" not in r:
+        why = r.get("does_not_fit", "did not run").replace("|", "/")
+        return (f"| {r['target']} | {r.get('runtime', 'tsptq')} | - | - | - | - | - | {why} | - | "
+                f"{mem['model_bytes']:,} ({mem['model_capacity']:,}) | {arena:,} ({mem['arena_capacity']:,}) | - | "
+                f"{r['date']} |")
+    res, lat = r["result"], r["result"]["latency"]
+    fw = mem.get("firmware") or {}
+    fw_txt = f"{fw['text'] + fw['data']:,}" if fw else "-"
+    diff = res.get("max_abs_diff_codes", "-")
+    return (f"| {r['target']} | {r.get('runtime', 'tsptq')} | {res['images']} | {res['top1_board']:.2f} | "
+            f"{res['top1_reference']:.2f} | {res['bit_exact_fraction']:.4f} | {diff} | "
+            f"{lat['median']:,.3g} {lat['unit']} | {lat['p90']:,.3g} | "
+            f"{mem['model_bytes']:,} | {arena:,} | {fw_txt} | {r['date']} |")
+
+
+def _render_other_boards(results: dict, model: str, rows: list) -> list[str]:
+    """A model other than cifar10-vit on the same targets (boards.py --model): the same table, read like the one
+    above."""
+    first = rows[0][1]
+    out = [f"## On the boards: {model}", "",
+           f"`python benchmarks/boards.py --model {model}`: the deployment above (quantize with {first['method']} "
+           f"{first['bits']}, {first['calib_images']} calibration images, export, build, flash or upload, stream "
+           "bundled CIFAR-10 test images, compare every output with the host integer reference byte for byte) "
+           f"for {model}, in the same units per target (wall-clock ms on `host` and the emulated `rpi`, QEMU "
+           "instruction counts on `mps2-an386` and `mps3-an547`). A row without images stopped before the board and "
+           "says why: *does not fit* is `tsptq-deploy`'s check of the model against the board's flash or upload "
+           "buffer and of the arena against its RAM (the model and arena columns give what it needs and, in "
+           "brackets, what the board holds).", "",
+           "| target | runtime | images | top-1 board | top-1 host ref | bit-exact | largest diff (codes) | "
+           "latency median | p90 | model B | arena B | firmware text+data B | measured |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out += [_board_row(r) for _, r in rows]
+    for t in ("mps2-an386", "mps3-an547"):
+        r = results.get(board_key(t, model))
+        if r and "result" in r and r["result"].get("ops"):
+            out += ["", f"Where the instructions go on {t} (per op type, one inference): " + ", ".join(
+                f"{o['op']} {100 * o['share']:.0f}%" for o in r["result"]["ops"] if o["share"] >= 0.005) + "."]
+            break
+    out += render_instructions_per_mac(results, model)
+    out.append("")
+    return out
+
+
 # CMSIS-NN's instructions per MAC on the same shapes (arm-none-eabi-gcc 12.2 -O2, mps2-an386 under QEMU -icount),
 # measured for issue 17 with CMSIS-NN's HEAD: arm_fully_connected_per_channel_s8 (qkv / fc2 shapes),
 # arm_batch_matmul_s8 (q.k^T), transpose + arm_batch_matmul_s8 (attn.V).
+# The op kinds with MACs, in the table's order (boards.py counts them: boards.MAC_OPS)
+MAC_KINDS = ("TSPTQ_FC_2S", "FULLY_CONNECTED", "TSPTQ_BMM_2S", "TSPTQ_BMM_BIAS", "BATCH_MATMUL", "CONV_2D")
 CMSIS_NN_PER_MAC = {"TSPTQ_FC_2S": "2.10-2.33", "BATCH_MATMUL": "3.64", "TSPTQ_BMM_2S": "2.98"}
 
 
-def render_instructions_per_mac(results: dict) -> list[str]:
-    """Instructions per MAC of the MAC-heavy op kinds on the QEMU boards (QEMU -icount counts, one inference)."""
-    boards = [(t, results[f"board-{t}"]) for t in ("mps2-an386", "mps3-an547")
-              if results.get(f"board-{t}", {}).get("macs_by_op")]
+def render_instructions_per_mac(results: dict, model: str = BOARD_MODELS[0]) -> list[str]:
+    """Instructions per MAC of the MAC-heavy op kinds on the QEMU boards (QEMU -icount counts, one inference); the
+    CMSIS-NN column (measured on cifar10-vit's shapes) in cifar10-vit's section only."""
+    boards = [(t, r) for t in ("mps2-an386", "mps3-an547")
+              if (r := results.get(board_key(t, model), {})).get("macs_by_op") and "result" in r]
     if not boards:
         return []
-    kinds = [k for k in ("TSPTQ_FC_2S", "FULLY_CONNECTED", "TSPTQ_BMM_2S", "BATCH_MATMUL", "CONV_2D")
-             if any(k in r["macs_by_op"] for _, r in boards)]
+    if model != BOARD_MODELS[0]:
+        return _instructions_per_mac_table(boards, False, [
+            "", "Instructions per multiply-accumulate on the QEMU boards (QEMU `-icount` instruction counts of one "
+                "inference, per op kind, divided by the op kind's MACs from the model's shapes; the kernels of the "
+                "cifar10-vit section).", ""])
     out = ["", "Instructions per multiply-accumulate on the QEMU boards (QEMU `-icount` instruction counts of one "
                "inference, per op kind, divided by the op kind's MACs from the model's shapes). The CMSIS-NN column is "
                "not re-run by this benchmark: it is issue 17's measurement of CMSIS-NN HEAD on the same shapes, "
                "arm-none-eabi-gcc 12.2 -O2, on mps2-an386 under the same QEMU. mps2-an386 runs the DSP-extension "
                "kernels (2x2 register-blocked SMLAD), mps3-an547 the Helium ones (2x2 blocks of VMLADAVA dot "
                "products, tail-predicated, with vector requantization; issue 17's bar for the Cortex-M55 FCs is 0.7, "
-               "CMSIS-NN's MVE fully connected kernel 0.54-0.60 by the issue's count).", "",
-           "| op kind | MACs | " + " | ".join(f"{t} instr/MAC" for t, _ in boards) + " | CMSIS-NN (M4) |",
-           "|---|---:|" + "---:|" * len(boards) + "---:|"]
+               "CMSIS-NN's MVE fully connected kernel 0.54-0.60 by the issue's count).", ""]
+    return _instructions_per_mac_table(boards, True, out)
+
+
+def _instructions_per_mac_table(boards: list, cmsis: bool, out: list[str]) -> list[str]:
+    kinds = [k for k in MAC_KINDS if any(k in r["macs_by_op"] for _, r in boards)]
+    out = out + ["| op kind | MACs | " + " | ".join(f"{t} instr/MAC" for t, _ in boards) + " |"
+                 + (" CMSIS-NN (M4) |" if cmsis else ""),
+                 "|---|---:|" + "---:|" * len(boards) + ("---:|" if cmsis else "")]
     for k in kinds:
         macs = next(r["macs_by_op"][k] for _, r in boards if k in r["macs_by_op"])
         cells = []
         for _, r in boards:
             instr = next((o["instructions"] for o in r["result"]["ops"] if o["op"] == k), None)
             cells.append(f"{instr / macs:.2f}" if instr else "-")
-        out.append(f"| {k} | {macs:,} | " + " | ".join(cells) + f" | {CMSIS_NN_PER_MAC.get(k, '-')} |")
+        out.append(f"| {k} | {macs:,} | " + " | ".join(cells) + " |"
+                   + (f" {CMSIS_NN_PER_MAC.get(k, '-')} |" if cmsis else ""))
     return out
 
 
