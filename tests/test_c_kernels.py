@@ -35,6 +35,7 @@ SIGNATURES = {
     "tq_fully_connected": [P, I32, I32, I32, P, I32, P, P, P, I32, INT, I32, P],
     "tq_batch_matmul": [P, P, I32, I32, I32, I32, INT, I32, I32, I32, I32, I32, P],
     "tq_bmm_heads": [P, P, I64, I64, I32, I32, I32, I32, I32, I32, P, P, P, P],
+    "tq_bmm_bias": [P, P, I32, I32, I32, I64, I64, I32, I32, P, I64, I32, I32, I32, I32, P],
     "tq_add": [P, P, I32, I32, I32, I32, P, I32, I32, P],
     "tq_transpose": [P, P, I32, P, P],
     "tq_concatenation": [P, P, I32, I32, I32, P],
@@ -235,6 +236,48 @@ def case_bmm_heads(lib, rng, edge):
     lib.tq_bmm_heads(ptr(a), ptr(b), r0, r1, N, Kd, M, H, a_zp, b_zp, ptr(mult), ptr(shift), ptr(out_zp), ptr(y))
     want = K.bmm_heads(a, a_zp, b, b_zp, mult, shift, out_zp)
     return f"bmm_heads B={B} H={H} N={N} K={Kd} M={M} rows={r0}:{r1}", y, in_rows(want, y0, r0, r1)
+
+
+def case_bmm_bias(lib, rng, edge):
+    """TSPTQ_BMM_BIAS (Swin's scores): a (B, H, N, K) . b (B, H, M, K)^T << bias_shift + a bias (H, N, M) or (N, M),
+    rounded once; rows [r0, r1) over every batch, most often a run that starts and ends inside a batch (the SIMD
+    paths pair rows of one batch: odd runs, runs across batch boundaries). Sometimes Swin's own shapes (windows of
+    4 x 4 or 7 x 7 tokens, head dims 16 or 32)."""
+    B, H = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    if not edge and rng.random() < 0.25:
+        N = M = int(rng.choice([16, 49]))
+        Kd = int(rng.choice([16, 32]))
+    else:
+        N, Kd, M = sizes(rng, edge, 1, 40), sizes(rng, edge, 1, 70), sizes(rng, edge, 1, 40)
+    a = arr(rng.integers(-128, 128, (B, H, N, Kd)), np.int8)
+    b = arr(rng.integers(-128, 128, (B, H, M, Kd)), np.int8)
+    a_zp, b_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge), zero_point(rng, edge)
+    bound = Kd * 255 * 255
+    e = int(rng.integers(0, max(s for s in range(31) if bound << s <= ACC_LIMIT) + 1))
+    acc = acc_of(a[0, 0].astype(np.int64) - a_zp, (b[0, 0].astype(np.int64) - b_zp).T)
+    lim = ACC_LIMIT - (bound << e)  # |(acc << e) + bias| < 2^31
+    if not edge:
+        lim = min(lim, int(max(float(np.std(acc)), 1.0) * 2.0**e * 2))
+    bias = arr(rng.integers(-lim, lim + 1, (H, N, M) if rng.random() < 0.7 else (N, M)), np.int32)
+    s_a, s_b = log_uniform(rng, -2, 0), log_uniform(rng, -2, 0)
+    s_out = out_scale(rng, float(s_a) * float(s_b), acc, edge)
+    mult, shift = quantize_multiplier(float(s_a) * float(s_b) / float(s_out))
+    while 31 - shift + e > 62 and e > 0:
+        e -= 1
+    if not (-31 <= shift <= 31 and 1 <= 31 - shift + e <= 62):
+        mult, shift = 0, 0
+    rows = B * H * N
+    r0, r1 = 0, rows
+    if rows > 1 and rng.random() >= 0.3:
+        r0 = int(rng.integers(0, rows))
+        r1 = int(rng.integers(r0 + 1, rows + 1))
+    y0 = arr(rng.integers(-128, 128, (B, H, N, M)), np.int8)  # rows outside [r0, r1) must keep these bytes
+    y = y0.copy()
+    lib.tq_bmm_bias(ptr(a), ptr(b), N, M, Kd, r0, r1, a_zp, b_zp, ptr(bias), bias.size, e, mult, shift, out_zp,
+                    ptr(y))
+    want = K.bmm_bias(a, a_zp, b, b_zp, bias, e, mult, shift, out_zp)
+    return (f"bmm_bias B={B} H={H} N={N} K={Kd} M={M} bias={bias.shape} e={e} rows={r0}:{r1}", y,
+            in_rows(want, y0, r0, r1))
 
 
 def case_softmax_2s_heads(lib, rng, edge):
@@ -629,6 +672,7 @@ CASES = {
     "fully_connected_prepacked": (lambda l, r, e: case_fully_connected(l, r, e, pre=True), 100),
     "conv2d_patches": (case_conv2d_patches, 100),
     "batch_matmul": (case_batch_matmul, 160),
+    "bmm_bias": (case_bmm_bias, 120),
     "bmm_heads": (case_bmm_heads, 100),
     "add": (case_add, 160),
     "transpose": (case_transpose, 120),
@@ -784,6 +828,37 @@ void prefix##batch_matmul(const int8_t *, const int8_t *, int32_t, int32_t, int3
 void prefix##fc_2s(const uint8_t *, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, const int8_t *, int32_t, const int32_t *, const int32_t *, const int32_t *, int32_t, int8_t *, int32_t *); \
 void prefix##bmm_2s(const uint8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int8_t *, int32_t *);
 DECL(ref_)
+#define DECL_BB(prefix) \
+void prefix##bmm_bias(const int8_t *, const int8_t *, int32_t, int32_t, int32_t, int64_t, int64_t, int32_t, int32_t, const int32_t *, int64_t, int32_t, int32_t, int32_t, int32_t, int8_t *);
+DECL_BB(tq_)
+DECL_BB(ref_)
+"""
+# Swin's scores (TSPTQ_BMM_BIAS) in both Arm drivers: a (B, N, K) . b (B, M, K)^T << e + a bias (N, M) or (B, N, M),
+# rows [r0, r1) that most often start and end inside a batch; K past the DSP form's 256 at times, M past its 64-column
+# chunk; every byte outside the rows must stay as it was.
+_C_BMM_BIAS_CASE = r"""
+        {
+            int32_t B = ri(1, 3), N = ri(1, 30), Kd = ri(0, 4) ? ri(1, 40) : ri(250, 300);
+            int32_t M = ri(0, 2) ? ri(1, 30) : ri(60, 80), e = ri(0, 12), heads = ri(0, 1), rows = B * N;
+            int32_t r0 = ri(0, 2) ? ri(0, rows - 1) : 0, r1 = ri(r0 + 1, rows);
+            int32_t mu = ri(0, 9) ? ri(1 << 30, 2147483647) : ri(0, 1 << 20), sh = ri(-19, 3), lim, nb; /* n 28..62 */
+            while (e > 0 && ((int64_t)Kd * 255 * 255 << e) > 2147483647) e--;
+            lim = (int32_t)(2147483647 - ((int64_t)Kd * 255 * 255 << e));
+            nb = (heads ? B : 1) * N * M;
+            if (B * N * Kd <= (int)sizeof(X) && B * M * Kd <= (int)sizeof(W) && B * N * M <= (int)sizeof(Y1) &&
+                nb <= (int)(sizeof(BB) / sizeof(BB[0]))) {
+                const int32_t big = ri(0, 3) == 0, small = lim < 100000 ? lim : 100000;
+                for (i = 0; i < B * N * Kd; i++) X[i] = (int8_t)rnd();
+                for (i = 0; i < B * M * Kd; i++) W[i] = (int8_t)rnd();
+                for (i = 0; i < nb; i++) /* |(acc << e) + bias| < 2^31, as prepare checks */
+                    BB[i] = big ? (int32_t)((int64_t)(rnd() % (2u * (uint32_t)lim + 1u)) - lim) : ri(-small, small);
+                memset(Y1, 0x5A, (size_t)(B * N * M));
+                memset(Y2, 0x5A, (size_t)(B * N * M));
+                tq_bmm_bias(X, W, N, M, Kd, r0, r1, zp, oz, BB, nb, e, mu, sh, oz, Y1);
+                ref_bmm_bias(X, W, N, M, Kd, r0, r1, zp, oz, BB, nb, e, mu, sh, oz, Y2);
+                bad += cmp("bmm_bias", B * N * M, t);
+            }
+        }
 """
 _C_XORSHIFT = r"""
 static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)(s >> 11); }
@@ -805,7 +880,7 @@ NEON_DRIVER = r"""
 """ + driver_prologue("88172645463325252ull") + r"""
 static int8_t X[70 * 300], W[70 * 300], Y1[80 * 80 * 3], Y2[80 * 80 * 3];
 static uint8_t XU[3 * 80 * 80];
-static int32_t BIAS[70], MUL[70], SH[70], SC[600];
+static int32_t BIAS[70], MUL[70], SH[70], SC[600], BB[3 * 30 * 80];
 static int8_t INS[300];
 
 static int cmp(const char *what, int n, int t) {
@@ -833,8 +908,7 @@ int main(void) {
             tq_batch_matmul(X, W, B, N, Kd, M, adj, zp, oz, MUL[0], SH[0], oz, Y1);
             ref_batch_matmul(X, W, B, N, Kd, M, adj, zp, oz, MUL[0], SH[0], oz, Y2);
             bad += cmp("bmm", B * N * M, t);
-        }
-        {   /* attention x V with decoded probabilities */
+        }""" + _C_BMM_BIAS_CASE + r"""        {   /* attention x V with decoded probabilities */
             int32_t B = ri(1, 3), N = ri(1, 80), M = ri(1, 70), k2 = ri(0, 1) ? TQ_LOG2 : TQ_TWO_SCALE;
             for (i = 0; i < B * N * N; i++) XU[i] = (uint8_t)(k2 == TQ_LOG2 ? (ri(0, 2) ? ri(0, 20) : 255) : ri(0, 255));
             for (i = 0; i < B * N * M && i < (int)sizeof(W); i++) W[i] = (int8_t)ri(-128, 127);
@@ -1097,7 +1171,7 @@ void UART0RX_Handler(void) {}
 """ + driver_prologue("0x2545F4914F6CDD1Dull") + r"""
 static int8_t X[9 * 300], W[300 * 300], Y1[3 * 100 * 150], Y2[3 * 100 * 150];
 static uint8_t XU[3 * 100 * 100];
-static int32_t BIAS[300], MUL[300], SH[300], SC[320];
+static int32_t BIAS[300], MUL[300], SH[300], SC[320], BB[3 * 30 * 80];
 static int8_t INS[300];
 
 static int cmp(const char *what, int n, int t) {
@@ -1172,8 +1246,7 @@ int main(void) {
                 ref_batch_matmul(X, W, B, N, Kd, M, adj, zp, oz, MUL[0], SH[0], oz, Y2);
                 bad += cmp("bmm", B * N * M, t);
             }
-        }
-        {   /* attention x V with decoded probabilities: a (B, N, N), V (B, N, M) */
+        }""" + _C_BMM_BIAS_CASE + r"""        {   /* attention x V with decoded probabilities: a (B, N, N), V (B, N, M) */
             int32_t B = ri(1, 3), N = ri(0, 1) ? 65 : ri(1, 100), M = ri(1, 150), k2 = ri(0, 1) ? TQ_LOG2 : TQ_TWO_SCALE;
             for (i = 0; i < B * N * N; i++) XU[i] = (uint8_t)(k2 == TQ_LOG2 ? (ri(0, 2) ? ri(0, 20) : 255) : ri(0, 255));
             for (i = 0; i < B * N * M && i < (int)sizeof(W); i++) W[i] = (int8_t)ri(-128, 127);
@@ -1226,9 +1299,9 @@ def mve_firmware(tmp_path, rounds: int, variant_flags=()) -> Path:
 @pytest.mark.parametrize("body", ["asm", "c"])
 def test_mve_matches_reference(tmp_path, body):
     """The Helium (MVE) kernels of FC_2S, FULLY_CONNECTED, BATCH_MATMUL and BMM_2S (automatic under
-    __ARM_FEATURE_MVE, as with -mcpu=cortex-m55) give the reference path's bytes: the two builds linked into one
-    firmware, random cases with every tail, run on QEMU's mps3-an547 (Cortex-M55); with the column-pair loop's
-    inline assembly (DLSTP/LETP) and with its C body (-DTSPTQ_NO_INLINE_ASM)."""
+    __ARM_FEATURE_MVE, as with -mcpu=cortex-m55), and BMM_BIAS's DSP form there, give the reference path's bytes: the
+    two builds linked into one firmware, random cases with every tail, run on QEMU's mps3-an547 (Cortex-M55); with
+    the column-pair loop's inline assembly (DLSTP/LETP) and with its C body (-DTSPTQ_NO_INLINE_ASM)."""
     import shutil
     cc, qemu = shutil.which("arm-none-eabi-gcc"), shutil.which("qemu-system-arm")
     if not cc or not qemu:

@@ -5,8 +5,14 @@
  *   t = (acc << bias_shift) + bias[output index mod |bias|]   |t| < 2^31 (checked with the bias's own values)
  *   y = sat8(rshift_round(t * mult, 31 - shift + bias_shift) + out_zp)   t * mult < 2^62
  * The bias is in units of the accumulator's unit / 2^bias_shift: finer than the q.k unit, so the one rounding is the
- * simulator's. Portable scalar code (the scores of a window are small: N = w * w), split over the thread pool by
- * output rows (bmm_bias_units). */
+ * simulator's. The dot products are those of BATCH_MATMUL's adj_y case (batch_matmul.c): two rows of q (of one
+ * batch) against four rows of k at a time (dot.h's tq_dot_2x4: AVX2 / AVX-512, NEON, the Arm DSP extension, or
+ * portable C), and on the DSP extension (Cortex-M4/M7/M33/M55) the 2xN form of batch_matmul.c's DSP path (the two q
+ * rows laid out once as int16 pairs, tq_mm2xn_s16s8) where K <= TQ_BB_DSP_K, with the rounding in 32-bit steps where
+ * its shift allows (bb_row_dsp); the rest, and zero points outside [-128, 127], in scalar C. Every accumulator is the
+ * exact int32 sum and every rounding the same function of it, so the bytes are the scalar code's. Split over the
+ * thread pool by output rows (bmm_bias_units). */
+#include "dot.h"
 #include "op_util.h"
 
 /* Exported for the kernel tests; no other file calls it. Rows [r0, r1) of the output, counted over every batch
@@ -15,25 +21,92 @@ void tq_bmm_bias(const int8_t *a, const int8_t *b, int32_t N, int32_t M, int32_t
                  int32_t a_zp, int32_t b_zp, const int32_t *bias, int64_t bias_len, int32_t bias_shift, int32_t mult,
                  int32_t shift, int32_t out_zp, int8_t *y);
 
+/* y = sat8(rshift_round(((acc << bias_shift) + bias) * mult, n) + out_zp), n = 31 - shift + bias_shift */
+static inline int8_t bb_out(int32_t acc, int32_t bias, int32_t bias_shift, int32_t mult, int n, int32_t out_zp) {
+    const int64_t total = tq_shl64(acc, bias_shift) + bias;
+    return tq_sat8(tq_rshift_round(total * mult, n) + out_zp);
+}
+
+#if defined(TQ_SIMD_DSP)
+/* The DSP form (batch_matmul.c's bmm_dsp_adj_y): the two rows minus a_zp as the int16 pairs of tq_mm2x2_s16s8 in a
+ * stack buffer, with their sums s; tq_mm2xn_s16s8 gives sum_k (a_k - a_zp) b_k for TQ_BB_DSP_CHUNK columns at a time,
+ * and acc = that - b_zp s, exact in wrapping 32-bit arithmetic because the true value fits an int32 (prepare). */
+#define TQ_BB_DSP_K 256
+#define TQ_BB_DSP_CHUNK 64 /* columns per pass: two rows of int32 sums on the stack */
+
+/* One row's mc outputs from the sums of tq_mm2xn_s16s8 (corr = b_zp s, wrapping). With K of 16 or 32 the rounding
+ * costs more than the products: where 32 <= n <= 62 and mult >= 0 (fast), t = (acc << bias_shift) + bias is formed in
+ * 32 bits (it fits an int32: prepare) and rounded by tq_requant1_dsp (dot.h: rdbpot64(t mult, n) as one SMLAL, for
+ * -31 <= shift - bias_shift <= -1); otherwise bb_out's 64-bit form. */
+static void bb_row_dsp(const int32_t *sum, int32_t mc, uint32_t corr, const int32_t *bias, int32_t bias_shift,
+                       int32_t mult, int32_t shift, int32_t out_zp, int fast, int8_t *dst) {
+    const int n = 31 - shift + bias_shift;
+    int32_t c;
+    if (fast) /* a loop of its own: no registers spent on the general form */
+        for (c = 0; c < mc; c++) {
+            const int32_t t = (int32_t)(((uint32_t)sum[c] - corr) << bias_shift) + bias[c];
+            dst[c] = (int8_t)__ssat(tq_requant1_dsp(t, mult, shift - bias_shift) + out_zp, 8);
+        }
+    else
+        for (c = 0; c < mc; c++)
+            dst[c] = bb_out((int32_t)((uint32_t)sum[c] - corr), bias[c], bias_shift, mult, n, out_zp);
+}
+#endif
+
 void tq_bmm_bias(const int8_t *a, const int8_t *b, int32_t N, int32_t M, int32_t K, int64_t r0, int64_t r1,
                  int32_t a_zp, int32_t b_zp, const int32_t *bias, int64_t bias_len, int32_t bias_shift, int32_t mult,
                  int32_t shift, int32_t out_zp, int8_t *y) {
     const int n = 31 - shift + bias_shift;
-    int64_t r;
-    int32_t j, k;
-    for (r = r0; r < r1; r++) {
-        const int8_t *ai = a + r * K, *bt = b + (r / N) * M * K;
-        /* the bias's trailing dims end in (N, M): |bias| is a multiple of M, so a row's M entries do not wrap */
-        const int32_t *br = bias + (r * M) % bias_len;
-        int8_t *yr = y + r * M;
-        for (j = 0; j < M; j++) {
-            const int8_t *bj = bt + (int64_t)j * K;
-            int32_t acc = 0;
-            int64_t total;
-            for (k = 0; k < K; k++) acc += ((int32_t)ai[k] - a_zp) * ((int32_t)bj[k] - b_zp);
-            total = tq_shl64(acc, bias_shift) + br[j];
-            yr[j] = tq_sat8(tq_rshift_round(total * mult, n) + out_zp);
+    const int simd = TQ_SIMD && tq_zp_ok(a_zp) && tq_zp_ok(b_zp);
+    int64_t r = r0;
+    int32_t j, c;
+#if defined(TQ_SIMD_DSP)
+    const int fast = n >= 32 && n <= 62 && mult >= 0;
+    int32_t buf[TQ_BB_DSP_K]; /* 2 K int16, int32 for the alignment LDM needs */
+    int16_t *xy = (int16_t *)(void *)buf;
+    int32_t acc2[2][TQ_BB_DSP_CHUNK];
+#endif
+    while (r < r1) { /* one batch's rows [r, e) at a time: paired rows share its k */
+        const int64_t t = r / N, e = (t + 1) * N < r1 ? (t + 1) * N : r1;
+        const int8_t *bt = b + t * M * K;
+        for (; r < e; r += 2) {
+            /* rows r and r + 1 where both are in [r, e); else row r alone (passed twice, its twin written nowhere;
+             * r then steps one past e, set back below). The bias's trailing dims end in (N, M): |bias| is a multiple
+             * of M, so a row's M entries do not wrap. */
+            const int two = r + 1 < e;
+            const int8_t *x0 = a + r * K, *x1 = two ? x0 + K : x0;
+            const int32_t *bias0 = bias + (r * M) % bias_len, *bias1 = two ? bias + ((r + 1) * M) % bias_len : bias0;
+            int8_t *y0 = y + r * M, *y1 = y0 + M;
+            j = 0;
+#if defined(TQ_SIMD_DSP)
+            if (simd && K <= TQ_BB_DSP_K) {
+                const uint32_t c0 = (uint32_t)b_zp * (uint32_t)tq_pair_codes(x0, K, a_zp, xy, 0),
+                               c1 = (uint32_t)b_zp * (uint32_t)tq_pair_codes(x1, K, a_zp, xy, 1);
+                for (; j < M; j += TQ_BB_DSP_CHUNK) {
+                    const int32_t mc = M - j < TQ_BB_DSP_CHUNK ? M - j : TQ_BB_DSP_CHUNK;
+                    tq_mm2xn_s16s8(xy, bt + (ptrdiff_t)j * K, K, K, mc, acc2[0], acc2[1]);
+                    bb_row_dsp(acc2[0], mc, c0, bias0 + j, bias_shift, mult, shift, out_zp, fast, y0 + j);
+                    if (two) bb_row_dsp(acc2[1], mc, c1, bias1 + j, bias_shift, mult, shift, out_zp, fast, y1 + j);
+                }
+                continue;
+            }
+#endif
+            if (simd)
+                for (; j + 4 <= M; j += 4) {
+                    int32_t acc[2][4];
+                    tq_dot_2x4(x0, x1, a_zp, bt + (ptrdiff_t)j * K, K, b_zp, K, acc);
+                    for (c = 0; c < 4; c++) y0[j + c] = bb_out(acc[0][c], bias0[j + c], bias_shift, mult, n, out_zp);
+                    if (two)
+                        for (c = 0; c < 4; c++)
+                            y1[j + c] = bb_out(acc[1][c], bias1[j + c], bias_shift, mult, n, out_zp);
+                }
+            for (; j < M; j++) {
+                const int8_t *bj = bt + (ptrdiff_t)j * K;
+                y0[j] = bb_out(tq_dot_s8_ref(x0, a_zp, bj, b_zp, K), bias0[j], bias_shift, mult, n, out_zp);
+                if (two) y1[j] = bb_out(tq_dot_s8_ref(x1, a_zp, bj, b_zp, K), bias1[j], bias_shift, mult, n, out_zp);
+            }
         }
+        r = e;
     }
 }
 
