@@ -3,7 +3,7 @@
     python benchmarks/accuracy.py                      # every section (about an hour on 2 cores)
     python benchmarks/accuracy.py --only dinov2-s14    # one section; the others keep their last results
     python benchmarks/accuracy.py --render-only        # measure nothing: the same as python benchmarks/report.py
-    python benchmarks/accuracy.py --only cifar10-swin --eval-images 200  # a quick check on fewer images
+    python benchmarks/accuracy.py --only cifar10-swin --eval-images 200  # a quick check: printed, nothing stored
 
 Sections: the robustness table (every method on six small ViTs, three calibration draws), W8A8 and W6A6 tables for
 cifar10-vit, fashion-vit, cifar10-swin and dinov2-s14 (probe top-1 on CIFAR-10 at 224 and class-token cosine, plus
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -68,7 +69,8 @@ def run_accuracy(section, model_name, data, eval_n, bit_widths, methods, calib_n
         rows = evaluate(model, calib, test, ["fp32"] + methods, bits, labels_valid=labelled,
                         workers=default_workers()).rows
         tables[bits] = rows
-        plot_drops(rows, f"{section} {bits}, {len(test)} images ({test.name})", ROOT / "docs" / f"accuracy-{section}-{bits}.png")
+        if EVAL_IMAGES is None:  # a quick check (--eval-images) leaves the published plots alone
+            plot_drops(rows, f"{section} {bits}, {len(test)} images ({test.name})", ROOT / "docs" / f"accuracy-{section}-{bits}.png")
     return {"section": section, "model": model_name, "data": test.name, "eval_images": len(test),
             "calib_images": len(calib), "labelled": labelled, "tables": tables}
 
@@ -244,8 +246,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", choices=names, help="run only these sections (repeatable)")
     ap.add_argument("--calib-images", type=int, default=32)
     ap.add_argument("--eval-images", type=int, default=None,
-                    help="evaluate this many images instead of each section's own count (a quick check: the result "
-                         "files record the count; the accuracy, integer and bitexact sections)")
+                    help="evaluate this many images instead of each section's own count (a quick check of the "
+                         "accuracy, integer and bitexact sections: the results are printed, and neither "
+                         "benchmarks/results nor docs/ is written)")
     ap.add_argument("--render-only", action="store_true",
                     help="rebuild the Markdown from stored results (the same as python benchmarks/report.py)")
     args = ap.parse_args(argv)
@@ -279,7 +282,12 @@ def main(argv=None) -> int:
             else:
                 spec = next(s for s in ACCURACY_SECTIONS if s[0] == section)
                 res = run_accuracy(*spec, calib_n=args.calib_images)
+            if EVAL_IMAGES is not None:
+                print(json.dumps(res, indent=1, default=str))
+                continue
             write_json_atomic(RESULTS / f"{section}.json", {**res, **stamp})
+    if EVAL_IMAGES is not None:
+        return 0
     return report.main([])
 
 

@@ -196,6 +196,8 @@ def _peer_rows(model, calib, x_float, repeats: int, info: dict) -> list[dict]:
 def _file_bytes(rows: list[dict], tsptq_bytes: int, stock_bytes: int | None) -> None:
     """The size of the file each row runs (the peers set their own)."""
     for r in rows:
+        if r.get("median_ms") is None:  # a failed row ran no file
+            continue
         if "tsptq W8A8" in r["runtime"] or r["runtime"].startswith("tsptq C runtime"):
             r.setdefault("file_bytes", tsptq_bytes)
         elif r["runtime"].startswith("LiteRT + XNNPACK (stock") and stock_bytes:

@@ -468,7 +468,8 @@ def _render_other_boards(results: dict, model: str, rows: list) -> list[str]:
 # measured for issue 17 with CMSIS-NN's HEAD: arm_fully_connected_per_channel_s8 (qkv / fc2 shapes),
 # arm_batch_matmul_s8 (q.k^T), transpose + arm_batch_matmul_s8 (attn.V).
 # The op kinds with MACs, in the table's order (boards.py counts them: boards.MAC_OPS)
-MAC_KINDS = ("TSPTQ_FC_2S", "FULLY_CONNECTED", "TSPTQ_BMM_2S", "TSPTQ_BMM_BIAS", "BATCH_MATMUL", "CONV_2D")
+MAC_KINDS = ("TSPTQ_FC_2S", "FULLY_CONNECTED", "TSPTQ_BMM_2S", "TSPTQ_BMM_BIAS", "TSPTQ_BMM_HEADS", "BATCH_MATMUL",
+             "CONV_2D")
 CMSIS_NN_PER_MAC = {"TSPTQ_FC_2S": "2.10-2.33", "BATCH_MATMUL": "3.64", "TSPTQ_BMM_2S": "2.98"}
 
 

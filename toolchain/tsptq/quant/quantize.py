@@ -32,7 +32,6 @@ from tsptq.model.vit import VisionTransformer
 SEARCH_IMAGES = 8  # post-Softmax: attn x V error over this many images
 SEARCH_ROWS = 2048  # residual, LayerNorm-output and branch codes: scored over this many tokens
 SEARCH_ROWS_GELU = 1024  # post-GELU: fc2 output error over this many tokens (the costliest score)
-HEAD_HEADROOM = 2.0  # per-head scores codes: each head's high end, in multiples of its calibration maximum
 
 
 def graph_of(model: VisionTransformer | SwinTransformer | Graph | SwinGraph) -> Graph | SwinGraph:
@@ -175,21 +174,17 @@ def _local_candidates(spec: Method, name: str, kind: str, tensors: dict, graph: 
 
 
 def _per_head_scores(spec: Method, name: str, x: torch.Tensor, tensors: dict, graph: Graph, bits: int) -> Uniform:
-    """One uniform code per attention head (the ``graph.scores_head_axis`` of the scores), each head's low end
-    clipped as the per-tensor code's, scored through the Softmax on that head's own attn x V. A head's high end is
-    HEAD_HEADROOM x its calibration maximum (at most the tensor's): a Softmax depends on the largest scores, and a
-    later image's largest score above one head's calibration maximum would be clamped."""
+    """One uniform code per attention head (the ``graph.scores_head_axis`` of the scores), each head's ends clipped
+    as the per-tensor code's, scored through the Softmax on that head's own attn x V. (A head's high end with
+    headroom over its calibration maximum was measured worse on dinov2-s14: docs/method.md.)"""
     axis = graph.scores_head_axis
-    top = float(x.max())
     v = tensors[name.rpartition(".")[0] + ".v"][:SEARCH_IMAGES]
     scales, zero_points = [], []
     for h in range(x.shape[axis]):
         xh = x.narrow(axis, h, 1)
         data = xh[:SEARCH_IMAGES]
         err = search.softmax_output_error(data, v.narrow(axis, h, 1))
-        hi = float(xh.max())
-        ends = (float(xh.min()), min(top, HEAD_HEADROOM * hi) if hi > 0 else top)
-        code = search.asymmetric_uniform(xh, bits, err, data, high=spec.nonlinear_input_clip == "both", ends=ends)
+        code = search.asymmetric_uniform(xh, bits, err, data, high=spec.nonlinear_input_clip == "both")
         scales.append(float(code.scale))
         zero_points.append(float(code.zero_point))
     return Uniform(torch.tensor(scales), torch.tensor(zero_points), bits, axis=axis)

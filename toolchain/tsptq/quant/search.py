@@ -69,14 +69,13 @@ def mse_uniform(x: torch.Tensor, bits: int, err: ErrorFn | None = None, data: to
     return best_of(cands, err or tensor_error(data), data)
 
 
-def asymmetric_uniform(x: torch.Tensor, bits: int, err: ErrorFn, data: torch.Tensor, high: bool = True,
-                       ends: tuple[float, float] | None = None) -> Uniform:
+def asymmetric_uniform(x: torch.Tensor, bits: int, err: ErrorFn, data: torch.Tensor, high: bool = True) -> Uniform:
     """Clip the low and the high end of the min/max range independently, by coordinate descent (low end, high end,
     low end again over ``END_GRID``), keeping the pair with the smallest ``err``; with ``high=False`` only the low end
     (the high end stays at the observed maximum). For the input of a nonlinearity that flattens its low side (GELU
     below about -3, Softmax far below the row maximum), the consumer's error lets the flat side go and spends the
-    steps where the output moves. ``ends``: the (low, high) range to clip instead of x's min/max."""
-    lo, hi = (float(x.min()), float(x.max())) if ends is None else ends
+    steps where the output moves."""
+    lo, hi = float(x.min()), float(x.max())
     a = b = 1.0
     for end in ("low", "high", "low") if high else ("low",):
         cands = [(f, b) if end == "low" else (a, f) for f in END_GRID]
