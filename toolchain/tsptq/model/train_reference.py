@@ -6,7 +6,7 @@
     python -m tsptq.model.train_reference robust-p8-distilled --threads 1
     python -m tsptq.model.train_reference robust-fashion-deep --threads 1
     python -m tsptq.model.train_reference robust-heldout-avg --threads 1    # held out from the method's choice
-    python -m tsptq.model.train_reference cifar10-swin --threads 1     # ~1.6 h on one core
+    python -m tsptq.model.train_reference cifar10-swin --threads 1     # ~1.6-2 h on one core
 
 Writes ``calib/models/<name>.safetensors`` + ``<name>.json`` (config and training record) atomically.
 """

