@@ -67,17 +67,18 @@ class FaithfulHook(SimHook):
         from tsptq.intmodel.lower import scores_params
 
         qa, qb, qo = self.q[a_name], self.q[b_name], self.q[name]
-        a = self.codes[a_name].double() - float(qa.zero_point)
-        b = self.codes[b_name].double() - float(qb.zero_point)
-        acc = (a @ (b.transpose(-2, -1) if adj else b)).round().long().numpy()
-        if not adj:
+        if not adj:  # probabilities x V
+            a = self.codes[a_name].double() - float(qa.zero_point)
+            b = self.codes[b_name].double() - float(qb.zero_point)
+            acc = (a @ b).round().long().numpy()
             mult, shift = K.bmm_multiplier(float(qa.scale), float(qb.scale), float(qo.scale))
             return self._decode(name, K.requantize(acc, mult, shift, int(qo.zero_point)))
         # the scores: BATCH_MATMUL, or TSPTQ_BMM_HEADS for a per-head code (a multiplier and zero point per head)
         out = scores_params(self.qm, int(name.split(".")[1]))
-        mult, shift = K.bmm_heads_multipliers(float(qa.scale), float(qb.scale), out.scale)
-        per_head = lambda v: np.asarray(v, np.int64).reshape(-1, 1, 1)  # noqa: E731 (a single value broadcasts)
-        return self._decode(name, K.requantize(acc, per_head(mult), per_head(shift), per_head(out.zero_point)))
+        mult, shift = K.bmm_heads_multipliers(float(qa.scale), float(qb.scale), out.scale)  # one: it broadcasts
+        return self._decode(name, K.bmm_heads(self.codes[a_name].numpy(), int(qa.zero_point),
+                                              self.codes[b_name].numpy(), int(qb.zero_point), mult, shift,
+                                              out.zero_point))
 
 
 def applies(qm: QuantizedViT) -> bool:

@@ -59,8 +59,7 @@ class OpSpec:
     alias: bool = False  # the output shares its input's bytes in the arena when the input is an activation
     scratch: ByteSize | None = None  # kernel scratch in the activation arena, live during the op only
     persistent: ByteSize | None = None  # (multiplier, shift) pairs the runtime derives once, in the persistent arena
-    # (model, op) -> the (mult, shift) arrays of those pairs (the C op's `multiplier`); None: CONV_2D's and
-    # FULLY_CONNECTED's, TFLite's Prepare from input 0, the weights (input 1) and the output
+    # (model, op) -> the (mult, shift) arrays of those pairs (the C op's `multiplier`); every op with `persistent`
     multipliers: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
     elementwise: bool = False  # the output has the shape of input 0 (both loaders check it, before the op's checks)
     # the op's own checks (the C op's prepare), for an op that keeps them in its entry; the loader mirror runs them
@@ -403,9 +402,10 @@ def _per_weight_scale(ins) -> int:
 
 _B = S.BuiltinOperator
 _SPECS = (
-    OpSpec("CONV_2D", 3, _conv2d, (_B.CONV_2D, 3), "Conv2DOptions", persistent=_per_output_channel),
+    OpSpec("CONV_2D", 3, _conv2d, (_B.CONV_2D, 3), "Conv2DOptions", persistent=_per_output_channel,
+           multipliers=_conv_fc_multipliers),
     OpSpec("FULLY_CONNECTED", 3, _fully_connected, (_B.FULLY_CONNECTED, 5), "FullyConnectedOptions",
-           persistent=_per_weight_scale),
+           persistent=_per_weight_scale, multipliers=_conv_fc_multipliers),
     OpSpec("BATCH_MATMUL", 2, _batch_matmul, (_B.BATCH_MATMUL, 2), "BatchMatMulOptions"),
     OpSpec("ADD", 2, _add, (_B.ADD, 2), "AddOptions"),
     OpSpec("RESHAPE", 2, _reshape, (_B.RESHAPE, 1), "ReshapeOptions", quantized_output=False, params_from=1,
@@ -488,7 +488,7 @@ def _pv_sum_2s(model, op, v):
 _NPU_SPECS = (
     # int16 activations x int8 weights, int64 bias, int16 output: FULLY_CONNECTED's 16x8 form (op version 7)
     OpSpec("FULLY_CONNECTED_16X8", 3, _fully_connected_16x8, (_B.FULLY_CONNECTED, 7), "FullyConnectedOptions",
-           persistent=_per_weight_scale),
+           persistent=_per_weight_scale, multipliers=_conv_fc_multipliers),
     OpSpec("QUANTIZE", 1, _quantize, (_B.QUANTIZE, 2), elementwise=True),
     OpSpec("TSPTQ_LAYERNORM_2S_I16", 5, _layernorm_2s_i16, option_keys=("in_zp", "eps", "out_zp", "out_shift"),
            params_from=1),

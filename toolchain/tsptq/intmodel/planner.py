@@ -81,19 +81,12 @@ def persistent_params(model: IntModel) -> bytes:
     the float32 scales, each op's block 16-byte aligned (zero padded). `tsptq emit-c` stores it as constant data."""
     import numpy as np
 
-    from tsptq.intmodel import kernels as K
-
     out = bytearray()
     for op in model.ops:
         n = persistent_bytes(model, op) // 8
         if not n:
             continue
-        spec = ALL_OPS[op.kind]
-        if spec.multipliers is not None:
-            mult, shift = spec.multipliers(model, op)
-        else:
-            x, w, y = (model.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
-            mult, shift = K.builtin_multipliers(x.quant.scale[0], w.quant.scale, y.quant.scale[0])
+        mult, shift = ALL_OPS[op.kind].multipliers(model, op)
         idx = np.arange(n) % len(mult)
         out += np.concatenate([mult[idx], shift[idx]]).astype("<i4").tobytes()
         out += bytes(_align(len(out)) - len(out))
