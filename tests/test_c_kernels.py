@@ -34,7 +34,7 @@ SIGNATURES = {
     "tq_conv2d_patches": [P, I32, I32, I32, I32, I32, P, I32, I32, P, P, P, I32, P],
     "tq_fully_connected": [P, I32, I32, I32, P, I32, P, P, P, I32, INT, I32, P],
     "tq_batch_matmul": [P, P, I32, I32, I32, I32, INT, I32, I32, I32, I32, I32, P],
-    "tq_bmm_heads": [P, P, I64, I64, I32, I32, I32, I32, I32, I32, P, P, P, P],
+    "tq_bmm_heads": [P, P, I64, I64, I32, I32, I32, I32, I32, I32, I32, P, P, P, P],
     "tq_bmm_bias": [P, P, I32, I32, I32, I64, I64, I32, I32, P, I64, I32, I32, I32, I32, P],
     "tq_add": [P, P, I32, I32, I32, I32, P, I32, I32, P],
     "tq_transpose": [P, P, I32, P, P],
@@ -233,7 +233,7 @@ def case_bmm_heads(lib, rng, edge):
     r0, r1 = row_range(rng, B * H * N, edge)
     y0 = arr(rng.integers(-128, 128, (B, H, N, M)), np.int8)  # rows outside [r0, r1) must keep these bytes
     y = y0.copy()
-    lib.tq_bmm_heads(ptr(a), ptr(b), r0, r1, N, Kd, M, H, a_zp, b_zp, ptr(mult), ptr(shift), ptr(out_zp), ptr(y))
+    lib.tq_bmm_heads(ptr(a), ptr(b), r0, r1, N, Kd, M, H, 1, a_zp, b_zp, ptr(mult), ptr(shift), ptr(out_zp), ptr(y))
     want = K.bmm_heads(a, a_zp, b, b_zp, mult, shift, out_zp)
     return f"bmm_heads B={B} H={H} N={N} K={Kd} M={M} rows={r0}:{r1}", y, in_rows(want, y0, r0, r1)
 

@@ -56,11 +56,12 @@ void tq_fc_2s_pre(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind, in
 void tq_batch_matmul(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,
                      int32_t a_zp, int32_t b_zp, int32_t mult, int32_t shift, int32_t out_zp, int8_t *y);
 
-/* TSPTQ_BMM_HEADS (q.k^T, one output code per head): a (batch, N, K), b (batch, M, K) int8, where batch runs over
- * (..., H) and matrix t is head t % H; rows [r0, r1) of the output (batch * N rows of M, row 0 at y), each run of
- * one head's rows a tq_batch_matmul (adj_y) with that head's mult[h], shift[h] and out_zp[h]; MBQM. */
+/* Rows [r0, r1) of a batch of matrix products (batch * N output rows of M, row 0 at y), each run of one matrix's
+ * rows a tq_batch_matmul with matrix t's output code: mult[t % H], shift[t % H], out_zp[t % H]. BATCH_MATMUL's
+ * thread part (H = 1: one code) and TSPTQ_BMM_HEADS's (q.k^T with one output code per head, adj_y: batch runs over
+ * (..., H), b (batch, M, K)). */
 void tq_bmm_heads(const int8_t *a, const int8_t *b, int64_t r0, int64_t r1, int32_t N, int32_t K, int32_t M,
-                  int32_t H, int32_t a_zp, int32_t b_zp, const int32_t *mult, const int32_t *shift,
+                  int32_t H, int adj_y, int32_t a_zp, int32_t b_zp, const int32_t *mult, const int32_t *shift,
                   const int32_t *out_zp, int8_t *y);
 
 /* ADD (builtin: n_params = 1) and TSPTQ_ADD_2S (n_params = C): params is (6, n_params) int32, rows

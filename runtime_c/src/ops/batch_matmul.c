@@ -282,33 +282,20 @@ static int bmm_prepare(tq_op_ctx *ctx) {
 static void bmm_eval_part(tsptq_model *m, const tsptq_op *op, int64_t u0, int64_t u1, int32_t *scratch) {
     const tsptq_tensor *x = &m->tensors[op->inputs[0]], *y = &m->tensors[op->output];
     const int64_t *o = op->opt;
-    const int64_t N = x->shape[x->rank - 2], K = tq_last_dim(x), M = tq_last_dim(y);
-    const int8_t *a = (const int8_t *)tq_ptr(m, op->inputs[0]), *b = (const int8_t *)tq_ptr(m, op->inputs[1]);
-    int8_t *out = (int8_t *)tq_act(m, op->output);
+    const int32_t mult = TQ_O32(o[TQ_BMMB_MULT]), shift = TQ_O32(o[TQ_BMMB_SHIFT]), out_zp = y->zero_point;
     (void)scratch;
-    while (u0 < u1) { /* one head's rows [r0, r1) at a time */
-        const int64_t h = u0 / N, r0 = u0 % N, r1 = (u1 - h * N < N) ? u1 - h * N : N;
-        tq_batch_matmul(a + (h * N + r0) * K, b + h * K * M, 1, (int32_t)(r1 - r0), (int32_t)K, (int32_t)M,
-                        (int)o[TQ_BMMB_ADJ_Y], x->zero_point, m->tensors[op->inputs[1]].zero_point,
-                        TQ_O32(o[TQ_BMMB_MULT]), TQ_O32(o[TQ_BMMB_SHIFT]), y->zero_point, out + (h * N + r0) * M);
-        u0 = h * N + r1;
-    }
-}
-
-static int64_t bmm_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
-    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
-    const int64_t batch = tq_lead(x, 2), N = x->shape[x->rank - 2];
-    *grain = m->threads > 1 && batch % m->threads == 0 ? N : 16;
-    return batch * N;
+    tq_bmm_heads((const int8_t *)tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), u0, u1,
+                 x->shape[x->rank - 2], tq_last_dim(x), tq_last_dim(y), 1, (int)o[TQ_BMMB_ADJ_Y], x->zero_point,
+                 m->tensors[op->inputs[1]].zero_point, &mult, &shift, &out_zp, (int8_t *)tq_act(m, op->output));
 }
 
 static void bmm_eval(tsptq_model *m, const tsptq_op *op) { /* every head's rows, as one part */
-    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
-    bmm_eval_part(m, op, 0, tq_lead(x, 2) * x->shape[x->rank - 2], NULL);
+    int64_t grain;
+    bmm_eval_part(m, op, 0, tq_matrix_row_units(m, op, &grain), NULL);
 }
 
 const tq_op_def TQ_OP_DEF(tq_batch_matmul, _op) = {
     .name = "BATCH_MATMUL", .builtin_code = 126, .options_type = 101 /* BatchMatMulOptions */, .min_inputs = 2,
     .max_inputs = 2, .n_outputs = 1, .n_option_keys = TQ_COUNT_OF(bmm_slots), .option_keys = bmm_slots,
-    .load_options = bmm_load_options, .prepare = bmm_prepare, .eval = bmm_eval, .units = bmm_units,
+    .load_options = bmm_load_options, .prepare = bmm_prepare, .eval = bmm_eval, .units = tq_matrix_row_units,
     .eval_part = bmm_eval_part};

@@ -9,12 +9,12 @@
 #include "op_util.h"
 
 void tq_bmm_heads(const int8_t *a, const int8_t *b, int64_t r0, int64_t r1, int32_t N, int32_t K, int32_t M,
-                  int32_t H, int32_t a_zp, int32_t b_zp, const int32_t *mult, const int32_t *shift,
+                  int32_t H, int adj_y, int32_t a_zp, int32_t b_zp, const int32_t *mult, const int32_t *shift,
                   const int32_t *out_zp, int8_t *y) {
-    while (r0 < r1) { /* matrix t's rows [i0, i1) at a time: matrix t is head t % H */
+    while (r0 < r1) { /* matrix t's rows [i0, i1) at a time: matrix t takes code t % H */
         const int64_t t = r0 / N, i0 = r0 % N, i1 = (r1 - t * N < N) ? r1 - t * N : N;
         const int32_t h = (int32_t)(t % H);
-        tq_batch_matmul(a + (t * N + i0) * K, b + t * M * K, 1, (int32_t)(i1 - i0), K, M, 1, a_zp, b_zp, mult[h],
+        tq_batch_matmul(a + (t * N + i0) * K, b + t * M * K, 1, (int32_t)(i1 - i0), K, M, adj_y, a_zp, b_zp, mult[h],
                         shift[h], out_zp[h], y + (t * N + i0) * M);
         r0 = t * N + i1;
     }
@@ -91,29 +91,17 @@ static void bmm_heads_eval_part(tsptq_model *m, const tsptq_op *op, int64_t u0, 
     int32_t h;
     for (h = 0; h < H; h++) scratch[h] = tq_zero_point(y, (uint32_t)h);
     tq_bmm_heads((const int8_t *)tq_ptr(m, op->inputs[0]), (const int8_t *)tq_ptr(m, op->inputs[1]), u0, u1,
-                 a->shape[a->rank - 2], tq_last_dim(a), b->shape[b->rank - 2], H, a->zero_point, b->zero_point, p,
+                 a->shape[a->rank - 2], tq_last_dim(a), b->shape[b->rank - 2], H, 1, a->zero_point, b->zero_point, p,
                  p + H, scratch, (int8_t *)tq_act(m, op->output));
 }
 
-static int64_t bmm_heads_rows(const tsptq_model *m, const tsptq_op *op) {
-    const tsptq_tensor *a = &m->tensors[op->inputs[0]];
-    return (int64_t)tq_lead(a, 2) * a->shape[a->rank - 2];
-}
-
 static void bmm_heads_eval(tsptq_model *m, const tsptq_op *op) {
-    bmm_heads_eval_part(m, op, 0, bmm_heads_rows(m, op), tq_scratch(m, op));
-}
-
-/* BATCH_MATMUL's split: whole heads when they share out evenly, else rows in the SIMD kernels' row blocks. */
-static int64_t bmm_heads_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
-    const tsptq_tensor *a = &m->tensors[op->inputs[0]];
-    const int64_t batch = tq_lead(a, 2);
-    *grain = m->threads > 1 && batch % m->threads == 0 ? a->shape[a->rank - 2] : 16;
-    return bmm_heads_rows(m, op);
+    int64_t grain;
+    bmm_heads_eval_part(m, op, 0, tq_matrix_row_units(m, op, &grain), tq_scratch(m, op));
 }
 
 const tq_op_def TQ_OP_DEF(tq_bmm_heads, _op) = {
     .name = "TSPTQ_BMM_HEADS", .builtin_code = TQ_CUSTOM, .min_inputs = 2, .max_inputs = 2, .n_outputs = 1,
     .prepare = bmm_heads_prepare, .scratch = bmm_heads_scratch, .persistent = bmm_heads_persistent,
-    .multiplier = bmm_heads_multiplier, .eval = bmm_heads_eval, .units = bmm_heads_units,
+    .multiplier = bmm_heads_multiplier, .eval = bmm_heads_eval, .units = tq_matrix_row_units,
     .eval_part = bmm_heads_eval_part};

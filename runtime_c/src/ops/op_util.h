@@ -178,4 +178,14 @@ static inline int64_t tq_row_units(const tsptq_tensor *x, int64_t *grain) {
     return tq_rows(x);
 }
 
+/* The thread pool's units of a batch of matrix products (BATCH_MATMUL, TSPTQ_BMM_HEADS): the output rows of every
+ * matrix (batch * N, input 0 is (..., N, K)); whole matrices when they share out evenly over the threads (each part
+ * then packs only its own matrices' b), else rows in the SIMD kernels' row blocks of 16. */
+static inline int64_t tq_matrix_row_units(const tsptq_model *m, const tsptq_op *op, int64_t *grain) {
+    const tsptq_tensor *x = &m->tensors[op->inputs[0]];
+    const int64_t batch = tq_lead(x, 2), N = x->shape[x->rank - 2];
+    *grain = m->threads > 1 && batch % m->threads == 0 ? N : 16;
+    return batch * N;
+}
+
 #endif
