@@ -31,9 +31,9 @@ import numpy as np
 from tsptq.errors import QuantizationError
 from tsptq.intmodel.fixedpoint import quantize_multiplier
 from tsptq.intmodel.graph import IntModel, QuantParams
-from tsptq.intmodel.lower import per_head_code
 from tsptq.intmodel.ops import ACC_LIMIT
 from tsptq.quant.qswin import BlockGeometry, SwinGraph
+from tsptq.quant.quantizers import Uniform
 
 BIAS_SHIFT_MAX = 16  # the position bias's extra fraction bits below the q.k unit (TSPTQ_BMM_BIAS)
 NO_NPU = "--npu ethos-u: Swin has no NPU variant yet (issue 19)"
@@ -228,7 +228,7 @@ def lower_swin(builder, patch_codes, npu: bool = False) -> IntModel:
         raise QuantizationError(NO_NPU)
     qm = builder.qm
     # the Swin graph has no scores head axis (qswin.SwinGraph.scores_head_axis), so no method fits one; refuse any
-    per_head = [n for n, q in qm.acts.items() if n.endswith(".scores") and per_head_code(q)]
+    per_head = [n for n, q in qm.acts.items() if n.endswith(".scores") and isinstance(q, Uniform) and q.scale.ndim]
     if per_head:
         raise QuantizationError(f"{per_head[0]}: a per-head scores code has no Swin integer model (TSPTQ_BMM_BIAS "
                                 "takes one scores code per tensor)")
