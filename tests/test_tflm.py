@@ -1,0 +1,179 @@
+"""The NPU variant in TensorFlow Lite Micro (issue 18): the tflite-micro wheel's interpreter with tsptq's custom ops
+as TFLM kernels (runtime_c/tflm/, tsptq.npu.tflm).
+
+- a tiny ViT's variant with forged V-2SF/O-2SF codes (every decode: int16 LayerNorm outputs, the int16 GELU table,
+  TSPTQ_ADD_2S_I16, TSPTQ_SOFTMAX_2S into TSPTQ_BMM_2S) runs in TFLM and gives, byte for byte, the integer model with
+  TFLM's FULLY_CONNECTED 16x8 rounding (``run_tflm_arithmetic``); every custom op alone gives the Python kernel's bytes;
+- TFLM's 16x8 FC alone, at random and at the rounding's ties: its 16-bit multiplier, half-up form, not the variant's
+  (LiteRT's) single rounding of the 31-bit multiplier;
+- TFLM refuses the split P x V file's int8 x int8 -> int32 BATCH_MATMUL, in one line;
+- TFLM's arena: its planned head is tsptq's planner's activation plan of the same file (the same greedy planner);
+- the pinned wheel: another version, and a registerer handed something that is not the wheel's resolver, are one-line
+  refusals, never a crash.
+
+Skipped (with the reason) without the wheel or with another version of it, except under CI=true, where that fails.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+from tsptq.data import datasets
+from tsptq.intmodel import planner
+from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
+from tsptq.intmodel.lower import lower
+from tsptq.intmodel.ops import ALL_OPS
+from tsptq.npu import tflm
+from tsptq.npu.litert_check import single_op_model
+from tsptq.quant.quantize import quantize
+from tsptq.runtime import c_build
+from tsptq.tflite.writer import to_tflite
+
+_found = tflm.wheel_version()
+_why = None if _found == tflm.PINNED_BUILD else (
+    f"tflite-micro is not installed ({tflm.INSTALL_HINT})" if _found is None
+    else f"tflite-micro {_found} is installed, not the pinned {tflm.PINNED_BUILD}")
+if _why is None and not c_build.have_compiler():
+    _why = "no C compiler for the TFLM ops library"
+pytestmark = [pytest.mark.cc, pytest.mark.skipif(_why is not None and os.environ.get("CI") != "true",
+                                                 reason=_why or "")]
+
+
+def _forged(tiny_vits):
+    from test_npu_variant import _forge_two_scale_codes
+
+    cfg, graph, cal, imgs = tiny_vits(8)
+    qm = _forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False))
+    im = lower(qm, npu=True, split_pv=False)
+    x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    return im, x
+
+
+def test_tiny_variant_runs_in_tflm_with_tflm_fc_rounding_byte_for_byte(tiny_vits):
+    im, x = _forged(tiny_vits)
+    kinds = {o.kind for o in im.ops}
+    assert {"TSPTQ_LAYERNORM_2S_I16", "TSPTQ_GELU_2S", "TSPTQ_ADD_2S_I16", "TSPTQ_SOFTMAX_2S", "TSPTQ_BMM_2S",
+            "FULLY_CONNECTED_16X8", "QUANTIZE"} <= kinds
+    assert im.tensor("blocks.0.gelu").dtype == "int16"
+    got = tflm.TflmModel(to_tflite(im)).run(x)
+    assert got.dtype == np.int8 and got.shape == (len(x), im.output.shape[-1])
+    assert np.array_equal(got, tflm.run_tflm_arithmetic(im, x))
+    # against the variant's own definition the only difference is the FCs' rounding: within a few codes
+    assert np.abs(got.astype(int) - im.run(x).astype(int)).max() <= 8
+
+
+def test_every_custom_op_alone_gives_the_python_kernels_bytes(tiny_vits):
+    im, x = _forged(tiny_vits)
+    _, vals = im.run(x[:2], keep=True)
+    checked = set()
+    for op in im.ops:
+        if not ALL_OPS[op.kind].custom:
+            continue
+        t = tflm.TflmModel(to_tflite(single_op_model(im, op)))
+        for b in range(2):
+            acts = list(dict.fromkeys(i for i in op.inputs if im.tensors[i].data is None))
+            for j, i in enumerate(acts):
+                t.it.set_input(np.ascontiguousarray(vals[i][b:b + 1]), j)
+            t.it.invoke()
+            want = vals[op.outputs[0]][b:b + 1]
+            got = np.asarray(t.it.get_output(0))
+            assert got.dtype == want.dtype and np.array_equal(got.reshape(want.shape), want), op.kind
+        checked.add(op.kind)
+    assert checked == {"TSPTQ_ADD_2S", "TSPTQ_LAYERNORM_2S_I16", "TSPTQ_ADD_2S_I16", "TSPTQ_SOFTMAX_2S",
+                       "TSPTQ_BMM_2S", "TSPTQ_GELU_2S"}
+
+
+def _fc(x_scale, w, w_scale, bias, y_scale) -> IntModel:
+    O, I = w.shape
+    ws = np.asarray(w_scale, np.float32)
+    z = np.zeros
+    tensors = [Tensor("x", (1, 4, I), "int16", QuantParams(np.array([x_scale], np.float32), z(1, np.int64))),
+               Tensor("w", (O, I), "int8", QuantParams(ws, z(len(ws), np.int64)), w),
+               Tensor("b", (O,), "int64", QuantParams(np.float32(x_scale) * ws, z(len(ws), np.int64)), bias),
+               Tensor("y", (1, 4, O), "int16", QuantParams(np.array([y_scale], np.float32), z(1, np.int64)))]
+    return IntModel(tensors, [Op("FULLY_CONNECTED_16X8", [0, 1, 2], [3], {"keep_num_dims": True})], [0], [3],
+                    {"method": "fc16x8"})
+
+
+def test_tflm_fully_connected_16x8_rounds_its_own_way():
+    """TFLM's 16x8 FC is tflm.fully_connected_16x8 (16-bit multiplier, half up), at random and at exact ties; it
+    differs from the variant's definition (LiteRT's reference kernel) at some of them."""
+    from tsptq.intmodel.ops import _conv_fc_multipliers
+
+    rng = np.random.default_rng(0)
+    I, O = 16, 8
+    w = rng.integers(-127, 128, (O, I)).astype(np.int8)
+    m = _fc(0.02, w, rng.uniform(0.001, 0.01, O), rng.integers(-5000, 5000, O).astype(np.int64), 0.05)
+    x = rng.integers(-3000, 3000, (1, 4, I)).astype(np.int16)
+    mult, shift = _conv_fc_multipliers(m, m.ops[0])
+    t = tflm.TflmModel(to_tflite(m))
+    t.it.set_input(x, 0)
+    t.it.invoke()
+    assert np.array_equal(t.it.get_output(0), tflm.fully_connected_16x8(x, w, m.tensors[2].data, mult, shift))
+    # exact ties of the variant's rounding: w = 1 on one input, multiplier 1/2 (M = 2^30, shift 0): acc / 2
+    w1 = np.zeros((2, I), np.int8)
+    w1[:, 0] = 1
+    tie = _fc(1.0, w1, [0.5, 0.5], np.zeros(2, np.int64), 1.0)
+    xt = np.zeros((1, 4, I), np.int16)
+    xt[0, :, 0] = [3, -3, 5, -5]
+    t = tflm.TflmModel(to_tflite(tie))
+    t.it.set_input(xt, 0)
+    t.it.invoke()
+    got = np.asarray(t.it.get_output(0))[..., 0].ravel().tolist()
+    mult, shift = _conv_fc_multipliers(tie, tie.ops[0])
+    assert got == tflm.fully_connected_16x8(xt, w1, tie.tensors[2].data, mult, shift)[..., 0].ravel().tolist()
+    assert got == [2, -1, 3, -2]  # half up, where the variant's definition rounds half away: [2, -2, 3, -3]
+    assert ALL_OPS["FULLY_CONNECTED_16X8"].kernel(tie, tie.ops[0], [xt, w1, tie.tensors[2].data])[
+        ..., 0].ravel().tolist() == [2, -2, 3, -3]
+
+
+def test_split_pv_variant_is_refused_in_one_line(tiny_vits):
+    from test_npu_variant import _forge_two_scale_codes
+
+    cfg, graph, cal, imgs = tiny_vits(8)
+    im = lower(_forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False)), npu=True)
+    with pytest.raises(tflm.TflmError) as e:
+        tflm.TflmModel(to_tflite(im))
+    msg = str(e.value)
+    assert "\n" not in msg and "batch_matmul.cc" in msg and "lhs_data->type == output->type" in msg
+
+
+def test_tflm_arena_head_is_the_planners_activation_plan(tiny_vits):
+    im, x = _forged(tiny_vits)
+    data = to_tflite(im)
+    t = tflm.TflmModel(data)
+    t.run(x[:1])
+    a = t.allocations()
+    assert a.total == a.head + a.tail and a.tail > 0
+    assert a.head == planner.plan(im).activation_size
+    # the smallest arena TFLM prepares the file in: at least the recorded total (while it plans, the planner's own
+    # bookkeeping takes arena too: equal for cifar10-vit, 13,328 vs 9,152 bytes here)
+    assert tflm.min_arena_size(data, hi=4 << 20) >= a.total
+
+
+def test_another_wheel_version_is_refused_in_one_line(monkeypatch):
+    for v in ("0.dev20250101000000-gabcdef0", tflm.PINNED_VERSION, None):
+        if v is None:
+            monkeypatch.setattr(tflm, "wheel_version", lambda: None)
+        with pytest.raises(tflm.TflmError) as e:
+            tflm.check_wheel(v)
+        msg = str(e.value)
+        assert "\n" not in msg and f"tflite-micro=={tflm.PINNED_VERSION}" in msg
+    import tflite_micro
+
+    monkeypatch.setattr(tflite_micro, "__version__", "0.dev20991231000000-g0000000")
+    monkeypatch.setattr(tflm, "wheel_version", lambda: tflite_micro.__version__)
+    with pytest.raises(tflm.TflmError, match=r"^tflite-micro 0\.dev20991231000000-g0000000 is installed, but"):
+        tflm.TflmModel(b"TFL3")
+
+
+def test_registerer_refuses_what_is_not_the_wheels_resolver():
+    lib = tflm.load_library()
+    fake = ctypes.create_string_buffer(0x2bd0)  # a zeroed "resolver": no vtable
+    assert lib.tsptq_tflm_register(ctypes.addressof(fake)) is False
+    assert lib.tsptq_tflm_last_error().decode() == "the resolver's vtable lies in no loaded library"
+    assert tflm.op_names(lib) == ["TSPTQ_LAYERNORM_2S_I16", "TSPTQ_GELU_2S", "TSPTQ_ADD_2S_I16", "TSPTQ_ADD_2S",
+                                  "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_SOFTMAX_2S", "TSPTQ_BMM_2S"]

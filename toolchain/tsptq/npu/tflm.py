@@ -1,0 +1,322 @@
+"""Run tsptq's NPU variant (``tsptq export --npu ethos-u``) in TensorFlow Lite Micro: the PyPI ``tflite-micro`` wheel's
+Python interpreter (TFLM's builtin kernels) with tsptq's custom ops as TFLM kernels (``runtime_c/tflm/``).
+
+``TflmModel(data).run(x)`` runs a ``.tflite`` file on int8 images; ``TflmModel.allocations()`` is TFLM's own arena
+account (its RecordingMicroAllocator), ``min_arena_size(data)`` the smallest arena TFLM accepts the file in, and
+``compare_ops`` finds the first op whose TFLM output differs from the Python integer model's (``IntModel.run``).
+
+**One wheel only.** No TFLM headers exist for the wheel, so ``runtime_c/tflm/tflm_abi.h`` declares the few layouts and
+exported functions the ops use, read from that build's binary. They are guaranteed for no other build: the library
+is used with ``tflite-micro==0.dev20261023182759`` (``tflite_micro.__version__`` ``PINNED_BUILD``) only, and any other
+version, or a ``_runtime.so`` without one of the symbols, is refused with one line (``TflmError``) before anything is
+loaded into the process. The registerer checks the layout again at run time (the resolver's vtable, TfLiteType names,
+the wheel's own FindOp) and registers nothing on a mismatch.
+
+The library (``build_library``) is compiled by the system C compiler as ``tsptq.runtime.c_build`` compiles the C
+runtime (cached by the hash of its sources and flags): ``runtime_c/tflm/tflm_ops.c`` plus the C runtime's kernels it
+reuses. It is loaded with ``RTLD_GLOBAL``, since the wheel finds a registerer by ``dlsym(RTLD_DEFAULT, name)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tsptq.errors import TsptqError
+
+PINNED_VERSION = "0.dev20261023182759"
+PINNED_BUILD = "0.dev20261023182759-g8f6596d"  # tflite_micro.__version__ of that wheel
+INSTALL_HINT = f"pip install -e '.[tflm]' (or pip install tflite-micro=={PINNED_VERSION})"
+REGISTERER = "tsptq_tflm_register"
+# What the ops library looks up in the wheel's _runtime.so (runtime_c/tflm/tflm_abi.h says where each was checked).
+RUNTIME_SYMBOLS = (
+    "_ZN6tflite5micro25MicroContextGetEvalTensorEPKNS0_13TfLiteContextEi",
+    "_ZN6tflite5micro36MicroContextAllocatePersistentBufferEPNS0_13TfLiteContextEm",
+    "_ZN6tflite5micro39MicroContextRequestScratchBufferInArenaEPNS0_13TfLiteContextEmPi",
+    "_ZN6tflite5micro28MicroContextGetScratchBufferEPNS0_13TfLiteContextEi",
+    "_ZN6tflite5micro25MicroContextReportOpErrorEPNS0_13TfLiteContextEPKcz",
+    "_ZN6tflite5micro17TfLiteTypeGetNameENS0_10TfLiteTypeE",
+    "_ZNK6tflite5micro22MicroMutableOpResolverILj200EE6FindOpEPKc",
+    "_ZTVN6tflite17PythonOpsResolverE",
+)
+# runtime_c/ sources of the ops library: the TFLM glue and variant-only kernels, and the C runtime's kernels it calls.
+SOURCES = ["tflm/tflm_ops.c", "src/ops/layernorm_2s.c", "src/ops/add.c", "src/ops/softmax_2s.c", "src/ops/lookup.c",
+           "src/ops/bmm_2s.c", "src/flexbuffer.c", "src/quantize_multiplier.c"]
+# only the three entry points are exported: the kernels inside stay private to the library under RTLD_GLOBAL
+EXTRA_FLAGS = ["-fvisibility=hidden"]
+
+
+class TflmError(TsptqError):
+    """The tflite-micro wheel is missing or another version, or TFLM refused or failed a model (one line)."""
+
+
+def wheel_version() -> str | None:
+    """``tflite_micro.__version__`` of the installed wheel, None when it is not importable."""
+    if importlib.util.find_spec("tflite_micro") is None:
+        return None
+    try:
+        import tflite_micro
+    except Exception:  # noqa: BLE001 - a broken install is "not usable"
+        return None
+    return str(getattr(tflite_micro, "__version__", "unknown"))
+
+
+def check_wheel(version: str | None = None) -> None:
+    """Refuse, in one line, anything but the pinned wheel: not installed, another version, or a ``_runtime.so`` that
+    lacks a symbol the ops library looks up. ``version``: the version to judge (default: the installed one)."""
+    found = wheel_version() if version is None else version
+    if found is None:
+        raise TflmError(f"TensorFlow Lite Micro (tflite-micro) is not installed: {INSTALL_HINT}")
+    if found != PINNED_BUILD:
+        raise TflmError(f"tflite-micro {found} is installed, but tsptq's TFLM ops are built against the binary "
+                        f"interface of tflite-micro=={PINNED_VERSION} ({PINNED_BUILD}) only: pip install "
+                        f"tflite-micro=={PINNED_VERSION}")
+    path = runtime_path()
+    lib = ctypes.CDLL(path)  # already loaded by the import: the same handle
+    missing = [s for s in RUNTIME_SYMBOLS if not _has(lib, s)]
+    if missing:
+        raise TflmError(f"{path} lacks {len(missing)} TFLM symbol(s) tsptq's TFLM ops need ({missing[0]}, ...): "
+                        f"reinstall tflite-micro=={PINNED_VERSION}")
+
+
+def _has(lib, name: str) -> bool:
+    try:
+        lib[name]
+        return True
+    except AttributeError:
+        return False
+
+
+def runtime_path() -> str:
+    from tflite_micro.python.tflite_micro import _runtime
+
+    return _runtime.__file__
+
+
+def build_library(variant: str = "reference") -> Path:
+    """Compile the TFLM ops library (cached, as tsptq.runtime.c_build does the C runtime) and return its path."""
+    from tsptq.runtime import c_build
+
+    return c_build.build_library(variant, extra_flags=EXTRA_FLAGS, sources=SOURCES, name="libtsptq_tflm.so")
+
+
+def load_library(variant: str = "reference") -> ctypes.CDLL:
+    """Check the wheel (every call), build the ops library and load it RTLD_GLOBAL (the wheel dlsym's the registerer
+    by name). One variant per process: a second would register under the same names."""
+    check_wheel()
+    return _load(variant)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(variant: str) -> ctypes.CDLL:
+    if _load.cache_info().currsize:
+        raise TflmError("the TFLM ops library is loaded already in another build variant (one per process)")
+    lib = ctypes.CDLL(str(build_library(variant)), mode=os.RTLD_GLOBAL)
+    lib.tsptq_tflm_last_error.restype = ctypes.c_char_p
+    lib.tsptq_tflm_op_name.restype = ctypes.c_char_p
+    lib.tsptq_tflm_op_name.argtypes = [ctypes.c_int]
+    lib.tsptq_tflm_register.restype = ctypes.c_bool
+    lib.tsptq_tflm_register.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def op_names(lib: ctypes.CDLL | None = None) -> list[str]:
+    """The custom ops the library registers."""
+    lib = lib or load_library()
+    names, i = [], 0
+    while (n := lib.tsptq_tflm_op_name(i)) is not None:
+        names.append(n.decode())
+        i += 1
+    return names
+
+
+@contextlib.contextmanager
+def _captured():
+    """TFLM prints its errors and reports on the process's stdout/stderr (C level): collect them into a list of lines."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as f:
+        for s in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                s.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            f.seek(0)
+            lines.extend(ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip())
+
+
+def _why(lines: list[str], lib) -> str:
+    """The most telling of TFLM's printed lines, and the ops library's own error."""
+    own = lib.tsptq_tflm_last_error().decode(errors="replace")
+    told = [ln for ln in lines if "was not true" in ln or "failed to prepare" in ln.lower() or "Failed to get" in ln
+            or "Didn't find op" in ln]
+    parts = told[:2] or lines[-2:]
+    if own and own not in " ".join(parts):
+        parts.append(own)
+    return "; ".join(parts)
+
+
+@dataclass
+class Allocations:
+    """TFLM's RecordingMicroAllocator account (bytes): ``total`` = ``head`` (the planned non-persistent tensors and
+    scratch buffers) + ``tail`` (persistent: eval tensors, node structs, the kernels' persistent buffers such as the
+    per-channel multipliers); ``parts`` the tail's recorded kinds."""
+
+    total: int
+    head: int
+    tail: int
+    parts: dict
+
+
+class TflmModel:
+    """A ``.tflite`` file in TFLM's Python interpreter with tsptq's custom ops. ``preserve_all``: keep every tensor
+    (TFLM's kPreserveAllTensors: ``tensor(i)`` after ``run``, for op-by-op comparisons; no allocation record)."""
+
+    def __init__(self, data: bytes, arena_size: int | None = None, preserve_all: bool = False,
+                 variant: str = "reference"):
+        self.lib = load_library(variant)
+        from tflite_micro import runtime
+
+        self.preserve_all = preserve_all
+        self.arena_size = arena_size if arena_size is not None else max(len(data) * 2, 1 << 20)
+        cfg = runtime.InterpreterConfig.kPreserveAllTensors if preserve_all else \
+            runtime.InterpreterConfig.kAllocationRecording
+        with _captured() as lines:
+            try:
+                self.it = runtime.Interpreter.from_bytes(data, custom_op_registerers=[REGISTERER],
+                                                         arena_size=self.arena_size, intrepreter_config=cfg)
+                err = None
+            except (RuntimeError, ValueError) as e:
+                err = e
+        if err is not None:
+            raise TflmError(f"TFLM refused the model ({err}): {_why(lines, self.lib)}") from None
+        self.input_shape = tuple(int(d) for d in self.it.get_input_details(0)["shape"])
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The output codes for int8 images (B, H, W, C), one invoke per image (the files have batch 1)."""
+        if x.dtype != np.int8 or tuple(x.shape[1:]) != self.input_shape[1:]:
+            raise TflmError(f"input must be int8 of shape (batch, {', '.join(map(str, self.input_shape[1:]))}), "
+                            f"got {x.dtype} {tuple(x.shape)}")
+        outs = []
+        for b in range(len(x)):
+            self.it.set_input(np.ascontiguousarray(x[b:b + 1]), 0)
+            with _captured() as lines:
+                try:
+                    self.it.invoke()
+                    err = None
+                except RuntimeError as e:
+                    err = e
+            if err is not None:
+                raise TflmError(f"TFLM invoke failed ({err}): {_why(lines, self.lib)}")
+            outs.append(np.array(self.it.get_output(0), copy=True))
+        return np.concatenate(outs)
+
+    def tensor(self, index: int) -> np.ndarray:
+        """Tensor ``index`` of the last run (``preserve_all`` only)."""
+        if not self.preserve_all:
+            raise TflmError("tensor() needs TflmModel(..., preserve_all=True)")
+        return np.array(self.it.GetTensor(index, 0)["tensor_data"], copy=True)
+
+    def allocations(self) -> Allocations:
+        """TFLM's arena account (after a run; not with ``preserve_all``)."""
+        if self.preserve_all:
+            raise TflmError("TFLM records allocations only without preserve_all")
+        with _captured() as lines:
+            self.it.print_allocations()
+        text = "\n".join(lines)
+
+        def grab(what: str) -> int:
+            m = re.search(rf"Arena allocation {what} (\d+) bytes", text)
+            if not m:
+                raise TflmError(f"TFLM's allocation report has no '{what}' line")
+            return int(m.group(1))
+
+        parts = {m.group(1): int(m.group(2)) for m in re.finditer(r"'([^']+)' used (\d+) bytes", text)}
+        return Allocations(grab("total"), grab("head"), grab("tail"), parts)
+
+
+def min_arena_size(data: bytes, hi: int = 64 << 20, step: int = 16) -> int:
+    """The smallest arena (to ``step`` bytes) in which TFLM prepares the file, by bisection."""
+
+    def fits(n: int) -> bool:
+        try:
+            TflmModel(data, arena_size=n)
+            return True
+        except TflmError:
+            return False
+
+    if not fits(hi):
+        raise TflmError(f"the model does not fit a {hi}-byte arena")
+    lo = 0
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
+def fully_connected_16x8(x, w, bias, mult, shift) -> np.ndarray:
+    """FULLY_CONNECTED 16x8 as this TFLM build computes it (measured: every output of cifar10-vit's 37 FCs on 4 images,
+    fed with the integer model's inputs): TFLite's 64-bit MultiplyByQuantizedMultiplier, which first rounds the
+    multiplier to 16 bits, ``r = (M + 2^15) >> 16`` (``0x7FFF`` for ``M >= 0x7FFF0000``), then rounds once, half up:
+    ``y = sat16((acc * r + 2^(14 - shift)) >> (15 - shift))``. The variant's definition (LiteRT's reference kernel,
+    ``tsptq.intmodel.kernels.fully_connected_16x8``) keeps the 31-bit multiplier and rounds half away from zero."""
+    from tsptq.intmodel import kernels as K
+
+    acc = K._accumulate(x, 0, w, bias)
+    M, S = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+    r = np.where(M < 0x7FFF0000, (M + (1 << 15)) >> 16, 0x7FFF)
+    return K.saturate((acc * r + (np.int64(1) << (14 - S))) >> (15 - S), np.int16)
+
+
+def run_tflm_arithmetic(model, x: np.ndarray) -> np.ndarray:
+    """``model.run(x)`` with FULLY_CONNECTED 16x8 computed as TFLM computes it (``fully_connected_16x8``), every other
+    op as the integer model defines it: what TFLM gives for the variant, byte for byte."""
+    from tsptq.intmodel.ops import ALL_OPS, _conv_fc_multipliers
+
+    vals = {model.inputs[0]: x}
+    for op in model.ops:
+        ins = [model._value(i, vals) for i in op.inputs]
+        if op.kind == "FULLY_CONNECTED_16X8":
+            mult, shift = _conv_fc_multipliers(model, op)
+            vals[op.outputs[0]] = fully_connected_16x8(ins[0], ins[1], ins[2], mult, shift)
+        else:
+            vals[op.outputs[0]] = ALL_OPS[op.kind].kernel(model, op, ins)
+    return vals[model.outputs[0]]
+
+
+def compare_ops(model, data: bytes, x: np.ndarray) -> list[dict]:
+    """Run one image (``x`` of batch 1) in TFLM keeping every tensor and in ``model`` (the IntModel ``data`` was
+    written from, tensors in the same order): per op, its output's differing values and largest difference."""
+    t = TflmModel(data, arena_size=max(len(data) * 4, 16 << 20), preserve_all=True)
+    t.run(x)
+    _, vals = model.run(x, keep=True)
+    rows = []
+    for k, op in enumerate(model.ops):
+        i = op.outputs[0]
+        want, got = vals[i], t.tensor(i)
+        if got.shape != want.shape:
+            got = got.reshape(want.shape) if got.size == want.size else got
+        if got.shape != want.shape or got.dtype != want.dtype:
+            rows.append(dict(op=k, kind=op.kind, tensor=model.tensors[i].name, differ=-1, max_diff=-1,
+                             note=f"TFLM {got.dtype} {got.shape} vs {want.dtype} {want.shape}"))
+            continue
+        d = np.abs(got.astype(np.int64) - want.astype(np.int64))
+        rows.append(dict(op=k, kind=op.kind, tensor=model.tensors[i].name, differ=int((d > 0).sum()),
+                         max_diff=int(d.max(initial=0)), size=int(d.size)))
+    return rows
