@@ -102,6 +102,28 @@ def test_builtin_ref_is_bit_exact_with_the_integer_reference(cifar):
     assert np.array_equal(out, ref), f"{np.mean(out != ref):.4%} of output bytes differ"
 
 
+@pytest.mark.parametrize("cfg_name", ["SHIFTED", "PADDED"])
+def test_a_swin_in_litert_with_the_delegate_is_bit_exact(cfg_name, tmp_path):
+    """Swin's own ops (TSPTQ_BMM_BIAS, TSPTQ_SOFTMAX_MASK_2S, the patch merging's LayerNorm) go through the delegate
+    too: random tiny Swins (tests/test_swin_quant.py's shifted one and the padded one) give the integer model's bytes
+    with LiteRT's reference kernels for the builtins."""
+    import test_swin_quant
+    from test_swin_integer import fitted
+    from test_swin_quant import images, tiny
+
+    cfg = getattr(test_swin_quant, cfg_name)
+    im = lower(fitted(tiny(cfg), size=cfg.img_size))
+    path = tmp_path / "swin.tflite"
+    path.write_bytes(to_tflite(im))
+    x = im.quantize_input(datasets.to_model_input(images(6, cfg.img_size, seed=3).images, cfg).numpy())
+    ops = {op.kind for op in parse_tflite(path.read_bytes()).ops}
+    assert {"TSPTQ_BMM_BIAS", "TSPTQ_SOFTMAX_MASK_2S"} <= ops
+    out = _run(make_interpreter(path, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF), x)
+    ref = im.run(x)
+    assert out.shape == ref.shape == (6, 10)
+    assert np.array_equal(out, ref), f"{np.mean(out != ref):.4%} of output bytes differ"
+
+
 @slow
 def test_default_resolver_agreement(cifar):
     path, x, ref = cifar
