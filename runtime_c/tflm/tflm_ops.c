@@ -182,6 +182,23 @@ static tflm_status ln_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
          (long long)numel(x));
     NEED(c, d, o->opt[LN_OUT_SHIFT] >= 0 && o->opt[LN_OUT_SHIFT] <= 62, "out_shift %lld outside 0..62",
          (long long)o->opt[LN_OUT_SHIFT]);
+    /* the C runtime's own limits (layernorm_2s.c's prepare): the kernel shifts by these, and the file is untrusted */
+    NEED(c, d, o->opt[LN_IN_ZP] >= -128 && o->opt[LN_IN_ZP] <= 127 && o->opt[LN_OUT_ZP] >= -128 &&
+                   o->opt[LN_OUT_ZP] <= 127 && o->opt[LN_EPS] >= 0 && o->opt[LN_EPS] <= ((int64_t)1 << 62),
+         "options out of range");
+    for (i = 1; i < 5; i++) NEED(c, d, input(c, n, i)->data != NULL, "%s must be a constant tensor", names[i]);
+    {
+        const int8_t *in_sh = (const int8_t *)input(c, n, 1)->data, *out_sh = (const int8_t *)input(c, n, 4)->data;
+        const int64_t *bb = (const int64_t *)input(c, n, 3)->data;
+        int32_t j;
+        for (j = 0; j < D; j++) {
+            NEED(c, d, in_sh[j] >= 0 && in_sh[j] <= 7 && bb[j] >= -((int64_t)1 << 62) && bb[j] <= ((int64_t)1 << 62),
+                 "channel %d: shift or beta out of range", (int)j);
+            /* (q - zp) << k must fit int16: |q - zp| <= 255, so k <= 7 */
+            NEED(c, d, out_sh[j] >= 0 && out_sh[j] <= 7, "channel %d: output shift %d outside 0..7", (int)j,
+                 (int)out_sh[j]);
+        }
+    }
     return want_scratch(c, o, d, D);
 }
 
@@ -280,6 +297,15 @@ static tflm_status add_prepare(tflm_context *c, tflm_node *n, op_data *o, const 
          (long long)numel(p), (int)C);
     for (i = 0; i < 3; i++)
         NEED(c, d, o->opt[i] >= -128 && o->opt[i] <= 127, "%s %lld outside int8", ADD_KEYS[i], (long long)o->opt[i]);
+    NEED(c, d, p->data != NULL, "params must be a constant tensor");
+    { /* the C runtime's limits (add.c's TSPTQ_ADD_2S prepare): the kernel shifts by these */
+        const int32_t *pp = (const int32_t *)p->data;
+        int64_t k, np = numel(p) / 6;
+        for (k = 0; k < np; k++)
+            NEED(c, d, pp[k] >= 0 && pp[2 * np + k] >= 0 && pp[4 * np + k] >= 0 && pp[np + k] >= -31 && pp[np + k] <= 0 &&
+                           pp[3 * np + k] >= -31 && pp[3 * np + k] <= 0 && pp[5 * np + k] >= -31 && pp[5 * np + k] <= 31,
+                 "rescaling parameters of channel %lld out of range", (long long)k);
+    }
     return i16 ? want_scratch(c, o, d, C) : TFLM_OK;
 }
 
@@ -342,7 +368,8 @@ static tflm_status pv_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
     NEED_TYPE(c, d, p, "the code of P", TFLM_UINT8, -1);
     NEED_TYPE(c, d, y, "the output", TFLM_INT8, -1);
     NEED(c, d, numel(g) == numel(f) && numel(y) == numel(f), "acc_fine, acc_coarse and the output differ in size");
-    NEED(c, d, N >= 1 && numel(f) / M == numel(p) / N, "P has %lld rows, the products %lld", (long long)(numel(p) / N),
+    NEED(c, d, N >= 1 && M >= 1, "P or the products have an empty last axis");
+    NEED(c, d, numel(f) / M == numel(p) / N, "P has %lld rows, the products %lld", (long long)(numel(p) / N),
          (long long)(numel(f) / M));
     NEED(c, d, o->opt[PV_BITS] >= 3 && o->opt[PV_BITS] <= 8, "bits %lld outside 3..8", (long long)o->opt[PV_BITS]);
     NEED(c, d, o->opt[PV_M] >= 0 && o->opt[PV_M] <= 8, "ratio_log2 %lld outside 0..8", (long long)o->opt[PV_M]);
@@ -424,6 +451,14 @@ static tflm_status bmm_prepare(tflm_context *c, tflm_node *n, op_data *o, const 
     NEED(c, d, numel(y) == numel(b), "the output has %lld values, not %lld", (long long)numel(y), (long long)numel(b));
     NEED(c, d, o->opt[BM_MULT] >= 0 && o->opt[BM_MULT] < ((int64_t)1 << 31) && o->opt[BM_SHIFT] >= -31 &&
                    o->opt[BM_SHIFT] <= 30, "multiplier out of range");
+    /* the C runtime's limits (bmm_2s.c's prepare) */
+    NEED(c, d, o->opt[BM_BITS] >= 2 && o->opt[BM_BITS] <= 8 && o->opt[BM_M] >= 0 && o->opt[BM_M] <= 8 &&
+                   o->opt[BM_SIGNED] >= 0 && o->opt[BM_SIGNED] <= 1 && o->opt[BM_LOG2F] >= 0 && o->opt[BM_LOG2F] <= 30 &&
+                   o->opt[BM_B_ZP] >= -128 && o->opt[BM_B_ZP] <= 127 && o->opt[BM_OUT_ZP] >= -128 &&
+                   o->opt[BM_OUT_ZP] <= 127,
+         "options out of range");
+    NEED(c, d, (int64_t)N * (kind == TQ_LOG2 ? (int64_t)1 << o->opt[BM_LOG2F] : (int64_t)127 << o->opt[BM_M]) * 255 <=
+                   2147483647LL, "the int32 accumulator could overflow");
     return want_scratch(c, o, d, 4 * (int64_t)N);
 }
 
