@@ -2,11 +2,11 @@
 
     python benchmarks/report.py          # re-render docs/benchmarks.md (what `accuracy.py --render-only` does)
 
-Every measuring script (accuracy.py, latency.py, boards.py, litert_delegate.py) writes its section's results to
+Every measuring script (accuracy.py, latency.py, boards.py, litert_delegate.py, npu.py) writes its section's results to
 benchmarks/results/<section>.json and then calls this module, so the page always shows every stored section. This
 module holds every section's renderer and imports none of the measuring scripts: the section names below fix the
 page's order and must match the names those scripts write (accuracy.ACCURACY_SECTIONS, INTEGER_SECTIONS,
-BITEXACT_SECTIONS, STOCK_SECTIONS, ENGINE_SECTIONS; latency.MODELS; boards.CONFIGS and boards.MODELS).
+BITEXACT_SECTIONS, STOCK_SECTIONS, ENGINE_SECTIONS; latency.MODELS; boards.CONFIGS and boards.MODELS; npu.MODELS).
 """
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ BOARD_CONFIGS = ("host", "rpi", "mps2-an386", "mps3-an547", "rpi-litert", "rpi-l
 # boards.MODELS (--model): the first one's results are board-<config>.json, the others' board-<config>-<model>.json;
 # each model is a section of its own
 BOARD_MODELS = ("cifar10-vit", "cifar10-swin")
+NPU_MODELS = ("cifar10-vit", "deit_tiny_patch16_224", "dinov2-s14")  # npu.MODELS: results npu-<model>.json
+# what an NPU section's model is, where the name does not say it (npu.MODELS builds them)
+NPU_WEIGHTS = {"deit_tiny_patch16_224": "random weights of the timm config (no checkpoint here), so its top-1 means "
+                                        "nothing; the byte comparisons hold for any weights"}
 # The bars an accuracy section is held to, under its W8A8 table: section -> (FP32 top-1 at least, tsptq's W8A8
 # agreement with FP32 at least), in percent (the Swin's issue: fp32 >= 80% on CIFAR-10, tsptq W8A8 agreement >= 97%).
 ACCURACY_BARS = {"cifar10-swin": (80.0, 97.0)}
@@ -112,6 +116,7 @@ def render(results: dict) -> str:
     for model in BOARD_MODELS:
         out += render_boards(results, model)
     out += render_litert_delegate(results)
+    out += render_npu(results)
     out += render_calibration_time(results)
     return "\n".join(out)
 
@@ -529,6 +534,125 @@ def render_litert_delegate(results: dict) -> list[str]:
                        f"{row['max_abs_diff_codes']} | {100 * row['top1_agreement']:.2f}% | {row['top1']:.2f} | "
                        f"{row['ms_per_image']:.2f} |")
         out.append("")
+    return out
+
+
+def _kib(n) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def _npu_row(row: dict) -> str:
+    if "skipped" in row:
+        return f"| {row['file']} | {row['skipped'].replace('|', '/')} | | | | | |"
+    flash = _kib(row["off_chip_flash_bytes"]) + (f" (+ {_kib(row['dram_bytes'])} DRAM)" if row.get("dram_bytes") else "")
+    return (f"| {row['file']} | {row['ops_on_npu']} of {row['ops_total']} | {row['macs_npu']:,} of "
+            f"{row['macs_total']:,} ({100 * row['npu_mac_fraction']:.1f}%) | {row['npu_parts']} / {row['switches']} | "
+            f"{row['inference_time_s'] * 1e3:.2f} ms | {_kib(row['sram_bytes'])} | {flash} |")
+
+
+def _npu_checks(r: dict) -> list[str]:
+    """The issue's bars under the table: MACs on the NPU, the variant's NPU estimate against the stock file's, and the
+    variant's integer model against the default file's."""
+    by = {row["file"]: row for row in r["rows"]}
+    bar = r.get("mac_bar", 0.95)
+    out = []
+    macs = [f"{k} {100 * by[k]['npu_mac_fraction']:.1f}%, {'met' if by[k]['npu_mac_fraction'] >= bar else '**not met**'}"
+            for k in ("NPU variant", "NPU variant, --pv-on-cpu") if k in by and "skipped" not in by[k]]
+    out.append(f"- **MACs on the NPU >= {100 * bar:g}%:** " + "; ".join(macs) + " (the bar is the `--npu` file's; "
+               "`--pv-on-cpu` keeps attention x V on the CPU, the form TFLM loads).")
+    v, stock = by.get("NPU variant"), by.get("stock int8 (onnx2tf)")
+    if v and stock and "skipped" not in stock:
+        vt, st = v["inference_time_s"] * 1e3, stock["inference_time_s"] * 1e3
+        cpu = "" if not stock.get("ops_on_cpu") else f" (its {stock['ops_on_cpu']} CPU op{'s' if stock['ops_on_cpu'] > 1 else ''} not timed)"
+        out.append(f"- **Vela's estimate, the NPU variant against the stock file:** {vt:.2f} ms against {st:.2f} ms"
+                   f"{cpu}, {'below' if vt <= st else 'above'} it. Vela times the NPU part only: the variant's "
+                   f"{v['ops_on_cpu']} CPU ops (LayerNorm, Softmax, GELU, the residual adds, the P x V planes and "
+                   "sums) are not in its figure, so this is not the whole-model comparison the issue asks for.")
+    elif stock:
+        out.append(f"- **Vela's estimate against the stock file:** no stock file ({stock.get('skipped', '')}).")
+    i = r["integer"]
+    parts = []
+    for k, a in i["vs_default"].items():
+        parts.append(f"{k}: {a['identical_images']:,} of {a['images']:,} images byte-identical"
+                     + (f" (largest difference {a['max_abs_diff_codes']} codes)" if a["max_abs_diff_codes"] else "")
+                     + f", top-1 agreement {100 * a['top1_agreement']:.1f}%")
+    t1, tv = i["top1"].get("default tsptq"), i["top1"].get("NPU variant")
+    a = i["vs_default"].get("NPU variant")
+    bar = ""
+    if a is not None:
+        ok = 100 * a["top1_agreement"] >= 99.0 and (t1 is None or abs(tv - t1) <= 0.2)
+        bar = (" Bar (the NPU variant within 0.2 points of the default file's top-1 and 1% of its predictions): "
+               + ("met." if ok else "**not met**."))
+    out.append(f"- **The variant's integer model against the default file's** (Python, `IntModel.run`, "
+               f"{i['images']:,} images of `{i['data']}`): " + "; ".join(parts) + "."
+               + (f" Top-1 of the default file {t1:.2f}%, of the NPU variant {tv:.2f}%." if t1 is not None else "")
+               + bar)
+    return out
+
+
+def _npu_tflm(r: dict) -> list[str]:
+    t = r.get("tflm")
+    if t is None:
+        return []
+    if "skipped" in t:
+        return ["", f"TFLM: not measured: {t['skipped']}"]
+    a, b = t["vs_integer"], t["vs_tflm_arithmetic"]
+    out = ["", f"**In TensorFlow Lite Micro** (the `--pv-on-cpu` file; tflite-micro {t['wheel']} with tsptq's ops, "
+               f"`tsptq.npu.tflm`; {t['images']:,} images; `tsptq tflm FILE` measures the same for any variant file):", "",
+           "| TFLM against | byte-identical images | differing values | largest difference | top-1 agreement |",
+           "|---|---:|---:|---:|---:|"]
+    for label, c in (("the integer model (the variant's definition)", a),
+                     ("the integer model with TFLM's FC 16x8 rounding (`run_tflm_arithmetic`)", b)):
+        out.append(f"| {label} | {c['identical_images']:,} of {c['images']:,} | {c['differing_values']:,} of "
+                   f"{c['values']:,} | {c['max_abs_diff_codes']} codes | {100 * c['top1_agreement']:.1f}% |")
+    if a.get("top1_tflm") is not None:
+        out += ["", f"Top-1: TFLM {a['top1_tflm']:.2f}%, the integer model {a['top1_integer']:.2f}%."]
+    ar, p = t["arena"], t["planner"]
+
+    def plan(d):
+        return f"{d['activation_bytes']:,} / {d['persistent_bytes']:,} / {d['arena_bytes']:,}"
+
+    out += ["", "| arena | bytes |", "|---|---:|",
+            f"| TFLM, `--pv-on-cpu` file: total / planned (head) / persistent (tail) | {ar['total']:,} / {ar['head']:,} / "
+            f"{ar['tail']:,} |",
+            f"| TFLM: the smallest arena it prepares the file in (bisection to 16 bytes) | {ar['min_arena']:,} |",
+            f"| tsptq planner, `--pv-on-cpu` file: activations / persistent / total | {plan(p['pv_on_cpu'])} |",
+            f"| tsptq planner, split `--npu` file | {plan(p['npu'])} |",
+            f"| tsptq planner, default tsptq file | {plan(p['default'])} |", ""]
+    split = t.get("split_refused")
+    out.append("The split `--npu` file in TFLM: " + (f"refused: `{split}`" if split else "loads."))
+    return out
+
+
+def render_npu(results: dict) -> list[str]:
+    found = [(m, results[f"npu-{m}"]) for m in NPU_MODELS if results.get(f"npu-{m}")]
+    if not found:
+        return []
+    out = ["## NPU (Ethos-U55, Vela 5.2.0)", "",
+           "`python benchmarks/npu.py` (`--only MODEL`): one tsptq W8A8 calibration per model (what `tsptq export` "
+           "does) written three ways: the default file, the NPU variant (`--npu ethos-u`: every FC a builtin, "
+           "attention x V as two int8 BATCH_MATMULs with int32 outputs) and the variant with attention x V kept on "
+           "the CPU (`--pv-on-cpu`), and the stock converter's file of the same calibration images (`--method "
+           "tflite-converter`). Each compiled by Vela with the `tsptq npu-report` defaults: Ethos-U55-128, "
+           "Ethos_U55_High_End_Embedded (500 MHz), Shared_Sram. *Estimated NPU time* is Vela's, for the NPU part "
+           "only: the ops left to the CPU are not timed. Flash counts only what Vela compiled (the CPU ops' "
+           "constants stay in the file). docs/npu.md explains the variant; docs/tflm.md the TFLM run.", ""]
+    for model, r in found:
+        v = r["vela"]
+        pin = "" if v["version"] == v["pinned"] else f" (**not the pinned {v['pinned']}**)"
+        out += [f"### {model}", ""]
+        if "refused" in r:
+            out += [f"The NPU variant refuses this model: `{r['refused']}` (measured {r['date']}, {r['machine']}).", ""]
+            continue
+        src = r["source"]
+        out += [f"tsptq W8A8, calibrated on {r['calib_images']} images (`--data {src['data']}`)"
+                + (f"; {NPU_WEIGHTS[model]}" if model in NPU_WEIGHTS else "") + f". ethos-u-vela {v['version']}"
+                f"{pin}, {v['accelerator']}, {v['system_config']}, {v['memory_mode']}; measured {r['date']} "
+                f"({r['machine']})." + (f" *{r['note']}*" if r.get("note") else ""), "",
+                "| file | ops on the NPU | MACs on the NPU | NPU parts / switches | estimated NPU time | SRAM | flash |",
+                "|---|---|---:|---|---:|---:|---:|"]
+        out += [_npu_row(row) for row in r["rows"]]
+        out += [""] + _npu_checks(r) + _npu_tflm(r) + [""]
     return out
 
 

@@ -10,6 +10,10 @@ as TFLM kernels (runtime_c/tflm/, tsptq.npu.tflm).
 - TFLM's arena: its planned head is tsptq's planner's activation plan of the same file (the same greedy planner);
 - the pinned wheel: another version, and a registerer handed something that is not the wheel's resolver, are one-line
   refusals, never a crash.
+- ``tsptq tflm FILE``: what it prints and writes matches a direct run; a variant's integer model is rebuilt from the
+  file's recorded source only when it writes the file's bytes; refused files and a missing wheel are one-line errors;
+- benchmarks/report.py's NPU section (benchmarks/npu.py's results): the bars, a missing stock file, a skipped TFLM
+  block, a refused model.
 
 Skipped (with the reason) without the wheel or with another version of it, except under CI=true, where that fails.
 """
@@ -177,3 +181,142 @@ def test_registerer_refuses_what_is_not_the_wheels_resolver():
     assert lib.tsptq_tflm_last_error().decode() == "the resolver's vtable lies in no loaded library"
     assert tflm.op_names(lib) == ["TSPTQ_LAYERNORM_2S_I16", "TSPTQ_GELU_2S", "TSPTQ_ADD_2S_I16", "TSPTQ_ADD_2S",
                                   "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_SOFTMAX_2S", "TSPTQ_BMM_2S"]
+
+
+# --- `tsptq tflm FILE` -----------------------------------------------------------------------------------------------
+
+
+def test_cli_tflm_compares_tflm_with_the_integer_model_and_its_fc_rounding(tiny_vits, tmp_path, monkeypatch, capsys):
+    """The command on the tiny variant (its integer model handed over: the forged codes cannot be rebuilt from a
+    source): TFLM's arena, byte-identical images, largest difference, top-1 agreement; the JSON says the same; exit
+    status 0 since TFLM equals run_tflm_arithmetic on every image."""
+    import json
+
+    from tsptq.cli.main import main
+
+    im, _ = _forged(tiny_vits)
+    path = tmp_path / "tiny-npu.tflite"
+    path.write_bytes(to_tflite(im))
+    monkeypatch.setattr(tflm, "file_int_model", lambda data, name, m=None, progress=False: (im, "handed over"))
+    folder = _image_folder(tmp_path / "images", 8)
+    out = tmp_path / "tflm.json"
+    assert main(["tflm", str(path), "--images", "6", "--data", "imagenet", "--folder", str(folder), "--quiet",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "TFLM arena" in text and "of 6 images byte-identical" in text and "top-1 agreement" in text
+    r = json.loads(out.read_text())
+    assert r["eval_images"] == 6 and r["vs_tflm_arithmetic"]["identical_images"] == 6
+    assert r["vs_tflm_arithmetic"]["max_abs_diff_codes"] == 0
+    a = r["arena"]
+    assert a["total"] == a["head"] + a["tail"] and a["head"] == planner.plan(im).activation_size
+    assert a["min_arena"] >= a["total"]
+    # TFLM against the variant's definition, on the same images computed here
+    x = im.quantize_input(datasets.to_model_input(_eval_images(im, folder, 6), tiny_vits(8)[0]).numpy())
+    d = np.abs(tflm.TflmModel(to_tflite(im)).run(x).astype(int) - im.run(x).astype(int))
+    assert r["vs_integer"]["identical_images"] == int((d.max(axis=1) == 0).sum())
+    assert r["vs_integer"]["max_abs_diff_codes"] == int(d.max())
+
+
+def _image_folder(folder, n):
+    """``n`` random 8x8 JPEGs in one ImageNet class folder (the tiny ViT's input size)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    (folder / "n01440764").mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / "n01440764" / f"{i}.JPEG")
+    return folder
+
+
+def _eval_images(im, folder, n):
+    """The evaluation images `tsptq tflm` takes for the in-memory ``im``'s file (what tsptq verify takes)."""
+    from types import SimpleNamespace
+
+    from tsptq.evaluation.verify import file_eval_set
+    from tsptq.model.model_data import EvalData
+
+    want = EvalData("imagenet", str(folder), None, n)
+    return file_eval_set(SimpleNamespace(metadata=im.metadata), "f", want)[2].images
+
+
+def test_cli_tflm_refusals_are_one_line(tiny_vits, tmp_path, monkeypatch, capsys):
+    """A file TFLM refuses (the default tsptq file: its TSPTQ_FC_2S has no TFLM kernel; the split variant: the int32
+    BATCH_MATMUL), a file that is not a TFLite file, and a missing wheel: exit status 2 and one line each."""
+    from test_npu_variant import _forge_two_scale_codes
+
+    from tsptq.cli.main import main
+
+    cfg, graph, cal, imgs = tiny_vits(8)
+    qm = _forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False))
+    cases = {"default.tflite": (to_tflite(lower(qm)), "TFLM refused the model"),
+             "split.tflite": (to_tflite(lower(qm, npu=True)), "batch_matmul.cc"),
+             "not.tflite": (b"PK\x03\x04not a model", "not a TFLite file")}
+    for name, (data, want) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["tflm", str(tmp_path / name), "--images", "2", "--quiet"]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("tsptq: error: ") and want in err, err
+    monkeypatch.setattr(tflm, "wheel_version", lambda: None)
+    assert main(["tflm", str(tmp_path / "split.tflite"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tflite-micro) is not installed" in err
+
+
+def test_benchmark_npu_section_states_the_bars_and_the_refusals(monkeypatch):
+    """benchmarks/report.py's NPU section (results of benchmarks/npu.py, the stored cifar10-vit run changed here):
+    the MAC bar met or not, the stock row that says why it is missing, the TFLM block or its one-line skip, and a
+    model the variant refuses. Nothing is measured."""
+    import copy
+    import json
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    import npu  # noqa: F401 - its page-order check against report.NPU_MODELS runs on import
+    import report
+
+    stored = json.loads((bench / "results" / "npu-cifar10-vit.json").read_text())
+    page = "\n".join(report.render_npu({"npu-cifar10-vit": stored}))
+    assert "## NPU (Ethos-U55, Vela 5.2.0)" in page and "NPU variant 100.0%, met" in page
+    assert "Vela times the NPU part only" in page and "1,000 of 1,000 images byte-identical" in page
+    assert "1,000 of 1,000 | 0 of 10,000 | 0 codes" in page and "batch_matmul.cc" in page
+    r = copy.deepcopy(stored)
+    r["rows"][1]["npu_mac_fraction"] = 0.9
+    r["rows"][3] = {"file": "stock int8 (onnx2tf)", "skipped": "the stock converter needs onnx2tf (the 'converter' extra)"}
+    r["tflm"] = {"skipped": "TensorFlow Lite Micro (tflite-micro) is not installed: pip install ..."}
+    r["integer"]["vs_default"]["NPU variant"]["top1_agreement"] = 0.98
+    refused = {k: r[k] for k in ("model", "source", "target", "vela", "date", "machine")}
+    refused.update(model="dinov2-s14", refused="--npu ethos-u: heads over the patch-token mean have no NPU variant yet")
+    page = "\n".join(report.render_npu({"npu-cifar10-vit": r, "npu-dinov2-s14": refused}))
+    assert "NPU variant 90.0%, **not met**" in page and "Bar (the NPU variant within 0.2 points" in page
+    assert page.count("**not met**") == 3  # the variant's MACs, --pv-on-cpu's, the agreement bar
+    assert "| stock int8 (onnx2tf) | the stock converter needs onnx2tf" in page and "no stock file" in page
+    assert "TFLM: not measured: TensorFlow Lite Micro (tflite-micro) is not installed" in page
+    assert "### dinov2-s14" in page and "The NPU variant refuses this model: `--npu ethos-u: heads" in page
+
+
+def test_cli_tflm_rebuilds_a_variants_integer_model_only_when_it_writes_the_files_bytes(tmp_path, capsys):
+    """tsptq's reader does not read int16 tensors, so `tsptq tflm` rebuilds a variant's integer model from the
+    source recorded in the file (fashion-vit, 8 calibration images: a few seconds) and uses it only when it writes the
+    file's exact bytes; a file whose recorded source does not rebuild it is a one-line error."""
+    import json
+
+    from tsptq.cli.main import main
+    from tsptq.intmodel.integer import Source, build
+
+    src = Source(model="fashion-vit", calib_images=8)
+    im, _ = build(src, progress=False, npu=True, split_pv=False)
+    good = tmp_path / "fashion-npu.tflite"
+    good.write_bytes(to_tflite(im))
+    out = tmp_path / "tflm.json"
+    assert main(["tflm", str(good), "--images", "4", "--quiet", "--no-min-arena", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["integer_model"].startswith("rebuilt from the recorded source (fashion-vit") and "min_arena" not in r["arena"]
+    assert r["vs_tflm_arithmetic"]["identical_images"] == 4 and r["eval_images"] == 4
+    capsys.readouterr()
+    im.metadata["source"] = {**src.to_dict(), "calib_images": 7}  # a source that does not give these bytes
+    bad = tmp_path / "other-source.tflite"
+    bad.write_bytes(to_tflite(im))
+    assert main(["tflm", str(bad), "--images", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "does not write the file's bytes" in err, err

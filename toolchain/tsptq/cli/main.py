@@ -10,6 +10,7 @@
     tsptq emit-c model.tflite --out firmware/
     tsptq profile --target mps2-an386 --port socket://127.0.0.1:4444 model.tflite
     tsptq npu-report model.tflite --accelerator ethos-u55-128 --out npu/
+    tsptq tflm npu/model.tflite --images 100 --json tflm.json
     tsptq doctor --json doctor.json
 """
 from __future__ import annotations
@@ -290,6 +291,19 @@ def cmd_npu_report(args) -> int:
     return 0
 
 
+def cmd_tflm(args) -> int:
+    from tsptq.atomic import write_json_atomic
+    from tsptq.npu.tflm import format_verify_tflm, verify_tflm
+
+    result = verify_tflm(args.file, eval_data_from_args(args), batch_size=args.batch_size, quiet=args.quiet,
+                         min_arena=not args.no_min_arena)
+    print(format_verify_tflm(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+    c = result["vs_tflm_arithmetic"]
+    return 0 if c["identical_images"] == c["images"] else 1
+
+
 def cmd_doctor(args) -> int:
     from tsptq.atomic import write_json_atomic
     from tsptq.deploy.doctor import diagnose, format_report
@@ -479,6 +493,29 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--json", metavar="FILE", help="also write the report here")
     nr.set_defaults(fn=cmd_npu_report)
 
+    tf = sub.add_parser("tflm", help="run an NPU variant file in TensorFlow Lite Micro and compare it with its integer model",
+                        description="Loads a .tflite file (the NPU variant, tsptq export --npu ethos-u --pv-on-cpu) "
+                                    "in TensorFlow Lite Micro (the pinned tflite-micro wheel, the 'tflm' extra) with "
+                                    "tsptq's custom ops, runs the evaluation images and compares every output with "
+                                    "the file's Python integer model (a variant's is rebuilt from the source recorded "
+                                    "in the file and must write the file's bytes) and with that model under TFLM's "
+                                    "FULLY_CONNECTED 16x8 rounding. Prints TFLM's arena, byte-identical images, the "
+                                    "largest difference in codes and the top-1 agreement (docs/tflm.md). Exit status "
+                                    "1 when TFLM differs from the TFLM-rounding model on any image.")
+    tf.add_argument("file")
+    tf.add_argument("--images", "--eval-images", dest="eval_images", type=int, default=100,
+                    help="evaluation images (default 100)")
+    tf.add_argument("--data", choices=DATA_CHOICES, default=None, help="data set (default: the one recorded in the file)")
+    tf.add_argument("--folder", metavar="DIR", help="image folder for --data imagenet")
+    tf.add_argument("--labels", metavar="FILE",
+                    help="label file for a flat --folder (see `tsptq eval --help`; default: the one recorded in the file)")
+    tf.add_argument("--batch-size", type=int, default=25)
+    tf.add_argument("--no-min-arena", action="store_true",
+                    help="skip the search for the smallest arena TFLM prepares the file in (a bisection)")
+    tf.add_argument("--json", metavar="FILE", help="write the results here")
+    tf.add_argument("--quiet", action="store_true", help="no progress bars")
+    tf.set_defaults(fn=cmd_tflm)
+
     dr = sub.add_parser("doctor", help="what this machine has and lacks for each target and feature, with install commands",
                         description="Lists, for every target in targets/ (and its --runtime litert), the C runtime, "
                                     "fuzzing, the Arm SIMD kernel tests, the accuracy data sets, dinov2-s14, the "
@@ -508,6 +545,7 @@ OUTPUTS = {
     "emit-c": (("--out", "out", True),),
     "profile": (("--json", "json", False), ("--report", "report", True)),
     "npu-report": (("--out", "out", True), ("--json", "json", False)),
+    "tflm": (("--json", "json", False),),
     "doctor": (("--json", "json", False),),
 }
 

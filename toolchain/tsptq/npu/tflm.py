@@ -4,6 +4,9 @@ Python interpreter (TFLM's builtin kernels) with tsptq's custom ops as TFLM kern
 ``TflmModel(data).run(x)`` runs a ``.tflite`` file on int8 images; ``TflmModel.allocations()`` is TFLM's own arena
 account (its RecordingMicroAllocator), ``min_arena_size(data)`` the smallest arena TFLM accepts the file in, and
 ``compare_ops`` finds the first op whose TFLM output differs from the Python integer model's (``IntModel.run``).
+``verify_tflm(file, data)`` is ``tsptq tflm FILE``: the file in TFLM on evaluation images against its Python integer
+model (``file_int_model``: read, or for a variant rebuilt from the recorded source and checked against the file's
+bytes) and against ``run_tflm_arithmetic``, with TFLM's arena.
 
 **One wheel only.** No TFLM headers exist for the wheel, so ``runtime_c/tflm/tflm_abi.h`` declares the few layouts and
 exported functions the ops use, read from that build's binary. They are guaranteed for no other build: the library
@@ -320,3 +323,148 @@ def compare_ops(model, data: bytes, x: np.ndarray) -> list[dict]:
         rows.append(dict(op=k, kind=op.kind, tensor=model.tensors[i].name, differ=int((d > 0).sum()),
                          max_diff=int(d.max(initial=0)), size=int(d.size)))
     return rows
+
+
+# --- `tsptq tflm FILE`: a variant file in TFLM against its Python integer model --------------------------------------
+
+
+def file_metadata(m) -> dict:
+    """The 'tsptq' metadata JSON of a file read with the schema bindings ({} when there is none or it is unreadable)."""
+    import json
+
+    from tsptq.tflite.writer import METADATA_NAME
+
+    for e in m.metadata or []:
+        if e.name in (METADATA_NAME, METADATA_NAME.encode()) and 0 <= e.buffer < len(m.buffers or []):
+            raw = m.buffers[e.buffer].data
+            try:
+                meta = json.loads(bytes(raw if raw is not None else b"").decode())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return {}
+            return meta if isinstance(meta, dict) else {}
+    return {}
+
+
+def file_int_model(data: bytes, name: str, m=None, progress: bool = False):
+    """(IntModel, how): the Python integer model of the file ``data``. A file the reader takes (``parse_tflite``) is
+    read. An NPU variant is not (the reader refuses int16 tensors): its model is rebuilt from the source recorded in
+    its metadata (``build(src, npu=True, split_pv=...)``, a calibration) and used only if it writes the file's bytes
+    exactly; otherwise ``TflmError``."""
+    from tsptq.errors import ModelFileError, UnsupportedOpError
+    from tsptq.npu.graph_ops import count_types, graph_ops, parse_model
+    from tsptq.tflite.reader import parse_tflite
+
+    from ai_edge_litert import schema_py_generated as S
+
+    m = m if m is not None else parse_model(data, name)
+    if not any(t.type == S.TensorType.INT16 for t in m.subgraphs[0].tensors or []):
+        try:
+            return parse_tflite(data), "read from the file"
+        except (ModelFileError, UnsupportedOpError) as e:
+            raise TflmError(f"{name}: {e}") from None
+    from tsptq.intmodel.integer import Source, build
+    from tsptq.intmodel.lower import lower
+    from tsptq.tflite.writer import to_tflite
+
+    meta = file_metadata(m)
+    if not meta.get("source"):
+        raise TflmError(f"{name}: an NPU variant without a recorded source in its tsptq metadata: its integer model "
+                        "cannot be rebuilt (tsptq's reader does not read int16 tensors)")
+    try:
+        src = Source(**meta["source"])
+    except TypeError as e:
+        raise TflmError(f"{name}: unreadable source in the tsptq metadata ({e})") from None
+    split = "TSPTQ_BMM_2S" not in count_types(graph_ops(m, name))  # --pv-on-cpu keeps TSPTQ_BMM_2S
+    if progress:
+        import sys
+
+        print(f"{name}: an NPU variant: rebuilding its integer model from the recorded source (calibrating)",
+              file=sys.stderr)
+    im, qm = build(src, progress=progress, npu=True, split_pv=split)
+    if to_tflite(im) != data:
+        im = lower(qm, npu=True, split_pv=not split)
+        im.metadata["source"] = src.to_dict()
+        if to_tflite(im) != data:
+            raise TflmError(f"{name}: the NPU variant rebuilt from the file's recorded source ({src.model or src.checkpoint}, "
+                            f"{src.method} {src.bits}, {src.calib_images} calibration images) does not write the "
+                            "file's bytes: its integer model is unknown here")
+    how = (f"rebuilt from the recorded source ({src.model or src.checkpoint}, {src.method} {src.bits}, "
+           f"{src.calib_images} calibration images): the file's bytes")
+    return im, how
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    d = np.abs(a.astype(np.int64) - b.astype(np.int64)).reshape(len(a), -1)
+    return {"images": len(a), "identical_images": int((d.max(axis=1, initial=0) == 0).sum()),
+            "differing_values": int((d > 0).sum()), "values": int(d.size), "max_abs_diff_codes": int(d.max(initial=0)),
+            "top1_agreement": round(float(np.mean(a.argmax(-1) == b.argmax(-1))) * 100, 3)}
+
+
+def verify_tflm(file, data=None, *, batch_size: int = 25, quiet: bool = False, min_arena: bool = True) -> dict:
+    """``tsptq tflm FILE``: run the file in TFLM on the evaluation images (``data``: a ``tsptq.model.model_data.EvalData``,
+    the same options as ``tsptq verify``) and compare, image by image, with the file's Python integer model
+    (``file_int_model``) and with that model under TFLM's FC 16x8 rounding (``run_tflm_arithmetic``). Also TFLM's
+    arena account and, with ``min_arena``, the smallest arena TFLM prepares the file in. One-line ``TsptqError``s: a
+    file that cannot be read, a missing or other tflite-micro wheel, a file TFLM refuses."""
+    import sys
+    from types import SimpleNamespace
+
+    from tqdm import tqdm
+
+    from tsptq.data import datasets
+    from tsptq.evaluation.verify import file_eval_set
+    from tsptq.model.model_data import EvalData
+    from tsptq.npu.graph_ops import read_model
+
+    if batch_size < 1:
+        raise TsptqError(f"--batch-size must be at least 1 (got {batch_size})")
+    raw, m = read_model(file)
+    check_wheel()
+    try:
+        t = TflmModel(raw)
+    except TflmError as e:
+        raise TflmError(f"{file}: {e}") from None
+    meta = file_metadata(m)
+    if "config" not in meta:
+        raise TsptqError(f"{file}: no tsptq metadata with the model config (preprocessing unknown): not a tsptq file")
+    _, cfg, test, labelled = file_eval_set(SimpleNamespace(metadata=meta), file, data or EvalData())
+    im, how = file_int_model(raw, str(file), m, progress=not quiet)
+    print(f"{file}: TFLM (tflite-micro {wheel_version()}) vs the integer model on {len(test)} images ({test.name})",
+          file=sys.stderr)
+    got, want, arith = [], [], []
+    with tqdm(total=len(test), desc="TFLM", unit="img", disable=quiet, leave=False) as bar:
+        for x in datasets.iterate_batches(test.images, cfg, batch_size):
+            xq = im.quantize_input(x.numpy())
+            got.append(t.run(xq))
+            want.append(im.run(xq))
+            arith.append(run_tflm_arithmetic(im, xq))
+            bar.update(len(xq))
+    got, want, arith = (np.concatenate(v) for v in (got, want, arith))
+    a = t.allocations()
+    result = {"file": str(file), "tflite_micro": wheel_version(), "eval_images": len(test), "data": test.name,
+              "integer_model": how, "arena": {"total": a.total, "head": a.head, "tail": a.tail, "parts": a.parts},
+              "vs_integer": _agreement(got, want), "vs_tflm_arithmetic": _agreement(got, arith)}
+    if min_arena:
+        result["arena"]["min_arena"] = min_arena_size(raw, hi=max(2 * a.total, 1 << 16))
+    if labelled:
+        result["top1_tflm"] = round(float(np.mean(got.argmax(-1) == test.labels)) * 100, 3)
+        result["top1_integer"] = round(float(np.mean(want.argmax(-1) == test.labels)) * 100, 3)
+    return result
+
+
+def format_verify_tflm(r: dict) -> str:
+    def line(c):
+        return (f"{c['identical_images']:,} of {c['images']:,} images byte-identical ({c['differing_values']:,} of "
+                f"{c['values']:,} values differ, largest difference {c['max_abs_diff_codes']} codes), top-1 agreement "
+                f"{c['top1_agreement']:.2f}%")
+
+    a = r["arena"]
+    lines = [f"images {r['eval_images']} ({r['data']}), tflite-micro {r['tflite_micro']}",
+             f"the file's integer model: {r['integer_model']}",
+             f"TFLM arena {a['total']:,} B = planned {a['head']:,} B + persistent {a['tail']:,} B"
+             + (f"; smallest arena it prepares the file in: {a['min_arena']:,} B" if "min_arena" in a else ""),
+             f"TFLM vs the integer model:                      {line(r['vs_integer'])}",
+             f"TFLM vs the integer model, TFLM's FC rounding:  {line(r['vs_tflm_arithmetic'])}"]
+    if "top1_tflm" in r:
+        lines.append(f"top-1: TFLM {r['top1_tflm']:.2f}%, the integer model {r['top1_integer']:.2f}%")
+    return "\n".join(lines)
