@@ -145,6 +145,25 @@ def test_split_pv_variant_is_refused_in_one_line(tiny_vits):
     assert "\n" not in msg and "batch_matmul.cc" in msg and "lhs_data->type == output->type" in msg
 
 
+@pytest.mark.parametrize("op_kind,slot,value,why", [
+    ("TSPTQ_LAYERNORM_2S_I16", 4, 9, "channel 0: output shift 9 outside 0..7"),
+    ("TSPTQ_LAYERNORM_2S_I16", 1, -1, "channel 0: shift or beta out of range"),
+    ("TSPTQ_ADD_2S_I16", 2, 5, "rescaling parameters of channel 0 out of range"),
+])
+def test_a_crafted_constant_is_refused_in_one_line(tiny_vits, op_kind, slot, value, why):
+    """The file is untrusted: the ops check what the C runtime's prepares check before any kernel shifts by it."""
+    im, x = _forged(tiny_vits)
+    op = next(o for o in im.ops if o.kind == op_kind)
+    t = im.tensors[op.inputs[slot]]
+    data = t.data.copy()
+    data.reshape(-1)[0 if slot != 2 else data.shape[-1] * 1] = value  # ADD params: row 1 (a_shift) of channel 0
+    im.tensors[op.inputs[slot]] = Tensor(t.name, t.shape, t.dtype, t.quant, data)
+    with pytest.raises(tflm.TflmError) as e:
+        tflm.TflmModel(to_tflite(im)).run(x[:1])
+    msg = str(e.value)
+    assert "\n" not in msg and op_kind in msg and why in msg
+
+
 def test_tflm_arena_head_is_the_planners_activation_plan(tiny_vits):
     im, x = _forged(tiny_vits)
     data = to_tflite(im)
