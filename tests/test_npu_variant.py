@@ -17,8 +17,8 @@ ops.
   point;
 - Vela puts every MAC of the tiny variant on an Ethos-U55-128, and `tsptq export --npu ethos-u` writes the variant,
   the compiled file and the report with >= 95% of fashion-vit's MACs on the NPU (skip without ethos-u-vela);
-- one-line refusals: --npu with W4A8, with the stock converter, an unknown accelerator, --pv-on-cpu without --npu,
-  a token+avg head.
+- a token+avg head (dinov2-s14's): TSPTQ_TOKEN_MEAN_I16 on the int16 final norm, the default file's bytes;
+- one-line refusals: --npu with W4A8, with the stock converter, an unknown accelerator, --pv-on-cpu without --npu.
 """
 from __future__ import annotations
 
@@ -124,6 +124,59 @@ def test_two_scale_decodes_in_litert_reference_kernels_are_byte_identical(tiny_v
     # TSPTQ_FC_2S's, the decoded int16 operands exact, the O-2SF branches saturated into their codes by the add
     assert np.array_equal(whole.run(x), lower(qm).run(x))
     assert np.array_equal(MixedRun(whole).run(x, check=True), lower(qm).run(x))
+
+
+def test_token_mean_i16_is_the_decoded_token_mean():
+    """TSPTQ_TOKEN_MEAN_I16 on decoded codes (q - zp) << k rounds the mean onto the step 2^k, half away from zero: the
+    default TSPTQ_TOKEN_MEAN's code, decoded the same way (ties included: two tokens, odd sums)."""
+    from tsptq.intmodel import kernels as K
+
+    rng = np.random.default_rng(0)
+    for tokens, first, zp in ((2, 0, 0), (3, 1, -3), (257, 1, 5), (5, 0, -128)):
+        q = rng.integers(-128, 128, (2, tokens, 12)).astype(np.int8)
+        k = np.arange(12) % 8
+        d = ((q.astype(np.int64) - zp) << k).astype(np.int16)
+        want = ((K.token_mean(q, first, zp).astype(np.int64) - zp) << k).astype(np.int16)
+        np.testing.assert_array_equal(K.token_mean_i16(d, k.astype(np.int8), first), want)
+    d = np.array([[[1, -1, 3, -3], [2, -2, 0, 0]]], np.int16)  # sums 3, -3, 3, -3 over 2 tokens: ties
+    np.testing.assert_array_equal(K.token_mean_i16(d, np.zeros(4, np.int8), 0), [[[2, -2, 2, -2]]])
+
+
+def test_token_avg_head_in_the_variant_gives_the_default_bytes():
+    """A head over [class token, patch-token mean] (global_pool token+avg, dinov2-s14's): the variant's final
+    LayerNorm writes its O-2SF code decoded (int16), TSPTQ_TOKEN_MEAN_I16 takes the mean on each channel's step, and
+    the head is a 16x8 FULLY_CONNECTED on the int16 row: the default file's bytes, in LiteRT's reference kernels too."""
+    from tiny_vit import tiny_vit
+
+    cfg, graph, cal, imgs = tiny_vit(8, global_pool="token+avg")
+    qm = _forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False))  # norm: O-2SF, shifts 0/1/2
+    im0, im = lower(qm), lower(qm, npu=True)
+    kinds = [o.kind for o in im.ops]
+    assert kinds[-6:] == ["STRIDED_SLICE", "TSPTQ_TOKEN_MEAN_I16", "CONCATENATION", "RESHAPE",
+                          "FULLY_CONNECTED_16X8", "QUANTIZE"]
+    assert "TSPTQ_FC_2S" not in kinds and "TSPTQ_TOKEN_MEAN" not in kinds
+    assert im.tensor("norm.pooled").dtype == "int16" and im.tensor("norm.pooled").n_scales == 1
+    x = im0.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    assert np.array_equal(im.run(x), im0.run(x))
+    assert np.array_equal(MixedRun(im).run(x, check=True), im0.run(x))
+    # the mean itself: the default file's TSPTQ_TOKEN_MEAN code, decoded onto the norm's base scale
+    (_, v0), (_, v1) = im0.run(x, keep=True), im.run(x, keep=True)
+    mean0, mean1 = (v[m.tensors.index(m.tensor("norm.patch_mean"))] for m, v in ((im0, v0), (im, v1)))
+    shifts = np.arange(cfg.embed_dim) % 3
+    zp = im0.tensor("norm.patch_mean").zp
+    np.testing.assert_array_equal(mean1, (mean0.astype(np.int64) - zp) << shifts)
+
+
+@needs_vela
+def test_vela_puts_every_mac_of_a_token_avg_variant_on_the_npu(tmp_path):
+    from tiny_vit import tiny_vit
+
+    cfg, graph, cal, _ = tiny_vit(8, global_pool="token+avg")
+    path = tmp_path / "tiny-avg-npu.tflite"
+    path.write_bytes(to_tflite(lower(quantize(graph, cal, "tsptq", progress=False), npu=True)))
+    r = vela.compile_report(path)
+    assert r.npu_mac_fraction >= 0.999, vela.format_report(r)
+    assert r.ops_cpu.get("TSPTQ_TOKEN_MEAN_I16") == 1 and "TSPTQ_FC_2S" not in r.ops_cpu
 
 
 @slow
@@ -235,7 +288,6 @@ def test_vela_puts_every_mac_of_the_tiny_variant_on_the_npu(tiny, tmp_path):
     (["--method", "tflite-converter"], "--npu applies to tsptq's own export"),
     (["--accelerator", "ethos-u99"], "--accelerator: unknown Ethos-U configuration 'ethos-u99'"),
     (["--method", "twin"], "--npu ethos-u: twin's sign-split GELU code has no NPU form"),
-    (["--model", "dinov2-s14"], "--npu ethos-u: heads over the patch-token mean"),
 ])
 def test_cli_refusals_are_one_line(args, message, tmp_path, capsys):
     assert main(["export", "--npu", "ethos-u", "--quiet", "--out", str(tmp_path / "m.tflite"), *args]) == 2
@@ -253,11 +305,6 @@ def test_library_refuses_what_the_variant_cannot_hold(tiny_vits):
     cfg, graph, cal, _ = tiny_vits(8)
     with pytest.raises(QuantizationError, match="W8A8 only.*got W4A8"):
         lower(quantize(graph, cal, "tsptq", "W4A8", progress=False), npu=True)
-    from tiny_vit import tiny_vit
-
-    cfg2, graph2, cal2, _ = tiny_vit(8, global_pool="token+avg")
-    with pytest.raises(QuantizationError, match="token\\+avg.*no NPU variant yet"):
-        lower(quantize(graph2, cal2, "tsptq", progress=False), npu=True)
     # a headless model: its final LayerNorm would be the output, as an int16 decoded value
     import dataclasses
 

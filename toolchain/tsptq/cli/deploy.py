@@ -7,6 +7,7 @@
     tsptq-deploy --target rpi --ssh pi@raspberrypi   # copy the agent over SSH, talk to it over its stdio
     tsptq-deploy --target mps2-an386                 # Cortex-M4F firmware under qemu-system-arm
     tsptq-deploy --target nucleo-h743zi --port /dev/ttyACM0 --flash-tool   # a real board: build, flash, measure
+    tsptq-deploy --target corstone-300 --build-only --npu ethos-u          # build and check the fit, run nothing
 
 Steps: calibrate and quantize (the method of --method), lower to the integer model and export the .tflite bytes,
 check that model and arena fit the board (before anything is flashed), build the device program for the target,
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--ssh: where the device program is copied on the board (default: the target's remote_dir, "
                          "else a new private directory from `mktemp -d` there, removed when the agent ends)")
     ap.add_argument("--flash-tool", action="store_true", help="real boards: run the target's flash command first")
+    ap.add_argument("--build-only", action="store_true",
+                    help="quantize, check that model and arena fit the board (a table), build the device program, "
+                         "and stop: nothing is started (the way to check a board that cannot run here, corstone-300)")
+    ap.add_argument("--npu", choices=("ethos-u",), default=None,
+                    help="--build-only on a board with an NPU ([npu] in its target.toml): also lower the NPU variant, "
+                         "compile it with Vela (the board's settings) and check Vela's SRAM and flash figures")
     add_board_args(ap)
     return ap
 
@@ -92,6 +99,11 @@ def main(argv=None) -> int:
         with signals_interrupt():
             try:
                 opts = board_options(args)
+                if args.npu and not args.build_only:
+                    raise TsptqError("--npu checks the NPU variant's fit with --build-only (tsptq export --npu "
+                                     "ethos-u writes it)")
+                if args.build_only:
+                    return _build_only(args, opts)
                 report = deploy(source_from_args(args), opts)
             except TsptqError as e:
                 print(f"tsptq-deploy: error: {e}", file=sys.stderr)
@@ -103,6 +115,24 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the finally blocks have stopped the board
         print(f"tsptq-deploy: {interrupted_text(e)}", file=sys.stderr)
         return interrupted_code(e)
+
+
+def _build_only(args, opts) -> int:
+    from tsptq.deploy.pipeline import build_only, format_fit_table
+
+    report = build_only(source_from_args(args), opts, npu=args.npu)
+    print(f"{report['target']}: {report['model']} {report['method']} {report['bits']}, model by {report['delivery']}")
+    print(format_fit_table(report["fit"]))
+    fw = report["firmware"]
+    if fw:
+        print(f"firmware: text {fw['text']:,} B, data {fw['data']:,} B, bss {fw['bss']:,} B")
+    if report["npu"]:
+        r = report["npu"]
+        print(f"NPU variant: {r['macs_npu']:,} of {r['macs_total']:,} MACs on the NPU "
+              f"({100 * r['npu_mac_fraction']:.1f}%), Vela's estimate {1000 * r['inference_time_s']:.2f} ms for the NPU "
+              f"part ({r['accelerator']}, {r['system_config']}, {r['memory_mode']})")
+    print(f"built {report['program']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -131,6 +131,14 @@ def check_fits(target, needs: dict, delivery: str) -> None:
         raise DoesNotFitError(f"{target.name}: does not fit: " + "; ".join(problems))
 
 
+def refuse_npu_board_run(target, opts: BoardOptions) -> None:
+    """A board with an Ethos-U NPU (an ``[npu]`` table) started here: nothing on this machine simulates its NPU."""
+    if target.extra.get("npu") and not opts.port:
+        raise TsptqError(f"{target.name}: no simulator of its {target.extra['npu']['accelerator']} NPU exists here "
+                         "(QEMU models the Cortex-M55 alone): run the CPU part with --target mps3-an547, or build "
+                         "the firmware and check the fit with --build-only")
+
+
 def _step(msg: str, quiet: bool) -> float:
     if not quiet:
         print(f"[tsptq-deploy] {msg}", file=sys.stderr, flush=True)
@@ -279,6 +287,7 @@ def deploy(src: Source, opts: BoardOptions) -> dict:
     quiet = opts.quiet
     target = load_target(opts.target)
     opts = check_runtime_choice(target, opts)
+    refuse_npu_board_run(target, opts)
     delivery = opts.load or ("upload" if target.kind == "posix" else "flash")
     if target.kind == "board" and not opts.port:
         raise TsptqError(f"{target.name} is a real board: give its serial port with --port (and --flash-tool to "
@@ -352,6 +361,7 @@ def _profile(file: str, opts: BoardOptions, data: EvalData) -> dict:
 
     target = load_target(opts.target)
     opts = check_runtime_choice(target, opts)
+    refuse_npu_board_run(target, opts)
     model_bytes = open(file, "rb").read()
     im = read_tflite(file)
     # the number of images: the data's when it says, else the board options' (the command line sets both)
@@ -379,6 +389,112 @@ def _profile(file: str, opts: BoardOptions, data: EvalData) -> dict:
             "memory": {**needs, "model_capacity": info.model_capacity, "arena_capacity": info.arena_capacity,
                        "firmware": {}},
             "result": result, "link": counters}
+
+
+# ---- build only: the firmware and the fit table, for a board that cannot run here ---------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FitRow:
+    """One thing the board must hold, against the memory it goes to."""
+    what: str
+    needs: int
+    memory: str
+    capacity: int
+
+    @property
+    def fits(self) -> bool:
+        return self.needs <= self.capacity
+
+
+def board_fit_rows(target, needs: dict, delivery: str) -> list[FitRow]:
+    """The model and the arena against the target's memories (``check_fits``'s checks, as rows)."""
+    room = target.model_capacity if delivery == "upload" else (target.flash_capacity or target.model_capacity)
+    where = "model upload buffer" if delivery == "upload" else "flash"
+    return [FitRow("model (.tflite)", needs["model_bytes"], where, room),
+            FitRow("arena (planned + input/output/profile)", needs["arena_bytes"] + needs["io_bytes"], "arena",
+                   target.arena_capacity)]
+
+
+def npu_fit_rows(npu: dict, report) -> list[FitRow]:
+    """The NPU variant compiled by Vela against the board's ``[npu]`` memories: Vela's SRAM and off-chip flash figures
+    (what it compiled for the NPU) and the compiled file, which also holds the CPU ops' constants."""
+    return [FitRow("NPU variant: Vela's SRAM", report.sram_bytes, "NPU SRAM", npu["sram_capacity"]),
+            FitRow("NPU variant: Vela's off-chip flash", report.off_chip_flash_bytes, "NPU flash", npu["flash_capacity"]),
+            FitRow("NPU variant: Vela's compiled file", len(report.compiled), "NPU flash", npu["flash_capacity"])]
+
+
+def require_fit(target, rows: list[FitRow]) -> None:
+    bad = [r for r in rows if not r.fits]
+    if bad:
+        raise DoesNotFitError(f"{target.name}: does not fit: " + "; ".join(
+            f"{r.what} needs {r.needs:,} B but the {r.memory} holds {r.capacity:,} B" for r in bad))
+
+
+def format_fit_table(fit: list[dict]) -> str:
+    """``build_only``'s ``fit`` rows as a terminal table."""
+    rows = [FitRow(r["what"], r["needs"], r["memory"], r["capacity"]) for r in fit]
+    width, mem = max(len(r.what) for r in rows), max(len(r.memory) for r in rows)
+    lines = [f"{'':{width}}  {'needs':>13}  {'board':>13}  memory"]
+    lines += [f"{r.what:{width}}  {r.needs:>11,} B  {r.capacity:>11,} B  {r.memory:{mem}}  "
+              f"{'fits' if r.fits else 'TOO BIG'}" for r in rows]
+    return "\n".join(lines)
+
+
+def build_only(src: Source, opts: BoardOptions, npu: str | None = None) -> dict:
+    """``tsptq-deploy --build-only``: quantize ``src``, check that the model and its arena fit the board (and with
+    ``npu``, that the NPU variant lowered from the same quantization, compiled by Vela with the target's ``[npu]``
+    settings, fits its NPU memories), then build the firmware (the model baked in for a microcontroller). Nothing is
+    started. A model that does not fit is refused in one line before anything is built."""
+    from tsptq.deploy.targets import load_target, program_sizes
+    from tsptq.intmodel.integer import build
+    from tsptq.tflite.writer import to_tflite
+
+    target = load_target(opts.target)
+    if opts.runtime != "tsptq":
+        raise TsptqError("--build-only builds the tsptq device program (--runtime tsptq)")
+    board_npu = target.extra.get("npu")
+    if npu is not None and (not board_npu or board_npu.get("target") != npu):
+        raise TsptqError(f"--npu {npu}: target {target.name} has no {npu} NPU (its target.toml has no matching "
+                         "[npu] table)")
+    target.check_tools()
+    delivery = opts.load or ("upload" if target.kind == "posix" else "flash")
+    src.validate()
+    if npu is not None:
+        from tsptq.npu.export import check_npu_request
+        from tsptq.npu.vela import require_vela
+
+        check_npu_request(npu, src.method, src.bits, board_npu["accelerator"])
+        require_vela()
+    t = _step(f"quantizing {src.model or src.checkpoint} with {src.method} {src.bits} "
+              f"({src.calib_images} calibration images)", opts.quiet)
+    im, qm = build(src, progress=not opts.quiet)
+    model_bytes = to_tflite(im)
+    needs = memory_needs(im, model_bytes)
+    rows = board_fit_rows(target, needs, delivery)
+    report = None
+    if npu is not None:
+        import tempfile
+        from pathlib import Path
+
+        from tsptq.intmodel.lower import lower
+        from tsptq.npu.vela import compile_report
+
+        _step(f"lowering the NPU variant and compiling it with Vela ({board_npu['accelerator']}, "
+              f"{board_npu['system_config']}, {board_npu['memory_mode']})", opts.quiet)
+        with tempfile.TemporaryDirectory(prefix="tsptq-fit-") as tmp:
+            staged = Path(tmp) / f"{target.name}-npu.tflite"
+            staged.write_bytes(to_tflite(lower(qm, npu=True)))
+            report = compile_report(staged, board_npu["accelerator"], board_npu["system_config"],
+                                    board_npu["memory_mode"])
+        rows += npu_fit_rows(board_npu, report)
+    require_fit(target, rows)
+    _step(f"exported {len(model_bytes):,} B ({time.perf_counter() - t:.1f} s); building for {target.name}", opts.quiet)
+    program = device_program(target, model_bytes if delivery == "flash" else None, opts)
+    return {"target": target.name, "model": src.model or src.checkpoint, "method": src.method, "bits": src.bits,
+            "delivery": delivery, "program": str(program),
+            "firmware": program_sizes(target, program) if target.kind != "posix" else {},
+            "fit": [dataclasses.asdict(r) | {"fits": r.fits} for r in rows],
+            "npu": report.to_json() if report is not None else None}
 
 
 def runtime_name(opts: BoardOptions) -> str:

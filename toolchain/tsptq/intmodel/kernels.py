@@ -336,6 +336,17 @@ def add_i16(a, a_zp, b, b_zp, params, out_zp):
     return add(a, a_zp, code, b_zp, params, out_zp)
 
 
+def token_mean_i16(x, shift, first: int) -> np.ndarray:
+    """TSPTQ_TOKEN_MEAN_I16: the mean of tokens ``first``.. of (B, T, D) int16 values, per channel, rounded half away
+    from zero onto the channel's step 2^shift_c: round_half_away(sum_t x_t / (n * 2^shift_c)) << shift_c, saturated
+    to int16. On TSPTQ_LAYERNORM_2S_I16's output x_t = (q_t - zp) << shift_c this is TSPTQ_TOKEN_MEAN's code of the
+    q_t, decoded the same way."""
+    tokens = np.asarray(x, np.int64)[:, first:]
+    shift = np.asarray(shift, np.int64)
+    mean = div_round(tokens.sum(1, keepdims=True), tokens.shape[1] << shift)
+    return saturate(mean << shift, np.int16)
+
+
 def plane_2s(code, plane: int, bits: int, signed_fine: bool) -> np.ndarray:
     """TSPTQ_PLANE_2S: one int8 plane of a V-2SF code, d = fine + (coarse << m): plane 0 the fine value (flag 0,
     else 0), plane 1 the coarse field (flag 1, else 0). Each is an int8 operand of its own BATCH_MATMUL."""

@@ -323,7 +323,7 @@ class _Builder:
     def pooled_features(self, n: int, cls: int, n_prefix: int, D: int) -> int:
         """The head's input of a ``token+avg`` model: [class token, patch-token mean], both in the final norm's code
         (TOKEN_MEAN keeps it), side by side as tokens, then one (1, 2D) row whose channel code is the norm's twice."""
-        mean = self.op("TSPTQ_TOKEN_MEAN", [n], self.like("norm.patch_mean", n, (1, 1, D)), first=n_prefix)
+        mean = self._patch_mean(n, n_prefix, D)
         pair = self.op("CONCATENATION", [cls, mean], self.like("norm.pooled_tokens", n, (1, 2, D)), axis=1)
         q = self.t(n).quant
         if len(q.scale) > 1:  # per channel: the row's 2D channels are the norm's D channels twice
@@ -331,6 +331,10 @@ class _Builder:
             q = QuantParams(np.tile(q.scale, 2), np.tile(q.zero_point, 2), q.axis, details)
         row = self.add("norm.pooled", (1, 2 * D), self.t(n).dtype, q)
         return self.op("RESHAPE", [pair, self.const_i32("norm.pooled.shape", (1, 2 * D))], row, new_shape=[1, 2 * D])
+
+    def _patch_mean(self, n: int, n_prefix: int, D: int) -> int:
+        """The mean of the patch tokens in the final norm's code (TSPTQ_TOKEN_MEAN)."""
+        return self.op("TSPTQ_TOKEN_MEAN", [n], self.like("norm.patch_mean", n, (1, 1, D)), first=n_prefix)
 
     def _splits_pv(self) -> bool:
         """Whether attention x V of a V-2SF P is split into its planes (the NPU variant) instead of TSPTQ_BMM_2S."""
@@ -349,7 +353,7 @@ class _Builder:
 class _NpuBuilder(_Builder):
     """The NPU variant (docs/integer-semantics.md "The NPU variant"): every MAC op a builtin. It overrides the steps
     that change (the FCs, the LayerNorm and GELU outputs, the residual adds of int16 branches, attention x V of a V-2SF
-    P); everything else is the default lowering's."""
+    P, the patch-token mean of the int16 final norm); everything else is the default lowering's."""
 
     def __init__(self, qm: QuantizedViT, split_pv: bool = True):
         super().__init__(qm)
@@ -377,6 +381,13 @@ class _NpuBuilder(_Builder):
         ins.append(self.add(f"{norm}.out_shift", (D,), "int8",
                             data=np.asarray((yt.quant.details or {}).get("shifts", [0] * D), np.int8)))
         return self.op("TSPTQ_LAYERNORM_2S_I16", ins, y, **options)
+
+    def _patch_mean(self, n: int, n_prefix: int, D: int) -> int:
+        """The final norm's output is its code decoded, (q_c - zp) << k_c (int16): TSPTQ_TOKEN_MEAN_I16 rounds the
+        mean onto the channel's step 2^k_c, which is TSPTQ_TOKEN_MEAN's code decoded the same way."""
+        shifts = np.asarray((code_params(self.qm.acts["norm"], D)[1].details or {}).get("shifts", [0] * D), np.int8)
+        return self.op("TSPTQ_TOKEN_MEAN_I16", [n, self.add("norm.patch_mean.shift", (D,), "int8", data=shifts)],
+                       self.like("norm.patch_mean", n, (1, 1, D)), first=n_prefix)
 
     def _gelu_table(self, point: str, y: int, table: np.ndarray, out_q) -> np.ndarray:
         """A V-2SF output: the table holds the decoded value d on the fine scale, int16."""
@@ -497,7 +508,8 @@ class _NpuBuilder(_Builder):
 
 
 # the 'variant' of the metadata: FCs and attention x V's products as builtins; LayerNorm, Softmax, GELU, the residual
-# adds, the sum of attention x V's two products (and attention x V with split_pv=False) still TSPTQ_* ops
+# adds, the sum of attention x V's two products, the patch-token mean of a token+avg head (and attention x V with
+# split_pv=False) still TSPTQ_* ops
 NPU_VARIANT = "npu-ethos-u-step1"
 
 
@@ -509,9 +521,6 @@ def require_npu_config(cfg) -> None:
         raise QuantizationError(NO_NPU)
     if not cfg.num_classes:  # the final LayerNorm would be the output, as an int16 decoded value
         raise QuantizationError("--npu ethos-u: models without a classifier head have no NPU variant yet")
-    if cfg.global_pool == "token+avg":
-        raise QuantizationError("--npu ethos-u: heads over the patch-token mean (global_pool token+avg, "
-                                "TSPTQ_TOKEN_MEAN) have no NPU variant yet")
 
 
 def require_npu_variant(qm: QuantizedViT) -> None:

@@ -485,6 +485,10 @@ def _pv_sum_2s(model, op, v):
                        o["shift"], o["out_zp"])
 
 
+def _token_mean_i16(model, op, v):
+    return K.token_mean_i16(v[0], v[1], op.options["first"])
+
+
 _NPU_SPECS = (
     # int16 activations x int8 weights, int64 bias, int16 output: FULLY_CONNECTED's 16x8 form (op version 7)
     OpSpec("FULLY_CONNECTED_16X8", 3, _fully_connected_16x8, (_B.FULLY_CONNECTED, 7), "FullyConnectedOptions",
@@ -497,6 +501,8 @@ _NPU_SPECS = (
     # the two planes' int32 products (BATCH_MATMUL int8 -> int32) and the V-2SF code of P -> the context code
     OpSpec("TSPTQ_PV_SUM_2S", 3, _pv_sum_2s,
            option_keys=("bits", "ratio_log2", "signed_fine", "b_zp", "mult", "shift", "out_zp")),
+    # the patch-token mean of TSPTQ_LAYERNORM_2S_I16's output, on each channel's step (token+avg heads)
+    OpSpec("TSPTQ_TOKEN_MEAN_I16", 2, _token_mean_i16, option_keys=("first",), params_from=1),
 )
 NPU_OPS: dict[str, OpSpec] = {s.name: s for s in _NPU_SPECS}
 
