@@ -322,6 +322,8 @@ def case_add(lib, rng, edge):
     sa, sb = log_uniform(rng, -3, 0, n), log_uniform(rng, -3, 0, n)
     if per_channel:  # O-2SF: a base step times powers of two per channel
         sa = f32(sa[0] * 2.0 ** rng.integers(0, 4, n))
+        if rng.random() < 0.3:  # b's steps below a's in every channel: a's rescaling is 1/2 throughout (add.c add_unit16)
+            sb = f32(sa.min() * 10.0 ** rng.uniform(-2, -0.05, n))
     so = f32(np.maximum(sa, sb) * 10.0 ** rng.uniform(-1.5 if edge else -0.3, 0.7, n))
     params = arr(K.add_params(sa, sb, so), np.int32)
     y = np.empty((rows, C), np.int8)
@@ -458,7 +460,10 @@ def case_lookup_channels(lib, rng, edge):
     return f"lookup_channels rows={rows} channels={channels} signed={signed}", y, K.lookup(x, lut, in_shift)
 
 
-def case_fc_2s(lib, rng, edge, kind=None, pre=False):
+def case_fc_2s(lib, rng, edge, kind=None, pre=False, coarse=None):
+    """coarse: for two_scale, the probability of a coarse code (default: uniform random codes, about half coarse);
+    a small one takes the x86 sparse form (vnni.h tqv_sparse), rows with more coarse groups than it holds the two
+    planes."""
     if kind is None:
         kind = int(rng.choice([K.UNIFORM, K.CHANNEL_POW2, K.TWO_SCALE, K.SIGN_SPLIT]))
     rows, I, O = sizes(rng, edge, 1, 30), sizes(rng, edge, 1, 300), sizes(rng, edge, 1, 40)
@@ -474,6 +479,9 @@ def case_fc_2s(lib, rng, edge, kind=None, pre=False):
         max_d = 255 << int(in_shift.max())
     else:
         x = arr(rng.integers(0, 256, (rows, I)), np.uint8)
+        if coarse is not None:
+            p = float(rng.choice(coarse))
+            x = arr(rng.integers(0, 128, (rows, I)) | np.where(rng.random((rows, I)) < p, 128, 0), np.uint8)
         if kind == K.TWO_SCALE:
             signed = int(rng.integers(2))
             m = min(8, int(rng.integers(0, 9)), int(math.floor(math.log2(ACC_LIMIT / (I * 127 * 128)))))
@@ -505,7 +513,8 @@ def case_fc_2s(lib, rng, edge, kind=None, pre=False):
     return f"fc_2s kind={kind} rows={rows} I={I} O={O} m={m} signed={signed}{' prepacked' if pre else ''}", y, want
 
 
-def case_bmm_2s(lib, rng, edge, kind=None):
+def case_bmm_2s(lib, rng, edge, kind=None, coarse=None):
+    """coarse: as case_fc_2s's (a softmax's two-scale probabilities are mostly fine codes)."""
     if kind is None:
         kind = int(rng.choice([K.TWO_SCALE, K.LOG2]))
     batch, N, M = int(rng.integers(1, 4)), sizes(rng, edge, 1, 80), sizes(rng, edge, 1, 70)
@@ -520,6 +529,9 @@ def case_bmm_2s(lib, rng, edge, kind=None):
         signed = int(rng.integers(2))
         m = min(8, int(rng.integers(0, 9)), int(math.floor(math.log2(ACC_LIMIT / (N * 127 * 255)))))
         a = arr(rng.integers(0, 256, (batch, N, N)), np.uint8)
+        if coarse is not None:
+            p = float(rng.choice(coarse))
+            a = arr(rng.integers(0, 128, (batch, N, N)) | np.where(rng.random((batch, N, N)) < p, 128, 0), np.uint8)
         unit = float(log_uniform(rng, -4, -2))
     s_v = log_uniform(rng, -2, 0)
     d = K.decode_operand(a[0], kind, 0, None, 8, m, bool(signed), frac)
@@ -655,6 +667,60 @@ def case_layernorm_extreme(lib, rng, edge):
     return f"layernorm_extreme rows={rows} D={D} eps={eps} out_shift={out_shift} kind={kind}", y, want
 
 
+def case_layernorm_many_rows(lib, rng, edge):
+    """TSPTQ_LAYERNORM_2S over many rows (about 2^19 lanes in all cases): the x86 quotients' certainty test
+    (layernorm_2s.c ln_out8, ln_out8s) meets lanes near an integer, whose rows take the reference path."""
+    rows, D = int(rng.integers(32, 96)), int(rng.choice([64, 128, 200, 256]))
+    in_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
+    shifts = arr(rng.integers(0, 2, D) * (rng.random(D) < 0.05), np.int8)
+    x = arr(rng.integers(-128, 128, (rows, D)), np.int8)
+    g = arr(rng.integers(2**20, 2**24, D), np.int32)
+    bb = arr(rng.integers(-(2**46), 2**46, D, dtype=np.int64), np.int64)
+    eps, out_shift = int(rng.integers(0, 2**20)), int(rng.choice([1, 30, 47, 48, 49, 61]))
+    y = np.empty((rows, D), np.int8)
+    lib.tq_layernorm_2s(ptr(x), rows, D, in_zp, ptr(shifts), ptr(g), ptr(bb), eps, out_zp, out_shift, ptr(y))
+    want = K.layernorm_2s(x, in_zp, shifts, g, bb, eps, out_zp, out_shift)
+    return f"layernorm_many_rows rows={rows} D={D} eps={eps} out_shift={out_shift}", y, want
+
+
+def case_requant_short(lib, rng, edge):
+    """The x86 shortest requantization (avx512.h tqv_rqs: shift <= -1, |bias| < 2^30, M >= 0) and the forms it
+    leaves to the others, mixed within a block: per-channel FC_2S (REQUANT1) with shifts, multipliers and biases at
+    and past those bounds, and BATCH_MATMUL (MBQM) with shifts -31..3 and extreme multipliers; tiles of 1..9 rows,
+    blocks of 1..33 channels (the x86 edge kernels)."""
+    if rng.integers(2):
+        rows, I, O = int(rng.integers(1, 20)), sizes(rng, edge, 1, 70), sizes(rng, edge, 1, 70)
+        x = arr(rng.integers(-128, 128, (rows, I)), np.int8)
+        w = arr(rng.integers(-128, 128, (O, I)), np.int8)
+        in_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge)
+        edges = np.array([0, 1, 2**30 - 1, -(2**30 - 1), 2**30, -(2**30), 2**31 - 1, -(2**31)], np.int64)
+        bias = arr(np.where(rng.random(O) < 0.5, rng.choice(edges, O), rng.integers(-(2**20), 2**20, O)), np.int32)
+        mult = arr(np.where(rng.random(O) < 0.5, rng.choice([0, 1, 2**30, 2**31 - 1], O),
+                            rng.integers(2**30, 2**31, O)), np.int32)
+        shift = arr(rng.choice([-31, -20, -12, -2, -1, 0, 1, 30], O) if rng.random() < 0.7
+                    else np.full(O, int(rng.choice([-1, -12]))), np.int32)
+        in_shift = arr(np.zeros(I), np.int8)
+        y = np.empty((rows, O), np.int8)
+        scratch = np.empty(I, np.int32)
+        lib.tq_fc_2s(ptr(x.view(np.uint8)), rows, I, K.UNIFORM, in_zp, ptr(in_shift), 8, 0, 0, 0, 0, ptr(w), O,
+                     ptr(bias), ptr(mult), ptr(shift), out_zp, ptr(y), ptr(scratch))
+        want = K.fc_2s(x, K.UNIFORM, in_zp, in_shift, 8, 0, False, 0, 0, w, bias, mult.astype(np.int64),
+                       shift.astype(np.int64), out_zp)
+        return f"requant_short fc_2s rows={rows} I={I} O={O}", y, want
+    batch, N, Kd, M = int(rng.integers(1, 3)), int(rng.integers(1, 20)), sizes(rng, edge, 1, 70), sizes(rng, edge, 1, 70)
+    a = arr(rng.integers(-128, 128, (batch, N, Kd)), np.int8)
+    b = arr(rng.integers(-128, 128, (batch, M, Kd)), np.int8)
+    a_zp, b_zp, out_zp = zero_point(rng, edge), zero_point(rng, edge), zero_point(rng, edge)
+    mult = int(rng.choice([0, 1, 2**30, 2**31 - 1, int(rng.integers(2**30, 2**31))]))
+    shift = int(rng.choice([-31, -20, -12, -2, -1, 0, 1, 3]))
+    if rng.random() < 0.4:  # the kernel takes any int32 zero point: where the 16-bit forms stop being exact
+        out_zp = int(rng.choice([-32768, -32767, -32641, -32640, 32640, 32641, 32767, 2**20]))
+    y = np.empty((batch, N, M), np.int8)
+    lib.tq_batch_matmul(ptr(a), ptr(b), batch, N, Kd, M, 1, a_zp, b_zp, mult, shift, out_zp, ptr(y))
+    want = K.batch_matmul(a, a_zp, b, b_zp, mult, shift, out_zp, True)
+    return f"requant_short bmm batch={batch} N={N} K={Kd} M={M} mult={mult} shift={shift} out_zp={out_zp}", y, want
+
+
 def case_quantize_multiplier(lib, rng, edge):
     reals = np.concatenate([10.0 ** rng.uniform(-12, 4, 200), [0.0, 1.0, 0.5, 2.0**-31, 2.0**-32, 1 - 2.0**-40,
                                                                  -0.3, 3.0 * 2**20]])
@@ -695,6 +761,11 @@ CASES = {
     "fc_2s_prepacked": (lambda l, r, e: case_fc_2s(l, r, e, pre=True), 160),
     "bmm_2s_two_scale": (lambda l, r, e: case_bmm_2s(l, r, e, K.TWO_SCALE), 120),
     "bmm_2s_log2": (lambda l, r, e: case_bmm_2s(l, r, e, K.LOG2), 120),
+    "fc_2s_two_scale_sparse": (lambda l, r, e: case_fc_2s(l, r, e, K.TWO_SCALE, coarse=[0.0, 0.01, 0.05, 0.2]), 100),
+    "bmm_2s_two_scale_sparse": (lambda l, r, e: case_bmm_2s(l, r, e, K.TWO_SCALE, coarse=[0.0, 0.01, 0.05, 0.2]),
+                                100),
+    "layernorm_2s_many_rows": (case_layernorm_many_rows, 40),
+    "requant_short": (case_requant_short, 160),
     "relu": (case_relu, 60),
     "token_mean": (case_token_mean, 80),
     "quantize_multiplier": (case_quantize_multiplier, 8),
@@ -766,6 +837,18 @@ def lib(request):
 def test_kernel_matches_python_reference(lib, kernel):
     n, failures = run_kernel(lib, kernel)
     assert not failures, "\n".join(failures[:10])
+
+
+@pytest.mark.parametrize("out_zp", [-32768, -32767, -32641, -32640, 32640, 32641, 32767])
+def test_batch_matmul_with_a_wide_zero_point_saturates_like_the_reference(lib, out_zp):
+    """The kernel takes any int32 zero point (the loaders only int8 ones): where a 16-bit form's clamp would eat a
+    saturated result (|zp| > 2^15 - 128), the x86 short requantization must not be used."""
+    for a_val, zp_a in ((127, -128), (-128, 127)):
+        a = arr(np.full((1, 2, 8), a_val), np.int8)
+        b = arr(np.full((1, 3, 8), 127), np.int8)
+        y = np.empty((1, 2, 3), np.int8)
+        lib.tq_batch_matmul(ptr(a), ptr(b), 1, 2, 8, 3, 1, zp_a, -128, 2**31 - 1, -1, out_zp, ptr(y))
+        assert np.array_equal(y, K.batch_matmul(a, zp_a, b, -128, 2**31 - 1, -1, out_zp, True)), (a_val, out_zp)
 
 
 def test_avx2_vs_reference_on_large_fc():

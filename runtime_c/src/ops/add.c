@@ -122,23 +122,58 @@ static inline __m512i add_output16(const add_rs16 *rs, __m512i sum) {
     return _mm512_srav_epi32(_mm512_mask_shuffle_epi32(so, 0x5555, se, _MM_PERM_DDBB), rs->r);
 }
 
+/* Whether rescaling k of channels c0.. (n of them) is M = 2^30, shift 0 in every lane: the rescaling of the input with
+ * the larger scale (its real multiplier 1/2) in TFLite's ADD, per channel in ADD_2S. Then SRDHM(x 2^20, 2^30) =
+ * x 2^19 exactly (x 2^50 is a multiple of 2^31, the nudge of size below 2^30 rounds back to it either way) and RDBPOT
+ * by 0 keeps it: the input's rescaled value is (q - zp) << 19. */
+static int add_unit16(const int32_t *params, int32_t n_params, int32_t k, int32_t c0, int32_t n) {
+    int32_t i;
+    for (i = 0; i < (n_params == 1 ? 1 : n); i++) {
+        const ptrdiff_t c = n_params == 1 ? 0 : c0 + i;
+        if (params[2 * k * (ptrdiff_t)n_params + c] != (1 << 30) || params[(2 * k + 1) * (ptrdiff_t)n_params + c] != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* The rows of channels c0.. (lanes m); UA, UB: add_unit16 of a, b (constants where inlined). */
+static inline __attribute__((always_inline)) void add_rows16(const int8_t *a, const int8_t *b, int32_t rows, int32_t C,
+                                                             int32_t c0, __mmask16 m, __m512i za, __m512i zb,
+                                                             __m512i zo, const add_rs16 *ra, const add_rs16 *rb,
+                                                             const add_rs16 *ro, int8_t *y, const int UA, const int UB) {
+    int32_t r;
+    for (r = 0; r < rows; r++) {
+        const ptrdiff_t at = (ptrdiff_t)r * C + c0;
+        const __m512i qa = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + at)),
+                      qb = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + at));
+        const __m512i sa = UA ? _mm512_slli_epi32(_mm512_sub_epi32(qa, za), 19) : add_input16(ra, qa, za);
+        const __m512i sb = UB ? _mm512_slli_epi32(_mm512_sub_epi32(qb, zb), 19) : add_input16(rb, qb, zb);
+        add_store16(y + at, m, _mm512_cvtsepi32_epi8(_mm512_add_epi32(add_output16(ro, _mm512_add_epi32(sa, sb)), zo)));
+    }
+}
+
 static void add_simd(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
                      const int32_t *params, int32_t n_params, int32_t out_zp, int8_t *y) {
     const __m512i za = _mm512_set1_epi32(a_zp), zb = _mm512_set1_epi32(b_zp), zo = _mm512_set1_epi32(out_zp);
-    int32_t c0, r;
+    int32_t c0;
     for (c0 = 0; c0 < C; c0 += 16) {
         const int32_t n = C - c0 < 16 ? C - c0 : 16;
         const __mmask16 m = tqv_lanes(n);
+        const int ua = add_unit16(params, n_params, 0, c0, n), ub = add_unit16(params, n_params, 1, c0, n);
         add_rs16 ra, rb, ro;
-        add_rs16_load(&ra, params, n_params, 0, c0, n, a_zp);
-        add_rs16_load(&rb, params, n_params, 1, c0, n, b_zp);
+        memset(&ra, 0, sizeof ra); /* an input with unit rescaling (add_unit16) does not read its constants */
+        memset(&rb, 0, sizeof rb);
+        if (!ua) add_rs16_load(&ra, params, n_params, 0, c0, n, a_zp);
+        if (!ub) add_rs16_load(&rb, params, n_params, 1, c0, n, b_zp);
         add_rs16_load(&ro, params, n_params, 2, c0, n, 0);
-        for (r = 0; r < rows; r++) {
-            const ptrdiff_t at = (ptrdiff_t)r * C + c0;
-            const __m512i sa = add_input16(&ra, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + at)), za);
-            const __m512i sb = add_input16(&rb, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + at)), zb);
-            add_store16(y + at, m, _mm512_cvtsepi32_epi8(_mm512_add_epi32(add_output16(&ro, _mm512_add_epi32(sa, sb)), zo)));
-        }
+        if (ua && ub)
+            add_rows16(a, b, rows, C, c0, m, za, zb, zo, &ra, &rb, &ro, y, 1, 1);
+        else if (ua)
+            add_rows16(a, b, rows, C, c0, m, za, zb, zo, &ra, &rb, &ro, y, 1, 0);
+        else if (ub)
+            add_rows16(a, b, rows, C, c0, m, za, zb, zo, &ra, &rb, &ro, y, 0, 1);
+        else
+            add_rows16(a, b, rows, C, c0, m, za, zb, zo, &ra, &rb, &ro, y, 0, 0);
     }
 }
 #elif defined(TQ_SIMD_AVX2)

@@ -148,6 +148,8 @@ static __attribute__((noinline, unused)) int tqa_gemm_packed(const tqv_gemm *g) 
     for (j = 0; j < TQA_SUB; j++) {
         t[j].raw = raw + TQV_MR * j;
         t[j].buf = buf + TQV_MR * j;
+        t[j].rqc = NULL;
+        t[j].bp = NULL;
     }
     tqa_configure();
     for (n0 = 0; n0 < g->N; n0 += per_panel * TQV_NR) {
@@ -311,6 +313,8 @@ static __attribute__((noinline, unused)) int tqa_gemm_rows(const tqv_gemm *g) {
     for (j = 0; j < TQA_SUB; j++) {
         t[j].raw = raw + TQV_MR * j;
         t[j].buf = buf + TQV_MR * (j % 2);
+        t[j].rqc = NULL;
+        t[j].bp = NULL;
     }
     tqa_configure();
     for (r0 = 0; r0 < g->M; r0 += pass_rows) {

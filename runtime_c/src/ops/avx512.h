@@ -154,6 +154,9 @@ static inline void tqv_rq_prepare(tqv_rq16 *q, int how, __m512i bias, __m512i mu
         q->fast = !_mm512_mask_cmpgt_epi32_mask(lanes, shift, minus1) && !_mm512_mask_cmplt_epi32_mask(lanes, mult, zero) &&
                   (how == TQV_MBQM1 || !_mm512_mask_cmpge_epu32_mask(lanes, _mm512_abs_epi32(bias),
                                                                       _mm512_set1_epi32(1 << 30)));
+    /* the fast forms add zp in 16-bit (MBQM1) or 32-bit lanes after clamping: exact for |zp| <= 2^15 - 128 (see
+     * tqv_rqs); the loaders allow int8/uint8 zero points only, so this never costs a model the fast form */
+    q->fast = q->fast && zp >= -32640 && zp <= 32640;
     /* lanes not in use get the in-use parameters' form of shift: their values are computed and dropped */
     shift = _mm512_mask_mov_epi32(_mm512_set1_epi32(how == TQV_MBQM ? 0 : -1), lanes, shift);
     q->zp = _mm512_set1_epi64(zp);
@@ -231,6 +234,74 @@ static inline __m128i tqv_rq_apply_fast(const tqv_rq16 *q, __m512i acc) {
     x = _mm512_srav_epi32(_mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 32), po), q->k32);
     if (q->how == TQV_REQUANT1) return _mm512_cvtsepi32_epi8(_mm512_add_epi32(x, q->zp32));
     return _mm256_cvtsepi16_epi8(_mm256_adds_epi16(_mm512_cvtsepi32_epi16(x), q->zp16));
+}
+
+/* The shortest forms, for REQUANT1 with shift <= -1, M >= 0, |bias| < 2^30 (as the fast form) and MBQM with
+ * shift <= -1 (r = -shift >= 1), M >= 0, |bias| < 2^30: with the product p = (acc + bias) M = acc M + bias M, each
+ * output is y >> (32 + k) for k = -1 - shift (so the high dword of y shifted by k), where
+ *   REQUANT1 (e = 31 - shift = 32 + k): y = p + 2^(e-1) - [p < 0] (as the fast form);
+ *   MBQM: SRDHM = h = floor((p + 2^30) / 2^31) (as the fast form) and RDBPOT(h, r) = floor((h + 2^(r-1) - [h < 0])
+ *     / 2^r), so (floor((floor(x / a) + c) / b) = floor((x + ca) / ab) for integers x, c and a, b > 0)
+ *     y = p + 2^30 + 2^(30+r) - [p < -2^30] 2^31 (h < 0 iff p + 2^30 < 0), shifted by 31 + r = 32 + k.
+ * [p < t] is tested as acc M < t - bias M (exact int64 values), and the constants fold into one addend. Sizes:
+ * |acc + bias| < 1.5 * 2^31 and M < 2^31 give |p| < 3 * 2^61 - 2^32, so |y| < 2^63 (the MBQM addend is at most
+ * 2^30 + 2^61) and y >> 32 fits an int32; both forms' results stay below 1.5 * 2^30 in magnitude. MBQM adds zp in
+ * 16-bit saturating lanes after clamping to int16: sat8(sat16(sat16(x) + zp)) = sat8(x + zp) needs |zp| <= 2^15 - 128
+ * (a clamped x then still saturates the same way: 32767 + zp >= 127); REQUANT1 adds it in int32 (|zp| <= 2^29
+ * cannot wrap). */
+typedef struct {
+    __m512i m[2], add[2], thr[2]; /* even / odd lanes: the multiplier, the addend, the threshold of the test */
+    __m512i sub;                  /* what the test subtracts: 1 (REQUANT1) or 2^31 (MBQM) */
+    __m512i k32;                  /* k as int32 lanes */
+    __m512i zp32;
+    __m256i zp16;
+    int wide;                     /* MBQM: + zp in 16-bit saturating lanes */
+} tqv_rqs;
+
+/* Whether the shortest form applies to the lanes in use; if so, its constants in s. */
+static inline int tqv_rqs_prepare(tqv_rqs *s, int how, __m512i bias, __m512i mult, __m512i shift, int32_t zp,
+                                  __mmask16 lanes) {
+    const __m512i one = _mm512_set1_epi64(1);
+    int p;
+    if ((how != TQV_REQUANT1 && how != TQV_MBQM) || _mm512_mask_cmpgt_epi32_mask(lanes, shift, _mm512_set1_epi32(-1)) ||
+        _mm512_mask_cmplt_epi32_mask(lanes, mult, _mm512_setzero_si512()) ||
+        _mm512_mask_cmpge_epu32_mask(lanes, _mm512_abs_epi32(bias), _mm512_set1_epi32(1 << 30)) ||
+        (how == TQV_MBQM ? zp < -32640 || zp > 32640 : zp < -(1 << 29) || zp > (1 << 29)))
+        return 0;
+    shift = _mm512_mask_mov_epi32(_mm512_set1_epi32(-1), lanes, shift); /* lanes not in use: any valid shift */
+    s->wide = how == TQV_MBQM;
+    s->sub = how == TQV_MBQM ? _mm512_set1_epi64((int64_t)1 << 31) : one;
+    s->k32 = _mm512_sub_epi32(_mm512_set1_epi32(-1), shift);
+    s->zp32 = _mm512_set1_epi32(zp);
+    s->zp16 = _mm256_set1_epi16((int16_t)zp);
+    for (p = 0; p < 2; p++) {
+        const __m512i b = p ? _mm512_srli_epi64(bias, 32) : bias, m = p ? _mm512_srli_epi64(mult, 32) : mult;
+        const __m512i sh = p ? tqv_odd64(shift) : tqv_even64(shift), bm = _mm512_mul_epi32(b, m);
+        s->m[p] = m;
+        if (how == TQV_MBQM) {
+            const __m512i h30 = _mm512_set1_epi64((int64_t)1 << 30);
+            s->add[p] = _mm512_add_epi64(_mm512_add_epi64(bm, h30),
+                                         _mm512_sllv_epi64(h30, _mm512_sub_epi64(_mm512_setzero_si512(), sh)));
+            s->thr[p] = _mm512_sub_epi64(_mm512_set1_epi64(-((int64_t)1 << 30)), bm);
+        } else {
+            s->add[p] = _mm512_add_epi64(bm, _mm512_sllv_epi64(one, _mm512_sub_epi64(_mm512_set1_epi64(30), sh)));
+            s->thr[p] = _mm512_sub_epi64(_mm512_setzero_si512(), bm);
+        }
+    }
+    return 1;
+}
+
+/* The 16 output bytes of 16 accumulators in the shortest form; wide: s->wide (a constant where inlined). */
+static inline __attribute__((always_inline)) __m128i tqv_rqs_apply_k(const tqv_rqs *s, __m512i acc, const int wide) {
+    const __m512i pe = _mm512_mul_epi32(acc, s->m[0]), po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), s->m[1]);
+    const __m512i ye = _mm512_mask_sub_epi64(_mm512_add_epi64(pe, s->add[0]), _mm512_cmplt_epi64_mask(pe, s->thr[0]),
+                                             _mm512_add_epi64(pe, s->add[0]), s->sub);
+    const __m512i yo = _mm512_mask_sub_epi64(_mm512_add_epi64(po, s->add[1]), _mm512_cmplt_epi64_mask(po, s->thr[1]),
+                                             _mm512_add_epi64(po, s->add[1]), s->sub);
+    const __m512i x = _mm512_srav_epi32(_mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(ye, 32), yo),
+                                        s->k32);
+    if (!wide) return _mm512_cvtsepi32_epi8(_mm512_add_epi32(x, s->zp32));
+    return _mm256_cvtsepi16_epi8(_mm256_adds_epi16(_mm512_cvtsepi32_epi16(x), s->zp16));
 }
 
 /* The 16 output bytes of 16 accumulators. */

@@ -38,7 +38,7 @@ static void bmm_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t nc
     int32_t colterm[TQV_NR];
     tqv_colterm(colsum, (int32_t)(0u - (uint32_t)f->a_zp), (int32_t)kzz, colterm);
     tqv_emit(t->raw, t->rowsum, t->nr, (int32_t)((uint32_t)f->b_zp + 128u), colterm, n0, nc, &f->q,
-             f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N);
+             f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N, t->rqc);
 }
 
 static int bmm_vnni(const int8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t K, int32_t M, int adj_y,

@@ -32,28 +32,36 @@ typedef struct {
     tqv_gemm g;
     const uint8_t *a;
     int32_t bits, m, signed_fine, b_zp;
+    tqv_sparse *sp; /* few coarse codes (most rows of a softmax's): the fine plane as A (vnni.h tqv_sparse), or NULL */
     tqv_requant q;
     int8_t *y;
 } bmm2s_vnni_op;
 
 static void bmm2s_vnni_rows(const tqv_gemm *g, tqv_tile *t) {
     const bmm2s_vnni_op *f = (const bmm2s_vnni_op *)(const void *)g;
-    tqv_plane_rows(f->a, g->K, g->K, f->bits, f->signed_fine, t);
+    if (f->sp)
+        tqv_sparse_rows(f->a, g->K, g->K, f->bits, f->signed_fine, f->sp, t);
+    else
+        tqv_plane_rows(f->a, g->K, g->K, f->bits, f->signed_fine, t);
 }
 
 static void bmm2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t nc, const int32_t colsum[TQV_NR]) {
     const bmm2s_vnni_op *f = (const bmm2s_vnni_op *)(const void *)g;
-    int32_t acc[TQV_MR / 2][TQV_NR], sum[TQV_MR / 2], colterm[TQV_NR];
+    int32_t acc[TQV_MR][TQV_NR], sum[TQV_MR], colterm[TQV_NR];
     (void)colsum;
     memset(colterm, 0, sizeof colterm);
-    tqv_combine_planes(t, f->m, acc, sum);
-    tqv_emit(acc, sum, t->nr, f->b_zp, colterm, n0, nc, &f->q, f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N);
+    if (f->sp)
+        tqv_sparse_combine(f->sp, t, f->m, acc, sum);
+    else
+        tqv_combine_planes(t, f->m, acc, sum);
+    tqv_emit(acc, sum, t->nr, f->b_zp, colterm, n0, nc, &f->q, f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N, t->rqc);
 }
 
 static int bmm2s_vnni(const uint8_t *a, const int8_t *b, int32_t batch, int32_t N, int32_t M, int32_t a_kind,
                       int32_t bits, int32_t m, int32_t signed_fine, int32_t b_zp, int32_t mult, int32_t shift,
                       int32_t out_zp, int8_t *y) {
     bmm2s_vnni_op f;
+    tqv_sparse sp;
     int32_t t;
     if (a_kind != TQ_TWO_SCALE || bits < 2 || bits > 8 || m < 0 || m > 31 || !tqv_fits(N, 0) ||
         !tqv_shifts_ok(&shift, 1))
@@ -65,6 +73,10 @@ static int bmm2s_vnni(const uint8_t *a, const int8_t *b, int32_t batch, int32_t 
     f.g.K = N;
     f.g.M = N;
     f.g.planes = 2;
+    if (!tqv_amx_takes(N, 2) && tqv_sparse_fits(a, N, (int64_t)batch * N, N, bits)) {
+        f.g.planes = 1;
+        f.sp = &sp;
+    }
     f.g.rows = bmm2s_vnni_rows;
     f.g.emit = bmm2s_vnni_emit;
     f.bits = bits;
@@ -79,7 +91,10 @@ static int bmm2s_vnni(const uint8_t *a, const int8_t *b, int32_t batch, int32_t 
         f.a = a + (ptrdiff_t)t * N * N;
         f.g.b = b + (ptrdiff_t)t * N * M;
         f.y = y + (ptrdiff_t)t * N * M;
-        tqv_gemm_run(&f.g);
+        if (f.sp)
+            tqv_gemm_vnni(&f.g); /* emit reads the packed blocks: never on AMX tiles */
+        else
+            tqv_gemm_run(&f.g);
     }
     return 1;
 }

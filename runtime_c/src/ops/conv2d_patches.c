@@ -49,7 +49,7 @@ static void conv_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t n
     const conv_vnni_op *f = (const conv_vnni_op *)(const void *)g;
     int32_t colterm[TQV_NR];
     tqv_colterm(colsum, (int32_t)(0u - (uint32_t)f->in_zp), 0, colterm);
-    tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N);
+    tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N, t->rqc);
 }
 
 static int conv_vnni(const int8_t *x, int32_t B, int32_t H, int32_t W, int32_t C, int32_t in_zp, const int8_t *w,

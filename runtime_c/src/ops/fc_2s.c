@@ -68,7 +68,10 @@ static void fc_2s_row_ref(const uint8_t *xr, int32_t I, int32_t in_kind, int32_t
 #define FC2S_MAX_EXT 1024
 #define FC2S_MAX_POW2_O 4096 /* channel_pow2 as planes: the weighted column sums on the stack */
 
-enum { FC2S_RAW, FC2S_EXT, FC2S_PLANES, FC2S_POW2 };
+enum { FC2S_RAW, FC2S_EXT, FC2S_PLANES, FC2S_POW2, FC2S_SPARSE };
+
+/* FC2S_SPARSE: two_scale with few coarse codes (the outputs of a GELU, about 5% coarse), vnni.h's tqv_sparse: the
+ * fine plane is A, one kernel row per output row, and emit adds the coarse plane's products. */
 
 typedef struct {
     tqv_gemm g;
@@ -77,9 +80,18 @@ typedef struct {
     int32_t in_kind, in_zp, bits, m, signed_fine, neg_mult, neg_shift;
     const int8_t *in_shift;
     const int32_t *w2; /* FC2S_POW2: sum_i 2^shift_i w[o][i] per output channel */
+    tqv_sparse *sp;    /* FC2S_SPARSE: the tile's coarse groups (rows writes, emit reads) */
     tqv_requant q;
     int8_t *y;
 } fc2s_vnni_op;
+
+/* FC2S_SPARSE outputs. */
+static void fc2s_sparse_emit(const fc2s_vnni_op *f, tqv_tile *t, int32_t n0, int32_t nc, int8_t *y) {
+    int32_t acc[TQV_MR][TQV_NR], sum[TQV_MR], colterm[TQV_NR];
+    memset(colterm, 0, sizeof colterm);
+    tqv_sparse_combine(f->sp, t, f->m, acc, sum);
+    tqv_emit(acc, sum, t->nr, 0, colterm, n0, nc, &f->q, y, f->g.N, t->rqc);
+}
 
 /* channel_pow2 as two planes (FC2S_POW2): d_i = (q_i - zp) << s_i = v_i - (zp << s_i) with v_i = q_i << s_i, and
  * |v_i| <= 128 << 7 splits into int8 planes v_i = lo_i + (hi_i << 7), lo_i = v_i & 127 (0..127), hi_i = v_i >> 7
@@ -149,16 +161,26 @@ static void fc2s_ext_rows(const fc2s_vnni_op *f, tqv_tile *t) {
     for (r = 0; r < TQV_MR; r++) {
         const int8_t *xr = (const int8_t *)f->x + (ptrdiff_t)(t->r0 + r) * I;
         int8_t *ar = t->buf[r];
+        __m512i sum = _mm512_setzero_si512();
+        int32_t k, ext_sum = 0;
         if (r >= t->nr) {
             t->a[r] = t->a[0];
             t->rowsum[r] = 0;
             continue;
         }
-        memset(ar, 0, (size_t)n);
-        memcpy(ar, xr, (size_t)I);
-        for (e = 0; e < f->g.n_ext; e++) ar[kpad + e] = xr[f->g.ext[e]];
+        /* the row, zero to a whole vector past n (ar has room: TQV_ROW_BYTES), then the extension columns */
+        for (k = 0; k < n; k += 64) {
+            const __mmask64 m = I - k >= 64 ? ~(__mmask64)0 : I > k ? (((__mmask64)1 << (I - k)) - 1) : 0;
+            const __m512i v = _mm512_maskz_loadu_epi8(m, xr + k);
+            _mm512_storeu_si512((void *)(ar + k), v);
+            sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), v);
+        }
+        for (e = 0; e < f->g.n_ext; e++) {
+            ar[kpad + e] = xr[f->g.ext[e]];
+            ext_sum += xr[f->g.ext[e]];
+        }
         t->a[r] = ar;
-        t->rowsum[r] = tqv_rowsum(ar, n);
+        t->rowsum[r] = _mm512_reduce_add_epi32(sum) + ext_sum;
     }
 }
 
@@ -170,6 +192,8 @@ static void fc2s_vnni_rows(const tqv_gemm *g, tqv_tile *t) {
         fc2s_ext_rows(f, t);
     else if (f->mode == FC2S_POW2)
         fc2s_pow2_rows(f, t);
+    else if (f->mode == FC2S_SPARSE)
+        tqv_sparse_rows(f->x, g->K, g->K, f->bits, f->signed_fine, f->sp, t);
     else
         tqv_plane_rows(f->x, g->K, g->K, f->bits, f->in_kind == TQ_TWO_SCALE && f->signed_fine, t);
 }
@@ -209,20 +233,22 @@ static void fc2s_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t n
     const fc2s_vnni_op *f = (const fc2s_vnni_op *)(const void *)g;
     int8_t *y = f->y + (ptrdiff_t)t->r0 * g->N + n0;
     int32_t colterm[TQV_NR];
-    if (f->mode == FC2S_POW2) {
+    if (f->mode == FC2S_SPARSE) {
+        fc2s_sparse_emit(f, t, n0, nc, y);
+    } else if (f->mode == FC2S_POW2) {
         int32_t acc[TQV_MR / 2][TQV_NR], sum[TQV_MR / 2], w2[TQV_NR] = {0}, c;
         for (c = 0; c < nc; c++) w2[c] = f->w2[n0 + c];
         tqv_colterm(w2, (int32_t)(0u - (uint32_t)f->in_zp), 0, colterm);
         tqv_combine_planes(t, 7, acc, sum);
-        tqv_emit(acc, sum, t->nr, 0, colterm, n0, nc, &f->q, y, g->N);
+        tqv_emit(acc, sum, t->nr, 0, colterm, n0, nc, &f->q, y, g->N, t->rqc);
     } else if (f->mode != FC2S_PLANES) {
         tqv_colterm(colsum, (int32_t)(0u - (uint32_t)f->in_zp), 0, colterm);
-        tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, y, g->N);
+        tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, y, g->N, t->rqc);
     } else if (f->in_kind == TQ_TWO_SCALE) {
         int32_t acc[TQV_MR / 2][TQV_NR], sum[TQV_MR / 2];
         memset(colterm, 0, sizeof colterm);
         tqv_combine_planes(t, f->m, acc, sum);
-        tqv_emit(acc, sum, t->nr, 0, colterm, n0, nc, &f->q, y, g->N);
+        tqv_emit(acc, sum, t->nr, 0, colterm, n0, nc, &f->q, y, g->N, t->rqc);
     } else {
         fc2s_emit_sign_split(f, t, n0, nc);
     }
@@ -244,6 +270,7 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
                      const int32_t *out_shift, int32_t out_zp, int8_t *y, const void *pre) {
     int32_t ext[FC2S_MAX_EXT], w2[FC2S_MAX_POW2_O], n_ext = 0, pre_n_ext = 0;
     fc2s_vnni_op f;
+    tqv_sparse sp;
     memset(&f, 0, sizeof f);
     if (!tqv_shifts_ok(out_shift, O)) return 0;
     if (in_kind == TQ_UNIFORM) {
@@ -269,6 +296,10 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
         if (bits < 2 || bits > 8 || m < 0 || m > 31) return 0;
         if (in_kind == TQ_SIGN_SPLIT && !tqv_shifts_ok(&neg_shift, 1)) return 0;
         f.mode = FC2S_PLANES;
+        if (in_kind == TQ_TWO_SCALE && !tqv_amx_takes(rows, 2) && tqv_sparse_fits(x, I, rows, I, bits)) {
+            f.mode = FC2S_SPARSE;
+            f.sp = &sp;
+        }
     } else {
         return 0;
     }
@@ -299,7 +330,10 @@ static int fc2s_vnni(const uint8_t *x, int32_t rows, int32_t I, int32_t in_kind,
     f.q.how = TQV_REQUANT1;
     f.q.zp = out_zp;
     f.y = y;
-    tqv_gemm_run(&f.g);
+    if (f.mode == FC2S_SPARSE)
+        tqv_gemm_vnni(&f.g); /* emit reads the packed blocks: never on AMX tiles */
+    else
+        tqv_gemm_run(&f.g);
     return 1;
 }
 #endif

@@ -35,7 +35,7 @@ static void fc_vnni_emit(const tqv_gemm *g, tqv_tile *t, int32_t n0, int32_t nc,
     const fc_vnni_op *f = (const fc_vnni_op *)(const void *)g;
     int32_t colterm[TQV_NR];
     tqv_colterm(colsum, (int32_t)(0u - (uint32_t)f->in_zp), 0, colterm);
-    tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N);
+    tqv_emit(t->raw, t->rowsum, t->nr, 128, colterm, n0, nc, &f->q, f->y + (ptrdiff_t)t->r0 * g->N + n0, g->N, t->rqc);
 }
 
 static int fc_vnni(const int8_t *x, int32_t rows, int32_t I, int32_t in_zp, const int8_t *w, int32_t O,

@@ -125,33 +125,90 @@ static inline __m128i ln_out8(__m256i d, const int32_t *g, const int64_t *bb, __
     return _mm512_cvtsepi64_epi8(_mm512_add_epi64(o, zp));
 }
 
-/* One row; returns 0 (having written nothing) if a quotient could not be verified. */
-static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
-                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
-    int32_t xs[LN_SIMD_MAX_D];
-    int8_t out[LN_SIMD_MAX_D];
-    const __m512i zp = _mm512_set1_epi32(in_zp), dd = _mm512_set1_epi32(D);
-    const __m512i omask = _mm512_set1_epi64((int64_t)(((uint64_t)1 << out_shift) - 1u));
-    const __m512i ohalf = _mm512_srli_epi64(omask, 1), ozp = _mm512_set1_epi64(out_zp);
-    const __m128i osh = _mm_cvtsi32_si128(out_shift);
-    __m512i sum = _mm512_setzero_si512(), sq = sum, S;
-    __m512d K, H;
-    int64_t sigma, Ssum;
-    __mmask8 ok = 0xFF;
+/* The same output with fewer operations, for 1 <= out_shift <= 61 and every |beta| <= 2^61 (ln_short_ok; the
+ * common case). The quotient: est_lo = fma(|d|, K, H - 2^-18) and est_hi = fma(|d|, K, H + 2^-18), each within
+ * 2^-20 of t -/+ 2^-18 (K, H, H -/+ 2^-18 and the fma rounded once each, t < 2^30.01 by the bounds above, so no
+ * conversion overflows): est_lo < t < est_hi, so where trunc(est_lo) = trunc(est_hi) = q, floor(t) = q (est_lo > -1:
+ * for est_lo < 0, t < 1 and q = 0); a lane where they differ (about 2^-17 of them) sends the row to ln_row_ref
+ * (*bad). The rounding shift: tq_rdbpot64(v, n) = (v + 2^(n-1) + (v >> 63)) >> n for n >= 1 (the rem > thr test as one
+ * sum), v = nrm g + beta with |v| < 2^61.01 + 2^61, so the sum stays below 2^63. */
+static inline __m128i ln_out8s(__m512d ad, __mmask8 neg, const int32_t *g, const int64_t *bb, __mmask8 mh, __m512d K,
+                               __m512d Hlo, __m512d Hhi, __m128i osh, __m512i half, __m512i zp, __mmask8 *bad) {
+    const __m256i qlo = _mm512_cvtt_roundpd_epi32(_mm512_fmadd_pd(ad, K, Hlo), _MM_FROUND_NO_EXC);
+    const __m256i qhi = _mm512_cvtt_roundpd_epi32(_mm512_fmadd_pd(ad, K, Hhi), _MM_FROUND_NO_EXC);
+    const __m256i nrm = _mm256_mask_sub_epi32(qhi, neg, _mm256_setzero_si256(), qhi);
+    const __m512i v = _mm512_add_epi64(_mm512_mul_epi32(_mm512_cvtepi32_epi64(nrm),
+                                                        _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(mh, g))),
+                                       _mm512_maskz_loadu_epi64(mh, bb));
+    const __m512i o = _mm512_sra_epi64(_mm512_add_epi64(_mm512_add_epi64(v, half), _mm512_srai_epi64(v, 63)), osh);
+    *bad |= _mm256_mask_cmpneq_epi32_mask(mh, qlo, qhi);
+    return _mm512_cvtsepi64_epi8(_mm512_add_epi64(o, zp));
+}
+
+static int ln_short_ok(int32_t D, const int64_t *beta_bias, int32_t out_shift) {
     int32_t c;
+    if (out_shift < 1 || out_shift > 61) return 0;
+    for (c = 0; c < D; c++)
+        if (beta_bias[c] < -((int64_t)1 << 61) || beta_bias[c] > ((int64_t)1 << 61)) return 0;
+    return 1;
+}
+
+/* A row's x_c (into xs, which has room for the whole last vector), its sum S, sigma and e. */
+typedef struct {
+    int64_t S, sigma;
     int e;
+} ln_stats;
+
+static inline void ln_row_stats(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps,
+                                int32_t *xs, ln_stats *st) {
+    const __m512i zp = _mm512_set1_epi32(in_zp);
+    __m512i sum = _mm512_setzero_si512(), sq = sum;
+    int32_t c;
     for (c = 0; c < D; c += 16) {
         const __m512i x = ln_x16(xr, in_shift, c, tqv_lanes(D - c), zp);
-        _mm512_storeu_si512(xs + c, x); /* xs has room for the whole last vector */
+        _mm512_storeu_si512(xs + c, x);
         sum = _mm512_add_epi32(sum, x);
         sq = _mm512_add_epi64(sq, _mm512_mul_epi32(x, x));
         sq = _mm512_add_epi64(sq, _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(x, 32)));
     }
-    Ssum = _mm512_reduce_add_epi32(sum);
-    sigma = ln_sigma(Ssum, _mm512_reduce_add_epi64(sq), D, eps, &e);
-    S = _mm512_set1_epi32((int32_t)Ssum);
-    K = _mm512_set1_pd((double)((int64_t)1 << (TQ_NORM_FRAC_BITS + e)) / (double)sigma);
-    H = _mm512_set1_pd((double)(sigma >> 1) / (double)sigma);
+    st->S = _mm512_reduce_add_epi32(sum);
+    st->sigma = ln_sigma(st->S, _mm512_reduce_add_epi64(sq), D, eps, &st->e);
+}
+
+/* The row's outputs from its stats into out (LN_SIMD_MAX_D bytes), then to yr; returns 0 (having written nothing to
+ * yr) if a quotient could not be verified. */
+static inline int ln_row_out(const int32_t *xs, const ln_stats *st, int32_t D, const int32_t *gamma_mul,
+                             const int64_t *beta_bias, int32_t out_zp, int32_t out_shift, int short_ok, int8_t *out,
+                             int8_t *yr) {
+    const __m512i dd = _mm512_set1_epi32(D), S = _mm512_set1_epi32((int32_t)st->S);
+    const __m512i omask = _mm512_set1_epi64((int64_t)(((uint64_t)1 << out_shift) - 1u));
+    const __m512i ohalf = _mm512_srli_epi64(omask, 1), ozp = _mm512_set1_epi64(out_zp);
+    const __m128i osh = _mm_cvtsi32_si128(out_shift);
+    const __m512d K = _mm512_set1_pd((double)((int64_t)1 << (TQ_NORM_FRAC_BITS + st->e)) / (double)st->sigma);
+    const __m512d H = _mm512_set1_pd((double)(st->sigma >> 1) / (double)st->sigma);
+    __mmask8 ok = 0xFF;
+    int32_t c;
+    if (short_ok) {
+        const __m512d Hlo = _mm512_sub_pd(H, _mm512_set1_pd(1.0 / (1 << 18))),
+                      Hhi = _mm512_add_pd(H, _mm512_set1_pd(1.0 / (1 << 18)));
+        const __m512i half = _mm512_set1_epi64((int64_t)1 << (out_shift - 1));
+        __mmask8 bad = 0;
+        for (c = 0; c < D; c += 16) {
+            const __mmask16 m = tqv_lanes(D - c);
+            const __m512i d = _mm512_sub_epi32(_mm512_mullo_epi32(dd, _mm512_loadu_si512(xs + c)), S);
+            const __m512i ad = _mm512_abs_epi32(d);
+            const __mmask16 neg = _mm512_cmplt_epi32_mask(d, _mm512_setzero_si512());
+            const __m128i lo = ln_out8s(_mm512_cvtepi32_pd(_mm512_castsi512_si256(ad)), (__mmask8)neg, gamma_mul + c,
+                                        beta_bias + c, (__mmask8)m, K, Hlo, Hhi, osh, half, ozp, &bad);
+            const __m128i hi = ln_out8s(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(ad, 1)), (__mmask8)(neg >> 8),
+                                        gamma_mul + c + 8, beta_bias + c + 8, (__mmask8)(m >> 8), K, Hlo, Hhi, osh,
+                                        half, ozp, &bad);
+            _mm_mask_storeu_epi8(out + c, m, _mm_unpacklo_epi64(lo, hi));
+        }
+        if (bad) return 0;
+        memcpy(yr, out, (size_t)D);
+        return 1;
+    }
     for (c = 0; c < D; c += 16) {
         const __mmask16 m = tqv_lanes(D - c);
         const __m512i d = _mm512_sub_epi32(_mm512_mullo_epi32(dd, _mm512_loadu_si512(xs + c)), S);
@@ -164,6 +221,32 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
     if (ok != 0xFF) return 0;
     memcpy(yr, out, (size_t)D);
     return 1;
+}
+
+/* One row; returns 0 (having written nothing) if a quotient could not be verified. */
+static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
+                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok,
+                       int8_t *yr) {
+    int32_t xs[LN_SIMD_MAX_D];
+    int8_t out[LN_SIMD_MAX_D];
+    ln_stats st;
+    ln_row_stats(xr, D, in_zp, in_shift, eps, xs, &st);
+    return ln_row_out(xs, &st, D, gamma_mul, beta_bias, out_zp, out_shift, short_ok, out, yr);
+}
+
+/* Two rows: both rows' sums and sigma (a serial chain: the square root, the divisions) before either's outputs, so
+ * that they overlap. Bit r of the result: row r written (else it is left to ln_row_ref). */
+static int ln_rows2_simd(const int8_t *x0, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
+                         const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok,
+                         int8_t *y0) {
+    int32_t xs[2][LN_SIMD_MAX_D];
+    int8_t out[LN_SIMD_MAX_D];
+    ln_stats st[2];
+    int done;
+    ln_row_stats(x0, D, in_zp, in_shift, eps, xs[0], &st[0]);
+    ln_row_stats(x0 + D, D, in_zp, in_shift, eps, xs[1], &st[1]);
+    done = ln_row_out(xs[0], &st[0], D, gamma_mul, beta_bias, out_zp, out_shift, short_ok, out, y0);
+    return done | ln_row_out(xs[1], &st[1], D, gamma_mul, beta_bias, out_zp, out_shift, short_ok, out, y0 + D) << 1;
 }
 #elif defined(TQ_SIMD_AVX2)
 /* AVX2: the sums 8 channels a vector, the output 4 (int64 lanes), the division as with AVX-512 (ln_out8) but with a
@@ -191,7 +274,8 @@ static inline int ln_out4(__m128i d, const int32_t *g, const int64_t *bb, __m256
 }
 
 static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
-                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
+                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok,
+                       int8_t *yr) {
     int32_t xs[LN_SIMD_MAX_D];
     int8_t out[LN_SIMD_MAX_D];
     const __m256i zp = _mm256_set1_epi32(in_zp);
@@ -203,6 +287,7 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
     int64_t sigma, Ssum = 0, lanes64[4], sqsum = 0;
     int32_t lanes32[8], c, j;
     int e;
+    (void)short_ok;
     for (c = 0; c + 8 <= D; c += 8) {
         const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(xr + c)));
         const __m256i k = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(in_shift + c)));
@@ -247,12 +332,31 @@ void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, co
     int32_t r;
 #if defined(TQ_SIMD_AVX2)
     const int fast = ln_simd_ok(D, in_zp, in_shift, eps, out_shift);
+#if defined(TQ_SIMD_VNNI)
+    const int short_ok = fast && ln_short_ok(D, beta_bias, out_shift);
+#else
+    const int short_ok = 0;
 #endif
-    for (r = 0; r < rows; r++) {
+#endif
+    r = 0;
+#if defined(TQ_SIMD_VNNI)
+    if (fast)
+        for (; r + 2 <= rows; r += 2) {
+            const int8_t *xr = x + (ptrdiff_t)r * D;
+            int8_t *yr = y + (ptrdiff_t)r * D;
+            const int done = ln_rows2_simd(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift,
+                                           short_ok, yr);
+            if (!(done & 1)) ln_row_ref(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr);
+            if (!(done & 2))
+                ln_row_ref(xr + D, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr + D);
+        }
+#endif
+    for (; r < rows; r++) {
         const int8_t *xr = x + (ptrdiff_t)r * D;
         int8_t *yr = y + (ptrdiff_t)r * D;
 #if defined(TQ_SIMD_AVX2)
-        if (fast && ln_row_simd(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr)) continue;
+        if (fast && ln_row_simd(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, short_ok, yr))
+            continue;
 #endif
         ln_row_ref(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr);
     }

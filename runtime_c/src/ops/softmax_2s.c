@@ -122,19 +122,45 @@ static inline int32_t softmax_max_simd(const int8_t *xr, int32_t n) {
         _mm512_cvtepi8_epi32(_mm_max_epi8(_mm256_castsi256_si128(m32), _mm256_extracti128_si256(m32, 1))));
 }
 
-/* e[i] = exp_lut[mx - x_i] and their sum E (int32 sums: see above). */
-static inline int64_t softmax_exp_simd(const int8_t *xr, int32_t n, int32_t mx, const int32_t *exp_lut, int32_t *e) {
+/* The 256-entry exp table in 16 registers, looked up by permutes (a gather of 16 lanes costs more on some cores):
+ * vpermi2d picks entry idx & 31 of each 32-entry pair of registers, then bits 5, 6 and 7 of idx (0 <= idx <= 255)
+ * choose among the eight pairs. */
+typedef struct {
+    __m512i t[16];
+} softmax_lut;
+
+static inline __m512i softmax_lut16(const softmax_lut *L, __m512i idx) {
+    const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)),
+                    b6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64)),
+                    b7 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(128));
+    const __m512i r0 = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(L->t[0], idx, L->t[1]),
+                                               _mm512_permutex2var_epi32(L->t[2], idx, L->t[3]));
+    const __m512i r1 = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(L->t[4], idx, L->t[5]),
+                                               _mm512_permutex2var_epi32(L->t[6], idx, L->t[7]));
+    const __m512i r2 = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(L->t[8], idx, L->t[9]),
+                                               _mm512_permutex2var_epi32(L->t[10], idx, L->t[11]));
+    const __m512i r3 = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(L->t[12], idx, L->t[13]),
+                                               _mm512_permutex2var_epi32(L->t[14], idx, L->t[15]));
+    return _mm512_mask_blend_epi32(b7, _mm512_mask_blend_epi32(b6, r0, r1), _mm512_mask_blend_epi32(b6, r2, r3));
+}
+
+/* e[i] = exp_lut[mx - x_i] and their sum E (int32 sums: see above): whole vectors by permutes, the tail by loads. */
+static inline int64_t softmax_exp_simd(const int8_t *xr, int32_t n, int32_t mx, const int32_t *exp_lut,
+                                       const softmax_lut *L, int32_t *e) {
     const __m512i vmx = _mm512_set1_epi32(mx);
     __m512i E = _mm512_setzero_si512();
-    int32_t i;
-    for (i = 0; i < n; i += 16) {
-        const __mmask16 m = tqv_lanes(n - i);
-        const __m512i idx = _mm512_sub_epi32(vmx, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, xr + i)));
-        const __m512i ev = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, exp_lut, 4);
-        _mm512_mask_storeu_epi32(e + i, m, ev);
+    int32_t i, tail = 0;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512i idx = _mm512_sub_epi32(vmx, _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(xr + i))));
+        const __m512i ev = softmax_lut16(L, idx);
+        _mm512_storeu_si512((void *)(e + i), ev);
         E = _mm512_add_epi32(E, ev);
     }
-    return _mm512_reduce_add_epi32(E);
+    for (; i < n; i++) {
+        e[i] = exp_lut[mx - xr[i]];
+        tail += e[i];
+    }
+    return _mm512_reduce_add_epi32(E) + tail;
 }
 
 /* min(v, vmax) of 8 exp values (each in the low dword of an int64 lane): v < 2^62, vmax < 2^31 */
@@ -268,18 +294,60 @@ static void softmax_row_simd(const int32_t *e, int32_t n, int64_t recip, int32_t
 }
 #endif
 
+/* The codes of one row from its exp values e and recip (the scalar form). */
+static void softmax_codes_ref(const int32_t *e, int32_t N, int64_t recip, int32_t out_kind, int32_t mult,
+                              int32_t shift, int32_t out_zp, int32_t bits, int32_t m, int32_t signed_fine,
+                              uint8_t *yr) {
+    int32_t i;
+    for (i = 0; i < N; i++) {
+        const int64_t p = tq_rshift_round((int64_t)e[i] * recip, TQ_EXP_FRAC_BITS); /* Q30 */
+        if (out_kind == TQ_TWO_SCALE)
+            yr[i] = encode_two_scale(tq_rshift_round(p * mult, shift), bits, m, signed_fine);
+        else if (out_kind == TQ_LOG2)
+            yr[i] = encode_log2(p, bits);
+        else
+            yr[i] = (uint8_t)tq_sat8(tq_rshift_round(p * mult, shift) + out_zp);
+    }
+}
+
 void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_lut, int32_t out_kind,
                    int32_t mult, int32_t shift, int32_t out_zp, int32_t bits, int32_t m, int32_t signed_fine,
                    uint8_t *y, int32_t *scratch) {
-    int32_t r, i;
+    int32_t r = 0, i;
 #if defined(TQ_SIMD_AVX2)
     const int simd = softmax_simd_lut_ok(exp_lut, N);
     const int simd_codes = simd && softmax_simd_codes_ok(out_kind, mult, shift, out_zp, bits, m);
     softmax_codes codes;
+#if defined(TQ_SIMD_VNNI)
+    softmax_lut L;
+    for (i = 0; i < 16; i++) L.t[i] = _mm512_loadu_si512((const void *)(exp_lut + 16 * i));
+#endif
     memset(&codes, 0, sizeof codes);
     if (simd_codes) softmax_codes_init(&codes, out_kind, shift, out_zp, bits, m, signed_fine);
 #endif
-    for (r = 0; r < rows; r++) {
+#if defined(TQ_SIMD_VNNI)
+    if (simd && simd_codes) { /* two rows at a time: each row's chain (maximum, sum, division, codes) is serial */
+        int32_t e1[2048]; /* the second row's exp values (N <= 2047, softmax_simd_lut_ok) */
+        const int64_t one = (int64_t)1 << (TQ_PROB_FRAC_BITS + TQ_EXP_FRAC_BITS);
+        for (; r + 2 <= rows; r += 2) {
+            const int8_t *x0 = x + (ptrdiff_t)r * N, *x1 = x0 + N;
+            uint8_t *y0 = y + (ptrdiff_t)r * N, *y1 = y0 + N;
+            const int32_t m0 = softmax_max_simd(x0, N), m1 = softmax_max_simd(x1, N);
+            const int64_t E0 = softmax_exp_simd(x0, N, m0, exp_lut, &L, scratch),
+                          E1 = softmax_exp_simd(x1, N, m1, exp_lut, &L, e1);
+            const int64_t rc0 = E0 > 0 ? one / E0 : 0, rc1 = E1 > 0 ? one / E1 : 0; /* E >= 0 here */
+            if (rc0 <= (int64_t)0xFFFFFFFF)
+                softmax_row_simd(scratch, N, rc0, mult, &codes, y0);
+            else
+                softmax_codes_ref(scratch, N, rc0, out_kind, mult, shift, out_zp, bits, m, signed_fine, y0);
+            if (rc1 <= (int64_t)0xFFFFFFFF)
+                softmax_row_simd(e1, N, rc1, mult, &codes, y1);
+            else
+                softmax_codes_ref(e1, N, rc1, out_kind, mult, shift, out_zp, bits, m, signed_fine, y1);
+        }
+    }
+#endif
+    for (; r < rows; r++) {
         const int8_t *xr = x + (ptrdiff_t)r * N;
         uint8_t *yr = y + (ptrdiff_t)r * N;
         int32_t mx = -128;
@@ -287,7 +355,11 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
 #if defined(TQ_SIMD_AVX2)
         if (simd) {
             mx = softmax_max_simd(xr, N);
+#if defined(TQ_SIMD_VNNI)
+            E = softmax_exp_simd(xr, N, mx, exp_lut, &L, scratch);
+#else
             E = softmax_exp_simd(xr, N, mx, exp_lut, scratch);
+#endif
         } else
 #endif
         {
@@ -311,15 +383,7 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
             continue;
         }
 #endif
-        for (i = 0; i < N; i++) {
-            const int64_t p = tq_rshift_round((int64_t)scratch[i] * recip, TQ_EXP_FRAC_BITS); /* Q30 */
-            if (out_kind == TQ_TWO_SCALE)
-                yr[i] = encode_two_scale(tq_rshift_round(p * mult, shift), bits, m, signed_fine);
-            else if (out_kind == TQ_LOG2)
-                yr[i] = encode_log2(p, bits);
-            else
-                yr[i] = (uint8_t)tq_sat8(tq_rshift_round(p * mult, shift) + out_zp);
-        }
+        softmax_codes_ref(scratch, N, recip, out_kind, mult, shift, out_zp, bits, m, signed_fine, yr);
     }
 }
 

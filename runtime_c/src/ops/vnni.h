@@ -165,6 +165,32 @@ static inline void tqv_colsum(const uint8_t *bp, int32_t ng, int32_t kvalid, int
     _mm512_storeu_si512((void *)(colsum + 16), _mm512_sub_epi32(s1, off));
 }
 
+/* The requantization parameters tqv_emit prepares (tqv_rqs_prepare), kept for one product's run: every tile's emit
+ * of a block uses the same ones. Entry i holds channels c with c / 16 = i modulo TQV_RQC, keyed by the tqv_requant,
+ * c and the lanes in use (an op's parameters do not change during a run: tqv_rqc_reset at its start). */
+#define TQV_RQC 16
+typedef struct {
+    const void *key[TQV_RQC];
+    int32_t c[TQV_RQC];
+    __mmask16 m[TQV_RQC];
+    int ok[TQV_RQC]; /* the shortest form applies (tqv_rqs_prepare), kept in rq */
+    tqv_rqs rq[TQV_RQC];
+} tqv_rqc;
+
+static inline void tqv_rqc_reset(tqv_rqc *cache) {
+    int i;
+    for (i = 0; i < TQV_RQC; i++) cache->key[i] = NULL;
+}
+
+/* The VNNI driver's panel of packed blocks, its last bytes also the cache where the blocks leave them free. */
+typedef union {
+    uint8_t b[TQV_PANEL_BYTES];
+    struct {
+        uint8_t head[TQV_PANEL_BYTES - (sizeof(tqv_rqc) + 63) / 64 * 64];
+        tqv_rqc tail;
+    } s;
+} tqv_panel;
+
 /* One tile of output rows r0..r0+nr-1 as TQV_MR kernel rows: one kernel row per output row (planes = 1), or two
  * (planes = 2: output row r's planes are kernel rows r and TQV_MR / 2 + r); their sums, the kernel's raw sums for one
  * block (TQV_MR rows), and room for TQV_MR rows the op decodes. raw and buf point at the driver's stack: the AMX
@@ -175,6 +201,8 @@ typedef struct {
     int32_t rowsum[TQV_MR];
     int32_t (*raw)[TQV_NR];
     int8_t (*buf)[TQV_ROW_BYTES];
+    tqv_rqc *rqc; /* the driver's cache of prepared parameters, or NULL */
+    const uint8_t *bp; /* for emit: the VNNI driver's packed block of the channels emitted (NULL on AMX tiles) */
 } tqv_tile;
 
 /* ---- A rows --------------------------------------------------------------------------------------------------- */
@@ -269,6 +297,68 @@ static __attribute__((noinline, unused)) void tqv_kernel(const int8_t *const a[T
     TQV_STORE(0); TQV_STORE(1); TQV_STORE(2); TQV_STORE(3); TQV_STORE(4); TQV_STORE(5); TQV_STORE(6); TQV_STORE(7);
 #undef TQV_STORE
 }
+
+/* The same sums for a tile edge: R kernel rows (their pointers a[0..R), sums to o[0..R)) by 16 C channels (C = 1:
+ * channels 0..15 only, o[r][16..31] left as they were). The driver takes these where a tile has fewer used rows
+ * (65 rows are 8 tiles of 8 and one of 1) or a block 16 channels or fewer: the 8 x 32 kernel would spend most of its
+ * vpdpbusd on rows and channels nobody reads. With R <= 2 the k loop keeps two sets of accumulators (even and odd
+ * groups) so that the dependency chains do not bound it; sums modulo 2^32 do not depend on the order. */
+static inline __attribute__((always_inline)) void tqv_kernel_rc(const int8_t *const *a, const uint8_t *bp, int32_t ng,
+                                                                int32_t *const *o, const int R, const int C) {
+    __m512i c[2][8][2];
+    const int S = R <= 2 ? 2 : 1;
+    int32_t k = 0;
+    int r, h, s;
+    TQV_UNROLL
+    for (s = 0; s < 2; s++)
+        TQV_UNROLL
+        for (r = 0; r < 8; r++) c[s][r][0] = c[s][r][1] = _mm512_setzero_si512();
+    for (; k + 4 * S <= 4 * ng; k += 4 * S) {
+        TQV_UNROLL
+        for (s = 0; s < S; s++) {
+            const uint8_t *bs = bp + (size_t)(k / 4 + s) * 128;
+            const __m512i b0 = _mm512_load_si512((const void *)bs);
+            const __m512i b1 = C == 2 ? _mm512_load_si512((const void *)(bs + 64)) : b0;
+            TQV_UNROLL
+            for (r = 0; r < R; r++) {
+                const __m512i x = _mm512_set1_epi32(tqv_ld4(a[r] + k + 4 * s));
+                c[s][r][0] = _mm512_dpbusd_epi32(c[s][r][0], b0, x);
+                if (C == 2) c[s][r][1] = _mm512_dpbusd_epi32(c[s][r][1], b1, x);
+            }
+        }
+    }
+    if (S == 2 && k < 4 * ng) { /* an odd group count: the last group */
+        const uint8_t *bs = bp + (size_t)(k / 4) * 128;
+        const __m512i b0 = _mm512_load_si512((const void *)bs);
+        const __m512i b1 = C == 2 ? _mm512_load_si512((const void *)(bs + 64)) : b0;
+        TQV_UNROLL
+        for (r = 0; r < R; r++) {
+            const __m512i x = _mm512_set1_epi32(tqv_ld4(a[r] + k));
+            c[0][r][0] = _mm512_dpbusd_epi32(c[0][r][0], b0, x);
+            if (C == 2) c[0][r][1] = _mm512_dpbusd_epi32(c[0][r][1], b1, x);
+        }
+    }
+    TQV_UNROLL
+    for (r = 0; r < R; r++)
+        TQV_UNROLL
+        for (h = 0; h < C; h++)
+            _mm512_storeu_si512((void *)(o[r] + 16 * h),
+                                S == 2 ? _mm512_add_epi32(c[0][r][h], c[1][r][h]) : c[0][r][h]);
+}
+
+#define TQV_KERNEL_RC(R, C)                                                                                            \
+    static __attribute__((noinline, unused)) void tqv_kernel_##R##x##C(const int8_t *const *a, const uint8_t *bp,     \
+                                                                       int32_t ng, int32_t *const *o) {               \
+        tqv_kernel_rc(a, bp, ng, o, R, C);                                                                             \
+    }
+TQV_KERNEL_RC(1, 1)
+TQV_KERNEL_RC(1, 2)
+TQV_KERNEL_RC(2, 1)
+TQV_KERNEL_RC(2, 2)
+TQV_KERNEL_RC(4, 1)
+TQV_KERNEL_RC(4, 2)
+TQV_KERNEL_RC(8, 1)
+#undef TQV_KERNEL_RC
 
 /* ---- the driver ----------------------------------------------------------------------------------------------- */
 
@@ -373,7 +463,8 @@ static inline int tqv_pre_ok(const tqv_gemm *g) {
 /* Stack: the packed panel (64 KB), the tile's rows (about 17 KB) and small arrays. Not inlined, as the AMX driver
  * is not: the two frames are never on the stack together. */
 static __attribute__((noinline, unused)) void tqv_gemm_vnni(const tqv_gemm *g) {
-    uint8_t bp[TQV_PANEL_BYTES] __attribute__((aligned(64)));
+    tqv_panel panel;
+    uint8_t *const bp = panel.b;
     int32_t colsum[TQV_PANEL_BLOCKS][TQV_NR];
     int32_t raw[TQV_MR][TQV_NR];
     int8_t buf[TQV_MR][TQV_ROW_BYTES] __attribute__((aligned(64)));
@@ -386,8 +477,14 @@ static __attribute__((noinline, unused)) void tqv_gemm_vnni(const tqv_gemm *g) {
     const uint8_t *pre_bp = pre ? g->pre + (size_t)((g->N + TQV_NR - 1) / TQV_NR) * TQV_NR * 4 : NULL;
     const size_t stride = pre ? (size_t)tqv_pre_block(g->K, g->n_ext) : (size_t)block;
     int32_t n0, i;
+    memset(raw, 0, sizeof raw); /* the edge kernels leave rows and channels nobody reads: never indeterminate */
     t.raw = raw;
     t.buf = buf;
+    /* the requantization cache in the panel's last bytes where no block takes them (none does where B is prepacked):
+     * no stack of its own */
+    t.rqc = pre || (size_t)per_panel * (size_t)block <= sizeof panel.s.head ? &panel.s.tail : NULL;
+    t.bp = NULL;
+    if (t.rqc) tqv_rqc_reset(t.rqc);
     for (n0 = 0; n0 < g->N; n0 += per_panel * TQV_NR) {
         const int32_t left = (g->N - n0 + TQV_NR - 1) / TQV_NR, nb = left < per_panel ? left : per_panel;
         const uint8_t *panel = pre ? pre_bp + (size_t)(n0 / TQV_NR) * stride : bp;
@@ -397,12 +494,34 @@ static __attribute__((noinline, unused)) void tqv_gemm_vnni(const tqv_gemm *g) {
                 tqv_pack_block(g, c0, g->N - c0 < TQV_NR ? g->N - c0 : TQV_NR, bp + (size_t)i * block, colsum[i]);
             }
         for (t.r0 = 0; t.r0 < g->M; t.r0 += tile_rows) {
+            const int8_t *ap[TQV_MR];
+            int32_t *op[TQV_MR], R, j;
             t.nr = g->M - t.r0 < tile_rows ? g->M - t.r0 : tile_rows;
             g->rows(g, &t);
+            /* the kernel rows in use: r < nr (and TQV_MR / 2 + r with two planes), R of them rounded up to 1, 2, 4, 8 */
+            R = g->planes * t.nr;
+            R = R <= 1 ? 1 : R <= 2 ? 2 : R <= 4 ? 4 : TQV_MR;
+            for (j = 0; j < R; j++) {
+                const int32_t slot = R == TQV_MR || g->planes == 1 ? j : j < R / 2 ? j : TQV_MR / 2 + j - R / 2;
+                ap[j] = t.a[slot];
+                op[j] = t.raw[slot];
+            }
             for (i = 0; i < nb; i++) {
-                const int32_t c0 = n0 + i * TQV_NR;
-                tqv_kernel(t.a, panel + (size_t)i * stride, ng, t.raw);
-                g->emit(g, &t, c0, g->N - c0 < TQV_NR ? g->N - c0 : TQV_NR, pre ? pre_sum + c0 : colsum[i]);
+                const int32_t c0 = n0 + i * TQV_NR, nc = g->N - c0 < TQV_NR ? g->N - c0 : TQV_NR;
+                const uint8_t *bpi = panel + (size_t)i * stride;
+                if (nc > 16) {
+                    if (R == TQV_MR) tqv_kernel(t.a, bpi, ng, t.raw);
+                    else if (R == 4) tqv_kernel_4x2(ap, bpi, ng, op);
+                    else if (R == 2) tqv_kernel_2x2(ap, bpi, ng, op);
+                    else tqv_kernel_1x2(ap, bpi, ng, op);
+                } else {
+                    if (R == TQV_MR) tqv_kernel_8x1(ap, bpi, ng, op);
+                    else if (R == 4) tqv_kernel_4x1(ap, bpi, ng, op);
+                    else if (R == 2) tqv_kernel_2x1(ap, bpi, ng, op);
+                    else tqv_kernel_1x1(ap, bpi, ng, op);
+                }
+                t.bp = bpi;
+                g->emit(g, &t, c0, nc, pre ? pre_sum + c0 : colsum[i]);
             }
         }
     }
@@ -451,33 +570,76 @@ static inline void tqv_colterm(const int32_t colsum[TQV_NR], int32_t coef, int32
  * modulo 2^32), for r < nr, n < nc; y points at row 0, channel 0 of the tile, ldy is its row stride. */
 static inline void tqv_emit(int32_t raw[][TQV_NR], const int32_t *rowsum, int32_t nr, int32_t rowk,
                             const int32_t colterm[TQV_NR], int32_t n0, int32_t nc, const tqv_requant *q, int8_t *y,
-                            ptrdiff_t ldy) {
-    int32_t h, r;
+                            ptrdiff_t ldy, tqv_rqc *cache) {
+    int32_t h, r, rkv[TQV_MR];
+    /* rowk * rowsum[r] of each row (nr <= TQV_MR: a tile's), read as a broadcast from memory by the loops below */
+    for (r = 0; r < nr; r++) rkv[r] = (int32_t)((uint32_t)rowsum[r] * (uint32_t)rowk);
     for (h = 0; h < 2; h++) {
         const int32_t c = n0 + 16 * h;
         const __mmask16 m = tqv_lanes(nc - 16 * h);
         __m512i ct;
+        tqv_rqs local, *sp = &local;
         tqv_rq16 rq;
+        int fresh = 1, ok = 0;
         if (!m) continue;
         ct = _mm512_loadu_si512((const void *)(colterm + 16 * h));
-        tqv_rq_prepare(&rq, q->how, tqv_param(q->bias ? q->bias + c : NULL, m, 0),
-                       tqv_param(q->mult ? q->mult + c : NULL, m, q->mult0),
-                       tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp, m);
+        if (cache) {
+            const int32_t i = (c / 16) % TQV_RQC;
+            sp = &cache->rq[i];
+            fresh = cache->key[i] != (const void *)q || cache->c[i] != c || cache->m[i] != m;
+            if (!fresh) ok = cache->ok[i];
+        }
+        if (fresh) {
+            ok = tqv_rqs_prepare(sp, q->how, tqv_param(q->bias ? q->bias + c : NULL, m, 0),
+                                 tqv_param(q->mult ? q->mult + c : NULL, m, q->mult0),
+                                 tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp, m);
+            if (cache) {
+                const int32_t i = (c / 16) % TQV_RQC;
+                cache->key[i] = (const void *)q;
+                cache->c[i] = c;
+                cache->m[i] = m;
+                cache->ok[i] = ok;
+            }
+        }
 /* STORE: a whole 16 bytes where every lane is in use (a masked byte store costs more on some cores) */
-#define TQV_EMIT_ROWS(apply, STORE)                                                                                    \
+#define TQV_EMIT_ROWS(apply, q, STORE)                                                                                 \
     for (r = 0; r < nr; r++) {                                                                                         \
         const __m512i rk = _mm512_set1_epi32((int32_t)((uint32_t)rowsum[r] * (uint32_t)rowk));                        \
         const __m512i raw16 = _mm512_loadu_si512((const void *)(raw[r] + 16 * h));                                     \
-        STORE(y + r * ldy + 16 * h, apply(&rq, _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct)));                  \
+        STORE(y + r * ldy + 16 * h, apply(q, _mm512_add_epi32(_mm512_sub_epi32(raw16, rk), ct)));                     \
     }
 #define TQV_STORE_ALL(p, v) _mm_storeu_si128((__m128i *)(void *)(p), v)
 #define TQV_STORE_SOME(p, v) _mm_mask_storeu_epi8(p, m, v)
+/* the shortest form, one loop per narrowing (wide or not) and store */
+#define TQV_EMIT_SHORT(WIDE, STORE)                                                                                    \
+    for (r = 0; r < nr; r++) {                                                                                         \
+        const __m512i raw16 = _mm512_loadu_si512((const void *)(raw[r] + 16 * h));                                     \
+        STORE(y + r * ldy + 16 * h,                                                                                    \
+              tqv_rqs_apply_k(&s, _mm512_add_epi32(_mm512_sub_epi32(raw16, _mm512_set1_epi32(rkv[r])), ct), WIDE));   \
+    }
+        if (ok) {
+            const tqv_rqs s = *sp;
+            if (m == (__mmask16)0xFFFF && !s.wide) {
+                TQV_EMIT_SHORT(0, TQV_STORE_ALL)
+            } else if (m == (__mmask16)0xFFFF) {
+                TQV_EMIT_SHORT(1, TQV_STORE_ALL)
+            } else if (!s.wide) {
+                TQV_EMIT_SHORT(0, TQV_STORE_SOME)
+            } else {
+                TQV_EMIT_SHORT(1, TQV_STORE_SOME)
+            }
+            continue;
+        }
+#undef TQV_EMIT_SHORT
+        tqv_rq_prepare(&rq, q->how, tqv_param(q->bias ? q->bias + c : NULL, m, 0),
+                       tqv_param(q->mult ? q->mult + c : NULL, m, q->mult0),
+                       tqv_param(q->shift ? q->shift + c : NULL, m, q->shift0), q->zp, m);
         if (rq.fast && m == (__mmask16)0xFFFF) { /* one loop per form: the branches stay out of the loop */
-            TQV_EMIT_ROWS(tqv_rq_apply_fast, TQV_STORE_ALL)
+            TQV_EMIT_ROWS(tqv_rq_apply_fast, &rq, TQV_STORE_ALL)
         } else if (rq.fast) {
-            TQV_EMIT_ROWS(tqv_rq_apply_fast, TQV_STORE_SOME)
+            TQV_EMIT_ROWS(tqv_rq_apply_fast, &rq, TQV_STORE_SOME)
         } else {
-            TQV_EMIT_ROWS(tqv_rq_apply, TQV_STORE_SOME)
+            TQV_EMIT_ROWS(tqv_rq_apply, &rq, TQV_STORE_SOME)
         }
 #undef TQV_EMIT_ROWS
 #undef TQV_STORE_ALL
@@ -501,6 +663,125 @@ static inline void tqv_combine_planes(const tqv_tile *t, int32_t m, int32_t acc[
             _mm512_storeu_si512((void *)(acc[r] + 16 * h), _mm512_add_epi32(lo, _mm512_sll_epi32(hi, sh)));
         }
         sum[r] = (int32_t)((uint32_t)t->rowsum[r] + ((uint32_t)t->rowsum[half + r] << m));
+    }
+}
+
+/* Two-scale codes with few coarse ones (a GELU's or a softmax's outputs, a few percent coarse) without the coarse
+ * plane's kernel rows: the fine plane is A (one kernel row per output row: planes = 1, twice the rows of a two-plane
+ * tile), and emit sums the coarse plane's products itself from the packed block (t->bp, the VNNI driver's) over the
+ * 4-byte groups that hold a coarse code. The groups it skips are 0 in the coarse plane and add 0 to the dense sums,
+ * so the sums are the two-plane kernel's (int32, modulo 2^32). Taken when every row has at most TQV_SPARSE_CAP such
+ * groups (tqv_sparse_fits), with tqv_gemm_vnni (AMX tiles have no packed block for emit). */
+#define TQV_SPARSE_CAP 64
+typedef struct {
+    int32_t n[TQV_MR];                 /* the row's groups with a coarse code */
+    int32_t g[TQV_MR][TQV_SPARSE_CAP]; /* their index (k / 4) */
+    int32_t v[TQV_MR][TQV_SPARSE_CAP]; /* their 4 coarse plane bytes (the fields of the coarse codes, else 0) */
+    int32_t sum[TQV_MR];               /* the row's coarse plane sum */
+} tqv_sparse;
+
+/* Whether every row of the code matrix q (rows rows of n codes, stride ld) has at most TQV_SPARSE_CAP groups of 4
+ * codes with a coarse one (flag bit 1 << (bits - 1)). */
+static inline int tqv_sparse_fits(const uint8_t *q, ptrdiff_t ld, int64_t rows, int32_t n, int32_t bits) {
+    const __m512i flag = _mm512_set1_epi8((char)(1 << (bits - 1)));
+    int64_t r;
+    int32_t k;
+    for (r = 0; r < rows; r++) {
+        const uint8_t *qr = q + r * ld;
+        int32_t cnt = 0;
+        for (k = 0; k < n; k += 64) { /* bytes past n load as 0 */
+            const __mmask64 m = n - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - k)) - 1);
+            cnt += __builtin_popcount((unsigned)_mm512_test_epi32_mask(_mm512_maskz_loadu_epi8(m, qr + k), flag));
+        }
+        if (cnt > TQV_SPARSE_CAP) return 0;
+    }
+    return 1;
+}
+
+/* The tile's kernel rows (the fine planes, as tqv_split_planes makes them) and, into sp, the coarse planes' nonzero
+ * groups: the coarse plane is formed only for the 64 codes that hold a coarse one. */
+static inline void tqv_sparse_rows(const uint8_t *q, ptrdiff_t ld, int32_t n, int32_t bits, int32_t signed_fine,
+                                   tqv_sparse *sp, tqv_tile *t) {
+    const __m512i cmask = _mm512_set1_epi8((char)((1 << bits) - 1)), flag = _mm512_set1_epi8((char)(1 << (bits - 1))),
+                  fmask = _mm512_set1_epi8((char)((1 << (bits - 1)) - 1)),
+                  half = _mm512_set1_epi8((char)(bits >= 2 ? 1 << (bits - 2) : 0)), ones = _mm512_set1_epi8(1);
+    const int32_t kpad = (n + 3) & ~3;
+    int32_t r, k;
+    for (r = 0; r < TQV_MR; r++) {
+        const uint8_t *qr = q + (ptrdiff_t)(t->r0 + r) * ld;
+        int8_t *lo = t->buf[r];
+        __m512i s_lo = _mm512_setzero_si512(), s_hi = s_lo;
+        int32_t cnt = 0;
+        if (r >= t->nr) {
+            t->a[r] = t->a[0];
+            t->rowsum[r] = 0;
+            sp->n[r] = 0;
+            continue;
+        }
+        for (k = 0; k < kpad; k += 64) { /* whole vectors: lo has room, and past n the planes are 0 */
+            const __mmask64 m = n - k >= 64 ? ~(__mmask64)0 : (n > k ? (((__mmask64)1 << (n - k)) - 1) : 0);
+            const __m512i code = _mm512_and_si512(_mm512_maskz_loadu_epi8(m, qr + k), cmask);
+            const __mmask64 coarse = _mm512_test_epi8_mask(code, flag);
+            __m512i field = _mm512_and_si512(code, fmask), f;
+            if (signed_fine) field = _mm512_sub_epi8(_mm512_xor_si512(field, half), half);
+            f = _mm512_maskz_mov_epi8(~coarse, field);
+            _mm512_storeu_si512((void *)(lo + k), f);
+            s_lo = _mm512_dpbusd_epi32(s_lo, ones, f);
+            if (coarse) {
+                int32_t v[16];
+                const __m512i c = _mm512_maskz_mov_epi8(coarse, _mm512_and_si512(code, fmask));
+                unsigned gm = (unsigned)_mm512_test_epi32_mask(c, c);
+                s_hi = _mm512_dpbusd_epi32(s_hi, ones, c);
+                _mm512_storeu_si512((void *)v, c);
+                while (gm) { /* at most TQV_SPARSE_CAP in all (tqv_sparse_fits) */
+                    const int32_t j = __builtin_ctz(gm);
+                    sp->g[r][cnt] = k / 4 + j;
+                    sp->v[r][cnt] = v[j];
+                    cnt++;
+                    gm &= gm - 1;
+                }
+            }
+        }
+        t->a[r] = lo;
+        t->rowsum[r] = _mm512_reduce_add_epi32(s_lo);
+        sp->sum[r] = _mm512_reduce_add_epi32(s_hi);
+        sp->n[r] = cnt;
+    }
+}
+
+/* As tqv_combine_planes, for the tile's nr rows: acc[r] = (raw - 128 sum_fine) + ((coarse - 128 sum_coarse) << m) with
+ * the coarse plane's raw sums for the block's 32 channels (vpdpbusd of its nonzero groups against t->bp, two chains
+ * a half), and the decoded rows' sums. */
+static inline void tqv_sparse_combine(const tqv_sparse *sp, const tqv_tile *t, int32_t m, int32_t acc[][TQV_NR],
+                                      int32_t *sum) {
+    const __m128i sh = _mm_cvtsi32_si128(m);
+    int32_t r, j, h;
+    for (r = 0; r < t->nr; r++) {
+        __m512i c0 = _mm512_setzero_si512(), c1 = c0, d0 = c0, d1 = c0;
+        const __m512i k_lo = _mm512_set1_epi32((int32_t)((uint32_t)t->rowsum[r] << 7)),
+                      k_hi = _mm512_set1_epi32((int32_t)((uint32_t)sp->sum[r] << 7));
+        for (j = 0; j + 2 <= sp->n[r]; j += 2) {
+            const uint8_t *b0 = t->bp + (size_t)sp->g[r][j] * 128, *b1 = t->bp + (size_t)sp->g[r][j + 1] * 128;
+            const __m512i x0 = _mm512_set1_epi32(sp->v[r][j]), x1 = _mm512_set1_epi32(sp->v[r][j + 1]);
+            c0 = _mm512_dpbusd_epi32(c0, _mm512_load_si512((const void *)b0), x0);
+            c1 = _mm512_dpbusd_epi32(c1, _mm512_load_si512((const void *)(b0 + 64)), x0);
+            d0 = _mm512_dpbusd_epi32(d0, _mm512_load_si512((const void *)b1), x1);
+            d1 = _mm512_dpbusd_epi32(d1, _mm512_load_si512((const void *)(b1 + 64)), x1);
+        }
+        if (j < sp->n[r]) {
+            const uint8_t *b0 = t->bp + (size_t)sp->g[r][j] * 128;
+            const __m512i x0 = _mm512_set1_epi32(sp->v[r][j]);
+            c0 = _mm512_dpbusd_epi32(c0, _mm512_load_si512((const void *)b0), x0);
+            c1 = _mm512_dpbusd_epi32(c1, _mm512_load_si512((const void *)(b0 + 64)), x0);
+        }
+        c0 = _mm512_add_epi32(c0, d0);
+        c1 = _mm512_add_epi32(c1, d1);
+        for (h = 0; h < 2; h++) {
+            const __m512i lo = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(t->raw[r] + 16 * h)), k_lo),
+                          hi = _mm512_sub_epi32(h ? c1 : c0, k_hi);
+            _mm512_storeu_si512((void *)(acc[r] + 16 * h), _mm512_add_epi32(lo, _mm512_sll_epi32(hi, sh)));
+        }
+        sum[r] = (int32_t)((uint32_t)t->rowsum[r] + ((uint32_t)sp->sum[r] << m));
     }
 }
 
