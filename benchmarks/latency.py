@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -248,18 +247,6 @@ def _ort_int8(model, calib, x_float, tmp: Path, export_onnx, repeats: int) -> di
     return {"runtime": "ONNX Runtime (static int8 QDQ)", "median_ms": med, "p90_ms": p90}
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; platform.processor() elsewhere): latency depends on it, and the rows
-    of different models may come from different machines."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=list(MODELS))
@@ -277,7 +264,7 @@ def main(argv=None) -> int:
     RUN_PEERS = not args.no_peers
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(),
-             "machine": f"{os.cpu_count()} cores, {platform.machine()}, {cpu_name()}"}
+             "machine": report.machine()}
     for name in args.only or MODELS:
         print(f"[latency] {name}", file=sys.stderr)
         result = bench_model(name, args.repeats, args.c_variant, args.threads)

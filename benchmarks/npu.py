@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -216,16 +214,6 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
     return result
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=list(MODELS))
@@ -239,7 +227,7 @@ def main(argv=None) -> int:
             ap.error(f"--{opt.replace('_', '-')} must be at least 1")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(),
-             "machine": f"{os.cpu_count()} cores, {platform.machine()}, {cpu_name()}"}
+             "machine": report.machine()}
     for name in args.only or [m for m in MODELS if m != "dinov2-s14"]:
         print(f"[npu] {name}", file=sys.stderr)
         try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -44,6 +46,21 @@ NPU_WEIGHTS = {"deit_tiny_patch16_224": "random weights of the timm config (no c
 ACCURACY_BARS = {"cifar10-swin": (80.0, 97.0)}
 # TFLM's person_detect on Corstone-300 (M4 config, CMSIS-NN), published figures, for scale.
 PERSON_DETECT = {"model_bytes": 300_568, "arena_bytes": 84_436}
+
+
+def machine() -> str:
+    """The measuring machine as the sections name it: cores, architecture and the CPU's model name (Linux
+    /proc/cpuinfo; platform.processor() elsewhere): latency depends on it, and different sections may come from
+    different machines."""
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {platform.machine()}, {cpu or platform.processor() or 'cpu'}"
 
 
 def check_page_order(script: str, names, page_names) -> None:
