@@ -4,7 +4,7 @@ variant computes the default file's bytes (in Python, and in TensorFlow Lite Mic
     python benchmarks/npu.py                               # cifar10-vit and deit_tiny_patch16_224
     python benchmarks/npu.py --only cifar10-vit            # one model; the others keep their last results
     python benchmarks/npu.py --only deit_tiny_patch16_224 --images 50
-    python benchmarks/npu.py --only dinov2-s14             # the variant's one-line refusal while it has none
+    python benchmarks/npu.py --only dinov2-s14             # 100 images; its TFLM block is off (see MODELS)
 
 Per model, one calibration (what ``tsptq export`` does: ``tsptq.intmodel.integer.build`` of the model's Source, below)
 lowered three ways, and the stock converter's file of the same model and calibration images:
@@ -20,7 +20,7 @@ lowered three ways, and the stock converter's file of the same model and calibra
   integer model and against ``run_tflm_arithmetic`` (TFLM's 16x8 FC rounding), TFLM's arena next to tsptq's planner,
   and TFLM's one-line refusal of the split file. Without the wheel the block is one line saying why.
 
-A model the variant refuses (``--npu``'s one-line error, e.g. dinov2-s14's mean-token head) gets that line as its
+A model the variant refuses (``--npu``'s one-line error) gets that line as its
 result. Results go to benchmarks/results/npu-<model>.json and into docs/benchmarks.md (via benchmarks/report.py).
 """
 from __future__ import annotations

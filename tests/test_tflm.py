@@ -69,25 +69,52 @@ def test_tiny_variant_runs_in_tflm_with_tflm_fc_rounding_byte_for_byte(tiny_vits
     assert np.abs(got.astype(int) - im.run(x).astype(int)).max() <= 8
 
 
+def _token_avg_variant(split_pv: bool = False):
+    """A tiny ViT with a head over [class token, patch-token mean] (dinov2-s14's token+avg) as the NPU variant."""
+    from test_npu_variant import _forge_two_scale_codes
+    from tiny_vit import tiny_vit
+
+    cfg, graph, cal, imgs = tiny_vit(8, global_pool="token+avg")
+    im = lower(_forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False)), npu=True, split_pv=split_pv)
+    return im, im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+
+
 def test_every_custom_op_alone_gives_the_python_kernels_bytes(tiny_vits):
-    im, x = _forged(tiny_vits)
-    _, vals = im.run(x[:2], keep=True)
+    """Each custom op in a file of its own, fed the integer model's inputs: the `--pv-on-cpu` file's ops, the split
+    file's P planes and plane sum (TFLM refuses that whole file at its int32 BATCH_MATMUL, not at these) and the
+    token+avg head's mean."""
+    from test_npu_variant import _forge_two_scale_codes
+
+    cfg, graph, cal, imgs = tiny_vits(8)
+    split = lower(_forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False)), npu=True)
+    models = [_forged(tiny_vits), (split, split.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())),
+              _token_avg_variant()]
     checked = set()
-    for op in im.ops:
-        if not ALL_OPS[op.kind].custom:
-            continue
-        t = tflm.TflmModel(to_tflite(single_op_model(im, op)))
-        for b in range(2):
-            acts = list(dict.fromkeys(i for i in op.inputs if im.tensors[i].data is None))
-            for j, i in enumerate(acts):
-                t.it.set_input(np.ascontiguousarray(vals[i][b:b + 1]), j)
-            t.it.invoke()
-            want = vals[op.outputs[0]][b:b + 1]
-            got = np.asarray(t.it.get_output(0))
-            assert got.dtype == want.dtype and np.array_equal(got.reshape(want.shape), want), op.kind
-        checked.add(op.kind)
+    for im, x in models:
+        _, vals = im.run(x[:2], keep=True)
+        for op in im.ops:
+            if not ALL_OPS[op.kind].custom or op.kind in checked:
+                continue
+            t = tflm.TflmModel(to_tflite(single_op_model(im, op)))
+            for b in range(2):
+                acts = list(dict.fromkeys(i for i in op.inputs if im.tensors[i].data is None))
+                for j, i in enumerate(acts):
+                    t.it.set_input(np.ascontiguousarray(vals[i][b:b + 1]), j)
+                t.it.invoke()
+                want = vals[op.outputs[0]][b:b + 1]
+                got = np.asarray(t.it.get_output(0))
+                assert got.dtype == want.dtype and np.array_equal(got.reshape(want.shape), want), op.kind
+            checked.add(op.kind)
     assert checked == {"TSPTQ_ADD_2S", "TSPTQ_LAYERNORM_2S_I16", "TSPTQ_ADD_2S_I16", "TSPTQ_SOFTMAX_2S",
-                       "TSPTQ_BMM_2S", "TSPTQ_GELU_2S"}
+                       "TSPTQ_BMM_2S", "TSPTQ_GELU_2S", "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_TOKEN_MEAN_I16"}
+
+
+def test_a_token_avg_variant_runs_in_tflm():
+    """dinov2-s14's head form (TSPTQ_TOKEN_MEAN_I16 on the int16 final norm) through TFLM: the integer model with
+    TFLM's FC rounding, byte for byte."""
+    im, x = _token_avg_variant()
+    assert "TSPTQ_TOKEN_MEAN_I16" in {o.kind for o in im.ops}
+    assert np.array_equal(tflm.TflmModel(to_tflite(im)).run(x), tflm.run_tflm_arithmetic(im, x))
 
 
 def _fc(x_scale, w, w_scale, bias, y_scale) -> IntModel:
@@ -164,6 +191,34 @@ def test_a_crafted_constant_is_refused_in_one_line(tiny_vits, op_kind, slot, val
     assert "\n" not in msg and op_kind in msg and why in msg
 
 
+@pytest.mark.parametrize("op_kind,key,value", [("TSPTQ_SOFTMAX_2S", "bits", 40),
+                                               ("TSPTQ_SOFTMAX_2S", "ratio_log2", 60),
+                                               ("TSPTQ_BMM_2S", "ratio_log2", 20)])
+def test_crafted_options_are_refused_in_one_line(tiny_vits, op_kind, key, value):
+    im, x = _forged(tiny_vits)
+    op = next(o for o in im.ops if o.kind == op_kind)
+    op.options = {**op.options, key: value}
+    with pytest.raises(tflm.TflmError) as e:
+        tflm.TflmModel(to_tflite(im)).run(x[:1])
+    msg = str(e.value)
+    assert "\n" not in msg and op_kind in msg and "out of range" in msg
+
+
+def test_a_constant_buffer_shorter_than_its_shape_is_refused_in_one_line(tiny_vits):
+    """Neither TFLM nor the ops' prepares compare a buffer's length with its shape: tsptq.npu.tflm does, first."""
+    from tsptq.npu.graph_ops import S, parse_model
+
+    im, _ = _forged(tiny_vits)
+    m = parse_model(to_tflite(im))
+    lut = next(i for i, t in enumerate(m.subgraphs[0].tensors) if t.buffer and m.buffers[t.buffer].data is not None
+               and t.type == S.TensorType.INT32 and list(t.shape) == [256])
+    m.buffers[m.subgraphs[0].tensors[lut].buffer].data = np.zeros(4, np.uint8)
+    b = __import__("flatbuffers").Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    with pytest.raises(tflm.TflmError, match=r"^tensor \d+ \(.*\): its buffer holds 4 bytes, its shape needs 1024$"):
+        tflm.TflmModel(bytes(b.Output()))
+
+
 def test_tflm_arena_head_is_the_planners_activation_plan(tiny_vits):
     im, x = _forged(tiny_vits)
     data = to_tflite(im)
@@ -199,7 +254,8 @@ def test_registerer_refuses_what_is_not_the_wheels_resolver():
     assert lib.tsptq_tflm_register(ctypes.addressof(fake)) is False
     assert lib.tsptq_tflm_last_error().decode() == "the resolver's vtable lies in no loaded library"
     assert tflm.op_names(lib) == ["TSPTQ_LAYERNORM_2S_I16", "TSPTQ_GELU_2S", "TSPTQ_ADD_2S_I16", "TSPTQ_ADD_2S",
-                                  "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_SOFTMAX_2S", "TSPTQ_BMM_2S"]
+                                  "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_SOFTMAX_2S", "TSPTQ_BMM_2S",
+                                  "TSPTQ_TOKEN_MEAN_I16"]
 
 
 # --- `tsptq tflm FILE` -----------------------------------------------------------------------------------------------
@@ -305,13 +361,14 @@ def test_benchmark_npu_section_states_the_bars_and_the_refusals(monkeypatch):
     r["tflm"] = {"skipped": "TensorFlow Lite Micro (tflite-micro) is not installed: pip install ..."}
     r["integer"]["vs_default"]["NPU variant"]["top1_agreement"] = 0.98
     refused = {k: r[k] for k in ("model", "source", "target", "vela", "date", "machine")}
-    refused.update(model="dinov2-s14", refused="--npu ethos-u: heads over the patch-token mean have no NPU variant yet")
+    refused.update(model="dinov2-s14", refused="--npu ethos-u: a model the variant refuses, in its one line")
     page = "\n".join(report.render_npu({"npu-cifar10-vit": r, "npu-dinov2-s14": refused}))
     assert "NPU variant 90.0%, **not met**" in page and "Bar (the NPU variant within 0.2 points" in page
-    assert page.count("**not met**") == 3  # the variant's MACs, --pv-on-cpu's, the agreement bar
+    assert page.count("**not met**") == 2  # the variant's MACs and the agreement bar (--pv-on-cpu's is not a bar)
+    assert "NPU variant, --pv-on-cpu 94.4%, below it" in page
     assert "| stock int8 (onnx2tf) | the stock converter needs onnx2tf" in page and "no stock file" in page
     assert "TFLM: not measured: TensorFlow Lite Micro (tflite-micro) is not installed" in page
-    assert "### dinov2-s14" in page and "The NPU variant refuses this model: `--npu ethos-u: heads" in page
+    assert "### dinov2-s14" in page and "The NPU variant refuses this model: `--npu ethos-u: a model" in page
 
 
 def test_cli_tflm_rebuilds_a_variants_integer_model_only_when_it_writes_the_files_bytes(tmp_path, capsys):

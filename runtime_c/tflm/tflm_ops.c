@@ -373,6 +373,9 @@ static tflm_status pv_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
          (long long)(numel(f) / M));
     NEED(c, d, o->opt[PV_BITS] >= 3 && o->opt[PV_BITS] <= 8, "bits %lld outside 3..8", (long long)o->opt[PV_BITS]);
     NEED(c, d, o->opt[PV_M] >= 0 && o->opt[PV_M] <= 8, "ratio_log2 %lld outside 0..8", (long long)o->opt[PV_M]);
+    NEED(c, d, o->opt[PV_B_ZP] >= -128 && o->opt[PV_B_ZP] <= 127 && o->opt[PV_OUT_ZP] >= -128 &&
+                   o->opt[PV_OUT_ZP] <= 127 && o->opt[PV_SIGNED] >= 0 && o->opt[PV_SIGNED] <= 1,
+         "zero points or signed_fine out of range");
     NEED(c, d, o->opt[PV_MULT] >= 0 && o->opt[PV_MULT] < ((int64_t)1 << 31) && o->opt[PV_SHIFT] >= -31 &&
                    o->opt[PV_SHIFT] <= 30, "multiplier out of range");
     return TFLM_OK;
@@ -416,6 +419,10 @@ static tflm_status sm_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
     }
     NEED(c, d, o->opt[SM_MULT] >= 0 && o->opt[SM_MULT] < ((int64_t)1 << 31) && o->opt[SM_SHIFT] >= 0 &&
                    o->opt[SM_SHIFT] <= 62, "multiplier out of range");
+    /* the C runtime's limits (softmax_2s.c's prepare): the kernel shifts by bits and ratio_log2 */
+    NEED(c, d, o->opt[SM_OUT_ZP] >= -128 && o->opt[SM_OUT_ZP] <= 127 && o->opt[SM_BITS] >= 2 && o->opt[SM_BITS] <= 8 &&
+                   o->opt[SM_M] >= 0 && o->opt[SM_M] <= 8 && o->opt[SM_SIGNED] >= 0 && o->opt[SM_SIGNED] <= 1,
+         "options out of range");
     return want_scratch(c, o, d, 4 * (int64_t)N);
 }
 
@@ -444,6 +451,7 @@ static tflm_status bmm_prepare(tflm_context *c, tflm_node *n, op_data *o, const 
     NEED_TYPE(c, d, a, "a", TFLM_UINT8, -1);
     NEED_TYPE(c, d, b, "b", TFLM_INT8, -1);
     NEED_TYPE(c, d, y, "the output", TFLM_INT8, -1);
+    NEED(c, d, N >= 1 && M >= 1, "a or b has an empty last axis");
     NEED(c, d, kind == TQ_TWO_SCALE || kind == TQ_LOG2, "a_kind %d is not 2 or 4", kind);
     NEED(c, d, a->dims->size >= 2 && a->dims->data[a->dims->size - 2] == N, "a is not square in its last two axes");
     NEED(c, d, numel(b) / ((int64_t)N * M) == numel(a) / ((int64_t)N * N) && numel(b) % ((int64_t)N * M) == 0,
@@ -474,10 +482,51 @@ static tflm_status bmm_eval(tflm_context *c, tflm_node *n, op_data *o, const op_
     return TFLM_OK;
 }
 
+/* ---- TSPTQ_TOKEN_MEAN_I16 ---------------------------------------------------------------------------------------- */
+/* x int16 (B, T, D) (TSPTQ_LAYERNORM_2S_I16's output), shift int8 (D) constant; int16 (B, 1, D) out: the mean of
+ * tokens first.. per channel, rounded half away from zero onto the channel's step 2^shift_c, saturated to int16. */
+enum { TM_FIRST };
+static const char *const TM_KEYS[] = {"first"};
+
+static tflm_status tm_prepare(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
+    tflm_eval_tensor *x = input(c, n, 0), *sh = input(c, n, 1), *y = output(c, n);
+    const int8_t *k = (const int8_t *)sh->data;
+    int32_t D = last_dim(x), T = x->dims->size == 3 ? x->dims->data[1] : 0, j;
+    NEED_TYPE(c, d, x, "x", TFLM_INT16, -1);
+    NEED_TYPE(c, d, sh, "shift", TFLM_INT8, -1);
+    NEED_TYPE(c, d, y, "the output", TFLM_INT16, -1);
+    NEED(c, d, x->dims->size == 3 && D >= 1 && T >= 1, "x must be (batch, tokens, channels)");
+    NEED(c, d, o->opt[TM_FIRST] >= 0 && o->opt[TM_FIRST] < T, "first %lld is not a token of %d",
+         (long long)o->opt[TM_FIRST], (int)T);
+    NEED(c, d, numel(y) == numel(x) / T, "the output has %lld values, not one row of %d per image",
+         (long long)numel(y), (int)D);
+    NEED(c, d, k != NULL && numel(sh) == D, "shift must be a constant with one entry per channel");
+    for (j = 0; j < D; j++) NEED(c, d, k[j] >= 0 && k[j] <= 7, "channel %d: shift %d outside 0..7", (int)j, (int)k[j]);
+    return TFLM_OK;
+}
+
+static tflm_status tm_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
+    tflm_eval_tensor *x = input(c, n, 0);
+    const int8_t *k = (const int8_t *)input(c, n, 1)->data;
+    const int16_t *v = (const int16_t *)x->data;
+    int16_t *out = (int16_t *)output(c, n)->data;
+    int32_t T = x->dims->data[1], D = x->dims->data[2], first = (int32_t)o->opt[TM_FIRST], t, j;
+    int64_t B = numel(x) / ((int64_t)T * D), b;
+    (void)d;
+    for (b = 0; b < B; b++)
+        for (j = 0; j < D; j++) {
+            int64_t sum = 0;
+            for (t = first; t < T; t++) sum += v[(b * T + t) * D + j];
+            out[b * D + j] = (int16_t)tq_clamp64(tq_shl64(tq_div_round(sum, (int64_t)(T - first) << k[j]), k[j]),
+                                                 -32768, 32767);
+        }
+    return TFLM_OK;
+}
+
 /* ---- the op table and the TFLM entry points ------------------------------------------------------------------- */
 
 #define N_KEYS(k) ((int)(sizeof(k) / sizeof((k)[0])))
-enum { OP_LN, OP_GELU, OP_ADD_I16, OP_ADD, OP_PLANE, OP_PV, OP_SOFTMAX, OP_BMM, N_OPS };
+enum { OP_LN, OP_GELU, OP_ADD_I16, OP_ADD, OP_PLANE, OP_PV, OP_SOFTMAX, OP_BMM, OP_TM, N_OPS };
 static const op_def DEFS[N_OPS] = {
     {"TSPTQ_LAYERNORM_2S_I16", LN_KEYS, N_KEYS(LN_KEYS), 5, 5, ln_prepare, ln_eval},
     {"TSPTQ_GELU_2S", NULL, 0, 2, 3, gelu_prepare, gelu_eval},
@@ -487,6 +536,7 @@ static const op_def DEFS[N_OPS] = {
     {"TSPTQ_PV_SUM_2S", PV_KEYS, N_KEYS(PV_KEYS), 3, 3, pv_prepare, pv_eval},
     {"TSPTQ_SOFTMAX_2S", SM_KEYS, N_KEYS(SM_KEYS), 2, 2, sm_prepare, sm_eval},
     {"TSPTQ_BMM_2S", BM_KEYS, N_KEYS(BM_KEYS), 2, 2, bmm_prepare, bmm_eval},
+    {"TSPTQ_TOKEN_MEAN_I16", TM_KEYS, N_KEYS(TM_KEYS), 2, 2, tm_prepare, tm_eval},
 };
 
 static void *op_init(tflm_context *c, const char *buf, size_t len, const op_def *d) {
@@ -514,8 +564,8 @@ static tflm_status op_prepare(tflm_context *c, tflm_node *n, const op_def *d) {
     if (!o) return op_fail(c, d->name, "no arena for its options");
     if (o->missing >= 0) return op_fail(c, d->name, "option '%s' is missing or not an integer", d->keys[o->missing]);
     NEED(c, d, n->inputs->size >= d->min_inputs && n->inputs->size <= d->max_inputs && n->outputs->size == 1,
-         "%d inputs and %d outputs, expected %d%s%s and 1", n->inputs->size, n->outputs->size, d->min_inputs,
-         d->max_inputs > d->min_inputs ? " or " : "", d->max_inputs > d->min_inputs ? "more" : "");
+         "%d inputs and %d outputs, expected %d to %d inputs and 1 output", n->inputs->size, n->outputs->size,
+         d->min_inputs, d->max_inputs);
     for (i = 0; i < n->inputs->size; i++)
         NEED(c, d, n->inputs->data[i] >= 0, "input %d is missing", i);
     return d->prepare(c, n, o, d);
@@ -537,6 +587,7 @@ OP_ENTRY(OP_PLANE)
 OP_ENTRY(OP_PV)
 OP_ENTRY(OP_SOFTMAX)
 OP_ENTRY(OP_BMM)
+OP_ENTRY(OP_TM)
 
 typedef struct {
     void *(*init)(tflm_context *, const char *, size_t);
@@ -552,6 +603,7 @@ static const entry ENTRIES[N_OPS] = {
     {OP_PV_init, OP_PV_prepare, OP_PV_invoke},
     {OP_SOFTMAX_init, OP_SOFTMAX_prepare, OP_SOFTMAX_invoke},
     {OP_BMM_init, OP_BMM_prepare, OP_BMM_invoke},
+    {OP_TM_init, OP_TM_prepare, OP_TM_invoke},
 };
 
 /* The names this library registers, for tsptq.npu.tflm (a NULL-terminated list). */

@@ -187,13 +187,41 @@ class Allocations:
     parts: dict
 
 
+def _itemsize(tensor_type: int) -> int:
+    """Bytes per element of a schema TensorType a tsptq variant file uses (1 for any other: still a lower bound)."""
+    from tsptq.npu.graph_ops import S
+
+    return {S.TensorType.FLOAT32: 4, S.TensorType.INT32: 4, S.TensorType.UINT8: 1, S.TensorType.INT64: 8,
+            S.TensorType.INT16: 2, S.TensorType.INT8: 1}.get(tensor_type, 1)
+
+
+def check_constant_buffers(data: bytes) -> None:
+    """Refuse, in one line, a file whose constant tensor holds fewer bytes than its shape needs: neither TFLM nor the
+    ops' prepares check it, and the kernels would read past the buffer (the file is untrusted)."""
+    from tsptq.npu.graph_ops import parse_model
+
+    m = parse_model(data)
+    buffers = m.buffers or []
+    for g in m.subgraphs:
+        for i, t in enumerate(g.tensors or []):
+            if not t.buffer or t.buffer >= len(buffers) or buffers[t.buffer].data is None:
+                continue
+            n = int(np.prod([int(d) for d in (t.shape if t.shape is not None else [])], dtype=np.int64))
+            need = n * _itemsize(int(t.type))
+            have = len(buffers[t.buffer].data)
+            if 0 < have < need:
+                name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name)
+                raise TflmError(f"tensor {i} ({name}): its buffer holds {have} bytes, its shape needs {need}")
+
+
 class TflmModel:
     """A ``.tflite`` file in TFLM's Python interpreter with tsptq's custom ops. ``preserve_all``: keep every tensor
     (TFLM's kPreserveAllTensors: ``tensor(i)`` after ``run``, for op-by-op comparisons; no allocation record)."""
 
     def __init__(self, data: bytes, arena_size: int | None = None, preserve_all: bool = False,
                  variant: str = "reference"):
-        self.lib = load_library(variant)
+        self.lib = load_library(variant)  # refuses another wheel first
+        check_constant_buffers(data)
         from tflite_micro import runtime
 
         self.preserve_all = preserve_all
@@ -363,7 +391,6 @@ def file_int_model(data: bytes, name: str, m=None, progress: bool = False):
         except (ModelFileError, UnsupportedOpError) as e:
             raise TflmError(f"{name}: {e}") from None
     from tsptq.intmodel.integer import Source, build
-    from tsptq.intmodel.lower import lower
     from tsptq.tflite.writer import to_tflite
 
     meta = file_metadata(m)
@@ -380,16 +407,18 @@ def file_int_model(data: bytes, name: str, m=None, progress: bool = False):
 
         print(f"{name}: an NPU variant: rebuilding its integer model from the recorded source (calibrating)",
               file=sys.stderr)
-    im, qm = build(src, progress=progress, npu=True, split_pv=split)
+    what = f"{src.model or src.checkpoint}, {src.method} {src.bits}, {src.calib_images} calibration images"
+    try:
+        im, _ = build(src, progress=progress, npu=True, split_pv=split)
+    except (TsptqError, OSError, TypeError, ValueError, AttributeError) as e:  # a recorded field of the wrong kind
+        raise TflmError(f"{name}: cannot rebuild the variant's integer model from its recorded source ({what}): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if to_tflite(im) != data:
-        im = lower(qm, npu=True, split_pv=not split)
-        im.metadata["source"] = src.to_dict()
-        if to_tflite(im) != data:
-            raise TflmError(f"{name}: the NPU variant rebuilt from the file's recorded source ({src.model or src.checkpoint}, "
-                            f"{src.method} {src.bits}, {src.calib_images} calibration images) does not write the "
-                            "file's bytes: its integer model is unknown here")
-    how = (f"rebuilt from the recorded source ({src.model or src.checkpoint}, {src.method} {src.bits}, "
-           f"{src.calib_images} calibration images): the file's bytes")
+        # Also what a file exported on another CPU gives: the calibration's float searches can pick other codes there.
+        raise TflmError(f"{name}: the NPU variant rebuilt from the file's recorded source ({what}) does not write the "
+                        "file's bytes (another tsptq version, another calibration, or another CPU's float rounding): "
+                        "its integer model is unknown here")
+    how = f"rebuilt from the recorded source ({what}): the file's bytes"
     return im, how
 
 
