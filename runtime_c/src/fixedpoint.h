@@ -27,6 +27,16 @@ typedef char tq_arith_shift_check[((-8 >> 1) == -4 && ((int64_t)-8 >> 1) == -4) 
 static inline int64_t tq_shl64(int64_t x, int n) { return (int64_t)((uint64_t)x << n); }
 static inline int32_t tq_shl32(int32_t x, int n) { return (int32_t)((uint32_t)x << n); }
 
+/* The value d of a V-2SF code byte q of `bits` bits (docs/integer-semantics.md): the top bit is the flag, the rest the
+ * field; coarse (flag 1): field << m; fine: field, a (bits - 1)-bit two's complement number when signed_fine. */
+static inline int32_t tq_decode_two_scale(uint32_t q, int32_t bits, int32_t m, int32_t signed_fine) {
+    const int32_t code = (int32_t)(q & ((1u << bits) - 1u));
+    const int32_t flag = code >> (bits - 1), field = code & ((1 << (bits - 1)) - 1);
+    if (flag) return tq_shl32(field, m);
+    if (signed_fine && field >= (1 << (bits - 2))) return field - (1 << (bits - 1));
+    return field;
+}
+
 static inline int8_t tq_sat8(int64_t v) { return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v)); }
 static inline int64_t tq_clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 

@@ -119,23 +119,13 @@ static tflm_status want_scratch(tflm_context *c, op_data *o, const op_def *d, in
 
 /* ---- the kernels the C runtime does not have ------------------------------------------------------------------ */
 
-/* The V-2SF decode (docs/integer-semantics.md): flag = top bit, field = the rest; coarse: field << m; fine: field,
- * a (bits - 1)-bit two's complement number when signed_fine. */
-static int64_t decode_two_scale(uint32_t q, int32_t bits, int32_t m, int32_t signed_fine) {
-    uint32_t code = q & ((1u << bits) - 1u), flag = code >> (bits - 1);
-    int64_t field = (int64_t)(code & ((1u << (bits - 1)) - 1u));
-    if (flag) return field << m;
-    if (signed_fine && field >= ((int64_t)1 << (bits - 2))) return field - ((int64_t)1 << (bits - 1));
-    return field;
-}
-
 /* TSPTQ_PLANE_2S: plane 0 the fine value where flag = 0 (else 0), plane 1 the coarse field where flag = 1 (else 0). */
 static void plane_2s(const uint8_t *x, int64_t n, int32_t plane, int32_t bits, int32_t signed_fine, int8_t *y) {
     int64_t i;
     for (i = 0; i < n; i++) {
         uint32_t code = x[i] & ((1u << bits) - 1u), flag = code >> (bits - 1);
         int64_t v = 0;
-        if (plane == 0 && !flag) v = decode_two_scale(code, bits, 0, signed_fine);
+        if (plane == 0 && !flag) v = tq_decode_two_scale(code, bits, 0, signed_fine);
         else if (plane == 1 && flag) v = (int64_t)(code & ((1u << (bits - 1)) - 1u));
         y[i] = (int8_t)v;
     }
@@ -150,7 +140,7 @@ static void pv_sum_2s(const int32_t *fine, const int32_t *coarse, const uint8_t 
     int32_t j;
     for (r = 0; r < rows; r++) {
         int64_t dsum = 0;
-        for (j = 0; j < N; j++) dsum += decode_two_scale(code[r * N + j], bits, m, signed_fine);
+        for (j = 0; j < N; j++) dsum += tq_decode_two_scale(code[r * N + j], bits, m, signed_fine);
         for (j = 0; j < M; j++) {
             int64_t k = r * M + j;
             int64_t acc = (int64_t)fine[k] + tq_shl64(coarse[k], m) - (int64_t)b_zp * dsum;

@@ -17,12 +17,7 @@ static inline int32_t decode_prob(uint8_t q, int32_t kind, int32_t bits, int32_t
                                   int32_t log2_frac) {
     const int32_t code = q & ((1 << bits) - 1);
     if (kind == TQ_LOG2) return code <= log2_frac ? (int32_t)1 << (log2_frac - code) : 0;
-    {
-        const int32_t flag = code >> (bits - 1), field = code & ((1 << (bits - 1)) - 1);
-        if (flag) return tq_shl32(field, m);
-        if (signed_fine && field >= (1 << (bits - 2))) return field - (1 << (bits - 1));
-        return field;
-    }
+    return tq_decode_two_scale(q, bits, m, signed_fine);
 }
 
 #if defined(TQ_SIMD_VNNI)

@@ -17,13 +17,7 @@ static inline int32_t decode_in(uint8_t q, int32_t kind, int32_t in_zp, int32_t 
                                 int32_t signed_fine) {
     if (kind == TQ_UNIFORM) return (int32_t)(int8_t)q - in_zp;
     if (kind == TQ_CHANNEL_POW2) return (int32_t)tq_shl64((int64_t)(int8_t)q - in_zp, sh);
-    {
-        /* two_scale: flag | field; the fine field is 7-bit two's complement when signed_fine */
-        const int32_t code = q & ((1 << bits) - 1), flag = code >> (bits - 1), field = code & ((1 << (bits - 1)) - 1);
-        if (flag) return tq_shl32(field, m);
-        if (signed_fine && field >= (1 << (bits - 2))) return field - (1 << (bits - 1));
-        return field;
-    }
+    return tq_decode_two_scale(q, bits, m, signed_fine);
 }
 
 static inline int8_t fc2s_out(int64_t acc, int32_t o, const int32_t *bias, const int32_t *out_mult,
