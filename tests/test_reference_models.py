@@ -26,12 +26,15 @@ def test_cifar10_vit_on_the_bundled_sample():
 @pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.skipif(not datasets.CIFAR10_TARBALL.exists(), reason="needs ../shared/data/cifar10")
-def test_cifar10_vit_full_test_set_accuracy_is_the_recorded_one():
-    """The committed weights, loaded and preprocessed here, give exactly the top-1 the training run recorded."""
-    record = json.loads(zoo.REFERENCE_MODELS["cifar10-vit"].record_path.read_text())
-    top1 = _top1(zoo.load_reference("cifar10-vit"), datasets.load_cifar10("test"))
+@pytest.mark.parametrize("name,at_least", [("cifar10-vit", 75.0), ("cifar10-swin", None)])
+def test_full_test_set_accuracy_is_the_recorded_one(name, at_least):
+    """The committed weights, loaded and preprocessed here, give exactly the top-1 the training run recorded (and
+    cifar10-vit at least its issue's 75%; cifar10-swin's 80% bar is unmet, README)."""
+    record = json.loads(zoo.REFERENCE_MODELS[name].record_path.read_text())
+    top1 = _top1(zoo.load_reference(name), datasets.load_cifar10("test"))
     assert top1 == pytest.approx(record["test_top1"], abs=0.011)
-    assert top1 >= 75.0  # the issue asks for at least 75%
+    if at_least is not None:
+        assert top1 >= at_least
 
 
 @pytest.mark.data
@@ -51,15 +54,6 @@ def test_cifar10_swin_is_a_timm_swin_recorded_by_its_training_run():
 def test_cifar10_swin_on_the_bundled_sample():
     # 500 bundled test images; the full test set gave 72.14% after 20 + 2 epochs (the issue's bar is 80%: unmet)
     assert _top1(zoo.load_reference("cifar10-swin"), datasets.load_bundled_sample("test")) >= 65.0
-
-
-@pytest.mark.slow
-@pytest.mark.data
-@pytest.mark.skipif(not datasets.CIFAR10_TARBALL.exists(), reason="needs ../shared/data/cifar10")
-def test_cifar10_swin_full_test_set_accuracy_is_the_recorded_one():
-    record = json.loads(zoo.REFERENCE_MODELS["cifar10-swin"].record_path.read_text())
-    top1 = _top1(zoo.load_reference("cifar10-swin"), datasets.load_cifar10("test"))
-    assert top1 == pytest.approx(record["test_top1"], abs=0.011)
 
 
 def test_unknown_reference_model_is_a_clear_error():
