@@ -175,20 +175,25 @@ def test_the_simulator_state_copies_to_a_device(tiny_vits):
 def test_when_rank_0_fails_every_rank_stops_with_its_error(tmp_path):
     """Only rank 0 calibrates: its failure must reach the other ranks instead of leaving them in a broadcast."""
     script = tmp_path / "ranks.py"
+    # Each rank writes its own file: two processes printing to one pipe interleave their writes.
     script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
         "from tsptq.evaluation.distributed import from_environment\n"
         "c = from_environment()\n"
+        "lines = []\n"
         "try:\n"
         "    c.share_result(lambda: (_ for _ in ()).throw(ValueError('calibration broke')))\n"
         "except Exception as e:\n"
-        "    print(f'rank {c.rank}: {type(e).__name__}: {e}', flush=True)\n"
-        "print(f'rank {c.rank} then got', c.share_result(lambda: 'runner'), flush=True)\n"
+        "    lines.append(f'{type(e).__name__}: {e}')\n"
+        "lines.append(f'then got {c.share_result(lambda: \"runner\")}')\n"
+        "Path(sys.argv[1], f'rank{c.rank}.txt').write_text('\\n'.join(lines))\n"
         "c.close()\n")
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(script)],
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "rank 0: ValueError: calibration broke" in proc.stdout
-    assert "rank 1: TsptqError: rank 0 failed, so rank 1 stops: ValueError: calibration broke" in proc.stdout
-    assert "rank 1 then got runner" in proc.stdout
+    assert (tmp_path / "rank0.txt").read_text().splitlines() == ["ValueError: calibration broke", "then got runner"]
+    assert (tmp_path / "rank1.txt").read_text().splitlines() == [
+        "TsptqError: rank 0 failed, so rank 1 stops: ValueError: calibration broke", "then got runner"]
