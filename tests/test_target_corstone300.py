@@ -99,6 +99,21 @@ def test_build_only_refuses_before_building(monkeypatch, capsys):
     assert "but the flash holds 100,000 B" in err
 
 
+@pytest.mark.skipif(vela.vela_version() is None, reason=f"ethos-u-vela is not importable ({vela.INSTALL_HINT})")
+def test_with_the_npu_variant_a_default_file_too_big_is_refused_before_vela_compiles(monkeypatch, capsys):
+    """The firmware is built with or without --npu, so its fit is checked before Vela's (slower) compile."""
+    small = dataclasses.replace(load_target(NAME), flash_capacity=100_000)
+    monkeypatch.setattr("tsptq.deploy.targets.load_target", lambda name: small)
+    compiled = []
+    monkeypatch.setattr("tsptq.npu.vela.compile_report", lambda *a, **k: compiled.append(a))
+    if small.missing_tools():
+        pytest.skip(f"{', '.join(small.missing_tools())} not installed")
+    rc = deploy_main(["--target", NAME, "--build-only", "--npu", "ethos-u", "--calib-images", "2", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not compiled
+    assert "does not fit: model (.tflite) needs " in err and "but the flash holds 100,000 B" in err
+
+
 def test_running_on_it_is_refused_in_one_line(capsys):
     assert deploy_main(["--target", NAME, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

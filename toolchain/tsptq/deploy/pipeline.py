@@ -471,6 +471,7 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None) -> dict:
     model_bytes = to_tflite(im)
     needs = memory_needs(im, model_bytes)
     rows = board_fit_rows(target, needs, delivery)
+    require_fit(target, rows)  # the firmware is built either way: refuse before Vela's compile when it cannot fit
     report = None
     if npu is not None:
         import tempfile
@@ -487,7 +488,7 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None) -> dict:
             report = compile_report(staged, board_npu["accelerator"], board_npu["system_config"],
                                     board_npu["memory_mode"])
         rows += npu_fit_rows(board_npu, report)
-    require_fit(target, rows)
+        require_fit(target, rows)
     _step(f"exported {len(model_bytes):,} B ({time.perf_counter() - t:.1f} s); building for {target.name}", opts.quiet)
     program = device_program(target, model_bytes if delivery == "flash" else None, opts)
     return {"target": target.name, "model": src.model or src.checkpoint, "method": src.method, "bits": src.bits,
