@@ -5,6 +5,7 @@ variant computes the default file's bytes (in Python, and in TensorFlow Lite Mic
     python benchmarks/npu.py --only cifar10-vit            # one model; the others keep their last results
     python benchmarks/npu.py --only deit_tiny_patch16_224 --images 50
     python benchmarks/npu.py --only dinov2-s14             # 100 images; its TFLM block is off (see MODELS)
+    python benchmarks/npu.py --whole-model                 # only the whole-model estimate, on the stored results
 
 Per model, one calibration (what ``tsptq export`` does: ``tsptq.intmodel.integer.build`` of the model's Source, below)
 lowered three ways, and the stock converter's file of the same model and calibration images:
@@ -20,6 +21,11 @@ lowered three ways, and the stock converter's file of the same model and calibra
   integer model and against ``run_tflm_arithmetic`` (TFLM's 16x8 FC rounding), TFLM's arena next to tsptq's planner,
   and TFLM's one-line refusal of the split file. Without the wheel the block is one line saying why.
 
+- the whole-model estimate (``whole_model_block``; ``--whole-model`` redoes only it, on the stored Vela rows): Vela's
+  NPU estimate plus the variant's CPU ops on a Cortex-M55, counted in instructions on QEMU's mps3-an547
+  (benchmarks/npu_cpu.py), at Vela's clock and one instruction per cycle, against the stock file's estimate. Without
+  QEMU or the Arm compiler the block says why.
+
 A model the variant refuses (``--npu``'s one-line error) gets that line as its
 result. Results go to benchmarks/results/npu-<model>.json and into docs/benchmarks.md (via benchmarks/report.py).
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +43,7 @@ import numpy as np
 from tsptq.atomic import write_json_atomic
 from tsptq.errors import TsptqError
 
+import npu_cpu  # benchmarks/npu_cpu.py: the variant's CPU part on the Cortex-M55 (QEMU)
 import report  # benchmarks/report.py (this folder is sys.path[0] when a benchmark runs): writes docs/benchmarks.md
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +63,11 @@ TARGET = "ethos-u"
 BATCH = 25
 # the issue's bars: MACs on the NPU, and the variant's integer model against the default file's
 MAC_BAR = 0.95
+# the whole-model estimate: the images the default file is profiled on (per-op counts vary by 0.05% between images
+# on cifar10-vit), and the variant files it covers
+PROFILE_IMAGES = 3
+VARIANTS = ("NPU variant", "NPU variant, --pv-on-cpu")
+STOCK = "stock int8 (onnx2tf)"
 
 
 def vela_row(name: str, path: Path, accelerator: str) -> dict:
@@ -148,9 +161,9 @@ def tflm_block(variant_cpu, variant_split, default, x: np.ndarray, want: np.ndar
             "planner": plans, "split_refused": split}
 
 
-def bench_model(name: str, images: int | None = None, tflm_images: int | None = None,
-                accelerator: str | None = None) -> dict:
-    from tsptq.data import datasets
+def quantized_files(name: str, accelerator: str | None = None):
+    """(head of the result, or a refusal; Source; the model; its calibration; the three tsptq files) of one model:
+    one calibration, what ``tsptq export`` does, lowered the three ways. The files are None when the variant refuses."""
     from tsptq.intmodel.integer import Source
     from tsptq.intmodel.lower import lower, require_npu_config
     from tsptq.model.checkpoint import resolve_model
@@ -158,7 +171,6 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
     from tsptq.npu.export import check_npu_request
     from tsptq.npu.vela import DEFAULT_ACCELERATOR, VELA_VERSION, require_vela, system_config_for
     from tsptq.quant.quantize import quantize
-    from tsptq.tflite.writer import to_tflite
 
     spec = MODELS[name]
     accelerator = accelerator or DEFAULT_ACCELERATOR
@@ -174,19 +186,39 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
         check_npu_request(TARGET, src.method, src.bits, accelerator)
         require_npu_config(model.cfg)
     except TsptqError as e:
-        return {**head, "refused": str(e)}
+        return {**head, "refused": str(e)}, src, model, None, None
     # the calibration `build(src)` makes (the same call, so the same images and bytes), once for all three files
     calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
                                calib_folder=src.calib_folder)
-    n = images or spec["images"]
-    # the evaluation images `tsptq verify FILE --eval-images N` takes for this file (tsptq.evaluation.verify)
-    _, test, labelled = resolve_data(src.model, model.cfg, src.data, src.calib_images, n, src.folder,
-                                     labels=src.labels, eval_only=True)
     qm = quantize(model, calib, src.method, src.bits, progress=True)
     files = {"default tsptq": lower(qm), "NPU variant": lower(qm, npu=True),
              "NPU variant, --pv-on-cpu": lower(qm, npu=True, split_pv=False)}
     for im in files.values():
         im.metadata["source"] = src.to_dict()  # as build() records it
+    return head, src, model, calib, files
+
+
+def eval_images(src, model, n: int):
+    """(the evaluation images `tsptq verify FILE --eval-images N` takes for this file, whether they are labelled)"""
+    from tsptq.model.model_data import resolve_data
+
+    _, test, labelled = resolve_data(src.model, model.cfg, src.data, src.calib_images, n, src.folder,
+                                     labels=src.labels, eval_only=True)
+    return test, labelled
+
+
+def bench_model(name: str, images: int | None = None, tflm_images: int | None = None,
+                accelerator: str | None = None) -> dict:
+    from tsptq.data import datasets
+    from tsptq.tflite.writer import to_tflite
+
+    spec = MODELS[name]
+    head, src, model, calib, files = quantized_files(name, accelerator)
+    if files is None:
+        return head
+    accelerator = head["vela"]["accelerator"]
+    n = images or spec["images"]
+    test, labelled = eval_images(src, model, n)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tsptq-npu-bench-") as tmp:
         for k, (label, im) in enumerate(files.items()):
@@ -211,7 +243,65 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
         print(f"[npu] {name}: TFLM on {m} images", file=sys.stderr)
         result["tflm"] = tflm_block(cpu, variant, default, x[:m], out["NPU variant, --pv-on-cpu"][:m],
                                     None if labels is None else labels[:m])
+    result["whole_model"] = whole_model_block(name, files, rows, x[:PROFILE_IMAGES])
     return result
+
+
+# ---- the whole-model estimate: Vela's NPU part + the CPU ops on the Cortex-M55 -------------------------------------
+
+def estimate(row: dict, stock: dict | None, cpu_instructions: float) -> dict:
+    """One file's whole-model estimate: its Vela row's NPU time plus ``cpu_instructions`` at Vela's clock (one
+    instruction per cycle), against the stock file's Vela estimate (None when there is no stock row)."""
+    stock_s = stock["inference_time_s"] if stock and "skipped" not in stock else None
+    return {**npu_cpu.whole_model(row["inference_time_s"], cpu_instructions, row["core_clock_hz"], stock_s),
+            "clock_hz": row["core_clock_hz"], "npu_parts": row["npu_parts"], "switches": row["switches"],
+            "stock_cpu_ops": stock.get("ops_cpu", {}) if stock_s else {}}
+
+
+def whole_model_block(name: str, files: dict, rows: list[dict], codes: np.ndarray) -> dict:
+    """Each variant file's whole-model estimate, its CPU part measured on QEMU's mps3-an547 (npu_cpu.measure);
+    ``{"skipped": why}`` without QEMU or the Arm compiler."""
+    why = npu_cpu.missing_tools()
+    if why:
+        return {"skipped": why}
+    print(f"[npu] {name}: the whole-model estimate (QEMU)", file=sys.stderr)
+    by = {row["file"]: row for row in rows}
+    m = npu_cpu.measure(files["default tsptq"], {k: files[k] for k in VARIANTS}, codes,
+                        {k: by[k]["ops_cpu"] for k in VARIANTS})
+    out = {**npu_cpu.tool_versions(), "default_file": m["default_file"], "files": {}}
+    for k in VARIANTS:
+        out["files"][k] = {**estimate(by[k], by.get(STOCK), m[k]["cpu_instructions"]), "by_kind": m[k]["by_kind"]}
+    return {**out, "date": datetime.date.today().isoformat(), "machine": report.machine()}
+
+
+def check_stored_files(name: str, files: dict, rows: list[dict]) -> None:
+    """The files just lowered must be the ones the stored Vela rows describe (their sizes)."""
+    from tsptq.tflite.writer import to_tflite
+
+    for row in rows:
+        if row["file"] in files and len(to_tflite(files[row["file"]])) != row["file_bytes"]:
+            raise TsptqError(f"{name}: the {row['file']} file is not the stored one ({row['file_bytes']:,} B): run "
+                             f"`python benchmarks/npu.py --only {name}` first")
+
+
+def redo_whole_model(name: str) -> dict:
+    """``--whole-model``: the stored results of ``name`` with a new whole-model estimate (the same calibration, so
+    the same files; nothing else is measured again)."""
+    from tsptq.data import datasets
+
+    path = RESULTS / f"npu-{name}.json"
+    if not path.is_file():
+        raise TsptqError(f"{name}: no stored results ({path.name}): run `python benchmarks/npu.py --only {name}`")
+    stored = json.loads(path.read_text())
+    if "refused" in stored:
+        return stored
+    head, src, model, _, files = quantized_files(name, stored["vela"]["accelerator"])
+    if files is None:
+        raise TsptqError(f"{name}: the NPU variant refuses it now: {head['refused']}")
+    check_stored_files(name, files, stored["rows"])
+    test, _ = eval_images(src, model, PROFILE_IMAGES)
+    codes = files["default tsptq"].quantize_input(datasets.to_model_input(test.images, model.cfg).numpy())
+    return {**stored, "whole_model": whole_model_block(name, files, stored["rows"], codes)}
 
 
 def main(argv=None) -> int:
@@ -221,6 +311,8 @@ def main(argv=None) -> int:
                     help="evaluation images of the integer-model comparison (default per model: "
                          + ", ".join(f"{k} {v['images']}" for k, v in MODELS.items()) + ")")
     ap.add_argument("--tflm-images", type=int, default=None, help="images of the TFLM block (default: --images)")
+    ap.add_argument("--whole-model", action="store_true",
+                    help="only the whole-model estimate, on the stored results (default: every stored model)")
     args = ap.parse_args(argv)
     for opt in ("images", "tflm_images"):
         if getattr(args, opt) is not None and getattr(args, opt) < 1:
@@ -228,14 +320,21 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = {"date": datetime.date.today().isoformat(),
              "machine": report.machine()}
-    for name in args.only or [m for m in MODELS if m != "dinov2-s14"]:
+    if args.whole_model:
+        names = [m for m in MODELS if m in (args.only or MODELS) and (RESULTS / f"npu-{m}.json").is_file()]
+    else:
+        names = args.only or [m for m in MODELS if m != "dinov2-s14"]
+    for name in names:
         print(f"[npu] {name}", file=sys.stderr)
         try:
-            result = bench_model(name, args.images, args.tflm_images)
+            if args.whole_model:
+                result = redo_whole_model(name)  # keeps the stored date and machine of everything else
+            else:
+                result = {**bench_model(name, args.images, args.tflm_images), **stamp}
         except TsptqError as e:
             print(f"[npu] {name} failed (its last results stay): {e}", file=sys.stderr)
             return 1
-        write_json_atomic(RESULTS / f"npu-{name}.json", {**result, **stamp})
+        write_json_atomic(RESULTS / f"npu-{name}.json", result)
     return report.main([])
 
 

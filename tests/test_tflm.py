@@ -360,6 +360,7 @@ def test_benchmark_npu_section_states_the_bars_and_the_refusals(monkeypatch):
     r["rows"][3] = {"file": "stock int8 (onnx2tf)", "skipped": "the stock converter needs onnx2tf (the 'converter' extra)"}
     r["tflm"] = {"skipped": "TensorFlow Lite Micro (tflite-micro) is not installed: pip install ..."}
     r["integer"]["vs_default"]["NPU variant"]["top1_agreement"] = 0.98
+    del r["whole_model"]  # its bar: tests/test_npu_whole_model.py
     refused = {k: r[k] for k in ("model", "source", "target", "vela", "date", "machine")}
     refused.update(model="dinov2-s14", refused="--npu ethos-u: a model the variant refuses, in its one line")
     page = "\n".join(report.render_npu({"npu-cifar10-vit": r, "npu-dinov2-s14": refused}))

@@ -5,8 +5,8 @@
  * TSPTQ_LAYERNORM_2S_I16, TSPTQ_GELU_2S (int16 or 8-bit table), TSPTQ_ADD_2S_I16, TSPTQ_ADD_2S, TSPTQ_PLANE_2S,
  * TSPTQ_PV_SUM_2S, TSPTQ_SOFTMAX_2S, and TSPTQ_BMM_2S (the `--pv-on-cpu` file). The arithmetic is the C runtime's
  * kernels (runtime_c/src/ops, compiled into this library: tq_layernorm_2s, tq_add, tq_softmax_2s_heads, tq_lookup,
- * tq_bmm_2s); the variant-only steps (the int16 LayerNorm output, the int16 table, the branch saturation, the planes
- * and the plane sum) are written here.
+ * tq_bmm_2s); the variant-only steps (the int16 LayerNorm output, the int16 table, the branch saturation, the planes,
+ * the plane sum and the int16 token mean) are variant_kernels.h's, which benchmarks/npu_cpu_steps.c times too.
  *
  * Registration: the Python interpreter of the wheel calls each name of `custom_op_registerers` as
  * `bool fn(tflite::PythonOpsResolver *)`; tsptq_tflm_register is that function. It finds the wheel's _runtime.so from
@@ -29,6 +29,7 @@
 #include "flexbuffer.h"
 #include "kernels.h"
 #include "tflm_abi.h"
+#include "variant_kernels.h"
 
 /* ---- the wheel's accessors ----------------------------------------------------------------------------------- */
 
@@ -117,38 +118,6 @@ static tflm_status want_scratch(tflm_context *c, op_data *o, const op_def *d, in
     return TFLM_OK;
 }
 
-/* ---- the kernels the C runtime does not have ------------------------------------------------------------------ */
-
-/* TSPTQ_PLANE_2S: plane 0 the fine value where flag = 0 (else 0), plane 1 the coarse field where flag = 1 (else 0). */
-static void plane_2s(const uint8_t *x, int64_t n, int32_t plane, int32_t bits, int32_t signed_fine, int8_t *y) {
-    int64_t i;
-    for (i = 0; i < n; i++) {
-        uint32_t code = x[i] & ((1u << bits) - 1u), flag = code >> (bits - 1);
-        int64_t v = 0;
-        if (plane == 0 && !flag) v = tq_decode_two_scale(code, bits, 0, signed_fine);
-        else if (plane == 1 && flag) v = (int64_t)(code & ((1u << (bits - 1)) - 1u));
-        y[i] = (int8_t)v;
-    }
-}
-
-/* TSPTQ_PV_SUM_2S: acc = fine + (coarse << m) - b_zp * sum_j d_j, then sat8(requant1(acc) + out_zp). code (rows, N),
- * fine/coarse/y (rows, M). */
-static void pv_sum_2s(const int32_t *fine, const int32_t *coarse, const uint8_t *code, int64_t rows, int32_t N,
-                      int32_t M, int32_t bits, int32_t m, int32_t signed_fine, int32_t b_zp, int32_t mult,
-                      int32_t shift, int32_t out_zp, int8_t *y) {
-    int64_t r;
-    int32_t j;
-    for (r = 0; r < rows; r++) {
-        int64_t dsum = 0;
-        for (j = 0; j < N; j++) dsum += tq_decode_two_scale(code[r * N + j], bits, m, signed_fine);
-        for (j = 0; j < M; j++) {
-            int64_t k = r * M + j;
-            int64_t acc = (int64_t)fine[k] + tq_shl64(coarse[k], m) - (int64_t)b_zp * dsum;
-            y[k] = tq_sat8(tq_requant1(acc, mult, shift) + out_zp);
-        }
-    }
-}
-
 /* ---- TSPTQ_LAYERNORM_2S_I16 ----------------------------------------------------------------------------------- */
 /* inputs x int8, in_shift int8 (D), gamma_mul int32 (D), beta_bias int64 (D), out_ch_shift int8 (D); int16 out:
  * (y_c - out_zp) << out_ch_shift_c with y_c TSPTQ_LAYERNORM_2S's code. Scratch: one row of codes (D bytes). */
@@ -195,7 +164,7 @@ static tflm_status ln_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
 static tflm_status ln_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
     tflm_eval_tensor *x = input(c, n, 0), *y = output(c, n);
     const int8_t *ksh = (const int8_t *)input(c, n, 4)->data;
-    int32_t D = last_dim(x), j;
+    int32_t D = last_dim(x);
     int64_t rows = numel(x) / D, r;
     int8_t *row = (int8_t *)get_scratch(c, o->scratch);
     int16_t *out = (int16_t *)y->data;
@@ -205,8 +174,7 @@ static tflm_status ln_eval(tflm_context *c, tflm_node *n, op_data *o, const op_d
                         (const int8_t *)input(c, n, 1)->data, (const int32_t *)input(c, n, 2)->data,
                         (const int64_t *)input(c, n, 3)->data, o->opt[LN_EPS], (int32_t)o->opt[LN_OUT_ZP],
                         (int32_t)o->opt[LN_OUT_SHIFT], row);
-        for (j = 0; j < D; j++)
-            out[r * D + j] = (int16_t)tq_shl64((int64_t)row[j] - o->opt[LN_OUT_ZP], ksh[j]);
+        tq_layernorm_2s_i16_tail(row, 1, D, (int32_t)o->opt[LN_OUT_ZP], ksh, out + r * D);
     }
     return TFLM_OK;
 }
@@ -245,15 +213,12 @@ static tflm_status gelu_prepare(tflm_context *c, tflm_node *n, op_data *o, const
 
 static tflm_status gelu_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
     tflm_eval_tensor *x = input(c, n, 0), *lut = input(c, n, 1), *y = output(c, n);
-    int64_t k = numel(x), i;
+    int64_t k = numel(x);
     int sgn = x->type == TFLM_INT8;
     (void)o;
     (void)d;
     if (lut->type == TFLM_INT16) {
-        const int16_t *t = (const int16_t *)lut->data;
-        int16_t *out = (int16_t *)y->data;
-        for (i = 0; i < k; i++)
-            out[i] = t[sgn ? ((const int8_t *)x->data)[i] + 128 : ((const uint8_t *)x->data)[i]];
+        tq_lookup_i16((const uint8_t *)x->data, k, sgn, (const int16_t *)lut->data, (int16_t *)y->data);
     } else if (n->inputs->size == 2) {
         tq_lookup((const uint8_t *)x->data, (size_t)k, sgn, (const uint8_t *)lut->data, (uint8_t *)y->data);
     } else {
@@ -301,7 +266,7 @@ static tflm_status add_prepare(tflm_context *c, tflm_node *n, op_data *o, const 
 
 static tflm_status add_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
     tflm_eval_tensor *a = input(c, n, 0), *b = input(c, n, 1), *p = input(c, n, 2), *y = output(c, n);
-    int32_t C = last_dim(a), n_params = (int32_t)(numel(p) / 6), j;
+    int32_t C = last_dim(a), n_params = (int32_t)(numel(p) / 6);
     int64_t rows = numel(a) / C, r;
     int32_t a_zp = (int32_t)o->opt[ADD_A_ZP], b_zp = (int32_t)o->opt[ADD_B_ZP], out_zp = (int32_t)o->opt[ADD_OUT_ZP];
     if (b->type == TFLM_INT8) {
@@ -314,7 +279,7 @@ static tflm_status add_eval(tflm_context *c, tflm_node *n, op_data *o, const op_
         int8_t *code = (int8_t *)get_scratch(c, o->scratch);
         const int16_t *v = (const int16_t *)b->data;
         for (r = 0; r < rows; r++) {
-            for (j = 0; j < C; j++) code[j] = tq_sat8((int64_t)v[r * C + j] + b_zp);
+            tq_add_2s_i16_code(v + r * C, C, b_zp, code);
             tq_add((const int8_t *)a->data + r * C, code, 1, C, a_zp, b_zp, (const int32_t *)p->data, n_params, out_zp,
                    (int8_t *)y->data + r * C);
         }
@@ -341,8 +306,8 @@ static tflm_status plane_prepare(tflm_context *c, tflm_node *n, op_data *o, cons
 static tflm_status plane_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
     tflm_eval_tensor *x = input(c, n, 0);
     (void)d;
-    plane_2s((const uint8_t *)x->data, numel(x), (int32_t)o->opt[PL_PLANE], (int32_t)o->opt[PL_BITS],
-             (int32_t)o->opt[PL_SIGNED], (int8_t *)output(c, n)->data);
+    tq_plane_2s((const uint8_t *)x->data, numel(x), (int32_t)o->opt[PL_PLANE], (int32_t)o->opt[PL_BITS],
+                (int32_t)o->opt[PL_SIGNED], (int8_t *)output(c, n)->data);
     return TFLM_OK;
 }
 
@@ -375,10 +340,10 @@ static tflm_status pv_eval(tflm_context *c, tflm_node *n, op_data *o, const op_d
     tflm_eval_tensor *f = input(c, n, 0), *p = input(c, n, 2);
     int32_t N = last_dim(p), M = last_dim(f);
     (void)d;
-    pv_sum_2s((const int32_t *)f->data, (const int32_t *)input(c, n, 1)->data, (const uint8_t *)p->data,
-              numel(p) / N, N, M, (int32_t)o->opt[PV_BITS], (int32_t)o->opt[PV_M], (int32_t)o->opt[PV_SIGNED],
-              (int32_t)o->opt[PV_B_ZP], (int32_t)o->opt[PV_MULT], (int32_t)o->opt[PV_SHIFT],
-              (int32_t)o->opt[PV_OUT_ZP], (int8_t *)output(c, n)->data);
+    tq_pv_sum_2s((const int32_t *)f->data, (const int32_t *)input(c, n, 1)->data, (const uint8_t *)p->data,
+                 numel(p) / N, N, M, (int32_t)o->opt[PV_BITS], (int32_t)o->opt[PV_M], (int32_t)o->opt[PV_SIGNED],
+                 (int32_t)o->opt[PV_B_ZP], (int32_t)o->opt[PV_MULT], (int32_t)o->opt[PV_SHIFT],
+                 (int32_t)o->opt[PV_OUT_ZP], (int8_t *)output(c, n)->data);
     return TFLM_OK;
 }
 
@@ -498,18 +463,10 @@ static tflm_status tm_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
 static tflm_status tm_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
     tflm_eval_tensor *x = input(c, n, 0);
     const int8_t *k = (const int8_t *)input(c, n, 1)->data;
-    const int16_t *v = (const int16_t *)x->data;
-    int16_t *out = (int16_t *)output(c, n)->data;
-    int32_t T = x->dims->data[1], D = x->dims->data[2], first = (int32_t)o->opt[TM_FIRST], t, j;
-    int64_t B = numel(x) / ((int64_t)T * D), b;
+    int32_t T = x->dims->data[1], D = x->dims->data[2];
     (void)d;
-    for (b = 0; b < B; b++)
-        for (j = 0; j < D; j++) {
-            int64_t sum = 0;
-            for (t = first; t < T; t++) sum += v[(b * T + t) * D + j];
-            out[b * D + j] = (int16_t)tq_clamp64(tq_shl64(tq_div_round(sum, (int64_t)(T - first) << k[j]), k[j]),
-                                                 -32768, 32767);
-        }
+    tq_token_mean_i16((const int16_t *)x->data, numel(x) / ((int64_t)T * D), T, D, (int32_t)o->opt[TM_FIRST], k,
+                      (int16_t *)output(c, n)->data);
     return TFLM_OK;
 }
 

@@ -51,7 +51,8 @@ RUNTIME_SYMBOLS = (
     "_ZNK6tflite5micro22MicroMutableOpResolverILj200EE6FindOpEPKc",
     "_ZTVN6tflite17PythonOpsResolverE",
 )
-# runtime_c/ sources of the ops library: the TFLM glue and variant-only kernels, and the C runtime's kernels it calls.
+# runtime_c/ sources of the ops library: the TFLM glue (with tflm/variant_kernels.h, static inline, the variant-only
+# kernels), and the C runtime's kernels it calls.
 SOURCES = ["tflm/tflm_ops.c", "src/ops/layernorm_2s.c", "src/ops/add.c", "src/ops/softmax_2s.c", "src/ops/lookup.c",
            "src/ops/bmm_2s.c", "src/flexbuffer.c", "src/quantize_multiplier.c"]
 # only the three entry points are exported: the kernels inside stay private to the library under RTLD_GLOBAL

@@ -1,0 +1,166 @@
+/* The NPU variant's CPU steps that the C runtime has no kernel for, timed on the Cortex-M55 of QEMU's mps3-an547
+ * (issue 18's whole-model estimate; benchmarks/npu_cpu.py writes the steps' file, runs this under `-icount shift=0`
+ * in that file's folder and reads one line per step through semihosting).
+ *
+ * Each step is the function of runtime_c/tflm/variant_kernels.h that runtime_c/tflm/tflm_ops.c runs for the op
+ * (npu_cpu.py checks every step's output bytes against the Python integer model):
+ *   1 LN_TAIL       tq_layernorm_2s_i16_tail: TSPTQ_LAYERNORM_2S_I16 after tq_layernorm_2s, (y_c - out_zp) << k_c
+ *   2 ADD_SAT       tq_add_2s_i16_code: TSPTQ_ADD_2S_I16 before tq_add, the int16 branch saturated into its int8 code
+ *   3 GELU16        tq_lookup_i16: TSPTQ_GELU_2S with an int16 table (the whole op)
+ *   4 PLANE         tq_plane_2s: TSPTQ_PLANE_2S (the whole op)
+ *   5 PV_SUM        tq_pv_sum_2s: TSPTQ_PV_SUM_2S (the whole op)
+ *   6 TOKEN_MEAN16  tq_token_mean_i16: TSPTQ_TOKEN_MEAN_I16 (the whole op)
+ *
+ * The steps' file (STEPS_FILE, little-endian int32 words): the number of steps, then per step STEP_ARGS words (the
+ * kind, then its integers), STEP_DATA byte lengths and the data arrays themselves, each padded to 4 bytes. Output:
+ * "empty 0 ticks T crc 0" (what the timing itself costs), then per step "step K ticks T crc C": SysTick ticks at
+ * 32 MHz (31.25 instructions each under -icount shift=0) and the CRC-32 of its output. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cortex_m.h"
+#include "variant_kernels.h" /* runtime_c/tflm: npu_cpu.py adds it to the include path */
+
+#define STEPS_FILE "npu-cpu-steps.bin"
+#define STEP_ARGS 12
+#define STEP_DATA 3
+
+const char tq_board_name[] = "mps3-an547 (npu_cpu_steps)"; /* qemu_fault.c's fault messages */
+void UART0RX_Handler(void);
+void UART0RX_Handler(void) {} /* startup.c's vector table; no UART here */
+
+static int semihost(int op, const void *arg) {
+    register int r0 __asm__("r0") = op;
+    register const void *r1 __asm__("r1") = arg;
+    __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+
+static void stop(uint32_t reason) {
+    semihost(0x18, (const void *)(uintptr_t)reason); /* SYS_EXIT */
+    for (;;) {
+    }
+}
+
+static void say(const char *text) { semihost(0x04, text); } /* SYS_WRITE0 */
+
+/* The steps' file from the host's working folder into the upload buffer; its length in bytes (0: none). */
+static uint32_t load_steps(void) {
+    static const char name[] = STEPS_FILE;
+    uint32_t open_args[3] = {(uint32_t)(uintptr_t)name, 1u /* "rb" */, sizeof(name) - 1u}, fd_args[1], read_args[3];
+    int fd = semihost(0x01, open_args), len; /* SYS_OPEN */
+    if (fd < 0) return 0;
+    fd_args[0] = (uint32_t)fd;
+    len = semihost(0x0C, fd_args); /* SYS_FLEN */
+    if (len <= 0 || (uint32_t)len > TQ_MODEL_CAPACITY) return 0;
+    read_args[0] = (uint32_t)fd;
+    read_args[1] = (uint32_t)(uintptr_t)tq_cm_model_buf;
+    read_args[2] = (uint32_t)len;
+    if (semihost(0x06, read_args) != 0) return 0; /* SYS_READ: the bytes not read */
+    semihost(0x02, fd_args);                      /* SYS_CLOSE */
+    return (uint32_t)len;
+}
+
+/* ---- the steps (variant_kernels.h's functions) ------------------------------------------------------------------ */
+
+/* One step on its data, writing to out; returns the output's size in bytes (0: an unknown kind). */
+static size_t run_step(const int32_t *a, const void *const *d, void *out) {
+    switch (a[0]) {
+    case 1:
+        tq_layernorm_2s_i16_tail((const int8_t *)d[0], a[1], a[2], a[3], (const int8_t *)d[1], (int16_t *)out);
+        return (size_t)a[1] * (size_t)a[2] * 2u;
+    case 2:
+        tq_add_2s_i16_code((const int16_t *)d[0], (int64_t)a[1] * a[2], a[3], (int8_t *)out);
+        return (size_t)a[1] * (size_t)a[2];
+    case 3:
+        tq_lookup_i16((const uint8_t *)d[0], a[1], a[2], (const int16_t *)d[1], (int16_t *)out);
+        return (size_t)a[1] * 2u;
+    case 4:
+        tq_plane_2s((const uint8_t *)d[0], a[1], a[2], a[3], a[4], (int8_t *)out);
+        return (size_t)a[1];
+    case 5:
+        tq_pv_sum_2s((const int32_t *)d[0], (const int32_t *)d[1], (const uint8_t *)d[2], a[1], a[2], a[3], a[4], a[5],
+                     a[6], a[7], a[8], a[9], a[10], (int8_t *)out);
+        return (size_t)a[1] * (size_t)a[3];
+    case 6:
+        tq_token_mean_i16((const int16_t *)d[0], a[1], a[2], a[3], a[4], (const int8_t *)d[1], (int16_t *)out);
+        return (size_t)a[1] * (size_t)a[3] * 2u;
+    default:
+        return 0;
+    }
+}
+
+/* ---- reporting (not timed) -------------------------------------------------------------------------------------- */
+
+static uint32_t crc32(const uint8_t *p, size_t n) { /* zlib's CRC-32 */
+    uint32_t c = 0xFFFFFFFFu;
+    size_t i;
+    int b;
+    for (i = 0; i < n; i++)
+        for (c ^= p[i], b = 0; b < 8; b++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    return ~c;
+}
+
+static char *put_text(char *p, const char *s) {
+    while (*s) *p++ = *s++;
+    return p;
+}
+
+static char *put_uint(char *p, uint64_t v) {
+    char digits[24];
+    int n = 0;
+    do digits[n++] = (char)('0' + v % 10u);
+    while ((v /= 10u) != 0u);
+    while (n) *p++ = digits[--n];
+    return p;
+}
+
+/* "WHAT K ticks T crc C" */
+static void report(const char *what, int32_t k, uint64_t ticks, uint32_t crc) {
+    char line[96], *p = line;
+    p = put_text(p, what);
+    p = put_uint(p, (uint64_t)k);
+    p = put_text(p, " ticks ");
+    p = put_uint(p, ticks);
+    p = put_text(p, " crc ");
+    p = put_uint(p, crc);
+    *p++ = '\n';
+    *p = 0;
+    say(line);
+}
+
+int main(void) {
+    const uint32_t len = load_steps();
+    const int32_t *w = (const int32_t *)(const void *)tq_cm_model_buf;
+    uint32_t at = 1; /* in words */
+    int32_t k, n_steps = len >= 4 ? w[0] : 0;
+    uint64_t t0, t1;
+    if (len < 4) {
+        say("npu_cpu_steps: cannot read " STEPS_FILE " in QEMU's working folder\n");
+        stop(0x20023); /* ADP_Stopped_RunTimeErrorUnknown: QEMU exits with 1 */
+    }
+    tq_cm_systick_start();
+    t0 = tq_cm_systick_ticks();
+    t1 = tq_cm_systick_ticks();
+    report("empty ", 0, t1 - t0, 0);
+    for (k = 0; k < n_steps; k++) {
+        const int32_t *args = w + at;
+        const void *data[STEP_DATA];
+        size_t n;
+        int i;
+        at += STEP_ARGS + STEP_DATA;
+        for (i = 0; i < STEP_DATA; i++) {
+            data[i] = w + at;
+            at += ((uint32_t)args[STEP_ARGS + i] + 3u) / 4u;
+        }
+        if (4u * at > len) {
+            say("npu_cpu_steps: " STEPS_FILE " is shorter than its steps\n");
+            stop(0x20023);
+        }
+        t0 = tq_cm_systick_ticks();
+        n = run_step(args, data, tq_cm_arena);
+        t1 = tq_cm_systick_ticks();
+        report(n ? "step " : "unknown step ", k, t1 - t0, crc32(tq_cm_arena, n));
+    }
+    stop(0x20026); /* ADP_Stopped_ApplicationExit: QEMU exits with 0 */
+}
