@@ -321,7 +321,8 @@ def main(argv=None) -> int:
     stamp = {"date": datetime.date.today().isoformat(),
              "machine": report.machine()}
     if args.whole_model:
-        names = [m for m in MODELS if m in (args.only or MODELS) and (RESULTS / f"npu-{m}.json").is_file()]
+        # every stored model; a model named with --only must have stored results (redo_whole_model says so)
+        names = args.only or [m for m in MODELS if (RESULTS / f"npu-{m}.json").is_file()]
     else:
         names = args.only or [m for m in MODELS if m != "dinov2-s14"]
     for name in names:

@@ -36,6 +36,7 @@ STEPS_SOURCES = ("targets/mps3-an547/startup.c", "targets/common/cortex_m.c", "t
 STEPS_INCLUDE = "runtime_c/tflm"
 STEPS_FILE = "npu-cpu-steps.bin"  # npu_cpu_steps.c's STEPS_FILE, read from QEMU's working folder
 STEP_ARGS, STEP_DATA = 12, 3      # npu_cpu_steps.c's STEP_ARGS, STEP_DATA
+QEMU_TIMEOUT_S = 1800            # one run of the steps program under QEMU
 STEP_KINDS = {"ln_tail": 1, "add_sat": 2, "gelu16": 3, "plane": 4, "pv_sum": 5, "token_mean16": 6}
 
 # What runs for each variant CPU op (its cost key): (the default file's op kind whose kernel it shares, found by the
@@ -61,6 +62,8 @@ def cost_key(kind: str, out_dtype: str) -> str:
 
 
 def parts_of(key: str) -> tuple[str | None, str | None]:
+    """What runs for the cost key ``key``: (the default file's op kind whose kernel it shares, the variant-only step
+    of npu_cpu_steps.c), either None where there is none; an op without an entry in PARTS is refused."""
     if key not in PARTS:
         raise TsptqError(f"{key}: no measured CPU kernel for this op (benchmarks/npu_cpu.py PARTS)")
     return PARTS[key]
@@ -239,7 +242,12 @@ STEP_BUILDERS = {"ln_tail": step_ln_tail, "add_sat": step_add_sat, "gelu16": ste
 
 def steps_for(s: StepInputs, idx: list[int]) -> list[Step]:
     """The variant-only steps of the variant's CPU ops ``idx``, in file order."""
-    return [STEP_BUILDERS[step](s, i) for i in idx for step in [parts_of(op_key(s.variant, i))[1]] if step]
+    out = []
+    for i in idx:
+        step = parts_of(op_key(s.variant, i))[1]
+        if step:
+            out.append(STEP_BUILDERS[step](s, i))
+    return out
 
 
 def steps_file(steps: list[Step]) -> bytes:
@@ -274,11 +282,15 @@ def parse_steps_output(text: str, steps: list[Step], instructions_per_tick: floa
     return out
 
 
-def batches(steps: list[Step], capacity: int) -> list[list[Step]]:
-    """``steps`` in order, in runs whose steps' file fits the board's buffer of ``capacity`` bytes."""
+def batches(steps: list[Step], capacity: int, arena: int) -> list[list[Step]]:
+    """``steps`` in order, in runs whose steps' file fits the board's buffer of ``capacity`` bytes; each step's output
+    (written into the board's arena) must fit its ``arena`` bytes."""
     out: list[list[Step]] = []
     size = capacity
     for st in steps:
+        if len(st.expected) > arena:
+            raise TsptqError(f"step {st.name} of op {st.op} writes {len(st.expected):,} B, more than the {arena:,} B "
+                             f"arena of {BOARD}")
         if 4 + st.file_bytes > capacity:
             raise TsptqError(f"step {st.name} of op {st.op} needs {4 + st.file_bytes:,} B, more than the "
                              f"{capacity:,} B the board reads")
@@ -290,26 +302,52 @@ def batches(steps: list[Step], capacity: int) -> list[list[Step]]:
     return out
 
 
-def run_steps(steps: list[Step]) -> list[float]:
-    """Build npu_cpu_steps.c for mps3-an547 and run ``steps`` under QEMU (as many runs as its upload buffer needs):
-    each one's instructions."""
+def steps_program():
+    """The board's target and npu_cpu_steps.c built for it (cached by the sources and flags)."""
     from tsptq.deploy.targets import compile_program, load_target
 
     target = load_target(BOARD)
-    program = compile_program(target, [ROOT / p for p in STEPS_SOURCES], "npu-cpu-steps.elf",
-                              extra_flags=("-I", str(ROOT / STEPS_INCLUDE)))
+    return target, compile_program(target, [ROOT / p for p in STEPS_SOURCES], "npu-cpu-steps.elf",
+                                   extra_flags=("-I", str(ROOT / STEPS_INCLUDE)))
+
+
+def run_steps(steps: list[Step]) -> list[float]:
+    """Build npu_cpu_steps.c for mps3-an547 and run ``steps`` under QEMU (as many runs as its upload buffer needs):
+    each one's instructions."""
+    target, program = steps_program()
     out: list[float] = []
-    for run in batches(steps, target.model_capacity):
-        with tempfile.TemporaryDirectory(prefix="tsptq-npu-cpu-") as tmp:
-            (Path(tmp) / STEPS_FILE).write_bytes(steps_file(run))
-            proc = subprocess.run([*target.qemu, "-serial", "null", "-kernel", str(program)], cwd=tmp,
-                                  capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise TsptqError(f"npu_cpu_steps on {BOARD} failed (exit {proc.returncode}): {last[0]}")
-        # QEMU writes semihosting's console to its stderr
-        out += parse_steps_output(proc.stdout + proc.stderr, run, float(target.instructions_per_tick))
+    for run in batches(steps, target.model_capacity, target.arena_capacity):
+        text = run_program(target.qemu, program, steps_file(run))
+        out += parse_steps_output(text, run, float(target.instructions_per_tick))
     return out
+
+
+def run_program(qemu, program: Path, blob: bytes, timeout: float = QEMU_TIMEOUT_S) -> str:
+    """Run the steps program ``program`` under ``qemu`` (the target's command line) on the steps' file ``blob``: its
+    output (QEMU writes semihosting's console to its stderr). A failure or a run past ``timeout`` seconds is a
+    one-line error."""
+    with tempfile.TemporaryDirectory(prefix="tsptq-npu-cpu-") as tmp:
+        (Path(tmp) / STEPS_FILE).write_bytes(blob)
+        try:
+            proc = subprocess.run([*qemu, "-serial", "null", "-kernel", str(program)], cwd=tmp,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TsptqError(f"npu_cpu_steps on {BOARD}: {qemu[0]} did not finish within {timeout:g} s") from None
+    if proc.returncode != 0:
+        last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+        raise TsptqError(f"npu_cpu_steps on {BOARD} failed (exit {proc.returncode}): {last[0]}")
+    return proc.stdout + proc.stderr
+
+
+def icount(qemu) -> str:
+    """The target's ``-icount`` setting (``-icount shift=0``): without it QEMU's SysTick counts time, not
+    instructions, and the counts mean nothing, so its absence is a one-line error."""
+    qemu = list(qemu)
+    if "-icount" not in qemu or qemu.index("-icount") + 1 >= len(qemu):
+        raise TsptqError(f"target {BOARD}: its qemu command line has no `-icount shift=0`: the CPU part counts "
+                         "instructions only under -icount")
+    i = qemu.index("-icount")
+    return f"-icount {qemu[i + 1]}"
 
 
 def tool_versions() -> dict:
@@ -323,7 +361,7 @@ def tool_versions() -> dict:
         return (proc.stdout.strip().splitlines() or ["unknown"])[0]
 
     return {"board": BOARD, "qemu": first_line([target.qemu[0], "--version"]),
-            "icount": " ".join(target.qemu[target.qemu.index("-icount"):][:2]),
+            "icount": icount(target.qemu),
             "compiler": f"{target.cc} {first_line([target.cc, '-dumpversion'])}", "cflags": " ".join(target.cflags[:4]),
             "instructions_per_tick": float(target.instructions_per_tick)}
 
@@ -369,6 +407,9 @@ def missing_tools() -> str | None:
 def measure(default, variants: dict, codes: np.ndarray, vela_cpu: dict) -> dict:
     """The CPU part of each variant file (label -> IntModel, Vela's CPU ops by kind under ``vela_cpu[label]``),
     measured on mps3-an547: the default file profiled on ``codes``, the steps on the first image."""
+    from tsptq.deploy.targets import load_target
+
+    icount(load_target(BOARD).qemu)  # instructions only under -icount: refused before anything runs
     prof = profile_default(default, codes)
     _, default_vals = default.run(codes[:1], keep=True)
     out = {"default_file": {"instructions_median": float(np.median(prof.totals)),

@@ -14,7 +14,9 @@
  * The steps' file (STEPS_FILE, little-endian int32 words): the number of steps, then per step STEP_ARGS words (the
  * kind, then its integers), STEP_DATA byte lengths and the data arrays themselves, each padded to 4 bytes. Output:
  * "empty 0 ticks T crc 0" (what the timing itself costs), then per step "step K ticks T crc C": SysTick ticks at
- * 32 MHz (31.25 instructions each under -icount shift=0) and the CRC-32 of its output. */
+ * 32 MHz (31.25 instructions each under -icount shift=0) and the CRC-32 of its output. A step whose header or arrays
+ * run past the file's end, of an unknown kind, or whose output (written into the arena) exceeds TQ_ARENA_CAPACITY
+ * stops the run with "npu_cpu_steps: step K: WHY" as the last line (QEMU exits with 1; npu_cpu.py reports it). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,30 +65,60 @@ static uint32_t load_steps(void) {
 
 /* ---- the steps (variant_kernels.h's functions) ------------------------------------------------------------------ */
 
-/* One step on its data, writing to out; returns the output's size in bytes (0: an unknown kind). */
-static size_t run_step(const int32_t *a, const void *const *d, void *out) {
+/* A step's output size in bytes from its kind and integers, before it runs, into *bytes (a negative size is
+ * UINT64_MAX, which no arena holds; each factor is below 2^31, so no product wraps); 0: an unknown kind. */
+static int step_output_bytes(const int32_t *a, uint64_t *bytes) {
+    uint64_t n;
+    switch (a[0]) {
+    case 1: /* rows * D int16 */
+        n = a[1] < 0 || a[2] < 0 ? UINT64_MAX : (uint64_t)a[1] * (uint64_t)a[2] * 2u;
+        break;
+    case 2: /* rows * C int8 */
+        n = a[1] < 0 || a[2] < 0 ? UINT64_MAX : (uint64_t)a[1] * (uint64_t)a[2];
+        break;
+    case 3: /* n int16 */
+        n = a[1] < 0 ? UINT64_MAX : (uint64_t)a[1] * 2u;
+        break;
+    case 4: /* n int8 */
+        n = a[1] < 0 ? UINT64_MAX : (uint64_t)a[1];
+        break;
+    case 5: /* rows * M int8 */
+        n = a[1] < 0 || a[3] < 0 ? UINT64_MAX : (uint64_t)a[1] * (uint64_t)a[3];
+        break;
+    case 6: /* B * D int16 */
+        n = a[1] < 0 || a[3] < 0 ? UINT64_MAX : (uint64_t)a[1] * (uint64_t)a[3] * 2u;
+        break;
+    default:
+        return 0;
+    }
+    *bytes = n;
+    return 1;
+}
+
+/* One step on its data, writing to out (step_output_bytes(a) bytes, checked against the arena by the caller). */
+static void run_step(const int32_t *a, const void *const *d, void *out) {
     switch (a[0]) {
     case 1:
         tq_layernorm_2s_i16_tail((const int8_t *)d[0], a[1], a[2], a[3], (const int8_t *)d[1], (int16_t *)out);
-        return (size_t)a[1] * (size_t)a[2] * 2u;
+        break;
     case 2:
         tq_add_2s_i16_code((const int16_t *)d[0], (int64_t)a[1] * a[2], a[3], (int8_t *)out);
-        return (size_t)a[1] * (size_t)a[2];
+        break;
     case 3:
         tq_lookup_i16((const uint8_t *)d[0], a[1], a[2], (const int16_t *)d[1], (int16_t *)out);
-        return (size_t)a[1] * 2u;
+        break;
     case 4:
         tq_plane_2s((const uint8_t *)d[0], a[1], a[2], a[3], a[4], (int8_t *)out);
-        return (size_t)a[1];
+        break;
     case 5:
         tq_pv_sum_2s((const int32_t *)d[0], (const int32_t *)d[1], (const uint8_t *)d[2], a[1], a[2], a[3], a[4], a[5],
                      a[6], a[7], a[8], a[9], a[10], (int8_t *)out);
-        return (size_t)a[1] * (size_t)a[3];
+        break;
     case 6:
         tq_token_mean_i16((const int16_t *)d[0], a[1], a[2], a[3], a[4], (const int8_t *)d[1], (int16_t *)out);
-        return (size_t)a[1] * (size_t)a[3] * 2u;
+        break;
     default:
-        return 0;
+        break;
     }
 }
 
@@ -129,6 +161,19 @@ static void report(const char *what, int32_t k, uint64_t ticks, uint32_t crc) {
     say(line);
 }
 
+/* "npu_cpu_steps: step K: WHY" as the last line, then QEMU exits with 1 (npu_cpu.py reports the line). */
+static void fail(int32_t k, const char *why) {
+    char line[160], *p = line;
+    p = put_text(p, "npu_cpu_steps: step ");
+    p = put_uint(p, (uint64_t)k);
+    p = put_text(p, ": ");
+    p = put_text(p, why);
+    *p++ = '\n';
+    *p = 0;
+    say(line);
+    stop(0x20023); /* ADP_Stopped_RunTimeErrorUnknown: QEMU exits with 1 */
+}
+
 int main(void) {
     const uint32_t len = load_steps();
     const int32_t *w = (const int32_t *)(const void *)tq_cm_model_buf;
@@ -146,21 +191,23 @@ int main(void) {
     for (k = 0; k < n_steps; k++) {
         const int32_t *args = w + at;
         const void *data[STEP_DATA];
-        size_t n;
+        uint64_t n;
         int i;
+        /* at <= len / 4 <= TQ_MODEL_CAPACITY / 4 here, and each array adds at most 2^29 words: no wrap in uint32 */
+        if (len / 4u - at < STEP_ARGS + STEP_DATA) fail(k, STEPS_FILE " ends inside the step's header");
         at += STEP_ARGS + STEP_DATA;
         for (i = 0; i < STEP_DATA; i++) {
+            if (args[STEP_ARGS + i] < 0) fail(k, "a negative array length");
             data[i] = w + at;
             at += ((uint32_t)args[STEP_ARGS + i] + 3u) / 4u;
+            if (at > len / 4u) fail(k, STEPS_FILE " ends inside the step's arrays");
         }
-        if (4u * at > len) {
-            say("npu_cpu_steps: " STEPS_FILE " is shorter than its steps\n");
-            stop(0x20023);
-        }
+        if (!step_output_bytes(args, &n)) fail(k, "an unknown step kind");
+        if (n > (uint64_t)TQ_ARENA_CAPACITY) fail(k, "its output does not fit the arena (TQ_ARENA_CAPACITY)");
         t0 = tq_cm_systick_ticks();
-        n = run_step(args, data, tq_cm_arena);
+        run_step(args, data, tq_cm_arena);
         t1 = tq_cm_systick_ticks();
-        report(n ? "step " : "unknown step ", k, t1 - t0, crc32(tq_cm_arena, n));
+        report("step ", k, t1 - t0, crc32(tq_cm_arena, (size_t)n));
     }
     stop(0x20026); /* ADP_Stopped_ApplicationExit: QEMU exits with 0 */
 }

@@ -680,7 +680,10 @@ def _npu_whole_kinds(w: dict) -> list[str]:
 def _npu_whole_notes(w: dict) -> list[str]:
     f, d = w["files"]["NPU variant"], w["default_file"]
     clock = f["clock_hz"] / 1e6
-    stock_cpu = ", ".join(f"{n} {k}" for k, n in f.get("stock_cpu_ops", {}).items())
+    stock_ops = f.get("stock_cpu_ops", {})
+    stock_cpu = ", ".join(f"{n} {k}" for k, n in stock_ops.items())
+    switches = "; ".join(f"{label}: {g['switches']} switches, {g['npu_parts']} NPU parts"
+                         for label, g in w["files"].items())
     return [f"- CPU instructions: {w['board']} (Cortex-M55, Helium) under QEMU `{w['icount']}` ({w['qemu']}), "
             f"built with {w['compiler']} `{w['cflags']}`: **instructions, not cycles**; the CPU part in ms assumes "
             f"one instruction per cycle at Vela's {clock:g} MHz (at the MPS3 FPGA's 32 MHz every time in this table "
@@ -691,9 +694,10 @@ def _npu_whole_notes(w: dict) -> list[str]:
             "of one image, each output checked against the integer model): the int16 LayerNorm output, the branch's "
             "saturation before the residual add, the int16 GELU table, P's planes and their sum, the token mean. Per "
             "element: of the op's largest activation.",
-            f"- Not counted: the {f['switches']} CPU<->NPU switches of the NPU variant ({f['npu_parts']} NPU parts, "
-            "each one call of TFLM's Ethos-U driver; Vela gives no figure for them), TFLM's per-op overhead"
-            + (f", and the stock file's CPU op{'s' if ',' in stock_cpu else ''} ({stock_cpu})." if stock_cpu else "."),
+            f"- Not counted: the CPU<->NPU switches ({switches}; each NPU part one call of TFLM's Ethos-U driver; "
+            "Vela gives no figure for them), TFLM's per-op overhead"
+            + (f", and the stock file's CPU op{'s' if sum(stock_ops.values()) != 1 else ''} ({stock_cpu})."
+               if stock_cpu else "."),
             f"- The default tsptq file entirely on the Cortex-M55: {d['instructions_median']:,.0f} instructions "
             f"({d['instructions_median'] / f['clock_hz'] * 1e3:.1f} ms at {clock:g} MHz)."]
 
