@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "cortex_m.h"
+#include "qemu_fault.h" /* tq_semihost: the steps' file, the lines, the exit */
 #include "variant_kernels.h" /* runtime_c/tflm: npu_cpu.py adds it to the include path */
 
 #define STEPS_FILE "npu-cpu-steps.bin"
@@ -31,35 +32,21 @@ const char tq_board_name[] = "mps3-an547 (npu_cpu_steps)"; /* qemu_fault.c's fau
 void UART0RX_Handler(void);
 void UART0RX_Handler(void) {} /* startup.c's vector table; no UART here */
 
-static int semihost(int op, const void *arg) {
-    register int r0 __asm__("r0") = op;
-    register const void *r1 __asm__("r1") = arg;
-    __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
-    return r0;
-}
-
-static void stop(uint32_t reason) {
-    semihost(0x18, (const void *)(uintptr_t)reason); /* SYS_EXIT */
-    for (;;) {
-    }
-}
-
-static void say(const char *text) { semihost(0x04, text); } /* SYS_WRITE0 */
 
 /* The steps' file from the host's working folder into the upload buffer; its length in bytes (0: none). */
 static uint32_t load_steps(void) {
     static const char name[] = STEPS_FILE;
     uint32_t open_args[3] = {(uint32_t)(uintptr_t)name, 1u /* "rb" */, sizeof(name) - 1u}, fd_args[1], read_args[3];
-    int fd = semihost(0x01, open_args), len; /* SYS_OPEN */
+    int fd = tq_semihost(0x01, open_args), len; /* SYS_OPEN */
     if (fd < 0) return 0;
     fd_args[0] = (uint32_t)fd;
-    len = semihost(0x0C, fd_args); /* SYS_FLEN */
+    len = tq_semihost(0x0C, fd_args); /* SYS_FLEN */
     if (len <= 0 || (uint32_t)len > TQ_MODEL_CAPACITY) return 0;
     read_args[0] = (uint32_t)fd;
     read_args[1] = (uint32_t)(uintptr_t)tq_cm_model_buf;
     read_args[2] = (uint32_t)len;
-    if (semihost(0x06, read_args) != 0) return 0; /* SYS_READ: the bytes not read */
-    semihost(0x02, fd_args);                      /* SYS_CLOSE */
+    if (tq_semihost(0x06, read_args) != 0) return 0; /* SYS_READ: the bytes not read */
+    tq_semihost(0x02, fd_args);                      /* SYS_CLOSE */
     return (uint32_t)len;
 }
 
@@ -158,7 +145,7 @@ static void report(const char *what, int32_t k, uint64_t ticks, uint32_t crc) {
     p = put_uint(p, crc);
     *p++ = '\n';
     *p = 0;
-    say(line);
+    tq_semihost_write0(line);
 }
 
 /* "npu_cpu_steps: step K: WHY" as the last line, then QEMU exits with 1 (npu_cpu.py reports the line). */
@@ -170,8 +157,8 @@ static void fail(int32_t k, const char *why) {
     p = put_text(p, why);
     *p++ = '\n';
     *p = 0;
-    say(line);
-    stop(0x20023); /* ADP_Stopped_RunTimeErrorUnknown: QEMU exits with 1 */
+    tq_semihost_write0(line);
+    tq_semihost_exit(0x20023); /* ADP_Stopped_RunTimeErrorUnknown: QEMU exits with 1 */
 }
 
 int main(void) {
@@ -181,8 +168,8 @@ int main(void) {
     int32_t k, n_steps = len >= 4 ? w[0] : 0;
     uint64_t t0, t1;
     if (len < 4) {
-        say("npu_cpu_steps: cannot read " STEPS_FILE " in QEMU's working folder\n");
-        stop(0x20023); /* ADP_Stopped_RunTimeErrorUnknown: QEMU exits with 1 */
+        tq_semihost_write0("npu_cpu_steps: cannot read " STEPS_FILE " in QEMU's working folder\n");
+        tq_semihost_exit(0x20023); /* ADP_Stopped_RunTimeErrorUnknown: QEMU exits with 1 */
     }
     tq_cm_systick_start();
     t0 = tq_cm_systick_ticks();
@@ -209,5 +196,5 @@ int main(void) {
         t1 = tq_cm_systick_ticks();
         report("step ", k, t1 - t0, crc32(tq_cm_arena, (size_t)n));
     }
-    stop(0x20026); /* ADP_Stopped_ApplicationExit: QEMU exits with 0 */
+    tq_semihost_exit(0x20026); /* ADP_Stopped_ApplicationExit: QEMU exits with 0 */
 }

@@ -3,11 +3,19 @@
 
 #include "cortex_m.h"
 
-static int semihost(int op, const void *arg) {
+int tq_semihost(int op, const void *arg) {
     register int r0 __asm__("r0") = op;
     register const void *r1 __asm__("r1") = arg;
     __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
     return r0;
+}
+
+void tq_semihost_write0(const char *text) { tq_semihost(0x04, text); }
+
+void tq_semihost_exit(uint32_t reason) {
+    tq_semihost(0x18, (const void *)(uintptr_t)reason);
+    for (;;) {
+    }
 }
 
 static const char *const fault_names[] = {"NMI", "HardFault", "MemManage fault", "BusFault", "UsageFault",
@@ -30,10 +38,8 @@ void tq_fault(uint32_t code, const uint32_t *frame) {
     for (i = 28; i >= 0; i -= 4) msg[n++] = hex[(cfsr >> i) & 15];
     msg[n++] = '\n';
     msg[n] = 0;
-    semihost(0x04, msg);                   /* SYS_WRITE0 */
-    semihost(0x18, (const void *)0x20023); /* SYS_EXIT, ADP_Stopped_RunTimeErrorUnknown: QEMU exits with 1 */
-    for (;;) {
-    }
+    tq_semihost_write0(msg);
+    tq_semihost_exit(0x20023); /* QEMU exits with 1 */
 }
 
 /* Each handler passes its number and the frame from the stack in use (EXC_RETURN bit 2: MSP or PSP). */
