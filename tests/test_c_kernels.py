@@ -1342,9 +1342,10 @@ int main(void) {
 MPS3 = c_build.RUNTIME_DIR.parent / "targets" / "mps3-an547"
 
 
-def mve_firmware(tmp_path, rounds: int, variant_flags=()) -> Path:
+def mve_firmware(tmp_path, rounds: int, variant_flags=(), driver: str = MVE_DRIVER) -> Path:
     """The MVE driver firmware for mps3-an547: the kernels built with the target's flags (-mcpu=cortex-m55) and,
-    renamed, with -DTSPTQ_REFERENCE_ONLY, the driver, and the target's start-up code and linker script."""
+    renamed, with -DTSPTQ_REFERENCE_ONLY, a driver (MVE_DRIVER's matmul cases unless given), and the target's
+    start-up code and linker script."""
     from tsptq.deploy.targets import load_target
 
     target = load_target("mps3-an547")
@@ -1360,7 +1361,7 @@ def mve_firmware(tmp_path, rounds: int, variant_flags=()) -> Path:
     assert f"#define TQ_DSP_ASM {0 if '-DTSPTQ_NO_INLINE_ASM' in variant_flags else 1}" in probe.stdout
     objs = _reference_and_variant_objects(target.cc, flags, [str(c_build.RUNTIME_DIR / s) for s in kernel_sources()],
                                           tmp_path, "mve", list(variant_flags))
-    (tmp_path / "driver.c").write_text(MVE_DRIVER)
+    (tmp_path / "driver.c").write_text(driver)
     exe = tmp_path / "drv.elf"
     board = [str(MPS3 / "startup.c"), str(common / "cortex_m.c"), str(common / "qemu_fault.c")]
     link = subprocess.run([target.cc, *flags, f"-DROUNDS={rounds}", str(tmp_path / "driver.c"), *board, *objs,
