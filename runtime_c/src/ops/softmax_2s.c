@@ -1,6 +1,7 @@
 /* TSPTQ_SOFTMAX_2S (docs/integer-semantics.md; tsptq.intmodel.kernels.softmax_2s / encode_probability / encode_two_scale).
  * scratch: N int32 (the row's exp values). On x86 (avx2: 8 lanes; avx512vnni, amx: 16) the maximum, the exp values
- * and the uniform or two-scale codes are vectorized (the conditions and why they are exact: above softmax_simd_lut_ok).
+ * and the uniform or two-scale codes are vectorized (the conditions and why they are exact: above softmax_simd_lut_ok);
+ * on Helium (Cortex-M55, TQ_SIMD_MVE: 4 lanes) the same parts, in uint32 lanes (above softmax_mve_max).
  * A per-head scores code comes with one exp table per head (256 * heads entries): the op runs each head's rows with
  * its own table (tq_softmax_2s_heads). */
 #include <string.h>
@@ -38,8 +39,9 @@ static inline uint8_t encode_log2(int64_t p, int32_t bits) {
     return (uint8_t)tq_clamp64(q, 0, zero);
 }
 
-#if defined(TQ_SIMD_AVX2)
-/* x86 (AVX2, AVX-512): the maximum, the exp values and the uniform or two-scale codes vectorized, exactly:
+#if defined(TQ_SIMD_AVX2) || defined(TQ_SIMD_MVE)
+/* x86 (AVX2, AVX-512; Helium, below, shares the checks and constants): the maximum, the exp values and the uniform
+ * or two-scale codes vectorized, exactly:
  * - every exp table entry in [0, 2^20] (checked once per call; the op's prepare makes sure of it) and N <= 2047 keep
  *   e_i >= 0 and E = sum e_i < 2^31 (int32 sums), so recip = 2^50 // E >= 0 (0 for E = 0);
  * - where recip < 2^32 (E >= 2^18, e.g. any table starting at 2^20), e_i recip is an exact 32 x 32 -> 64-bit
@@ -55,10 +57,20 @@ static inline uint8_t encode_log2(int64_t p, int32_t bits) {
  * Other options (log2 codes, m > 8) vectorize the maximum and exp values only. */
 static int softmax_simd_lut_ok(const int32_t *exp_lut, int32_t N) {
     int32_t i;
+#if defined(TQ_SIMD_MVE)
+    int32_t lo = 0, hi = 0; /* the table's extremes, 4 lanes at a time (checked once per head) */
+    if (N < 1 || N > 2047) return 0;
+    for (i = 0; i < 256; i += 4) {
+        const int32x4_t v = vldrwq_s32(exp_lut + i);
+        lo = vminvq_s32(lo, v), hi = vmaxvq_s32(hi, v);
+    }
+    return lo >= 0 && hi <= (1 << TQ_EXP_FRAC_BITS);
+#else
     if (N < 1 || N > 2047) return 0;
     for (i = 0; i < 256; i++)
         if (exp_lut[i] < 0 || exp_lut[i] > (1 << TQ_EXP_FRAC_BITS)) return 0;
     return 1;
+#endif
 }
 
 static int softmax_simd_codes_ok(int32_t out_kind, int32_t mult, int32_t shift, int32_t out_zp, int32_t bits,
@@ -96,6 +108,122 @@ static void softmax_codes_init(softmax_codes *k, int32_t out_kind, int32_t shift
     k->vmax = k->hi << TQ_TWO_SCALE_FRAC_BITS;
     if ((k->field_max << k->coarse_shift) > k->vmax) k->vmax = k->field_max << k->coarse_shift;
     if (k->thr > k->vmax) k->vmax = k->thr;
+}
+#endif
+
+#if defined(TQ_SIMD_MVE)
+/* Helium (Cortex-M55): the maximum, the exp values (VLDRW gathers from the table) and their sum, and the uniform or
+ * two-scale codes, 4 uint32 lanes (whole vectors, then one tail-predicated one); exact under the conditions above
+ * (softmax_simd_lut_ok, softmax_simd_codes_ok) with recip < 2^31 and shift >= 2, without 64-bit lanes:
+ * - p = (e recip + 2^19) >> 20 is VRMULH(e << 11, recip << 1) = (e recip 2^12 + 2^31) >> 32: e <= 2^20 and
+ *   recip < 2^31 keep both operands in 32 bits, VRMULH rounds at full width; p <= 2^30 + 1;
+ * - v = (P + 2^(s-1)) >> s for P = p mult < 2^61 (hi = VMULH = floor(P / 2^32), lo = VMUL, its low word): for
+ *   s >= 33 the low word cannot carry into (P + 2^(s-1)) >> s, so v = VRSHL(hi, 32 - s) (hi rounded by s - 32);
+ *   for 2 <= s <= 32, with t = s - 1 (1..31), F = P >> t fits 32 bits iff hi < 2^t and is then
+ *   (hi << (32 - t)) | (lo >> t) (disjoint bits); VQSHL saturates hi << (32 - t) to all ones otherwise, so F is
+ *   exact or all ones (its true value then >= 2^32 - 1), and v = (F + 1) >> 1 (VRSHR #1), exact or 2^31 where the
+ *   true v >= 2^31 > vmax (softmax_codes_init), which has the same code;
+ * - the codes of v < 2^32 in uint32 lanes (no overflow: VRSHR / VRSHL round at full width): two-scale fine =
+ *   min(round(v / 2^16), hi), coarse = min(max(round(v / 2^(16 + m)), c0), field_max) + top (top is above
+ *   field_max: + is |), coarse where v >= thr (unsigned, see above); uniform min(min(v, 255) + zp, 127) (>= -128:
+ *   zp >= -128).
+ * shift 0 or 1 (v ~ p mult, of no use), log2 codes, recip >= 2^31 (E <= 2^19) and tables outside [0, 2^20] take the
+ * scalar codes. */
+static inline int32_t softmax_mve_max(const int8_t *xr, int32_t n) {
+    int8_t mx = -128;
+    int32_t i;
+    for (i = 0; i + 16 <= n; i += 16) mx = vmaxvq_s8(mx, vldrbq_s8(xr + i));
+    if (i < n) { /* the tail: a predicated load reads no byte past the row */
+        const mve_pred16_t t = vctp8q((uint32_t)(n - i));
+        mx = vmaxvq_p_s8(mx, vldrbq_z_s8(xr + i, t), t);
+    }
+    return mx;
+}
+
+/* e[i] = exp_lut[mx - x_i] (0 <= mx - x_i <= 255) and their sum (< 2^31: the entries are <= 2^20, n <= 2047) */
+static inline int32_t softmax_mve_exp(const int8_t *xr, int32_t n, int32_t mx, const int32_t *exp_lut, int32_t *e) {
+    const int32x4_t vmx = vdupq_n_s32(mx);
+    int32_t E = 0, i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        const int32x4_t ev =
+            vldrwq_gather_shifted_offset_s32(exp_lut, vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_s32(xr + i))));
+        vstrwq_s32(e + i, ev);
+        E = vaddvaq_s32(E, ev);
+    }
+    if (i < n) {
+        const mve_pred16_t t = vctp32q((uint32_t)(n - i));
+        const uint32x4_t idx = vreinterpretq_u32_s32(vsubq_s32(vmx, vldrbq_z_s32(xr + i, t)));
+        const int32x4_t ev = vldrwq_gather_shifted_offset_z_s32(exp_lut, idx, t); /* inactive lanes 0 */
+        vstrwq_p_s32(e + i, ev, t);
+        E = vaddvaq_s32(E, ev);
+    }
+    return E;
+}
+
+/* The row's constants (softmax_mve_code). */
+typedef struct {
+    uint32x4_t rc2, mu, hi, c0, fm;
+    uint32_t thr, top;
+    int32_t s, neg_cs, zp;
+} softmax_mve_k;
+
+/* The codes of 4 exp values (see above); two_scale and wide (2 <= s <= 32) are constants of each caller's loop. */
+__attribute__((always_inline)) static inline uint32x4_t softmax_mve_code(uint32x4_t ev, const softmax_mve_k *k,
+                                                                         const int two_scale, const int wide) {
+    const uint32x4_t p = vrmulhq_u32(vshlq_n_u32(ev, 11), k->rc2);
+    uint32x4_t v = vmulhq_u32(p, k->mu);
+    if (wide)
+        v = vrshrq_n_u32(vorrq_u32(vqshlq_r_u32(v, 33 - k->s), vshlq_r_u32(vmulq_u32(p, k->mu), 1 - k->s)), 1);
+    else
+        v = vrshlq_n_u32(v, 32 - k->s);
+    if (two_scale) {
+        const uint32x4_t fine = vminq_u32(vrshrq_n_u32(v, TQ_TWO_SCALE_FRAC_BITS), k->hi);
+        const uint32x4_t coarse = vaddq_n_u32(vminq_u32(vmaxq_u32(vrshlq_n_u32(v, k->neg_cs), k->c0), k->fm), k->top);
+        return vpselq_u32(coarse, fine, vcmpcsq_n_u32(v, k->thr));
+    }
+    return vreinterpretq_u32_s32(vminq_s32(vaddq_n_s32(vreinterpretq_s32_u32(vminq_u32(v, vdupq_n_u32(255))), k->zp),
+                                           vdupq_n_s32(127)));
+}
+
+__attribute__((always_inline)) static inline void softmax_mve_loop(const int32_t *e, int32_t n, const softmax_mve_k *k,
+                                                                   uint8_t *yr, const int two_scale, const int wide) {
+    const uint32_t *eu = (const uint32_t *)(const void *)e;
+    int32_t i;
+    for (i = 0; i + 4 <= n; i += 4) vstrbq_u32(yr + i, softmax_mve_code(vldrwq_u32(eu + i), k, two_scale, wide));
+    if (i < n) {
+        const mve_pred16_t t = vctp32q((uint32_t)(n - i));
+        vstrbq_p_u32(yr + i, softmax_mve_code(vldrwq_z_u32(eu + i, t), k, two_scale, wide), t);
+    }
+}
+
+/* The codes of one row from its exp values e and recip = 2^50 // E < 2^31 (see above; k->s >= 2). */
+static void softmax_mve_row(const int32_t *e, int32_t n, uint32_t recip, softmax_mve_k *k, int two_scale,
+                            uint8_t *yr) {
+    k->rc2 = vdupq_n_u32(recip << 1);
+    if (two_scale) {
+        if (k->s <= 32) softmax_mve_loop(e, n, k, yr, 1, 1);
+        else softmax_mve_loop(e, n, k, yr, 1, 0);
+    } else {
+        if (k->s <= 32) softmax_mve_loop(e, n, k, yr, 0, 1);
+        else softmax_mve_loop(e, n, k, yr, 0, 0);
+    }
+}
+
+/* 2^50 // E for 0 < E < 2^31. For E > 2^19 (the quotient below 2^31: the vector codes' case) a double-precision
+ * estimate where the FPU has one (2^50 and E are exact doubles, the division is rounded once: within 1 of the
+ * quotient, below 2^31 + 1), corrected with the remainder (loops: exact whatever the estimate); else the C
+ * division (a library call). */
+static inline int64_t softmax_mve_recip(int32_t E) {
+    const int64_t one = (int64_t)1 << (TQ_PROB_FRAC_BITS + TQ_EXP_FRAC_BITS);
+#if defined(__ARM_FP) && (__ARM_FP & 8)
+    if (E > (1 << 19)) {
+        int64_t q = (int64_t)(uint32_t)((double)one / (double)E), r = one - (int64_t)((uint64_t)q * (uint32_t)E);
+        while (r < 0) q--, r += E;
+        while (r >= E) q++, r -= E;
+        return q;
+    }
+#endif
+    return one / E;
 }
 #endif
 
@@ -324,6 +452,33 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
 #endif
     memset(&codes, 0, sizeof codes);
     if (simd_codes) softmax_codes_init(&codes, out_kind, shift, out_zp, bits, m, signed_fine);
+#endif
+#if defined(TQ_SIMD_MVE)
+    if (softmax_simd_lut_ok(exp_lut, N)) {
+        softmax_codes codes;
+        softmax_mve_k k;
+        const int simd_codes = softmax_simd_codes_ok(out_kind, mult, shift, out_zp, bits, m) && shift >= 2;
+        memset(&codes, 0, sizeof codes);
+        memset(&k, 0, sizeof k);
+        if (simd_codes) {
+            softmax_codes_init(&codes, out_kind, shift, out_zp, bits, m, signed_fine);
+            k.mu = vdupq_n_u32((uint32_t)mult), k.hi = vdupq_n_u32((uint32_t)codes.hi);
+            k.c0 = vdupq_n_u32((uint32_t)codes.c0), k.fm = vdupq_n_u32((uint32_t)codes.field_max);
+            k.thr = (uint32_t)codes.thr, k.top = (uint32_t)codes.top;
+            k.s = shift, k.neg_cs = -codes.coarse_shift, k.zp = out_zp;
+        }
+        for (; r < rows; r++) {
+            const int8_t *xr = x + (ptrdiff_t)r * N;
+            uint8_t *yr = y + (ptrdiff_t)r * N;
+            const int32_t E = softmax_mve_exp(xr, N, softmax_mve_max(xr, N), exp_lut, scratch); /* >= 0 */
+            const int64_t recip = E > 0 ? softmax_mve_recip(E) : 0;
+            if (simd_codes && recip <= (int64_t)0x7FFFFFFF)
+                softmax_mve_row(scratch, N, (uint32_t)recip, &k, codes.two_scale, yr);
+            else
+                softmax_codes_ref(scratch, N, recip, out_kind, mult, shift, out_zp, bits, m, signed_fine, yr);
+        }
+        return;
+    }
 #endif
 #if defined(TQ_SIMD_VNNI)
     if (simd && simd_codes) { /* two rows at a time: each row's chain (maximum, sum, division, codes) is serial */
