@@ -3,7 +3,8 @@
  * in that file's folder and reads one line per step through semihosting).
  *
  * Each step is the function of runtime_c/tflm/variant_kernels.h that runtime_c/tflm/tflm_ops.c runs for the op
- * (npu_cpu.py checks every step's output bytes against the Python integer model):
+ * (npu_cpu.py checks every step's output bytes against the Python integer model); built for the Cortex-M55 these
+ * are their Helium (MVE) forms, byte-identical to the scalar ones (tests/test_mve_variant_kernels.py):
  *   1 LN_TAIL       tq_layernorm_2s_i16_tail: TSPTQ_LAYERNORM_2S_I16 after tq_layernorm_2s, (y_c - out_zp) << k_c
  *   2 ADD_SAT       tq_add_2s_i16_code: TSPTQ_ADD_2S_I16 before tq_add, the int16 branch saturated into its int8 code
  *   3 GELU16        tq_lookup_i16: TSPTQ_GELU_2S with an int16 table (the whole op)

@@ -309,7 +309,8 @@ def test_every_step_kind_computes_the_integer_models_bytes_on_the_board(npu_cpu,
     assert {st.name for st in steps} == set(npu_cpu.STEP_KINDS)
     assert all(len(set(st.expected)) > 1 for st in steps)  # no all-zero (or constant) outputs to agree on trivially
     counts = npu_cpu.run_steps(steps)  # every output's CRC checked against the expected bytes
-    assert len(counts) == len(steps) and all(c > 0 for c in counts), counts
+    # a count is in SysTick ticks (31.25 instructions) less the timing's own: a Helium step on a few values may be 0
+    assert len(counts) == len(steps) and all(c >= 0 for c in counts) and sum(counts) > 0, counts
     wrong = steps[-1]
     wrong.expected = bytes([wrong.expected[0] ^ 1]) + wrong.expected[1:]
     with pytest.raises(TsptqError, match=r"step 0 \(token_mean16\) does not compute the integer model's bytes"):
