@@ -1,7 +1,8 @@
 /* ADD (builtin, n_params = 1) and TSPTQ_ADD_2S (n_params = C): TFLite's int8 ADD with left_shift 20, per channel
  * parameters (rows a_mult, a_shift, b_mult, b_shift, out_mult, out_shift of a (6, n_params) table):
  * tsptq.intmodel.kernels.add. On x86 (the avx2 build: 8 channels a vector; avx512vnni, amx: 16) in int32 lanes with
- * exact int64 products (add_simd, below), the scalar loop otherwise and for parameters outside its range. */
+ * exact int64 products (add_simd, below); on Arm M-profile in int32 (add_mve: Helium, 4 channels a vector; add_dsp:
+ * scalar 32x32 products); the scalar loop otherwise and for parameters outside their range (add_simd_ok). */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -11,7 +12,7 @@
 
 #define TQ_ADD_LEFT_SHIFT 20
 
-#if defined(TQ_SIMD_AVX2)
+#if defined(TQ_SIMD_AVX2) || defined(TQ_SIMD_DSP)
 /* The x86 paths (AVX-512: 16 channels a vector, AVX2: 8) compute every rescaling below in the exact form
  *   RDBPOT(SRDHM(x, M), r) = ((2xM + K_r) >> 32 - s) >> r,   K_r = 2^31 + [r >= 1] 2^(31 + r),   s = [r >= 1][h < 0]
  * with h = SRDHM(x, M), for an int32 x (never INT32_MIN: no saturating case), 0 <= M < 2^31 and 0 <= r <= 31:
@@ -38,7 +39,9 @@ static int add_simd_ok(const int32_t *params, int32_t n_params, int32_t a_zp, in
     }
     return 1;
 }
+#endif
 
+#if defined(TQ_SIMD_AVX2)
 /* One channel's constants of one rescaling (zp = 0 for the output's). */
 static inline void add_rescale_consts(int32_t mult, int32_t shift, int32_t zp, int64_t *K, int32_t *r,
                                       int32_t *corr) {
@@ -261,6 +264,89 @@ static void add_simd(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, 
 }
 #endif
 
+#if defined(TQ_SIMD_MVE)
+/* Helium: the same three rescalings in int32 lanes, in add_simd_ok's range (0 <= M < 2^31, -31 <= shift <= 0, every
+ * x and result an int32 as above). SRDHM(x, M) = floor((xM + 2^30) / 2^31) (above) = VQRDMULH(x, M), which
+ * saturates only for x = M = INT32_MIN; RDBPOT(h, r) = VRSHL(h - s, -r) with s = [r >= 1][h < 0] (VRSHL rounds half
+ * up; one less for a negative h makes it half away from zero: tq_mve_mbqm, with the shift per lane). s is the sign
+ * bit of h & shift (shift < 0 iff r >= 1). */
+static inline int32x4_t add_mve_rescale(int32x4_t x, int32x4_t m, int32x4_t sh) {
+    const int32x4_t h = vqrdmulhq_s32(x, m);
+    return vrshlq_s32(vaddq_s32(h, vshrq_n_s32(vandq_s32(h, sh), 31)), sh);
+}
+
+/* The outputs (before out_zp) of four elements of a, b (the lanes of p), the parameters per lane */
+static inline __attribute__((always_inline)) int32x4_t add_mve4(const int8_t *a, const int8_t *b, mve_pred16_t p,
+                                                                int32_t a_zp, int32_t b_zp, int32x4_t am,
+                                                                int32x4_t ash, int32x4_t bm, int32x4_t bsh,
+                                                                int32x4_t om, int32x4_t osh) {
+    const int32x4_t xa = vshlq_n_s32(vsubq_n_s32(vldrbq_z_s32(a, p), a_zp), TQ_ADD_LEFT_SHIFT);
+    const int32x4_t xb = vshlq_n_s32(vsubq_n_s32(vldrbq_z_s32(b, p), b_zp), TQ_ADD_LEFT_SHIFT);
+    return add_mve_rescale(vaddq_s32(add_mve_rescale(xa, am, ash), add_mve_rescale(xb, bm, bsh)), om, osh);
+}
+
+/* dst[j] = sat8(v_j + zp) for the lanes of p: two saturating narrowings (int32 -> int16 -> int8, the same as one)
+ * leave each lane's byte at the bottom of its word, where VSTRB.32 takes it (the other bytes are not stored) */
+static inline void add_mve_store8(int8_t *dst, int32x4_t v, int32_t zp, mve_pred16_t p) {
+    const int16x8_t h = vqmovnbq_s32(vuninitializedq_s16(), vaddq_n_s32(v, zp));
+    vstrbq_p_s32(dst, vreinterpretq_s32_s8(vqmovnbq_s16(vuninitializedq_s8(), h)), p);
+}
+
+static void add_mve(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
+                    const int32_t *params, int32_t n_params, int32_t out_zp, int8_t *y) {
+    int32_t r, c;
+    if (n_params == 1) { /* one set of parameters: the rows as one run of rows * C elements */
+        const int32x4_t am = vdupq_n_s32(params[0]), ash = vdupq_n_s32(params[1]), bm = vdupq_n_s32(params[2]),
+                        bsh = vdupq_n_s32(params[3]), om = vdupq_n_s32(params[4]), osh = vdupq_n_s32(params[5]);
+        const int32_t n = rows * C;
+        for (c = 0; c < n; c += 4) {
+            const mve_pred16_t p = vctp32q((uint32_t)(n - c));
+            add_mve_store8(y + c, add_mve4(a + c, b + c, p, a_zp, b_zp, am, ash, bm, bsh, om, osh), out_zp, p);
+        }
+        return;
+    }
+    for (r = 0; r < rows; r++) {
+        const ptrdiff_t at = (ptrdiff_t)r * C;
+        for (c = 0; c < C; c += 4) {
+            const mve_pred16_t p = vctp32q((uint32_t)(C - c));
+            const int32_t *pc = params + c; /* lanes past C: M = 0, shift 0 (discarded) */
+            const ptrdiff_t np = n_params;
+            const int32x4_t v = add_mve4(a + at + c, b + at + c, p, a_zp, b_zp, vldrwq_z_s32(pc, p),
+                                         vldrwq_z_s32(pc + np, p), vldrwq_z_s32(pc + 2 * np, p),
+                                         vldrwq_z_s32(pc + 3 * np, p), vldrwq_z_s32(pc + 4 * np, p),
+                                         vldrwq_z_s32(pc + 5 * np, p));
+            add_mve_store8(y + at + c, v, out_zp, p);
+        }
+    }
+}
+#elif defined(TQ_SIMD_DSP)
+/* Cortex-M4 and the like (DSP, no MVE): one channel at a time in int32, in add_simd_ok's range. With x2 = 2x (an int32:
+ * |2x| < 2^30 for every rescaling, above), SRDHM(x, M) = floor((x2 M + 2^31) / 2^32) (above): the high word of one
+ * 32x32 product (SMULL) plus 2^31; RDBPOT(h, r) = (h - s + 2^(r-1)) >> r for r >= 1 (h for r = 0), s = [r >= 1][h < 0]
+ * the sign bit of h & shift; |h| < 2^30 keeps the sum an int32. */
+static inline int32_t add_dsp_rescale(int32_t x2, int32_t m, int32_t sh) {
+    const int32_t h = (int32_t)(((int64_t)x2 * m + ((int64_t)1 << 31)) >> 32), r = -sh;
+    return (h + ((h & sh) >> 31) + (int32_t)((1u << r) >> 1)) >> r;
+}
+
+static void add_dsp(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
+                    const int32_t *params, int32_t n_params, int32_t out_zp, int8_t *y) {
+    const int32_t n = n_params == 1 ? rows * C : C, reps = n_params == 1 ? 1 : rows, step = n_params == 1 ? 0 : 1;
+    int32_t r, c;
+    for (r = 0; r < reps; r++) {
+        const int32_t *pc = params;
+        const ptrdiff_t at = (ptrdiff_t)r * C;
+        for (c = 0; c < n; c++, pc += step) {
+            const int32_t sa = add_dsp_rescale((int32_t)((uint32_t)(a[at + c] - a_zp) << (TQ_ADD_LEFT_SHIFT + 1)),
+                                               pc[0], pc[n_params]);
+            const int32_t sb = add_dsp_rescale((int32_t)((uint32_t)(b[at + c] - b_zp) << (TQ_ADD_LEFT_SHIFT + 1)),
+                                               pc[2 * n_params], pc[3 * n_params]);
+            y[at + c] = tq_sat8(add_dsp_rescale(2 * (sa + sb), pc[4 * n_params], pc[5 * n_params]) + out_zp);
+        }
+    }
+}
+#endif
+
 void tq_add(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a_zp, int32_t b_zp,
             const int32_t *params, int32_t n_params, int32_t out_zp, int8_t *y) {
     const int32_t *am = params, *ash = params + n_params, *bm = params + 2 * (ptrdiff_t)n_params,
@@ -270,6 +356,16 @@ void tq_add(const int8_t *a, const int8_t *b, int32_t rows, int32_t C, int32_t a
 #if defined(TQ_SIMD_AVX2)
     if (add_simd_ok(params, n_params, a_zp, b_zp, out_zp)) {
         add_simd(a, b, rows, C, a_zp, b_zp, params, n_params, out_zp, y);
+        return;
+    }
+#elif defined(TQ_SIMD_MVE)
+    if (add_simd_ok(params, n_params, a_zp, b_zp, out_zp)) {
+        add_mve(a, b, rows, C, a_zp, b_zp, params, n_params, out_zp, y);
+        return;
+    }
+#elif defined(TQ_SIMD_DSP)
+    if (add_simd_ok(params, n_params, a_zp, b_zp, out_zp)) {
+        add_dsp(a, b, rows, C, a_zp, b_zp, params, n_params, out_zp, y);
         return;
     }
 #endif

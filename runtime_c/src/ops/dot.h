@@ -700,6 +700,35 @@ static inline void tq_axpy_s8(int32_t *acc, int32_t a, const int8_t *b, int32_t 
 
 #endif
 
+#if defined(TQ_SIMD_DSP)
+/* floor(u / dn) for a divisor dn >= 2^31 fixed over many dividends u < dn 2^32 (the high word below dn), without a
+ * 64-bit division (a library call on M-profile): Moller and Granlund, "Improved division by invariant integers"
+ * (2011), algorithm 4. tq_div32_init computes the reciprocal v = floor((2^64 - 1) / dn) - 2^32 (one 64-bit division);
+ * tq_div32_q the quotient from one 32x32 product and at most two corrections, all modulo 2^32 as the paper's. */
+typedef struct {
+    uint32_t dn, v;
+} tq_div32;
+
+static inline tq_div32 tq_div32_init(uint32_t dn) {
+    tq_div32 d;
+    d.dn = dn;
+    d.v = (uint32_t)(~(uint64_t)0 / dn - ((uint64_t)1 << 32));
+    return d;
+}
+
+static inline uint32_t tq_div32_q2(uint32_t u1, uint32_t u0, const tq_div32 *d) { /* u = u1 2^32 + u0 */
+    const uint64_t p = (uint64_t)d->v * u1 + (((uint64_t)u1 << 32) | u0); /* (q1, q0) = v u1 + u, carry out dropped */
+    uint32_t q1 = (uint32_t)(p >> 32) + 1u, q0 = (uint32_t)p, r = u0 - q1 * d->dn;
+    if (r > q0) q1--, r += d->dn;
+    if (r >= d->dn) q1++;
+    return q1;
+}
+
+static inline uint32_t tq_div32_q(uint64_t u, const tq_div32 *d) {
+    return tq_div32_q2((uint32_t)(u >> 32), (uint32_t)u, d);
+}
+#endif
+
 #if defined(TQ_SIMD_MVE)
 /* --- Helium (MVE) bodies, used by the MVE branches of fc_2s.c, fully_connected.c, bmm_2s.c and batch_matmul.c ---
  *

@@ -8,7 +8,8 @@
  * V << 2e < 2^63, sigma < 2^31.5, and |d_c| 2^(24 + e) <= sqrt(D V) 2^(24 + e) < sqrt(D) 2^55.5 <= 2^61.5
  * (d_c^2 <= D (V - eps)); |n_c| <= sqrt(D) 2^24 (1 + 2^-19) + 1 < 2^30.01, |n_c g_c| < 2^61.01, and with |beta| <=
  * 2^62 the sum stays below 2^63. On x86 (ln_row_simd, rows up to LN_SIMD_MAX_D channels): AVX-512 (avx512vnni, amx)
- * 16 channels at a time, AVX2 its sums 8 at a time; wider rows take ln_row_ref. */
+ * 16 channels at a time, AVX2 its sums 8 at a time; wider rows take ln_row_ref. On Arm M-profile (ln_row_arm) the
+ * division by sigma through its reciprocal (exact: tq_div32_q, dot.h), the sums 8 channels a vector with Helium. */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -64,6 +65,19 @@ static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
         yr[c] = tq_sat8(tq_rshift_round(nrm * gamma_mul[c] + beta_bias[c], out_shift) + out_zp);
     }
 }
+
+#if defined(TQ_SIMD_VNNI) || defined(TQ_SIMD_DSP)
+/* Whether the output's rounding shift can be one sum: tq_rdbpot64(v, n) = (v + 2^(n-1) + (v >> 63)) >> n for n >= 1
+ * (the rem > thr test as one sum), v = nrm g + beta with |v| < 2^61.01 + 2^61 (the bounds above, |beta| <= 2^61), so
+ * the sum stays below 2^63. */
+static int ln_short_ok(int32_t D, const int64_t *beta_bias, int32_t out_shift) {
+    int32_t c;
+    if (out_shift < 1 || out_shift > 61) return 0;
+    for (c = 0; c < D; c++)
+        if (beta_bias[c] < -((int64_t)1 << 61) || beta_bias[c] > ((int64_t)1 << 61)) return 0;
+    return 1;
+}
+#endif
 
 #if defined(TQ_SIMD_AVX2)
 /* x86 (AVX-512 and AVX2): x_c in int32 lanes (the bounds checked in ln_simd_ok keep x_c, S and d_c there: |x_c| <=
@@ -130,8 +144,7 @@ static inline __m128i ln_out8(__m256i d, const int32_t *g, const int64_t *bb, __
  * 2^-20 of t -/+ 2^-18 (K, H, H -/+ 2^-18 and the fma rounded once each, t < 2^30.01 by the bounds above, so no
  * conversion overflows): est_lo < t < est_hi, so where trunc(est_lo) = trunc(est_hi) = q, floor(t) = q (est_lo > -1:
  * for est_lo < 0, t < 1 and q = 0); a lane where they differ (about 2^-17 of them) sends the row to ln_row_ref
- * (*bad). The rounding shift: tq_rdbpot64(v, n) = (v + 2^(n-1) + (v >> 63)) >> n for n >= 1 (the rem > thr test as one
- * sum), v = nrm g + beta with |v| < 2^61.01 + 2^61, so the sum stays below 2^63. */
+ * (*bad). The rounding shift as one sum (ln_short_ok). */
 static inline __m128i ln_out8s(__m512d ad, __mmask8 neg, const int32_t *g, const int64_t *bb, __mmask8 mh, __m512d K,
                                __m512d Hlo, __m512d Hhi, __m128i osh, __m512i half, __m512i zp, __mmask8 *bad) {
     const __m256i qlo = _mm512_cvtt_roundpd_epi32(_mm512_fmadd_pd(ad, K, Hlo), _MM_FROUND_NO_EXC);
@@ -143,14 +156,6 @@ static inline __m128i ln_out8s(__m512d ad, __mmask8 neg, const int32_t *g, const
     const __m512i o = _mm512_sra_epi64(_mm512_add_epi64(_mm512_add_epi64(v, half), _mm512_srai_epi64(v, 63)), osh);
     *bad |= _mm256_mask_cmpneq_epi32_mask(mh, qlo, qhi);
     return _mm512_cvtsepi64_epi8(_mm512_add_epi64(o, zp));
-}
-
-static int ln_short_ok(int32_t D, const int64_t *beta_bias, int32_t out_shift) {
-    int32_t c;
-    if (out_shift < 1 || out_shift > 61) return 0;
-    for (c = 0; c < D; c++)
-        if (beta_bias[c] < -((int64_t)1 << 61) || beta_bias[c] > ((int64_t)1 << 61)) return 0;
-    return 1;
 }
 
 /* A row's x_c (into xs, which has room for the whole last vector), its sum S, sigma and e. */
@@ -326,6 +331,117 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
 }
 #endif
 
+#if defined(TQ_SIMD_DSP)
+/* Arm M-profile (DSP, and Helium for the first pass): the reference's arithmetic with the 64-bit division of the
+ * output pass, div_round(d << s, sigma) = sign(d) floor((|d| 2^s + h) / sigma), h = sigma >> 1, s = 24 + e, done as
+ * a division by an invariant divisor (tq_div32_q, dot.h) of u = (|d| 2^s + h) << L by dn = sigma << L (top bit set):
+ * floor(u / dn) is the quotient wanted. A row takes this path when max |d| 2^s + h < sigma 2^31 (so u < dn 2^31, as
+ * tq_div32_q needs, and the quotient fits an int32; the bounds above make that every row but the constant ones);
+ * others take ln_row_ref. */
+static int ln_arm_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps, int32_t out_shift) {
+    int32_t c;
+    if (D < 1 || D > LN_MAX_D || !tq_zp_ok(in_zp) || eps < 0 || eps > ((int64_t)1 << 62) || out_shift < 0 ||
+        out_shift > 62)
+        return 0;
+    for (c = 0; c < D; c++)
+        if (in_shift[c] < 0 || in_shift[c] > 7) return 0;
+    return 1;
+}
+
+/* The first pass: S = sum x_c, sq = sum x_c^2 and the extremes of x_c (|x_c| <= 255 << 7: int16 lanes, exact). */
+static inline void ln_arm_sums(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, int32_t *S,
+                               int64_t *sq, int32_t *xmin, int32_t *xmax) {
+#if defined(TQ_SIMD_MVE)
+    int32_t s = 0, c = 0;
+    int64_t q2 = 0;
+    int16_t lo = INT16_MAX, hi = INT16_MIN;
+    for (; c + 8 <= D; c += 8) {
+        const int16x8_t x = vshlq_s16(vsubq_n_s16(vldrbq_s16(xr + c), (int16_t)in_zp), vldrbq_s16(in_shift + c));
+        s = vaddvaq_s16(s, x);
+        q2 = vmlaldavaq_s16(q2, x, x);
+        lo = vminvq_s16(lo, x);
+        hi = vmaxvq_s16(hi, x);
+    }
+    if (c < D) { /* the tail: the reductions take the active lanes only */
+        const mve_pred16_t p = vctp16q((uint32_t)(D - c));
+        const int16x8_t x = vshlq_s16(vsubq_n_s16(vldrbq_z_s16(xr + c, p), (int16_t)in_zp),
+                                      vldrbq_z_s16(in_shift + c, p));
+        s = vaddvaq_p_s16(s, x, p);
+        q2 = vmlaldavaq_p_s16(q2, x, x, p);
+        lo = vminvq_p_s16(lo, x, p);
+        hi = vmaxvq_p_s16(hi, x, p);
+    }
+    *S = s, *sq = q2, *xmin = lo, *xmax = hi;
+#else
+    int32_t s = 0, lo = INT32_MAX, hi = INT32_MIN, c;
+    int64_t q2 = 0;
+    for (c = 0; c < D; c++) {
+        const int32_t x = ((int32_t)xr[c] - in_zp) * (1 << in_shift[c]);
+        s += x;
+        q2 += (int64_t)x * x;
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+    }
+    *S = s, *sq = q2, *xmin = lo, *xmax = hi;
+#endif
+}
+
+/* The output pass: s = 24 + e + L, hL = h << L; SHORT: ln_short_ok, HIGH: s >= 32 (constants where inlined; with
+ * s >= 32 the dividend's low word is hL's, |d| 2^s having none, and its high word takes no carry). */
+static inline __attribute__((always_inline)) void ln_arm_out(const int8_t *xr, int32_t D, int32_t in_zp,
+                                                             const int8_t *in_shift, int32_t S, int s, uint64_t hL,
+                                                             const tq_div32 *dv, const int32_t *gamma_mul,
+                                                             const int64_t *beta_bias, int32_t out_zp,
+                                                             int32_t out_shift, int8_t *yr, const int SHORT,
+                                                             const int HIGH) {
+    const int64_t half = SHORT ? (int64_t)1 << (out_shift - 1) : 0;
+    const uint32_t h1 = (uint32_t)(hL >> 32), h0 = (uint32_t)hL;
+    int32_t c;
+    for (c = 0; c < D; c++) {
+        const int32_t d = D * (((int32_t)xr[c] - in_zp) * (1 << in_shift[c])) - S; /* |d| < 2^28 */
+        const uint32_t ad = d < 0 ? 0u - (uint32_t)d : (uint32_t)d;
+        const int32_t q = (int32_t)(HIGH ? tq_div32_q2((ad << (s - 32)) + h1, h0, dv)
+                                         : tq_div32_q(((uint64_t)ad << s) + hL, dv));
+        const int32_t nrm = d < 0 ? -q : q;
+        const int64_t v = (int64_t)nrm * gamma_mul[c] + beta_bias[c]; /* |nrm| < 2^31: one 32x32 product */
+        yr[c] = tq_sat8((SHORT ? (v + half + (v >> 63)) >> out_shift : tq_rshift_round(v, out_shift)) + out_zp);
+    }
+}
+
+/* One row (in ln_arm_ok's range); returns 0 (having written nothing) for a row outside the division's range. */
+static int ln_row_arm(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
+                      const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok,
+                      int8_t *yr) {
+    int32_t S, xmin, xmax;
+    int64_t sq, sigma, maxd;
+    uint64_t hL;
+    tq_div32 dv;
+    int e, s, L;
+    ln_arm_sums(xr, D, in_zp, in_shift, &S, &sq, &xmin, &xmax);
+    sigma = ln_sigma(S, sq, D, eps, &e);
+    s = TQ_NORM_FRAC_BITS + e;
+    maxd = (int64_t)D * xmax - S;
+    if (S - (int64_t)D * xmin > maxd) maxd = S - (int64_t)D * xmin;
+    /* |d| 2^s + h < sigma 2^31 for every d (sigma < 2^32: V << 2e < 2^63); maxd = 0: a constant row */
+    if (maxd < 1 || sigma >= ((int64_t)1 << 32) || tq_bit_length64((uint64_t)maxd) + s > 62 ||
+        ((uint64_t)maxd << s) + (uint64_t)(sigma >> 1) >= (uint64_t)sigma << 31)
+        return 0;
+    L = 32 - tq_bit_length64((uint64_t)sigma); /* then s + L <= 62: 2^(s + L) <= maxd 2^s 2^L < 2^63 */
+    dv = tq_div32_init((uint32_t)sigma << L);
+    hL = (uint64_t)(sigma >> 1) << L;
+    s += L;
+    if (short_ok && s >= 32)
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 1, 1);
+    else if (short_ok)
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 1, 0);
+    else if (s >= 32)
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 0, 1);
+    else
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 0, 0);
+    return 1;
+}
+#endif
+
 void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, const int8_t *in_shift,
                      const int32_t *gamma_mul, const int64_t *beta_bias, int64_t eps, int32_t out_zp,
                      int32_t out_shift, int8_t *y) {
@@ -337,6 +453,9 @@ void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, co
 #else
     const int short_ok = 0;
 #endif
+#elif defined(TQ_SIMD_DSP)
+    const int fast = ln_arm_ok(D, in_zp, in_shift, eps, out_shift);
+    const int short_ok = fast && ln_short_ok(D, beta_bias, out_shift);
 #endif
     r = 0;
 #if defined(TQ_SIMD_VNNI)
@@ -356,6 +475,9 @@ void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, co
         int8_t *yr = y + (ptrdiff_t)r * D;
 #if defined(TQ_SIMD_AVX2)
         if (fast && ln_row_simd(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, short_ok, yr))
+            continue;
+#elif defined(TQ_SIMD_DSP)
+        if (fast && ln_row_arm(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, short_ok, yr))
             continue;
 #endif
         ln_row_ref(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr);
