@@ -945,7 +945,11 @@ _C_BMM_BIAS_CASE = r"""
 """
 _C_XORSHIFT = r"""
 static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)(s >> 11); }
-static int32_t ri(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+/* lo..hi inclusive; the width in 64 bits (hi - lo + 1 overflows int32 for ranges of 2^31 and more) */
+static int32_t ri(int32_t lo, int32_t hi) {
+    const uint32_t n = (uint32_t)((int64_t)hi - lo + 1); /* 0: the whole int32 range */
+    return (int32_t)((int64_t)lo + (n ? rnd() % n : rnd()));
+}
 """
 
 

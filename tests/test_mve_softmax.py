@@ -47,8 +47,8 @@ void ref_softmax_2s(const int8_t *, int32_t, int32_t, const int32_t *, int32_t, 
 #define CAP 24000
 #define MAXL 6
 static int8_t X[CAP];
-static uint8_t Y1[CAP], Y2[CAP];
-static int32_t LUT[256 * MAXL], SC1[2048], SC2[2048];
+static uint8_t Y1[CAP + 16], Y2[CAP + 16]; /* 16 guard bytes past any case */
+static int32_t LUT[256 * MAXL], SC1[2048 + 4], SC2[2048 + 4]; /* 4 guard words past the longest row */
 
 static int32_t pick(const int32_t *edge, int n, int32_t lo, int32_t hi) {
     return ri(0, 1) ? edge[rnd() % (uint32_t)n] : ri(lo, hi);
@@ -122,7 +122,8 @@ int main(void) {
         }
         for (i = 0; i < L; i++) table(LUT + 256 * i, odd, N);
         scores(X, rows, N);
-        for (i = 0; i < rows * N; i++) Y1[i] = Y2[i] = (uint8_t)rnd();
+        for (i = 0; i < rows * N + 16; i++) Y1[i] = Y2[i] = (uint8_t)rnd();
+        for (i = 0; i < 4; i++) SC1[N + i] = SC2[N + i] = 0x5A5A5A5A;
         if (direct) { /* the kernel itself, one table */
             tq_softmax_2s(X, rows, N, LUT, kind, mult, shift, zp, bits, m, sf, Y1, SC1);
             ref_softmax_2s(X, rows, N, LUT, kind, mult, shift, zp, bits, m, sf, Y2, SC2);
@@ -133,6 +134,9 @@ int main(void) {
             ref_softmax_2s_heads(X, r0, r1, N, R, per_head ? L : 1, LUT, kind, mult, shift, zp, bits, m, sf, Y2, SC2);
         }
         elems += (long)rows * N;
+        if (memcmp(Y1 + rows * N, Y2 + rows * N, 16) || SC1[N] != 0x5A5A5A5A || SC1[N + 3] != 0x5A5A5A5A) {
+            say("WRITE PAST THE END case "); say_int(t); say("\n"); bad++;
+        }
         if (memcmp(Y1, Y2, (size_t)(rows * N))) {
             for (i = 0; i < rows * N && Y1[i] == Y2[i]; i++) {}
             say("MISMATCH case "); say_int(t); say(" N="); say_int(N); say(" rows="); say_int(rows);
@@ -142,6 +146,22 @@ int main(void) {
             say(" got "); say_int(Y1[i]); say(" want "); say_int(Y2[i]); say("\n");
             bad++;
         }
+    }
+    { /* directed: v at the two-scale split (v = thr - 1, thr, thr + 1): constant rows of 2^k, shift 30 - k... */
+        int32_t b, mm, sf2, d, k2;
+        for (b = 2; b <= 8; b++) for (mm = 0; mm <= 8; mm++) for (sf2 = 0; sf2 <= 1; sf2++) for (d = -1; d <= 1; d++)
+            for (k2 = 0; k2 <= 3; k2++) {
+                int64_t fm = ((int64_t)1 << (b - 1)) - 1, hi2 = sf2 ? ((int64_t)1 << (b - 2)) - 1 : fm;
+                int64_t c0 = (hi2 >> mm) + 1, thr = (((hi2 + (c0 << mm)) << 16) + 1) >> 1;
+                int32_t N2 = 1 << k2;
+                for (i = 0; i < 256; i++) LUT[i] = 1 << 20;
+                for (i = 0; i < N2; i++) X[i] = 5;
+                memset(Y1, 0, (size_t)N2); memset(Y2, 0, (size_t)N2);
+                tq_softmax_2s(X, 1, N2, LUT, TQ_TWO_SCALE, (int32_t)(thr + d), 30 - k2, 0, b, mm, sf2, Y1, SC1);
+                ref_softmax_2s(X, 1, N2, LUT, TQ_TWO_SCALE, (int32_t)(thr + d), 30 - k2, 0, b, mm, sf2, Y2, SC2);
+                if (memcmp(Y1, Y2, (size_t)N2)) { say("MISMATCH split bits="); say_int(b); say(" m="); say_int(mm);
+                    say(" sf="); say_int(sf2); say(" d="); say_int(d); say(" N="); say_int(N2); say("\n"); bad++; }
+            }
     }
     say_int(ROUNDS); say(" rounds, "); say_int(elems); say(" elements, "); say_int(bad); say(" mismatches\n");
     tq_semihost_exit(bad ? 0x20023 : 0x20026); /* QEMU exits with 1 / 0 */

@@ -187,6 +187,19 @@ int main(void) {
         tq_pv_sum_2s_scalar(FINE, COARSE, CODE, 1, BIG, 1, bits, 8, i, 127, 1 << 30, -31, 0, (int8_t *)O2);
         bad += !same("pv_sum long row", i);
     }
+    /* the dsum itself across the 2^16-code chunks, random codes, lengths with tails */
+    {
+        static const int32_t NS[] = {65535, 65536, 65537, 65551, 70001, 69999};
+        int32_t q, j;
+        for (q = 0; q < 24; q++) {
+            int32_t N = NS[q % 6], bits = ri(3, 8), m = ri(0, 8), sf = ri(0, 1);
+            int64_t ref = 0, got;
+            for (j = 0; j < N; j++) CODE[j] = (uint8_t)rnd();
+            for (j = 0; j < N; j++) ref += tq_decode_two_scale(CODE[j], bits, m, sf);
+            got = tq_pv_dsum_2s(CODE, N, bits, m, sf);
+            if (got != ref) { say("MISMATCH dsum N="); say_int(N); say("\n"); bad++; }
+        }
+    }
     say_int(ROUNDS);
     say(" rounds, ");
     say_int(bad);
