@@ -8,7 +8,9 @@ variant computes the default file's bytes (in Python, and in TensorFlow Lite Mic
     python benchmarks/npu.py --whole-model                 # only the whole-model estimate, on the stored results
 
 Per model, one calibration (what ``tsptq export`` does: ``tsptq.intmodel.integer.build`` of the model's Source, below)
-lowered three ways, and the stock converter's file of the same model and calibration images:
+lowered three ways, the NPU variant of a second quantization of the same images with a uniform Softmax output code
+(``--method tsptq-no-v2sf-softmax``: attention x V one int8 BATCH_MATMUL instead of two planes), and the stock
+converter's file of the same model and calibration images:
 
 - the default tsptq file (``tsptq export``), the NPU variant (``--npu ethos-u``), the variant ``--pv-on-cpu``, and
   the stock int8 file (``--method tflite-converter``, the ``converter`` extra; without it the row says why), each
@@ -68,6 +70,11 @@ MAC_BAR = 0.95
 PROFILE_IMAGES = 3
 VARIANTS = ("NPU variant", "NPU variant, --pv-on-cpu")
 STOCK = "stock int8 (onnx2tf)"
+# the variant whose Softmax output is a uniform 8-bit code: P x V is then one plain int8 BATCH_MATMUL on the NPU (no
+# planes, no CPU sum); its own quantization, so its CPU kernels are profiled in its own default file
+UNIFORM_P = "NPU variant, uniform P"
+UNIFORM_P_METHOD = "tsptq-no-v2sf-softmax"
+UNIFORM_P_DEFAULT = "default tsptq-no-v2sf-softmax"
 
 
 def vela_row(name: str, path: Path, accelerator: str) -> dict:
@@ -161,9 +168,11 @@ def tflm_block(variant_cpu, variant_split, default, x: np.ndarray, want: np.ndar
             "planner": plans, "split_refused": split}
 
 
-def quantized_files(name: str, accelerator: str | None = None):
-    """(head of the result, or a refusal; Source; the model; its calibration; the three tsptq files) of one model:
-    one calibration, what ``tsptq export`` does, lowered the three ways. The files are None when the variant refuses."""
+def quantized_files(name: str, accelerator: str | None = None, uniform_p: bool = True):
+    """(head of the result, or a refusal; Source; the model; its calibration; the tsptq files) of one model: one
+    calibration, what ``tsptq export`` does, lowered the three ways, and with ``uniform_p`` the NPU variant of the
+    same images quantized with ``UNIFORM_P_METHOD`` (and that quantization's default file, which the whole-model
+    estimate profiles). The files are None when the variant refuses."""
     from tsptq.intmodel.integer import Source
     from tsptq.intmodel.lower import lower, require_npu_config
     from tsptq.model.checkpoint import resolve_model
@@ -193,6 +202,10 @@ def quantized_files(name: str, accelerator: str | None = None):
     qm = quantize(model, calib, src.method, src.bits, progress=True)
     files = {"default tsptq": lower(qm), "NPU variant": lower(qm, npu=True),
              "NPU variant, --pv-on-cpu": lower(qm, npu=True, split_pv=False)}
+    if uniform_p:
+        qu = quantize(model, calib, UNIFORM_P_METHOD, src.bits, progress=True)
+        files[UNIFORM_P] = lower(qu, npu=True)
+        files[UNIFORM_P_DEFAULT] = lower(qu)
     for im in files.values():
         im.metadata["source"] = src.to_dict()  # as build() records it
     return head, src, model, calib, files
@@ -221,17 +234,22 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
     test, labelled = eval_images(src, model, n)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tsptq-npu-bench-") as tmp:
-        for k, (label, im) in enumerate(files.items()):
+        # the stock row fourth, the uniform-P variant after it (the page's order)
+        labels_vela = [k for k in ("default tsptq", *VARIANTS)] + [STOCK] + [k for k in (UNIFORM_P,) if k in files]
+        for k, label in enumerate(labels_vela):
+            if label == STOCK:
+                rows.append(stock_row(model, calib, Path(tmp) / "stock.tflite", accelerator))
+                continue
             path = Path(tmp) / f"file{k}.tflite"
-            path.write_bytes(to_tflite(im))
+            path.write_bytes(to_tflite(files[label]))
             print(f"[npu] {name}: Vela on the {label} file", file=sys.stderr)
             rows.append(vela_row(label, path, accelerator))
-        rows.append(stock_row(model, calib, Path(tmp) / "stock.tflite", accelerator))
 
-    default, variant, cpu = files.values()
+    default, variant, cpu = (files[k] for k in ("default tsptq", *VARIANTS))
     x = default.quantize_input(datasets.to_model_input(test.images, model.cfg).numpy())
     labels = test.labels if labelled else None
-    out = {label: run_codes(im.run, x, f"integer model, {label}") for label, im in files.items()}
+    out = {label: run_codes(im.run, x, f"integer model, {label}") for label, im in files.items()
+           if label != UNIFORM_P_DEFAULT}
     base = out["default tsptq"]
     integer = {"images": len(x), "data": test.name, "labelled": bool(labelled),
                "top1": {label: top1(codes, labels) for label, codes in out.items()},
@@ -259,8 +277,9 @@ def estimate(row: dict, stock: dict | None, cpu_instructions: float) -> dict:
 
 
 def whole_model_block(name: str, files: dict, rows: list[dict], codes: np.ndarray) -> dict:
-    """Each variant file's whole-model estimate, its CPU part measured on QEMU's mps3-an547 (npu_cpu.measure);
-    ``{"skipped": why}`` without QEMU or the Arm compiler."""
+    """Each variant file's whole-model estimate, its CPU part measured on QEMU's mps3-an547 (npu_cpu.measure: each
+    variant's shared kernels profiled in the default file of its own quantization); ``{"skipped": why}`` without
+    QEMU or the Arm compiler."""
     why = npu_cpu.missing_tools()
     if why:
         return {"skipped": why}
@@ -271,6 +290,11 @@ def whole_model_block(name: str, files: dict, rows: list[dict], codes: np.ndarra
     out = {**npu_cpu.tool_versions(), "default_file": m["default_file"], "files": {}}
     for k in VARIANTS:
         out["files"][k] = {**estimate(by[k], by.get(STOCK), m[k]["cpu_instructions"]), "by_kind": m[k]["by_kind"]}
+    if UNIFORM_P in files and UNIFORM_P in by:
+        u = npu_cpu.measure(files[UNIFORM_P_DEFAULT], {UNIFORM_P: files[UNIFORM_P]}, codes,
+                            {UNIFORM_P: by[UNIFORM_P]["ops_cpu"]})
+        out["files"][UNIFORM_P] = {**estimate(by[UNIFORM_P], by.get(STOCK), u[UNIFORM_P]["cpu_instructions"]),
+                                   "by_kind": u[UNIFORM_P]["by_kind"], "default_file": u["default_file"]}
     return {**out, "date": datetime.date.today().isoformat(), "machine": report.machine()}
 
 
@@ -279,7 +303,7 @@ def check_stored_files(name: str, files: dict, rows: list[dict]) -> None:
     from tsptq.tflite.writer import to_tflite
 
     for row in rows:
-        if row["file"] in files and len(to_tflite(files[row["file"]])) != row["file_bytes"]:
+        if row["file"] in files and "skipped" not in row and len(to_tflite(files[row["file"]])) != row["file_bytes"]:
             raise TsptqError(f"{name}: the {row['file']} file is not the stored one ({row['file_bytes']:,} B): run "
                              f"`python benchmarks/npu.py --only {name}` first")
 
@@ -295,7 +319,8 @@ def redo_whole_model(name: str) -> dict:
     stored = json.loads(path.read_text())
     if "refused" in stored:
         return stored
-    head, src, model, _, files = quantized_files(name, stored["vela"]["accelerator"])
+    stored_uniform_p = any(row["file"] == UNIFORM_P for row in stored["rows"])
+    head, src, model, _, files = quantized_files(name, stored["vela"]["accelerator"], uniform_p=stored_uniform_p)
     if files is None:
         raise TsptqError(f"{name}: the NPU variant refuses it now: {head['refused']}")
     check_stored_files(name, files, stored["rows"])

@@ -351,3 +351,21 @@ def test_cli_export_npu_writes_the_variant_the_compiled_file_and_the_report(tmp_
     from tsptq.npu.graph_ops import parse_model
 
     assert parse_model(out.read_bytes()).metadata is not None  # a TFLite file the schema reads
+
+
+@needs_vela
+def test_cli_export_npu_with_a_uniform_softmax_code_runs_attention_x_v_as_one_int8_matmul(tmp_path, capsys):
+    """`tsptq export --npu ethos-u --method tsptq-no-v2sf-softmax` (the uniform-P variant, docs/npu.md): with no
+    two-scale P there are no planes and no CPU sum; attention x V is one builtin int8 BATCH_MATMUL per block, on the
+    NPU with q.k^T, and the command says so."""
+    import json
+
+    out = tmp_path / "fashion-up.tflite"
+    assert main(["export", "--model", "fashion-vit", "--npu", "ethos-u", "--method", "tsptq-no-v2sf-softmax",
+                 "--calib-images", "8", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "attention x V one int8 BATCH_MATMUL (a uniform Softmax code)" in text
+    report = json.loads((tmp_path / "fashion-up_npu.json").read_text())
+    assert report["npu_mac_fraction"] == 1.0, report
+    assert report["ops_npu"]["BATCH_MATMUL"] == 2 * 4  # q.k^T and P x V of the 4 blocks
+    assert not {"TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_BMM_2S"} & set(report["ops_cpu"]), report["ops_cpu"]

@@ -355,6 +355,9 @@ def test_benchmark_npu_section_states_the_bars_and_the_refusals(monkeypatch):
     assert "## NPU (Ethos-U55, Vela 5.2.0)" in page and "NPU variant 100.0%, met" in page
     assert "Vela times the NPU part only" in page and "1,000 of 1,000 images byte-identical" in page
     assert "1,000 of 1,000 | 0 of 10,000 | 0 codes" in page and "batch_matmul.cc" in page
+    # the uniform-P variant (another quantization): its MACs, its Vela line and its accuracy read both ways
+    assert "NPU variant, uniform P 100.0%, met" in page and "**The uniform-P variant** (`--method" in page
+    assert "Its predictions agree with the default file's on 98.3% of the images: **not within** 1%" in page
     r = copy.deepcopy(stored)
     r["rows"][1]["npu_mac_fraction"] = 0.9
     r["rows"][3] = {"file": "stock int8 (onnx2tf)", "skipped": "the stock converter needs onnx2tf (the 'converter' extra)"}

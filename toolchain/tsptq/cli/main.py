@@ -174,8 +174,13 @@ def export_npu_variant(args) -> int:
     src = source_from_args(args)
     res = export_npu(src, args.out, args.npu, args.accelerator, progress=not args.quiet,
                      split_pv=not args.pv_on_cpu)
-    pv = ("attention x V kept on the CPU" if args.pv_on_cpu
-          else "attention x V as two int8 BATCH_MATMULs with int32 outputs")
+    from tsptq.quant.methods import get_method
+
+    if src.method != "fp32" and get_method(src.method).softmax == "uniform":  # a plain int8 BATCH_MATMUL
+        pv = "attention x V one int8 BATCH_MATMUL (a uniform Softmax code)"
+    else:
+        pv = ("attention x V kept on the CPU" if args.pv_on_cpu
+              else "attention x V as two int8 BATCH_MATMULs with int32 outputs")
     print(f"{res.path}: {res.size:,} bytes, the NPU variant ({args.npu}: every FC a builtin FULLY_CONNECTED, {pv}; "
           f"{src.method} {src.bits}, calibrated on {src.calib_images} images)")
     if res.report is None:
@@ -402,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "attention x V's two parts still TSPTQ_* ops on the CPU; the file computes the default "
                          "file's bytes; "
                          "with Vela installed (the npu extra) also its compiled OUT_vela.tflite, CSVs and "
-                         "OUT_npu.json report beside --out (docs/npu.md)")
+                         "OUT_npu.json report beside --out (docs/npu.md). With --method tsptq-no-v2sf-softmax the "
+                         "Softmax output is a uniform 8-bit code and attention x V one int8 BATCH_MATMUL: a shorter "
+                         "NPU part (docs/npu.md, the uniform-P variant)")
     ex.add_argument("--accelerator", default=None, metavar="CONFIG",
                     help="with --npu: Vela's --accelerator-config (default ethos-u55-128, see tsptq npu-report)")
     ex.add_argument("--pv-on-cpu", action="store_true",
