@@ -84,14 +84,17 @@ static int64_t r64(void) { return (int64_t)(((uint64_t)rnd() << 43) ^ ((uint64_t
 static int check_layernorm(int t) {
     const int32_t D = ri(0, 30) ? size() : ri(1, MAXD), rows = D > 300 ? ri(1, 2) : ri(1, 6), n = rows * D;
     const int32_t in_zp = pick_zp(), out_zp = pick_zp(), shifts = ri(0, 2), kind = ri(0, 4);
+    static const int32_t edge_shift[] = {0, 1, 2, 31, 32, 33, 61, 62}; /* the Helium forms' ends (n 2..31, 32..61) */
     const int32_t pick = ri(0, 3), out_shift = pick == 0 ? ri(20, 40) : pick == 1 ? ri(1, 6) /* ties */
-                                                                  : pick == 2 ? ri(0, 62) : (ri(0, 1) ? 0 : 62);
+                                                                  : pick == 2 ? ri(0, 62) : edge_shift[rnd() % 8u];
     const int64_t eps = ri(0, 1) ? ri(0, 1000) : (ri(0, 1) ? r64() & (((int64_t)1 << 62) - 1) : (int64_t)1 << 62);
     int32_t i, base = ri(-128, 127), width = ri(1, 4), big_beta = ri(0, 3) == 0;
     for (i = 0; i < D; i++) {
         INS[i] = (int8_t)(shifts == 0 ? 0 : (shifts == 1 ? ri(0, 7) : (ri(0, 5) ? 0 : 7)));
         G[i] = ri(0, 9) ? ri(-(1 << 20), 1 << 20) : (ri(0, 1) ? (int32_t)rnd() : (ri(0, 1) ? INT32_MIN : INT32_MAX));
-        BB[i] = ri(0, 9) ? r64() >> ri(20, 40) : !big_beta ? r64() >> 3 /* |beta| <= 2^61: the one-sum rounding */
+        BB[i] = ri(0, 9) ? r64() >> ri(20, 40) : !big_beta ? (ri(0, 3) ? r64() >> 3 /* |beta| <= 2^61: the one-sum
+                                                                                     * rounding, and its ends */
+                                                                     : (ri(0, 1) ? 1 : -1) * ((int64_t)1 << 61))
                 : (ri(0, 1) ? r64() >> 1 : (ri(0, 1) ? 1 : -1) * ((int64_t)1 << 62));
         if (ri(0, 4) == 0) { /* gamma 0 and beta m 2^(out_shift - 1): the output is beta's rounding, a tie for odd m */
             const int32_t mlim = out_shift > 54 ? 1 << (63 - out_shift) : 300;
@@ -119,19 +122,34 @@ static int check_layernorm(int t) {
     return 0;
 }
 
-/* dot.h's tq_div32_q against the 64-bit division: divisors near 2^31, 2^32 and anywhere between, dividends
- * q dn + r with the remainder at its ends (where the corrections happen) and anywhere, every high word below dn */
+/* dot.h's tq_div32_q (and, with Helium, tq_div32_q2_mve, four dividends a divisor) against the 64-bit division:
+ * divisors near 2^31, 2^32 and anywhere between, dividends q dn + r with the remainder at its ends (where the
+ * corrections happen) and anywhere, every high word below dn */
 static int check_div32(void) {
-    int i, bad = 0;
+    int i, j, bad = 0;
     for (i = 0; i < 200000; i++) {
         const uint32_t dn = ri(0, 2) == 0 ? (ri(0, 1) ? 0x80000000u + rnd() % 64u : 0xFFFFFFFFu - rnd() % 64u)
                                           : 0x80000000u | rnd() | (rnd() << 21);
-        const uint32_t q = ri(0, 3) == 0 ? 0xFFFFFFFFu - rnd() % 4u
-                                         : (ri(0, 1) ? rnd() | (rnd() << 21) : rnd() % 4096u);
-        const uint32_t r = ri(0, 1) ? (ri(0, 1) ? rnd() % 4u : dn - 1u - rnd() % 4u) : (rnd() | (rnd() << 21)) % dn;
-        const uint64_t u = (uint64_t)q * dn + r;
         const tq_div32 d = tq_div32_init(dn);
-        bad += tq_div32_q(u, &d) != q;
+        uint32_t qs[4], u1[4], u0[4];
+        for (j = 0; j < 4; j++) {
+            const uint32_t q = ri(0, 3) == 0 ? 0xFFFFFFFFu - rnd() % 4u
+                                             : (ri(0, 1) ? rnd() | (rnd() << 21) : rnd() % 4096u);
+            const uint32_t r = ri(0, 1) ? (ri(0, 1) ? rnd() % 4u : dn - 1u - rnd() % 4u)
+                                        : (rnd() | (rnd() << 21)) % dn;
+            const uint64_t u = (uint64_t)q * dn + r;
+            bad += tq_div32_q(u, &d) != q;
+            qs[j] = q, u1[j] = (uint32_t)(u >> 32), u0[j] = (uint32_t)u;
+        }
+#if defined(TQ_SIMD_MVE)
+        {
+            uint32_t got[4];
+            vst1q_u32(got, tq_div32_q2_mve(vld1q_u32(u1), vld1q_u32(u0), vdupq_n_u32(d.v), dn));
+            for (j = 0; j < 4; j++) bad += got[j] != qs[j];
+        }
+#else
+        (void)qs, (void)u1, (void)u0;
+#endif
     }
     if (bad) { say("MISMATCH div32: "); say_int(bad); say("\n"); }
     return bad;
@@ -139,12 +157,14 @@ static int check_div32(void) {
 
 /* LAYERNORM_2S's quotients one by one: most outputs saturate or hide a quotient off by one (nrm g / 2^out_shift is
  * coarse), so one row's nrm_c are found first through the reference (gamma 1, out_shift 0: the output is
- * sat8(nrm_c + beta_c), a binary search over beta_c), then both builds run with beta_c = -nrm_c (times 1 or 2) plus a
- * little: every output is in range and shows its quotient exactly (and, with gamma 2, out_shift 1, the rounding). */
+ * sat8(nrm_c + beta_c), a binary search over beta_c), then both builds run with gamma 2^k, out_shift k and beta_c =
+ * -2^k nrm_c plus a little (a few multiples of 2^(k - 1), ties, give or take 1): every output is in range and shows
+ * its quotient exactly, and the rounding (k 0, 1: the scalar loops; 2..29: Helium's for rows from 4 channels). */
 #define PROBE_D 1024
 static int64_t LO[PROBE_D], HI[PROBE_D];
 static int check_layernorm_quotients(int t) {
-    const int32_t D = ri(0, 3) ? size() : ri(300, PROBE_D), in_zp = pick_zp(), shifts = ri(0, 2), g2 = ri(0, 1);
+    const int32_t D = ri(0, 3) ? size() : ri(300, PROBE_D), in_zp = pick_zp(), shifts = ri(0, 2), mode = ri(0, 3);
+    const int32_t k = mode < 3 ? mode : ri(3, 29);
     const int64_t eps = ri(0, 1) ? ri(0, 1000) : r64() & (((int64_t)1 << 62) - 1);
     int32_t i, it, open = D;
     for (i = 0; i < D; i++) {
@@ -165,13 +185,13 @@ static int check_layernorm_quotients(int t) {
     }
     if (open) { say("PROBE FAILED layernorm case "); say_int(t); say("\n"); return 1; }
     for (i = 0; i < D; i++) {
-        G[i] = g2 ? 2 : 1;
-        BB[i] = -G[i] * LO[i] + ri(-100, 100);
+        G[i] = 1 << k;
+        BB[i] = -G[i] * LO[i] + (k < 2 ? ri(-100, 100) : ri(-100, 100) * ((int64_t)1 << (k - 1)) + ri(-1, 1));
     }
     memset(Y1, 0x5A, sizeof Y1);
     memset(Y2, 0x5A, sizeof Y2);
-    tq_layernorm_2s(A, 1, D, in_zp, INS, G, BB, eps, 0, g2, Y1);
-    ref_layernorm_2s(A, 1, D, in_zp, INS, G, BB, eps, 0, g2, Y2);
+    tq_layernorm_2s(A, 1, D, in_zp, INS, G, BB, eps, 0, k, Y1);
+    ref_layernorm_2s(A, 1, D, in_zp, INS, G, BB, eps, 0, k, Y2);
     if (memcmp(Y1, Y2, sizeof Y1)) {
         say("MISMATCH layernorm quotients case "); say_int(t); say(" D "); say_int(D); say("\n");
         return 1;

@@ -727,6 +727,32 @@ static inline uint32_t tq_div32_q2(uint32_t u1, uint32_t u0, const tq_div32 *d) 
 static inline uint32_t tq_div32_q(uint64_t u, const tq_div32 *d) {
     return tq_div32_q2((uint32_t)(u >> 32), (uint32_t)u, d);
 }
+
+#if defined(TQ_SIMD_MVE)
+/* The carry of a + b (uint32 lanes): bit 31 of VHADD's (a + b) >> 1, taken at 33 bits. A 0/1 vector, not a
+ * predicate (no VCMP): GCC 12 moves each predicate through a core register (VMRS, SXTH, VMSR). */
+static inline uint32x4_t tq_mve_carry(uint32x4_t a, uint32x4_t b) { return vshrq_n_u32(vhaddq_u32(a, b), 31); }
+
+/* -1 where a > b (unsigned), else 0: VHSUB's (b - a) >> 1, taken at 33 bits, is negative exactly there. */
+static inline uint32x4_t tq_mve_gt(uint32x4_t a, uint32x4_t b) {
+    return vreinterpretq_u32_s32(vshrq_n_s32(vreinterpretq_s32_u32(vhsubq_u32(b, a)), 31));
+}
+
+/* tq_div32_q2 in 4 lanes (one divisor; rv: v in every lane), all modulo 2^32 as there: (p1, p0) = v u1 + u from
+ * VMULH / VMUL (the high and low words of v u1) and p0's carry; with q = p1 (tq_div32_q2's q1 - 1) and
+ * r = u0 - (q + 1) dn, q1's two corrections become the masks m1 = -(r > p0) (r -= m1 dn) and m2 = -(r < dn): the
+ * quotient is q + 2 + m1 + m2. dn as a scalar operand (VMLA, VHSUB): no vector register for it. */
+static inline uint32x4_t tq_div32_q2_mve(uint32x4_t u1, uint32x4_t u0, uint32x4_t rv, uint32_t dn) {
+    const uint32x4_t lo = vmulq_u32(u1, rv), p0 = vaddq_u32(lo, u0);
+    const uint32x4_t q = vaddq_u32(vaddq_u32(vmulhq_u32(u1, rv), u1), tq_mve_carry(lo, u0));
+    uint32x4_t r = vmlaq_n_u32(vsubq_n_u32(u0, dn), q, 0u - dn); /* u0 - (q + 1) dn */
+    const uint32x4_t m = tq_mve_gt(r, p0);
+    r = vmlaq_n_u32(r, m, 0u - dn); /* + dn where m = -1 */
+    return vaddq_n_u32(vaddq_u32(vaddq_u32(q, m),
+                                 vreinterpretq_u32_s32(vshrq_n_s32(vreinterpretq_s32_u32(vhsubq_n_u32(r, dn)), 31))),
+                       2u); /* -(r < dn): VHSUB's (r - dn) >> 1 at 33 bits is negative exactly there */
+}
+#endif
 #endif
 
 #if defined(TQ_SIMD_MVE)

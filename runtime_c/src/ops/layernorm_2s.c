@@ -9,7 +9,8 @@
  * (d_c^2 <= D (V - eps)); |n_c| <= sqrt(D) 2^24 (1 + 2^-19) + 1 < 2^30.01, |n_c g_c| < 2^61.01, and with |beta| <=
  * 2^62 the sum stays below 2^63. On x86 (ln_row_simd, rows up to LN_SIMD_MAX_D channels): AVX-512 (avx512vnni, amx)
  * 16 channels at a time, AVX2 its sums 8 at a time; wider rows take ln_row_ref. On Arm M-profile (ln_row_arm) the
- * division by sigma through its reciprocal (exact: tq_div32_q, dot.h), the sums 8 channels a vector with Helium. */
+ * division by sigma through its reciprocal (exact: tq_div32_q, dot.h), with Helium the sums 8 channels a vector and,
+ * for rows with ln_short_ok and out_shift >= 2, the output 4 (ln_mve_out). */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -332,9 +333,10 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
 #endif
 
 #if defined(TQ_SIMD_DSP)
-/* Arm M-profile (DSP, and Helium for the first pass): the reference's arithmetic with the 64-bit division of the
- * output pass, div_round(d << s, sigma) = sign(d) floor((|d| 2^s + h) / sigma), h = sigma >> 1, s = 24 + e, done as
- * a division by an invariant divisor (tq_div32_q, dot.h) of u = (|d| 2^s + h) << L by dn = sigma << L (top bit set):
+/* Arm M-profile (DSP; Helium for the first pass and, ln_mve_out, most rows' output): the reference's arithmetic with
+ * the 64-bit division of the output pass, div_round(d << s, sigma) = sign(d) floor((|d| 2^s + h) / sigma),
+ * h = sigma >> 1, s = 24 + e, done as a division by an invariant divisor (tq_div32_q, dot.h) of
+ * u = (|d| 2^s + h) << L by dn = sigma << L (top bit set):
  * floor(u / dn) is the quotient wanted. A row takes this path when max |d| 2^s + h < sigma 2^31 (so u < dn 2^31, as
  * tq_div32_q needs, and the quotient fits an int32; the bounds above make that every row but the constant ones);
  * others take ln_row_ref. */
@@ -386,18 +388,17 @@ static inline void ln_arm_sums(const int8_t *xr, int32_t D, int32_t in_zp, const
 #endif
 }
 
-/* The output pass: s = 24 + e + L, hL = h << L; SHORT: ln_short_ok, HIGH: s >= 32 (constants where inlined; with
- * s >= 32 the dividend's low word is hL's, |d| 2^s having none, and its high word takes no carry). */
+/* The output pass from channel c: s = 24 + e + L, hL = h << L; SHORT: ln_short_ok, HIGH: s >= 32 (constants where
+ * inlined; with s >= 32 the dividend's low word is hL's, |d| 2^s having none, and its high word takes no carry). */
 static inline __attribute__((always_inline)) void ln_arm_out(const int8_t *xr, int32_t D, int32_t in_zp,
                                                              const int8_t *in_shift, int32_t S, int s, uint64_t hL,
                                                              const tq_div32 *dv, const int32_t *gamma_mul,
                                                              const int64_t *beta_bias, int32_t out_zp,
-                                                             int32_t out_shift, int8_t *yr, const int SHORT,
-                                                             const int HIGH) {
+                                                             int32_t out_shift, int8_t *yr, int32_t c,
+                                                             const int SHORT, const int HIGH) {
     const int64_t half = SHORT ? (int64_t)1 << (out_shift - 1) : 0;
     const uint32_t h1 = (uint32_t)(hL >> 32), h0 = (uint32_t)hL;
-    int32_t c;
-    for (c = 0; c < D; c++) {
+    for (; c < D; c++) {
         const int32_t d = D * (((int32_t)xr[c] - in_zp) * (1 << in_shift[c])) - S; /* |d| < 2^28 */
         const uint32_t ad = d < 0 ? 0u - (uint32_t)d : (uint32_t)d;
         const int32_t q = (int32_t)(HIGH ? tq_div32_q2((ad << (s - 32)) + h1, h0, dv)
@@ -408,11 +409,101 @@ static inline __attribute__((always_inline)) void ln_arm_out(const int8_t *xr, i
     }
 }
 
+#if defined(TQ_SIMD_MVE)
+/* ln_arm_out for SHORT rows with out_shift n >= 2, 4 channels a vector (uint32 lanes), up to the last multiple of 4
+ * (returned; the rest is ln_arm_out's). d_c = D x_c - S as ln_arm_out (|d| < 2^28, exact in int32). The dividend
+ * u = |d| 2^s + hL: its high word u1 = (|d| << (s - 32)) + h1 (a right shift by 32 - s for s < 32, VSHL by a negative
+ * count), plus, for s < 32, the carry of the low word u0 = (|d| << s) + h0 mod 2^32; for s >= 32 u0 = h0 (HIGH). The
+ * quotient is tq_div32_q2's, lane by lane (tq_div32_q2_mve, dot.h). nrm = sign(d) q as (q ^ m) - m (carries, masks:
+ * no predicates, which GCC 12 moves through core registers). v = nrm g + beta and W = v + 2^(n-1) + (v >> 63) in 64
+ * bits as (high, low) int32 pairs (beta's words by VLD2), each low-word add's carry as tq_mve_carry; with m = v >> 63
+ * (0 or -1), 2^(n-1) + m is (low, high) = (2^(n-1) + m, 0) for n <= 32 and (m, 2^(n-33) + m) for n >= 33 (where the
+ * low word is 0 and adding -1 borrows). Modulo 2^64 these are the reference's values (|v| < 2^62.01, W < 2^63:
+ * ln_short_ok). W >> n: for n >= 32 (NB 1, 2) Whi >> (n - 32), an int32; for 2 <= n <= 31 (NB 0)
+ * sat(Whi 2^(32 - n)) | (Wlo >> n) (VQSHL), W >> n itself where that fits an int32, else INT32_MAX, or INT32_MIN plus
+ * less than 2^30: either way beyond the int8 range on W's side. Then + out_zp and the int8 clamp (saturating: << 24,
+ * >> 24). */
+static inline __attribute__((always_inline)) int32_t ln_mve_out(const int8_t *xr, int32_t D, int32_t in_zp,
+                                                                const int8_t *in_shift, int32_t S, int s,
+                                                                uint64_t hL, const tq_div32 *dv,
+                                                                const int32_t *gamma_mul, const int64_t *beta_bias,
+                                                                int32_t out_zp, int32_t out_shift, int8_t *yr,
+                                                                const int HIGH, const int NB) {
+    const uint32_t h1 = (uint32_t)(hL >> 32), h0 = (uint32_t)hL, dn = dv->dn;
+    const uint64_t half = (uint64_t)1 << (out_shift - 1);
+    const uint32_t hlo = (uint32_t)half, hhi = (uint32_t)(half >> 32); /* hhi = 0 for NB < 2, hlo = 0 for NB 2 */
+    const int32_t sh1 = s - 32, nl = 32 - out_shift, nr = -out_shift;
+    const uint32x4_t rv = vdupq_n_u32(dv->v), u0h = vdupq_n_u32(h0);
+    const int64_t *bp = beta_bias;
+    int32_t n = D >> 2;
+    for (; n > 0; n--) {
+        const int32x4_t xc = vshlq_s32(vsubq_n_s32(vldrbq_s32(xr), in_zp), vldrbq_s32(in_shift));
+        const int32x4_t d = vsubq_n_s32(vmulq_n_s32(xc, D), S); /* D x_c - S */
+        const uint32x4_t ad = vreinterpretq_u32_s32(vabsq_s32(d)), sd = vreinterpretq_u32_s32(vshrq_n_s32(d, 31));
+        uint32x4_t u1 = vaddq_n_u32(vshlq_r_u32(ad, sh1), h1), u0 = u0h, q, m;
+        uint32x4_t vlo, vhi, wlo, whi, plo;
+        int32x4x2_t bb;
+        int32x4_t res;
+        if (!HIGH) {
+            const uint32x4_t sl = vshlq_r_u32(ad, s);
+            u0 = vaddq_u32(sl, u0h);
+            u1 = vaddq_u32(u1, tq_mve_carry(sl, u0h));
+        }
+        q = tq_div32_q2_mve(u1, u0, rv, dn);
+        q = vsubq_u32(veorq_u32(q, sd), sd); /* nrm, |nrm| < 2^31 */
+        bb = vld2q_s32((const int32_t *)(const void *)bp); /* [0] the low words, [1] the high ones */
+        {
+            const uint32x4_t g = vreinterpretq_u32_s32(vldrwq_s32(gamma_mul));
+            const uint32x4_t blo = vreinterpretq_u32_s32(bb.val[0]);
+            plo = vmulq_u32(q, g);
+            vlo = vaddq_u32(plo, blo);
+            vhi = vaddq_u32(vreinterpretq_u32_s32(vmulhq_s32(vreinterpretq_s32_u32(q), vreinterpretq_s32_u32(g))),
+                            vreinterpretq_u32_s32(bb.val[1]));
+            vhi = vaddq_u32(vhi, tq_mve_carry(plo, blo));
+        }
+        m = vreinterpretq_u32_s32(vshrq_n_s32(vreinterpretq_s32_u32(vhi), 31));
+        if (NB < 2) {
+            const uint32x4_t klo = vaddq_n_u32(m, hlo);
+            wlo = vaddq_u32(vlo, klo);
+            whi = vaddq_u32(vhi, tq_mve_carry(vlo, klo));
+        } else {
+            wlo = vaddq_u32(vlo, m);
+            whi = vaddq_u32(vaddq_u32(vhi, vaddq_n_u32(m, hhi)), tq_mve_carry(vlo, m));
+        }
+        if (NB)
+            res = vshlq_r_s32(vreinterpretq_s32_u32(whi), nl);
+        else
+            res = vorrq_s32(vqshlq_r_s32(vreinterpretq_s32_u32(whi), nl),
+                            vreinterpretq_s32_u32(vshlq_r_u32(wlo, nr)));
+        res = vshrq_n_s32(vqshlq_n_s32(vqaddq_n_s32(res, out_zp), 24), 24);
+        vstrbq_s32(yr, res);
+        xr += 4, in_shift += 4, gamma_mul += 4, bp += 4, yr += 4;
+    }
+    (void)nr, (void)hlo, (void)hhi;
+    return D & ~3;
+}
+
+/* Out of line, so that the loop gets the registers (inlined into ln_row_arm, GCC 12 spills the row's values); one
+ * loop for each of the six forms. */
+static __attribute__((noinline)) int32_t ln_mve_rows(const int8_t *xr, int32_t D, int32_t in_zp,
+                                                     const int8_t *in_shift, int32_t S, int s, uint64_t hL,
+                                                     const tq_div32 *dv, const int32_t *gamma_mul,
+                                                     const int64_t *beta_bias, int32_t out_zp, int32_t out_shift,
+                                                     int8_t *yr) {
+#define LN_MVE(HIGH, NB)                                                                                               \
+    ln_mve_out(xr, D, in_zp, in_shift, S, s, hL, dv, gamma_mul, beta_bias, out_zp, out_shift, yr, HIGH, NB)
+    const int nb = out_shift < 32 ? 0 : out_shift == 32 ? 1 : 2;
+    if (s >= 32) return nb == 0 ? LN_MVE(1, 0) : nb == 1 ? LN_MVE(1, 1) : LN_MVE(1, 2);
+    return nb == 0 ? LN_MVE(0, 0) : nb == 1 ? LN_MVE(0, 1) : LN_MVE(0, 2);
+#undef LN_MVE
+}
+#endif
+
 /* One row (in ln_arm_ok's range); returns 0 (having written nothing) for a row outside the division's range. */
 static int ln_row_arm(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok,
                       int8_t *yr) {
-    int32_t S, xmin, xmax;
+    int32_t S, xmin, xmax, c = 0;
     int64_t sq, sigma, maxd;
     uint64_t hL;
     tq_div32 dv;
@@ -430,14 +521,19 @@ static int ln_row_arm(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *
     dv = tq_div32_init((uint32_t)sigma << L);
     hL = (uint64_t)(sigma >> 1) << L;
     s += L;
+#if defined(TQ_SIMD_MVE)
+    c = short_ok && out_shift >= 2 ? ln_mve_rows(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp,
+                                                 out_shift, yr)
+                                   : 0; /* then the last D % 4 channels, or all of a row it does not take */
+#endif
     if (short_ok && s >= 32)
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 1, 1);
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 1, 1);
     else if (short_ok)
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 1, 0);
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 1, 0);
     else if (s >= 32)
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 0, 1);
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 0, 1);
     else
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, 0, 0);
+        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 0, 0);
     return 1;
 }
 #endif
