@@ -211,6 +211,7 @@ int main(void) {
         if (!per && ri(0, 5) == 0) { /* ADD's zero points are the tensors': wider ones (the fast paths' limits) */
             out_zp = ri(0, 1) ? ri(-(1 << 30), 1 << 30) : (ri(0, 1) ? (1 << 30) + ri(0, 5) : -(1 << 30) - ri(0, 5));
             if (ri(0, 2) == 0) a_zp = ri(0, 1) ? 128 : -129;
+            if (ri(0, 2) == 0) b_zp = ri(0, 1) ? 128 : -129; /* either input's (review) */
         }
         for (i = 0; i < np; i++)
             for (k = 0; k < 3; k++) {
