@@ -957,6 +957,25 @@ def driver_prologue(seed: str) -> str:
     return _C_REF_DECLS + f"\nstatic uint64_t s = {seed};\n" + _C_XORSHIFT
 
 
+def semihost_prologue(board: str) -> str:
+    """The bare-metal kernel drivers' reporting, after their #includes (qemu_fault.h among them): say() and
+    say_int() through semihosting, and the board name and UART handler the start-up code links against."""
+    return r"""
+static void say(const char *s) { tq_semihost_write0(s); }
+static void say_int(int64_t v) {
+    char b[24];
+    int n = 23;
+    uint64_t u = v < 0 ? 0u - (uint64_t)v : (uint64_t)v;
+    b[n] = 0;
+    do b[--n] = (char)('0' + u % 10u); while ((u /= 10u) && n > 1);
+    if (v < 0) b[--n] = '-';
+    say(b + n);
+}
+""" + f'const char tq_board_name[] = "{board}";\n' + r"""void UART0RX_Handler(void);
+void UART0RX_Handler(void) {}
+"""
+
+
 NEON_DRIVER = r"""
 /* NEON (or any SIMD build) against the reference build of the same kernels, on the target: random cases. */
 #include <stdint.h>
@@ -1236,21 +1255,7 @@ MVE_DRIVER = r"""
 #include "kernels.h"
 #include "ops/dot.h"
 #include "qemu_fault.h"
-
-static void say(const char *s) { tq_semihost_write0(s); }
-static void say_int(int v) {
-    char b[16];
-    int n = 15;
-    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
-    b[n] = 0;
-    do b[--n] = (char)('0' + u % 10u); while ((u /= 10u) && n > 1);
-    if (v < 0) b[--n] = '-';
-    say(b + n);
-}
-const char tq_board_name[] = "mps3-an547 (MVE kernel test)";
-void UART0RX_Handler(void);
-void UART0RX_Handler(void) {}
-""" + driver_prologue("0x2545F4914F6CDD1Dull") + r"""
+""" + semihost_prologue("mps3-an547 (MVE kernel test)") + driver_prologue("0x2545F4914F6CDD1Dull") + r"""
 static int8_t X[9 * 300], W[300 * 300], Y1[3 * 100 * 150], Y2[3 * 100 * 150];
 static uint8_t XU[3 * 100 * 100];
 static int32_t BIAS[300], MUL[300], SH[300], SC[320], BB[3 * 30 * 80];

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from test_c_kernels import (_reference_and_variant_objects, c_build, driver_prologue, kernel_sources,
-                            mve_firmware)
+                            mve_firmware, semihost_prologue)
 
 ELEMENTWISE_DRIVER = r"""
 /* tq_add and tq_layernorm_2s of the build under test against ref_add, ref_layernorm_2s (the reference build), and
@@ -23,19 +23,7 @@ ELEMENTWISE_DRIVER = r"""
 #include "ops/dot.h"
 #include "qemu_fault.h"
 
-static void say(const char *s) { tq_semihost_write0(s); }
-static void say_int(int v) {
-    char b[16];
-    int n = 15;
-    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
-    b[n] = 0;
-    do b[--n] = (char)('0' + u % 10u); while ((u /= 10u) && n > 1);
-    if (v < 0) b[--n] = '-';
-    say(b + n);
-}
-const char tq_board_name[] = "elementwise kernel test";
-void UART0RX_Handler(void);
-void UART0RX_Handler(void) {}
+""" + semihost_prologue("elementwise kernel test") + r"""
 void ref_add(const int8_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t, const int32_t *, int32_t, int32_t,
              int8_t *);
 void ref_layernorm_2s(const int8_t *, int32_t, int32_t, int32_t, const int8_t *, const int32_t *, const int64_t *,

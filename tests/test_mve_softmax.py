@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from test_c_kernels import driver_prologue, mve_firmware
+from test_c_kernels import driver_prologue, mve_firmware, semihost_prologue
 
 SOFTMAX_DRIVER = r"""
 /* Random TSPTQ_SOFTMAX_2S cases, the MVE build against the reference build: row lengths with every tail (1..2047),
@@ -25,20 +25,7 @@ SOFTMAX_DRIVER = r"""
 #include "kernels.h"
 #include "qemu_fault.h"
 
-static void say(const char *s) { tq_semihost_write0(s); }
-static void say_int(long v) {
-    char b[24];
-    int n = 23;
-    unsigned long u = v < 0 ? 0ul - (unsigned long)v : (unsigned long)v;
-    b[n] = 0;
-    do b[--n] = (char)('0' + u % 10u); while ((u /= 10u) && n > 1);
-    if (v < 0) b[--n] = '-';
-    say(b + n);
-}
-const char tq_board_name[] = "mps3-an547 (MVE softmax test)";
-void UART0RX_Handler(void);
-void UART0RX_Handler(void) {}
-""" + driver_prologue("0x9E3779B97F4A7C15ull") + r"""
+""" + semihost_prologue("mps3-an547 (MVE softmax test)") + driver_prologue("0x9E3779B97F4A7C15ull") + r"""
 void ref_softmax_2s_heads(const int8_t *, int64_t, int64_t, int32_t, int64_t, int32_t, const int32_t *, int32_t,
                           int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, uint8_t *, int32_t *);
 void ref_softmax_2s(const int8_t *, int32_t, int32_t, const int32_t *, int32_t, int32_t, int32_t, int32_t, int32_t,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from test_c_kernels import semihost_prologue
+
 ROOT = Path(__file__).resolve().parents[1]
 MPS3 = ROOT / "targets" / "mps3-an547"
 
@@ -23,21 +25,7 @@ DRIVER = r"""
 #error "the mps3-an547 flags do not take variant_kernels.h's MVE forms"
 #endif
 
-const char tq_board_name[] = "mps3-an547 (MVE variant kernels test)";
-void UART0RX_Handler(void);
-void UART0RX_Handler(void) {}
-
-static void say(const char *s) { tq_semihost_write0(s); }
-static void say_int(int64_t v) {
-    char b[24];
-    int n = 23;
-    uint64_t u = v < 0 ? 0u - (uint64_t)v : (uint64_t)v;
-    b[n] = 0;
-    do b[--n] = (char)('0' + u % 10u); while ((u /= 10u) && n > 1);
-    if (v < 0) b[--n] = '-';
-    say(b + n);
-}
-
+""" + semihost_prologue("mps3-an547 (MVE variant kernels test)") + r"""
 static uint64_t s = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)(s >> 32); }
 static int32_t ri(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
