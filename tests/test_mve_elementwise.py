@@ -20,6 +20,7 @@ ELEMENTWISE_DRIVER = r"""
 #include <stdint.h>
 #include <string.h>
 #include "kernels.h"
+#include "fixedpoint.h"
 #include "ops/dot.h"
 #include "qemu_fault.h"
 
@@ -187,6 +188,82 @@ static int check_layernorm_quotients(int t) {
     return 0;
 }
 
+/* LAYERNORM_2S's output pass at the ends of the Arm forms' steps (the Helium one: ln_mve_out): each row's nrm_c found
+ * here as the reference does (checked against it: the reference's bytes from nrm_c), then gamma and beta chosen so
+ * that v = nrm g + beta lands where a step changes: W >> n at the int8 clamp's ends after out_zp (-128 / 127 among
+ * them), at the rounding's ties (and one off), at the int32 saturation of the n <= 31 shift (VQSHL; n = 1, where
+ * the saturation argument fails, must stay scalar), beta at ln_short_ok's ends (+-2^61); gamma INT32_MIN, INT32_MAX,
+ * +-1, 0; out_shift at the three forms' ends; D % 4 = 0..3
+ * (the scalar tail) up to LN_MAX_D; spike rows (one or a few channels apart: |nrm| at its largest, near 2^30). */
+static int64_t NRM[MAXD];
+static void nrm_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *ins, int64_t eps) {
+    int64_t S = 0, sq = 0, V, sigma;
+    int32_t c;
+    int e;
+    for (c = 0; c < D; c++) {
+        const int64_t x = tq_shl64((int64_t)xr[c] - in_zp, ins[c]);
+        S += x, sq += x * x;
+    }
+    V = (int64_t)D * sq - S * S + eps;
+    e = (62 - tq_bit_length64((uint64_t)V)) / 2;
+    e = e < 0 ? 0 : (e > 20 ? 20 : e);
+    sigma = tq_isqrt64((uint64_t)tq_shl64(V, 2 * e));
+    if (sigma < 1) sigma = 1;
+    for (c = 0; c < D; c++)
+        NRM[c] = tq_div_round(tq_shl64((int64_t)D * tq_shl64((int64_t)xr[c] - in_zp, ins[c]) - S, 24 + e), sigma);
+}
+static int check_layernorm_edges(int t) {
+    static const int32_t nsh[] = {1, 2, 3, 30, 31, 32, 33, 34, 60, 61};
+    static const int32_t gs[] = {INT32_MIN, INT32_MAX, INT32_MIN + 1, 1, -1, 0};
+    const int32_t D = ri(0, 2) ? ri(1, 24) : (ri(0, 1) ? MAXD - ri(0, 3) : ri(25, MAXD));
+    const int32_t in_zp = pick_zp(), out_zp = ri(0, 1) ? (ri(0, 1) ? -128 : 127) : pick_zp();
+    const int32_t n = ri(0, 1) ? nsh[rnd() % 10u] : ri(1, 61), shape = ri(0, 3), shifts = ri(0, 2);
+    const int64_t eps = ri(0, 2) ? ri(0, 3) : (ri(0, 1) ? (int64_t)1 << 62 : r64() & (((int64_t)1 << 62) - 1));
+    const int64_t B61 = (int64_t)1 << 61, half = (int64_t)1 << (n - 1);
+    const int64_t dlt[] = {-half - 1, -half, -half + 1, -1, 0, 1, half - 1, half, half + 1};
+    const int64_t sat[] = {INT32_MAX, (int64_t)INT32_MAX + 1, INT32_MIN, (int64_t)INT32_MIN - 1, INT32_MAX - 127,
+                           INT32_MIN + 128, 1 << 30, -(1 << 30)};
+    const int32_t base = ri(-128, 127), other = ri(0, 1) ? (base < 0 ? 127 : -128) : ri(-128, 127);
+    int32_t i, spikes = ri(1, 3);
+    for (i = 0; i < D; i++) {
+        INS[i] = (int8_t)(shifts == 0 ? 0 : shifts == 1 ? 7 : ri(0, 7));
+        A[i] = (int8_t)(shape == 2 ? (int32_t)rnd() : shape == 3 ? (ri(0, 1) ? base : other) : base);
+    }
+    if (shape < 2)
+        for (i = 0; i < (shape ? spikes : 1); i++) A[ri(0, 1) ? ri(0, D - 1) : (i ? 0 : D - 1)] = (int8_t)other;
+    nrm_ref(A, D, in_zp, INS, eps);
+    for (i = 0; i < D; i++) {
+        const int32_t g = ri(0, 2) ? gs[rnd() % 6u] : (int32_t)rnd(), mode = ri(0, 3);
+        const int64_t p = NRM[i] * g;
+        int64_t bb = 0;
+        if (mode == 0 && n <= 52) /* W >> n + out_zp at -129..128 */
+            bb = (int64_t)(ri(-129, 128) - out_zp) * ((int64_t)1 << n) + dlt[rnd() % 9u] - p;
+        else if (mode == 1 && n <= 30) /* W >> n at the int32 ends */
+            bb = sat[rnd() % 8u] * ((int64_t)1 << n) + dlt[rnd() % 9u] - p;
+        else if (mode == 2)
+            bb = (ri(0, 1) ? B61 : -B61) + (ri(0, 1) ? 0 : (ri(0, 1) ? -1 : 1) * ri(0, 3)) * (ri(0, 1) ? 1 : half);
+        else
+            bb = r64() >> ri(3, 40);
+        if (bb > B61 || bb < -B61) bb = ri(0, 1) ? (bb > 0 ? B61 : -B61) : r64() >> 3;
+        G[i] = g, BB[i] = bb;
+    }
+    memset(Y1, 0x5A, sizeof Y1);
+    memset(Y2, 0x5A, sizeof Y2);
+    tq_layernorm_2s(A, 1, D, in_zp, INS, G, BB, eps, out_zp, n, Y1);
+    ref_layernorm_2s(A, 1, D, in_zp, INS, G, BB, eps, out_zp, n, Y2);
+    for (i = 0; i < D; i++)
+        if (Y2[i] != tq_sat8(tq_rshift_round(NRM[i] * G[i] + BB[i], n) + out_zp)) {
+            say("HARNESS layernorm edges case "); say_int(t); say("\n");
+            return 1;
+        }
+    if (memcmp(Y1, Y2, sizeof Y1)) {
+        say("MISMATCH layernorm edges case "); say_int(t); say(" D "); say_int(D); say(" n "); say_int(n);
+        say(" shape "); say_int(shape); say("\n");
+        return 1;
+    }
+    return 0;
+}
+
 int main(void) {
     int t, i, k, bad = check_div32(), cases = 0;
     for (t = 0; t < ROUNDS; t++) {
@@ -221,6 +298,7 @@ int main(void) {
         cases++;
         bad += check_layernorm(t);
         if (t % 4 == 0) bad += check_layernorm_quotients(t);
+        bad += check_layernorm_edges(t);
     }
     say_int(ROUNDS); say(" rounds ("); say_int(cases); say(" cases), "); say_int(bad); say(" mismatches\n");
     tq_semihost_exit(bad ? 0x20023 : 0x20026); /* QEMU exits with 1 / 0 */

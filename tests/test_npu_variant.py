@@ -369,3 +369,18 @@ def test_cli_export_npu_with_a_uniform_softmax_code_runs_attention_x_v_as_one_in
     assert report["npu_mac_fraction"] == 1.0, report
     assert report["ops_npu"]["BATCH_MATMUL"] == 2 * 4  # q.k^T and P x V of the 4 blocks
     assert not {"TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_BMM_2S"} & set(report["ops_cpu"]), report["ops_cpu"]
+
+
+def test_the_uniform_p_variant_computes_its_default_files_bytes_in_litert_too(tiny_vits):
+    """`--method tsptq-no-v2sf-softmax` (docs/npu.md's uniform-P variant): attention x V is the builtin int8
+    BATCH_MATMUL of the default file, so the variant gives the bytes of the default file of the same quantization,
+    with every builtin run by LiteRT's reference kernels too."""
+    cfg, graph, cal, imgs = tiny_vits(8)
+    qm = quantize(graph, cal, "tsptq-no-v2sf-softmax", progress=False)
+    default, im = lower(qm), lower(qm, npu=True)
+    x = default.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    kinds = [o.kind for o in im.ops]
+    assert "BATCH_MATMUL" in kinds and not {"TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_BMM_2S"} & set(kinds)
+    want = default.run(x)
+    assert np.array_equal(im.run(x), want)
+    assert np.array_equal(MixedRun(im).run(x, check=True), want)
