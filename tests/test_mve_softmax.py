@@ -1,8 +1,10 @@
-"""TSPTQ_SOFTMAX_2S's Helium (MVE) path against the reference build, on QEMU's mps3-an547 (Cortex-M55).
+"""TSPTQ_SOFTMAX_2S's Helium (MVE) path against the reference build, on QEMU's mps3-an547 (Cortex-M55), and its
+Cortex-M4 (DSP extension) path on mps2-an386.
 
 The kernels are built twice into one bare-metal firmware (tests/test_c_kernels.py's mve_firmware: the reference
 build renamed ref_*, and the Cortex-M55 build with TQ_SIMD_MVE); the driver below calls tq_softmax_2s_heads and
-tq_softmax_2s of both on random cases and compares every output byte (and the bytes outside the rows asked for)."""
+tq_softmax_2s of both on random cases and compares every output byte (and the bytes outside the rows asked for).
+test_mve_elementwise.m4_firmware links the same driver with the Cortex-M4 build (TQ_SIMD_DSP, no MVE)."""
 from __future__ import annotations
 
 import shutil
@@ -11,6 +13,7 @@ import subprocess
 import pytest
 
 from test_c_kernels import driver_prologue, mve_firmware, semihost_prologue
+from test_mve_elementwise import m4_firmware
 
 SOFTMAX_DRIVER = r"""
 /* Random TSPTQ_SOFTMAX_2S cases, the MVE build against the reference build: row lengths with every tail (1..2047),
@@ -150,6 +153,34 @@ int main(void) {
                     say(" sf="); say_int(sf2); say(" d="); say_int(d); say(" N="); say_int(N2); say("\n"); bad++; }
             }
     }
+    { /* directed: p = rshift_round(e recip, 20) at its ties (e recip = 2^19 mod 2^20), made visible: rows
+       * {5, 4, 3, ..., 3} (exp values 2^20, e1, f), e1 = odd 2^a; where e1 recip ties, with p = 2^30 e1 // E rounded
+       * up in (2^16, 253 2^15], mult = ceil(B 2^30 / p) for B = 2^15 (2k + 1) the first >= p: v = B and the fine code
+       * k + 1 (two-scale, 8 bits, ratio 8: below the split), while p - 1 would give v <= B - 1, code k */
+        int32_t tries, ties = 0, N2 = 64, kk;
+        for (tries = 0; tries < 60000 && ties < 50; tries++) {
+            const int32_t a = ri(9, 13), e1 = (2 * ri(0, (1 << (19 - a)) - 1) + 1) << a, f = ri(1 << 12, 1 << 20);
+            const int64_t E2 = (1 << 20) + (int64_t)e1 + (int64_t)(N2 - 2) * f, rc = ((int64_t)1 << 50) / E2;
+            const int64_t pt = ((int64_t)e1 * rc + (1 << 19)) >> 20;
+            int64_t B, mu;
+            if ((((int64_t)e1 * rc) & 0xFFFFF) != (1 << 19) || pt <= (1 << 16) || pt > 253 * (1 << 15)) continue;
+            for (kk = 0; ((int64_t)(2 * kk + 1) << 15) < pt; kk++) {}
+            B = (int64_t)(2 * kk + 1) << 15;
+            mu = ((B << 30) + pt - 1) / pt;
+            for (i = 0; i < 256; i++) LUT[i] = ri(0, 1 << 20);
+            LUT[0] = 1 << 20, LUT[1] = e1, LUT[2] = f;
+            X[0] = 5, X[1] = 4;
+            for (i = 2; i < N2; i++) X[i] = 3;
+            memset(Y1, 0, (size_t)N2); memset(Y2, 0, (size_t)N2);
+            tq_softmax_2s(X, 1, N2, LUT, TQ_TWO_SCALE, (int32_t)mu, 30, 0, 8, 8, 0, Y1, SC1);
+            ref_softmax_2s(X, 1, N2, LUT, TQ_TWO_SCALE, (int32_t)mu, 30, 0, 8, 8, 0, Y2, SC2);
+            if (memcmp(Y1, Y2, (size_t)N2) || Y2[1] != kk + 1) { say("MISMATCH p tie e1="); say_int(e1);
+                say(" f="); say_int(f); say(" got "); say_int(Y1[1]); say(" want "); say_int(Y2[1]); say("\n"); bad++; }
+            ties++;
+        }
+        if (ties < 20) { say("TOO FEW p ties: "); say_int(ties); say("\n"); bad++; }
+        say_int(ties); say(" p ties, ");
+    }
     say_int(ROUNDS); say(" rounds, "); say_int(elems); say(" elements, "); say_int(bad); say(" mismatches\n");
     tq_semihost_exit(bad ? 0x20023 : 0x20026); /* QEMU exits with 1 / 0 */
 }
@@ -168,6 +199,24 @@ def test_mve_softmax_matches_reference(tmp_path):
     rounds = 3000
     exe = mve_firmware(tmp_path, rounds, driver=SOFTMAX_DRIVER)
     proc = subprocess.run([qemu, "-M", "mps3-an547", "-display", "none", "-monitor", "none", "-serial", "null",
+                           "-semihosting-config", "enable=on,target=native", "-kernel", str(exe)],
+                          capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"{rounds} rounds, " in out and " 0 mismatches" in out, out[-3000:]
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_dsp_softmax_matches_reference(tmp_path):
+    """TSPTQ_SOFTMAX_2S's Cortex-M4 path (SSUB8 / SEL row maximum, the per-row reciprocal from a single-precision
+    estimate corrected exactly, the codes from 32 x 32 -> 64-bit products) gives the reference path's bytes on QEMU's
+    mps2-an386, for the same random cases (and the scalar fallbacks)."""
+    cc, qemu = shutil.which("arm-none-eabi-gcc"), shutil.which("qemu-system-arm")
+    if not cc or not qemu:
+        pytest.skip("needs gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
+    rounds = 3000
+    exe = m4_firmware(tmp_path, rounds, SOFTMAX_DRIVER)
+    proc = subprocess.run([qemu, "-M", "mps2-an386", "-display", "none", "-monitor", "none", "-serial", "null",
                            "-semihosting-config", "enable=on,target=native", "-kernel", str(exe)],
                           capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr

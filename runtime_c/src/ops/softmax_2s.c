@@ -39,9 +39,9 @@ static inline uint8_t encode_log2(int64_t p, int32_t bits) {
     return (uint8_t)tq_clamp64(q, 0, zero);
 }
 
-#if defined(TQ_SIMD_AVX2) || defined(TQ_SIMD_MVE)
-/* x86 (AVX2, AVX-512; Helium, below, shares the checks and constants): the maximum, the exp values and the uniform
- * or two-scale codes vectorized, exactly:
+#if defined(TQ_SIMD_AVX2) || defined(TQ_SIMD_DSP)
+/* x86 (AVX2, AVX-512; Helium and the Cortex-M4's DSP path, below, share the checks and constants): the maximum, the
+ * exp values and the uniform or two-scale codes vectorized, exactly:
  * - every exp table entry in [0, 2^20] (checked once per call; the op's prepare makes sure of it) and N <= 2047 keep
  *   e_i >= 0 and E = sum e_i < 2^31 (int32 sums), so recip = 2^50 // E >= 0 (0 for E = 0);
  * - where recip < 2^32 (E >= 2^18, e.g. any table starting at 2^20), e_i recip is an exact 32 x 32 -> 64-bit
@@ -224,6 +224,96 @@ static inline int64_t softmax_mve_recip(int32_t E) {
     }
 #endif
     return one / E;
+}
+#endif
+
+#if defined(TQ_SIMD_DSP) && !defined(TQ_SIMD_MVE)
+/* Cortex-M4 class (DSP extension, no Helium): the maximum 4 bytes at a time (SSUB8 sets a lane's GE flag where
+ * x >= max, signed; SEL keeps x there), the exp values and their sum (< 2^31, see above), one division per row
+ * without the 64-bit library call, and the uniform or two-scale codes from two 32 x 32 -> 64-bit products per
+ * element, in 32-bit words. Exact under the conditions above (softmax_simd_lut_ok, softmax_simd_codes_ok) with
+ * E > 2^19 (so recip = 2^50 // E < 2^31) and shift >= 1:
+ * - p = (e recip + 2^19) >> 20 = (e 2^11 . recip 2^1 + 2^31) >> 32 (UMULL / UMLAL): e <= 2^20 and recip < 2^31 keep
+ *   both factors in 32 bits; p <= 2^30 + 1;
+ * - P = p mult + 2^(s-1) < 2^62 (UMLAL), v = P >> s: for s >= 32 v = hi(P) >> (s - 32) < 2^30; for 1 <= s <= 31,
+ *   v >= 2^32 iff hi(P) >> s != 0 (then v > vmax, taken as vmax: the same code, see softmax_codes_init), else
+ *   v = (hi(P) << (32 - s)) | (lo(P) >> s) (disjoint bits), clamped to vmax < 2^31;
+ * - the codes of 0 <= v < 2^31 as above (softmax_simd_lut_ok's comment), in uint32 without overflow (v + 2^(15+m)
+ *   < 2^31 + 2^23); uniform: min(min(v, 255) + zp, 127) = min(v, 127 - zp) + zp (0 <= 127 - zp <= 255), so there
+ *   vmax is 127 - zp.
+ * Rows with E <= 2^19, shift 0, log2 codes and tables outside [0, 2^20] take the scalar codes. */
+static inline int32_t softmax_dsp_max(const int8_t *xr, int32_t n) {
+    uint32_t mx4 = 0x80808080u, w;
+    int32_t i, mx = -128, k;
+    for (i = 0; i + 4 <= n; i += 4) {
+        memcpy(&w, xr + i, 4);
+        (void)__ssub8((int8x4_t)w, (int8x4_t)mx4); /* GE[k] = (w_k - mx_k >= 0) */
+        mx4 = __sel(w, mx4);
+    }
+    for (k = 0; k < 4; k++, mx4 >>= 8)
+        if ((int8_t)(mx4 & 0xFF) > mx) mx = (int8_t)(mx4 & 0xFF);
+    for (; i < n; i++)
+        if (xr[i] > mx) mx = xr[i];
+    return mx;
+}
+
+/* 2^50 // E for 2^19 < E < 2^31 (the quotient in (2^19, 2^31 - 2^12]): a single-precision estimate (within 258 of
+ * it: relative error below 2^-23, then truncation), a second estimate from its remainder (|r| < 2^40, r / 512 fits
+ * 32 bits), then the remainder's exact corrections (loops: exact whatever the estimates; here 2 steps at most). */
+static inline uint32_t softmax_dsp_recip(int32_t E) {
+    const int64_t one = (int64_t)1 << (TQ_PROB_FRAC_BITS + TQ_EXP_FRAC_BITS);
+    const float ef = (float)E;
+    int32_t q = (int32_t)((float)one / ef);
+    int64_t r = one - (int64_t)q * E;
+    q += (int32_t)((float)(int32_t)(r / 512) * 512.0f / ef);
+    r = one - (int64_t)q * E;
+    while (r < 0) q--, r += E;
+    while (r >= E) q++, r -= E;
+    return (uint32_t)q;
+}
+
+typedef struct {
+    uint32_t rc2, mult, vmax, hi, c0, fm, top, thr, half_m;
+    uint64_t half;
+    int32_t s, cs, zp;
+} softmax_dsp_k;
+
+__attribute__((always_inline)) static inline void softmax_dsp_loop(const int32_t *e, int32_t n,
+                                                                   const softmax_dsp_k *k, uint8_t *yr,
+                                                                   const int two_scale, const int wide) {
+    int32_t i;
+    for (i = 0; i < n; i++) {
+        const uint32_t p = (uint32_t)(((uint64_t)((uint32_t)e[i] << 11) * k->rc2 + 0x80000000u) >> 32);
+        const uint64_t P = (uint64_t)p * k->mult + k->half;
+        const uint32_t hi = (uint32_t)(P >> 32);
+        uint32_t v;
+        if (wide) {
+            v = (hi << (32 - k->s)) | ((uint32_t)P >> k->s);
+            if ((hi >> k->s) || v > k->vmax) v = k->vmax;
+        } else {
+            v = hi >> (k->s - 32);
+            if (!two_scale && v > k->vmax) v = k->vmax;
+        }
+        if (!two_scale) {
+            yr[i] = (uint8_t)((int32_t)v + k->zp);
+        } else if (v >= k->thr) {
+            const uint32_t c = (v + k->half_m) >> k->cs;
+            yr[i] = (uint8_t)((c < k->c0 ? k->c0 : c > k->fm ? k->fm : c) | k->top);
+        } else {
+            const uint32_t f = (v + 0x8000u) >> TQ_TWO_SCALE_FRAC_BITS;
+            yr[i] = (uint8_t)(f > k->hi ? k->hi : f);
+        }
+    }
+}
+
+static void softmax_dsp_row(const int32_t *e, int32_t n, const softmax_dsp_k *k, int two_scale, uint8_t *yr) {
+    if (two_scale) {
+        if (k->s <= 31) softmax_dsp_loop(e, n, k, yr, 1, 1);
+        else softmax_dsp_loop(e, n, k, yr, 1, 0);
+    } else {
+        if (k->s <= 31) softmax_dsp_loop(e, n, k, yr, 0, 1);
+        else softmax_dsp_loop(e, n, k, yr, 0, 0);
+    }
 }
 #endif
 
@@ -476,6 +566,42 @@ void tq_softmax_2s(const int8_t *x, int32_t rows, int32_t N, const int32_t *exp_
                 softmax_mve_row(scratch, N, (uint32_t)recip, &k, codes.two_scale, yr);
             else
                 softmax_codes_ref(scratch, N, recip, out_kind, mult, shift, out_zp, bits, m, signed_fine, yr);
+        }
+        return;
+    }
+#endif
+#if defined(TQ_SIMD_DSP) && !defined(TQ_SIMD_MVE)
+    if (softmax_simd_lut_ok(exp_lut, N)) {
+        softmax_codes codes;
+        softmax_dsp_k k;
+        const int simd_codes = softmax_simd_codes_ok(out_kind, mult, shift, out_zp, bits, m) && shift >= 1;
+        const int64_t one = (int64_t)1 << (TQ_PROB_FRAC_BITS + TQ_EXP_FRAC_BITS);
+        memset(&codes, 0, sizeof codes);
+        memset(&k, 0, sizeof k);
+        if (simd_codes) {
+            softmax_codes_init(&codes, out_kind, shift, out_zp, bits, m, signed_fine);
+            k.mult = (uint32_t)mult, k.half = (uint64_t)codes.half, k.s = shift, k.zp = out_zp;
+            k.vmax = codes.two_scale ? (uint32_t)codes.vmax : (uint32_t)(127 - out_zp); /* see above */
+            k.hi = (uint32_t)codes.hi, k.c0 = (uint32_t)codes.c0;
+            k.fm = (uint32_t)codes.field_max, k.top = (uint32_t)codes.top, k.thr = (uint32_t)codes.thr;
+            k.cs = codes.coarse_shift, k.half_m = (uint32_t)codes.half_m;
+        }
+        for (; r < rows; r++) {
+            const int8_t *xr = x + (ptrdiff_t)r * N;
+            uint8_t *yr = y + (ptrdiff_t)r * N;
+            const int32_t mx = softmax_dsp_max(xr, N);
+            int32_t E = 0; /* >= 0, < 2^31 (the entries are in [0, 2^20], N <= 2047) */
+            for (i = 0; i < N; i++) {
+                scratch[i] = exp_lut[mx - xr[i]];
+                E += scratch[i];
+            }
+            if (simd_codes && E > (1 << 19)) {
+                k.rc2 = softmax_dsp_recip(E) << 1;
+                softmax_dsp_row(scratch, N, &k, codes.two_scale, yr);
+            } else {
+                softmax_codes_ref(scratch, N, E > 0 ? one / E : 0, out_kind, mult, shift, out_zp, bits, m,
+                                  signed_fine, yr);
+            }
         }
         return;
     }
