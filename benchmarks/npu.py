@@ -72,9 +72,8 @@ VARIANTS = ("NPU variant", "NPU variant, --pv-on-cpu")
 STOCK = "stock int8 (onnx2tf)"
 # the variant whose Softmax output is a uniform 8-bit code: P x V is then one plain int8 BATCH_MATMUL on the NPU (no
 # planes, no CPU sum); its own quantization, so its CPU kernels are profiled in its own default file
-UNIFORM_P = "NPU variant, uniform P"
-UNIFORM_P_METHOD = "tsptq-no-v2sf-softmax"
-UNIFORM_P_DEFAULT = "default tsptq-no-v2sf-softmax"
+UNIFORM_P, UNIFORM_P_METHOD = report.UNIFORM_P, report.UNIFORM_P_METHOD  # the page's label and method
+UNIFORM_P_DEFAULT = f"default {UNIFORM_P_METHOD}"
 
 
 def vela_row(name: str, path: Path, accelerator: str) -> dict:
@@ -235,8 +234,7 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
     rows = []
     with tempfile.TemporaryDirectory(prefix="tsptq-npu-bench-") as tmp:
         # the stock row fourth, the uniform-P variant after it (the page's order)
-        labels_vela = [k for k in ("default tsptq", *VARIANTS)] + [STOCK] + [k for k in (UNIFORM_P,) if k in files]
-        for k, label in enumerate(labels_vela):
+        for k, label in enumerate(["default tsptq", *VARIANTS, STOCK, *([UNIFORM_P] if UNIFORM_P in files else [])]):
             if label == STOCK:
                 rows.append(stock_row(model, calib, Path(tmp) / "stock.tflite", accelerator))
                 continue
@@ -303,7 +301,7 @@ def check_stored_files(name: str, files: dict, rows: list[dict]) -> None:
     from tsptq.tflite.writer import to_tflite
 
     for row in rows:
-        if row["file"] in files and "skipped" not in row and len(to_tflite(files[row["file"]])) != row["file_bytes"]:
+        if row["file"] in files and len(to_tflite(files[row["file"]])) != row["file_bytes"]:
             raise TsptqError(f"{name}: the {row['file']} file is not the stored one ({row['file_bytes']:,} B): run "
                              f"`python benchmarks/npu.py --only {name}` first")
 

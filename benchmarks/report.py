@@ -559,7 +559,7 @@ def _kib(n) -> str:
     return f"{n / 1024:,.1f} KiB"
 
 
-# benchmarks/npu.py's uniform-P variant (its row label and method)
+# benchmarks/npu.py's uniform-P variant: its row label and method (npu.py takes them from here)
 UNIFORM_P = "NPU variant, uniform P"
 UNIFORM_P_METHOD = "tsptq-no-v2sf-softmax"
 
