@@ -74,6 +74,9 @@ STOCK = "stock int8 (onnx2tf)"
 # planes, no CPU sum); its own quantization, so its CPU kernels are profiled in its own default file
 UNIFORM_P, UNIFORM_P_METHOD = report.UNIFORM_P, report.UNIFORM_P_METHOD  # the page's label and method
 UNIFORM_P_DEFAULT = f"default {UNIFORM_P_METHOD}"
+# both variants again with an int16 residual stream (`--residual int16`); their CPU kernels are profiled in the
+# default file of their own quantization too (the LayerNorm on an int16 input is a variant-only step)
+R16, UNIFORM_P_R16 = report.R16, report.UNIFORM_P_R16
 
 
 def vela_row(name: str, path: Path, accelerator: str) -> dict:
@@ -167,11 +170,12 @@ def tflm_block(variant_cpu, variant_split, default, x: np.ndarray, want: np.ndar
             "planner": plans, "split_refused": split}
 
 
-def quantized_files(name: str, accelerator: str | None = None, uniform_p: bool = True):
+def quantized_files(name: str, accelerator: str | None = None, uniform_p: bool = True, residual16: bool = True):
     """(head of the result, or a refusal; Source; the model; its calibration; the tsptq files) of one model: one
     calibration, what ``tsptq export`` does, lowered the three ways, and with ``uniform_p`` the NPU variant of the
     same images quantized with ``UNIFORM_P_METHOD`` (and that quantization's default file, which the whole-model
-    estimate profiles). The files are None when the variant refuses."""
+    estimate profiles); with ``residual16`` the NPU variant (and the uniform-P one) with an int16 residual stream
+    too. The files are None when the variant refuses."""
     from tsptq.intmodel.integer import Source
     from tsptq.intmodel.lower import lower, require_npu_config
     from tsptq.model.checkpoint import resolve_model
@@ -201,10 +205,14 @@ def quantized_files(name: str, accelerator: str | None = None, uniform_p: bool =
     qm = quantize(model, calib, src.method, src.bits, progress=True)
     files = {"default tsptq": lower(qm), "NPU variant": lower(qm, npu=True),
              "NPU variant, --pv-on-cpu": lower(qm, npu=True, split_pv=False)}
+    if residual16:
+        files[R16] = lower(qm, npu=True, residual16=True)
     if uniform_p:
         qu = quantize(model, calib, UNIFORM_P_METHOD, src.bits, progress=True)
         files[UNIFORM_P] = lower(qu, npu=True)
         files[UNIFORM_P_DEFAULT] = lower(qu)
+        if residual16:
+            files[UNIFORM_P_R16] = lower(qu, npu=True, residual16=True)
     for im in files.values():
         im.metadata["source"] = src.to_dict()  # as build() records it
     return head, src, model, calib, files
@@ -234,7 +242,8 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
     rows = []
     with tempfile.TemporaryDirectory(prefix="tsptq-npu-bench-") as tmp:
         # the stock row fourth, the uniform-P variant after it (the page's order)
-        for k, label in enumerate(["default tsptq", *VARIANTS, STOCK, *([UNIFORM_P] if UNIFORM_P in files else [])]):
+        for k, label in enumerate(["default tsptq", *VARIANTS, STOCK,
+                                   *(x for x in (UNIFORM_P, R16, UNIFORM_P_R16) if x in files)]):
             if label == STOCK:
                 rows.append(stock_row(model, calib, Path(tmp) / "stock.tflite", accelerator))
                 continue
@@ -283,16 +292,18 @@ def whole_model_block(name: str, files: dict, rows: list[dict], codes: np.ndarra
         return {"skipped": why}
     print(f"[npu] {name}: the whole-model estimate (QEMU)", file=sys.stderr)
     by = {row["file"]: row for row in rows}
-    m = npu_cpu.measure(files["default tsptq"], {k: files[k] for k in VARIANTS}, codes,
-                        {k: by[k]["ops_cpu"] for k in VARIANTS})
+    same = [*VARIANTS, *([R16] if R16 in files and R16 in by else [])]  # the default file's quantization
+    m = npu_cpu.measure(files["default tsptq"], {k: files[k] for k in same}, codes, {k: by[k]["ops_cpu"] for k in same})
     out = {**npu_cpu.tool_versions(), "default_file": m["default_file"], "files": {}}
-    for k in VARIANTS:
+    for k in same:
         out["files"][k] = {**estimate(by[k], by.get(STOCK), m[k]["cpu_instructions"]), "by_kind": m[k]["by_kind"]}
-    if UNIFORM_P in files and UNIFORM_P in by:
-        u = npu_cpu.measure(files[UNIFORM_P_DEFAULT], {UNIFORM_P: files[UNIFORM_P]}, codes,
-                            {UNIFORM_P: by[UNIFORM_P]["ops_cpu"]})
-        out["files"][UNIFORM_P] = {**estimate(by[UNIFORM_P], by.get(STOCK), u[UNIFORM_P]["cpu_instructions"]),
-                                   "by_kind": u[UNIFORM_P]["by_kind"], "default_file": u["default_file"]}
+    uniform = [k for k in (UNIFORM_P, UNIFORM_P_R16) if k in files and k in by]
+    if uniform:  # profiled in the default file of their own quantization
+        u = npu_cpu.measure(files[UNIFORM_P_DEFAULT], {k: files[k] for k in uniform}, codes,
+                            {k: by[k]["ops_cpu"] for k in uniform})
+        for k in uniform:
+            out["files"][k] = {**estimate(by[k], by.get(STOCK), u[k]["cpu_instructions"]),
+                               "by_kind": u[k]["by_kind"], "default_file": u["default_file"]}
     return {**out, "date": datetime.date.today().isoformat(), "machine": report.machine()}
 
 
@@ -318,7 +329,9 @@ def redo_whole_model(name: str) -> dict:
     if "refused" in stored:
         return stored
     stored_uniform_p = any(row["file"] == UNIFORM_P for row in stored["rows"])
-    head, src, model, _, files = quantized_files(name, stored["vela"]["accelerator"], uniform_p=stored_uniform_p)
+    stored_r16 = any(row["file"] == R16 for row in stored["rows"])
+    head, src, model, _, files = quantized_files(name, stored["vela"]["accelerator"], uniform_p=stored_uniform_p,
+                                                 residual16=stored_r16)
     if files is None:
         raise TsptqError(f"{name}: the NPU variant refuses it now: {head['refused']}")
     check_stored_files(name, files, stored["rows"])

@@ -31,19 +31,24 @@ ROOT = Path(__file__).resolve().parents[1]
 BOARD = "mps3-an547"
 # the steps program: the board's start-up, SysTick and fault reports, and the steps (no UART, no runtime); the steps
 # are runtime_c/tflm/variant_kernels.h's functions (a static inline header: STEPS_INCLUDE is added to the include path)
+# and, for an int16-input LayerNorm, the C runtime's tq_layernorm_2s_x16 (its one source file; the linker's
+# --gc-sections drops the op table entry it also defines)
 STEPS_SOURCES = ("targets/mps3-an547/startup.c", "targets/common/cortex_m.c", "targets/common/qemu_fault.c",
-                 "benchmarks/npu_cpu_steps.c")
+                 "runtime_c/src/ops/layernorm_2s.c", "benchmarks/npu_cpu_steps.c")
 STEPS_INCLUDE = "runtime_c/tflm"
 STEPS_FILE = "npu-cpu-steps.bin"  # npu_cpu_steps.c's STEPS_FILE, read from QEMU's working folder
 STEP_ARGS, STEP_DATA = 12, 3      # npu_cpu_steps.c's STEP_ARGS, STEP_DATA
 QEMU_TIMEOUT_S = 1800            # one run of the steps program under QEMU
-STEP_KINDS = {"ln_tail": 1, "add_sat": 2, "gelu16": 3, "plane": 4, "pv_sum": 5, "token_mean16": 6}
+STEP_KINDS = {"ln_tail": 1, "add_sat": 2, "gelu16": 3, "plane": 4, "pv_sum": 5, "token_mean16": 6, "ln16": 7}
 
 # What runs for each variant CPU op (its cost key): (the default file's op kind whose kernel it shares, found by the
 # output tensor's name; the variant-only step of npu_cpu_steps.c). TSPTQ_GELU_2S with an 8-bit table (a uniform GELU
 # output) is the default op itself; with an int16 table (a V-2SF output, decoded) it is a loop of its own.
+# TSPTQ_LAYERNORM_2S_I16 on an int16 x (the int16 residual stream) has no default-file counterpart: the whole op is a
+# step (tq_layernorm_2s_x16, then the tail).
 PARTS = {
     "TSPTQ_LAYERNORM_2S_I16": ("TSPTQ_LAYERNORM_2S", "ln_tail"),  # tq_layernorm_2s, then (y - zp) << k to int16
+    "TSPTQ_LAYERNORM_2S_I16 x16": (None, "ln16"),                 # an int16 x: tq_layernorm_2s_x16, then the tail
     "TSPTQ_ADD_2S_I16": ("TSPTQ_ADD_2S", "add_sat"),              # sat8(branch + zp), then tq_add
     "TSPTQ_ADD_2S": ("TSPTQ_ADD_2S", None),                       # the position embedding: the same op
     "TSPTQ_SOFTMAX_2S": ("TSPTQ_SOFTMAX_2S", None),               # unchanged
@@ -56,9 +61,14 @@ PARTS = {
 }
 
 
-def cost_key(kind: str, out_dtype: str) -> str:
-    """What runs for an op: its kind, and for GELU whether its table is int16 (a loop of its own)."""
-    return f"{kind} int16" if kind == "TSPTQ_GELU_2S" and out_dtype == "int16" else kind
+def cost_key(kind: str, out_dtype: str, in_dtype: str | None = None) -> str:
+    """What runs for an op: its kind, for GELU whether its table is int16 (a loop of its own), for the int16
+    LayerNorm whether its input ``in_dtype`` is int16 (no default-file counterpart)."""
+    if kind == "TSPTQ_GELU_2S" and out_dtype == "int16":
+        return f"{kind} int16"
+    if kind == "TSPTQ_LAYERNORM_2S_I16" and in_dtype == "int16":
+        return f"{kind} x16"
+    return kind
 
 
 def parts_of(key: str) -> tuple[str | None, str | None]:
@@ -71,7 +81,7 @@ def parts_of(key: str) -> tuple[str | None, str | None]:
 
 def op_key(im, i: int) -> str:
     op = im.ops[i]
-    return cost_key(op.kind, im.tensors[op.outputs[0]].dtype)
+    return cost_key(op.kind, im.tensors[op.outputs[0]].dtype, im.tensors[op.inputs[0]].dtype)
 
 
 def elements(im, i: int) -> int:
@@ -192,6 +202,21 @@ def step_ln_tail(s: StepInputs, i: int) -> Step:
                 s.out(i).astype(np.int16).tobytes())
 
 
+def step_ln16(s: StepInputs, i: int) -> Step:
+    """TSPTQ_LAYERNORM_2S_I16 on an int16 x, the whole op: integers rows, D, eps (low, high words), out_zp, out_shift;
+    arrays x, gamma_mul (int32) then beta_bias (int64) as one, out_ch_shift."""
+    op = s.variant.ops[i]
+    x, in_shift, gamma, beta, out_ch_shift = (s.value(t) for t in op.inputs)
+    o = op.options
+    if o["in_zp"] != 0 or np.any(np.asarray(in_shift) != 0):
+        raise TsptqError(f"op {i} (TSPTQ_LAYERNORM_2S_I16): an int16 x takes in_zp 0 and every in_shift 0")
+    rows, D = _rows(x)
+    eps_lo, eps_hi = (int(w) for w in np.array([o["eps"]], "<i8").view("<i4"))
+    params = np.concatenate([np.asarray(gamma, np.int32).view(np.uint8), np.asarray(beta, np.int64).view(np.uint8)])
+    return Step(i, "ln16", [rows, D, eps_lo, eps_hi, o["out_zp"], o["out_shift"]],
+                [x.astype(np.int16), params, np.asarray(out_ch_shift, np.int8)], s.out(i).astype(np.int16).tobytes())
+
+
 def step_add_sat(s: StepInputs, i: int) -> Step:
     from tsptq.intmodel import kernels as K
 
@@ -236,8 +261,8 @@ def step_token_mean16(s: StepInputs, i: int) -> Step:
                 s.out(i).astype(np.int16).tobytes())
 
 
-STEP_BUILDERS = {"ln_tail": step_ln_tail, "add_sat": step_add_sat, "gelu16": step_gelu16, "plane": step_plane,
-                 "pv_sum": step_pv_sum, "token_mean16": step_token_mean16}
+STEP_BUILDERS = {"ln_tail": step_ln_tail, "ln16": step_ln16, "add_sat": step_add_sat, "gelu16": step_gelu16,
+                 "plane": step_plane, "pv_sum": step_pv_sum, "token_mean16": step_token_mean16}
 
 
 def steps_for(s: StepInputs, idx: list[int]) -> list[Step]:

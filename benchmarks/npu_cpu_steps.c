@@ -11,6 +11,12 @@
  *   4 PLANE         tq_plane_2s: TSPTQ_PLANE_2S (the whole op)
  *   5 PV_SUM        tq_pv_sum_2s: TSPTQ_PV_SUM_2S (the whole op)
  *   6 TOKEN_MEAN16  tq_token_mean_i16: TSPTQ_TOKEN_MEAN_I16 (the whole op)
+ *   7 LN16          TSPTQ_LAYERNORM_2S_I16 with an int16 x (the whole op, as tflm_ops.c's ln_eval runs it: each row's
+ *                   tq_layernorm_2s_x16 into a row of codes, then tq_layernorm_2s_i16_tail). tq_layernorm_2s_x16 is
+ *                   the C runtime's (runtime_c/src/ops/layernorm_2s.c, built into this program: npu_cpu.py's
+ *                   STEPS_SOURCES). Integers rows, D, eps (low, high words), out_zp, out_shift; arrays x (int16),
+ *                   gamma_mul (int32, D) then beta_bias (int64, D) in one, out_ch_shift (int8, D). Its row of codes
+ *                   (D bytes) lies in the arena past the output.
  *
  * The steps' file (STEPS_FILE, little-endian int32 words): the number of steps, then per step STEP_ARGS words (the
  * kind, then its integers), STEP_DATA byte lengths and the data arrays themselves, each padded to 4 bytes. Output:
@@ -23,6 +29,7 @@
 
 #include "cortex_m.h"
 #include "qemu_fault.h" /* tq_semihost: the steps' file, the lines, the exit */
+#include "kernels.h"          /* tq_layernorm_2s_x16 (runtime_c/src: on the target's include path) */
 #include "variant_kernels.h" /* runtime_c/tflm: npu_cpu.py adds it to the include path */
 
 #define STEPS_FILE "npu-cpu-steps.bin"
@@ -76,11 +83,33 @@ static int step_output_bytes(const int32_t *a, uint64_t *bytes) {
     case 6: /* B * D int16 */
         n = a[1] < 0 || a[3] < 0 ? UINT64_MAX : (uint64_t)a[1] * (uint64_t)a[3] * 2u;
         break;
+    case 7: /* rows * D int16 (and, past it, the row of codes: step_scratch_bytes) */
+        n = a[1] < 0 || a[2] < 1 ? UINT64_MAX : (uint64_t)a[1] * (uint64_t)a[2] * 2u;
+        break;
     default:
         return 0;
     }
     *bytes = n;
     return 1;
+}
+
+/* What a step needs of the arena past its output: LN16's row of codes (D bytes). */
+static uint64_t step_scratch_bytes(const int32_t *a) { return a[0] == 7 && a[2] > 0 ? (uint64_t)a[2] : 0u; }
+
+/* TSPTQ_LAYERNORM_2S_I16 on an int16 x, row by row as tflm_ops.c's ln_eval: a[1] rows of D = a[2], eps a[3] (low
+ * word), a[4] (high), out_zp a[5], out_shift a[6]; d[1]: gamma_mul (D int32) then beta_bias (D int64). */
+static void ln16(const int32_t *a, const void *const *d, int16_t *out) {
+    const int32_t rows = a[1], D = a[2];
+    const int64_t eps = (int64_t)(((uint64_t)(uint32_t)a[4] << 32) | (uint32_t)a[3]);
+    const int16_t *x = (const int16_t *)d[0];
+    const int32_t *g = (const int32_t *)d[1];
+    const int64_t *bb = (const int64_t *)(const void *)(g + D);
+    int8_t *row = (int8_t *)(out + (ptrdiff_t)rows * D);
+    int32_t r;
+    for (r = 0; r < rows; r++) {
+        tq_layernorm_2s_x16(x + (ptrdiff_t)r * D, 1, D, g, bb, eps, a[5], a[6], row);
+        tq_layernorm_2s_i16_tail(row, 1, D, a[5], (const int8_t *)d[2], out + (ptrdiff_t)r * D);
+    }
 }
 
 /* One step on its data, writing to out (step_output_bytes(a) bytes, checked against the arena by the caller). */
@@ -104,6 +133,9 @@ static void run_step(const int32_t *a, const void *const *d, void *out) {
         break;
     case 6:
         tq_token_mean_i16((const int16_t *)d[0], a[1], a[2], a[3], a[4], (const int8_t *)d[1], (int16_t *)out);
+        break;
+    case 7:
+        ln16(a, d, (int16_t *)out);
         break;
     default:
         break;
@@ -191,7 +223,8 @@ int main(void) {
             if (at > len / 4u) fail(k, STEPS_FILE " ends inside the step's arrays");
         }
         if (!step_output_bytes(args, &n)) fail(k, "an unknown step kind");
-        if (n > (uint64_t)TQ_ARENA_CAPACITY) fail(k, "its output does not fit the arena (TQ_ARENA_CAPACITY)");
+        if (n > (uint64_t)TQ_ARENA_CAPACITY || step_scratch_bytes(args) > (uint64_t)TQ_ARENA_CAPACITY - n)
+            fail(k, "its output does not fit the arena (TQ_ARENA_CAPACITY)");
         t0 = tq_cm_systick_ticks();
         run_step(args, data, tq_cm_arena);
         t1 = tq_cm_systick_ticks();

@@ -562,6 +562,9 @@ def _kib(n) -> str:
 # benchmarks/npu.py's uniform-P variant: its row label and method (npu.py takes them from here)
 UNIFORM_P = "NPU variant, uniform P"
 UNIFORM_P_METHOD = "tsptq-no-v2sf-softmax"
+# the same two variants with an int16 residual stream (`--residual int16`: the residual adds builtin int16 ADDs)
+R16 = "NPU variant, int16 residual"
+UNIFORM_P_R16 = "NPU variant, uniform P, int16 residual"
 
 
 def _npu_row(row: dict) -> str:
@@ -580,9 +583,11 @@ def _npu_checks(r: dict) -> list[str]:
     bar = r.get("mac_bar", 0.95)
     out = []
     macs = [f"{k} {100 * by[k]['npu_mac_fraction']:.1f}%, " + (
-                ("met" if by[k]["npu_mac_fraction"] >= bar else "**not met**") if k in ("NPU variant", UNIFORM_P)
+                ("met" if by[k]["npu_mac_fraction"] >= bar else "**not met**")
+                if k in ("NPU variant", UNIFORM_P, R16, UNIFORM_P_R16)
                 else ("also above it" if by[k]["npu_mac_fraction"] >= bar else "below it"))
-            for k in ("NPU variant", "NPU variant, --pv-on-cpu", UNIFORM_P) if k in by and "skipped" not in by[k]]
+            for k in ("NPU variant", "NPU variant, --pv-on-cpu", UNIFORM_P, R16, UNIFORM_P_R16)
+            if k in by and "skipped" not in by[k]]
     out.append(f"- **MACs on the NPU >= {100 * bar:g}%:** " + "; ".join(macs) + " (the bar is the `--npu` files'; "
                "`--pv-on-cpu` keeps attention x V on the CPU, the form TFLM loads).")
     v, stock = by.get("NPU variant"), by.get("stock int8 (onnx2tf)")
@@ -603,6 +608,14 @@ def _npu_checks(r: dict) -> list[str]:
                        f"8-bit code, so attention x V is one int8 BATCH_MATMUL): Vela {u['inference_time_s'] * 1e3:.2f}"
                        f" ms for the NPU part, {u['ops_on_cpu']} CPU ops; whole model: "
                        + (_npu_bar(uw) if uw else "not estimated") + ".")
+        for label in (R16, UNIFORM_P_R16):
+            g = by.get(label)
+            if g and "skipped" not in g:
+                gw = r.get("whole_model", {}).get("files", {}).get(label)
+                out.append(f"- **{label}** (`--residual int16`: the residual stream int16, its adds builtin int16 "
+                           f"ADDs on the NPU): Vela {g['inference_time_s'] * 1e3:.2f} ms for the NPU part, "
+                           f"{g['ops_on_cpu']} CPU ops; whole model: " + (_npu_bar(gw) if gw else "not estimated")
+                           + ".")
     elif stock:
         out.append(f"- **Vela's estimate against the stock file:** no stock file ({stock.get('skipped', '')}).")
     i = r["integer"]
@@ -619,6 +632,16 @@ def _npu_checks(r: dict) -> list[str]:
         bars.append((f" Top-1 of the NPU variant: {tv:.2f}%." if t1 is not None else "")
                     + " Bar (the NPU variant within 0.2 points of the default file's top-1 and 1% of its predictions): "
                     + ("met." if ok else "**not met**."))
+    for label in (R16, UNIFORM_P_R16):  # a finer residual stream: its bytes differ by design
+        a, tv = i["vs_default"].get(label), i["top1"].get(label)
+        if a is None:
+            continue
+        strict = 100 * a["top1_agreement"] >= 99.0 and (t1 is None or abs(tv - t1) <= 0.2)
+        bars.append((f" Top-1 of the {label}: {tv:.2f}% ({tv - t1:+.2f} points on these images)."
+                     if t1 is not None else "")
+                    + f" Its predictions agree with the default file's on {100 * a['top1_agreement']:.1f}% of the "
+                    + "images: " + ("within" if strict else "**not within**") + " 0.2 points of top-1 and 1% of the "
+                    "predictions (the strict reading; against FP32 on 10,000 images: docs/npu.md).")
     a, tv = i["vs_default"].get(UNIFORM_P), i["top1"].get(UNIFORM_P)
     if a is not None:  # another quantization: its bytes differ by design, so the bar is read on accuracy
         strict = 100 * a["top1_agreement"] >= 99.0
@@ -714,8 +737,9 @@ def _npu_whole_notes(w: dict) -> list[str]:
             f"firmware, profiled per op (median of {d['images']} images; each variant op takes the default op writing "
             "the tensor of the same name). The variant-only step (benchmarks/npu_cpu_steps.c, on the variant's tensors "
             "of one image, each output checked against the integer model): the int16 LayerNorm output, the branch's "
-            "saturation before the residual add, the int16 GELU table, P's planes and their sum, the token mean. Per "
-            "element: of the op's largest activation.",
+            "saturation before the residual add, the int16 GELU table, P's planes and their sum, the token mean, and "
+            "with an int16 residual stream the whole LayerNorm on its int16 input (`x16`: no default-file kernel). "
+            "Per element: of the op's largest activation.",
             f"- Not counted: the CPU<->NPU switches ({switches}; each NPU part one call of TFLM's Ethos-U driver; "
             "Vela gives no figure for them), TFLM's per-op overhead"
             + (f", and the stock file's CPU op{'s' if sum(stock_ops.values()) != 1 else ''} ({stock_cpu})."
@@ -734,7 +758,9 @@ def _npu_whole_model(r: dict) -> list[str]:
     return (["", f"**Whole-model estimate** (Vela's NPU part + the variant's CPU ops counted on the Cortex-M55; "
                  f"`npu.py --whole-model`, {w['date']}, {w['machine']}):", ""]
             + _npu_whole_rows(w) + [""] + _npu_whole_kinds(w) + [""]
-            + (_npu_whole_kinds(w, UNIFORM_P) + [""] if UNIFORM_P in w["files"] else []) + _npu_whole_notes(w))
+            + [line for label in (UNIFORM_P, R16, UNIFORM_P_R16) if label in w["files"]
+               for line in _npu_whole_kinds(w, label) + [""]]
+            + _npu_whole_notes(w))
 
 
 def render_npu(results: dict) -> list[str]:
@@ -748,7 +774,8 @@ def render_npu(results: dict) -> list[str]:
            "the CPU (`--pv-on-cpu`), and the stock converter's file of the same calibration images (`--method "
            "tflite-converter`); and where measured, the NPU variant of a second quantization of the same images whose "
            f"Softmax output is a uniform 8-bit code (`--method {UNIFORM_P_METHOD}`, *{UNIFORM_P}*: attention x V one "
-           "int8 BATCH_MATMUL, no planes). Each compiled by Vela with the `tsptq npu-report` defaults: Ethos-U55-128, "
+           f"int8 BATCH_MATMUL, no planes); where measured, both with an int16 residual stream (`--residual int16`, "
+           f"*{R16}*, *{UNIFORM_P_R16}*: the residual adds builtin int16 ADDs). Each compiled by Vela with the `tsptq npu-report` defaults: Ethos-U55-128, "
            "Ethos_U55_High_End_Embedded (500 MHz), Shared_Sram. *Estimated NPU time* is Vela's, for the NPU part "
            "only: the ops left to the CPU are not timed. Flash counts only what Vela compiled (the CPU ops' "
            "constants stay in the file). docs/npu.md explains the variant; docs/tflm.md the TFLM run.", ""]

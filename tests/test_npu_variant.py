@@ -28,6 +28,7 @@ import pytest
 from tsptq.cli.main import main
 from tsptq.data import datasets
 from tsptq.errors import ModelFileError, QuantizationError
+from tsptq.intmodel import kernels as K
 from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
 from tsptq.intmodel.lower import lower
 from tsptq.intmodel.ops import ALL_OPS
@@ -236,6 +237,51 @@ def test_fully_connected_16x8_matches_litert_reference(per_channel, y_scale):
         assert np.any(np.abs(want) == 32767)  # the saturation is exercised
 
 
+def test_litert_fully_connected_16x8_multiplies_by_the_real_multiplier_in_double():
+    """What LiteRT 2.3's reference 16x8 FULLY_CONNECTED computes away from exact ties: round_half_away(acc * r) with
+    r = double(s_in) * double(s_w) / double(s_out), not the 31-bit multiplier M of requant1 (the integer model's
+    definition). The two differ only where acc * r lies within |acc| * |r - M 2^(shift-31)| of a half: outputs picked
+    here so that they do, where requant1, a truncated M and the 16-bit M all disagree with some of them."""
+    from tsptq.intmodel.fixedpoint import quantize_multiplier
+
+    rng = np.random.default_rng(5)
+    O = 16
+    xs, ys = np.float32(2**-5 * 0.77), np.float32(2**-6 * 0.61)
+    ws = (rng.uniform(0.5, 1, O) * 2.0**-7).astype(np.float32)
+    real = np.array([float(xs) * float(w) / float(ys) for w in ws])
+    picks = []
+    for c in range(O):  # accumulators whose two roundings differ, output within int16
+        M, S = quantize_multiplier(real[c])
+        acc = rng.integers(-127 * 32767, 127 * 32767, 2_000_000)
+        exact = acc * real[c]
+        away = np.sign(exact) * np.floor(np.abs(exact) + 0.5)
+        pick = acc[(away != K.rshift_round(acc * M, 31 - S)) & (np.abs(away) < 32767)]
+        picks.append(pick[:4])
+    n = max(len(p) for p in picks)
+    assert sum(len(p) for p in picks) >= 16
+    w = np.zeros((O, 2 * O), np.int8)  # acc_c = 127 * x_2c + x_2c+1
+    for c in range(O):
+        w[c, 2 * c], w[c, 2 * c + 1] = 127, 1
+    x = np.zeros((n, 1, 2 * O), np.int16)
+    acc = np.zeros((n, 1, O), np.int64)
+    for c, p in enumerate(picks):
+        for j, v in enumerate(p):
+            q, r = divmod(int(v), 127)
+            x[j, 0, 2 * c], x[j, 0, 2 * c + 1], acc[j, 0, c] = q, r, v
+    im = _fc16x8_model(xs, w, ws, np.zeros(O, np.int64), ys)
+    im.tensors[0] = Tensor("x", (1, 1, 2 * O), "int16", im.tensors[0].quant)
+    im.tensors[3] = Tensor("y", (1, 1, O), "int16", im.tensors[3].quant)
+    got = MixedRun(im).run(x)
+    exact = acc * real
+    litert_form = np.sign(exact) * np.floor(np.abs(exact) + 0.5)
+    requant1 = ALL_OPS[im.ops[0].kind].kernel(im, im.ops[0], [x, w, im.tensors[2].data])
+    picked = np.zeros(acc.shape, bool)
+    for c, p in enumerate(picks):
+        picked[:len(p), 0, c] = True
+    assert np.array_equal(got[picked], litert_form[picked])
+    assert np.all(got[picked] != requant1[picked])  # the integer model's definition rounds these the other way
+
+
 def test_int32_batch_matmul_matches_litert_reference():
     """The P x V planes' BATCH_MATMUL int8 x int8 -> int32: LiteRT's reference kernel sums the raw products (no zero
     point of either input, no requantization), and so does the kernel."""
@@ -298,7 +344,7 @@ def test_cli_refusals_are_one_line(args, message, tmp_path, capsys):
 
 def test_npu_only_options_need_npu(tmp_path, capsys):
     assert main(["export", "--pv-on-cpu", "--quiet", "--out", str(tmp_path / "m.tflite")]) == 2
-    assert "--pv-on-cpu and --accelerator apply to --npu only" in capsys.readouterr().err
+    assert "--pv-on-cpu, --accelerator and --residual apply to --npu only" in capsys.readouterr().err
 
 
 def test_library_refuses_what_the_variant_cannot_hold(tiny_vits):

@@ -297,10 +297,20 @@ def tiny_steps(npu_cpu) -> list:
     mult, shift = 1518500250, -3
     out.append(Step(8, "pv_sum", [3, 5, 7, 8, 3, 1, -2, mult, shift, 9], [fine, coarse, p],
                     K.pv_sum_2s(fine, coarse, p, 8, 3, True, -2, mult, shift, 9).astype(np.int8).tobytes()))
+    # ln16: TSPTQ_LAYERNORM_2S_I16 on an int16 x (rows 3, D 5), eps with both words set; gamma then beta in one array
+    x16 = rng.integers(-32768, 32768, (3, 5)).astype(np.int16)
+    g = rng.integers(2**20, 2**22, 5).astype(np.int32)
+    bb = rng.integers(-(2**44), 2**44, 5).astype(np.int64)
+    ksh = np.array([0, 1, 3, 7, 2], np.int8)
+    eps = 3 * 2**33 + 5
+    want = K.layernorm_2s_i16(x16, 0, np.zeros(5, np.int8), g, bb, eps, -2, 46, ksh)
+    lo, hi = (int(w) for w in np.array([eps], "<i8").view("<i4"))
+    out.append(Step(9, "ln16", [3, 5, lo, hi, -2, 46], [x16, np.concatenate([g.view(np.uint8), bb.view(np.uint8)]),
+                                                        ksh], want.astype(np.int16).tobytes()))
     # token_mean16: (B, T, D) = (2, 5, 3), first 1, per-channel shifts
     x = (rng.integers(-255, 256, (2, 5, 3)) << np.array([0, 2, 7])).astype(np.int16)
     sh = np.array([0, 2, 7], np.int8)
-    out.append(Step(9, "token_mean16", [2, 5, 3, 1], [x, sh], K.token_mean_i16(x, sh, 1).astype(np.int16).tobytes()))
+    out.append(Step(10, "token_mean16", [2, 5, 3, 1], [x, sh], K.token_mean_i16(x, sh, 1).astype(np.int16).tobytes()))
     return out
 
 

@@ -33,15 +33,9 @@ from tsptq.intmodel.ops import ALL_OPS
 from tsptq.npu import tflm
 from tsptq.npu.litert_check import single_op_model
 from tsptq.quant.quantize import quantize
-from tsptq.runtime import c_build
 from tsptq.tflite.writer import to_tflite
 
-_found = tflm.wheel_version()
-_why = None if _found == tflm.PINNED_BUILD else (
-    f"tflite-micro is not installed ({tflm.INSTALL_HINT})" if _found is None
-    else f"tflite-micro {_found} is installed, not the pinned {tflm.PINNED_BUILD}")
-if _why is None and not c_build.have_compiler():
-    _why = "no C compiler for the TFLM ops library"
+_why = tflm.unavailable_reason()
 pytestmark = [pytest.mark.cc, pytest.mark.skipif(_why is not None and os.environ.get("CI") != "true",
                                                  reason=_why or "")]
 
@@ -358,6 +352,11 @@ def test_benchmark_npu_section_states_the_bars_and_the_refusals(monkeypatch):
     # the uniform-P variant (another quantization): its MACs, its Vela line and its accuracy read both ways
     assert "NPU variant, uniform P 100.0%, met" in page and "**The uniform-P variant** (`--method" in page
     assert "Its predictions agree with the default file's on 98.3% of the images: **not within** 1%" in page
+    # the int16-residual forms: their MACs, their Vela and whole-model line, their accuracy against the default file
+    assert "NPU variant, int16 residual 100.0%, met" in page
+    assert "NPU variant, uniform P, int16 residual 100.0%, met" in page
+    assert "- **NPU variant, uniform P, int16 residual** (`--residual int16`" in page
+    assert "Top-1 of the NPU variant, int16 residual:" in page
     r = copy.deepcopy(stored)
     r["rows"][1]["npu_mac_fraction"] = 0.9
     r["rows"][3] = {"file": "stock int8 (onnx2tf)", "skipped": "the stock converter needs onnx2tf (the 'converter' extra)"}
@@ -400,3 +399,35 @@ def test_cli_tflm_rebuilds_a_variants_integer_model_only_when_it_writes_the_file
     assert main(["tflm", str(bad), "--images", "2", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "does not write the file's bytes" in err, err
+
+
+@pytest.mark.parametrize("sa,sb,sy", [(0.0123, 0.0071, 0.0150), (2.0**-7, 2.0**-5, 2.0**-6), (0.0031, 0.0031, 0.0007)])
+def test_tflm_int16_add_is_the_integer_models_general_form(sa, sb, sy):
+    """The int16 residual stream's ADD (pot_scale_int16 off): TFLM computes the integer model's general int16 form
+    (left shift 15), byte for byte, at plain, power-of-two and saturating scales."""
+    from int16_add_model import add16_model
+    from tsptq.intmodel import kernels as K
+
+    rng = np.random.default_rng(3)
+    t = tflm.TflmModel(to_tflite(add16_model(sa, sb, sy)))
+    params = K.add_params(np.float32(sa), np.float32(sb), np.float32(sy), left_shift=15)
+    for _ in range(4):
+        a, b = (rng.integers(-32768, 32768, (1, 5, 48)).astype(np.int16) for _ in range(2))
+        t.it.set_input(a, 0)
+        t.it.set_input(b, 1)
+        t.it.invoke()
+        got = np.asarray(t.it.get_output(0)).reshape(a.shape)
+        assert np.array_equal(got, K.add(a, 0, b, 0, params, 0, left_shift=15, dtype=np.int16))
+
+
+def test_an_int16_residual_variant_runs_in_tflm_with_tflm_fc_rounding_byte_for_byte(tiny_vits):
+    """`--residual int16 --pv-on-cpu`: the int16 residual adds are TFLM's builtin ADD, the LayerNorms read int16."""
+    from test_npu_variant import _forge_two_scale_codes
+
+    cfg, graph, cal, imgs = tiny_vits(8)
+    im = lower(_forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False)), npu=True, split_pv=False,
+               residual16=True)
+    assert im.tensor("blocks.0.mid").dtype == "int16" and "TSPTQ_ADD_2S_I16" not in {o.kind for o in im.ops}
+    x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
+    got = tflm.TflmModel(to_tflite(im)).run(x)
+    assert np.array_equal(got, tflm.run_tflm_arithmetic(im, x))

@@ -87,6 +87,10 @@ void tq_strided_slice(const uint8_t *x, const int32_t *shape, int32_t rank, cons
 void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, const int8_t *in_shift,
                      const int32_t *gamma_mul, const int64_t *beta_bias, int64_t eps, int32_t out_zp,
                      int32_t out_shift, int8_t *y);
+/* The same with an int16 input (TSPTQ_LAYERNORM_2S_I16 on the NPU variant's int16 residual stream): x_c = q_c, as
+ * tq_layernorm_2s with in_zp 0 and every in_shift 0 (D <= 4096, |q_c| <= 2^15). */
+void tq_layernorm_2s_x16(const int16_t *x, int32_t rows, int32_t D, const int32_t *gamma_mul,
+                         const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *y);
 
 /* TSPTQ_SOFTMAX_2S over the last axis N (<= 2047). out_kind: TQ_UNIFORM (int8 bytes), TQ_TWO_SCALE, TQ_LOG2
  * (uint8 bytes). scratch: 4 * N bytes (the row's exp values). */

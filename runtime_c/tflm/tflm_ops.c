@@ -4,8 +4,8 @@
  * Ops (docs/integer-semantics.md "The NPU variant" and the TSPTQ custom ops; toolchain/tsptq/intmodel/kernels.py):
  * TSPTQ_LAYERNORM_2S_I16, TSPTQ_GELU_2S (int16 or 8-bit table), TSPTQ_ADD_2S_I16, TSPTQ_ADD_2S, TSPTQ_PLANE_2S,
  * TSPTQ_PV_SUM_2S, TSPTQ_SOFTMAX_2S, and TSPTQ_BMM_2S (the `--pv-on-cpu` file). The arithmetic is the C runtime's
- * kernels (runtime_c/src/ops, compiled into this library: tq_layernorm_2s, tq_add, tq_softmax_2s_heads, tq_lookup,
- * tq_bmm_2s); the variant-only steps (the int16 LayerNorm output, the int16 table, the branch saturation, the planes,
+ * kernels (runtime_c/src/ops, compiled into this library: tq_layernorm_2s and, for an int16 input (the int16 residual
+ * stream), tq_layernorm_2s_x16, tq_add, tq_softmax_2s_heads, tq_lookup, tq_bmm_2s); the variant-only steps (the int16 LayerNorm output, the int16 table, the branch saturation, the planes,
  * the plane sum and the int16 token mean) are variant_kernels.h's, which benchmarks/npu_cpu_steps.c times too.
  *
  * Registration: the Python interpreter of the wheel calls each name of `custom_op_registerers` as
@@ -120,7 +120,8 @@ static tflm_status want_scratch(tflm_context *c, op_data *o, const op_def *d, in
 
 /* ---- TSPTQ_LAYERNORM_2S_I16 ----------------------------------------------------------------------------------- */
 /* inputs x int8, in_shift int8 (D), gamma_mul int32 (D), beta_bias int64 (D), out_ch_shift int8 (D); int16 out:
- * (y_c - out_zp) << out_ch_shift_c with y_c TSPTQ_LAYERNORM_2S's code. Scratch: one row of codes (D bytes). */
+ * (y_c - out_zp) << out_ch_shift_c with y_c TSPTQ_LAYERNORM_2S's code. Scratch: one row of codes (D bytes).
+ * x int16 (the int16 residual stream): zero point 0 and every in_shift 0 (x_c = q_c), tq_layernorm_2s_x16. */
 enum { LN_IN_ZP, LN_EPS, LN_OUT_ZP, LN_OUT_SHIFT };
 static const char *const LN_KEYS[] = {"in_zp", "eps", "out_zp", "out_shift"};
 
@@ -132,7 +133,7 @@ static tflm_status ln_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
     static const char *const names[5] = {"x", "in_shift", "gamma_mul", "beta_bias", "out_shift"};
     for (i = 0; i < 5; i++) {
         tflm_eval_tensor *t = input(c, n, i);
-        NEED_TYPE(c, d, t, names[i], types[i], -1);
+        NEED_TYPE(c, d, t, names[i], types[i], i ? -1 : TFLM_INT16);
         if (i) NEED(c, d, numel(t) == D, "%s has %lld entries, not D = %d", names[i], (long long)numel(t), (int)D);
     }
     NEED_TYPE(c, d, y, "the output", TFLM_INT16, -1);
@@ -150,7 +151,12 @@ static tflm_status ln_prepare(tflm_context *c, tflm_node *n, op_data *o, const o
         const int8_t *in_sh = (const int8_t *)input(c, n, 1)->data, *out_sh = (const int8_t *)input(c, n, 4)->data;
         const int64_t *bb = (const int64_t *)input(c, n, 3)->data;
         int32_t j;
+        /* an int16 x is the values themselves: no zero point, no channel shifts */
+        NEED(c, d, x->type != TFLM_INT16 || o->opt[LN_IN_ZP] == 0, "an int16 x takes in_zp 0, not %lld",
+             (long long)o->opt[LN_IN_ZP]);
         for (j = 0; j < D; j++) {
+            NEED(c, d, x->type != TFLM_INT16 || in_sh[j] == 0, "channel %d: an int16 x takes in_shift 0, not %d",
+                 (int)j, (int)in_sh[j]);
             NEED(c, d, in_sh[j] >= 0 && in_sh[j] <= 7 && bb[j] >= -((int64_t)1 << 62) && bb[j] <= ((int64_t)1 << 62),
                  "channel %d: shift or beta out of range", (int)j);
             /* (q - zp) << k must fit int16: |q - zp| <= 255, so k <= 7 */
@@ -170,10 +176,15 @@ static tflm_status ln_eval(tflm_context *c, tflm_node *n, op_data *o, const op_d
     int16_t *out = (int16_t *)y->data;
     (void)d;
     for (r = 0; r < rows; r++) {
-        tq_layernorm_2s((const int8_t *)x->data + r * D, 1, D, (int32_t)o->opt[LN_IN_ZP],
-                        (const int8_t *)input(c, n, 1)->data, (const int32_t *)input(c, n, 2)->data,
-                        (const int64_t *)input(c, n, 3)->data, o->opt[LN_EPS], (int32_t)o->opt[LN_OUT_ZP],
-                        (int32_t)o->opt[LN_OUT_SHIFT], row);
+        if (x->type == TFLM_INT16)
+            tq_layernorm_2s_x16((const int16_t *)x->data + r * D, 1, D, (const int32_t *)input(c, n, 2)->data,
+                                (const int64_t *)input(c, n, 3)->data, o->opt[LN_EPS], (int32_t)o->opt[LN_OUT_ZP],
+                                (int32_t)o->opt[LN_OUT_SHIFT], row);
+        else
+            tq_layernorm_2s((const int8_t *)x->data + r * D, 1, D, (int32_t)o->opt[LN_IN_ZP],
+                            (const int8_t *)input(c, n, 1)->data, (const int32_t *)input(c, n, 2)->data,
+                            (const int64_t *)input(c, n, 3)->data, o->opt[LN_EPS], (int32_t)o->opt[LN_OUT_ZP],
+                            (int32_t)o->opt[LN_OUT_SHIFT], row);
         tq_layernorm_2s_i16_tail(row, 1, D, (int32_t)o->opt[LN_OUT_ZP], ksh, out + r * D);
     }
     return TFLM_OK;

@@ -10,7 +10,11 @@
  * 2^62 the sum stays below 2^63. On x86 (ln_row_simd, rows up to LN_SIMD_MAX_D channels): AVX-512 (avx512vnni, amx)
  * 16 channels at a time, AVX2 its sums 8 at a time; wider rows take ln_row_ref. On Arm M-profile (ln_row_arm) the
  * division by sigma through its reciprocal (exact: tq_div32_q, dot.h), with Helium the sums 8 channels a vector and,
- * for rows with ln_short_ok and out_shift >= 2, the output 4 (ln_mve_out). */
+ * for rows with ln_short_ok and out_shift >= 2, the output 4 (ln_mve_out).
+ * tq_layernorm_2s_x16 (an int16 input, x_c = q_c: |x_c| <= 2^15, |x_c - x_j| < 2^16) keeps every bound above:
+ * |S| <= 2^27, |d_c| <= 4095 (2^16 - 1) < 2^28, D sum x_c^2 <= 2^54 and D^2 (the row's variance) < 2^54, so V < 2^63;
+ * the bounds from sigma on do not depend on x. Its rows take ln_row_ref_x16 or, on Arm M-profile, ln_row_arm's
+ * path with the int16 values as they are (ln_row_arm_any, X16). */
 #include <string.h>
 
 #include "../fixedpoint.h"
@@ -67,14 +71,45 @@ static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
     }
 }
 
+/* The int16 input's row (tq_layernorm_2s_x16): x_c = q_c, zero point 0, no shift. */
+static void ln_row_ref_x16(const int16_t *xr, int32_t D, const int32_t *gamma_mul, const int64_t *beta_bias,
+                           int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
+    int64_t S = 0, sq = 0, sigma;
+    int32_t c;
+    int e;
+    for (c = 0; c < D; c++) {
+        const int64_t x = xr[c];
+        S += x;
+        sq += x * x;
+    }
+    sigma = ln_sigma(S, sq, D, eps, &e);
+    for (c = 0; c < D; c++) {
+        int64_t d = (int64_t)D * xr[c] - S;
+        int64_t nrm = tq_div_round(tq_shl64(d, TQ_NORM_FRAC_BITS + e), sigma);
+        yr[c] = tq_sat8(tq_rshift_round(nrm * gamma_mul[c] + beta_bias[c], out_shift) + out_zp);
+    }
+}
+
 #if defined(TQ_SIMD_VNNI) || defined(TQ_SIMD_DSP)
 /* Whether the output's rounding shift can be one sum: tq_rdbpot64(v, n) = (v + 2^(n-1) + (v >> 63)) >> n for n >= 1
  * (the rem > thr test as one sum), v = nrm g + beta with |v| < 2^61.01 + 2^61 (the bounds above, |beta| <= 2^61), so
  * the sum stays below 2^63. */
 static int ln_short_ok(int32_t D, const int64_t *beta_bias, int32_t out_shift) {
-    int32_t c;
+    int32_t c = 0;
     if (out_shift < 1 || out_shift > 61) return 0;
-    for (c = 0; c < D; c++)
+#if defined(TQ_SIMD_MVE)
+    { /* Helium, 4 channels a vector (VLD2: the high words): every high word in [-2^29, 2^29 - 1] means
+       * -2^61 <= beta < 2^61; any other (2^61 itself among them) sends every channel to the exact test below */
+        int32x4_t lo = vdupq_n_s32(0), hi = lo;
+        for (; c + 4 <= D; c += 4) {
+            const int32x4x2_t b = vld2q_s32((const int32_t *)(const void *)(beta_bias + c));
+            lo = vminq_s32(lo, b.val[1]);
+            hi = vmaxq_s32(hi, b.val[1]);
+        }
+        if (vminvq_s32(0, lo) < -(1 << 29) || vmaxvq_s32(0, hi) > (1 << 29) - 1) c = 0;
+    }
+#endif
+    for (; c < D; c++)
         if (beta_bias[c] < -((int64_t)1 << 61) || beta_bias[c] > ((int64_t)1 << 61)) return 0;
     return 1;
 }
@@ -341,11 +376,18 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
  * tq_div32_q needs, and the quotient fits an int32; the bounds above make that every row but the constant ones);
  * others take ln_row_ref. */
 static int ln_arm_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps, int32_t out_shift) {
-    int32_t c;
+    int32_t c = 0;
     if (D < 1 || D > LN_MAX_D || !tq_zp_ok(in_zp) || eps < 0 || eps > ((int64_t)1 << 62) || out_shift < 0 ||
         out_shift > 62)
         return 0;
-    for (c = 0; c < D; c++)
+#if defined(TQ_SIMD_MVE)
+    { /* Helium, 16 channels a vector: the largest shift as an unsigned byte (a negative one is 128 or more) */
+        uint8x16_t m = vdupq_n_u8(0);
+        for (; c + 16 <= D; c += 16) m = vmaxq_u8(m, vldrbq_u8((const uint8_t *)(const void *)(in_shift + c)));
+        if (vmaxvq_u8(0, m) > 7) return 0;
+    }
+#endif
+    for (; c < D; c++)
         if (in_shift[c] < 0 || in_shift[c] > 7) return 0;
     return 1;
 }
@@ -388,18 +430,64 @@ static inline void ln_arm_sums(const int8_t *xr, int32_t D, int32_t in_zp, const
 #endif
 }
 
+/* tq_layernorm_2s_x16's rows: x_c = q_c (int16, zero point 0, no shift; |x_c| <= 2^15, |x_c - x_j| < 2^16, so
+ * |S| <= 2^27, |d_c| < 2^28 still, D sum x_c^2 <= 2^54 and the variance term D^2 (the row's variance) < 2^54: the
+ * bounds above hold). */
+static int ln_arm_ok_x16(int32_t D, int64_t eps, int32_t out_shift) {
+    return D >= 1 && D <= LN_MAX_D && eps >= 0 && eps <= ((int64_t)1 << 62) && out_shift >= 0 && out_shift <= 62;
+}
+
+/* ln_arm_sums of an int16 row: the values as they are (int16 lanes). */
+static inline void ln_arm_sums_x16(const int16_t *xr, int32_t D, int32_t *S, int64_t *sq, int32_t *xmin,
+                                   int32_t *xmax) {
+#if defined(TQ_SIMD_MVE)
+    int32_t s = 0, c = 0;
+    int64_t q2 = 0;
+    int16x8_t lo = vdupq_n_s16(INT16_MAX), hi = vdupq_n_s16(INT16_MIN); /* the extremes lane by lane, then across */
+    for (; c + 8 <= D; c += 8) {
+        const int16x8_t x = vldrhq_s16(xr + c);
+        s = vaddvaq_s16(s, x);
+        q2 = vmlaldavaq_s16(q2, x, x); /* each product <= 2^30, the sum in 64 bits */
+        lo = vminq_s16(lo, x);
+        hi = vmaxq_s16(hi, x);
+    }
+    if (c < D) { /* the tail: the active lanes only (the others keep lo's and hi's) */
+        const mve_pred16_t p = vctp16q((uint32_t)(D - c));
+        const int16x8_t x = vldrhq_z_s16(xr + c, p);
+        s = vaddvaq_p_s16(s, x, p);
+        q2 = vmlaldavaq_p_s16(q2, x, x, p);
+        lo = vminq_m_s16(lo, lo, x, p);
+        hi = vmaxq_m_s16(hi, hi, x, p);
+    }
+    *S = s, *sq = q2, *xmin = vminvq_s16(INT16_MAX, lo), *xmax = vmaxvq_s16(INT16_MIN, hi);
+#else
+    int32_t s = 0, lo = INT32_MAX, hi = INT32_MIN, c;
+    int64_t q2 = 0;
+    for (c = 0; c < D; c++) {
+        const int32_t x = xr[c];
+        s += x;
+        q2 += (int64_t)x * x;
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+    }
+    *S = s, *sq = q2, *xmin = lo, *xmax = hi;
+#endif
+}
+
 /* The output pass from channel c: s = 24 + e + L, hL = h << L; SHORT: ln_short_ok, HIGH: s >= 32 (constants where
  * inlined; with s >= 32 the dividend's low word is hL's, |d| 2^s having none, and its high word takes no carry). */
-static inline __attribute__((always_inline)) void ln_arm_out(const int8_t *xr, int32_t D, int32_t in_zp,
-                                                             const int8_t *in_shift, int32_t S, int s, uint64_t hL,
-                                                             const tq_div32 *dv, const int32_t *gamma_mul,
-                                                             const int64_t *beta_bias, int32_t out_zp,
-                                                             int32_t out_shift, int8_t *yr, int32_t c,
-                                                             const int SHORT, const int HIGH) {
+static inline __attribute__((always_inline)) void ln_arm_out(const int8_t *xr, const int16_t *xh, int32_t D,
+                                                             int32_t in_zp, const int8_t *in_shift, int32_t S, int s,
+                                                             uint64_t hL, const tq_div32 *dv,
+                                                             const int32_t *gamma_mul, const int64_t *beta_bias,
+                                                             int32_t out_zp, int32_t out_shift, int8_t *yr,
+                                                             int32_t c, const int SHORT, const int HIGH,
+                                                             const int X16) {
     const int64_t half = SHORT ? (int64_t)1 << (out_shift - 1) : 0;
     const uint32_t h1 = (uint32_t)(hL >> 32), h0 = (uint32_t)hL;
     for (; c < D; c++) {
-        const int32_t d = D * (((int32_t)xr[c] - in_zp) * (1 << in_shift[c])) - S; /* |d| < 2^28 */
+        const int32_t x = X16 ? (int32_t)xh[c] : ((int32_t)xr[c] - in_zp) * (1 << in_shift[c]);
+        const int32_t d = D * x - S; /* |d| < 2^28 */
         const uint32_t ad = d < 0 ? 0u - (uint32_t)d : (uint32_t)d;
         const int32_t q = (int32_t)(HIGH ? tq_div32_q2((ad << (s - 32)) + h1, h0, dv)
                                          : tq_div32_q(((uint64_t)ad << s) + hL, dv));
@@ -422,13 +510,13 @@ static inline __attribute__((always_inline)) void ln_arm_out(const int8_t *xr, i
  * ln_short_ok). W >> n: for n >= 32 (NB 1, 2) Whi >> (n - 32), an int32; for 2 <= n <= 31 (NB 0)
  * sat(Whi 2^(32 - n)) | (Wlo >> n) (VQSHL), W >> n itself where that fits an int32, else INT32_MAX, or INT32_MIN plus
  * less than 2^30: either way beyond the int8 range on W's side. Then + out_zp and the int8 clamp (saturating: << 24,
- * >> 24). */
-static inline __attribute__((always_inline)) int32_t ln_mve_out(const int8_t *xr, int32_t D, int32_t in_zp,
-                                                                const int8_t *in_shift, int32_t S, int s,
-                                                                uint64_t hL, const tq_div32 *dv,
+ * >> 24). X16: x_c from the int16 row xh (tq_layernorm_2s_x16; VLDRH widening to int32 lanes). */
+static inline __attribute__((always_inline)) int32_t ln_mve_out(const int8_t *xr, const int16_t *xh, int32_t D,
+                                                                int32_t in_zp, const int8_t *in_shift, int32_t S,
+                                                                int s, uint64_t hL, const tq_div32 *dv,
                                                                 const int32_t *gamma_mul, const int64_t *beta_bias,
                                                                 int32_t out_zp, int32_t out_shift, int8_t *yr,
-                                                                const int HIGH, const int NB) {
+                                                                const int HIGH, const int NB, const int X16) {
     const uint32_t h1 = (uint32_t)(hL >> 32), h0 = (uint32_t)hL, dn = dv->dn;
     const uint64_t half = (uint64_t)1 << (out_shift - 1);
     const uint32_t hlo = (uint32_t)half, hhi = (uint32_t)(half >> 32); /* hhi = 0 for NB < 2, hlo = 0 for NB 2 */
@@ -437,7 +525,8 @@ static inline __attribute__((always_inline)) int32_t ln_mve_out(const int8_t *xr
     const int64_t *bp = beta_bias;
     int32_t n = D >> 2;
     for (; n > 0; n--) {
-        const int32x4_t xc = vshlq_s32(vsubq_n_s32(vldrbq_s32(xr), in_zp), vldrbq_s32(in_shift));
+        const int32x4_t xc =
+            X16 ? vldrhq_s32(xh) : vshlq_s32(vsubq_n_s32(vldrbq_s32(xr), in_zp), vldrbq_s32(in_shift));
         const int32x4_t d = vsubq_n_s32(vmulq_n_s32(xc, D), S); /* D x_c - S */
         const uint32x4_t ad = vreinterpretq_u32_s32(vabsq_s32(d)), sd = vreinterpretq_u32_s32(vshrq_n_s32(d, 31));
         uint32x4_t u1 = vaddq_n_u32(vshlq_r_u32(ad, sh1), h1), u0 = u0h, q, m;
@@ -477,7 +566,11 @@ static inline __attribute__((always_inline)) int32_t ln_mve_out(const int8_t *xr
                             vreinterpretq_s32_u32(vshlq_r_u32(wlo, nr)));
         res = vshrq_n_s32(vqshlq_n_s32(vqaddq_n_s32(res, out_zp), 24), 24);
         vstrbq_s32(yr, res);
-        xr += 4, in_shift += 4, gamma_mul += 4, bp += 4, yr += 4;
+        if (X16)
+            xh += 4;
+        else
+            xr += 4, in_shift += 4;
+        gamma_mul += 4, bp += 4, yr += 4;
     }
     (void)nr, (void)hlo, (void)hhi;
     return D & ~3;
@@ -491,7 +584,20 @@ static __attribute__((noinline)) int32_t ln_mve_rows(const int8_t *xr, int32_t D
                                                      const int64_t *beta_bias, int32_t out_zp, int32_t out_shift,
                                                      int8_t *yr) {
 #define LN_MVE(HIGH, NB)                                                                                               \
-    ln_mve_out(xr, D, in_zp, in_shift, S, s, hL, dv, gamma_mul, beta_bias, out_zp, out_shift, yr, HIGH, NB)
+    ln_mve_out(xr, NULL, D, in_zp, in_shift, S, s, hL, dv, gamma_mul, beta_bias, out_zp, out_shift, yr, HIGH, NB, 0)
+    const int nb = out_shift < 32 ? 0 : out_shift == 32 ? 1 : 2;
+    if (s >= 32) return nb == 0 ? LN_MVE(1, 0) : nb == 1 ? LN_MVE(1, 1) : LN_MVE(1, 2);
+    return nb == 0 ? LN_MVE(0, 0) : nb == 1 ? LN_MVE(0, 1) : LN_MVE(0, 2);
+#undef LN_MVE
+}
+
+/* ln_mve_rows for an int16 row (tq_layernorm_2s_x16). */
+static __attribute__((noinline)) int32_t ln_mve_rows_x16(const int16_t *xh, int32_t D, int32_t S, int s,
+                                                         uint64_t hL, const tq_div32 *dv, const int32_t *gamma_mul,
+                                                         const int64_t *beta_bias, int32_t out_zp, int32_t out_shift,
+                                                         int8_t *yr) {
+#define LN_MVE(HIGH, NB)                                                                                               \
+    ln_mve_out(NULL, xh, D, 0, NULL, S, s, hL, dv, gamma_mul, beta_bias, out_zp, out_shift, yr, HIGH, NB, 1)
     const int nb = out_shift < 32 ? 0 : out_shift == 32 ? 1 : 2;
     if (s >= 32) return nb == 0 ? LN_MVE(1, 0) : nb == 1 ? LN_MVE(1, 1) : LN_MVE(1, 2);
     return nb == 0 ? LN_MVE(0, 0) : nb == 1 ? LN_MVE(0, 1) : LN_MVE(0, 2);
@@ -499,16 +605,22 @@ static __attribute__((noinline)) int32_t ln_mve_rows(const int8_t *xr, int32_t D
 }
 #endif
 
-/* One row (in ln_arm_ok's range); returns 0 (having written nothing) for a row outside the division's range. */
-static int ln_row_arm(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
-                      const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok,
-                      int8_t *yr) {
+/* One row (in ln_arm_ok's range; X16: an int16 row xh in ln_arm_ok_x16's); returns 0 (having written nothing) for
+ * a row outside the division's range. */
+static inline __attribute__((always_inline)) int ln_row_arm_any(const int8_t *xr, const int16_t *xh, int32_t D,
+                                                                int32_t in_zp, const int8_t *in_shift,
+                                                                const int32_t *gamma_mul, const int64_t *beta_bias,
+                                                                int64_t eps, int32_t out_zp, int32_t out_shift,
+                                                                int short_ok, int8_t *yr, const int X16) {
     int32_t S, xmin, xmax, c = 0;
     int64_t sq, sigma, maxd;
     uint64_t hL;
     tq_div32 dv;
     int e, s, L;
-    ln_arm_sums(xr, D, in_zp, in_shift, &S, &sq, &xmin, &xmax);
+    if (X16)
+        ln_arm_sums_x16(xh, D, &S, &sq, &xmin, &xmax);
+    else
+        ln_arm_sums(xr, D, in_zp, in_shift, &S, &sq, &xmin, &xmax);
     sigma = ln_sigma(S, sq, D, eps, &e);
     s = TQ_NORM_FRAC_BITS + e;
     maxd = (int64_t)D * xmax - S;
@@ -522,19 +634,34 @@ static int ln_row_arm(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *
     hL = (uint64_t)(sigma >> 1) << L;
     s += L;
 #if defined(TQ_SIMD_MVE)
-    c = short_ok && out_shift >= 2 ? ln_mve_rows(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp,
-                                                 out_shift, yr)
-                                   : 0; /* then the last D % 4 channels, or all of a row it does not take */
+    c = !(short_ok && out_shift >= 2) ? 0 /* then the last D % 4 channels, or all of a row it does not take */
+        : X16 ? ln_mve_rows_x16(xh, D, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr)
+              : ln_mve_rows(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr);
 #endif
+#define LN_ARM_OUT(SHORT, HIGH)                                                                                        \
+    ln_arm_out(xr, xh, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, SHORT, HIGH, \
+               X16)
     if (short_ok && s >= 32)
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 1, 1);
+        LN_ARM_OUT(1, 1);
     else if (short_ok)
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 1, 0);
+        LN_ARM_OUT(1, 0);
     else if (s >= 32)
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 0, 1);
+        LN_ARM_OUT(0, 1);
     else
-        ln_arm_out(xr, D, in_zp, in_shift, S, s, hL, &dv, gamma_mul, beta_bias, out_zp, out_shift, yr, c, 0, 0);
+        LN_ARM_OUT(0, 0);
+#undef LN_ARM_OUT
     return 1;
+}
+
+static int ln_row_arm(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
+                      const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok,
+                      int8_t *yr) {
+    return ln_row_arm_any(xr, NULL, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, short_ok, yr, 0);
+}
+
+static int ln_row_arm_x16(const int16_t *xh, int32_t D, const int32_t *gamma_mul, const int64_t *beta_bias,
+                          int64_t eps, int32_t out_zp, int32_t out_shift, int short_ok, int8_t *yr) {
+    return ln_row_arm_any(NULL, xh, D, 0, NULL, gamma_mul, beta_bias, eps, out_zp, out_shift, short_ok, yr, 1);
 }
 #endif
 
@@ -577,6 +704,25 @@ void tq_layernorm_2s(const int8_t *x, int32_t rows, int32_t D, int32_t in_zp, co
             continue;
 #endif
         ln_row_ref(xr, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr);
+    }
+}
+
+/* TSPTQ_LAYERNORM_2S_I16's int16 input (the NPU variant's int16 residual stream): tq_layernorm_2s with x_c = q_c
+ * (zero point 0, every in_shift 0), |q_c| <= 2^15; the bounds of the file's head hold (ln_arm_ok_x16). */
+void tq_layernorm_2s_x16(const int16_t *x, int32_t rows, int32_t D, const int32_t *gamma_mul,
+                         const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *y) {
+    int32_t r;
+#if defined(TQ_SIMD_DSP)
+    const int fast = ln_arm_ok_x16(D, eps, out_shift);
+    const int short_ok = fast && ln_short_ok(D, beta_bias, out_shift);
+#endif
+    for (r = 0; r < rows; r++) {
+        const int16_t *xr = x + (ptrdiff_t)r * D;
+        int8_t *yr = y + (ptrdiff_t)r * D;
+#if defined(TQ_SIMD_DSP)
+        if (fast && ln_row_arm_x16(xr, D, gamma_mul, beta_bias, eps, out_zp, out_shift, short_ok, yr)) continue;
+#endif
+        ln_row_ref_x16(xr, D, gamma_mul, beta_bias, eps, out_zp, out_shift, yr);
     }
 }
 

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--npu", choices=("ethos-u",), default=None,
                     help="--build-only on a board with an NPU ([npu] in its target.toml): also lower the NPU variant, "
                          "compile it with Vela (the board's settings) and check Vela's SRAM and flash figures")
+    ap.add_argument("--residual", choices=("code", "int16"), default="code",
+                    help="with --npu: the NPU variant's residual stream, as tsptq export --npu --residual (int16: the "
+                         "residual adds builtin int16 ADDs on the NPU)")
     add_board_args(ap)
     return ap
 
@@ -102,6 +105,8 @@ def main(argv=None) -> int:
                 if args.npu and not args.build_only:
                     raise TsptqError("--npu checks the NPU variant's fit with --build-only (tsptq export --npu "
                                      "ethos-u writes it)")
+                if args.residual != "code" and not args.npu:
+                    raise TsptqError("--residual applies to --npu only")
                 if args.build_only:
                     return _build_only(args, opts)
                 report = deploy(source_from_args(args), opts)
@@ -120,7 +125,7 @@ def main(argv=None) -> int:
 def _build_only(args, opts) -> int:
     from tsptq.deploy.pipeline import build_only, format_fit_table
 
-    report = build_only(source_from_args(args), opts, npu=args.npu)
+    report = build_only(source_from_args(args), opts, npu=args.npu, residual16=args.residual == "int16")
     print(f"{report['target']}: {report['model']} {report['method']} {report['bits']}, model by {report['delivery']}")
     print(format_fit_table(report["fit"]))
     fw = report["firmware"]

@@ -147,8 +147,8 @@ def cmd_export(args) -> int:
 
     if args.npu:
         return export_npu_variant(args)
-    if args.pv_on_cpu or args.accelerator:
-        raise TsptqError("--pv-on-cpu and --accelerator apply to --npu only")
+    if args.pv_on_cpu or args.accelerator or args.residual != "code":
+        raise TsptqError("--pv-on-cpu, --accelerator and --residual apply to --npu only")
     if args.method == "tflite-converter":
         return export_stock(args)
     from tsptq.intmodel.integer import build
@@ -173,7 +173,7 @@ def export_npu_variant(args) -> int:
     check_npu_request(args.npu, args.method, args.bits, args.accelerator)  # before any calibration
     src = source_from_args(args)
     res = export_npu(src, args.out, args.npu, args.accelerator, progress=not args.quiet,
-                     split_pv=not args.pv_on_cpu)
+                     split_pv=not args.pv_on_cpu, residual16=args.residual == "int16")
     from tsptq.quant.methods import get_method
 
     if src.method != "fp32" and get_method(src.method).softmax == "uniform":  # a plain int8 BATCH_MATMUL
@@ -181,6 +181,8 @@ def export_npu_variant(args) -> int:
     else:
         pv = ("attention x V kept on the CPU" if args.pv_on_cpu
               else "attention x V as two int8 BATCH_MATMULs with int32 outputs")
+    if args.residual == "int16":
+        pv += "; an int16 residual stream, its adds builtin int16 ADDs"
     print(f"{res.path}: {res.size:,} bytes, the NPU variant ({args.npu}: every FC a builtin FULLY_CONNECTED, {pv}; "
           f"{src.method} {src.bits}, calibrated on {src.calib_images} images)")
     if res.report is None:
@@ -416,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --npu: keep attention x V of a two-scale softmax code as a TSPTQ_BMM_2S custom op "
                          "on the CPU instead of splitting it into two int8 BATCH_MATMULs (the same bytes; "
                          "cifar10-vit: 94.4%% of its MACs on the NPU, not 100%%)")
+    ex.add_argument("--residual", choices=("code", "int16"), default="code",
+                    help="with --npu: the residual stream (every LayerNorm input) as the default file's 8-bit code "
+                         "(code: the default file's bytes; the adds of a two-scale residual code are TSPTQ_* ops on "
+                         "the CPU) or as int16 on a finer step (int16: every residual add a builtin int16 ADD on the "
+                         "NPU; no longer the default file's bytes, docs/npu.md)")
     ex.add_argument("--quiet", action="store_true", help="no progress bars")
     ex.set_defaults(fn=cmd_export)
 

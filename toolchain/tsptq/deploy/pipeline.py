@@ -440,11 +440,12 @@ def format_fit_table(fit: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_only(src: Source, opts: BoardOptions, npu: str | None = None) -> dict:
+def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual16: bool = False) -> dict:
     """``tsptq-deploy --build-only``: quantize ``src``, check that the model and its arena fit the board (and with
     ``npu``, that the NPU variant lowered from the same quantization, compiled by Vela with the target's ``[npu]``
-    settings, fits its NPU memories), then build the firmware (the model baked in for a microcontroller). Nothing is
-    started. A model that does not fit is refused in one line before anything is built."""
+    settings, fits its NPU memories; ``residual16``: the variant with an int16 residual stream), then build the
+    firmware (the model baked in for a microcontroller). Nothing is started. A model that does not fit is refused in
+    one line before anything is built."""
     from tsptq.deploy.targets import load_target, program_sizes
     from tsptq.intmodel.integer import build
     from tsptq.tflite.writer import to_tflite
@@ -453,6 +454,8 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None) -> dict:
     if opts.runtime != "tsptq":
         raise TsptqError("--build-only builds the tsptq device program (--runtime tsptq)")
     board_npu = target.extra.get("npu")
+    if residual16 and npu is None:
+        raise TsptqError("an int16 residual stream is a form of the NPU variant (--npu ethos-u) only")
     if npu is not None and (not board_npu or board_npu.get("target") != npu):
         raise TsptqError(f"--npu {npu}: target {target.name} has no {npu} NPU (its target.toml has no matching "
                          "[npu] table)")
@@ -484,7 +487,7 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None) -> dict:
               f"{board_npu['system_config']}, {board_npu['memory_mode']})", opts.quiet)
         with tempfile.TemporaryDirectory(prefix="tsptq-fit-") as tmp:
             staged = Path(tmp) / f"{target.name}-npu.tflite"
-            staged.write_bytes(to_tflite(lower(qm, npu=True)))
+            staged.write_bytes(to_tflite(lower(qm, npu=True, residual16=residual16)))
             report = compile_report(staged, board_npu["accelerator"], board_npu["system_config"],
                                     board_npu["memory_mode"])
         rows += npu_fit_rows(board_npu, report)

@@ -47,15 +47,19 @@ class Source:
 
 
 def build(src: Source, progress: bool = True, npu: bool = False,
-          split_pv: bool = True) -> tuple[IntModel, QuantizedViT]:
+          split_pv: bool = True, residual16: bool = False) -> tuple[IntModel, QuantizedViT]:
     """Calibrate, quantize and lower: the in-memory integer model and the simulator it was lowered from. ``npu``,
-    ``split_pv``: lower to the NPU variant (``tsptq.intmodel.lower.lower(qm, npu=True, split_pv=...)``)."""
+    ``split_pv``, ``residual16``: lower to the NPU variant (``tsptq.intmodel.lower.lower(qm, npu=True, ...)``)."""
     from tsptq.model.checkpoint import resolve_model
     from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
 
     src.validate()
+    if residual16 and not npu:
+        from tsptq.errors import TsptqError
+
+        raise TsptqError("an int16 residual stream is a form of the NPU variant (--npu ethos-u) only")
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
     if npu:
         from tsptq.intmodel.lower import require_npu_config
@@ -64,7 +68,7 @@ def build(src: Source, progress: bool = True, npu: bool = False,
     calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
                                calib_folder=src.calib_folder)
     qm = quantize(model, calib, src.method, src.bits, progress=progress)
-    im = lower(qm, npu=True, split_pv=split_pv) if npu else lower(qm)
+    im = lower(qm, npu=True, split_pv=split_pv, residual16=residual16) if npu else lower(qm)
     im.metadata["source"] = src.to_dict()
     return im, qm
 

@@ -149,14 +149,16 @@ def add_params(a_scale, b_scale, out_scale, left_shift: int = 20) -> np.ndarray:
     return rows
 
 
-def add(a, a_zp, b, b_zp, params, out_zp, left_shift: int = 20):
-    """TFLite's int8 ADD; ``params`` (6, C) per channel (C = 1 for the builtin: one column broadcast)."""
+def add(a, a_zp, b, b_zp, params, out_zp, left_shift: int = 20, dtype=np.int8):
+    """TFLite's int8 ADD; ``params`` (6, C) per channel (C = 1 for the builtin: one column broadcast). With
+    ``left_shift`` 15 and ``dtype`` int16 (zero points 0) it is TFLite's general int16 ADD (``pot_scale_int16`` off):
+    |x| << 15 < 2^31, and the same rescalings."""
     a_mult, a_shift, b_mult, b_shift, o_mult, o_shift = params
     sa = rounding_divide_by_pot(saturating_rounding_doubling_high_mul((a.astype(np.int64) - a_zp) << left_shift,
                                                                       a_mult), -a_shift)
     sb = rounding_divide_by_pot(saturating_rounding_doubling_high_mul((b.astype(np.int64) - b_zp) << left_shift,
                                                                       b_mult), -b_shift)
-    return requantize(sa + sb, o_mult, o_shift, out_zp)
+    return requantize(sa + sb, o_mult, o_shift, out_zp, dtype)
 
 
 # --- the two-scale ops -----------------------------------------------------------------------------------------------
@@ -324,7 +326,8 @@ def requantize_same_scale(x, in_zp: int, out_zp: int, dtype) -> np.ndarray:
 
 def layernorm_2s_i16(x, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, out_ch_shift):
     """TSPTQ_LAYERNORM_2S_I16: TSPTQ_LAYERNORM_2S's int8 output code y_c, decoded onto the output code's base scale
-    as int16: (y_c - out_zp) << out_ch_shift_c (|value| <= 255 << 7 < 2^15)."""
+    as int16: (y_c - out_zp) << out_ch_shift_c (|value| <= 255 << 7 < 2^15). ``x`` is the int8 code of the residual
+    stream, or with ``residual16`` its int16 value (in_zp 0, every in_shift 0: x_c itself, |x_c| <= 2^15)."""
     y = layernorm_2s(x, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift)
     return ((y.astype(np.int64) - out_zp) << out_ch_shift.astype(np.int64)).astype(np.int16)
 

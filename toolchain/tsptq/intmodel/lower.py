@@ -118,6 +118,17 @@ def _max_operand(t: Tensor) -> int:
     return 255
 
 
+def residual16_scale(q, channels: int) -> float:
+    """The int16 step of a residual-stream (or branch) point under ``residual16``: the finest that holds the point's
+    8-bit code's whole range, |real| <= step * 32767 (float32). A uniform code's range is scale * (q - zp) for q in
+    -128..127; an O-2SF code's widest channel has the step base * 2^max(shift)."""
+    _, quant = code_params(q, channels)
+    zp = int(quant.zero_point[0])
+    units = max(128 + zp, 127 - zp)  # the largest |q - zp|
+    step = float(np.max(quant.scale.astype(np.float64)))
+    return float(np.float32(step * units / 32767.0))
+
+
 def _i16(scale: float) -> QuantParams:
     """An int16 tensor's quantization: one scale, zero point 0 (TFLite's int16 activations are symmetric)."""
     return QuantParams(np.array([scale], np.float32), np.zeros(1, np.int64))
@@ -355,9 +366,10 @@ class _NpuBuilder(_Builder):
     that change (the FCs, the LayerNorm and GELU outputs, the residual adds of int16 branches, attention x V of a V-2SF
     P, the patch-token mean of the int16 final norm); everything else is the default lowering's."""
 
-    def __init__(self, qm: QuantizedViT, split_pv: bool = True):
+    def __init__(self, qm: QuantizedViT, split_pv: bool = True, residual16: bool = False):
         super().__init__(qm)
         self.split_pv = split_pv  # P x V of a V-2SF P as two int8 BATCH_MATMULs with int32 outputs (else TSPTQ_BMM_2S)
+        self.residual16 = residual16  # the residual stream and the branches int16, the residual adds builtin ADDs
         self.code_of: dict[int, QuantParams] = {}  # int16 FC outputs -> the O-2SF code they stand for
 
     def _splits_pv(self) -> bool:
@@ -368,9 +380,38 @@ class _NpuBuilder(_Builder):
                                 zp_free=self._split_values(out_point))
 
     def residual_add(self, a: int, b: int, out_point: str, shape) -> int:
+        if self.residual16:
+            return self._residual_add_i16(a, b, out_point, shape)
         if self.t(b).dtype == "int16":
             return self._residual_add_npu(a, b, out_point, shape)
         return super().residual_add(a, b, out_point, shape)
+
+    def _residual_add_i16(self, a: int, b: int, out_point: str, shape) -> int:
+        """``residual16``: the residual stream is an int16 tensor (zero point 0) on the finest step that covers its
+        code's range (``residual16_scale``), and the add a builtin int16 ADD (LiteRT's general form: left shift 15,
+        one rescaling per operand and one for the sum, ``pot_scale_int16`` off). An int8 operand (the patch embedding's
+        code, the position embedding) becomes int16 on its own scale first, exactly."""
+        ops = [self._as_i16(x, f"{out_point}.operand{j}") for j, x in enumerate((a, b))]
+        y = self.add(out_point, shape, "int16", _i16(residual16_scale(self.qm.acts[out_point], shape[-1])))
+        scales = [float(self.t(i).quant.scale[0]) for i in (*ops, y)]
+        if 2 * max(scales[:2]) >= (1 << 15) * scales[2]:  # TFLite's output multiplier must stay below 1
+            raise QuantizationError(f"--residual int16: {out_point}: its operands' steps are too coarse for its "
+                                    "int16 step (the int16 ADD's output multiplier would reach 1)")
+        return self.op("ADD", ops, y, pot_scale_int16=False)
+
+    def _as_i16(self, x: int, name: str) -> int:
+        """An int16 operand with zero point 0 holding the same values: int16 as it is, a per-tensor int8 code q as
+        q - zp on its scale (a QUANTIZE for an activation, the values themselves for a constant)."""
+        xt = self.t(x)
+        if xt.dtype == "int16":
+            return x
+        if xt.dtype != "int8" or xt.quant.details is not None or xt.n_scales != 1:
+            raise QuantizationError(f"--npu: {xt.name}: an int16 residual stream needs a per-tensor int8 operand here")
+        if xt.data is not None:  # the constant itself becomes int16 (its only reader is this add)
+            self.tensors[x] = Tensor(xt.name, xt.shape, "int16", _i16(_unit(xt)),
+                                     (xt.data.astype(np.int64) - int(xt.zp)).astype(np.int16))
+            return x
+        return self.op("QUANTIZE", [x], self.add(f"{name}.i16", xt.shape, "int16", _i16(_unit(xt))))
 
     def _layernorm_op(self, norm: str, ins: list, y: int, **options) -> int:
         """The output code decoded onto its base scale, int16: (y_c - zp) << k_c (O-2SF: base scale s; uniform: its
@@ -428,7 +469,8 @@ class _NpuBuilder(_Builder):
             raise QuantizationError(f"--npu: {name}: a split attention x V needs a uniform V code, not {out_kind}")
         if out_kind not in ("uniform", "ChannelPow2"):
             raise QuantizationError(f"--npu: {name}: no NPU form for a {out_kind} output code")
-        if xt.dtype == "int8" and xt.quant.details is None and out_kind == "uniform":
+        branch16 = self.residual16 and out_point.startswith("blocks.") and out_point.endswith((".proj", ".fc2"))
+        if xt.dtype == "int8" and xt.quant.details is None and out_kind == "uniform" and not branch16:
             wi = self.add(f"{name}.weight", codes.shape, "int8",
                           QuantParams(w_scale, np.zeros(len(w_scale), np.int64), axis=0), codes)
             bi = self.add(f"{name}.bias", bias.shape, "int32",
@@ -442,7 +484,7 @@ class _NpuBuilder(_Builder):
             raise QuantizationError(f"--npu: {name}: no NPU form for a {xt.quant.kind} input code "
                                     "(its producer has no int16 decoded output)")
         unit = float(xt.quant.scale[0])
-        if out_kind == "ChannelPow2":  # fold the output code's channel steps 2^k_o into the weight scales
+        if out_kind == "ChannelPow2" and not branch16:  # fold the output code's channel steps 2^k_o into the weights
             shifts = out_q.shifts.numpy().astype(np.int64)
             w0 = np.broadcast_to(w_scale, shifts.shape).astype(np.float64)
             w_scale = np.ldexp(w0, -shifts).astype(np.float32)
@@ -453,6 +495,13 @@ class _NpuBuilder(_Builder):
         bi = self.add(f"{name}.bias", bias.shape, "int64",
                       QuantParams((np.float32(unit) * w_scale).astype(np.float32), np.zeros(len(w_scale), np.int64)),
                       bias.astype(np.int64))
+        if branch16:  # an int16 branch for the int16 ADD: input scale * 2^j, the finest such step covering the code
+            # The FC's real multipliers are then w_scale * 2^-j, exact in float32, so its 31-bit multipliers are exact
+            # too: LiteRT's reference 16x8 FULLY_CONNECTED, which multiplies by the real multiplier in double
+            # (docs/integer-semantics.md), and the integer model's requant1 give the same value, ties included.
+            j = math.ceil(math.log2(residual16_scale(out_q, out_shape[-1]) / unit))
+            y16 = self.add(out_point, out_shape, "int16", _i16(float(np.ldexp(np.float32(unit), j))))
+            return self.op("FULLY_CONNECTED_16X8", [x, wi, bi], y16, keep_num_dims=True)
         if out_kind == "uniform":
             y16 = self.add(f"{name}.out16", out_shape, "int16", _i16(float(out_q.scale)))
             self.op("FULLY_CONNECTED_16X8", [x, wi, bi], y16, keep_num_dims=True)
@@ -508,8 +557,8 @@ class _NpuBuilder(_Builder):
 
 
 # the 'variant' of the metadata: FCs and attention x V's products as builtins; LayerNorm, Softmax, GELU, the residual
-# adds, the sum of attention x V's two products, the patch-token mean of a token+avg head (and attention x V with
-# split_pv=False) still TSPTQ_* ops
+# adds (builtin int16 ADDs with residual16, recorded as the metadata's 'residual'), the sum of attention x V's two
+# products, the patch-token mean of a token+avg head (and attention x V with split_pv=False) still TSPTQ_* ops
 NPU_VARIANT = "npu-ethos-u-step1"
 
 
@@ -537,18 +586,22 @@ def require_npu_variant(qm: QuantizedViT) -> None:
                                 "yet (use tsptq or minmax)")
 
 
-def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntModel:
+def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True, residual16: bool = False) -> IntModel:
     """The integer model of a fitted quantization (W<=8, A8). ``npu``: the NPU variant (``tsptq export --npu
     ethos-u``), W8A8 only: every FC a builtin FULLY_CONNECTED (16x8 where a two-scale code feeds it), the two-scale
     producers writing the decoded int16 value (docs/integer-semantics.md "The NPU variant"). ``split_pv`` (NPU variant
     only, ignored otherwise): attention x V of a V-2SF softmax as two int8 x int8 -> int32 BATCH_MATMULs summed by
-    TSPTQ_PV_SUM_2S (else the custom TSPTQ_BMM_2S, on the CPU: ``--pv-on-cpu``)."""
+    TSPTQ_PV_SUM_2S (else the custom TSPTQ_BMM_2S, on the CPU: ``--pv-on-cpu``). ``residual16`` (NPU variant only):
+    the residual stream and the branch outputs int16 per tensor, the residual adds builtin int16 ADDs (``--residual
+    int16``; not the default file's bytes: a finer residual stream)."""
     cfg = qm.graph.cfg
     if qm.method == "fp32" or not qm.acts:
         raise QuantizationError("fp32 has no integer model: pick a quantization method")
     if qm.a_bits != 8:
         raise QuantizationError(f"the integer model and the .tflite file hold 8-bit activations; A{qm.a_bits} "
                                 "is simulated only")
+    if residual16 and not npu:
+        raise QuantizationError("an int16 residual stream is a form of the NPU variant (--npu ethos-u) only")
     if isinstance(qm.graph, SwinGraph):  # the same steps, its own graph (tsptq.intmodel.lower_swin)
         from tsptq.intmodel.lower_swin import lower_swin
 
@@ -557,7 +610,7 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntMode
         raise QuantizationError("distilled DeiT models (two heads) have no integer export yet")
     if npu:
         require_npu_variant(qm)
-    b = _NpuBuilder(qm, split_pv) if npu else _Builder(qm)
+    b = _NpuBuilder(qm, split_pv, residual16) if npu else _Builder(qm)
     H, D, hd, p = cfg.num_heads, cfg.embed_dim, cfg.head_dim, cfg.patch_size
     gh, gw = cfg.img_size // p, cfg.img_size // p
     n_prefix = qm.graph.consts["prefix"].shape[1]
@@ -630,4 +683,6 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True) -> IntMode
             "config": cfg.to_dict()}
     if npu:
         meta["variant"] = NPU_VARIANT
+        if residual16:
+            meta["residual"] = "int16"
     return IntModel(b.tensors, b.ops, [x], [out], meta)

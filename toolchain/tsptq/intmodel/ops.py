@@ -129,10 +129,18 @@ def _batch_matmul(model, op, v):
 
 def _add(model, op, v):
     a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
-    if y.dtype == "int16":  # the NPU variant: int16 operands of one scale, zero point 0 (an exact sum)
-        if not a.quant.scale[0] == b.quant.scale[0] == y.quant.scale[0] or a.zp or b.zp or y.zp:
-            raise ModelFileError(f"ADD {y.name!r}: the integer model defines int16 ADD between equal scales, "
-                                 "zero point 0, only")
+    if y.dtype == "int16":  # the NPU variant: zero points 0
+        if a.dtype != "int16" or b.dtype != "int16" or a.zp or b.zp or y.zp:
+            raise ModelFileError(f"ADD {y.name!r}: an int16 ADD takes int16 operands, every zero point 0")
+        if not op.options.get("pot_scale_int16", True):  # TFLite's general int16 form, any scales
+            if 2.0 * max(float(a.quant.scale[0]), float(b.quant.scale[0])) >= (1 << 15) * float(y.quant.scale[0]):
+                raise ModelFileError(f"ADD {y.name!r}: the int16 ADD's output multiplier is not below 1")
+            params = K.add_params(a.quant.scale[:1], b.quant.scale[:1], y.quant.scale[:1], left_shift=15)
+            return K.add(v[0], 0, v[1], 0, params, 0, left_shift=15, dtype=np.int16)
+        if not a.quant.scale[0] == b.quant.scale[0] == y.quant.scale[0]:
+            # with pot_scale_int16 on, LiteRT takes another form for scales near powers of two: not defined here
+            raise ModelFileError(f"ADD {y.name!r}: the integer model defines int16 ADD between equal scales, or "
+                                 "with pot_scale_int16 off, only")
         return K.add_i16_equal_scales(v[0], v[1])
     params = K.add_params(a.quant.scale[:1], b.quant.scale[:1], y.quant.scale[:1])
     return K.add(v[0], a.zp, v[1], b.zp, params, y.zp)
@@ -466,6 +474,9 @@ def _quantize(model, op, v):
 
 def _layernorm_2s_i16(model, op, v):
     o = op.options
+    if _t(model, op, 0).dtype == "int16" and (o["in_zp"] or np.any(v[1])):  # the int16 residual stream: x_c itself
+        raise ModelFileError(f"TSPTQ_LAYERNORM_2S_I16 {_t(model, op, 0, out=True).name!r}: an int16 input takes "
+                             "in_zp 0 and every in_shift 0")
     return K.layernorm_2s_i16(v[0], o["in_zp"], v[1], v[2], v[3], o["eps"], o["out_zp"], o["out_shift"], v[4])
 
 

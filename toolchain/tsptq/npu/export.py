@@ -5,7 +5,8 @@ The variant (``tsptq.intmodel.lower.lower(qm, npu=True)``, docs/integer-semantic
 multiply-accumulate op a TFLite builtin that Vela maps to an Ethos-U55 (FULLY_CONNECTED, 16x8 where a two-scale
 code feeds it; attention x V as two int8 BATCH_MATMULs with int32 outputs, summed and requantized once by
 ``TSPTQ_PV_SUM_2S`` on the CPU, or a ``TSPTQ_BMM_2S`` custom op with ``split_pv=False``: the same bytes either way);
-LayerNorm, Softmax, GELU and the residual adds stay ``TSPTQ_*`` custom ops on the CPU for now. Files written next to
+LayerNorm, Softmax and GELU stay ``TSPTQ_*`` custom ops on the CPU for now, and so do the adds of a two-scale
+residual code unless ``residual16`` makes the residual stream int16 (builtin int16 ADDs). Files written next to
 ``out`` (``model.tflite``), all or none:
 
 - ``model.tflite``: the variant;
@@ -64,10 +65,12 @@ def check_npu_request(target: str, method: str, bits: str, accelerator: str | No
 
 
 def export_npu(src, out: str | Path, target: str = "ethos-u", accelerator: str | None = None,
-               progress: bool = True, run_vela: bool = True, split_pv: bool = True) -> NpuExport:
+               progress: bool = True, run_vela: bool = True, split_pv: bool = True,
+               residual16: bool = False) -> NpuExport:
     """Calibrate, quantize, lower to the NPU variant, write it, and run Vela on it when it is installed.
     ``split_pv=False`` keeps attention x V of a V-2SF probability code as TSPTQ_BMM_2S on the CPU (the same bytes,
-    fewer MACs on the NPU: docs/npu.md)."""
+    fewer MACs on the NPU: docs/npu.md). ``residual16``: the residual stream int16 and its adds builtin int16 ADDs
+    on the NPU (a finer residual stream: not the default file's bytes)."""
     import json
     import tempfile
 
@@ -78,7 +81,7 @@ def export_npu(src, out: str | Path, target: str = "ethos-u", accelerator: str |
 
     check_npu_request(target, src.method, src.bits, accelerator)
     src.validate()
-    im, _ = build(src, progress=progress, npu=True, split_pv=split_pv)
+    im, _ = build(src, progress=progress, npu=True, split_pv=split_pv, residual16=residual16)
     out = Path(out)
     data = to_tflite(im)
     items = [(out, data)]

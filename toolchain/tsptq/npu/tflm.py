@@ -92,6 +92,19 @@ def check_wheel(version: str | None = None) -> None:
                         f"reinstall tflite-micro=={PINNED_VERSION}")
 
 
+def unavailable_reason() -> str | None:
+    """Why TFLM cannot run tsptq's ops here, in one line (the wheel missing or another version, no C compiler for
+    the ops library), or None."""
+    from tsptq.runtime import c_build
+
+    found = wheel_version()
+    if found is None:
+        return f"tflite-micro is not installed ({INSTALL_HINT})"
+    if found != PINNED_BUILD:
+        return f"tflite-micro {found} is installed, not the pinned {PINNED_BUILD}"
+    return None if c_build.have_compiler() else "no C compiler for the TFLM ops library"
+
+
 def _has(lib, name: str) -> bool:
     try:
         lib[name]
@@ -377,8 +390,8 @@ def file_metadata(m) -> dict:
 def file_int_model(data: bytes, name: str, m=None, progress: bool = False):
     """(IntModel, how): the Python integer model of the file ``data``. A file the reader takes (``parse_tflite``) is
     read. An NPU variant is not (the reader refuses int16 tensors): its model is rebuilt from the source recorded in
-    its metadata (``build(src, npu=True, split_pv=...)``, a calibration) and used only if it writes the file's bytes
-    exactly; otherwise ``TflmError``."""
+    its metadata (``build(src, npu=True, split_pv=..., residual16=...)``, a calibration) and used only if it writes
+    the file's bytes exactly; otherwise ``TflmError``."""
     from tsptq.errors import ModelFileError, UnsupportedOpError
     from tsptq.npu.graph_ops import count_types, graph_ops, parse_model
     from tsptq.tflite.reader import parse_tflite
@@ -410,7 +423,7 @@ def file_int_model(data: bytes, name: str, m=None, progress: bool = False):
               file=sys.stderr)
     what = f"{src.model or src.checkpoint}, {src.method} {src.bits}, {src.calib_images} calibration images"
     try:
-        im, _ = build(src, progress=progress, npu=True, split_pv=split)
+        im, _ = build(src, progress=progress, npu=True, split_pv=split, residual16=meta.get("residual") == "int16")
     except (TsptqError, OSError, TypeError, ValueError, AttributeError) as e:  # a recorded field of the wrong kind
         raise TflmError(f"{name}: cannot rebuild the variant's integer model from its recorded source ({what}): "
                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -52,7 +52,17 @@ def _builtin_options(kind: str, o: dict):
         opt.newShape = list(o["new_shape"])
     elif kind == "CONCATENATION":
         opt.axis = o["axis"]
+    elif kind == "ADD":  # the schema's default is on; off: LiteRT's general int16 ADD whatever the scales
+        opt.potScaleInt16 = bool(o.get("pot_scale_int16", True))
     return spec.options_type, opt
+
+
+def _op_version(op, spec) -> int:
+    """The builtin's operator-code version: the op spec's, except TFLite's general int16 ADD (``pot_scale_int16``
+    off), which TFLite versions 3."""
+    if op.kind == "ADD" and op.options.get("pot_scale_int16", True) is False:
+        return 3
+    return spec.builtin[1]
 
 
 class _AlignedBuffer(S.BufferT):
@@ -127,17 +137,18 @@ def to_tflite(model: IntModel) -> bytes:
     for op in model.ops:
         spec = ALL_OPS.get(op.kind)
         builtin = spec is not None and not spec.custom  # any other kind is written as a custom op of that name
-        if op.kind not in code_index:
+        key = (op.kind, _op_version(op, spec) if builtin else 1)
+        if key not in code_index:
             oc = S.OperatorCodeT()
             if builtin:
-                oc.builtinCode, oc.version = spec.builtin
+                oc.builtinCode, oc.version = spec.builtin[0], key[1]
             else:
                 oc.builtinCode, oc.version, oc.customCode = S.BuiltinOperator.CUSTOM, 1, op.kind
             oc.deprecatedBuiltinCode = min(oc.builtinCode, S.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-            code_index[op.kind] = len(codes)
+            code_index[key] = len(codes)
             codes.append(oc)
         o = S.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = code_index[op.kind], list(op.inputs), list(op.outputs)
+        o.opcodeIndex, o.inputs, o.outputs = code_index[key], list(op.inputs), list(op.outputs)
         if builtin:
             o.builtinOptionsType, o.builtinOptions = _builtin_options(op.kind, op.options)
         else:
