@@ -5,8 +5,9 @@
  * TSPTQ_LAYERNORM_2S_I16, TSPTQ_GELU_2S (int16 or 8-bit table), TSPTQ_ADD_2S_I16, TSPTQ_ADD_2S, TSPTQ_PLANE_2S,
  * TSPTQ_PV_SUM_2S, TSPTQ_SOFTMAX_2S, and TSPTQ_BMM_2S (the `--pv-on-cpu` file). The arithmetic is the C runtime's
  * kernels (runtime_c/src/ops, compiled into this library: tq_layernorm_2s and, for an int16 input (the int16 residual
- * stream), tq_layernorm_2s_x16, tq_add, tq_softmax_2s_heads, tq_lookup, tq_bmm_2s); the variant-only steps (the int16 LayerNorm output, the int16 table, the branch saturation, the planes,
- * the plane sum and the int16 token mean) are variant_kernels.h's, which benchmarks/npu_cpu_steps.c times too.
+ * stream), tq_layernorm_2s_x16, tq_add, tq_softmax_2s_heads, tq_lookup, tq_bmm_2s); the variant-only steps (the int16
+ * LayerNorm output, the int16 table, the branch saturation, the planes, the plane sum and the int16 token mean) are
+ * variant_kernels.h's, which benchmarks/npu_cpu_steps.c times too.
  *
  * Registration: the Python interpreter of the wheel calls each name of `custom_op_registerers` as
  * `bool fn(tflite::PythonOpsResolver *)`; tsptq_tflm_register is that function. It finds the wheel's _runtime.so from
