@@ -9,7 +9,8 @@ variant computes the default file's bytes (in Python, and in TensorFlow Lite Mic
 
 Per model, one calibration (what ``tsptq export`` does: ``tsptq.intmodel.integer.build`` of the model's Source, below)
 lowered three ways, the NPU variant of a second quantization of the same images with a uniform Softmax output code
-(``--method tsptq-no-v2sf-softmax``: attention x V one int8 BATCH_MATMUL instead of two planes), and the stock
+(``--method tsptq-no-v2sf-softmax``: attention x V one int8 BATCH_MATMUL instead of two planes), both NPU variants
+again with an int16 residual stream (``--residual int16``: the residual adds builtin int16 ADDs), and the stock
 converter's file of the same model and calibration images:
 
 - the default tsptq file (``tsptq export``), the NPU variant (``--npu ethos-u``), the variant ``--pv-on-cpu``, and
