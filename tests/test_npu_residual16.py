@@ -53,7 +53,7 @@ def test_int16_add_is_litert_reference_byte_for_byte(sa, sb, sy):
     a[1, 1], b[1, 1] = -32768, -32768
     run = MixedRun(im)
     got = []
-    for i in range(len(a)):  # the one-op file takes two activations: MixedRun feeds image by image
+    for i in range(len(a)):  # MixedRun.run feeds one graph input; this file has two, so both are set here
         vals = {0: a[i:i + 1], 1: b[i:i + 1]}
         it = run._interpreter(0)
         for d, t in zip(it.get_input_details(), (0, 1)):
