@@ -53,41 +53,43 @@ static int64_t ln_sigma(int64_t S, int64_t sq, int32_t D, int64_t eps, int *e_ou
     return sigma < 1 ? 1 : sigma;
 }
 
-static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
-                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
+/* x_c of a row: the int8 code aligned, (q_c - zp) << k_c, or (X16) the int16 value itself. */
+static inline __attribute__((always_inline)) int64_t ln_x(const int8_t *xr, const int16_t *xh, int32_t in_zp,
+                                                          const int8_t *in_shift, int32_t c, const int X16) {
+    return X16 ? (int64_t)xh[c] : tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]);
+}
+
+/* The portable row, of an int8 code (xr) or (X16) of int16 values (xh). */
+static inline __attribute__((always_inline)) void ln_row_ref_any(const int8_t *xr, const int16_t *xh, int32_t D,
+                                                                 int32_t in_zp, const int8_t *in_shift,
+                                                                 const int32_t *gamma_mul, const int64_t *beta_bias,
+                                                                 int64_t eps, int32_t out_zp, int32_t out_shift,
+                                                                 int8_t *yr, const int X16) {
     int64_t S = 0, sq = 0, sigma;
     int32_t c;
     int e;
     for (c = 0; c < D; c++) {
-        const int64_t x = tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]);
+        const int64_t x = ln_x(xr, xh, in_zp, in_shift, c, X16);
         S += x;
         sq += x * x;
     }
     sigma = ln_sigma(S, sq, D, eps, &e);
     for (c = 0; c < D; c++) {
-        int64_t d = (int64_t)D * tq_shl64((int64_t)xr[c] - in_zp, in_shift[c]) - S;
+        int64_t d = (int64_t)D * ln_x(xr, xh, in_zp, in_shift, c, X16) - S;
         int64_t nrm = tq_div_round(tq_shl64(d, TQ_NORM_FRAC_BITS + e), sigma);
         yr[c] = tq_sat8(tq_rshift_round(nrm * gamma_mul[c] + beta_bias[c], out_shift) + out_zp);
     }
 }
 
+static void ln_row_ref(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t *in_shift, const int32_t *gamma_mul,
+                       const int64_t *beta_bias, int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
+    ln_row_ref_any(xr, NULL, D, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shift, yr, 0);
+}
+
 /* The int16 input's row (tq_layernorm_2s_x16): x_c = q_c, zero point 0, no shift. */
-static void ln_row_ref_x16(const int16_t *xr, int32_t D, const int32_t *gamma_mul, const int64_t *beta_bias,
+static void ln_row_ref_x16(const int16_t *xh, int32_t D, const int32_t *gamma_mul, const int64_t *beta_bias,
                            int64_t eps, int32_t out_zp, int32_t out_shift, int8_t *yr) {
-    int64_t S = 0, sq = 0, sigma;
-    int32_t c;
-    int e;
-    for (c = 0; c < D; c++) {
-        const int64_t x = xr[c];
-        S += x;
-        sq += x * x;
-    }
-    sigma = ln_sigma(S, sq, D, eps, &e);
-    for (c = 0; c < D; c++) {
-        int64_t d = (int64_t)D * xr[c] - S;
-        int64_t nrm = tq_div_round(tq_shl64(d, TQ_NORM_FRAC_BITS + e), sigma);
-        yr[c] = tq_sat8(tq_rshift_round(nrm * gamma_mul[c] + beta_bias[c], out_shift) + out_zp);
-    }
+    ln_row_ref_any(NULL, xh, D, 0, NULL, gamma_mul, beta_bias, eps, out_zp, out_shift, yr, 1);
 }
 
 #if defined(TQ_SIMD_VNNI) || defined(TQ_SIMD_DSP)
@@ -375,11 +377,16 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
  * floor(u / dn) is the quotient wanted. A row takes this path when max |d| 2^s + h < sigma 2^31 (so u < dn 2^31, as
  * tq_div32_q needs, and the quotient fits an int32; the bounds above make that every row but the constant ones);
  * others take ln_row_ref. */
+/* tq_layernorm_2s_x16's rows: x_c = q_c (int16, zero point 0, no shift; |x_c| <= 2^15, |x_c - x_j| < 2^16, so
+ * |S| <= 2^27, |d_c| < 2^28 still, D sum x_c^2 <= 2^54 and the variance term D^2 (the row's variance) < 2^54: the
+ * bounds above hold). */
+static int ln_arm_ok_x16(int32_t D, int64_t eps, int32_t out_shift) {
+    return D >= 1 && D <= LN_MAX_D && eps >= 0 && eps <= ((int64_t)1 << 62) && out_shift >= 0 && out_shift <= 62;
+}
+
 static int ln_arm_ok(int32_t D, int32_t in_zp, const int8_t *in_shift, int64_t eps, int32_t out_shift) {
     int32_t c = 0;
-    if (D < 1 || D > LN_MAX_D || !tq_zp_ok(in_zp) || eps < 0 || eps > ((int64_t)1 << 62) || out_shift < 0 ||
-        out_shift > 62)
-        return 0;
+    if (!ln_arm_ok_x16(D, eps, out_shift) || !tq_zp_ok(in_zp)) return 0;
 #if defined(TQ_SIMD_MVE)
     { /* Helium, 16 channels a vector: the largest shift as an unsigned byte (a negative one is 128 or more) */
         uint8x16_t m = vdupq_n_u8(0);
@@ -428,13 +435,6 @@ static inline void ln_arm_sums(const int8_t *xr, int32_t D, int32_t in_zp, const
     }
     *S = s, *sq = q2, *xmin = lo, *xmax = hi;
 #endif
-}
-
-/* tq_layernorm_2s_x16's rows: x_c = q_c (int16, zero point 0, no shift; |x_c| <= 2^15, |x_c - x_j| < 2^16, so
- * |S| <= 2^27, |d_c| < 2^28 still, D sum x_c^2 <= 2^54 and the variance term D^2 (the row's variance) < 2^54: the
- * bounds above hold). */
-static int ln_arm_ok_x16(int32_t D, int64_t eps, int32_t out_shift) {
-    return D >= 1 && D <= LN_MAX_D && eps >= 0 && eps <= ((int64_t)1 << 62) && out_shift >= 0 && out_shift <= 62;
 }
 
 /* ln_arm_sums of an int16 row: the values as they are (int16 lanes). */
