@@ -78,6 +78,8 @@ UNIFORM_P_DEFAULT = f"default {UNIFORM_P_METHOD}"
 # both variants again with an int16 residual stream (`--residual int16`); their CPU kernels are profiled in the
 # default file of their own quantization too (the LayerNorm on an int16 input is a variant-only step)
 R16, UNIFORM_P_R16 = report.R16, report.UNIFORM_P_R16
+# and both with their LayerNorms as NPU builtins (`--layernorm npu`: two row statistics per LayerNorm on the CPU)
+R16_LN, UNIFORM_P_R16_LN = report.R16_LN, report.UNIFORM_P_R16_LN
 
 
 def vela_row(name: str, path: Path, accelerator: str) -> dict:
@@ -154,7 +156,7 @@ def tflm_block(variant_cpu, variant_split, default, x: np.ndarray, want: np.ndar
     data = to_tflite(variant_cpu)
     t = tflm.TflmModel(data)
     got = run_codes(t.run, x, "TFLM (--pv-on-cpu)")
-    arith = run_codes(lambda b: tflm.run_tflm_arithmetic(variant_cpu, b), x, "integer model, TFLM's FC rounding")
+    arith = run_codes(lambda b: tflm.run_tflm_arithmetic(variant_cpu, b), x, "integer model, TFLM's rounding")
     a = t.allocations()
     try:
         tflm.TflmModel(to_tflite(variant_split))
@@ -171,13 +173,15 @@ def tflm_block(variant_cpu, variant_split, default, x: np.ndarray, want: np.ndar
             "planner": plans, "split_refused": split}
 
 
-def quantized_files(name: str, accelerator: str | None = None, uniform_p: bool = True, residual16: bool = True):
+def quantized_files(name: str, accelerator: str | None = None, uniform_p: bool = True, residual16: bool = True,
+                    layernorm_npu: bool = True):
     """(head of the result, or a refusal; Source; the model; its calibration; the tsptq files) of one model: one
     calibration, what ``tsptq export`` does, lowered the three ways, and with ``uniform_p`` the NPU variant of the
     same images quantized with ``UNIFORM_P_METHOD`` (and that quantization's default file, which the whole-model
     estimate profiles); with ``residual16`` the NPU variant (and the uniform-P one) with an int16 residual stream
-    too. The files are None when the variant refuses."""
-    from tsptq.intmodel.integer import Source
+    too, and with ``layernorm_npu`` both again with their LayerNorms on the NPU. The files are None when the variant
+    refuses."""
+    from tsptq.intmodel.integer import Source, layernorm_sigmas
     from tsptq.intmodel.lower import lower, require_npu_config
     from tsptq.model.checkpoint import resolve_model
     from tsptq.model.model_data import resolve_data
@@ -208,12 +212,17 @@ def quantized_files(name: str, accelerator: str | None = None, uniform_p: bool =
              "NPU variant, --pv-on-cpu": lower(qm, npu=True, split_pv=False)}
     if residual16:
         files[R16] = lower(qm, npu=True, residual16=True)
+        if layernorm_npu:
+            files[R16_LN] = lower(qm, npu=True, residual16=True, layernorm_npu=layernorm_sigmas(qm, calib))
     if uniform_p:
         qu = quantize(model, calib, UNIFORM_P_METHOD, src.bits, progress=True)
         files[UNIFORM_P] = lower(qu, npu=True)
         files[UNIFORM_P_DEFAULT] = lower(qu)
         if residual16:
             files[UNIFORM_P_R16] = lower(qu, npu=True, residual16=True)
+            if layernorm_npu:
+                files[UNIFORM_P_R16_LN] = lower(qu, npu=True, residual16=True,
+                                                layernorm_npu=layernorm_sigmas(qu, calib))
     for im in files.values():
         im.metadata["source"] = src.to_dict()  # as build() records it
     return head, src, model, calib, files
@@ -244,7 +253,7 @@ def bench_model(name: str, images: int | None = None, tflm_images: int | None = 
     with tempfile.TemporaryDirectory(prefix="tsptq-npu-bench-") as tmp:
         # the stock row fourth, the uniform-P variant after it (the page's order)
         for k, label in enumerate(["default tsptq", *VARIANTS, STOCK,
-                                   *(x for x in (UNIFORM_P, R16, UNIFORM_P_R16) if x in files)]):
+                                   *(x for x in (UNIFORM_P, *report.WIDE) if x in files)]):
             if label == STOCK:
                 rows.append(stock_row(model, calib, Path(tmp) / "stock.tflite", accelerator))
                 continue
@@ -293,12 +302,12 @@ def whole_model_block(name: str, files: dict, rows: list[dict], codes: np.ndarra
         return {"skipped": why}
     print(f"[npu] {name}: the whole-model estimate (QEMU)", file=sys.stderr)
     by = {row["file"]: row for row in rows}
-    same = [*VARIANTS, *([R16] if R16 in files and R16 in by else [])]  # the default file's quantization
+    same = [*VARIANTS, *(k for k in (R16, R16_LN) if k in files and k in by)]  # the default file's quantization
     m = npu_cpu.measure(files["default tsptq"], {k: files[k] for k in same}, codes, {k: by[k]["ops_cpu"] for k in same})
     out = {**npu_cpu.tool_versions(), "default_file": m["default_file"], "files": {}}
     for k in same:
         out["files"][k] = {**estimate(by[k], by.get(STOCK), m[k]["cpu_instructions"]), "by_kind": m[k]["by_kind"]}
-    uniform = [k for k in (UNIFORM_P, UNIFORM_P_R16) if k in files and k in by]
+    uniform = [k for k in (UNIFORM_P, UNIFORM_P_R16, UNIFORM_P_R16_LN) if k in files and k in by]
     if uniform:  # profiled in the default file of their own quantization
         u = npu_cpu.measure(files[UNIFORM_P_DEFAULT], {k: files[k] for k in uniform}, codes,
                             {k: by[k]["ops_cpu"] for k in uniform})
@@ -331,8 +340,9 @@ def redo_whole_model(name: str) -> dict:
         return stored
     stored_uniform_p = any(row["file"] == UNIFORM_P for row in stored["rows"])
     stored_r16 = any(row["file"] == R16 for row in stored["rows"])
+    stored_ln = any(row["file"] == R16_LN for row in stored["rows"])
     head, src, model, _, files = quantized_files(name, stored["vela"]["accelerator"], uniform_p=stored_uniform_p,
-                                                 residual16=stored_r16)
+                                                 residual16=stored_r16, layernorm_npu=stored_ln)
     if files is None:
         raise TsptqError(f"{name}: the NPU variant refuses it now: {head['refused']}")
     check_stored_files(name, files, stored["rows"])

@@ -39,13 +39,15 @@ STEPS_INCLUDE = "runtime_c/tflm"
 STEPS_FILE = "npu-cpu-steps.bin"  # npu_cpu_steps.c's STEPS_FILE, read from QEMU's working folder
 STEP_ARGS, STEP_DATA = 12, 3      # npu_cpu_steps.c's STEP_ARGS, STEP_DATA
 QEMU_TIMEOUT_S = 1800            # one run of the steps program under QEMU
-STEP_KINDS = {"ln_tail": 1, "add_sat": 2, "gelu16": 3, "plane": 4, "pv_sum": 5, "token_mean16": 6, "ln16": 7}
+STEP_KINDS = {"ln_tail": 1, "add_sat": 2, "gelu16": 3, "plane": 4, "pv_sum": 5, "token_mean16": 6, "ln16": 7,
+              "ln_neg_mean": 8, "ln_rstd": 9}
 
 # What runs for each variant CPU op (its cost key): (the default file's op kind whose kernel it shares, found by the
 # output tensor's name; the variant-only step of npu_cpu_steps.c). TSPTQ_GELU_2S with an 8-bit table (a uniform GELU
 # output) is the default op itself; with an int16 table (a V-2SF output, decoded) it is a loop of its own.
 # TSPTQ_LAYERNORM_2S_I16 on an int16 x (the int16 residual stream) has no default-file counterpart: the whole op is a
-# step (tq_layernorm_2s_x16, then the tail).
+# step (tq_layernorm_2s_x16, then the tail). The LayerNorm on the NPU (``layernorm_npu``) leaves only its two row
+# statistics on the CPU, each a step of its own.
 PARTS = {
     "TSPTQ_LAYERNORM_2S_I16": ("TSPTQ_LAYERNORM_2S", "ln_tail"),  # tq_layernorm_2s, then (y - zp) << k to int16
     "TSPTQ_LAYERNORM_2S_I16 x16": (None, "ln16"),                 # an int16 x: tq_layernorm_2s_x16, then the tail
@@ -58,6 +60,8 @@ PARTS = {
     "TSPTQ_PLANE_2S": (None, "plane"),                            # no C runtime kernel
     "TSPTQ_PV_SUM_2S": (None, "pv_sum"),                          # no C runtime kernel
     "TSPTQ_TOKEN_MEAN_I16": (None, "token_mean16"),               # no C runtime kernel
+    "TSPTQ_LN_NEG_MEAN": (None, "ln_neg_mean"),                   # no C runtime kernel
+    "TSPTQ_LN_RSTD": (None, "ln_rstd"),                           # no C runtime kernel
 }
 
 
@@ -261,8 +265,26 @@ def step_token_mean16(s: StepInputs, i: int) -> Step:
                 s.out(i).astype(np.int16).tobytes())
 
 
+def step_ln_neg_mean(s: StepInputs, i: int) -> Step:
+    """TSPTQ_LN_NEG_MEAN, the whole op: integers rows, D; array x (int16)."""
+    x = s.value(s.variant.ops[i].inputs[0])
+    rows, D = _rows(x)
+    return Step(i, "ln_neg_mean", [rows, D], [x.astype(np.int16)], s.out(i).astype(np.int16).tobytes())
+
+
+def step_ln_rstd(s: StepInputs, i: int) -> Step:
+    """TSPTQ_LN_RSTD, the whole op: integers rows, D, eps (low, high words), c; array x (int16)."""
+    op = s.variant.ops[i]
+    x = s.value(op.inputs[0])
+    rows, D = _rows(x)
+    eps_lo, eps_hi = (int(w) for w in np.array([op.options["eps"]], "<i8").view("<i4"))
+    return Step(i, "ln_rstd", [rows, D, eps_lo, eps_hi, op.options["c"]], [x.astype(np.int16)],
+                s.out(i).astype(np.int16).tobytes())
+
+
 STEP_BUILDERS = {"ln_tail": step_ln_tail, "ln16": step_ln16, "add_sat": step_add_sat, "gelu16": step_gelu16,
-                 "plane": step_plane, "pv_sum": step_pv_sum, "token_mean16": step_token_mean16}
+                 "plane": step_plane, "pv_sum": step_pv_sum, "token_mean16": step_token_mean16,
+                 "ln_neg_mean": step_ln_neg_mean, "ln_rstd": step_ln_rstd}
 
 
 def steps_for(s: StepInputs, idx: list[int]) -> list[Step]:

@@ -4,7 +4,8 @@
  *
  * Each step is the function of runtime_c/tflm/variant_kernels.h that runtime_c/tflm/tflm_ops.c runs for the op
  * (npu_cpu.py checks every step's output bytes against the Python integer model); built for the Cortex-M55 these
- * are their Helium (MVE) forms, byte-identical to the scalar ones (tests/test_mve_variant_kernels.py):
+ * are their Helium (MVE) forms, byte-identical to the scalar ones (tests/test_mve_variant_kernels.py,
+ * tests/test_ln_stats_kernels.py):
  *   1 LN_TAIL       tq_layernorm_2s_i16_tail: TSPTQ_LAYERNORM_2S_I16 after tq_layernorm_2s, (y_c - out_zp) << k_c
  *   2 ADD_SAT       tq_add_2s_i16_code: TSPTQ_ADD_2S_I16 before tq_add, the int16 branch saturated into its int8 code
  *   3 GELU16        tq_lookup_i16: TSPTQ_GELU_2S with an int16 table (the whole op)
@@ -17,6 +18,9 @@
  *                   STEPS_SOURCES). Integers rows, D, eps (low, high words), out_zp, out_shift; arrays x (int16),
  *                   gamma_mul (int32, D) then beta_bias (int64, D) in one, out_ch_shift (int8, D). Its row of codes
  *                   (D bytes) lies in the arena past the output.
+ *   8 LN_NEG_MEAN   tq_ln_neg_mean_i16: TSPTQ_LN_NEG_MEAN (the whole op). Integers rows, D; array x (int16).
+ *   9 LN_RSTD       tq_ln_rstd_i16: TSPTQ_LN_RSTD (the whole op). Integers rows, D, eps (low, high words), c; array x
+ *                   (int16).
  *
  * The steps' file (STEPS_FILE, little-endian int32 words): the number of steps, then per step STEP_ARGS words (the
  * kind, then its integers), STEP_DATA byte lengths and the data arrays themselves, each padded to 4 bytes. Output:
@@ -86,6 +90,10 @@ static int step_output_bytes(const int32_t *a, uint64_t *bytes) {
     case 7: /* rows * D int16 (and, past it, the row of codes: step_scratch_bytes) */
         n = a[1] < 0 || a[2] < 1 ? UINT64_MAX : (uint64_t)a[1] * (uint64_t)a[2] * 2u;
         break;
+    case 8: /* rows int16 (one per row of D >= 1) */
+    case 9:
+        n = a[1] < 0 || a[2] < 1 ? UINT64_MAX : (uint64_t)a[1] * 2u;
+        break;
     default:
         return 0;
     }
@@ -136,6 +144,13 @@ static void run_step(const int32_t *a, const void *const *d, void *out) {
         break;
     case 7:
         ln16(a, d, (int16_t *)out);
+        break;
+    case 8:
+        tq_ln_neg_mean_i16((const int16_t *)d[0], a[1], a[2], (int16_t *)out);
+        break;
+    case 9:
+        tq_ln_rstd_i16((const int16_t *)d[0], a[1], a[2], (int64_t)(((uint64_t)(uint32_t)a[4] << 32) | (uint32_t)a[3]),
+                       a[5], (int16_t *)out);
         break;
     default:
         break;

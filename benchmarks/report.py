@@ -565,6 +565,11 @@ UNIFORM_P_METHOD = "tsptq-no-v2sf-softmax"
 # the same two variants with an int16 residual stream (`--residual int16`: the residual adds builtin int16 ADDs)
 R16 = "NPU variant, int16 residual"
 UNIFORM_P_R16 = "NPU variant, uniform P, int16 residual"
+# and with their LayerNorms as NPU builtins too (`--layernorm npu`)
+R16_LN = "NPU variant, int16 residual, LayerNorm on the NPU"
+UNIFORM_P_R16_LN = "NPU variant, uniform P, int16 residual, LayerNorm on the NPU"
+# the forms whose bytes differ from their quantization's default file by design (a finer residual stream)
+WIDE = (R16, UNIFORM_P_R16, R16_LN, UNIFORM_P_R16_LN)
 
 
 def _npu_row(row: dict) -> str:
@@ -584,9 +589,9 @@ def _npu_checks(r: dict) -> list[str]:
     out = []
     macs = [f"{k} {100 * by[k]['npu_mac_fraction']:.1f}%, " + (
                 ("met" if by[k]["npu_mac_fraction"] >= bar else "**not met**")
-                if k in ("NPU variant", UNIFORM_P, R16, UNIFORM_P_R16)
+                if k in ("NPU variant", UNIFORM_P, *WIDE)
                 else ("also above it" if by[k]["npu_mac_fraction"] >= bar else "below it"))
-            for k in ("NPU variant", "NPU variant, --pv-on-cpu", UNIFORM_P, R16, UNIFORM_P_R16)
+            for k in ("NPU variant", "NPU variant, --pv-on-cpu", UNIFORM_P, *WIDE)
             if k in by and "skipped" not in by[k]]
     out.append(f"- **MACs on the NPU >= {100 * bar:g}%:** " + "; ".join(macs) + " (the bar is the `--npu` files'; "
                "`--pv-on-cpu` keeps attention x V on the CPU, the form TFLM loads).")
@@ -608,12 +613,14 @@ def _npu_checks(r: dict) -> list[str]:
                        f"8-bit code, so attention x V is one int8 BATCH_MATMUL): Vela {u['inference_time_s'] * 1e3:.2f}"
                        f" ms for the NPU part, {u['ops_on_cpu']} CPU ops; whole model: "
                        + (_npu_bar(uw) if uw else "not estimated") + ".")
-        for label in (R16, UNIFORM_P_R16):
+        for label in WIDE:
             g = by.get(label)
             if g and "skipped" not in g:
                 gw = r.get("whole_model", {}).get("files", {}).get(label)
+                ln = ("; `--layernorm npu`: and the LayerNorms int16 ADD, MUL and DEPTHWISE_CONV_2D on the NPU around "
+                      "two row statistics on the CPU" if label in (R16_LN, UNIFORM_P_R16_LN) else "")
                 out.append(f"- **{label}** (`--residual int16`: the residual stream int16, its adds builtin int16 "
-                           f"ADDs on the NPU): Vela {g['inference_time_s'] * 1e3:.2f} ms for the NPU part, "
+                           f"ADDs on the NPU{ln}): Vela {g['inference_time_s'] * 1e3:.2f} ms for the NPU part, "
                            f"{g['ops_on_cpu']} CPU ops; whole model: " + (_npu_bar(gw) if gw else "not estimated")
                            + ".")
     elif stock:
@@ -632,7 +639,7 @@ def _npu_checks(r: dict) -> list[str]:
         bars.append((f" Top-1 of the NPU variant: {tv:.2f}%." if t1 is not None else "")
                     + " Bar (the NPU variant within 0.2 points of the default file's top-1 and 1% of its predictions): "
                     + ("met." if ok else "**not met**."))
-    for label in (R16, UNIFORM_P_R16):  # a finer residual stream: its bytes differ by design
+    for label in WIDE:  # a finer residual stream: its bytes differ by design
         a, tv = i["vs_default"].get(label), i["top1"].get(label)
         if a is None:
             continue
@@ -669,7 +676,7 @@ def _npu_tflm(r: dict) -> list[str]:
            "| TFLM against | byte-identical images | differing values | largest difference | top-1 agreement |",
            "|---|---:|---:|---:|---:|"]
     for label, c in (("the integer model (the variant's definition)", a),
-                     ("the integer model with TFLM's FC 16x8 rounding (`run_tflm_arithmetic`)", b)):
+                     ("the integer model with TFLM's FC 16x8 rounding and int16 MUL multiplier (`run_tflm_arithmetic`)", b)):
         out.append(f"| {label} | {c['identical_images']:,} of {c['images']:,} | {c['differing_values']:,} of "
                    f"{c['values']:,} | {c['max_abs_diff_codes']} codes | {100 * c['top1_agreement']:.1f}% |")
     if a.get("top1_tflm") is not None:
@@ -738,7 +745,8 @@ def _npu_whole_notes(w: dict) -> list[str]:
             "the tensor of the same name). The variant-only step (benchmarks/npu_cpu_steps.c, on the variant's tensors "
             "of one image, each output checked against the integer model): the int16 LayerNorm output, the branch's "
             "saturation before the residual add, the int16 GELU table, P's planes and their sum, the token mean, and "
-            "with an int16 residual stream the whole LayerNorm on its int16 input (`x16`: no default-file kernel). "
+            "with an int16 residual stream the whole LayerNorm on its int16 input (`x16`: no default-file kernel), "
+            "or with the LayerNorm on the NPU its two row statistics (TSPTQ_LN_NEG_MEAN, TSPTQ_LN_RSTD). "
             "Per element: of the op's largest activation.",
             f"- Not counted: the CPU<->NPU switches ({switches}; each NPU part one call of TFLM's Ethos-U driver; "
             "Vela gives no figure for them), TFLM's per-op overhead"
@@ -758,7 +766,7 @@ def _npu_whole_model(r: dict) -> list[str]:
     return (["", f"**Whole-model estimate** (Vela's NPU part + the variant's CPU ops counted on the Cortex-M55; "
                  f"`npu.py --whole-model`, {w['date']}, {w['machine']}):", ""]
             + _npu_whole_rows(w) + [""] + _npu_whole_kinds(w) + [""]
-            + [line for label in (UNIFORM_P, R16, UNIFORM_P_R16) if label in w["files"]
+            + [line for label in (UNIFORM_P, *WIDE) if label in w["files"]
                for line in _npu_whole_kinds(w, label) + [""]]
             + _npu_whole_notes(w))
 
@@ -775,7 +783,9 @@ def render_npu(results: dict) -> list[str]:
            "tflite-converter`); and where measured, the NPU variant of a second quantization of the same images whose "
            f"Softmax output is a uniform 8-bit code (`--method {UNIFORM_P_METHOD}`, *{UNIFORM_P}*: attention x V one "
            f"int8 BATCH_MATMUL, no planes); where measured, both with an int16 residual stream (`--residual int16`, "
-           f"*{R16}*, *{UNIFORM_P_R16}*: the residual adds builtin int16 ADDs). Each compiled by Vela with the `tsptq npu-report` defaults: Ethos-U55-128, "
+           f"*{R16}*, *{UNIFORM_P_R16}*: the residual adds builtin int16 ADDs), and where measured both again with "
+           f"their LayerNorms on the NPU (`--layernorm npu`, *{R16_LN}*, *{UNIFORM_P_R16_LN}*: int16 ADD, MUL and a "
+           f"1x1 DEPTHWISE_CONV_2D around two row statistics on the CPU). Each compiled by Vela with the `tsptq npu-report` defaults: Ethos-U55-128, "
            "Ethos_U55_High_End_Embedded (500 MHz), Shared_Sram. *Estimated NPU time* is Vela's, for the NPU part "
            "only: the ops left to the CPU are not timed. Flash counts only what Vela compiled (the CPU ops' "
            "constants stay in the file). docs/npu.md explains the variant; docs/tflm.md the TFLM run.", ""]

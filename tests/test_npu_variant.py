@@ -344,7 +344,7 @@ def test_cli_refusals_are_one_line(args, message, tmp_path, capsys):
 
 def test_npu_only_options_need_npu(tmp_path, capsys):
     assert main(["export", "--pv-on-cpu", "--quiet", "--out", str(tmp_path / "m.tflite")]) == 2
-    assert "--pv-on-cpu, --accelerator and --residual apply to --npu only" in capsys.readouterr().err
+    assert "--pv-on-cpu, --accelerator, --residual and --layernorm apply to --npu only" in capsys.readouterr().err
 
 
 def test_library_refuses_what_the_variant_cannot_hold(tiny_vits):

@@ -307,6 +307,9 @@ def tiny_steps(npu_cpu) -> list:
     lo, hi = (int(w) for w in np.array([eps], "<i8").view("<i4"))
     out.append(Step(9, "ln16", [3, 5, lo, hi, -2, 46], [x16, np.concatenate([g.view(np.uint8), bb.view(np.uint8)]),
                                                         ksh], want.astype(np.int16).tobytes()))
+    # ln_neg_mean and ln_rstd: the NPU LayerNorm's row statistics of an int16 x (rows 3, D 5); eps with both words set
+    out.append(Step(11, "ln_neg_mean", [3, 5], [x16], K.ln_neg_mean(x16).astype(np.int16).tobytes()))
+    out.append(Step(12, "ln_rstd", [3, 5, lo, hi, 30], [x16], K.ln_rstd(x16, eps, 30).astype(np.int16).tobytes()))
     # token_mean16: (B, T, D) = (2, 5, 3), first 1, per-channel shifts
     x = (rng.integers(-255, 256, (2, 5, 3)) << np.array([0, 2, 7])).astype(np.int16)
     sh = np.array([0, 2, 7], np.int8)
@@ -339,7 +342,7 @@ def test_the_steps_program_checks_its_file_and_the_arena_and_says_which_step(npu
         "ends inside the step's header": raw_step(npu_cpu, 4, [4, 0, 8, 0], [4, 0, 0])[:20],
         "ends inside the step's arrays": raw_step(npu_cpu, 4, [4, 0, 8, 0], [64, 0, 0]) + bytes(4),
         "a negative array length": raw_step(npu_cpu, 4, [4, 0, 8, 0], [-8, 0, 0]),
-        "an unknown step kind": raw_step(npu_cpu, 9, [4], [0, 0, 0]),
+        "an unknown step kind": raw_step(npu_cpu, max(npu_cpu.STEP_KINDS.values()) + 1, [4], [0, 0, 0]),
         "its output does not fit the arena": raw_step(npu_cpu, 4, [target.arena_capacity + 1, 0, 8, 0], [0, 0, 0]),
         "does not fit the arena ": raw_step(npu_cpu, 4, [-1, 0, 8, 0], [0, 0, 0]),  # a negative size
     }

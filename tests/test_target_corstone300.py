@@ -130,12 +130,12 @@ def test_npu_needs_build_only_and_an_npu_board(capsys):
 
 @pytest.mark.slow
 @pytest.mark.skipif(vela.vela_version() is None, reason=f"ethos-u-vela is not importable ({vela.INSTALL_HINT})")
-@pytest.mark.parametrize("residual", ["code", "int16"])
-def test_build_only_with_the_npu_variant_prints_the_fit_table(residual, capsys):
+@pytest.mark.parametrize("residual,layernorm", [("code", "cpu"), ("int16", "cpu"), ("int16", "npu")])
+def test_build_only_with_the_npu_variant_prints_the_fit_table(residual, layernorm, capsys):
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed")
     rc = deploy_main(["--target", NAME, "--build-only", "--npu", "ethos-u", "--residual", residual,
-                      "--calib-images", "4", "--quiet"])
+                      "--layernorm", layernorm, "--calib-images", "4", "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out
     for row in ("model (.tflite)", "arena (planned + input/output/profile)", "NPU variant: Vela's SRAM",

@@ -13,7 +13,11 @@ as TFLM kernels (runtime_c/tflm/, tsptq.npu.tflm).
 - ``tsptq tflm FILE``: what it prints and writes matches a direct run; a variant's integer model is rebuilt from the
   file's recorded source only when it writes the file's bytes; refused files and a missing wheel are one-line errors;
 - benchmarks/report.py's NPU section (benchmarks/npu.py's results): the bars, a missing stock file, a skipped TFLM
-  block, a refused model.
+  block, a refused model;
+- the LayerNorm on the NPU (``layernorm_npu``): the file runs as ``run_tflm_arithmetic``, tensor for tensor;
+  TSPTQ_LN_NEG_MEAN and TSPTQ_LN_RSTD alone give the Python kernels' bytes and refuse what they do not define in one
+  line; TFLM's int16 MUL takes its multiplier from double scales (the integer model, as LiteRT, from float32 ones)
+  and wraps its left shift in 32 bits, its 1x1 DEPTHWISE_CONV_2D 16x8 is the integer model's.
 
 Skipped (with the reason) without the wheel or with another version of it, except under CI=true, where that fails.
 """
@@ -21,10 +25,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
 
+from tsptq.errors import ModelFileError
 from tsptq.data import datasets
 from tsptq.intmodel import planner
 from tsptq.intmodel.graph import IntModel, Op, QuantParams, Tensor
@@ -75,14 +81,16 @@ def _token_avg_variant(split_pv: bool = False):
 
 def test_every_custom_op_alone_gives_the_python_kernels_bytes(tiny_vits):
     """Each custom op in a file of its own, fed the integer model's inputs: the `--pv-on-cpu` file's ops, the split
-    file's P planes and plane sum (TFLM refuses that whole file at its int32 BATCH_MATMUL, not at these) and the
-    token+avg head's mean."""
+    file's P planes and plane sum (TFLM refuses that whole file at its int32 BATCH_MATMUL, not at these), the
+    token+avg head's mean and the NPU LayerNorm's two statistics."""
     from test_npu_variant import _forge_two_scale_codes
 
     cfg, graph, cal, imgs = tiny_vits(8)
     split = lower(_forge_two_scale_codes(quantize(graph, cal, "tsptq", progress=False)), npu=True)
+    from test_ln_stats_kernels import layernorm_npu_variant
+
     models = [_forged(tiny_vits), (split, split.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())),
-              _token_avg_variant()]
+              _token_avg_variant(), layernorm_npu_variant(tiny_vits)]
     checked = set()
     for im, x in models:
         _, vals = im.run(x[:2], keep=True)
@@ -100,7 +108,8 @@ def test_every_custom_op_alone_gives_the_python_kernels_bytes(tiny_vits):
                 assert got.dtype == want.dtype and np.array_equal(got.reshape(want.shape), want), op.kind
             checked.add(op.kind)
     assert checked == {"TSPTQ_ADD_2S", "TSPTQ_LAYERNORM_2S_I16", "TSPTQ_ADD_2S_I16", "TSPTQ_SOFTMAX_2S",
-                       "TSPTQ_BMM_2S", "TSPTQ_GELU_2S", "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_TOKEN_MEAN_I16"}
+                       "TSPTQ_BMM_2S", "TSPTQ_GELU_2S", "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_TOKEN_MEAN_I16",
+                       "TSPTQ_LN_NEG_MEAN", "TSPTQ_LN_RSTD"}
 
 
 def test_a_token_avg_variant_runs_in_tflm():
@@ -226,6 +235,21 @@ def test_tflm_arena_head_is_the_planners_activation_plan(tiny_vits):
     assert tflm.min_arena_size(data, hi=4 << 20) >= a.total
 
 
+def test_the_arena_search_survives_the_wheels_crash(tiny_vits, tmp_path):
+    """The pinned wheel crashes (SIGSEGV) tearing down some interpreters whose allocation failed, a 16-byte arena
+    among them: each size is tried in a child process, so such a size only counts as one TFLM does not prepare in."""
+    import subprocess
+    import sys
+
+    im, _ = _forged(tiny_vits)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(to_tflite(im))
+    crashed = subprocess.run([sys.executable, "-c", tflm._ARENA_PROBE, str(path), "16"], capture_output=True)
+    assert crashed.returncode in (3, -11)  # refused, or the crash this guards against
+    assert tflm._fits_in_child(str(path), 16) is False
+    assert tflm._fits_in_child(str(path), 4 << 20) is True
+
+
 def test_another_wheel_version_is_refused_in_one_line(monkeypatch):
     for v in ("0.dev20250101000000-gabcdef0", tflm.PINNED_VERSION, None):
         if v is None:
@@ -249,7 +273,7 @@ def test_registerer_refuses_what_is_not_the_wheels_resolver():
     assert lib.tsptq_tflm_last_error().decode() == "the resolver's vtable lies in no loaded library"
     assert tflm.op_names(lib) == ["TSPTQ_LAYERNORM_2S_I16", "TSPTQ_GELU_2S", "TSPTQ_ADD_2S_I16", "TSPTQ_ADD_2S",
                                   "TSPTQ_PLANE_2S", "TSPTQ_PV_SUM_2S", "TSPTQ_SOFTMAX_2S", "TSPTQ_BMM_2S",
-                                  "TSPTQ_TOKEN_MEAN_I16"]
+                                  "TSPTQ_TOKEN_MEAN_I16", "TSPTQ_LN_NEG_MEAN", "TSPTQ_LN_RSTD"]
 
 
 # --- `tsptq tflm FILE` -----------------------------------------------------------------------------------------------
@@ -431,3 +455,174 @@ def test_an_int16_residual_variant_runs_in_tflm_with_tflm_fc_rounding_byte_for_b
     x = im.quantize_input(datasets.to_model_input(imgs.images, cfg).numpy())
     got = tflm.TflmModel(to_tflite(im)).run(x)
     assert np.array_equal(got, tflm.run_tflm_arithmetic(im, x))
+
+
+# --- the LayerNorm on the NPU (`layernorm_npu`): TSPTQ_LN_NEG_MEAN, TSPTQ_LN_RSTD, int16 MUL, DEPTHWISE_CONV_2D 16x8 -
+
+def _qp16(scale) -> QuantParams:
+    return QuantParams(np.array([scale], np.float32), np.zeros(1, np.int64))
+
+
+def test_a_layernorm_npu_variant_runs_in_tflm_as_run_tflm_arithmetic_tensor_for_tensor(tiny_vits):
+    """Every LayerNorm as builtins around the two statistics: TFLM gives run_tflm_arithmetic's bytes, the output on
+    every image and every tensor on the first (the LayerNorms' own tensors included); against the variant's own
+    definition the differences are the FCs' and the MUL's roundings, a few codes."""
+    from test_ln_stats_kernels import layernorm_npu_variant
+
+    im, x = layernorm_npu_variant(tiny_vits)
+    kinds = Counter(o.kind for o in im.ops)
+    assert kinds["TSPTQ_LN_NEG_MEAN"] == kinds["TSPTQ_LN_RSTD"] == kinds["MUL"] == kinds["DEPTHWISE_CONV_2D_16X8"] == 3
+    assert "TSPTQ_LAYERNORM_2S_I16" not in kinds and im.metadata["layernorm"] == "npu"
+    data = to_tflite(im)
+    got = tflm.TflmModel(data).run(x)
+    assert got.dtype == np.int8 and np.array_equal(got, tflm.run_tflm_arithmetic(im, x))
+    assert np.abs(got.astype(int) - im.run(x).astype(int)).max() <= 8
+    t = tflm.TflmModel(data, arena_size=max(len(data) * 4, 16 << 20), preserve_all=True)
+    t.run(x[:1])
+    _, vals = tflm.run_tflm_arithmetic(im, x[:1], keep=True)
+    for op in im.ops:
+        i = op.outputs[0]
+        assert np.array_equal(t.tensor(i).reshape(vals[i].shape), vals[i]), (op.kind, im.tensors[i].name)
+
+
+def _stats_file(x_shape, eps: int, c: int, out_last: int = 1, x_dtype: str = "int16") -> bytes:
+    """TSPTQ_LN_NEG_MEAN and TSPTQ_LN_RSTD on one x, both outputs the graph's."""
+    out_shape = (*x_shape[:-1], out_last)
+    tensors = [Tensor("x", tuple(x_shape), x_dtype, _qp16(2.0**-8)), Tensor("neg_mean", out_shape, "int16",
+                                                                             _qp16(2.0**-8)),
+               Tensor("rstd", out_shape, "int16", _qp16(2.0**-8))]
+    ops = [Op("TSPTQ_LN_NEG_MEAN", [0], [1], {}), Op("TSPTQ_LN_RSTD", [0], [2], {"eps": eps, "c": c})]
+    return to_tflite(IntModel(tensors, ops, [0], [1, 2], {"method": "ln-stats"}))
+
+
+def test_the_ln_statistics_alone_give_the_python_kernels_bytes():
+    """TSPTQ_LN_NEG_MEAN and TSPTQ_LN_RSTD in TFLM (tflm_ops.c, the x86 build of variant_kernels.h): D 1..4096, the
+    int16 ends, constant rows, eps and c at their ends."""
+    from test_layernorm_x16 import rows_of
+    from tsptq.intmodel import kernels as K
+
+    rng = np.random.default_rng(41)
+    for D, T in ((1, 3), (7, 5), (192, 9), (4096, 2)):
+        for eps, c in ((0, 0), (0, 42), (2**62, 42), (2**62, 0), (1448, 22), (2**40, 31)):
+            t = tflm.TflmModel(_stats_file((1, T, D), eps, c))
+            for kind in (0, 1, 2, 3, 4, 7):
+                x = rows_of(rng, kind, T, D).astype(np.int16)[None]
+                t.it.set_input(x, 0)
+                t.it.invoke()
+                nm, rs = (np.asarray(t.it.get_output(k)) for k in (0, 1))
+                assert nm.dtype == rs.dtype == np.int16 and nm.shape == rs.shape == (1, T, 1)
+                assert np.array_equal(nm, K.ln_neg_mean(x)), (D, kind)
+                assert np.array_equal(rs, K.ln_rstd(x, eps, c)), (D, eps, c, kind)
+
+
+@pytest.mark.parametrize("x_shape,eps,c,out_last,x_dtype,op,why", [
+    ((1, 3, 8), 0, 43, 1, "int16", "TSPTQ_LN_RSTD", "options out of range: eps 0 (0..2^62), c 43 (0..42)"),
+    ((1, 3, 8), -1, 5, 1, "int16", "TSPTQ_LN_RSTD", "options out of range: eps -1"),
+    ((1, 3, 8), 2**62 + 1, 5, 1, "int16", "TSPTQ_LN_RSTD", "options out of range: eps 4611686018427387905"),
+    ((1, 3, 8), 0, 5, 2, "int16", "TSPTQ_LN_NEG_MEAN", "the output must have x's shape with a last axis of 1"),
+    ((1, 3, 4097), 0, 5, 1, "int16", "TSPTQ_LN_NEG_MEAN", "x's last axis (D = 4097) is outside 1..4096"),
+    ((1, 3, 8), 0, 5, 1, "int8", "TSPTQ_LN_NEG_MEAN", "x must be int16, not int8"),
+])
+def test_the_ln_statistics_refuse_what_they_do_not_define_in_one_line(x_shape, eps, c, out_last, x_dtype, op, why):
+    with pytest.raises(tflm.TflmError) as e:
+        tflm.TflmModel(_stats_file(x_shape, eps, c, out_last, x_dtype))
+    msg = str(e.value)
+    assert "\n" not in msg and f"{op}: {why}" in msg, msg
+
+
+def _mul_model(sa, sb, sy, T: int, D: int, b: np.ndarray | None = None) -> IntModel:
+    """The NPU LayerNorm's MUL alone: (1, T, D) int16 times (1, T, 1) int16 (broadcast; a constant when ``b`` is
+    given), int16 out."""
+    tensors = [Tensor("a", (1, T, D), "int16", _qp16(sa)), Tensor("b", (1, T, 1), "int16", _qp16(sb), b),
+               Tensor("y", (1, T, D), "int16", _qp16(sy))]
+    return IntModel(tensors, [Op("MUL", [0, 1], [2], {})], [0] if b is not None else [0, 1], [2], {"method": "mul"})
+
+
+def _run2(t, a, b) -> np.ndarray:
+    t.it.set_input(a, 0)
+    t.it.set_input(b, 1)
+    t.it.invoke()
+    return np.asarray(t.it.get_output(0)).reshape(a.shape)
+
+
+def test_tflm_int16_mul_takes_its_multiplier_from_double_scales():
+    """TFLM's int16 MUL (mul_common.cc) computes s_a s_b / s_y in double, LiteRT and the integer model in float32:
+    on operands where the two multipliers round apart TFLM gives the double one's bytes (tflm.mul_int16, the integer
+    model's kernel with that multiplier), and the integer model's own MUL differs; at the lowering's kind of scales
+    (s_b = D / (s_a 2^c), s_y = 2^-k)."""
+    from tsptq.intmodel import kernels as K
+
+    from tsptq.intmodel.fixedpoint import quantize_multiplier
+
+    rng = np.random.default_rng(42)
+    T, D, differ, tried = 8, 64, 0, 0
+    every = np.arange(-32768, 32768, dtype=np.int64)
+    while tried < 6:
+        sa = np.float32(10 ** rng.uniform(-5, -2))
+        d, c, k = int(rng.choice([16, 192, 768])), int(rng.integers(18, 34)), int(rng.integers(9, 13))
+        sb, sy = np.float32(d / (float(sa) * 2.0**c)), np.float32(2.0**-k)
+        m32 = quantize_multiplier(float(sa * sb / sy))  # float32 arithmetic, as tsptq.intmodel.ops._mul
+        m64 = tflm.mul_int16_multiplier(sa, sb, sy)
+        if m32 == m64 or m64[1] > 0:  # the same multiplier, or a left shift (the next test's)
+            continue
+        tried += 1
+        a = rng.integers(-32768, 32768, (1, T, D)).astype(np.int16)
+        b = rng.integers(1, 32768, (1, T, 1)).astype(np.int16)
+        for r in range(T):  # half of each row where the two multipliers round apart, where there are such values
+            apart = every[K.mul_int16(every, int(b[0, r, 0]), *m32) != K.mul_int16(every, int(b[0, r, 0]), *m64)]
+            if len(apart):
+                a[0, r, :D // 2] = rng.choice(apart, D // 2)
+        model = _mul_model(sa, sb, sy, T, D)
+        got = _run2(tflm.TflmModel(to_tflite(model)), a, b)
+        assert np.array_equal(got, tflm.mul_int16(a, b, *m64)) and np.array_equal(got, K.mul_int16(a, b, *m64))
+        differ += int((got != ALL_OPS["MUL"].kernel(model, model.ops[0], [a, b])).sum())
+    assert differ > 0
+
+
+def test_tflm_int16_mul_wraps_its_left_shift_in_32_bits():
+    """A multiplier of 1 or more (shift > 0): TFLM shifts the int32 product left and wraps around; tflm.mul_int16 is
+    TFLM's bytes. The integer model does not define such a MUL (TFLite's kernels overflow there): it refuses it, and
+    the lowering never writes one."""
+    rng = np.random.default_rng(43)
+    sa, sb, sy = np.float32(0.01), np.float32(0.003), np.float32(0.00001)
+    mult, shift = tflm.mul_int16_multiplier(sa, sb, sy)
+    assert shift > 0
+    a = rng.integers(-32768, 32768, (1, 4, 32)).astype(np.int16)
+    b = rng.integers(-32768, 32768, (1, 4, 1)).astype(np.int16)
+    model = _mul_model(sa, sb, sy, 4, 32, b)
+    t = tflm.TflmModel(to_tflite(model))
+    t.it.set_input(a, 0)
+    t.it.invoke()
+    got = np.asarray(t.it.get_output(0)).reshape(a.shape)
+    assert np.array_equal(got, tflm.mul_int16(a, b, mult, shift))
+    with pytest.raises(ModelFileError, match="multiplier below 1"):
+        ALL_OPS["MUL"].kernel(model, model.ops[0], [a, b])
+
+
+def test_tflm_depthwise_16x8_is_the_integer_models():
+    """The NPU LayerNorm's gamma and beta, a 1x1 DEPTHWISE_CONV_2D 16x8 (weights +-127 or 0, per-channel scales,
+    int64 bias): TFLM's kernel (its 64-bit MultiplyByQuantizedMultiplier, as LiteRT's) gives the integer model's
+    bytes, over the whole int16 input range, saturation and large biases included."""
+    rng = np.random.default_rng(44)
+    for D, T in ((1, 5), (16, 9), (192, 7)):
+        k, unit = int(rng.integers(9, 13)), float(10 ** rng.uniform(-3, -1))
+        gamma = rng.normal(1, 0.6, D) * np.where(rng.random(D) < 0.1, 0, 1)
+        beta = rng.normal(0, 1, D) * np.where(rng.random(D) < 0.2, 40, 1)
+        w_scale = np.where(gamma != 0, np.abs(gamma) / 127, 1.0).astype(np.float32)
+        b_scale = (np.float32(2.0**-k) * w_scale).astype(np.float32)
+        w = (127 * np.sign(gamma)).astype(np.int8).reshape(1, 1, 1, D)
+        bias = np.round(beta / b_scale.astype(np.float64)).astype(np.int64)
+        tensors = [Tensor("n", (1, T, 1, D), "int16", _qp16(2.0**-k)),
+                   Tensor("gamma", (1, 1, 1, D), "int8", QuantParams(w_scale, np.zeros(D, np.int64), axis=3), w),
+                   Tensor("beta", (D,), "int64", QuantParams(b_scale, np.zeros(D, np.int64)), bias),
+                   Tensor("y", (1, T, 1, D), "int16", _qp16(unit))]
+        model = IntModel(tensors, [Op("DEPTHWISE_CONV_2D_16X8", [0, 1, 2], [3], {})], [0], [3], {"method": "dw"})
+        t = tflm.TflmModel(to_tflite(model))
+        for r in range(6):
+            n = (rng.integers(-32768, 32768, (1, T, 1, D)) if r % 2 else
+                 np.clip(np.round(rng.normal(0, 2.0**k, (1, T, 1, D))), -32768, 32767)).astype(np.int16)
+            t.it.set_input(n, 0)
+            t.it.invoke()
+            got = np.asarray(t.it.get_output(0)).reshape(n.shape)
+            want = ALL_OPS["DEPTHWISE_CONV_2D_16X8"].kernel(model, model.ops[0], [n, w, bias])
+            assert np.array_equal(got, want) and np.array_equal(got, tflm.run_tflm_arithmetic(model, n)), (D, r)

@@ -3,11 +3,12 @@
  *
  * Ops (docs/integer-semantics.md "The NPU variant" and the TSPTQ custom ops; toolchain/tsptq/intmodel/kernels.py):
  * TSPTQ_LAYERNORM_2S_I16, TSPTQ_GELU_2S (int16 or 8-bit table), TSPTQ_ADD_2S_I16, TSPTQ_ADD_2S, TSPTQ_PLANE_2S,
- * TSPTQ_PV_SUM_2S, TSPTQ_SOFTMAX_2S, and TSPTQ_BMM_2S (the `--pv-on-cpu` file). The arithmetic is the C runtime's
- * kernels (runtime_c/src/ops, compiled into this library: tq_layernorm_2s and, for an int16 input (the int16 residual
- * stream), tq_layernorm_2s_x16, tq_add, tq_softmax_2s_heads, tq_lookup, tq_bmm_2s); the variant-only steps (the int16
- * LayerNorm output, the int16 table, the branch saturation, the planes, the plane sum and the int16 token mean) are
- * variant_kernels.h's, which benchmarks/npu_cpu_steps.c times too.
+ * TSPTQ_PV_SUM_2S, TSPTQ_SOFTMAX_2S, TSPTQ_BMM_2S (the `--pv-on-cpu` file), TSPTQ_TOKEN_MEAN_I16, and
+ * TSPTQ_LN_NEG_MEAN and TSPTQ_LN_RSTD (the row statistics of the LayerNorm on the NPU). The arithmetic is the C
+ * runtime's kernels (runtime_c/src/ops, compiled into this library: tq_layernorm_2s and, for an int16 input (the int16
+ * residual stream), tq_layernorm_2s_x16, tq_add, tq_softmax_2s_heads, tq_lookup, tq_bmm_2s); the variant-only steps
+ * (the int16 LayerNorm output, the int16 table, the branch saturation, the planes, the plane sum, the int16 token mean
+ * and the NPU LayerNorm's row statistics) are variant_kernels.h's, which benchmarks/npu_cpu_steps.c times too.
  *
  * Registration: the Python interpreter of the wheel calls each name of `custom_op_registerers` as
  * `bool fn(tflite::PythonOpsResolver *)`; tsptq_tflm_register is that function. It finds the wheel's _runtime.so from
@@ -482,10 +483,56 @@ static tflm_status tm_eval(tflm_context *c, tflm_node *n, op_data *o, const op_d
     return TFLM_OK;
 }
 
+/* ---- TSPTQ_LN_NEG_MEAN and TSPTQ_LN_RSTD (the LayerNorm on the NPU) ---------------------------------------------- */
+/* x int16 (..., D), the int16 residual stream (zero point 0; quantization is not read); int16 (..., 1) out, one value
+ * per row: -round(S / D) (TSPTQ_LN_NEG_MEAN, no options) or min(32767, round(2^(c + e) / sigma)) (TSPTQ_LN_RSTD,
+ * options eps, c). D <= 4096 and the option ranges keep every sum and V in int64 (variant_kernels.h). */
+enum { LR_EPS, LR_C };
+static const char *const LR_KEYS[] = {"eps", "c"};
+
+static tflm_status ln_stats_prepare(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
+    tflm_eval_tensor *x = input(c, n, 0), *y = output(c, n);
+    int32_t D = last_dim(x);
+    int i;
+    NEED_TYPE(c, d, x, "x", TFLM_INT16, -1);
+    NEED_TYPE(c, d, y, "the output", TFLM_INT16, -1);
+    NEED(c, d, x->dims->size >= 1 && D >= 1 && D <= 4096, "x's last axis (D = %d) is outside 1..4096", (int)D);
+    NEED(c, d, y->dims->size == x->dims->size && last_dim(y) == 1,
+         "the output must have x's shape with a last axis of 1 (x's rank %d, the output's rank %d, last axis %d)",
+         x->dims->size, y->dims->size, (int)last_dim(y));
+    for (i = 0; i + 1 < x->dims->size; i++)
+        NEED(c, d, y->dims->data[i] == x->dims->data[i], "the output's axis %d is %d, x's %d", i, (int)y->dims->data[i],
+             (int)x->dims->data[i]);
+    if (d->n_keys) /* TSPTQ_LN_RSTD: 2^(c + e) <= 2^62 (e <= 20) and V < 2^63 need these */
+        NEED(c, d, o->opt[LR_EPS] >= 0 && o->opt[LR_EPS] <= ((int64_t)1 << 62) && o->opt[LR_C] >= 0 &&
+                       o->opt[LR_C] <= 42,
+             "options out of range: eps %lld (0..2^62), c %lld (0..42)", (long long)o->opt[LR_EPS],
+             (long long)o->opt[LR_C]);
+    return TFLM_OK;
+}
+
+static tflm_status ln_neg_mean_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
+    tflm_eval_tensor *x = input(c, n, 0);
+    int32_t D = last_dim(x);
+    (void)o;
+    (void)d;
+    tq_ln_neg_mean_i16((const int16_t *)x->data, numel(x) / D, D, (int16_t *)output(c, n)->data);
+    return TFLM_OK;
+}
+
+static tflm_status ln_rstd_eval(tflm_context *c, tflm_node *n, op_data *o, const op_def *d) {
+    tflm_eval_tensor *x = input(c, n, 0);
+    int32_t D = last_dim(x);
+    (void)d;
+    tq_ln_rstd_i16((const int16_t *)x->data, numel(x) / D, D, o->opt[LR_EPS], (int32_t)o->opt[LR_C],
+                   (int16_t *)output(c, n)->data);
+    return TFLM_OK;
+}
+
 /* ---- the op table and the TFLM entry points ------------------------------------------------------------------- */
 
 #define N_KEYS(k) ((int)(sizeof(k) / sizeof((k)[0])))
-enum { OP_LN, OP_GELU, OP_ADD_I16, OP_ADD, OP_PLANE, OP_PV, OP_SOFTMAX, OP_BMM, OP_TM, N_OPS };
+enum { OP_LN, OP_GELU, OP_ADD_I16, OP_ADD, OP_PLANE, OP_PV, OP_SOFTMAX, OP_BMM, OP_TM, OP_LN_NM, OP_LN_RS, N_OPS };
 static const op_def DEFS[N_OPS] = {
     {"TSPTQ_LAYERNORM_2S_I16", LN_KEYS, N_KEYS(LN_KEYS), 5, 5, ln_prepare, ln_eval},
     {"TSPTQ_GELU_2S", NULL, 0, 2, 3, gelu_prepare, gelu_eval},
@@ -496,6 +543,8 @@ static const op_def DEFS[N_OPS] = {
     {"TSPTQ_SOFTMAX_2S", SM_KEYS, N_KEYS(SM_KEYS), 2, 2, sm_prepare, sm_eval},
     {"TSPTQ_BMM_2S", BM_KEYS, N_KEYS(BM_KEYS), 2, 2, bmm_prepare, bmm_eval},
     {"TSPTQ_TOKEN_MEAN_I16", TM_KEYS, N_KEYS(TM_KEYS), 2, 2, tm_prepare, tm_eval},
+    {"TSPTQ_LN_NEG_MEAN", NULL, 0, 1, 1, ln_stats_prepare, ln_neg_mean_eval},
+    {"TSPTQ_LN_RSTD", LR_KEYS, N_KEYS(LR_KEYS), 1, 1, ln_stats_prepare, ln_rstd_eval},
 };
 
 static void *op_init(tflm_context *c, const char *buf, size_t len, const op_def *d) {
@@ -547,6 +596,8 @@ OP_ENTRY(OP_PV)
 OP_ENTRY(OP_SOFTMAX)
 OP_ENTRY(OP_BMM)
 OP_ENTRY(OP_TM)
+OP_ENTRY(OP_LN_NM)
+OP_ENTRY(OP_LN_RS)
 
 typedef struct {
     void *(*init)(tflm_context *, const char *, size_t);
@@ -563,6 +614,8 @@ static const entry ENTRIES[N_OPS] = {
     {OP_SOFTMAX_init, OP_SOFTMAX_prepare, OP_SOFTMAX_invoke},
     {OP_BMM_init, OP_BMM_prepare, OP_BMM_invoke},
     {OP_TM_init, OP_TM_prepare, OP_TM_invoke},
+    {OP_LN_NM_init, OP_LN_NM_prepare, OP_LN_NM_invoke},
+    {OP_LN_RS_init, OP_LN_RS_prepare, OP_LN_RS_invoke},
 };
 
 /* The names this library registers, for tsptq.npu.tflm (a NULL-terminated list). */

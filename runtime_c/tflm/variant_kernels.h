@@ -97,6 +97,125 @@ static inline void tq_token_mean_i16(const int16_t *x, int64_t B, int32_t T, int
         }
 }
 
+/* ---- the NPU LayerNorm's row statistics (layernorm_npu: TSPTQ_LN_NEG_MEAN, TSPTQ_LN_RSTD) ------------------------
+ * x int16 (rows, D), zero point 0, D in 1..4096 (the ops' prepare); y int16, one value per row
+ * (docs/integer-semantics.md "The LayerNorm on the NPU"; kernels.py ln_neg_mean, ln_rstd, layernorm_sigma). The
+ * bounds are the integer LayerNorm's for an int16 row (runtime_c/src/ops/layernorm_2s.c's header): |x_c| <= 2^15, so
+ * |S| <= 2^27, sq = sum x_c^2 <= 2^42, D sq <= 2^54 and D sq - S^2 = D^2 (the row's variance) < 2^54, so with
+ * eps <= 2^62 V < 2^63: no int64 wraps. Then V << 2e < 2^63 (e is chosen so), sigma < 2^31.5, and 2^(c + e) <= 2^62
+ * (c <= 42, e <= 20) plus sigma / 2 fits an int64 too. */
+#define TQ_VK_SIGMA_EXTRA_BITS 20 /* layernorm_2s.c's TQ_SIGMA_EXTRA_BITS (kernels.py SIGMA_EXTRA_BITS) */
+
+/* -div_round(S, D), saturated to int16: |S| <= 2^15 D, so the quotient's magnitude is at most 2^15 and only the
+ * all -32768 row's 2^15 saturates. For D <= 2^16 (every row the ops take) |S| + D / 2 < 2^32, so tq_div_round's
+ * arithmetic runs in uint32: one 32-bit division (UDIV) rather than a 64-bit library call on 32-bit cores. */
+static inline int16_t tq_ln_neg_mean_row(int64_t S, int32_t D) {
+    int64_t q;
+    if (D <= 65536) {
+        const uint32_t a = (uint32_t)(S < 0 ? -S : S);
+        q = (int64_t)((a + ((uint32_t)D >> 1)) / (uint32_t)D);
+        q = S < 0 ? -q : q;
+    } else {
+        q = tq_div_round(S, D);
+    }
+    return (int16_t)tq_clamp64(-q, -32768, 32767);
+}
+
+#if defined(__arm__) && defined(__ARM_FP) && (__ARM_FP & 4) && defined(__GNUC__)
+/* 32-bit Arm with a single-precision FPU (Cortex-M4F, M55; not AArch64, whose register constraints differ) */
+static inline float tq_vk_sqrtf(float x) {
+    float r;
+    __asm__("vsqrt.f32 %0, %1" : "=t"(r) : "t"(x));
+    return r;
+}
+#define TQ_VK_FPU_ISQRT 1
+#elif defined(TQ_VK_TEST_HOST_SQRTF) /* tests/test_ln_stats_kernels.py: the same algorithm on the host's sqrtf */
+static inline float tq_vk_sqrtf(float x) { return __builtin_sqrtf(x); }
+#define TQ_VK_FPU_ISQRT 1
+#endif
+
+#if defined(TQ_VK_FPU_ISQRT)
+/* floor(sqrt(n)) for n < 2^63 from the FPU's single-precision square root, corrected to the exact integer: the top
+ * 32 bits of n (an even shift 2k) give r0 = sqrt(m) 2^k, within about 3 2^-24 r of sqrt(n) (|r0 - sqrt(n)| < 300 for
+ * r < 2^31.5); one step r0 + (n - r0^2) / (2 r0), also in float, lands within 2 of it (the step's own error is
+ * below 1 plus the rounding of r0's square root's error, ~(300)^2 / 2r); the loops then make r^2 <= n < (r + 1)^2
+ * hold, which defines the result whatever the estimates were (tq_isqrt64's value, about 40 instructions instead of
+ * its 31-step loop). r stays below 3037000500 (floor(sqrt(2^63)) + 1), so every square fits a uint64. */
+static inline int64_t tq_vk_isqrt64(uint64_t n) {
+    const uint32_t rmax = 3037000499u; /* floor(sqrt(2^63 - 1)) */
+    const int bits = tq_bit_length64(n), k = bits > 32 ? (bits - 31) / 2 : 0;
+    const float m = (float)(uint32_t)(n >> (2 * k));
+    float f = tq_vk_sqrtf(m) * (float)((uint32_t)1 << k);
+    uint64_t r;
+    int64_t err;
+    if (f > (float)rmax) f = (float)rmax;
+    r = (uint64_t)(uint32_t)f;
+    err = (int64_t)(n - r * r); /* |err| < 2^42: a float with room */
+    if (r > 0) {
+        const float step = (float)err / (2.0f * (float)(uint32_t)r);
+        const int64_t t = (int64_t)r + (int32_t)step; /* |step| < 2^9: one VCVT */
+        r = t < 0 ? 0 : (t > (int64_t)rmax ? rmax : (uint64_t)t);
+    }
+    while (r * r > n) r--;
+    while (r < rmax && (r + 1) * (r + 1) <= n) r++;
+    return (int64_t)r;
+}
+#else
+#define tq_vk_isqrt64 tq_isqrt64
+#endif
+
+/* min(32767, div_round(2^(c + e), sigma)) with V = D sq - S^2 + eps >= 0 (Cauchy-Schwarz: D sq >= S^2), e =
+ * clamp((62 - bit_length(V)) / 2, 0, 20) (0 when bit_length(V) = 63: the division is of a non-negative number only) and
+ * sigma = max(1, isqrt(V << 2e)): layernorm_2s.c's ln_sigma, with the runtime's helpers. */
+static inline int16_t tq_ln_rstd_row(int64_t S, int64_t sq, int32_t D, int64_t eps, int32_t c) {
+    const int64_t V = (int64_t)D * sq - S * S + eps;
+    const int room = 62 - tq_bit_length64((uint64_t)V);
+    const int e = room <= 0 ? 0 : (room / 2 > TQ_VK_SIGMA_EXTRA_BITS ? TQ_VK_SIGMA_EXTRA_BITS : room / 2);
+    int64_t sigma = tq_vk_isqrt64((uint64_t)tq_shl64(V, 2 * e)), r;
+    sigma = sigma < 1 ? 1 : sigma;
+    /* div_round(2^(c+e), sigma) >= 32767 exactly when 2^(c+e) + sigma / 2 >= 32767 sigma: no division then (the
+     * common case is not this one, but a saturated row costs nothing); 32767 sigma < 2^47 */
+    if (((uint64_t)1 << (c + e)) + (uint64_t)(sigma >> 1) >= (uint64_t)32767 * (uint64_t)sigma) return 32767;
+    r = tq_div_round((int64_t)1 << (c + e), sigma);
+    return (int16_t)r;
+}
+
+/* S = sum x_c of one row (64 bits: the reference holds for any D). */
+static inline int64_t tq_ln_sum_i16_scalar(const int16_t *x, int32_t D) {
+    int64_t S = 0;
+    int32_t j;
+    for (j = 0; j < D; j++) S += x[j];
+    return S;
+}
+
+/* S and sq = sum x_c^2 of one row (sq reaches 2^42 at D = 4096: 64 bits). */
+static inline void tq_ln_sums_i16_scalar(const int16_t *x, int32_t D, int64_t *S, int64_t *sq) {
+    int64_t s = 0, q = 0;
+    int32_t j;
+    for (j = 0; j < D; j++) {
+        s += x[j];
+        q += (int64_t)x[j] * x[j];
+    }
+    *S = s, *sq = q;
+}
+
+/* TSPTQ_LN_NEG_MEAN: y_r = sat16(-div_round(sum_c x_rc, D)), D >= 1. */
+static inline void tq_ln_neg_mean_i16_scalar(const int16_t *x, int64_t rows, int32_t D, int16_t *y) {
+    int64_t r;
+    for (r = 0; r < rows; r++, x += D) y[r] = tq_ln_neg_mean_row(tq_ln_sum_i16_scalar(x, D), D);
+}
+
+/* TSPTQ_LN_RSTD: y_r = tq_ln_rstd_row of the row's sums; D in 1..4096, 0 <= eps <= 2^62, 0 <= c <= 42 (the bounds
+ * above). */
+static inline void tq_ln_rstd_i16_scalar(const int16_t *x, int64_t rows, int32_t D, int64_t eps, int32_t c,
+                                         int16_t *y) {
+    int64_t r, S, sq;
+    for (r = 0; r < rows; r++, x += D) {
+        tq_ln_sums_i16_scalar(x, D, &S, &sq);
+        y[r] = tq_ln_rstd_row(S, sq, D, eps, c);
+    }
+}
+
 /* ---- the Helium (MVE) forms -------------------------------------------------------------------------------------
  * Each loop runs 16 (bytes), 8 (int16) or 4 (int32) lanes at a time: whole blocks unpredicated, then the last part
  * block tail-predicated (VCTP: a zeroing load, a predicated store), so every length is taken and nothing is written
@@ -273,6 +392,46 @@ static inline void tq_pv_sum_2s(const int32_t *fine, const int32_t *coarse, cons
                          b_zp, mult, shift, out_zp, y + r * M);
 }
 
+/* The row sums, 8 int16 lanes a step: VADDVA adds the lanes into an int32 (exact: |S| <= 2^15 D < 2^31 for
+ * D < 2^16), VMLALDAVA the lanes' squares (each <= 2^30) into an int64. The tail's zeroing load gives zero lanes,
+ * which add nothing. SQ (a constant where inlined): the squares too. */
+static inline __attribute__((always_inline)) int64_t tq_vk_ln_sums16(const int16_t *x, int32_t D, int64_t *sq,
+                                                                     const int SQ) {
+    int32_t s = 0, j = 0;
+    int64_t q = 0;
+    for (; j + 8 <= D; j += 8) {
+        const int16x8_t v = vld1q_s16(x + j);
+        s = vaddvaq_s16(s, v);
+        if (SQ) q = vmlaldavaq_s16(q, v, v);
+    }
+    if (j < D) {
+        const int16x8_t v = vldrhq_z_s16(x + j, vctp16q((uint32_t)(D - j)));
+        s = vaddvaq_s16(s, v);
+        if (SQ) q = vmlaldavaq_s16(q, v, v);
+    }
+    if (SQ) *sq = q;
+    return s;
+}
+static inline void tq_ln_neg_mean_i16(const int16_t *x, int64_t rows, int32_t D, int16_t *y) {
+    int64_t r;
+    if (D < 1 || D > 65535) {
+        tq_ln_neg_mean_i16_scalar(x, rows, D, y);
+        return;
+    }
+    for (r = 0; r < rows; r++, x += D) y[r] = tq_ln_neg_mean_row(tq_vk_ln_sums16(x, D, 0, 0), D);
+}
+static inline void tq_ln_rstd_i16(const int16_t *x, int64_t rows, int32_t D, int64_t eps, int32_t c, int16_t *y) {
+    int64_t r, sq;
+    if (D < 1 || D > 65535) {
+        tq_ln_rstd_i16_scalar(x, rows, D, eps, c, y);
+        return;
+    }
+    for (r = 0; r < rows; r++, x += D) {
+        const int64_t S = tq_vk_ln_sums16(x, D, &sq, 1);
+        y[r] = tq_ln_rstd_row(S, sq, D, eps, c);
+    }
+}
+
 #else /* the portable bodies */
 static inline void tq_layernorm_2s_i16_tail(const int8_t *y, int64_t rows, int32_t D, int32_t out_zp,
                                             const int8_t *out_shift, int16_t *out) {
@@ -292,6 +451,12 @@ static inline void tq_pv_sum_2s(const int32_t *fine, const int32_t *coarse, cons
                                 int32_t N, int32_t M, int32_t bits, int32_t m, int32_t signed_fine, int32_t b_zp,
                                 int32_t mult, int32_t shift, int32_t out_zp, int8_t *y) {
     tq_pv_sum_2s_scalar(fine, coarse, code, rows, N, M, bits, m, signed_fine, b_zp, mult, shift, out_zp, y);
+}
+static inline void tq_ln_neg_mean_i16(const int16_t *x, int64_t rows, int32_t D, int16_t *y) {
+    tq_ln_neg_mean_i16_scalar(x, rows, D, y);
+}
+static inline void tq_ln_rstd_i16(const int16_t *x, int64_t rows, int32_t D, int64_t eps, int32_t c, int16_t *y) {
+    tq_ln_rstd_i16_scalar(x, rows, D, eps, c, y);
 }
 #endif
 

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--residual", choices=("code", "int16"), default="code",
                     help="with --npu: the NPU variant's residual stream, as tsptq export --npu --residual (int16: the "
                          "residual adds builtin int16 ADDs on the NPU)")
+    ap.add_argument("--layernorm", choices=("cpu", "npu"), default="cpu",
+                    help="with --npu --residual int16: the LayerNorms as tsptq export --npu --layernorm (npu: NPU "
+                         "builtins around two row statistics on the CPU)")
     add_board_args(ap)
     return ap
 
@@ -107,6 +110,9 @@ def main(argv=None) -> int:
                                      "ethos-u writes it)")
                 if args.residual != "code" and not args.npu:
                     raise TsptqError("--residual applies to --npu only")
+                if args.layernorm != "cpu" and args.residual != "int16":
+                    raise TsptqError("--layernorm npu reads the int16 residual stream: add --npu ethos-u --residual "
+                                     "int16")
                 if args.build_only:
                     return _build_only(args, opts)
                 report = deploy(source_from_args(args), opts)
@@ -125,7 +131,8 @@ def main(argv=None) -> int:
 def _build_only(args, opts) -> int:
     from tsptq.deploy.pipeline import build_only, format_fit_table
 
-    report = build_only(source_from_args(args), opts, npu=args.npu, residual16=args.residual == "int16")
+    report = build_only(source_from_args(args), opts, npu=args.npu, residual16=args.residual == "int16",
+                        layernorm_npu=args.layernorm == "npu")
     print(f"{report['target']}: {report['model']} {report['method']} {report['bits']}, model by {report['delivery']}")
     print(format_fit_table(report["fit"]))
     fw = report["firmware"]

@@ -147,8 +147,8 @@ def cmd_export(args) -> int:
 
     if args.npu:
         return export_npu_variant(args)
-    if args.pv_on_cpu or args.accelerator or args.residual != "code":
-        raise TsptqError("--pv-on-cpu, --accelerator and --residual apply to --npu only")
+    if args.pv_on_cpu or args.accelerator or args.residual != "code" or args.layernorm != "cpu":
+        raise TsptqError("--pv-on-cpu, --accelerator, --residual and --layernorm apply to --npu only")
     if args.method == "tflite-converter":
         return export_stock(args)
     from tsptq.intmodel.integer import build
@@ -171,9 +171,12 @@ def export_npu_variant(args) -> int:
     from tsptq.npu.vela import format_report
 
     check_npu_request(args.npu, args.method, args.bits, args.accelerator)  # before any calibration
+    if args.layernorm == "npu" and args.residual != "int16":
+        raise TsptqError("--layernorm npu reads the int16 residual stream: add --residual int16")
     src = source_from_args(args)
     res = export_npu(src, args.out, args.npu, args.accelerator, progress=not args.quiet,
-                     split_pv=not args.pv_on_cpu, residual16=args.residual == "int16")
+                     split_pv=not args.pv_on_cpu, residual16=args.residual == "int16",
+                     layernorm_npu=args.layernorm == "npu")
     from tsptq.quant.methods import get_method
 
     if src.method != "fp32" and get_method(src.method).softmax == "uniform":  # a plain int8 BATCH_MATMUL
@@ -183,6 +186,8 @@ def export_npu_variant(args) -> int:
               else "attention x V as two int8 BATCH_MATMULs with int32 outputs")
     if args.residual == "int16":
         pv += "; an int16 residual stream, its adds builtin int16 ADDs"
+    if args.layernorm == "npu":
+        pv += "; the LayerNorms builtins (ADD, MUL, DEPTHWISE_CONV_2D) around two row statistics on the CPU"
     print(f"{res.path}: {res.size:,} bytes, the NPU variant ({args.npu}: every FC a builtin FULLY_CONNECTED, {pv}; "
           f"{src.method} {src.bits}, calibrated on {src.calib_images} images)")
     if res.report is None:
@@ -423,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(code: the default file's bytes; the adds of a two-scale residual code are TSPTQ_* ops on "
                          "the CPU) or as int16 on a finer step (int16: every residual add a builtin int16 ADD on the "
                          "NPU; no longer the default file's bytes, docs/npu.md)")
+    ex.add_argument("--layernorm", choices=("cpu", "npu"), default="cpu",
+                    help="with --npu --residual int16: each LayerNorm as one TSPTQ_LAYERNORM_2S_I16 op on the CPU "
+                         "(cpu), or as NPU builtins (int16 ADD and MUL, a 1x1 16x8 DEPTHWISE_CONV_2D for gamma and "
+                         "beta) around two row statistics on the CPU, sized on the calibration images (npu; a finer "
+                         "LayerNorm output, docs/npu.md)")
     ex.add_argument("--quiet", action="store_true", help="no progress bars")
     ex.set_defaults(fn=cmd_export)
 
@@ -513,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "tsptq's custom ops, runs the evaluation images and compares every output with "
                                     "the file's Python integer model (a variant's is rebuilt from the source recorded "
                                     "in the file and must write the file's bytes) and with that model under TFLM's "
-                                    "FULLY_CONNECTED 16x8 rounding. Prints TFLM's arena, byte-identical images, the "
+                                    "own FULLY_CONNECTED 16x8 rounding and int16 MUL multiplier. Prints TFLM's arena, byte-identical images, the "
                                     "largest difference in codes and the top-1 agreement (docs/tflm.md). Exit status "
                                     "1 when TFLM differs from the TFLM-rounding model on any image.")
     tf.add_argument("file")

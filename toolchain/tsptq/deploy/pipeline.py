@@ -440,14 +440,16 @@ def format_fit_table(fit: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual16: bool = False) -> dict:
+def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual16: bool = False,
+               layernorm_npu: bool = False) -> dict:
     """``tsptq-deploy --build-only``: quantize ``src``, check that the model and its arena fit the board (and with
     ``npu``, that the NPU variant lowered from the same quantization, compiled by Vela with the target's ``[npu]``
-    settings, fits its NPU memories; ``residual16``: the variant with an int16 residual stream), then build the
+    settings, fits its NPU memories; ``residual16``: the variant with an int16 residual stream; ``layernorm_npu``:
+    and its LayerNorms as NPU builtins), then build the
     firmware (the model baked in for a microcontroller). Nothing is started. A model that does not fit is refused in
     one line before anything is built."""
     from tsptq.deploy.targets import load_target, program_sizes
-    from tsptq.intmodel.integer import build
+    from tsptq.intmodel.integer import build, calibration_set, layernorm_sigmas
     from tsptq.tflite.writer import to_tflite
 
     target = load_target(opts.target)
@@ -456,6 +458,8 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual
     board_npu = target.extra.get("npu")
     if residual16 and npu is None:
         raise TsptqError("an int16 residual stream is a form of the NPU variant (--npu ethos-u) only")
+    if layernorm_npu and not residual16:
+        raise TsptqError("--layernorm npu reads the int16 residual stream: add --npu ethos-u --residual int16")
     if npu is not None and (not board_npu or board_npu.get("target") != npu):
         raise TsptqError(f"--npu {npu}: target {target.name} has no {npu} NPU (its target.toml has no matching "
                          "[npu] table)")
@@ -487,7 +491,8 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual
               f"{board_npu['system_config']}, {board_npu['memory_mode']})", opts.quiet)
         with tempfile.TemporaryDirectory(prefix="tsptq-fit-") as tmp:
             staged = Path(tmp) / f"{target.name}-npu.tflite"
-            staged.write_bytes(to_tflite(lower(qm, npu=True, residual16=residual16)))
+            sigma = layernorm_sigmas(qm, calibration_set(src, qm.graph.cfg)) if layernorm_npu else None
+            staged.write_bytes(to_tflite(lower(qm, npu=True, residual16=residual16, layernorm_npu=sigma)))
             report = compile_report(staged, board_npu["accelerator"], board_npu["system_config"],
                                     board_npu["memory_mode"])
         rows += npu_fit_rows(board_npu, report)

@@ -78,7 +78,7 @@ def isqrt(n: np.ndarray) -> np.ndarray:
     r = np.floor(np.sqrt(n.astype(np.float64))).astype(np.int64)
     r = np.where(r * r > n, r - 1, r)
     r = np.where(r * r > n, r - 1, r)
-    r = np.where((r + 1) * (r + 1) <= n, r + 1, r)
+    r = np.where((r < 3037000499) & ((r + 1) * (r + 1) <= n), r + 1, r)  # (r + 1)^2 stays in int64
     return r
 
 

@@ -47,11 +47,12 @@ class Source:
 
 
 def build(src: Source, progress: bool = True, npu: bool = False,
-          split_pv: bool = True, residual16: bool = False) -> tuple[IntModel, QuantizedViT]:
+          split_pv: bool = True, residual16: bool = False,
+          layernorm_npu: bool = False) -> tuple[IntModel, QuantizedViT]:
     """Calibrate, quantize and lower: the in-memory integer model and the simulator it was lowered from. ``npu``,
-    ``split_pv``, ``residual16``: lower to the NPU variant (``tsptq.intmodel.lower.lower(qm, npu=True, ...)``)."""
+    ``split_pv``, ``residual16``: lower to the NPU variant (``tsptq.intmodel.lower.lower(qm, npu=True, ...)``);
+    ``layernorm_npu``: with ``residual16``, its LayerNorms as NPU builtins (sized on the calibration images)."""
     from tsptq.model.checkpoint import resolve_model
-    from tsptq.model.model_data import resolve_data
     from tsptq.intmodel.lower import lower
     from tsptq.quant.quantize import quantize
 
@@ -60,17 +61,40 @@ def build(src: Source, progress: bool = True, npu: bool = False,
         from tsptq.errors import TsptqError
 
         raise TsptqError("an int16 residual stream is a form of the NPU variant (--npu ethos-u) only")
+    if layernorm_npu and not residual16:
+        from tsptq.errors import TsptqError
+
+        raise TsptqError("the LayerNorm on the NPU reads the int16 residual stream: --layernorm npu needs --npu "
+                         "ethos-u --residual int16")
     model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
     if npu:
         from tsptq.intmodel.lower import require_npu_config
 
         require_npu_config(model.cfg)  # before calibrating
-    calib, _, _ = resolve_data(src.model, model.cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
-                               calib_folder=src.calib_folder)
+    calib = calibration_set(src, model.cfg)
     qm = quantize(model, calib, src.method, src.bits, progress=progress)
-    im = lower(qm, npu=True, split_pv=split_pv, residual16=residual16) if npu else lower(qm)
+    if npu:
+        sigma = layernorm_sigmas(qm, calib) if layernorm_npu else None
+        im = lower(qm, npu=True, split_pv=split_pv, residual16=residual16, layernorm_npu=sigma)
+    else:
+        im = lower(qm)
     im.metadata["source"] = src.to_dict()
     return im, qm
+
+
+def layernorm_sigmas(qm: QuantizedViT, calib: datasets.ImageSet) -> dict[str, float]:
+    """The smallest token deviation at each LayerNorm input over the calibration images (``lower``'s
+    ``layernorm_npu``)."""
+    return qm.residual_sigma_min(datasets.iterate_batches(calib.images, qm.graph.cfg, 16))
+
+
+def calibration_set(src: Source, cfg) -> datasets.ImageSet:
+    """The calibration images ``build`` draws for ``src`` (the same deterministic draw)."""
+    from tsptq.model.model_data import resolve_data
+
+    calib, _, _ = resolve_data(src.model, cfg, src.data, src.calib_images, 1, src.folder, labels=src.labels,
+                               calib_folder=src.calib_folder)
+    return calib
 
 
 def run_batches(im: IntModel, images: datasets.ImageSet, cfg, batch: int = 50, progress: bool = True,

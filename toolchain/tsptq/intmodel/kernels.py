@@ -174,12 +174,18 @@ def layernorm_2s(x, in_zp, in_shift, gamma_mul, beta_bias, eps, out_zp, out_shif
     xs = (x.astype(np.int64) - in_zp) << in_shift.astype(np.int64)
     S = xs.sum(-1, keepdims=True)
     d = D * xs - S
-    var = D * (xs * xs).sum(-1, keepdims=True) - S * S + eps
-    extra = np.clip((62 - bit_length(var)) // 2, 0, SIGMA_EXTRA_BITS)
-    sigma = np.maximum(isqrt(var << (2 * extra)), 1)
+    sigma, extra = layernorm_sigma(S, (xs * xs).sum(-1, keepdims=True), D, eps)
     n = div_round(d << (NORM_FRAC_BITS + extra), sigma)
     y = rshift_round(n * gamma_mul.astype(np.int64) + beta_bias.astype(np.int64), out_shift) + out_zp
     return saturate(y, np.int8)
+
+
+def layernorm_sigma(S, sq, D: int, eps):
+    """The integer LayerNorm's row deviation (``layernorm_2s``): V = D sum(x^2) - S^2 + eps, e extra fraction bits,
+    sigma = isqrt(V << 2e) (at least 1), in input units times D * 2^e."""
+    var = D * sq - S * S + eps
+    extra = np.clip((62 - bit_length(var)) // 2, 0, SIGMA_EXTRA_BITS)
+    return np.maximum(isqrt(var << (2 * extra)), 1), extra
 
 
 def bit_length(v: np.ndarray) -> np.ndarray:
@@ -315,7 +321,14 @@ def fully_connected_16x8(x, w, bias, mult, shift):
     (the custom ops' ``requant1``; measured against LiteRT 2.3's BUILTIN_REF at exact ties, where it differs from the
     int8 kernel's half-up form), per-channel and per-tensor weights alike, saturated to int16 (zero point 0)."""
     acc = _accumulate(x, 0, w, bias)
-    return saturate(rshift_round(acc * np.asarray(mult, np.int64), 31 - np.asarray(shift, np.int64)), np.int16)
+    mult, n = np.asarray(mult, np.int64), 31 - np.asarray(shift, np.int64)
+    if np.abs(acc).max(initial=0) < 2**32:  # acc * M < 2^63
+        return saturate(rshift_round(acc * mult, n), np.int16)
+    # a wider accumulator (int16 inputs near full scale on a wide row): the same rounding on Python integers
+    v = acc.astype(object) * np.broadcast_to(mult, acc.shape[-1:]).astype(object)
+    half = np.broadcast_to(np.left_shift(1, n - 1), acc.shape[-1:]).astype(object)
+    q = (np.abs(v) + half) >> np.broadcast_to(n, acc.shape[-1:]).astype(object)
+    return saturate(np.where(v < 0, -q, q).astype(np.float64), np.int16)
 
 
 def requantize_same_scale(x, in_zp: int, out_zp: int, dtype) -> np.ndarray:
@@ -367,6 +380,40 @@ def add_i16_equal_scales(a, b) -> np.ndarray:
     of 2^k in log2) shifts by 0: neither rounds (checked against LiteRT 2.3's BUILTIN_REF by tests/test_npu_variant.py;
     the power-of-two form aborts on a broadcast operand, so the lowering gives it a full-shape constant)."""
     return saturate(np.asarray(a, np.int64) + np.asarray(b, np.int64), np.int16)
+
+
+def ln_neg_mean(x) -> np.ndarray:
+    """TSPTQ_LN_NEG_MEAN: minus each row's mean of int16 values, -round_half_away(S / D), saturated to int16 (the NPU
+    LayerNorm's first operand; the same scale as x)."""
+    x = np.asarray(x, np.int64)
+    return saturate(-div_round(x.sum(-1, keepdims=True), x.shape[-1]), np.int16)
+
+
+def ln_rstd(x, eps: int, c: int) -> np.ndarray:
+    """TSPTQ_LN_RSTD: each row's reciprocal deviation of int16 values, round_half_away(2^(c + e) / sigma) with sigma
+    and e as ``layernorm_sigma`` (so about 2^c / (D sigma_x)), saturated to [0, 32767]."""
+    x = np.asarray(x, np.int64)
+    sigma, extra = layernorm_sigma(x.sum(-1, keepdims=True), (x * x).sum(-1, keepdims=True), x.shape[-1], eps)
+    return np.minimum(div_round(np.int64(1) << (c + extra), sigma), 32767).astype(np.int16)
+
+
+def mul_int16(a, b, mult: int, shift: int) -> np.ndarray:
+    """TFLite's int16 MUL (zero points 0; broadcasting): MultiplyByQuantizedMultiplier(a * b), saturated to int16."""
+    prod = np.asarray(a, np.int64) * np.asarray(b, np.int64)
+    return saturate(multiply_by_quantized_multiplier(prod, mult, shift), np.int16)
+
+
+def depthwise_16x8(x, w, bias, mult, shift) -> np.ndarray:
+    """DEPTHWISE_CONV_2D 1x1 16x8 as LiteRT's reference kernel computes it (per-channel weights, int64 bias):
+    acc = x_c w_c + b_c (int64), then TFLite's 64-bit MultiplyByQuantizedMultiplier, which keeps the multiplier's top
+    16 bits: r = (M + 2^15) >> 16 (0x7FFF from M >= 0x7FFF0000), (acc * r + 2^(14 - shift)) >> (15 - shift), as int32,
+    saturated to int16 (measured against LiteRT 2.3's BUILTIN_REF, large biases included)."""
+    acc = np.asarray(x, np.int64) * np.asarray(w, np.int64) + np.asarray(bias, np.int64)
+    mult, shift = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+    reduced = np.where(mult < 0x7FFF0000, (mult + (1 << 15)) >> 16, 0x7FFF)
+    total = 15 - shift
+    v = (acc * reduced + (np.int64(1) << (total - 1))) >> total
+    return saturate(((v + 2**31) & 0xFFFFFFFF) - 2**31, np.int16)
 
 
 def batch_matmul_i32(a, b) -> np.ndarray:

@@ -366,10 +366,12 @@ class _NpuBuilder(_Builder):
     that change (the FCs, the LayerNorm and GELU outputs, the residual adds of int16 branches, attention x V of a V-2SF
     P, the patch-token mean of the int16 final norm); everything else is the default lowering's."""
 
-    def __init__(self, qm: QuantizedViT, split_pv: bool = True, residual16: bool = False):
+    def __init__(self, qm: QuantizedViT, split_pv: bool = True, residual16: bool = False,
+                 layernorm_npu: dict[str, float] | None = None):
         super().__init__(qm)
         self.split_pv = split_pv  # P x V of a V-2SF P as two int8 BATCH_MATMULs with int32 outputs (else TSPTQ_BMM_2S)
         self.residual16 = residual16  # the residual stream and the branches int16, the residual adds builtin ADDs
+        self.ln_sigma_min = layernorm_npu  # residual point -> smallest token deviation: the LayerNorms as builtins
         self.code_of: dict[int, QuantParams] = {}  # int16 FC outputs -> the O-2SF code they stand for
 
     def _splits_pv(self) -> bool:
@@ -412,6 +414,14 @@ class _NpuBuilder(_Builder):
                                      (xt.data.astype(np.int64) - int(xt.zp)).astype(np.int16))
             return x
         return self.op("QUANTIZE", [x], self.add(f"{name}.i16", xt.shape, "int16", _i16(_unit(xt))))
+
+    def layernorm(self, norm: str, x: int, shape, out_point: str | None = None) -> int:
+        pooled = norm == "norm" and self.qm.graph.cfg.global_pool == "token+avg"  # its mean needs the code's steps
+        if self.ln_sigma_min is None or pooled:
+            return super().layernorm(norm, x, shape, out_point)
+        from tsptq.intmodel.lower_layernorm_npu import layernorm_builtins
+
+        return layernorm_builtins(self, norm, x, shape, self.ln_sigma_min)
 
     def _layernorm_op(self, norm: str, ins: list, y: int, **options) -> int:
         """The output code decoded onto its base scale, int16: (y_c - zp) << k_c (O-2SF: base scale s; uniform: its
@@ -586,14 +596,18 @@ def require_npu_variant(qm: QuantizedViT) -> None:
                                 "yet (use tsptq or minmax)")
 
 
-def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True, residual16: bool = False) -> IntModel:
+def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True, residual16: bool = False,
+          layernorm_npu: dict[str, float] | None = None) -> IntModel:
     """The integer model of a fitted quantization (W<=8, A8). ``npu``: the NPU variant (``tsptq export --npu
     ethos-u``), W8A8 only: every FC a builtin FULLY_CONNECTED (16x8 where a two-scale code feeds it), the two-scale
     producers writing the decoded int16 value (docs/integer-semantics.md "The NPU variant"). ``split_pv`` (NPU variant
     only, ignored otherwise): attention x V of a V-2SF softmax as two int8 x int8 -> int32 BATCH_MATMULs summed by
     TSPTQ_PV_SUM_2S (else the custom TSPTQ_BMM_2S, on the CPU: ``--pv-on-cpu``). ``residual16`` (NPU variant only):
     the residual stream and the branch outputs int16 per tensor, the residual adds builtin int16 ADDs (``--residual
-    int16``; not the default file's bytes: a finer residual stream)."""
+    int16``; not the default file's bytes: a finer residual stream). ``layernorm_npu`` (with ``residual16``): the
+    smallest token deviation per residual point, ``qm.residual_sigma_min`` over the calibration images: every
+    LayerNorm as builtins around two row statistics on the CPU (``--layernorm npu``; a ``token+avg`` model's final
+    norm stays TSPTQ_LAYERNORM_2S_I16)."""
     cfg = qm.graph.cfg
     if qm.method == "fp32" or not qm.acts:
         raise QuantizationError("fp32 has no integer model: pick a quantization method")
@@ -602,6 +616,9 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True, residual16
                                 "is simulated only")
     if residual16 and not npu:
         raise QuantizationError("an int16 residual stream is a form of the NPU variant (--npu ethos-u) only")
+    if layernorm_npu is not None and not residual16:
+        raise QuantizationError("the LayerNorm on the NPU reads the int16 residual stream: --layernorm npu needs "
+                                "--residual int16")
     if isinstance(qm.graph, SwinGraph):  # the same steps, its own graph (tsptq.intmodel.lower_swin)
         from tsptq.intmodel.lower_swin import lower_swin
 
@@ -610,7 +627,7 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True, residual16
         raise QuantizationError("distilled DeiT models (two heads) have no integer export yet")
     if npu:
         require_npu_variant(qm)
-    b = _NpuBuilder(qm, split_pv, residual16) if npu else _Builder(qm)
+    b = _NpuBuilder(qm, split_pv, residual16, layernorm_npu) if npu else _Builder(qm)
     H, D, hd, p = cfg.num_heads, cfg.embed_dim, cfg.head_dim, cfg.patch_size
     gh, gw = cfg.img_size // p, cfg.img_size // p
     n_prefix = qm.graph.consts["prefix"].shape[1]
@@ -685,4 +702,6 @@ def lower(qm: QuantizedViT, npu: bool = False, split_pv: bool = True, residual16
         meta["variant"] = NPU_VARIANT
         if residual16:
             meta["residual"] = "int16"
+        if layernorm_npu is not None:
+            meta["layernorm"] = "npu"
     return IntModel(b.tensors, b.ops, [x], [out], meta)

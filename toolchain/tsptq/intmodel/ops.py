@@ -496,6 +496,57 @@ def _pv_sum_2s(model, op, v):
                        o["shift"], o["out_zp"])
 
 
+def _mul(model, op, v):
+    a, b, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    if any(t.dtype != "int16" or t.zp or t.n_scales != 1 for t in (a, b, y)):
+        raise ModelFileError(f"MUL {y.name!r}: the integer model defines int16 MUL (per-tensor, zero points 0) only")
+    # LiteRT's Prepare multiplies and divides the float32 scales in float32, then widens (measured: a multiplier
+    # just off a power of two rounds a tie the other way when computed in double)
+    real = a.quant.scale[0].astype(np.float32) * b.quant.scale[0].astype(np.float32) / y.quant.scale[0].astype(np.float32)
+    mult, shift = K.quantize_multiplier(float(real))
+    if shift > 0:  # TFLite's kernels shift a * b left in int32 first: a multiplier of 1 or more is not defined here
+        raise ModelFileError(f"MUL {y.name!r}: the integer model defines int16 MUL with a multiplier below 1")
+    return K.mul_int16(v[0], v[1], mult, shift)
+
+
+def _depthwise_multipliers(model, op):
+    x, w, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    return K.builtin_multipliers(x.quant.scale[0], w.quant.scale, y.quant.scale[0])
+
+
+def _depthwise_16x8(model, op, v):
+    x, w, y = _t(model, op, 0), _t(model, op, 1), _t(model, op, 0, out=True)
+    if x.shape[-3:-1] != y.shape[-3:-1] or w.shape[:3] != (1, 1, 1) or w.shape[3] != x.shape[-1] or x.zp or y.zp:
+        raise ModelFileError(f"DEPTHWISE_CONV_2D {y.name!r}: the integer model defines the 1x1 16x8 form (one weight "
+                             "per channel, zero points 0) only")
+    mult, shift = _depthwise_multipliers(model, op)
+    if np.any(shift > 7):  # TFLite's 64-bit MultiplyByQuantizedMultiplier takes shifts up to 7
+        raise ModelFileError(f"DEPTHWISE_CONV_2D {y.name!r}: a multiplier outside TFLite's 64-bit range")
+    return K.depthwise_16x8(v[0], v[1].reshape(-1), v[2], mult, shift)
+
+
+def _ln_stats_check(model, op):
+    """tflm_ops.c's ln_stats_prepare: int16 rows of 1..4096 values (the int64 bounds), one value out per row."""
+    x, y = _t(model, op, 0), _t(model, op, 0, out=True)
+    if x.dtype != "int16" or y.dtype != "int16" or not 1 <= x.shape[-1] <= K.LN_MAX_CHANNELS or \
+            tuple(y.shape) != tuple(x.shape[:-1]) + (1,):
+        raise ModelFileError(f"{op.kind} {y.name!r}: int16 rows of 1..{K.LN_MAX_CHANNELS} values in, one int16 per "
+                             "row out")
+
+
+def _ln_neg_mean(model, op, v):
+    _ln_stats_check(model, op)
+    return K.ln_neg_mean(v[0])
+
+
+def _ln_rstd(model, op, v):
+    _ln_stats_check(model, op)
+    o = op.options
+    if not 0 <= o["c"] <= 62 - K.SIGMA_EXTRA_BITS or not 0 <= o["eps"] <= 2**62:
+        raise ModelFileError(f"TSPTQ_LN_RSTD {_t(model, op, 0, out=True).name!r}: options out of range")
+    return K.ln_rstd(v[0], o["eps"], o["c"])
+
+
 def _token_mean_i16(model, op, v):
     return K.token_mean_i16(v[0], v[1], op.options["first"])
 
@@ -512,6 +563,13 @@ _NPU_SPECS = (
     # the two planes' int32 products (BATCH_MATMUL int8 -> int32) and the V-2SF code of P -> the context code
     OpSpec("TSPTQ_PV_SUM_2S", 3, _pv_sum_2s,
            option_keys=("bits", "ratio_log2", "signed_fine", "b_zp", "mult", "shift", "out_zp")),
+    # The LayerNorm on the NPU (``layernorm_npu``): the row statistics on the CPU, the rest builtins
+    OpSpec("TSPTQ_LN_NEG_MEAN", 1, _ln_neg_mean),
+    OpSpec("TSPTQ_LN_RSTD", 1, _ln_rstd, option_keys=("eps", "c")),
+    OpSpec("MUL", 2, _mul, (_B.MUL, 4), "MulOptions"),
+    # 1x1, int16 activations x int8 per-channel weights, int64 bias: the LayerNorm's gamma and beta
+    OpSpec("DEPTHWISE_CONV_2D_16X8", 3, _depthwise_16x8, (_B.DEPTHWISE_CONV_2D, 5), "DepthwiseConv2DOptions",
+           persistent=_per_weight_scale, multipliers=_depthwise_multipliers),
     # the patch-token mean of TSPTQ_LAYERNORM_2S_I16's output, on each channel's step (token+avg heads)
     OpSpec("TSPTQ_TOKEN_MEAN_I16", 2, _token_mean_i16, option_keys=("first",), params_from=1),
 )

@@ -66,11 +66,12 @@ def check_npu_request(target: str, method: str, bits: str, accelerator: str | No
 
 def export_npu(src, out: str | Path, target: str = "ethos-u", accelerator: str | None = None,
                progress: bool = True, run_vela: bool = True, split_pv: bool = True,
-               residual16: bool = False) -> NpuExport:
+               residual16: bool = False, layernorm_npu: bool = False) -> NpuExport:
     """Calibrate, quantize, lower to the NPU variant, write it, and run Vela on it when it is installed.
     ``split_pv=False`` keeps attention x V of a V-2SF probability code as TSPTQ_BMM_2S on the CPU (the same bytes,
     fewer MACs on the NPU: docs/npu.md). ``residual16``: the residual stream int16 and its adds builtin int16 ADDs
-    on the NPU (a finer residual stream: not the default file's bytes)."""
+    on the NPU (a finer residual stream: not the default file's bytes). ``layernorm_npu`` (with ``residual16``): the
+    LayerNorms as NPU builtins around two row statistics on the CPU."""
     import json
     import tempfile
 
@@ -81,7 +82,8 @@ def export_npu(src, out: str | Path, target: str = "ethos-u", accelerator: str |
 
     check_npu_request(target, src.method, src.bits, accelerator)
     src.validate()
-    im, _ = build(src, progress=progress, npu=True, split_pv=split_pv, residual16=residual16)
+    im, _ = build(src, progress=progress, npu=True, split_pv=split_pv, residual16=residual16,
+                  layernorm_npu=layernorm_npu)
     out = Path(out)
     data = to_tflite(im)
     items = [(out, data)]

@@ -296,23 +296,48 @@ class TflmModel:
         return Allocations(grab("total"), grab("head"), grab("tail"), parts)
 
 
+# One arena size, tried in a child process: the pinned TFLM wheel can crash (SIGSEGV) while it tears down an
+# interpreter whose allocation failed (seen at 16 bytes and at ~45 KB for cifar10-vit's variant files), which would
+# take the whole command down. Exit status 0: it prepares; 3: TFLM refused it.
+_ARENA_PROBE = """
+import sys
+from tsptq.npu.tflm import TflmError, TflmModel
+data = open(sys.argv[1], "rb").read()
+try:
+    TflmModel(data, arena_size=int(sys.argv[2]))
+except TflmError:
+    sys.exit(3)
+"""
+
+
+def _fits_in_child(path: str, n: int) -> bool:
+    import signal
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _ARENA_PROBE, path, str(n)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    if proc.returncode == 0:
+        return True
+    if proc.returncode in (3, -signal.SIGSEGV):  # refused, or crashed tearing down a failed allocation
+        return False
+    raise TflmError(f"the arena probe failed ({proc.returncode}): {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+
+
 def min_arena_size(data: bytes, hi: int = 64 << 20, step: int = 16) -> int:
-    """The smallest arena (to ``step`` bytes) in which TFLM prepares the file, by bisection."""
-
-    def fits(n: int) -> bool:
-        try:
-            TflmModel(data, arena_size=n)
-            return True
-        except TflmError:
-            return False
-
-    if not fits(hi):
-        raise TflmError(f"the model does not fit a {hi}-byte arena")
-    lo = 0
-    while hi - lo > step:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi
+    """The smallest arena (to ``step`` bytes) in which TFLM prepares the file, by bisection, each size tried in a
+    child process (``_ARENA_PROBE``: a size at which the wheel crashes counts as one it does not prepare in; the
+    crashes seen all followed a failed allocation)."""
+    with tempfile.TemporaryDirectory(prefix="tsptq-arena-") as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        with open(path, "wb") as f:
+            f.write(data)
+        if not _fits_in_child(path, hi):
+            raise TflmError(f"the model does not fit a {hi}-byte arena")
+        lo = 0
+        while hi - lo > step:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _fits_in_child(path, mid) else (mid, hi)
+        return hi
 
 
 def fully_connected_16x8(x, w, bias, mult, shift) -> np.ndarray:
@@ -329,9 +354,37 @@ def fully_connected_16x8(x, w, bias, mult, shift) -> np.ndarray:
     return K.saturate((acc * r + (np.int64(1) << (14 - S))) >> (15 - S), np.int16)
 
 
-def run_tflm_arithmetic(model, x: np.ndarray) -> np.ndarray:
-    """``model.run(x)`` with FULLY_CONNECTED 16x8 computed as TFLM computes it (``fully_connected_16x8``), every other
-    op as the integer model defines it: what TFLM gives for the variant, byte for byte."""
+def mul_int16_multiplier(a_scale, b_scale, y_scale) -> tuple[int, int]:
+    """(M, shift) of this TFLM build's int16 MUL: its Prepare (``mul_common.cc``) widens the three float32 scales to
+    double and computes ``s_a * s_b / s_y`` in double, where LiteRT (and the variant's definition,
+    ``tsptq.intmodel.ops._mul``) multiplies and divides them in float32 first. The two multipliers differ in their low
+    bits for most scales (the float32 product keeps 24 bits)."""
+    from tsptq.intmodel.fixedpoint import quantize_multiplier
+
+    return quantize_multiplier(float(np.float32(a_scale)) * float(np.float32(b_scale)) / float(np.float32(y_scale)))
+
+
+def mul_int16(a, b, mult: int, shift: int) -> np.ndarray:
+    """MUL int16 (zero points 0, broadcasting) as this TFLM build computes it (measured against the wheel, random
+    operands at many scales): TFLite's double-rounding MultiplyByQuantizedMultiplier on ``a * b`` in int32, whose
+    left shift (``shift > 0``, a multiplier of 1 or more) wraps around in 32 bits where the integer model's int64
+    product saturates; then saturated to int16. With ``shift <= 0`` it is ``kernels.mul_int16`` itself."""
+    from tsptq.intmodel import kernels as K
+    from tsptq.intmodel.fixedpoint import multiply_by_quantized_multiplier
+
+    x = np.asarray(a, np.int64) * np.asarray(b, np.int64)
+    if shift > 0:
+        x = (((x << shift) + 2**31) & 0xFFFFFFFF) - 2**31  # the low 32 bits, as int32
+    return K.saturate(multiply_by_quantized_multiplier(x, mult, min(shift, 0)), np.int16)
+
+
+def run_tflm_arithmetic(model, x: np.ndarray, keep: bool = False):
+    """``model.run(x)`` with the builtins whose TFLM arithmetic is not the variant's computed as TFLM computes them,
+    every other op as the integer model defines it: what TFLM gives for the variant, byte for byte. They are
+    FULLY_CONNECTED 16x8 (``fully_connected_16x8``: a 16-bit multiplier, rounded half up) and the int16 MUL of the
+    LayerNorm on the NPU (``mul_int16``: its multiplier from double scales, ``mul_int16_multiplier``). The 1x1
+    DEPTHWISE_CONV_2D 16x8 of that LayerNorm and the int16 ADD are the integer model's in TFLM too (measured).
+    ``keep``: also every tensor's value (as ``IntModel.run``), ``(output, values)``."""
     from tsptq.intmodel.ops import ALL_OPS, _conv_fc_multipliers
 
     vals = {model.inputs[0]: x}
@@ -340,9 +393,13 @@ def run_tflm_arithmetic(model, x: np.ndarray) -> np.ndarray:
         if op.kind == "FULLY_CONNECTED_16X8":
             mult, shift = _conv_fc_multipliers(model, op)
             vals[op.outputs[0]] = fully_connected_16x8(ins[0], ins[1], ins[2], mult, shift)
+        elif op.kind == "MUL" and all(t.dtype == "int16" and not t.zp and t.n_scales == 1 for t in
+                                      (model.tensors[i] for i in (*op.inputs[:2], op.outputs[0]))):
+            scales = (model.tensors[i].quant.scale[0] for i in (*op.inputs[:2], op.outputs[0]))
+            vals[op.outputs[0]] = mul_int16(ins[0], ins[1], *mul_int16_multiplier(*scales))
         else:
             vals[op.outputs[0]] = ALL_OPS[op.kind].kernel(model, op, ins)
-    return vals[model.outputs[0]]
+    return (vals[model.outputs[0]], vals) if keep else vals[model.outputs[0]]
 
 
 def compare_ops(model, data: bytes, x: np.ndarray) -> list[dict]:
@@ -423,7 +480,8 @@ def file_int_model(data: bytes, name: str, m=None, progress: bool = False):
               file=sys.stderr)
     what = f"{src.model or src.checkpoint}, {src.method} {src.bits}, {src.calib_images} calibration images"
     try:
-        im, _ = build(src, progress=progress, npu=True, split_pv=split, residual16=meta.get("residual") == "int16")
+        im, _ = build(src, progress=progress, npu=True, split_pv=split, residual16=meta.get("residual") == "int16",
+                      layernorm_npu=meta.get("layernorm") == "npu")
     except (TsptqError, OSError, TypeError, ValueError, AttributeError) as e:  # a recorded field of the wrong kind
         raise TflmError(f"{name}: cannot rebuild the variant's integer model from its recorded source ({what}): "
                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -446,7 +504,8 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> dict:
 def verify_tflm(file, data=None, *, batch_size: int = 25, quiet: bool = False, min_arena: bool = True) -> dict:
     """``tsptq tflm FILE``: run the file in TFLM on the evaluation images (``data``: a ``tsptq.model.model_data.EvalData``,
     the same options as ``tsptq verify``) and compare, image by image, with the file's Python integer model
-    (``file_int_model``) and with that model under TFLM's FC 16x8 rounding (``run_tflm_arithmetic``). Also TFLM's
+    (``file_int_model``) and with that model under TFLM's FC 16x8 rounding and int16 MUL multiplier
+    (``run_tflm_arithmetic``). Also TFLM's
     arena account and, with ``min_arena``, the smallest arena TFLM prepares the file in. One-line ``TsptqError``s: a
     file that cannot be read, a missing or other tflite-micro wheel, a file TFLM refuses."""
     import sys
@@ -507,7 +566,7 @@ def format_verify_tflm(r: dict) -> str:
              f"TFLM arena {a['total']:,} B = planned {a['head']:,} B + persistent {a['tail']:,} B"
              + (f"; smallest arena it prepares the file in: {a['min_arena']:,} B" if "min_arena" in a else ""),
              f"TFLM vs the integer model:                      {line(r['vs_integer'])}",
-             f"TFLM vs the integer model, TFLM's FC rounding:  {line(r['vs_tflm_arithmetic'])}"]
+             f"TFLM vs the integer model, TFLM's rounding:     {line(r['vs_tflm_arithmetic'])}"]
     if "top1_tflm" in r:
         lines.append(f"top-1: TFLM {r['top1_tflm']:.2f}%, the integer model {r['top1_integer']:.2f}%")
     return "\n".join(lines)

@@ -13,6 +13,8 @@ patch-token mean of a ``token+avg`` head keeps the final norm's).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import torch
@@ -237,6 +239,21 @@ class SimHook:
         return x if quant is None else quant.fake(x)
 
 
+class _SigmaHook(SimHook):
+    """SimHook that also keeps, per residual point (a LayerNorm input), the smallest token deviation it saw."""
+
+    def __init__(self, quantizers: dict[str, Quantizer], eps: float):
+        super().__init__(quantizers)
+        self.eps, self.sigma_min = eps, {}
+
+    def act(self, name: str, kind: str, x: torch.Tensor) -> torch.Tensor:
+        y = super().act(name, kind, x)
+        if kind == "residual":
+            s = float(torch.sqrt(y.double().var(-1, unbiased=False) + self.eps).min())
+            self.sigma_min[name] = min(self.sigma_min.get(name, math.inf), s)
+        return y
+
+
 @dataclass
 class QuantizedViT:
     """A fitted quantization of a ViT (or a Swin: ``graph`` is then a ``qswin.SwinGraph``): activation codes per
@@ -267,3 +284,13 @@ class QuantizedViT:
     def __call__(self, x: torch.Tensor, hook: SimHook | None = None) -> torch.Tensor:
         """Logits of the quantized model; ``hook`` (a SimHook over ``self.acts``) can also observe the points."""
         return self.graph.forward(x, hook or self._hook, self._linears, self._consts)
+
+    @torch.no_grad()
+    def residual_sigma_min(self, batches) -> dict[str, float]:
+        """The smallest token deviation sqrt(var + eps) at each residual point (each LayerNorm's input) of the
+        quantized model over ``batches`` of model inputs (the calibration images): what the NPU LayerNorm's
+        reciprocal-deviation code is sized from (``lower(..., layernorm_npu=)``)."""
+        hook = _SigmaHook(self.acts, self.graph.cfg.ln_eps)
+        for x in batches:
+            self(x, hook)
+        return hook.sigma_min

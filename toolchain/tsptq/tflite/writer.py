@@ -52,6 +52,9 @@ def _builtin_options(kind: str, o: dict):
         opt.newShape = list(o["new_shape"])
     elif kind == "CONCATENATION":
         opt.axis = o["axis"]
+    elif spec.options == "DepthwiseConv2DOptions":  # the NPU LayerNorm's 1x1 gamma and beta
+        opt.padding, opt.strideH, opt.strideW, opt.depthMultiplier = S.Padding.VALID, 1, 1, 1
+        opt.dilationHFactor = opt.dilationWFactor = 1
     elif kind == "ADD":  # the schema's default is on; off: LiteRT's general int16 ADD whatever the scales
         opt.potScaleInt16 = bool(o.get("pot_scale_int16", True))
     return spec.options_type, opt
