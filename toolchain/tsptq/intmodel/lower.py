@@ -415,6 +415,19 @@ class _NpuBuilder(_Builder):
             return x
         return self.op("QUANTIZE", [x], self.add(f"{name}.i16", xt.shape, "int16", _i16(_unit(xt))))
 
+    # the int16 tensors of the NPU LayerNorm (tsptq.intmodel.lower_layernorm_npu, which writes through these)
+    def add_i16(self, name: str, shape, scale: float) -> int:
+        """An int16 activation on one scale, zero point 0."""
+        return self.add(name, shape, "int16", _i16(scale))
+
+    def code_unit(self, point: str, channels: int) -> float:
+        """One integer unit of ``point``'s code, decoded (its base step)."""
+        return _unit(Tensor(point, (channels,), *code_params(self.qm.acts[point], channels)))
+
+    def act_i16(self, point: str, shape) -> int:
+        """``point``'s tensor as int16 on its code's unit, zero point 0 (the code decoded, or finer)."""
+        return self.add_i16(point, shape, self.code_unit(point, shape[-1]))
+
     def layernorm(self, norm: str, x: int, shape, out_point: str | None = None) -> int:
         pooled = norm == "norm" and self.qm.graph.cfg.global_pool == "token+avg"  # its mean needs the code's steps
         if self.ln_sigma_min is None or pooled:

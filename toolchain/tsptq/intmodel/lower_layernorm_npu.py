@@ -14,8 +14,7 @@ import numpy as np
 
 from tsptq.errors import QuantizationError
 from tsptq.intmodel import kernels as K
-from tsptq.intmodel.graph import QuantParams, Tensor
-from tsptq.intmodel.lower import _i16, _unit, code_params
+from tsptq.intmodel.graph import QuantParams
 
 LN_RSTD_MARGIN = 4  # the NPU LayerNorm's reciprocal deviation: room below the calibration's smallest deviation
 
@@ -74,7 +73,7 @@ def layernorm_builtins(b, norm: str, x: int, shape, sigma_min: dict[str, float])
     if point not in sigma_min:
         raise QuantizationError(f"{norm}: no calibration deviation for {point} (qm.residual_sigma_min)")
     s_x = float(xt.quant.scale[0])
-    unit = _unit(Tensor(norm, tuple(shape), *code_params(qm.acts[norm], D)))  # the output code's unit
+    unit = b.code_unit(norm, D)  # the output code's base step
     c = math.floor(math.log2(32767 / LN_RSTD_MARGIN * D * sigma_min[point] / s_x))
     if not 0 <= c <= 62 - K.SIGMA_EXTRA_BITS:
         raise QuantizationError(f"{norm}: the token deviations ({sigma_min[point]:.3g}) leave no int16 "
@@ -91,18 +90,17 @@ def layernorm_builtins(b, norm: str, x: int, shape, sigma_min: dict[str, float])
         raise QuantizationError(f"{norm}: gamma outside the 16x8 DEPTHWISE_CONV_2D's range for the LayerNorm on "
                                 "the NPU")
     eps = min(round(D * D * cfg.ln_eps / s_x ** 2), 2**62)
-    y = b.act(norm, shape)  # the LayerNorm's point: int16 on its output code's unit
-    b.tensors[y] = Tensor(b.t(y).name, b.t(y).shape, "int16", _i16(unit))
-    neg_mean = b.op("TSPTQ_LN_NEG_MEAN", [x], b.add(f"{norm}.neg_mean", (1, T, 1), "int16", _i16(s_x)))
-    rstd = b.op("TSPTQ_LN_RSTD", [x], b.add(f"{norm}.rstd", (1, T, 1), "int16", _i16(s_r)), eps=eps, c=c)
-    d = b.op("ADD", [x, neg_mean], b.add(f"{norm}.centered", (1, T, D), "int16", _i16(s_x)),
+    y = b.act_i16(norm, shape)  # the LayerNorm's point: int16 on its output code's unit
+    neg_mean = b.op("TSPTQ_LN_NEG_MEAN", [x], b.add_i16(f"{norm}.neg_mean", (1, T, 1), s_x))
+    rstd = b.op("TSPTQ_LN_RSTD", [x], b.add_i16(f"{norm}.rstd", (1, T, 1), s_r), eps=eps, c=c)
+    d = b.op("ADD", [x, neg_mean], b.add_i16(f"{norm}.centered", (1, T, D), s_x),
              pot_scale_int16=False)
-    n = b.op("MUL", [d, rstd], b.add(f"{norm}.normalized", (1, T, D), "int16", _i16(2.0**-k)))
+    n = b.op("MUL", [d, rstd], b.add_i16(f"{norm}.normalized", (1, T, D), 2.0**-k))
     n4 = b.reshape(f"{norm}.normalized_nhwc", n, (1, T, 1, D))
     b_scale = (np.float32(2.0**-k) * w_scale).astype(np.float32)
     wi = b.add(f"{norm}.gamma", w.shape, "int8", QuantParams(w_scale, np.zeros(D, np.int64), axis=3), w)
     bi = b.add(f"{norm}.beta", (D,), "int64", QuantParams(b_scale, np.zeros(D, np.int64)), bias)
     y4 = b.op("DEPTHWISE_CONV_2D_16X8", [n4, wi, bi],
-              b.add(f"{norm}.affine", (1, T, 1, D), "int16", _i16(unit)))
+              b.add_i16(f"{norm}.affine", (1, T, 1, D), unit))
     return b.op("RESHAPE", [y4, b.const_i32(f"{norm}.shape", shape)], y, new_shape=list(shape))
 
