@@ -17,6 +17,7 @@ from tsptq.intmodel import kernels as K
 from tsptq.intmodel.graph import QuantParams
 
 LN_RSTD_MARGIN = 4  # the NPU LayerNorm's reciprocal deviation: room below the calibration's smallest deviation
+BIAS_LIMIT = 2**39  # Vela stores a bias in 40 signed bits (its encoder asserts -2^39 <= b < 2^39)
 
 
 def norm_input_point(norm: str) -> str:
@@ -26,9 +27,6 @@ def norm_input_point(norm: str) -> str:
         return "norm.in"
     block, which = norm.rsplit(".", 1)
     return f"{block}.in" if which == "norm1" else f"{block}.mid"
-
-
-BIAS_LIMIT = 2**39  # Vela stores a bias in 40 signed bits (its encoder asserts -2^39 <= b < 2^39)
 
 
 def _gamma_beta(gamma: np.ndarray, beta: np.ndarray, s_n: float, unit: float, D: int):
@@ -58,7 +56,8 @@ def layernorm_builtins(b, norm: str, x: int, shape, sigma_min: dict[str, float])
       TSPTQ_LN_RSTD      r = round(2^c / (D sigma_x)), at most 32767     (1, T, 1) int16, step D / (s_x 2^c)
       ADD (int16)        d = x + m                                       x's step
       MUL (int16)        n = d r, requantized                            step 2^-k: n = (x - mean) / sigma
-      DEPTHWISE_CONV_2D  y_c = gamma_c n_c + beta_c, 1x1 16x8: weights +-127 on |gamma_c| / 127, int64 bias
+      DEPTHWISE_CONV_2D  y_c = gamma_c n_c + beta_c, 1x1 16x8: weights +-127 on |gamma_c| / 127 (``_gamma_beta``),
+                         int64 bias
     The output is int16 on the LayerNorm output code's unit (its base step), zero point 0: the input the 16x8
     FCs read, on that grid rather than on the code's per-channel steps. ``c`` is sized so that the smallest token
     deviation the calibration images showed gives r in (32767 / (2 LN_RSTD_MARGIN), 32767 / LN_RSTD_MARGIN]."""
@@ -103,4 +102,3 @@ def layernorm_builtins(b, norm: str, x: int, shape, sigma_min: dict[str, float])
     y4 = b.op("DEPTHWISE_CONV_2D_16X8", [n4, wi, bi],
               b.add_i16(f"{norm}.affine", (1, T, 1, D), unit))
     return b.op("RESHAPE", [y4, b.const_i32(f"{norm}.shape", shape)], y, new_shape=list(shape))
-

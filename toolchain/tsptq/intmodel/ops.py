@@ -502,7 +502,8 @@ def _mul(model, op, v):
         raise ModelFileError(f"MUL {y.name!r}: the integer model defines int16 MUL (per-tensor, zero points 0) only")
     # LiteRT's Prepare multiplies and divides the float32 scales in float32, then widens (measured: a multiplier
     # just off a power of two rounds a tie the other way when computed in double)
-    real = a.quant.scale[0].astype(np.float32) * b.quant.scale[0].astype(np.float32) / y.quant.scale[0].astype(np.float32)
+    sa, sb, sy = (t.quant.scale[0].astype(np.float32) for t in (a, b, y))
+    real = sa * sb / sy
     mult, shift = K.quantize_multiplier(float(real))
     if shift > 0:  # TFLite's kernels shift a * b left in int32 first: a multiplier of 1 or more is not defined here
         raise ModelFileError(f"MUL {y.name!r}: the integer model defines int16 MUL with a multiplier below 1")
