@@ -366,16 +366,16 @@ def mul_int16_multiplier(a_scale, b_scale, y_scale) -> tuple[int, int]:
 
 def mul_int16(a, b, mult: int, shift: int) -> np.ndarray:
     """MUL int16 (zero points 0, broadcasting) as this TFLM build computes it (measured against the wheel, random
-    operands at many scales): TFLite's double-rounding MultiplyByQuantizedMultiplier on ``a * b`` in int32, whose
-    left shift (``shift > 0``, a multiplier of 1 or more) wraps around in 32 bits where the integer model's int64
-    product saturates; then saturated to int16. With ``shift <= 0`` it is ``kernels.mul_int16`` itself."""
+    operands at many scales): TFLite's double-rounding MultiplyByQuantizedMultiplier on ``a * b`` in int32. With
+    ``shift <= 0`` that is ``kernels.mul_int16`` itself; a larger multiplier (``shift > 0``, which the integer model
+    refuses) shifts the int32 product left first and wraps around in 32 bits; then saturated to int16."""
     from tsptq.intmodel import kernels as K
     from tsptq.intmodel.fixedpoint import multiply_by_quantized_multiplier
 
-    x = np.asarray(a, np.int64) * np.asarray(b, np.int64)
-    if shift > 0:
-        x = (((x << shift) + 2**31) & 0xFFFFFFFF) - 2**31  # the low 32 bits, as int32
-    return K.saturate(multiply_by_quantized_multiplier(x, mult, min(shift, 0)), np.int16)
+    if shift <= 0:
+        return K.mul_int16(a, b, mult, shift)
+    x = (((np.asarray(a, np.int64) * np.asarray(b, np.int64) << shift) + 2**31) & 0xFFFFFFFF) - 2**31  # low 32 bits
+    return K.saturate(multiply_by_quantized_multiplier(x, mult, 0), np.int16)
 
 
 def run_tflm_arithmetic(model, x: np.ndarray, keep: bool = False):
@@ -505,9 +505,9 @@ def verify_tflm(file, data=None, *, batch_size: int = 25, quiet: bool = False, m
     """``tsptq tflm FILE``: run the file in TFLM on the evaluation images (``data``: a ``tsptq.model.model_data.EvalData``,
     the same options as ``tsptq verify``) and compare, image by image, with the file's Python integer model
     (``file_int_model``) and with that model under TFLM's FC 16x8 rounding and int16 MUL multiplier
-    (``run_tflm_arithmetic``). Also TFLM's
-    arena account and, with ``min_arena``, the smallest arena TFLM prepares the file in. One-line ``TsptqError``s: a
-    file that cannot be read, a missing or other tflite-micro wheel, a file TFLM refuses."""
+    (``run_tflm_arithmetic``). Also TFLM's arena account and, with ``min_arena``, the smallest arena TFLM prepares the
+    file in. One-line ``TsptqError``s: a file that cannot be read, a missing or other tflite-micro wheel, a file TFLM
+    refuses."""
     import sys
     from types import SimpleNamespace
 
