@@ -10,11 +10,12 @@ variant computes the default file's bytes (in Python, and in TensorFlow Lite Mic
 Per model, one calibration (what ``tsptq export`` does: ``tsptq.intmodel.integer.build`` of the model's Source, below)
 lowered three ways, the NPU variant of a second quantization of the same images with a uniform Softmax output code
 (``--method tsptq-no-v2sf-softmax``: attention x V one int8 BATCH_MATMUL instead of two planes), both NPU variants
-again with an int16 residual stream (``--residual int16``: the residual adds builtin int16 ADDs), and the stock
-converter's file of the same model and calibration images:
+again with an int16 residual stream (``--residual int16 --layernorm cpu``: the residual adds builtin int16 ADDs) and
+with their LayerNorms on the NPU too (``--residual int16 --layernorm npu``, what ``--npu ethos-u`` writes by default),
+and the stock converter's file of the same model and calibration images:
 
-- the default tsptq file (``tsptq export``), the NPU variant (``--npu ethos-u``), the variant ``--pv-on-cpu``, and
-  the stock int8 file (``--method tflite-converter``, the ``converter`` extra; without it the row says why), each
+- the default tsptq file (``tsptq export``), the NPU variant (``--npu ethos-u --residual code``), the variant
+  ``--pv-on-cpu``, and the stock int8 file (``--method tflite-converter``, the ``converter`` extra; without it the row says why), each
   compiled by Vela (``tsptq.npu.vela.compile_report``, the ``npu-report`` defaults: ethos-u-vela 5.2.0, ethos-u55-128,
   Ethos_U55_High_End_Embedded, Shared_Sram): ops and MACs on the NPU, NPU parts and switches, Vela's estimated time
   of the NPU part (Vela does not time the CPU ops), SRAM and off-chip flash;

@@ -777,15 +777,16 @@ def render_npu(results: dict) -> list[str]:
         return []
     out = ["## NPU (Ethos-U55, Vela 5.2.0)", "",
            "`python benchmarks/npu.py` (`--only MODEL`): one tsptq W8A8 calibration per model (what `tsptq export` "
-           "does) written three ways: the default file, the NPU variant (`--npu ethos-u`: every FC a builtin, "
-           "attention x V as two int8 BATCH_MATMULs with int32 outputs) and the variant with attention x V kept on "
-           "the CPU (`--pv-on-cpu`), and the stock converter's file of the same calibration images (`--method "
+           "does) written three ways: the default file, the NPU variant (`--npu ethos-u --residual code`: every FC a "
+           "builtin, attention x V as two int8 BATCH_MATMULs with int32 outputs) and the variant with attention x V "
+           "kept on the CPU (`--pv-on-cpu`), and the stock converter's file of the same calibration images (`--method "
            "tflite-converter`); and where measured, the NPU variant of a second quantization of the same images whose "
            f"Softmax output is a uniform 8-bit code (`--method {UNIFORM_P_METHOD}`, *{UNIFORM_P}*: attention x V one "
-           f"int8 BATCH_MATMUL, no planes); where measured, both with an int16 residual stream (`--residual int16`, "
-           f"*{R16}*, *{UNIFORM_P_R16}*: the residual adds builtin int16 ADDs), and where measured both again with "
-           f"their LayerNorms on the NPU (`--layernorm npu`, *{R16_LN}*, *{UNIFORM_P_R16_LN}*: int16 ADD, MUL and a "
-           f"1x1 DEPTHWISE_CONV_2D around two row statistics on the CPU). Each compiled by Vela with the `tsptq npu-report` defaults: Ethos-U55-128, "
+           f"int8 BATCH_MATMUL, no planes); where measured, both with an int16 residual stream (`--residual int16 "
+           f"--layernorm cpu`, *{R16}*, *{UNIFORM_P_R16}*: the residual adds builtin int16 ADDs), and where measured "
+           f"both again with their LayerNorms on the NPU (`--residual int16 --layernorm npu`, the `--npu ethos-u` "
+           f"default, *{R16_LN}*, *{UNIFORM_P_R16_LN}*: int16 ADD, MUL and a 1x1 DEPTHWISE_CONV_2D around two row "
+           "statistics on the CPU). Each compiled by Vela with the `tsptq npu-report` defaults: Ethos-U55-128, "
            "Ethos_U55_High_End_Embedded (500 MHz), Shared_Sram. *Estimated NPU time* is Vela's, for the NPU part "
            "only: the ops left to the CPU are not timed. Flash counts only what Vela compiled (the CPU ops' "
            "constants stay in the file). docs/npu.md explains the variant; docs/tflm.md the TFLM run.", ""]

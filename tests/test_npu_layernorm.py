@@ -209,12 +209,15 @@ def test_refusals(tiny_ln, tmp_path, capsys):
         lower(qm, npu=True, residual16=True, layernorm_npu={})
     from tsptq.cli.deploy import main as deploy_main
 
-    assert deploy_main(["--target", "corstone-300", "--build-only", "--npu", "ethos-u", "--layernorm", "npu",
-                        "--quiet"]) == 2
+    assert deploy_main(["--target", "corstone-300", "--build-only", "--npu", "ethos-u", "--residual", "code",
+                        "--layernorm", "npu", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--residual int16" in err[0]
+    assert err == ["tsptq-deploy: error: --layernorm npu reads the int16 residual stream: drop --residual code (int16 "
+                   "is the default)"]
+    assert deploy_main(["--target", "corstone-300", "--build-only", "--layernorm", "npu", "--quiet"]) == 2
+    assert "--residual and --layernorm apply to --npu only" in capsys.readouterr().err
     out = tmp_path / "m.tflite"
-    for args in (["--npu", "ethos-u", "--layernorm", "npu"], ["--layernorm", "npu"]):
+    for args in (["--npu", "ethos-u", "--residual", "code", "--layernorm", "npu"], ["--layernorm", "npu"]):
         assert cli_main(["export", "--model", "cifar10-vit", *args, "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--layernorm" in err[0] and not out.exists()
@@ -257,11 +260,13 @@ def test_cli_export_records_the_form_and_the_file_rebuilds(tmp_path, capsys):
     from tsptq.npu.tflm import file_int_model, file_metadata
 
     out = tmp_path / "ln.tflite"
-    assert cli_main(["export", "--model", "cifar10-vit", "--npu", "ethos-u", "--residual", "int16", "--layernorm",
-                     "npu", "--calib-images", "4", "--out", str(out), "--quiet"]) == 0
-    assert "the LayerNorms builtins" in capsys.readouterr().out
+    # the form --npu writes when --residual and --layernorm are not given
+    assert cli_main(["export", "--model", "cifar10-vit", "--npu", "ethos-u", "--calib-images", "4", "--out", str(out),
+                     "--quiet"]) == 0
+    assert "an int16 residual stream" in capsys.readouterr().out
     data = out.read_bytes()
-    assert file_metadata(parse_model(data, out.name))["layernorm"] == "npu"
+    meta = file_metadata(parse_model(data, out.name))
+    assert (meta["residual"], meta["layernorm"]) == ("int16", "npu")
     im, how = file_int_model(data, out.name)  # rebuilt from the recorded source: must write these bytes
     assert "the file's bytes" in how and im.metadata["layernorm"] == "npu"
 

@@ -267,8 +267,8 @@ def test_cli_export_records_the_form_and_tflm_rebuilds_it(tmp_path, capsys):
     from tsptq.npu.graph_ops import parse_model
 
     out = tmp_path / "r16.tflite"
-    assert cli_main(["export", "--model", "cifar10-vit", "--npu", "ethos-u", "--residual", "int16", "--pv-on-cpu",
-                     "--out", str(out), "--quiet"]) == 0
+    assert cli_main(["export", "--model", "cifar10-vit", "--npu", "ethos-u", "--residual", "int16", "--layernorm",
+                     "cpu", "--pv-on-cpu", "--out", str(out), "--quiet"]) == 0
     assert "an int16 residual stream" in capsys.readouterr().out
     data = out.read_bytes()
     assert file_metadata(parse_model(data, out.name))["residual"] == "int16"
@@ -281,4 +281,4 @@ def test_deploy_residual_needs_npu(capsys):
 
     assert deploy_main(["--target", "corstone-300", "--build-only", "--residual", "int16", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--residual applies to --npu only" in err[0]
+    assert len(err) == 1 and "--residual and --layernorm apply to --npu only" in err[0]

@@ -394,6 +394,9 @@ def test_cli_export_npu_writes_the_variant_the_compiled_file_and_the_report(tmp_
     report = json.loads((tmp_path / "fashion-npu_npu.json").read_text())
     assert report["npu_mac_fraction"] >= 0.95, report
     assert "TSPTQ_FC_2S" not in report["ops_cpu"] and report["ops_npu"]["FULLY_CONNECTED"] == 4 * 6 + 1
+    # the default form: the residual adds and the blocks' LayerNorms on the NPU, their row statistics on the CPU
+    assert not {"TSPTQ_ADD_2S", "TSPTQ_ADD_2S_I16", "TSPTQ_LAYERNORM_2S_I16"} & set(report["ops_cpu"]), report
+    assert report["ops_cpu"]["TSPTQ_LN_RSTD"] == 2 * 4 + 1 and report["ops_npu"]["ADD"] >= 2 * 4
     from tsptq.npu.graph_ops import parse_model
 
     assert parse_model(out.read_bytes()).metadata is not None  # a TFLite file the schema reads
@@ -430,3 +433,29 @@ def test_the_uniform_p_variant_computes_its_default_files_bytes_in_litert_too(ti
     want = default.run(x)
     assert np.array_equal(im.run(x), want)
     assert np.array_equal(MixedRun(im).run(x, check=True), want)
+
+
+def test_cli_residual_code_writes_the_form_with_the_default_files_bytes(tmp_path, capsys):
+    """`--residual code` opts out of the default int16 residual stream: the first step's form, whose integer model
+    (rebuilt from the file's recorded source) computes the default file's bytes, LayerNorms and adds on the CPU."""
+    from tsptq.npu.graph_ops import op_type, parse_model
+    from tsptq.npu.tflm import file_int_model, file_metadata
+
+    out = tmp_path / "code.tflite"
+    assert main(["export", "--model", "fashion-vit", "--npu", "ethos-u", "--residual", "code", "--calib-images", "8",
+                 "--quiet", "--out", str(out)]) == 0
+    assert "int16 residual" not in capsys.readouterr().out
+    data = out.read_bytes()
+    m = parse_model(data, out.name)
+    meta = file_metadata(m)
+    assert "residual" not in meta and "layernorm" not in meta
+    kinds = {op_type(m, op) for op in m.subgraphs[0].operators}
+    assert "TSPTQ_LAYERNORM_2S_I16" in kinds and not {"TSPTQ_LN_RSTD", "DEPTHWISE_CONV_2D"} & kinds
+    im, how = file_int_model(data, out.name)  # the variant rebuilt from the recorded source writes these bytes
+    assert "the file's bytes" in how
+    from tsptq.intmodel.integer import Source, build
+
+    im0, _ = build(Source(**meta["source"]), progress=False)  # the default file of the same calibration
+    shape = im0.tensors[im0.inputs[0]].shape
+    x = np.random.default_rng(0).integers(-128, 128, size=(2, *shape[1:]), dtype=np.int8)
+    assert np.array_equal(im.run(x), im0.run(x))

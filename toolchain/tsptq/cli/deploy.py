@@ -77,12 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--npu", choices=("ethos-u",), default=None,
                     help="--build-only on a board with an NPU ([npu] in its target.toml): also lower the NPU variant, "
                          "compile it with Vela (the board's settings) and check Vela's SRAM and flash figures")
-    ap.add_argument("--residual", choices=("code", "int16"), default="code",
-                    help="with --npu: the NPU variant's residual stream, as tsptq export --npu --residual (int16: the "
-                         "residual adds builtin int16 ADDs on the NPU)")
-    ap.add_argument("--layernorm", choices=("cpu", "npu"), default="cpu",
-                    help="with --npu --residual int16: the LayerNorms as tsptq export --npu --layernorm (npu: NPU "
-                         "builtins around two row statistics on the CPU)")
+    ap.add_argument("--residual", choices=("code", "int16"), default=None,
+                    help="with --npu: the NPU variant's residual stream, as tsptq export --npu --residual (int16, "
+                         "the default: the residual adds builtin int16 ADDs on the NPU; code: the default file's)")
+    ap.add_argument("--layernorm", choices=("cpu", "npu"), default=None,
+                    help="with --npu and the int16 residual stream: the LayerNorms as tsptq export --npu --layernorm "
+                         "(npu, the default: NPU builtins around two row statistics on the CPU; cpu: one CPU op)")
     add_board_args(ap)
     return ap
 
@@ -108,11 +108,8 @@ def main(argv=None) -> int:
                 if args.npu and not args.build_only:
                     raise TsptqError("--npu checks the NPU variant's fit with --build-only (tsptq export --npu "
                                      "ethos-u writes it)")
-                if args.residual != "code" and not args.npu:
-                    raise TsptqError("--residual applies to --npu only")
-                if args.layernorm != "cpu" and args.residual != "int16":
-                    raise TsptqError("--layernorm npu reads the int16 residual stream: add --npu ethos-u --residual "
-                                     "int16")
+                if (args.residual is not None or args.layernorm is not None) and not args.npu:
+                    raise TsptqError("--residual and --layernorm apply to --npu only")
                 if args.build_only:
                     return _build_only(args, opts)
                 report = deploy(source_from_args(args), opts)
@@ -131,8 +128,11 @@ def main(argv=None) -> int:
 def _build_only(args, opts) -> int:
     from tsptq.deploy.pipeline import build_only, format_fit_table
 
-    report = build_only(source_from_args(args), opts, npu=args.npu, residual16=args.residual == "int16",
-                        layernorm_npu=args.layernorm == "npu")
+    from tsptq.npu.export import npu_form
+
+    residual16, layernorm_npu = npu_form(args.residual, args.layernorm) if args.npu else (False, False)
+    report = build_only(source_from_args(args), opts, npu=args.npu, residual16=residual16,
+                        layernorm_npu=layernorm_npu)
     print(f"{report['target']}: {report['model']} {report['method']} {report['bits']}, model by {report['delivery']}")
     print(format_fit_table(report["fit"]))
     fw = report["firmware"]

@@ -147,7 +147,7 @@ def cmd_export(args) -> int:
 
     if args.npu:
         return export_npu_variant(args)
-    if args.pv_on_cpu or args.accelerator or args.residual != "code" or args.layernorm != "cpu":
+    if args.pv_on_cpu or args.accelerator or args.residual is not None or args.layernorm is not None:
         raise TsptqError("--pv-on-cpu, --accelerator, --residual and --layernorm apply to --npu only")
     if args.method == "tflite-converter":
         return export_stock(args)
@@ -167,16 +167,14 @@ def cmd_export(args) -> int:
 
 def export_npu_variant(args) -> int:
     """``tsptq export --npu ethos-u``: the NPU variant, and Vela's compiled file and report beside it."""
-    from tsptq.npu.export import check_npu_request, export_npu
+    from tsptq.npu.export import check_npu_request, export_npu, npu_form
     from tsptq.npu.vela import format_report
 
     check_npu_request(args.npu, args.method, args.bits, args.accelerator)  # before any calibration
-    if args.layernorm == "npu" and args.residual != "int16":
-        raise TsptqError("--layernorm npu reads the int16 residual stream: add --residual int16")
+    residual16, layernorm_npu = npu_form(args.residual, args.layernorm)
     src = source_from_args(args)
     res = export_npu(src, args.out, args.npu, args.accelerator, progress=not args.quiet,
-                     split_pv=not args.pv_on_cpu, residual16=args.residual == "int16",
-                     layernorm_npu=args.layernorm == "npu")
+                     split_pv=not args.pv_on_cpu, residual16=residual16, layernorm_npu=layernorm_npu)
     from tsptq.quant.methods import get_method
 
     if src.method != "fp32" and get_method(src.method).softmax == "uniform":  # a plain int8 BATCH_MATMUL
@@ -184,9 +182,9 @@ def export_npu_variant(args) -> int:
     else:
         pv = ("attention x V kept on the CPU" if args.pv_on_cpu
               else "attention x V as two int8 BATCH_MATMULs with int32 outputs")
-    if args.residual == "int16":
+    if residual16:
         pv += "; an int16 residual stream, its adds builtin int16 ADDs"
-    if args.layernorm == "npu":
+    if layernorm_npu:
         pv += "; the LayerNorms builtins (ADD, MUL, DEPTHWISE_CONV_2D) around two row statistics on the CPU"
     print(f"{res.path}: {res.size:,} bytes, the NPU variant ({args.npu}: every FC a builtin FULLY_CONNECTED, {pv}; "
           f"{src.method} {src.bits}, calibrated on {src.calib_images} images)")
@@ -410,10 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--npu", choices=("ethos-u",), default=None,
                     help="write the NPU variant (W8A8): every multiply-accumulate op a builtin that Vela maps to "
                          "an Ethos-U (FULLY_CONNECTED, 16x8 where a two-scale code feeds it; attention x V as two "
-                         "int8 BATCH_MATMULs with int32 outputs), LayerNorm/Softmax/GELU/residual adds and the sum of "
-                         "attention x V's two parts still TSPTQ_* ops on the CPU; the file computes the default "
-                         "file's bytes; "
-                         "with Vela installed (the npu extra) also its compiled OUT_vela.tflite, CSVs and "
+                         "int8 BATCH_MATMULs with int32 outputs), by default with an int16 residual stream (its adds "
+                         "builtin int16 ADDs) and the LayerNorms as NPU builtins; Softmax, GELU, the LayerNorms' row "
+                         "statistics and the sum of attention x V's two parts stay TSPTQ_* ops on the CPU. "
+                         "With Vela installed (the npu extra) also its compiled OUT_vela.tflite, CSVs and "
                          "OUT_npu.json report beside --out (docs/npu.md). With --method tsptq-no-v2sf-softmax the "
                          "Softmax output is a uniform 8-bit code and attention x V one int8 BATCH_MATMUL: a shorter "
                          "NPU part (docs/npu.md, the uniform-P variant)")
@@ -422,17 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--pv-on-cpu", action="store_true",
                     help="with --npu: keep attention x V of a two-scale softmax code as a TSPTQ_BMM_2S custom op "
                          "on the CPU instead of splitting it into two int8 BATCH_MATMULs (the same bytes; "
-                         "cifar10-vit: 94.4%% of its MACs on the NPU, not 100%%)")
-    ex.add_argument("--residual", choices=("code", "int16"), default="code",
-                    help="with --npu: the residual stream (every LayerNorm input) as the default file's 8-bit code "
-                         "(code: the default file's bytes; the adds of a two-scale residual code are TSPTQ_* ops on "
-                         "the CPU) or as int16 on a finer step (int16: every residual add a builtin int16 ADD on the "
-                         "NPU; no longer the default file's bytes, docs/npu.md)")
-    ex.add_argument("--layernorm", choices=("cpu", "npu"), default="cpu",
-                    help="with --npu --residual int16: each LayerNorm as one TSPTQ_LAYERNORM_2S_I16 op on the CPU "
-                         "(cpu), or as NPU builtins (int16 ADD and MUL, a 1x1 16x8 DEPTHWISE_CONV_2D for gamma and "
-                         "beta) around two row statistics on the CPU, sized on the calibration images (npu; a finer "
-                         "LayerNorm output, docs/npu.md)")
+                         "cifar10-vit: 94.4%% of its MACs on the NPU, not 100%%; TFLite Micro, which has no int32 "
+                         "BATCH_MATMUL, runs this form)")
+    ex.add_argument("--residual", choices=("code", "int16"), default=None,
+                    help="with --npu: the residual stream (every LayerNorm input) as int16 on a finer step (int16, "
+                         "the default: every residual add a builtin int16 ADD on the NPU) or as the default file's "
+                         "8-bit code (code: the file computes the default file's bytes; the adds of a two-scale "
+                         "residual code and the LayerNorms are TSPTQ_* ops on the CPU)")
+    ex.add_argument("--layernorm", choices=("cpu", "npu"), default=None,
+                    help="with --npu and the int16 residual stream: each LayerNorm as NPU builtins (int16 ADD and "
+                         "MUL, a 1x1 16x8 DEPTHWISE_CONV_2D for gamma and beta) around two row statistics on the "
+                         "CPU, sized on the calibration images (npu, the default; a finer LayerNorm output), or as "
+                         "one TSPTQ_LAYERNORM_2S_I16 op on the CPU (cpu); docs/npu.md")
     ex.add_argument("--quiet", action="store_true", help="no progress bars")
     ex.set_defaults(fn=cmd_export)
 

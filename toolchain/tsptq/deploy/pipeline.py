@@ -449,7 +449,8 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual
     firmware (the model baked in for a microcontroller). Nothing is started. A model that does not fit is refused in
     one line before anything is built."""
     from tsptq.deploy.targets import load_target, program_sizes
-    from tsptq.intmodel.integer import build, calibration_set, layernorm_sigmas
+    from tsptq.intmodel.integer import layernorm_sigmas, quantize_source
+    from tsptq.intmodel.lower import lower
     from tsptq.tflite.writer import to_tflite
 
     target = load_target(opts.target)
@@ -474,7 +475,9 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual
         require_vela()
     t = _step(f"quantizing {src.model or src.checkpoint} with {src.method} {src.bits} "
               f"({src.calib_images} calibration images)", opts.quiet)
-    im, qm = build(src, progress=not opts.quiet)
+    qm, calib = quantize_source(src, progress=not opts.quiet, npu=npu is not None)
+    im = lower(qm)
+    im.metadata["source"] = src.to_dict()
     model_bytes = to_tflite(im)
     needs = memory_needs(im, model_bytes)
     rows = board_fit_rows(target, needs, delivery)
@@ -484,14 +487,13 @@ def build_only(src: Source, opts: BoardOptions, npu: str | None = None, residual
         import tempfile
         from pathlib import Path
 
-        from tsptq.intmodel.lower import lower
         from tsptq.npu.vela import compile_report
 
         _step(f"lowering the NPU variant and compiling it with Vela ({board_npu['accelerator']}, "
               f"{board_npu['system_config']}, {board_npu['memory_mode']})", opts.quiet)
         with tempfile.TemporaryDirectory(prefix="tsptq-fit-") as tmp:
             staged = Path(tmp) / f"{target.name}-npu.tflite"
-            sigma = layernorm_sigmas(qm, calibration_set(src, qm.graph.cfg)) if layernorm_npu else None
+            sigma = layernorm_sigmas(qm, calib) if layernorm_npu else None
             staged.write_bytes(to_tflite(lower(qm, npu=True, residual16=residual16, layernorm_npu=sigma)))
             report = compile_report(staged, board_npu["accelerator"], board_npu["system_config"],
                                     board_npu["memory_mode"])

@@ -52,9 +52,7 @@ def build(src: Source, progress: bool = True, npu: bool = False,
     """Calibrate, quantize and lower: the in-memory integer model and the simulator it was lowered from. ``npu``,
     ``split_pv``, ``residual16``: lower to the NPU variant (``tsptq.intmodel.lower.lower(qm, npu=True, ...)``);
     ``layernorm_npu``: with ``residual16``, its LayerNorms as NPU builtins (sized on the calibration images)."""
-    from tsptq.model.checkpoint import resolve_model
     from tsptq.intmodel.lower import lower
-    from tsptq.quant.quantize import quantize
 
     src.validate()
     if residual16 and not npu:
@@ -66,13 +64,7 @@ def build(src: Source, progress: bool = True, npu: bool = False,
 
         raise TsptqError("the LayerNorm on the NPU reads the int16 residual stream: --layernorm npu needs --npu "
                          "ethos-u --residual int16")
-    model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
-    if npu:
-        from tsptq.intmodel.lower import require_npu_config
-
-        require_npu_config(model.cfg)  # before calibrating
-    calib = calibration_set(src, model.cfg)
-    qm = quantize(model, calib, src.method, src.bits, progress=progress)
+    qm, calib = quantize_source(src, progress, npu)
     if npu:
         sigma = layernorm_sigmas(qm, calib) if layernorm_npu else None
         im = lower(qm, npu=True, split_pv=split_pv, residual16=residual16, layernorm_npu=sigma)
@@ -80,6 +72,21 @@ def build(src: Source, progress: bool = True, npu: bool = False,
         im = lower(qm)
     im.metadata["source"] = src.to_dict()
     return im, qm
+
+
+def quantize_source(src: Source, progress: bool = True, npu: bool = False) -> tuple[QuantizedViT, datasets.ImageSet]:
+    """Calibrate and quantize ``src``: the simulator and the calibration images it was fitted on (``npu``: refuse a
+    model the NPU variant cannot hold before calibrating)."""
+    from tsptq.model.checkpoint import resolve_model
+    from tsptq.quant.quantize import quantize
+
+    model = resolve_model(src.model, src.checkpoint, src.heads, src.img_size, preprocess=src.preprocess)
+    if npu:
+        from tsptq.intmodel.lower import require_npu_config
+
+        require_npu_config(model.cfg)
+    calib = calibration_set(src, model.cfg)
+    return quantize(model, calib, src.method, src.bits, progress=progress), calib
 
 
 def layernorm_sigmas(qm: QuantizedViT, calib: datasets.ImageSet) -> dict[str, float]:

@@ -36,6 +36,18 @@ class NpuExport:
     note: str = ""  # why there is no report
 
 
+def npu_form(residual: str | None, layernorm: str | None) -> tuple[bool, bool]:
+    """``(residual16, layernorm_npu)`` of an NPU variant from the command line's ``--residual`` and ``--layernorm``
+    (None where not given). By default the residual stream is int16 and the LayerNorms are NPU builtins: the form
+    that meets issue 18's bars and is the most accurate (docs/npu.md); ``--residual code`` gives the default file's
+    bytes, with the LayerNorms as CPU ops."""
+    residual16 = (residual or "int16") == "int16"
+    layernorm_npu = (layernorm or ("npu" if residual16 else "cpu")) == "npu"
+    if layernorm_npu and not residual16:
+        raise TsptqError("--layernorm npu reads the int16 residual stream: drop --residual code (int16 is the default)")
+    return residual16, layernorm_npu
+
+
 def check_npu_request(target: str, method: str, bits: str, accelerator: str | None = None) -> None:
     """The one-line refusals that need no calibration: an unknown target or accelerator, the stock converter, a bit
     setting other than W8A8, a method whose codes have no NPU form (the model's own: ``lower.require_npu_config``,
