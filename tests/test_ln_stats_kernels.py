@@ -274,17 +274,18 @@ static int random_round(int32_t t) {
     return bad;
 }
 
-/* tq_vk_isqrt64 (the FPU estimate on an Arm core with one, corrected) against tq_isqrt64 (the bit loop): every
+/* tq_isqrt64 (a hardware square root's estimate, corrected: the FPU's on an Arm core with one, the double one on
+ * x86-64) against tq_isqrt64_ref (the bit loop): every
  * bit length, perfect squares and their neighbours, and the largest inputs the row statistics make (V << 2e < 2^63) */
 static int isqrt_round(int32_t t) {
     const int bits = t % 64;
     uint64_t n = bits ? (((uint64_t)rnd() << 32) ^ rnd()) >> (64 - bits) : 0u, q = (uint64_t)rnd() & 0x7FFFFFFFu;
     int bad = 0, j;
     if (bits == 63 || (t & 7) == 7) n |= (uint64_t)1 << 62;
-    bad += report("isqrt", t, tq_vk_isqrt64(n) == tq_isqrt64(n));
+    bad += report("isqrt", t, tq_isqrt64(n) == tq_isqrt64_ref(n));
     for (j = -1; j <= 1; j++) { /* around a square: q^2 - 1, q^2, q^2 + 1 (q < 2^31: q^2 < 2^62) */
         const uint64_t m = q * q + (uint64_t)(int64_t)j;
-        bad += report("isqrt square", t, m > q * q + 1u || tq_vk_isqrt64(m) == tq_isqrt64(m));
+        bad += report("isqrt square", t, m > q * q + 1u || tq_isqrt64(m) == tq_isqrt64_ref(m));
     }
     return bad;
 }
@@ -292,7 +293,7 @@ static int isqrt_round(int32_t t) {
 int main(void) {
     int32_t k, t, bad = 0;
     for (t = 0; t < 64 * ISQRT_ROUNDS; t++) bad += isqrt_round(t);
-    bad += report("isqrt max", 0, tq_vk_isqrt64(0x7FFFFFFFFFFFFFFFull) == tq_isqrt64(0x7FFFFFFFFFFFFFFFull));
+    bad += report("isqrt max", 0, tq_isqrt64(0x7FFFFFFFFFFFFFFFull) == tq_isqrt64_ref(0x7FFFFFFFFFFFFFFFull));
     for (k = 0; k < NCASES; k++) {
         const st_case *c = &CASES[k];
         clear();
@@ -361,8 +362,8 @@ def cases():
 @pytest.mark.parametrize("compiler,host_sqrtf", [("cc", False), ("clang", False), ("cc", True)])
 def test_host_build_matches_the_python_model_under_sanitizers(tmp_path, cases, compiler, host_sqrtf):
     """The portable bodies (the x86 build of tflm_ops.c), ASan + UBSan aborting on the first report. ``host_sqrtf``:
-    the FPU square root's algorithm (tq_vk_isqrt64, on the host's sqrtf instead of VSQRT.F32) against tq_isqrt64 and
-    in the row statistics."""
+    the FPU square root's algorithm (tq_isqrt64's 32-bit Arm form, on the host's sqrtf instead of VSQRT.F32; without it
+    the x86-64 double form) against tq_isqrt64_ref and in the row statistics."""
     cc = shutil.which(compiler)
     if not cc:
         pytest.skip(f"needs {compiler}")
@@ -373,7 +374,7 @@ def test_host_build_matches_the_python_model_under_sanitizers(tmp_path, cases, c
     (tmp_path / "drv.c").write_text(driver(cases, board=False))
     exe = tmp_path / "drv"
     build = subprocess.run([cc, *c_flags(), *SANITIZE, "-DEXPECT_SCALAR", f"-DROUNDS={HOST_ROUNDS}",
-                            *(["-DTQ_VK_TEST_HOST_SQRTF"] if host_sqrtf else []), str(tmp_path / "drv.c"), "-o",
+                            *(["-DTSPTQ_TEST_HOST_SQRTF"] if host_sqrtf else []), str(tmp_path / "drv.c"), "-o",
                             str(exe), "-lm"], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
@@ -418,7 +419,7 @@ def test_the_kernels_compile_for_other_arm_hosts(tmp_path, target):
                            str(ROOT / "runtime_c" / "src"), "-I", str(ROOT / "runtime_c" / "tflm"), "-x", "c", "-S",
                            "-", "-o", str(tmp_path / "probe.s")],
                           input='#include "variant_kernels.h"\nint64_t f(uint64_t n);\n'
-                                "int64_t f(uint64_t n) { return tq_vk_isqrt64(n); }\n", capture_output=True, text=True)
+                                "int64_t f(uint64_t n) { return tq_isqrt64(n); }\n", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ("vsqrt.f32" in (tmp_path / "probe.s").read_text()) == target.startswith("arm-none")
 

@@ -109,8 +109,9 @@ static inline int tq_bit_length64(uint64_t v) {
 #endif
 }
 
-/* floor(sqrt(n)) for n < 2^63: bit-by-bit, exact, no floating point. */
-static inline int64_t tq_isqrt64(uint64_t n) {
+/* floor(sqrt(n)) for n < 2^63, exact. tq_isqrt64_ref: bit by bit, no floating point (the reference, and the only form
+ * under TSPTQ_REFERENCE_ONLY or without a hardware square root). */
+static inline int64_t tq_isqrt64_ref(uint64_t n) {
     uint64_t res = 0, bit = (uint64_t)1 << 62;
     while (bit > n) bit >>= 2;
     while (bit) {
@@ -124,6 +125,60 @@ static inline int64_t tq_isqrt64(uint64_t n) {
     }
     return (int64_t)res;
 }
+
+/* tq_isqrt64: from a hardware square root's estimate r0, corrected to the r with r^2 <= n < (r + 1)^2, which defines
+ * the result whatever the estimate was (tq_isqrt64_ref's value; ~40 instructions on a Cortex-M instead of its 31-step
+ * loop). r stays at most rmax = floor(sqrt(2^63 - 1)) = 3037000499, so every square fits a uint64.
+ * - x86-64 (SSE2): the double square root of n, within 1 of sqrt(n).
+ * - 32-bit Arm with a single-precision FPU (Cortex-M4F/M7/M55; VSQRT.F32): the top 32 bits of n (an even shift 2k)
+ *   give r0 = sqrt(m) 2^k, within about 3 2^-24 r of sqrt(n) (|r0 - sqrt(n)| < 300 for r < 2^31.5); one step
+ *   r0 + (n - r0^2) / (2 r0), also in float, lands within 2 of it. TSPTQ_TEST_HOST_SQRTF runs this form on a host's
+ *   sqrtf (tests/test_ln_stats_kernels.py). */
+#if !defined(TSPTQ_REFERENCE_ONLY) && defined(TSPTQ_TEST_HOST_SQRTF)
+static inline float tq_sqrtf_hw(float x) { return __builtin_sqrtf(x); }
+#define TQ_ISQRT_FLOAT 1
+#elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__arm__) && defined(__ARM_FP) && (__ARM_FP & 4) && defined(__GNUC__)
+static inline float tq_sqrtf_hw(float x) { /* not AArch64, whose register constraints differ */
+    float r;
+    __asm__("vsqrt.f32 %0, %1" : "=t"(r) : "t"(x));
+    return r;
+}
+#define TQ_ISQRT_FLOAT 1
+#elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__x86_64__) && defined(__SSE2__)
+#include <emmintrin.h>
+#define TQ_ISQRT_DOUBLE 1
+#endif
+
+#define TQ_ISQRT_RMAX 3037000499u /* floor(sqrt(2^63 - 1)) */
+
+static inline int64_t tq_isqrt64_fix(uint64_t n, uint64_t r) {
+    if (r > TQ_ISQRT_RMAX) r = TQ_ISQRT_RMAX;
+    while (r * r > n) r--;
+    while (r < TQ_ISQRT_RMAX && (r + 1) * (r + 1) <= n) r++;
+    return (int64_t)r;
+}
+
+#if defined(TQ_ISQRT_FLOAT)
+static inline int64_t tq_isqrt64(uint64_t n) {
+    const int bits = tq_bit_length64(n), k = bits > 32 ? (bits - 31) / 2 : 0;
+    float f = tq_sqrtf_hw((float)(uint32_t)(n >> (2 * k))) * (float)((uint32_t)1 << k);
+    uint64_t r;
+    if (f > (float)TQ_ISQRT_RMAX) f = (float)TQ_ISQRT_RMAX;
+    r = (uint64_t)(uint32_t)f;
+    if (r > 0) {
+        const int64_t err = (int64_t)(n - r * r); /* |err| < 2^42: a float with room */
+        const int64_t t = (int64_t)r + (int32_t)((float)err / (2.0f * (float)(uint32_t)r)); /* |step| < 2^9 */
+        r = t < 0 ? 0 : (uint64_t)t;
+    }
+    return tq_isqrt64_fix(n, r);
+}
+#elif defined(TQ_ISQRT_DOUBLE)
+static inline int64_t tq_isqrt64(uint64_t n) {
+    return tq_isqrt64_fix(n, (uint64_t)_mm_cvtsd_f64(_mm_sqrt_sd(_mm_setzero_pd(), _mm_set_sd((double)n))));
+}
+#else
+#define tq_isqrt64 tq_isqrt64_ref
+#endif
 
 /* TFLite's QuantizeMultiplier(real) -> (M, shift); in quantize_multiplier.c (the runtime's only libm use). */
 void tq_quantize_multiplier(double real, int32_t *multiplier, int32_t *shift);

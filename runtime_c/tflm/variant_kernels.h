@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "fixedpoint.h"
+#include "ops/layernorm_sigma.h"
 
 /* TSPTQ_LAYERNORM_2S_I16 after tq_layernorm_2s: its int8 code y (rows, D) decoded to int16,
  * out = (y_c - out_zp) << out_shift_c (docs/integer-semantics.md "The NPU variant", LayerNorm outputs). */
@@ -104,7 +105,6 @@ static inline void tq_token_mean_i16(const int16_t *x, int64_t B, int32_t T, int
  * |S| <= 2^27, sq = sum x_c^2 <= 2^42, D sq <= 2^54 and D sq - S^2 = D^2 (the row's variance) < 2^54, so with
  * eps <= 2^62 V < 2^63: no int64 wraps. Then V << 2e < 2^63 (e is chosen so), sigma < 2^31.5, and 2^(c + e) <= 2^62
  * (c <= 42, e <= 20) plus sigma / 2 fits an int64 too. */
-#define TQ_VK_SIGMA_EXTRA_BITS 20 /* layernorm_2s.c's TQ_SIGMA_EXTRA_BITS (kernels.py SIGMA_EXTRA_BITS) */
 
 /* -div_round(S, D), saturated to int16: |S| <= 2^15 D, so the quotient's magnitude is at most 2^15 and only the
  * all -32768 row's 2^15 saturates. For D <= 2^16 (every row the ops take) |S| + D / 2 < 2^32, so tq_div_round's
@@ -121,58 +121,12 @@ static inline int16_t tq_ln_neg_mean_row(int64_t S, int32_t D) {
     return (int16_t)tq_clamp64(-q, -32768, 32767);
 }
 
-#if defined(__arm__) && defined(__ARM_FP) && (__ARM_FP & 4) && defined(__GNUC__)
-/* 32-bit Arm with a single-precision FPU (Cortex-M4F, M55; not AArch64, whose register constraints differ) */
-static inline float tq_vk_sqrtf(float x) {
-    float r;
-    __asm__("vsqrt.f32 %0, %1" : "=t"(r) : "t"(x));
-    return r;
-}
-#define TQ_VK_FPU_ISQRT 1
-#elif defined(TQ_VK_TEST_HOST_SQRTF) /* tests/test_ln_stats_kernels.py: the same algorithm on the host's sqrtf */
-static inline float tq_vk_sqrtf(float x) { return __builtin_sqrtf(x); }
-#define TQ_VK_FPU_ISQRT 1
-#endif
-
-#if defined(TQ_VK_FPU_ISQRT)
-/* floor(sqrt(n)) for n < 2^63 from the FPU's single-precision square root, corrected to the exact integer: the top
- * 32 bits of n (an even shift 2k) give r0 = sqrt(m) 2^k, within about 3 2^-24 r of sqrt(n) (|r0 - sqrt(n)| < 300 for
- * r < 2^31.5); one step r0 + (n - r0^2) / (2 r0), also in float, lands within 2 of it (the step's own error is
- * below 1 plus the rounding of r0's square root's error, ~(300)^2 / 2r); the loops then make r^2 <= n < (r + 1)^2
- * hold, which defines the result whatever the estimates were (tq_isqrt64's value, about 40 instructions instead of
- * its 31-step loop). r stays below 3037000500 (floor(sqrt(2^63)) + 1), so every square fits a uint64. */
-static inline int64_t tq_vk_isqrt64(uint64_t n) {
-    const uint32_t rmax = 3037000499u; /* floor(sqrt(2^63 - 1)) */
-    const int bits = tq_bit_length64(n), k = bits > 32 ? (bits - 31) / 2 : 0;
-    const float m = (float)(uint32_t)(n >> (2 * k));
-    float f = tq_vk_sqrtf(m) * (float)((uint32_t)1 << k);
-    uint64_t r;
-    int64_t err;
-    if (f > (float)rmax) f = (float)rmax;
-    r = (uint64_t)(uint32_t)f;
-    err = (int64_t)(n - r * r); /* |err| < 2^42: a float with room */
-    if (r > 0) {
-        const float step = (float)err / (2.0f * (float)(uint32_t)r);
-        const int64_t t = (int64_t)r + (int32_t)step; /* |step| < 2^9: one VCVT */
-        r = t < 0 ? 0 : (t > (int64_t)rmax ? rmax : (uint64_t)t);
-    }
-    while (r * r > n) r--;
-    while (r < rmax && (r + 1) * (r + 1) <= n) r++;
-    return (int64_t)r;
-}
-#else
-#define tq_vk_isqrt64 tq_isqrt64
-#endif
-
-/* min(32767, div_round(2^(c + e), sigma)) with V = D sq - S^2 + eps >= 0 (Cauchy-Schwarz: D sq >= S^2), e =
- * clamp((62 - bit_length(V)) / 2, 0, 20) (0 when bit_length(V) = 63: the division is of a non-negative number only) and
- * sigma = max(1, isqrt(V << 2e)): layernorm_2s.c's ln_sigma, with the runtime's helpers. */
+/* min(32767, div_round(2^(c + e), sigma)), e and sigma the row's (tq_ln_sigma, layernorm_sigma.h: TSPTQ_LAYERNORM_2S's
+ * own). */
 static inline int16_t tq_ln_rstd_row(int64_t S, int64_t sq, int32_t D, int64_t eps, int32_t c) {
-    const int64_t V = (int64_t)D * sq - S * S + eps;
-    const int room = 62 - tq_bit_length64((uint64_t)V);
-    const int e = room <= 0 ? 0 : (room / 2 > TQ_VK_SIGMA_EXTRA_BITS ? TQ_VK_SIGMA_EXTRA_BITS : room / 2);
-    int64_t sigma = tq_vk_isqrt64((uint64_t)tq_shl64(V, 2 * e)), r;
-    sigma = sigma < 1 ? 1 : sigma;
+    int e;
+    const int64_t sigma = tq_ln_sigma(S, sq, D, eps, &e);
+    int64_t r;
     /* div_round(2^(c+e), sigma) >= 32767 exactly when 2^(c+e) + sigma / 2 >= 32767 sigma: no division then (the
      * common case is not this one, but a saturated row costs nothing); 32767 sigma < 2^47 */
     if (((uint64_t)1 << (c + e)) + (uint64_t)(sigma >> 1) >= (uint64_t)32767 * (uint64_t)sigma) return 32767;

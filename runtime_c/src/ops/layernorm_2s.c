@@ -20,38 +20,11 @@
 #include "../fixedpoint.h"
 #include "../kernels.h"
 #include "dot.h"
+#include "layernorm_sigma.h"
 #include "op_util.h"
 
 #define TQ_NORM_FRAC_BITS 24
-#define TQ_SIGMA_EXTRA_BITS 20
 #define LN_MAX_D 4096 /* the op's prepare refuses wider rows (the bounds above; tsptq.intmodel.kernels.LN_MAX_CHANNELS) */
-
-#if defined(TQ_SIMD_AVX2)
-/* x86: tq_isqrt64 (floor(sqrt(n))) from the double square root, corrected: r^2 <= n < (r + 1)^2 defines it whatever
- * the estimate; r <= 2^32 - 1 keeps every square in a uint64. */
-static inline int64_t ln_isqrt(uint64_t n) {
-    const uint64_t rmax = 0xFFFFFFFFu;
-    uint64_t r = (uint64_t)_mm_cvtsd_f64(_mm_sqrt_sd(_mm_setzero_pd(), _mm_set_sd((double)n)));
-    if (r > rmax) r = rmax;
-    while (r * r > n) r--;
-    while (r < rmax && (r + 1) * (r + 1) <= n) r++;
-    return (int64_t)r;
-}
-#else
-#define ln_isqrt tq_isqrt64
-#endif
-
-/* e (the extra fraction bits of the standard deviation) and sigma from the row's S = sum x_c and sq = sum x_c^2:
- * V = D sq - S^2 + eps (the bounds above). */
-static int64_t ln_sigma(int64_t S, int64_t sq, int32_t D, int64_t eps, int *e_out) {
-    const int64_t V = (int64_t)D * sq - S * S + eps;
-    int e = (62 - tq_bit_length64((uint64_t)V)) / 2;
-    int64_t sigma;
-    e = e < 0 ? 0 : (e > TQ_SIGMA_EXTRA_BITS ? TQ_SIGMA_EXTRA_BITS : e);
-    sigma = ln_isqrt((uint64_t)tq_shl64(V, 2 * e));
-    *e_out = e;
-    return sigma < 1 ? 1 : sigma;
-}
 
 /* x_c of a row: the int8 code aligned, (q_c - zp) << k_c, or (X16) the int16 value itself. */
 static inline __attribute__((always_inline)) int64_t ln_x(const int8_t *xr, const int16_t *xh, int32_t in_zp,
@@ -73,7 +46,7 @@ static inline __attribute__((always_inline)) void ln_row_ref_any(const int8_t *x
         S += x;
         sq += x * x;
     }
-    sigma = ln_sigma(S, sq, D, eps, &e);
+    sigma = tq_ln_sigma(S, sq, D, eps, &e);
     for (c = 0; c < D; c++) {
         int64_t d = (int64_t)D * ln_x(xr, xh, in_zp, in_shift, c, X16) - S;
         int64_t nrm = tq_div_round(tq_shl64(d, TQ_NORM_FRAC_BITS + e), sigma);
@@ -120,7 +93,7 @@ static int ln_short_ok(int32_t D, const int64_t *beta_bias, int32_t out_shift) {
 #if defined(TQ_SIMD_AVX2)
 /* x86 (AVX-512 and AVX2): x_c in int32 lanes (the bounds checked in ln_simd_ok keep x_c, S and d_c there: |x_c| <=
  * 383 << 7 < 2^16, |S| < 2^27, |d_c| < 2^28 for D <= 2048), one pass for S and sum x_c^2 (the squares in int64
- * lanes, the sum below 2^43), V as the reference's (ln_sigma), and (AVX-512) the output pass with the division as a
+ * lanes, the sum below 2^43), V as the reference's (tq_ln_sigma), and (AVX-512) the output pass with the division as a
  * double estimate of the quotient, taken where it is certain (ln_out8); a row with a quotient that is not, or wider
  * than LN_SIMD_MAX_D, is done by ln_row_ref. */
 #define LN_SIMD_MAX_D 2048 /* 10 KB of stack for the row buffers (x86 only: the pool's threads get 2 MB) */
@@ -215,7 +188,7 @@ static inline void ln_row_stats(const int8_t *xr, int32_t D, int32_t in_zp, cons
         sq = _mm512_add_epi64(sq, _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(x, 32)));
     }
     st->S = _mm512_reduce_add_epi32(sum);
-    st->sigma = ln_sigma(st->S, _mm512_reduce_add_epi64(sq), D, eps, &st->e);
+    st->sigma = tq_ln_sigma(st->S, _mm512_reduce_add_epi64(sq), D, eps, &st->e);
 }
 
 /* The row's outputs from its stats into out (LN_SIMD_MAX_D bytes), then to yr; returns 0 (having written nothing to
@@ -349,7 +322,7 @@ static int ln_row_simd(const int8_t *xr, int32_t D, int32_t in_zp, const int8_t 
         Ssum += xs[c];
         sqsum += (int64_t)xs[c] * xs[c];
     }
-    sigma = ln_sigma(Ssum, sqsum, D, eps, &e);
+    sigma = tq_ln_sigma(Ssum, sqsum, D, eps, &e);
     K = _mm256_set1_pd((double)((int64_t)1 << (TQ_NORM_FRAC_BITS + e)) / (double)sigma);
     H = _mm256_set1_pd((double)(sigma >> 1) / (double)sigma);
     for (c = 0; c + 4 <= D; c += 4) {
@@ -621,7 +594,7 @@ static inline __attribute__((always_inline)) int ln_row_arm_any(const int8_t *xr
         ln_arm_sums_x16(xh, D, &S, &sq, &xmin, &xmax);
     else
         ln_arm_sums(xr, D, in_zp, in_shift, &S, &sq, &xmin, &xmax);
-    sigma = ln_sigma(S, sq, D, eps, &e);
+    sigma = tq_ln_sigma(S, sq, D, eps, &e);
     s = TQ_NORM_FRAC_BITS + e;
     maxd = (int64_t)D * xmax - S;
     if (S - (int64_t)D * xmin > maxd) maxd = S - (int64_t)D * xmin;
