@@ -76,8 +76,8 @@ STOCK = "stock int8 (onnx2tf)"
 # planes, no CPU sum); its own quantization, so its CPU kernels are profiled in its own default file
 UNIFORM_P, UNIFORM_P_METHOD = report.UNIFORM_P, report.UNIFORM_P_METHOD  # the page's label and method
 UNIFORM_P_DEFAULT = f"default {UNIFORM_P_METHOD}"
-# both variants again with an int16 residual stream (`--residual int16`); their CPU kernels are profiled in the
-# default file of their own quantization too (the LayerNorm on an int16 input is a variant-only step)
+# both variants again with an int16 residual stream (`--residual int16 --layernorm cpu`); their CPU kernels are
+# profiled in the default file of their own quantization too (the LayerNorm on an int16 input is a variant-only step)
 R16, UNIFORM_P_R16 = report.R16, report.UNIFORM_P_R16
 # and both with their LayerNorms as NPU builtins (`--layernorm npu`: two row statistics per LayerNorm on the CPU)
 R16_LN, UNIFORM_P_R16_LN = report.R16_LN, report.UNIFORM_P_R16_LN

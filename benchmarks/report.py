@@ -562,10 +562,11 @@ def _kib(n) -> str:
 # benchmarks/npu.py's uniform-P variant: its row label and method (npu.py takes them from here)
 UNIFORM_P = "NPU variant, uniform P"
 UNIFORM_P_METHOD = "tsptq-no-v2sf-softmax"
-# the same two variants with an int16 residual stream (`--residual int16`: the residual adds builtin int16 ADDs)
+# the same two variants with an int16 residual stream (`--residual int16 --layernorm cpu`: the residual adds builtin
+# int16 ADDs)
 R16 = "NPU variant, int16 residual"
 UNIFORM_P_R16 = "NPU variant, uniform P, int16 residual"
-# and with their LayerNorms as NPU builtins too (`--layernorm npu`)
+# and with their LayerNorms as NPU builtins too (`--residual int16 --layernorm npu`, the `--npu ethos-u` default)
 R16_LN = "NPU variant, int16 residual, LayerNorm on the NPU"
 UNIFORM_P_R16_LN = "NPU variant, uniform P, int16 residual, LayerNorm on the NPU"
 # the forms whose bytes differ from their quantization's default file by design (a finer residual stream)
@@ -617,8 +618,9 @@ def _npu_checks(r: dict) -> list[str]:
             g = by.get(label)
             if g and "skipped" not in g:
                 gw = r.get("whole_model", {}).get("files", {}).get(label)
+                on_npu = label in (R16_LN, UNIFORM_P_R16_LN)
                 ln = ("; `--layernorm npu`: and the LayerNorms int16 ADD, MUL and DEPTHWISE_CONV_2D on the NPU around "
-                      "two row statistics on the CPU" if label in (R16_LN, UNIFORM_P_R16_LN) else "")
+                      "two row statistics on the CPU" if on_npu else "; `--layernorm cpu`: the LayerNorms CPU ops")
                 out.append(f"- **{label}** (`--residual int16`: the residual stream int16, its adds builtin int16 "
                            f"ADDs on the NPU{ln}): Vela {g['inference_time_s'] * 1e3:.2f} ms for the NPU part, "
                            f"{g['ops_on_cpu']} CPU ops; whole model: " + (_npu_bar(gw) if gw else "not estimated")

@@ -17,6 +17,7 @@ tq_ln_neg_mean_i16 (TSPTQ_LN_NEG_MEAN) and tq_ln_rstd_i16 (TSPTQ_LN_RSTD) agains
 """
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 from collections import Counter
@@ -279,11 +280,11 @@ static int random_round(int32_t t) {
  * bit length, perfect squares and their neighbours, and the largest inputs the row statistics make (V << 2e < 2^63) */
 static int isqrt_round(int32_t t) {
     const int bits = t % 64;
-    uint64_t n = bits ? (((uint64_t)rnd() << 32) ^ rnd()) >> (64 - bits) : 0u, q = (uint64_t)rnd() & 0x7FFFFFFFu;
+    uint64_t n = bits ? (((uint64_t)rnd() << 32) ^ rnd()) >> (64 - bits) : 0u, q = (uint64_t)rnd() % 3037000500u;
     int bad = 0, j;
     if (bits == 63 || (t & 7) == 7) n |= (uint64_t)1 << 62;
     bad += report("isqrt", t, tq_isqrt64(n) == tq_isqrt64_ref(n));
-    for (j = -1; j <= 1; j++) { /* around a square: q^2 - 1, q^2, q^2 + 1 (q < 2^31: q^2 < 2^62) */
+    for (j = -1; j <= 1; j++) { /* around a square: q^2 - 1, q^2, q^2 + 1 (q <= floor(sqrt(2^63 - 1)): q^2 + 1 < 2^63) */
         const uint64_t m = q * q + (uint64_t)(int64_t)j;
         bad += report("isqrt square", t, m > q * q + 1u || tq_isqrt64(m) == tq_isqrt64_ref(m));
     }
@@ -308,6 +309,13 @@ int main(void) {
         bad += report("rstd_scalar case", k, same(Y2, WANT_RS + c->w, c->rows));
     }
     for (t = 0; t < ROUNDS; t++) bad += random_round(t);
+#if defined(TQ_ISQRT_FLOAT)
+    say("isqrt: float estimate\n");
+#elif defined(TQ_ISQRT_DOUBLE)
+    say("isqrt: double estimate\n");
+#else
+    say("isqrt: bit loop\n");
+#endif
     say_int(NCASES); say(" cases, "); say_int(ROUNDS); say(" rounds, "); say_int(bad); say(" mismatches\n");
     FINISH(bad);
     return 0;
@@ -380,6 +388,9 @@ def test_host_build_matches_the_python_model_under_sanitizers(tmp_path, cases, c
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and f"{len(cases)} cases, {HOST_ROUNDS} rounds, 0 mismatches" in out, out[-3000:]
+    # the estimate really was taken (else the loop would be compared with itself)
+    x86_64 = platform.machine() in ("x86_64", "AMD64")
+    assert ("isqrt: float estimate" if host_sqrtf else "isqrt: double estimate" if x86_64 else "isqrt:") in out
 
 
 @pytest.mark.parametrize("compiler", ["cc", "clang"])
@@ -456,6 +467,7 @@ def test_board_build_matches_the_python_model(tmp_path, cases, board, expect):
     exe = board_firmware(tmp_path, board, cases, QEMU_ROUNDS, expect)
     out = _qemu(board, exe)
     assert "exit 0" in out and f"{len(cases)} cases, {QEMU_ROUNDS} rounds, 0 mismatches" in out, out[-3000:]
+    assert "isqrt: float estimate" in out  # both boards have a single-precision FPU: VSQRT.F32
 
 
 # ---- benchmarks/npu_cpu.py: the two ops are steps of their own ------------------------------------------------------

@@ -379,7 +379,8 @@ def test_benchmark_npu_section_states_the_bars_and_the_refusals(monkeypatch):
     # the int16-residual forms: their MACs, their Vela and whole-model line, their accuracy against the default file
     assert "NPU variant, int16 residual 100.0%, met" in page
     assert "NPU variant, uniform P, int16 residual 100.0%, met" in page
-    assert "- **NPU variant, uniform P, int16 residual** (`--residual int16`" in page
+    assert ("- **NPU variant, uniform P, int16 residual** (`--residual int16`: the residual stream int16, its adds "
+            "builtin int16 ADDs on the NPU; `--layernorm cpu`") in page
     assert "Top-1 of the NPU variant, int16 residual:" in page
     r = copy.deepcopy(stored)
     r["rows"][1]["npu_mac_fraction"] = 0.9

@@ -128,8 +128,9 @@ static inline int64_t tq_isqrt64_ref(uint64_t n) {
 
 /* tq_isqrt64: from a hardware square root's estimate r0, corrected to the r with r^2 <= n < (r + 1)^2, which defines
  * the result whatever the estimate was (tq_isqrt64_ref's value; ~40 instructions on a Cortex-M instead of its 31-step
- * loop). r stays at most rmax = floor(sqrt(2^63 - 1)) = 3037000499, so every square fits a uint64.
- * - x86-64 (SSE2): the double square root of n, within 1 of sqrt(n).
+ * loop). r stays at most rmax = floor(sqrt(2^63 - 1)) = 3037000499, so every square fits a uint64. One instruction of
+ * inline assembly (GCC and clang; TSPTQ_NO_INLINE_ASM or TSPTQ_REFERENCE_ONLY keep the loop), no libc:
+ * - x86-64 (SSE2's SQRTSD): the double square root of n, within 1 of sqrt(n).
  * - 32-bit Arm with a single-precision FPU (Cortex-M4F/M7/M55; VSQRT.F32): the top 32 bits of n (an even shift 2k)
  *   give r0 = sqrt(m) 2^k, within about 3 2^-24 r of sqrt(n) (|r0 - sqrt(n)| < 300 for r < 2^31.5); one step
  *   r0 + (n - r0^2) / (2 r0), also in float, lands within 2 of it. TSPTQ_TEST_HOST_SQRTF runs this form on a host's
@@ -137,15 +138,21 @@ static inline int64_t tq_isqrt64_ref(uint64_t n) {
 #if !defined(TSPTQ_REFERENCE_ONLY) && defined(TSPTQ_TEST_HOST_SQRTF)
 static inline float tq_sqrtf_hw(float x) { return __builtin_sqrtf(x); }
 #define TQ_ISQRT_FLOAT 1
-#elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__arm__) && defined(__ARM_FP) && (__ARM_FP & 4) && defined(__GNUC__)
+#elif !defined(TSPTQ_REFERENCE_ONLY) && !defined(TSPTQ_NO_INLINE_ASM) && defined(__GNUC__) && defined(__arm__) &&      \
+    defined(__ARM_FP) && (__ARM_FP & 4)
 static inline float tq_sqrtf_hw(float x) { /* not AArch64, whose register constraints differ */
     float r;
     __asm__("vsqrt.f32 %0, %1" : "=t"(r) : "t"(x));
     return r;
 }
 #define TQ_ISQRT_FLOAT 1
-#elif !defined(TSPTQ_REFERENCE_ONLY) && defined(__x86_64__) && defined(__SSE2__)
-#include <emmintrin.h>
+#elif !defined(TSPTQ_REFERENCE_ONLY) && !defined(TSPTQ_NO_INLINE_ASM) && defined(__GNUC__) && defined(__x86_64__) &&   \
+    defined(__SSE2__)
+static inline double tq_sqrt_hw(double x) {
+    double r;
+    __asm__("sqrtsd %1, %0" : "=x"(r) : "x"(x));
+    return r;
+}
 #define TQ_ISQRT_DOUBLE 1
 #endif
 
@@ -174,7 +181,7 @@ static inline int64_t tq_isqrt64(uint64_t n) {
 }
 #elif defined(TQ_ISQRT_DOUBLE)
 static inline int64_t tq_isqrt64(uint64_t n) {
-    return tq_isqrt64_fix(n, (uint64_t)_mm_cvtsd_f64(_mm_sqrt_sd(_mm_setzero_pd(), _mm_set_sd((double)n))));
+    return tq_isqrt64_fix(n, (uint64_t)tq_sqrt_hw((double)n)); /* < 2^31.5: the conversion is defined */
 }
 #else
 #define tq_isqrt64 tq_isqrt64_ref

@@ -398,7 +398,8 @@ class _NpuBuilder(_Builder):
         scales = [float(self.t(i).quant.scale[0]) for i in (*ops, y)]
         if 2 * max(scales[:2]) >= (1 << 15) * scales[2]:  # TFLite's output multiplier must stay below 1
             raise QuantizationError(f"--residual int16: {out_point}: its operands' steps are too coarse for its "
-                                    "int16 step (the int16 ADD's output multiplier would reach 1)")
+                                    "int16 step (the int16 ADD's output multiplier would reach 1; --residual code "
+                                    "keeps the 8-bit residual code)")
         return self.op("ADD", ops, y, pot_scale_int16=False)
 
     def _as_i16(self, x: int, name: str) -> int:

@@ -18,6 +18,8 @@ from tsptq.intmodel.graph import QuantParams
 
 LN_RSTD_MARGIN = 4  # the NPU LayerNorm's reciprocal deviation: room below the calibration's smallest deviation
 BIAS_LIMIT = 2**39  # Vela stores a bias in 40 signed bits (its encoder asserts -2^39 <= b < 2^39)
+# what a refusal of the LayerNorm on the NPU tells the user (the --npu default form): the way around it
+CPU_HINT = " (--layernorm cpu keeps the LayerNorm one CPU op)"
 
 
 def norm_input_point(norm: str) -> str:
@@ -44,7 +46,7 @@ def _gamma_beta(gamma: np.ndarray, beta: np.ndarray, s_n: float, unit: float, D:
     bias = np.round(beta / (np.float32(s_n) * w_scale).astype(np.float32).astype(np.float64))
     if np.abs(bias).max(initial=0) >= BIAS_LIMIT:  # beta alone (gamma_c 0, or even w_c = 1) past 40 bits
         raise QuantizationError("beta outside the 16x8 DEPTHWISE_CONV_2D's bias range (Vela's 40 bits) for the "
-                                "LayerNorm on the NPU")
+                                f"LayerNorm on the NPU{CPU_HINT}")
     return w_scale, w.reshape(1, 1, 1, D), bias.astype(np.int64)
 
 
@@ -76,18 +78,18 @@ def layernorm_builtins(b, norm: str, x: int, shape, sigma_min: dict[str, float])
     c = math.floor(math.log2(32767 / LN_RSTD_MARGIN * D * sigma_min[point] / s_x))
     if not 0 <= c <= 62 - K.SIGMA_EXTRA_BITS:
         raise QuantizationError(f"{norm}: the token deviations ({sigma_min[point]:.3g}) leave no int16 "
-                                "reciprocal for the LayerNorm on the NPU")
+                                f"reciprocal for the LayerNorm on the NPU{CPU_HINT}")
     k = math.floor(math.log2(32767 / (1.01 * math.sqrt(D))))  # |n| <= sqrt(D - 1)
     s_r = float(np.float32(D / (s_x * 2.0**c)))
     if K.quantize_multiplier(float(np.float32(np.float32(s_x) * np.float32(s_r)) / np.float32(2.0**-k)))[1] > 0:
         # the MUL's multiplier s_x s_r / s_n (float32, as ops._mul) must stay below 1 (integer model: ops._mul)
         raise QuantizationError(f"{norm}: the token deviations ({sigma_min[point]:.3g}) are too small against the "
-                                "residual step for the LayerNorm on the NPU")
+                                f"residual step for the LayerNorm on the NPU{CPU_HINT}")
     w_scale, w, bias = _gamma_beta(gamma, beta, 2.0**-k, unit, D)
     mult, shift = K.builtin_multipliers(2.0**-k, w_scale, unit)
     if np.any(shift > 7) or np.any(mult[w.reshape(-1) != 0] == 0):
         raise QuantizationError(f"{norm}: gamma outside the 16x8 DEPTHWISE_CONV_2D's range for the LayerNorm on "
-                                "the NPU")
+                                f"the NPU{CPU_HINT}")
     eps = min(round(D * D * cfg.ln_eps / s_x ** 2), 2**62)
     y = b.act_i16(norm, shape)  # the LayerNorm's point: int16 on its output code's unit
     neg_mean = b.op("TSPTQ_LN_NEG_MEAN", [x], b.add_i16(f"{norm}.neg_mean", (1, T, 1), s_x))

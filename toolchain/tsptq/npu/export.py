@@ -5,8 +5,10 @@ The variant (``tsptq.intmodel.lower.lower(qm, npu=True)``, docs/integer-semantic
 multiply-accumulate op a TFLite builtin that Vela maps to an Ethos-U55 (FULLY_CONNECTED, 16x8 where a two-scale
 code feeds it; attention x V as two int8 BATCH_MATMULs with int32 outputs, summed and requantized once by
 ``TSPTQ_PV_SUM_2S`` on the CPU, or a ``TSPTQ_BMM_2S`` custom op with ``split_pv=False``: the same bytes either way);
-LayerNorm, Softmax and GELU stay ``TSPTQ_*`` custom ops on the CPU for now, and so do the adds of a two-scale
-residual code unless ``residual16`` makes the residual stream int16 (builtin int16 ADDs). Files written next to
+Softmax and GELU stay ``TSPTQ_*`` custom ops on the CPU. ``residual16`` makes the residual stream int16 (its adds
+builtin int16 ADDs) and ``layernorm_npu`` the LayerNorms NPU builtins around two row statistics on the CPU, the
+command's default (``npu_form``); without them the LayerNorms and the adds of a two-scale residual code are custom
+ops too and the file computes the default file's bytes. Files written next to
 ``out`` (``model.tflite``), all or none:
 
 - ``model.tflite``: the variant;
