@@ -127,7 +127,6 @@ def main(argv=None) -> int:
 
 def _build_only(args, opts) -> int:
     from tsptq.deploy.pipeline import build_only, format_fit_table
-
     from tsptq.npu.export import npu_form
 
     residual16, layernorm_npu = npu_form(args.residual, args.layernorm) if args.npu else (False, False)
