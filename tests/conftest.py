@@ -11,6 +11,7 @@ The fixtures build each expensive thing once per session, not once per module:
   images (batch 16), the bundled train and test sets; ``cifar_vit.quantized(method)`` and ``cifar_vit.tflite(method)``
   quantize and export once per method. Modules take what they need from it and derive their own exports.
 - ``tiny_vits``: ``tiny_vits(n)`` is tests/tiny_vit.py's ``tiny_vit(n)``, built once per ``n``.
+- ``npu_cpu``: benchmarks/npu_cpu.py (the NPU variant's CPU steps on the Cortex-M55), imported from benchmarks/.
 
 Everything these fixtures hand out is shared: tests must not modify it (copy first).
 """
@@ -116,3 +117,14 @@ def c_load():
 
     load.model = model  # the tsptq_model lives in this buffer: it must outlive every call
     return load
+
+
+@pytest.fixture
+def npu_cpu(monkeypatch):
+    """benchmarks/npu_cpu.py, importable for the test (benchmarks/ on sys.path while it runs)."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import npu_cpu
+
+    return npu_cpu

@@ -42,7 +42,19 @@ pytestmark = pytest.mark.cc
 
 # ---- the cases ------------------------------------------------------------------------------------------------------
 
-class Case:
+class Rows:
+    """The shape of a case's x (rows, D): shared with tests/test_ln_stats_kernels.py's cases."""
+
+    @property
+    def rows(self):
+        return self.x.shape[0]
+
+    @property
+    def D(self):
+        return self.x.shape[1]
+
+
+class Case(Rows):
     """One call: x (rows, D) int16, gamma_mul (D) int32, beta_bias (D) int64, eps, out_zp, out_shift."""
 
     def __init__(self, name, x, g, bb, eps, out_zp, out_shift):
@@ -55,14 +67,6 @@ class Case:
         assert 1 <= D <= LN_MAX_D and self.g.shape == (D,) and self.bb.shape == (D,)
         assert 0 <= self.eps <= 2**62 and -128 <= self.out_zp <= 127 and 0 <= self.out_shift <= 62
         assert np.abs(self.bb).max() <= 2**62
-
-    @property
-    def rows(self):
-        return self.x.shape[0]
-
-    @property
-    def D(self):
-        return self.x.shape[1]
 
     def want(self) -> np.ndarray:
         """The Python integer model's bytes."""
@@ -220,12 +224,17 @@ def directed_cases(seed: int = 1, big_kinds: int = N_KINDS) -> list[Case]:
     return out
 
 
+def random_shape(rng, max_d: int) -> tuple[int, int]:
+    """(D, rows) of a random case: mostly D < 400 with 1-4 rows, else one row up to max_d channels."""
+    D = int(rng.integers(1, 400)) if rng.random() < 0.8 else int(rng.integers(1, max_d + 1))
+    return D, int(rng.integers(1, 5)) if D < 400 else 1
+
+
 def random_cases(seed: int, n: int, max_d: int = LN_MAX_D) -> list[Case]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        D = int(rng.integers(1, 400)) if rng.random() < 0.8 else int(rng.integers(1, max_d + 1))
-        rows = int(rng.integers(1, 5)) if D < 400 else 1
+        D, rows = random_shape(rng, max_d)
         kind, mode = int(rng.integers(N_KINDS)), MODES[int(rng.integers(len(MODES)))]
         x = rows_of(rng, kind, rows, D)
         out.append(Case(f"random {i} D={D} kind={kind} {mode}", x, *params(rng, x, mode)))
@@ -510,14 +519,6 @@ def test_tflm_refuses_an_int16_x_with_a_zero_point_or_shifts(in_zp, shift_at, wh
 
 
 # ---- benchmarks/npu_cpu.py: the int16-input LayerNorm is a step of its own ---------------------------------------
-
-@pytest.fixture
-def npu_cpu(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import npu_cpu
-
-    return npu_cpu
-
 
 def test_an_int16_input_layernorm_is_costed_as_the_ln16_step(npu_cpu):
     assert npu_cpu.cost_key("TSPTQ_LAYERNORM_2S_I16", "int16", "int16") == "TSPTQ_LAYERNORM_2S_I16 x16"

@@ -29,7 +29,7 @@ import pytest
 from tsptq.intmodel import kernels as K
 
 from test_c_kernels import semihost_prologue
-from test_layernorm_x16 import N_KINDS, _c_array, _qemu, rows_of
+from test_layernorm_x16 import N_KINDS, Rows, _c_array, _qemu, pick, random_shape, rows_of
 
 ROOT = Path(__file__).resolve().parents[1]
 LN_MAX_D = K.LN_MAX_CHANNELS
@@ -42,7 +42,7 @@ C_MAX = 62 - K.SIGMA_EXTRA_BITS  # 42
 pytestmark = pytest.mark.cc
 
 
-class Case:
+class Case(Rows):
     """One call of each op: x (rows, D) int16, and TSPTQ_LN_RSTD's eps and c."""
 
     def __init__(self, name, x, eps, c):
@@ -51,14 +51,6 @@ class Case:
         self.eps, self.c = int(eps), int(c)
         assert 1 <= self.D <= LN_MAX_D and 0 <= self.eps <= 2**62 and 0 <= self.c <= C_MAX
         assert np.array_equal(self.x, np.asarray(x).reshape(self.x.shape))  # every value an int16
-
-    @property
-    def rows(self):
-        return self.x.shape[0]
-
-    @property
-    def D(self):
-        return self.x.shape[1]
 
     def want_neg_mean(self) -> np.ndarray:
         return K.ln_neg_mean(self.x).reshape(-1).astype(np.int16)
@@ -88,10 +80,6 @@ def rstd_parts(c: Case) -> dict:
 
 
 # ---- the cases ------------------------------------------------------------------------------------------------------
-
-def pick(rng, edges, lo, hi, p=0.5):
-    return int(rng.choice(edges)) if rng.random() < p else int(rng.integers(lo, hi + 1))
-
 
 def _eps_c(rng):
     return pick(rng, EPS_EDGES, 0, 2**62), pick(rng, C_EDGES, 0, C_MAX)
@@ -161,8 +149,7 @@ def random_cases(seed: int, n: int, max_d: int = LN_MAX_D) -> list[Case]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        D = int(rng.integers(1, 400)) if rng.random() < 0.8 else int(rng.integers(1, max_d + 1))
-        rows = int(rng.integers(1, 5)) if D < 400 else 1
+        D, rows = random_shape(rng, max_d)
         kind = int(rng.integers(N_KINDS))
         out.append(Case(f"random {i} D={D} kind={kind}", rows_of(rng, kind, rows, D), *_eps_c(rng)))
     return out
@@ -471,14 +458,6 @@ def test_board_build_matches_the_python_model(tmp_path, cases, board, expect):
 
 
 # ---- benchmarks/npu_cpu.py: the two ops are steps of their own ------------------------------------------------------
-
-@pytest.fixture
-def npu_cpu(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import npu_cpu
-
-    return npu_cpu
-
 
 def _stats_intmodel(x: np.ndarray, eps: int, c: int):
     """TSPTQ_LN_NEG_MEAN and TSPTQ_LN_RSTD on one int16 (1, T, D) x, as the lowering writes them."""

@@ -23,14 +23,6 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture
-def npu_cpu(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import npu_cpu
-
-    return npu_cpu
-
-
-@pytest.fixture
 def report(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import report

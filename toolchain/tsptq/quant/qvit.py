@@ -14,7 +14,6 @@ patch-token mean of a ``token+avg`` head keeps the final norm's).
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 import torch
